@@ -1,0 +1,129 @@
+package store
+
+import (
+	"encoding/hex"
+	"fmt"
+	"strings"
+)
+
+// ObjectType is the kind of an OSTree object as it is stored in an archive repo.
+type ObjectType uint8
+
+// Object types; the values are libostree's OstreeObjectType.
+const (
+	File       ObjectType = 1 // content, stored as .filez in archive repos
+	DirTree    ObjectType = 2
+	DirMeta    ObjectType = 3
+	Commit     ObjectType = 4
+	CommitMeta ObjectType = 6 // detached metadata, named after its commit
+)
+
+// Ext returns the loose-object file extension of t in an archive repo.
+func (t ObjectType) Ext() string {
+	switch t {
+	case File:
+		return "filez"
+	case DirTree:
+		return "dirtree"
+	case DirMeta:
+		return "dirmeta"
+	case Commit:
+		return "commit"
+	case CommitMeta:
+		return "commitmeta"
+	}
+	return fmt.Sprintf("type%d", uint8(t))
+}
+
+// IsMeta reports whether t is a metadata object (sha256 of its bytes is its name).
+func (t ObjectType) IsMeta() bool { return t == DirTree || t == DirMeta || t == Commit }
+
+func typeFromExt(ext string) (ObjectType, bool) {
+	switch ext {
+	case "filez":
+		return File, true
+	case "dirtree":
+		return DirTree, true
+	case "dirmeta":
+		return DirMeta, true
+	case "commit":
+		return Commit, true
+	case "commitmeta":
+		return CommitMeta, true
+	}
+	return 0, false
+}
+
+// Checksum is an OSTree SHA-256 object checksum.
+type Checksum [32]byte
+
+// String returns the 64 lower-case hex digits of c.
+func (c Checksum) String() string { return hex.EncodeToString(c[:]) }
+
+// ParseChecksum parses exactly 64 lower-case hex digits.
+func ParseChecksum(s string) (Checksum, error) {
+	var c Checksum
+	if len(s) != 64 {
+		return c, fmt.Errorf("checksum %q: want 64 hex digits", truncate(s))
+	}
+	for i := 0; i < len(s); i++ {
+		if ch := s[i]; !(ch >= '0' && ch <= '9' || ch >= 'a' && ch <= 'f') {
+			return c, fmt.Errorf("checksum %q: not lower-case hex", truncate(s))
+		}
+	}
+	_, _ = hex.Decode(c[:], []byte(s))
+	return c, nil
+}
+
+func truncate(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
+
+// ObjectName identifies one object: its checksum and type.
+type ObjectName struct {
+	Sum  Checksum
+	Type ObjectType
+}
+
+// String returns the name as "<checksum>.<ext>".
+func (n ObjectName) String() string { return n.Sum.String() + "." + n.Type.Ext() }
+
+// RelPath is the object's path inside a repo: "objects/ab/cdef….ext".
+func (n ObjectName) RelPath() string {
+	s := n.Sum.String()
+	return "objects/" + s[:2] + "/" + s[2:] + "." + n.Type.Ext()
+}
+
+// ParseObjectName parses "<64 lower-case hex>.<ext>" with ext one of filez,
+// dirtree, dirmeta, commit, commitmeta.
+func ParseObjectName(s string) (ObjectName, error) {
+	sum, ext, ok := strings.Cut(s, ".")
+	if !ok {
+		return ObjectName{}, fmt.Errorf("object name %q: no type extension", truncate(s))
+	}
+	t, ok := typeFromExt(ext)
+	if !ok {
+		return ObjectName{}, fmt.Errorf("object name %q: unknown type %q", truncate(s), truncate(ext))
+	}
+	c, err := ParseChecksum(sum)
+	if err != nil {
+		return ObjectName{}, fmt.Errorf("object name: %w", err)
+	}
+	return ObjectName{Sum: c, Type: t}, nil
+}
+
+// ParseObjectPath parses an archive-repo relative path "objects/ab/cdef….ext".
+func ParseObjectPath(p string) (ObjectName, error) {
+	rest, ok := strings.CutPrefix(p, "objects/")
+	if !ok || len(rest) < 3 || rest[2] != '/' {
+		return ObjectName{}, fmt.Errorf("object path %q: want objects/xx/…", truncate(p))
+	}
+	n, err := ParseObjectName(rest[:2] + rest[3:])
+	if err != nil {
+		return ObjectName{}, fmt.Errorf("object path %q: %w", truncate(p), err)
+	}
+	return n, nil
+}

@@ -1,0 +1,219 @@
+package store
+
+/*
+#include <stdlib.h>
+#include "shim.h"
+*/
+import "C"
+
+import (
+	"context"
+	"fmt"
+	"unsafe"
+)
+
+// RefUpdate moves Ref from Old (nil: the ref must not exist) to New.
+type RefUpdate struct {
+	Ref string
+	Old *Checksum
+	New Checksum
+}
+
+// RefMovedError reports a ref that no longer equals the Old its update named.
+type RefMovedError struct {
+	Ref  string
+	Want *Checksum
+	Got  *Checksum
+}
+
+func (e *RefMovedError) Error() string {
+	str := func(c *Checksum) string {
+		if c == nil {
+			return "absent"
+		}
+		return c.String()
+	}
+	return fmt.Sprintf("ref %s moved: expected %s, found %s", e.Ref, str(e.Want), str(e.Got))
+}
+
+// checkRefs fails with *RefMovedError unless every ref equals its Old.
+func (r *Repo) checkRefs(ctx context.Context, updates []RefUpdate) error {
+	for _, u := range updates {
+		cur, ok, err := r.ResolveRef(ctx, u.Ref)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !ok && u.Old == nil:
+		case ok && u.Old != nil && cur == *u.Old:
+		default:
+			e := &RefMovedError{Ref: u.Ref, Want: u.Old}
+			if ok {
+				e.Got = &cur
+			}
+			return e
+		}
+	}
+	return nil
+}
+
+// base returns the commit a ref update can be diffed against in r: its Old,
+// when r holds that commit completely.
+func (r *Repo) base(ctx context.Context, u RefUpdate) (*Checksum, error) {
+	if u.Old == nil || *u.Old == u.New {
+		return nil, nil
+	}
+	c, err := r.ReadCommit(ctx, *u.Old)
+	if err != nil {
+		return nil, err
+	}
+	if c.Partial {
+		return nil, nil
+	}
+	return u.Old, nil
+}
+
+// Publish makes r's refs point at the new commits, all together or not at
+// all. It checks that every ref still equals its Old and that each new
+// commit is complete in r and spool together before touching r; then, in one
+// libostree transaction, imports what r lacks from spool (trusted: the spool
+// holds only verified objects; hard links when both share a filesystem),
+// re-checks each commit's closure in r alone, and sets the refs. The caller
+// serializes publishes to r.
+func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate) error {
+	for _, u := range updates {
+		if err := ValidateRef(u.Ref); err != nil {
+			return err
+		}
+	}
+	if err := r.checkRefs(ctx, updates); err != nil {
+		return err
+	}
+	both := layers{r, spool}
+	bases := make([]*Checksum, len(updates))
+	for i, u := range updates {
+		b, err := r.base(ctx, u)
+		if err != nil {
+			return fmt.Errorf("publish %s: %w", u.Ref, err)
+		}
+		bases[i] = b
+		if err := missing(ctx, both, u.New, b, nil); err != nil {
+			return fmt.Errorf("publish %s: %w", u.Ref, err)
+		}
+	}
+
+	txn, err := r.begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer txn.abort()
+	for i, u := range updates {
+		importMissing := func(n ObjectName) error {
+			has, err := r.HasObject(ctx, n)
+			if err != nil || has {
+				return err
+			}
+			return txn.importFrom(ctx, spool, n)
+		}
+		if err := missing(ctx, both, u.New, bases[i], importMissing); err != nil {
+			return fmt.Errorf("publish %s: import: %w", u.Ref, err)
+		}
+		if err := missing(ctx, r, u.New, bases[i], nil); err != nil {
+			return fmt.Errorf("publish %s: after import: %w", u.Ref, err)
+		}
+	}
+	if err := r.checkRefs(ctx, updates); err != nil {
+		return err
+	}
+	for _, u := range updates {
+		txn.setRef(u.Ref, u.New)
+	}
+	return txn.commit(ctx)
+}
+
+// txn is an open libostree transaction on a Repo.
+type txn struct {
+	r    *Repo
+	done bool
+}
+
+func (r *Repo) begin(ctx context.Context) (*txn, error) {
+	r.txnMu.Lock()
+	err := r.do(ctx, func(p *C.OstreeRepo) error {
+		var gerr *C.GError
+		if C.ostree_repo_prepare_transaction(p, nil, nil, &gerr) == 0 {
+			return takeError(gerr)
+		}
+		return nil
+	})
+	if err != nil {
+		r.txnMu.Unlock()
+		return nil, fmt.Errorf("begin transaction in %s: %w", r.path, err)
+	}
+	return &txn{r: r}, nil
+}
+
+func (t *txn) importFrom(ctx context.Context, from *Repo, n ObjectName) error {
+	csum := C.CString(n.Sum.String())
+	defer C.free(unsafe.Pointer(csum))
+	from.mu.RLock()
+	defer from.mu.RUnlock()
+	if from.ptr == nil {
+		return ErrClosed
+	}
+	err := t.r.do(ctx, func(p *C.OstreeRepo) error {
+		var gerr *C.GError
+		if C.ostree_repo_import_object_from_with_trust(p, from.ptr, C.OstreeObjectType(n.Type), csum, C.TRUE, nil, &gerr) == 0 {
+			return takeError(gerr)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("import %s: %w", n, err)
+	}
+	return nil
+}
+
+func (t *txn) setRef(ref string, sum Checksum) {
+	cref := C.CString(ref)
+	defer C.free(unsafe.Pointer(cref))
+	csum := C.CString(sum.String())
+	defer C.free(unsafe.Pointer(csum))
+	t.r.mu.RLock()
+	defer t.r.mu.RUnlock()
+	if t.r.ptr != nil {
+		C.ostree_repo_transaction_set_ref(t.r.ptr, nil, cref, csum)
+	}
+}
+
+func (t *txn) commit(ctx context.Context) error {
+	err := t.r.do(context.WithoutCancel(ctx), func(p *C.OstreeRepo) error {
+		var gerr *C.GError
+		if C.ostree_repo_commit_transaction(p, nil, nil, &gerr) == 0 {
+			return takeError(gerr)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("commit transaction in %s: %w", t.r.path, err)
+	}
+	t.done = true
+	t.r.txnMu.Unlock()
+	return nil
+}
+
+// abort ends the transaction unless it was committed; safe to defer.
+func (t *txn) abort() {
+	if t.done {
+		return
+	}
+	t.done = true
+	_ = t.r.do(context.Background(), func(p *C.OstreeRepo) error {
+		var gerr *C.GError
+		if C.ostree_repo_abort_transaction(p, nil, &gerr) == 0 {
+			return takeError(gerr)
+		}
+		return nil
+	})
+	t.r.txnMu.Unlock()
+}

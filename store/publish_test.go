@@ -1,0 +1,184 @@
+package store
+
+import (
+	"errors"
+	"os"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// spoolWith returns a new archive repo holding the given objects of the
+// build repo, as the daemon's spool would after verifying an upload.
+func spoolWith(t testing.TB, build *Repo, objs map[ObjectName]bool) *Repo {
+	t.Helper()
+	spool := newArchive(t)
+	for n := range objs {
+		copyObject(t, build, spool, n)
+	}
+	return spool
+}
+
+func diffSet(t testing.TB, r *Repo, newc, oldc Checksum) map[ObjectName]bool {
+	t.Helper()
+	s := map[ObjectName]bool{}
+	if err := r.Diff(ctx, newc, oldc, func(n ObjectName) error { s[n] = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func refsOf(t testing.TB, r *Repo) map[string]Checksum {
+	t.Helper()
+	refs, err := r.ListRefs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return refs
+}
+
+func TestPublishColdThenIncremental(t *testing.T) {
+	build := openArchive(t, fx.build)
+	prod := newArchive(t)
+
+	spool := spoolWith(t, build, walkSet(t, build, fx.a))
+	if err := prod.Publish(ctx, spool, []RefUpdate{{Ref: "main", New: fx.a}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := refsOf(t, prod); !reflect.DeepEqual(got, map[string]Checksum{"main": fx.a}) {
+		t.Fatalf("refs after cold publish: %v", got)
+	}
+	c, err := prod.ReadCommit(ctx, fx.a)
+	if err != nil || c.Partial {
+		t.Fatalf("published commit: %+v, %v", c, err)
+	}
+	// Every object arrived by hard link from the spool, and nothing else.
+	objs := repoObjects(t, prod.Path())
+	if len(objs) != len(walkSet(t, build, fx.a)) {
+		t.Fatalf("production has %d objects, commit has %d", len(objs), len(walkSet(t, build, fx.a)))
+	}
+	for n := range objs {
+		fi, err := os.Stat(prod.ObjectPath(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Sys().(*syscall.Stat_t).Nlink < 2 {
+			t.Fatalf("%s was copied, not hard-linked from the spool", n)
+		}
+		break
+	}
+	mustOstree(t, "fsck", "--repo="+prod.Path())
+
+	// Incremental: the spool holds only the diff.
+	spool2 := spoolWith(t, build, diffSet(t, build, fx.b, fx.a))
+	if err := prod.Publish(ctx, spool2, []RefUpdate{{Ref: "main", Old: &fx.a, New: fx.b}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := refsOf(t, prod); got["main"] != fx.b {
+		t.Fatalf("refs after incremental publish: %v", got)
+	}
+	if err := prod.RegenerateSummary(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustOstree(t, "summary", "--view", "--repo="+prod.Path()); !strings.Contains(out, fx.b.String()) {
+		t.Fatalf("summary does not list B:\n%s", out)
+	}
+	mustOstree(t, "fsck", "--repo="+prod.Path())
+	pullOverHTTP(t, prod.Path(), "main")
+}
+
+func TestPublishSeveralRefsWithDetachedMetadata(t *testing.T) {
+	build := openArchive(t, fx.build)
+	prod := newArchive(t)
+	objs := walkSet(t, build, fx.a)
+	for n := range walkSet(t, build, fx.other) {
+		objs[n] = true
+	}
+	spool := spoolWith(t, build, objs)
+	err := prod.Publish(ctx, spool, []RefUpdate{{Ref: "main", New: fx.a}, {Ref: "other", New: fx.other}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := refsOf(t, prod); !reflect.DeepEqual(got, map[string]Checksum{"main": fx.a, "other": fx.other}) {
+		t.Fatalf("refs: %v", got)
+	}
+	meta, err := prod.CommitMeta(ctx, fx.other)
+	if err != nil || meta == nil {
+		t.Fatalf("detached metadata not published: %v", err)
+	}
+	mustOstree(t, "fsck", "--repo="+prod.Path())
+	pullOverHTTP(t, prod.Path(), "other")
+}
+
+// A closure failure or a moved ref leaves refs and objects/ exactly as they were.
+func TestPublishRefusalsTouchNothing(t *testing.T) {
+	build := openArchive(t, fx.build)
+	prod := newArchive(t)
+	if err := prod.Publish(ctx, spoolWith(t, build, walkSet(t, build, fx.a)), []RefUpdate{{Ref: "main", New: fx.a}}); err != nil {
+		t.Fatal(err)
+	}
+	refsBefore, objsBefore := refsOf(t, prod), repoObjects(t, prod.Path())
+
+	diff := diffSet(t, build, fx.b, fx.a)
+	for _, drop := range []ObjectType{File, DirTree, DirMeta, Commit} {
+		partial := map[ObjectName]bool{}
+		dropped := false
+		for n := range diff {
+			if n.Type == drop && !dropped {
+				dropped = true
+				continue
+			}
+			partial[n] = true
+		}
+		if !dropped {
+			t.Fatalf("diff has no %s to drop", drop.Ext())
+		}
+		err := prod.Publish(ctx, spoolWith(t, build, partial), []RefUpdate{{Ref: "main", Old: &fx.a, New: fx.b}})
+		var me *MissingError
+		if !errors.As(err, &me) || me.Count == 0 {
+			t.Fatalf("without one %s: Publish = %v, want MissingError", drop.Ext(), err)
+		}
+	}
+	full := spoolWith(t, build, diff)
+	for name, u := range map[string]RefUpdate{
+		"old absent but ref exists": {Ref: "main", New: fx.b},
+		"old is not the ref":        {Ref: "main", Old: &fx.b, New: fx.b},
+		"second ref moved":          {Ref: "other", Old: &fx.a, New: fx.other},
+	} {
+		updates := []RefUpdate{{Ref: "main", Old: &fx.a, New: fx.b}, u}
+		if name != "second ref moved" {
+			updates = updates[1:]
+		}
+		var rm *RefMovedError
+		if err := prod.Publish(ctx, full, updates); !errors.As(err, &rm) {
+			t.Fatalf("%s: Publish = %v, want RefMovedError", name, err)
+		}
+	}
+	if err := prod.Publish(ctx, full, []RefUpdate{{Ref: "bad^ref", New: fx.b}}); err == nil {
+		t.Fatal("Publish accepted an invalid ref name")
+	}
+	if got := refsOf(t, prod); !reflect.DeepEqual(got, refsBefore) {
+		t.Fatalf("refs changed: %v -> %v", refsBefore, got)
+	}
+	if got := repoObjects(t, prod.Path()); !reflect.DeepEqual(got, objsBefore) {
+		t.Fatalf("objects/ changed: %d -> %d files", len(objsBefore), len(got))
+	}
+	mustOstree(t, "fsck", "--repo="+prod.Path())
+}
+
+func TestMissingReportsAbsentObjects(t *testing.T) {
+	build := openArchive(t, fx.build)
+	if err := Missing(ctx, fx.b, nil, build); err != nil {
+		t.Fatalf("complete commit: %v", err)
+	}
+	if err := Missing(ctx, fx.b, &fx.a, build); err != nil {
+		t.Fatalf("complete commit against base: %v", err)
+	}
+	empty := newArchive(t)
+	err := Missing(ctx, fx.b, nil, empty)
+	var me *MissingError
+	if !errors.As(err, &me) || me.Count != 1 || me.Missing[0] != (ObjectName{Sum: fx.b, Type: Commit}) {
+		t.Fatalf("empty repo: %v", err)
+	}
+}

@@ -1,0 +1,398 @@
+// Package store is everything OSTree: repositories through libostree (cgo,
+// hidden behind Go types), the strict object verifier, tree walks and diffs,
+// and the publish transaction.
+package store
+
+/*
+#cgo pkg-config: ostree-1
+#include <stdlib.h>
+#include "shim.h"
+*/
+import "C"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"unsafe"
+
+	"github.com/ostreedev/ostree-go/pkg/otbuiltin"
+)
+
+// Mode is a repository mode; the values are libostree's OstreeRepoMode.
+type Mode int
+
+// Repository modes.
+const (
+	ModeBare Mode = iota
+	ModeArchive
+	ModeBareUser
+	ModeBareUserOnly
+	ModeBareSplitXattrs
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeBare:
+		return "bare"
+	case ModeArchive:
+		return "archive"
+	case ModeBareUser:
+		return "bare-user"
+	case ModeBareUserOnly:
+		return "bare-user-only"
+	case ModeBareSplitXattrs:
+		return "bare-split-xattrs"
+	}
+	return fmt.Sprintf("mode%d", int(m))
+}
+
+// Errors callers can test with errors.Is.
+var (
+	ErrClosed     = errors.New("repository is closed")
+	ErrNotFound   = errors.New("not found")
+	ErrNotArchive = errors.New("not an archive-mode repository")
+)
+
+// GError is an error reported by libostree or GLib.
+type GError struct {
+	Domain  string
+	Code    int
+	Message string
+}
+
+func (e *GError) Error() string { return e.Message }
+
+// Is makes GIO's "not found" match ErrNotFound.
+func (e *GError) Is(target error) bool {
+	return target == ErrNotFound && e.Domain == "g-io-error-quark" && e.Code == C.G_IO_ERROR_NOT_FOUND
+}
+
+// takeError copies a GError into Go and frees it.
+func takeError(e *C.GError) error {
+	if e == nil {
+		return errors.New("libostree failed without an error message")
+	}
+	ge := &GError{
+		Domain:  C.GoString(C.g_quark_to_string(e.domain)),
+		Code:    int(e.code),
+		Message: C.GoString(e.message),
+	}
+	C.g_error_free(e)
+	return ge
+}
+
+// pool bounds the number of goroutines blocked in libostree at once.
+var pool = make(chan struct{}, max(4, 2*runtime.NumCPU()))
+
+// Repo is an open OSTree repository. Its methods are safe for concurrent use;
+// Close must be called when done.
+type Repo struct {
+	mu   sync.RWMutex // write-held only by Close
+	ptr  *C.OstreeRepo
+	path string
+	mode Mode
+
+	txnMu sync.Mutex // one transaction per Repo at a time
+}
+
+// Open opens an existing repository.
+func Open(ctx context.Context, path string) (*Repo, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("open repo %s: %w", path, err)
+	}
+	if _, err := os.Stat(filepath.Join(abs, "config")); err != nil {
+		return nil, fmt.Errorf("open repo %s: not an OSTree repository: %w", path, err)
+	}
+	cpath := C.CString(abs)
+	defer C.free(unsafe.Pointer(cpath))
+	var gerr *C.GError
+	ptr := C.ou_repo_open(cpath, &gerr)
+	if ptr == nil {
+		return nil, fmt.Errorf("open repo %s: %w", path, takeError(gerr))
+	}
+	return &Repo{ptr: ptr, path: abs, mode: Mode(C.ostree_repo_get_mode(ptr))}, nil
+}
+
+// OpenArchive opens an existing repository and refuses any mode but archive:
+// only archive repos hold the .filez objects that are pushed and served.
+func OpenArchive(ctx context.Context, path string) (*Repo, error) {
+	r, err := Open(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	if r.mode != ModeArchive {
+		r.Close()
+		return nil, fmt.Errorf("repo %s is in %s mode: %w (create one with 'ostree init --mode=archive')", path, r.mode, ErrNotArchive)
+	}
+	return r, nil
+}
+
+// Create makes a new repository of the given mode at path (the directory may
+// exist but must not hold a repository) and opens it.
+func Create(ctx context.Context, path string, mode Mode) (*Repo, error) {
+	if _, err := os.Stat(filepath.Join(path, "config")); err == nil {
+		return nil, fmt.Errorf("create repo %s: a repository already exists there", path)
+	}
+	opts := otbuiltin.NewInitOptions()
+	opts.Mode = mode.String()
+	if _, err := otbuiltin.Init(path, opts); err != nil {
+		return nil, fmt.Errorf("create repo %s: %w", path, err)
+	}
+	return Open(ctx, path)
+}
+
+// Path is the repository's absolute path.
+func (r *Repo) Path() string { return r.path }
+
+// Mode is the repository's mode.
+func (r *Repo) Mode() Mode { return r.mode }
+
+// Close releases the repository. Calls after Close return ErrClosed.
+func (r *Repo) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ptr != nil {
+		C.ou_unref(C.gpointer(unsafe.Pointer(r.ptr)))
+		r.ptr = nil
+	}
+	return nil
+}
+
+// do runs fn with the repository pointer, holding a pool slot.
+func (r *Repo) do(ctx context.Context, fn func(*C.OstreeRepo) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case pool <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-pool }()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.ptr == nil {
+		return ErrClosed
+	}
+	return fn(r.ptr)
+}
+
+// ValidateRef checks that name is a valid OSTree ref name (no "..", no
+// leading "/", no "^" or other revision syntax).
+func ValidateRef(name string) error {
+	if name == "" || len(name) > 1024 {
+		return fmt.Errorf("invalid ref name %q", truncate(name))
+	}
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	var gerr *C.GError
+	if C.ostree_validate_rev(cname, &gerr) == 0 {
+		return fmt.Errorf("invalid ref name %q: %w", truncate(name), takeError(gerr))
+	}
+	return nil
+}
+
+// ListRefs returns every local ref and the commit it points at.
+func (r *Repo) ListRefs(ctx context.Context) (map[string]Checksum, error) {
+	out := make(map[string]Checksum)
+	err := r.do(ctx, func(p *C.OstreeRepo) error {
+		var gerr *C.GError
+		v := C.ou_list_refs(p, &gerr)
+		if v == nil {
+			return takeError(gerr)
+		}
+		defer C.g_strfreev(v)
+		strs := unsafe.Slice(v, 1<<30)
+		for i := 0; strs[i] != nil; i += 2 {
+			sum, err := ParseChecksum(C.GoString(strs[i+1]))
+			if err != nil {
+				return err
+			}
+			out[C.GoString(strs[i])] = sum
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list refs of %s: %w", r.path, err)
+	}
+	return out, nil
+}
+
+// ResolveRef returns the commit a ref points at; ok is false when the ref
+// does not exist.
+func (r *Repo) ResolveRef(ctx context.Context, ref string) (sum Checksum, ok bool, err error) {
+	if err := ValidateRef(ref); err != nil {
+		return sum, false, err
+	}
+	cref := C.CString(ref)
+	defer C.free(unsafe.Pointer(cref))
+	err = r.do(ctx, func(p *C.OstreeRepo) error {
+		var out *C.char
+		var gerr *C.GError
+		if C.ostree_repo_resolve_rev(p, cref, C.TRUE, &out, &gerr) == 0 {
+			return takeError(gerr)
+		}
+		if out == nil {
+			return nil
+		}
+		defer C.g_free(C.gpointer(unsafe.Pointer(out)))
+		sum, err = ParseChecksum(C.GoString(out))
+		ok = err == nil
+		return err
+	})
+	if err != nil {
+		return sum, false, fmt.Errorf("resolve ref %s: %w", ref, err)
+	}
+	return sum, ok, nil
+}
+
+// HasObject reports whether the repository (or its open transaction) holds
+// the object.
+func (r *Repo) HasObject(ctx context.Context, name ObjectName) (bool, error) {
+	csum := C.CString(name.Sum.String())
+	defer C.free(unsafe.Pointer(csum))
+	var has C.gboolean
+	err := r.do(ctx, func(p *C.OstreeRepo) error {
+		var gerr *C.GError
+		if C.ostree_repo_has_object(p, C.OstreeObjectType(name.Type), csum, &has, nil, &gerr) == 0 {
+			return takeError(gerr)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("has object %s: %w", name, err)
+	}
+	return has != 0, nil
+}
+
+// ObjectPath is where the object's loose file lives in the repository.
+func (r *Repo) ObjectPath(name ObjectName) string {
+	return filepath.Join(r.path, filepath.FromSlash(name.RelPath()))
+}
+
+// ObjectSize is the size of the object's loose file.
+func (r *Repo) ObjectSize(name ObjectName) (int64, error) {
+	fi, err := os.Stat(r.ObjectPath(name))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, fmt.Errorf("object %s: %w", name, ErrNotFound)
+		}
+		return 0, fmt.Errorf("object %s: %w", name, err)
+	}
+	return fi.Size(), nil
+}
+
+// takeBytes copies a g_malloc'd buffer into Go and frees it.
+func takeBytes(data *C.guint8, n C.gsize) []byte {
+	defer C.g_free(C.gpointer(unsafe.Pointer(data)))
+	return C.GoBytes(unsafe.Pointer(data), C.int(n))
+}
+
+// loadMeta returns the bytes of a dirtree or dirmeta object.
+func (r *Repo) loadMeta(ctx context.Context, name ObjectName) ([]byte, error) {
+	csum := C.CString(name.Sum.String())
+	defer C.free(unsafe.Pointer(csum))
+	var b []byte
+	err := r.do(ctx, func(p *C.OstreeRepo) error {
+		var data *C.guint8
+		var n C.gsize
+		var gerr *C.GError
+		if C.ou_load_meta(p, C.OstreeObjectType(name.Type), csum, &data, &n, &gerr) == 0 {
+			return takeError(gerr)
+		}
+		b = takeBytes(data, n)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", name, err)
+	}
+	return b, nil
+}
+
+// ReadTree loads and parses a dirtree object.
+func (r *Repo) ReadTree(ctx context.Context, sum Checksum) (*Tree, error) {
+	b, err := r.loadMeta(ctx, ObjectName{Sum: sum, Type: DirTree})
+	if err != nil {
+		return nil, err
+	}
+	t, err := ParseDirTree(b, false)
+	if err != nil {
+		return nil, fmt.Errorf("dirtree %s in %s: %w", sum, r.path, err)
+	}
+	return t, nil
+}
+
+// ReadCommit loads and parses a commit object.
+func (r *Repo) ReadCommit(ctx context.Context, sum Checksum) (*CommitInfo, error) {
+	csum := C.CString(sum.String())
+	defer C.free(unsafe.Pointer(csum))
+	var b []byte
+	var partial C.gboolean
+	err := r.do(ctx, func(p *C.OstreeRepo) error {
+		var data *C.guint8
+		var n C.gsize
+		var gerr *C.GError
+		if C.ou_load_commit(p, csum, &data, &n, &partial, &gerr) == 0 {
+			return takeError(gerr)
+		}
+		b = takeBytes(data, n)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load commit %s: %w", sum, err)
+	}
+	c, err := ParseCommit(sum, b, false)
+	if err != nil {
+		return nil, fmt.Errorf("commit %s in %s: %w", sum, r.path, err)
+	}
+	c.Partial = partial != 0
+	return c, nil
+}
+
+// CommitMeta returns a commit's detached metadata, or nil if it has none.
+func (r *Repo) CommitMeta(ctx context.Context, sum Checksum) ([]byte, error) {
+	csum := C.CString(sum.String())
+	defer C.free(unsafe.Pointer(csum))
+	var b []byte
+	err := r.do(ctx, func(p *C.OstreeRepo) error {
+		var data *C.guint8
+		var n C.gsize
+		var gerr *C.GError
+		if C.ou_read_commitmeta(p, csum, &data, &n, &gerr) == 0 {
+			return takeError(gerr)
+		}
+		if data != nil {
+			b = takeBytes(data, n)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read detached metadata of %s: %w", sum, err)
+	}
+	return b, nil
+}
+
+// RegenerateSummary rewrites the repository's summary file (which removes
+// any summary signature: re-sign right after).
+func (r *Repo) RegenerateSummary(ctx context.Context) error {
+	err := r.do(ctx, func(p *C.OstreeRepo) error {
+		var gerr *C.GError
+		if C.ostree_repo_regenerate_summary(p, nil, nil, &gerr) == 0 {
+			return takeError(gerr)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("regenerate summary of %s: %w", r.path, err)
+	}
+	return nil
+}

@@ -1,0 +1,94 @@
+#include <stdlib.h>
+#include <string.h>
+#include "shim.h"
+
+/* GIO must not load gvfs or D-Bus modules: decide before the first GLib call,
+ * as the ostree CLI does. Runs when the program is loaded. */
+__attribute__((constructor)) static void
+ou_init_env (void)
+{
+  setenv ("GIO_USE_VFS", "local", 0);
+}
+
+OstreeRepo *
+ou_repo_open (const char *path, GError **error)
+{
+  g_autoptr(GFile) file = g_file_new_for_path (path);
+  g_autoptr(OstreeRepo) repo = ostree_repo_new (file);
+  if (!ostree_repo_open (repo, NULL, error))
+    return NULL;
+  return g_steal_pointer (&repo);
+}
+
+void
+ou_unref (gpointer obj)
+{
+  g_object_unref (obj);
+}
+
+char **
+ou_list_refs (OstreeRepo *repo, GError **error)
+{
+  g_autoptr(GHashTable) refs = NULL;
+  if (!ostree_repo_list_refs (repo, NULL, &refs, NULL, error))
+    return NULL;
+  GPtrArray *out = g_ptr_array_new ();
+  GHashTableIter it;
+  gpointer k, v;
+  g_hash_table_iter_init (&it, refs);
+  while (g_hash_table_iter_next (&it, &k, &v))
+    {
+      g_ptr_array_add (out, g_strdup (k));
+      g_ptr_array_add (out, g_strdup (v));
+    }
+  g_ptr_array_add (out, NULL);
+  return (char **) g_ptr_array_free (out, FALSE);
+}
+
+static void
+copy_variant (GVariant *v, guint8 **out_data, gsize *out_len)
+{
+  gsize n = g_variant_get_size (v);
+  *out_data = g_malloc (n > 0 ? n : 1);
+  if (n > 0)
+    memcpy (*out_data, g_variant_get_data (v), n);
+  *out_len = n;
+}
+
+gboolean
+ou_load_meta (OstreeRepo *repo, OstreeObjectType type, const char *csum,
+              guint8 **out_data, gsize *out_len, GError **error)
+{
+  g_autoptr(GVariant) v = NULL;
+  if (!ostree_repo_load_variant (repo, type, csum, &v, error))
+    return FALSE;
+  copy_variant (v, out_data, out_len);
+  return TRUE;
+}
+
+gboolean
+ou_load_commit (OstreeRepo *repo, const char *csum, guint8 **out_data,
+                gsize *out_len, gboolean *out_partial, GError **error)
+{
+  g_autoptr(GVariant) v = NULL;
+  OstreeRepoCommitState state = 0;
+  if (!ostree_repo_load_commit (repo, csum, &v, &state, error))
+    return FALSE;
+  copy_variant (v, out_data, out_len);
+  *out_partial = (state & OSTREE_REPO_COMMIT_STATE_PARTIAL) != 0;
+  return TRUE;
+}
+
+gboolean
+ou_read_commitmeta (OstreeRepo *repo, const char *csum, guint8 **out_data,
+                    gsize *out_len, GError **error)
+{
+  g_autoptr(GVariant) v = NULL;
+  *out_data = NULL;
+  *out_len = 0;
+  if (!ostree_repo_read_commit_detached_metadata (repo, csum, &v, NULL, error))
+    return FALSE;
+  if (v != NULL)
+    copy_variant (v, out_data, out_len);
+  return TRUE;
+}

@@ -1,0 +1,27 @@
+/* Small C helpers for the store package: calls that are variadic, macros or
+ * need GLib iteration, so the Go side only ever sees plain C types. */
+#ifndef OSTREE_UPLOAD_SHIM_H
+#define OSTREE_UPLOAD_SHIM_H
+
+#include <ostree.h>
+
+OstreeRepo *ou_repo_open (const char *path, GError **error);
+void ou_unref (gpointer obj);
+
+/* Returns a NULL-terminated vector "ref0, csum0, ref1, csum1, ...";
+ * free with g_strfreev. */
+char **ou_list_refs (OstreeRepo *repo, GError **error);
+
+/* Copies the serialised bytes of a metadata object into a g_malloc'd buffer. */
+gboolean ou_load_meta (OstreeRepo *repo, OstreeObjectType type, const char *csum,
+                       guint8 **out_data, gsize *out_len, GError **error);
+
+/* Like ou_load_meta for a commit, also returning whether it is partial. */
+gboolean ou_load_commit (OstreeRepo *repo, const char *csum, guint8 **out_data,
+                         gsize *out_len, gboolean *out_partial, GError **error);
+
+/* Reads detached metadata; *out_data is NULL when the commit has none. */
+gboolean ou_read_commitmeta (OstreeRepo *repo, const char *csum, guint8 **out_data,
+                             gsize *out_len, GError **error);
+
+#endif

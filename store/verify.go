@@ -1,0 +1,256 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"compress/flate"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+
+	"github.com/ostree-upload/ostree-upload/store/internal/gvariant"
+)
+
+// Size limits enforced by the verifier.
+const (
+	MaxFileHeaderSize = 1 << 20   // the GVariant header of a .filez
+	MaxMetadataSize   = 128 << 20 // commit, dirtree, dirmeta (libostree's OSTREE_MAX_METADATA_SIZE)
+	MaxCommitMetaSize = 16 << 20  // detached commit metadata
+	maxSymlinkTarget  = 4096
+)
+
+// CorruptError reports bytes that are not a valid object of the given name.
+type CorruptError struct {
+	Name   ObjectName
+	Reason string
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("object %s is corrupt: %s", e.Name, e.Reason)
+}
+
+// IsCorrupt reports whether err says the object's bytes are invalid, as
+// opposed to an I/O failure while reading them.
+func IsCorrupt(err error) bool {
+	var ce *CorruptError
+	return errors.As(err, &ce)
+}
+
+// Info describes a verified object.
+type Info struct {
+	Name ObjectName
+	Size int64 // bytes of the object as stored in an archive repo
+	// For File objects: the uncompressed content length and the st_mode.
+	ContentSize uint64
+	Mode        uint32
+}
+
+// Verify reads the archive-repo form of an object from r and checks it
+// strictly against name. It returns a *CorruptError for invalid bytes and
+// any other error for a failure of r.
+func Verify(name ObjectName, r io.Reader) (Info, error) {
+	src := &countingReader{r: r}
+	info, err := verify(name, src)
+	if src.err != nil {
+		return Info{}, fmt.Errorf("read %s: %w", name, src.err)
+	}
+	if err != nil {
+		return Info{}, &CorruptError{Name: name, Reason: err.Error()}
+	}
+	info.Name, info.Size = name, src.n
+	return info, nil
+}
+
+// countingReader counts bytes and remembers the first real read error, so
+// that an I/O failure is never mistaken for corruption.
+type countingReader struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
+	}
+	return n, err
+}
+
+func verify(name ObjectName, r io.Reader) (Info, error) {
+	switch name.Type {
+	case File:
+		return verifyFilez(name.Sum, r)
+	case DirTree, DirMeta, Commit:
+		b, err := readCapped(r, MaxMetadataSize)
+		if err != nil {
+			return Info{}, err
+		}
+		if sum := sha256.Sum256(b); sum != name.Sum {
+			return Info{}, fmt.Errorf("content hashes to %x", sum)
+		}
+		switch name.Type {
+		case DirTree:
+			_, err = ParseDirTree(b, true)
+		case DirMeta:
+			err = validateDirMeta(b)
+		case Commit:
+			_, err = ParseCommit(name.Sum, b, true)
+		}
+		return Info{}, err
+	case CommitMeta:
+		b, err := readCapped(r, MaxCommitMetaSize)
+		if err != nil {
+			return Info{}, err
+		}
+		return Info{}, validateCommitMeta(b)
+	}
+	return Info{}, fmt.Errorf("cannot verify objects of type %d", name.Type)
+}
+
+func readCapped(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("larger than %d bytes", limit)
+	}
+	return b, nil
+}
+
+// verifyFilez checks an archive content object: BE32 header length, four
+// zero bytes, a normal-form (tuuuusa(ayay)) header, then (for regular files
+// only) one raw deflate stream that inflates to exactly the header's size and
+// ends at EOF. The checksum covers the canonical header and the content.
+func verifyFilez(want Checksum, r io.Reader) (Info, error) {
+	// bufio.Reader is an io.ByteReader, so flate reads no byte past its stream.
+	br := bufio.NewReaderSize(r, 64<<10)
+	var pre [8]byte
+	if _, err := io.ReadFull(br, pre[:]); err != nil {
+		return Info{}, fmt.Errorf("truncated before header: %w", err)
+	}
+	hlen := binary.BigEndian.Uint32(pre[:4])
+	if !bytes.Equal(pre[4:], []byte{0, 0, 0, 0}) {
+		return Info{}, fmt.Errorf("non-zero header padding")
+	}
+	if hlen == 0 || hlen > MaxFileHeaderSize {
+		return Info{}, fmt.Errorf("header length %d out of range (1..%d)", hlen, MaxFileHeaderSize)
+	}
+	hdr := make([]byte, hlen)
+	if _, err := io.ReadFull(br, hdr); err != nil {
+		return Info{}, fmt.Errorf("truncated header: %w", err)
+	}
+	v, err := gvariant.DecodeNormal(typeFileHeader, hdr)
+	if err != nil {
+		return Info{}, fmt.Errorf("header: %w", err)
+	}
+	f := v.([]any)
+	// Integers are stored big-endian inside the little-endian GVariant.
+	size := bits.ReverseBytes64(f[0].(uint64))
+	mode := bits.ReverseBytes32(f[3].(uint32))
+	rdev := f[4].(uint32)
+	target := f[5].(string)
+	if rdev != 0 {
+		return Info{}, fmt.Errorf("rdev %d is not zero", bits.ReverseBytes32(rdev))
+	}
+	if mode&^(modeTypeMask|modePerms) != 0 {
+		return Info{}, fmt.Errorf("mode %#o has unknown bits", mode)
+	}
+	switch mode & modeTypeMask {
+	case modeReg:
+		if target != "" {
+			return Info{}, fmt.Errorf("regular file with a symlink target")
+		}
+	case modeLink:
+		if target == "" || len(target) > maxSymlinkTarget {
+			return Info{}, fmt.Errorf("symlink target of %d bytes", len(target))
+		}
+		if size != 0 {
+			return Info{}, fmt.Errorf("symlink with size %d", size)
+		}
+	default:
+		return Info{}, fmt.Errorf("mode %#o is neither a regular file nor a symlink", mode)
+	}
+	canon, err := gvariant.Encode(typeFileCanon, []any{f[1], f[2], f[3], rdev, target, f[6]})
+	if err != nil {
+		return Info{}, fmt.Errorf("canonical header: %w", err)
+	}
+	h := sha256.New()
+	var canonPre [8]byte
+	binary.BigEndian.PutUint32(canonPre[:4], uint32(len(canon)))
+	h.Write(canonPre[:])
+	h.Write(canon)
+
+	if mode&modeTypeMask == modeReg {
+		fr := flate.NewReader(br)
+		n, err := io.Copy(h, io.LimitReader(fr, int64(min(size, 1<<62))+1))
+		if err != nil {
+			return Info{}, fmt.Errorf("deflate stream: %w", err)
+		}
+		if uint64(n) != size {
+			return Info{}, fmt.Errorf("content inflates to %d+ bytes, header says %d", n, size)
+		}
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		if err != nil {
+			return Info{}, err
+		}
+		return Info{}, fmt.Errorf("trailing bytes after the content")
+	}
+	var got Checksum
+	h.Sum(got[:0])
+	if got != want {
+		return Info{}, fmt.Errorf("content hashes to %s", got)
+	}
+	return Info{ContentSize: size, Mode: mode}, nil
+}
+
+// Verifier checks an object incrementally as its bytes arrive: write the
+// bytes, then Close for the verdict. A Write fails as soon as the bytes so far
+// are known to be invalid.
+type Verifier struct {
+	pw   *io.PipeWriter
+	done chan struct{}
+	info Info
+	err  error
+}
+
+// NewVerifier starts verifying an object named name. The caller must Close it.
+func NewVerifier(name ObjectName) *Verifier {
+	pr, pw := io.Pipe()
+	v := &Verifier{pw: pw, done: make(chan struct{})}
+	go func() {
+		defer close(v.done)
+		v.info, v.err = Verify(name, pr)
+		if v.err != nil {
+			pr.CloseWithError(v.err)
+		} else {
+			pr.CloseWithError(fmt.Errorf("object %s: bytes after a complete object", name))
+		}
+	}()
+	return v
+}
+
+// Write feeds the next bytes of the object.
+func (v *Verifier) Write(p []byte) (int, error) {
+	n, err := v.pw.Write(p)
+	if err != nil {
+		<-v.done
+		if v.err != nil {
+			return n, v.err
+		}
+	}
+	return n, err
+}
+
+// Close ends the object and returns the verdict.
+func (v *Verifier) Close() (Info, error) {
+	v.pw.Close()
+	<-v.done
+	return v.info, v.err
+}
