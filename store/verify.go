@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
+	"sync"
 
 	"github.com/ostree-upload/ostree-upload/store/internal/gvariant"
 )
@@ -123,13 +124,22 @@ func readCapped(r io.Reader, limit int64) ([]byte, error) {
 	return b, nil
 }
 
+// Buffers and inflaters are reused across objects: most objects are small
+// and these dominate their cost.
+var (
+	bufReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
+	inflaters  = sync.Pool{New: func() any { return flate.NewReader(bytes.NewReader(nil)) }}
+)
+
 // verifyFilez checks an archive content object: BE32 header length, four
 // zero bytes, a normal-form (tuuuusa(ayay)) header, then (for regular files
 // only) one raw deflate stream that inflates to exactly the header's size and
 // ends at EOF. The checksum covers the canonical header and the content.
 func verifyFilez(want Checksum, r io.Reader) (Info, error) {
 	// bufio.Reader is an io.ByteReader, so flate reads no byte past its stream.
-	br := bufio.NewReaderSize(r, 64<<10)
+	br := bufReaders.Get().(*bufio.Reader)
+	br.Reset(r)
+	defer func() { br.Reset(nil); bufReaders.Put(br) }()
 	var pre [8]byte
 	if _, err := io.ReadFull(br, pre[:]); err != nil {
 		return Info{}, fmt.Errorf("truncated before header: %w", err)
@@ -187,8 +197,10 @@ func verifyFilez(want Checksum, r io.Reader) (Info, error) {
 	h.Write(canon)
 
 	if mode&modeTypeMask == modeReg {
-		fr := flate.NewReader(br)
+		fr := inflaters.Get().(io.ReadCloser)
+		fr.(flate.Resetter).Reset(br, nil)
 		n, err := io.Copy(h, io.LimitReader(fr, int64(min(size, 1<<62))+1))
+		inflaters.Put(fr)
 		if err != nil {
 			return Info{}, fmt.Errorf("deflate stream: %w", err)
 		}

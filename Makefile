@@ -1,0 +1,62 @@
+# ostree-upload build, test and install.
+#   make            build bin/ostree-upload
+#   make test       install missing Debian packages, go vet, go test (race detector on)
+#   make bench      Go benchmarks of the store package
+#   make install    install the binary under $(DESTDIR)$(PREFIX)/bin
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  ?= $(CURDIR)/bin
+BINNAME ?= ostree-upload
+
+export PATH := /usr/local/go/bin:$(PATH)
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
+# Debian packages the build and the tests need.
+DEB_PACKAGES := gcc pkg-config libostree-dev ostree curl
+
+.PHONY: all build deps test bench fuzz install uninstall clean
+
+all: build
+
+build: $(BINDIR)/$(BINNAME)
+
+$(BINDIR)/$(BINNAME): FORCE
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/ostree-upload
+
+FORCE:
+
+# Installs whatever of DEB_PACKAGES is missing, without prompting.
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages:" $$missing; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./store/
+
+# Longer fuzzing runs than the seed-corpus pass of make test.
+FUZZTIME ?= 2m
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./store/internal/gvariant/
+	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) ./store/
+
+install: $(BINDIR)/$(BINNAME)
+	install -Dm755 $< $(DESTDIR)$(PREFIX)/bin/$(BINNAME)
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/$(BINNAME)
+
+clean:
+	rm -rf $(BINDIR)
