@@ -1,20 +1,15 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
-	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
 
 // fx holds repositories built once for the whole package.
@@ -47,112 +42,21 @@ func runWithFixtures(m *testing.M) (int, error) {
 	return m.Run(), nil
 }
 
-func ostree(args ...string) (string, error) {
-	cmd := exec.Command("ostree", args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("ostree %s: %v: %s", strings.Join(args, " "), err, errb.String())
-	}
-	return strings.TrimSpace(out.String()), nil
-}
-
-func mustOstree(t testing.TB, args ...string) string {
-	t.Helper()
-	out, err := ostree(args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
+var (
+	ostree       = storetest.Ostree
+	mustOstree   = storetest.MustOstree
+	writeTree    = storetest.WriteTree
+	mutateTree   = storetest.MutateTree
+	pullOverHTTP = storetest.PullOverHTTP
+)
 
 // commitTree commits dir to ref in repo and returns the commit checksum.
 func commitTree(repo, ref, dir string, ts int64, extra ...string) (Checksum, error) {
-	args := append([]string{"commit", "--repo=" + repo, "-b", ref, "--tree=dir=" + dir,
-		fmt.Sprintf("--timestamp=@%d", ts), "-s", "commit of " + filepath.Base(dir)}, extra...)
-	out, err := ostree(args...)
+	out, err := storetest.CommitTree(repo, ref, dir, ts, extra...)
 	if err != nil {
 		return Checksum{}, err
 	}
 	return ParseChecksum(out)
-}
-
-// writeTree fills dir with n files of unique content spread over nested
-// directories, plus symlinks, empty files and xattrs.
-func writeTree(dir string, n int, rng *rand.Rand) error {
-	for i := 0; i < n; i++ {
-		sub := filepath.Join(dir, fmt.Sprintf("d%02d", i%40), fmt.Sprintf("e%d", i%7))
-		if err := os.MkdirAll(sub, 0o755); err != nil {
-			return err
-		}
-		size := 16 + rng.Intn(2048)
-		if i%50 == 0 {
-			size = 64 << 10
-		}
-		content := make([]byte, size)
-		rng.Read(content)
-		copy(content, fmt.Sprintf("file %d\n", i))
-		p := filepath.Join(sub, fmt.Sprintf("f%05d", i))
-		if err := os.WriteFile(p, content, 0o644); err != nil {
-			return err
-		}
-		if i%97 == 0 {
-			if err := os.Symlink(fmt.Sprintf("f%05d", i), p+".link"); err != nil {
-				return err
-			}
-		}
-		if i%89 == 0 {
-			if err := unix.Setxattr(p, "user.fixture", []byte(fmt.Sprint(i)), 0); err != nil {
-				return err
-			}
-		}
-	}
-	if err := os.WriteFile(filepath.Join(dir, "empty"), nil, 0o644); err != nil {
-		return err
-	}
-	return os.Chmod(filepath.Join(dir, "empty"), 0o600)
-}
-
-// mutateTree turns tree A into tree B: renames, moves within and across
-// directories, a moved directory, deletions, additions, edits, a mode change.
-func mutateTree(dir string, rng *rand.Rand) error {
-	mv := func(from, to string) error {
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, to)), 0o755); err != nil {
-			return err
-		}
-		return os.Rename(filepath.Join(dir, from), filepath.Join(dir, to))
-	}
-	for i := 1; i < 400; i += 20 { // renames in place
-		if err := mv(fmt.Sprintf("d%02d/e%d/f%05d", i%40, i%7, i), fmt.Sprintf("d%02d/e%d/renamed%05d", i%40, i%7, i)); err != nil {
-			return err
-		}
-	}
-	for i := 2; i < 400; i += 20 { // moves across directories
-		if err := mv(fmt.Sprintf("d%02d/e%d/f%05d", i%40, i%7, i), fmt.Sprintf("moved/f%05d", i)); err != nil {
-			return err
-		}
-	}
-	if err := mv("d05/e3", "d06/e3moved"); err != nil { // a whole directory
-		return err
-	}
-	for i := 3; i < 400; i += 20 { // deletions
-		if err := os.Remove(filepath.Join(dir, fmt.Sprintf("d%02d/e%d/f%05d", i%40, i%7, i))); err != nil {
-			return err
-		}
-	}
-	for i := 4; i < 400; i += 20 { // edits
-		p := filepath.Join(dir, fmt.Sprintf("d%02d/e%d/f%05d", i%40, i%7, i))
-		if err := os.WriteFile(p, []byte(fmt.Sprintf("edited %d %d", i, rng.Int())), 0o644); err != nil {
-			return err
-		}
-	}
-	for i := 0; i < 30; i++ { // additions
-		p := filepath.Join(dir, fmt.Sprintf("d%02d/added%02d", i, i))
-		if err := os.WriteFile(p, []byte(fmt.Sprintf("added %d %d", i, rng.Int())), 0o644); err != nil {
-			return err
-		}
-	}
-	return os.Chmod(filepath.Join(dir, "d07"), 0o700)
 }
 
 func buildFixtures(dir string) error {
@@ -233,24 +137,6 @@ func newArchive(t testing.TB) *Repo {
 	}
 	t.Cleanup(func() { r.Close() })
 	return r
-}
-
-// pullOverHTTP serves repo on 127.0.0.1 and pulls ref into a fresh bare-user
-// repo with the ostree CLI, which unpacks and checksums every object.
-func pullOverHTTP(t testing.TB, repo, ref string) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.FileServer(http.Dir(repo))}
-	go srv.Serve(ln)
-	defer srv.Close()
-	dst := filepath.Join(t.TempDir(), "bare-user")
-	mustOstree(t, "init", "--mode=bare-user", "--repo="+dst)
-	mustOstree(t, "remote", "add", "--repo="+dst, "--no-gpg-verify", "prod", "http://"+ln.Addr().String())
-	mustOstree(t, "pull", "--repo="+dst, "prod", ref)
-	mustOstree(t, "fsck", "--repo="+dst)
 }
 
 // copyObject places an object file from one archive repo into another, as

@@ -36,7 +36,8 @@ func (e *RefMovedError) Error() string {
 	return fmt.Sprintf("ref %s moved: expected %s, found %s", e.Ref, str(e.Want), str(e.Got))
 }
 
-// checkRefs fails with *RefMovedError unless every ref equals its Old.
+// checkRefs fails with *RefMovedError unless every ref equals its Old or
+// already its New (a publish finished by an earlier attempt).
 func (r *Repo) checkRefs(ctx context.Context, updates []RefUpdate) error {
 	for _, u := range updates {
 		cur, ok, err := r.ResolveRef(ctx, u.Ref)
@@ -46,6 +47,7 @@ func (r *Repo) checkRefs(ctx context.Context, updates []RefUpdate) error {
 		switch {
 		case !ok && u.Old == nil:
 		case ok && u.Old != nil && cur == *u.Old:
+		case ok && cur == u.New:
 		default:
 			e := &RefMovedError{Ref: u.Ref, Want: u.Old}
 			if ok {

@@ -1,0 +1,152 @@
+// Package storetest builds real OSTree repositories with the ostree CLI for
+// tests, and checks published repositories the way clients see them.
+package storetest
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// Ostree runs the ostree CLI and returns its trimmed standard output.
+func Ostree(args ...string) (string, error) {
+	cmd := exec.Command("ostree", args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("ostree %s: %v: %s", strings.Join(args, " "), err, errb.String())
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+// MustOstree is Ostree failing the test on error.
+func MustOstree(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := Ostree(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// InitArchive creates an archive-mode repository at path.
+func InitArchive(path string) error {
+	_, err := Ostree("init", "--mode=archive", "--repo="+path)
+	return err
+}
+
+// CommitTree commits dir to ref in repo at timestamp ts and returns the
+// commit checksum. extra are more `ostree commit` options.
+func CommitTree(repo, ref, dir string, ts int64, extra ...string) (string, error) {
+	args := append([]string{"commit", "--repo=" + repo, "-b", ref, "--tree=dir=" + dir,
+		fmt.Sprintf("--timestamp=@%d", ts), "-s", "commit of " + filepath.Base(dir)}, extra...)
+	return Ostree(args...)
+}
+
+// WriteTree fills dir with n files of unique content spread over nested
+// directories, plus symlinks, an empty file and xattrs.
+func WriteTree(dir string, n int, rng *rand.Rand) error {
+	for i := 0; i < n; i++ {
+		sub := filepath.Join(dir, fmt.Sprintf("d%02d", i%40), fmt.Sprintf("e%d", i%7))
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			return err
+		}
+		size := 16 + rng.Intn(2048)
+		if i%50 == 0 {
+			size = 64 << 10
+		}
+		content := make([]byte, size)
+		rng.Read(content)
+		copy(content, fmt.Sprintf("file %d\n", i))
+		p := filepath.Join(sub, fmt.Sprintf("f%05d", i))
+		if err := os.WriteFile(p, content, 0o644); err != nil {
+			return err
+		}
+		if i%97 == 0 {
+			if err := os.Symlink(fmt.Sprintf("f%05d", i), p+".link"); err != nil {
+				return err
+			}
+		}
+		if i%89 == 0 {
+			if err := unix.Setxattr(p, "user.fixture", []byte(fmt.Sprint(i)), 0); err != nil {
+				return err
+			}
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "empty"), nil, 0o644); err != nil {
+		return err
+	}
+	return os.Chmod(filepath.Join(dir, "empty"), 0o600)
+}
+
+// MutateTree changes a tree made by WriteTree (of at least 400 files):
+// renames, moves across directories, a moved directory, deletions, edits,
+// additions and a mode change.
+func MutateTree(dir string, rng *rand.Rand) error {
+	mv := func(from, to string) error {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, to)), 0o755); err != nil {
+			return err
+		}
+		return os.Rename(filepath.Join(dir, from), filepath.Join(dir, to))
+	}
+	for i := 1; i < 400; i += 20 {
+		if err := mv(fmt.Sprintf("d%02d/e%d/f%05d", i%40, i%7, i), fmt.Sprintf("d%02d/e%d/renamed%05d", i%40, i%7, i)); err != nil {
+			return err
+		}
+	}
+	for i := 2; i < 400; i += 20 {
+		if err := mv(fmt.Sprintf("d%02d/e%d/f%05d", i%40, i%7, i), fmt.Sprintf("moved/f%05d", i)); err != nil {
+			return err
+		}
+	}
+	if err := mv("d05/e3", "d06/e3moved"); err != nil {
+		return err
+	}
+	for i := 3; i < 400; i += 20 {
+		if err := os.Remove(filepath.Join(dir, fmt.Sprintf("d%02d/e%d/f%05d", i%40, i%7, i))); err != nil {
+			return err
+		}
+	}
+	for i := 4; i < 400; i += 20 {
+		p := filepath.Join(dir, fmt.Sprintf("d%02d/e%d/f%05d", i%40, i%7, i))
+		if err := os.WriteFile(p, []byte(fmt.Sprintf("edited %d %d", i, rng.Int())), 0o644); err != nil {
+			return err
+		}
+	}
+	for i := 0; i < 30; i++ {
+		p := filepath.Join(dir, fmt.Sprintf("d%02d/added%02d", i, i))
+		if err := os.WriteFile(p, []byte(fmt.Sprintf("added %d %d", i, rng.Int())), 0o644); err != nil {
+			return err
+		}
+	}
+	return os.Chmod(filepath.Join(dir, "d07"), 0o700)
+}
+
+// PullOverHTTP serves repo on 127.0.0.1 and pulls ref into a fresh
+// bare-user repository with the ostree CLI, which unpacks and checksums
+// every object (catching what `ostree fsck` of an archive repo misses), then
+// fscks the result.
+func PullOverHTTP(t testing.TB, repo, ref string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.FileServer(http.Dir(repo))}
+	go srv.Serve(ln)
+	defer srv.Close()
+	dst := filepath.Join(t.TempDir(), "bare-user")
+	MustOstree(t, "init", "--mode=bare-user", "--repo="+dst)
+	MustOstree(t, "remote", "add", "--repo="+dst, "--no-gpg-verify", "prod", "http://"+ln.Addr().String())
+	MustOstree(t, "pull", "--repo="+dst, "prod", ref)
+	MustOstree(t, "fsck", "--repo="+dst)
+}
