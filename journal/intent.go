@@ -1,0 +1,92 @@
+package journal
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Intent records that a session's publish is under way, so that a restart
+// can finish or undo it.
+type Intent struct {
+	Session string
+	Refs    []RefUpdate
+	Step    string // free text set by the caller ("refs", "summary", …)
+	Created time.Time
+}
+
+// PutIntent creates or replaces the session's intent (a zero Created means
+// now).
+func (j *Journal) PutIntent(ctx context.Context, in Intent) error {
+	if err := checkSessionID(in.Session); err != nil {
+		return fmt.Errorf("journal: put intent: %w", err)
+	}
+	if in.Created.IsZero() {
+		in.Created = now()
+	}
+	v, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("journal: put intent: %w", err)
+	}
+	return j.update(ctx, "put intent", func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketIntents).Put([]byte(in.Session), v)
+	})
+}
+
+// GetIntent returns the session's intent, or ErrNotFound.
+func (j *Journal) GetIntent(ctx context.Context, sessionID string) (Intent, error) {
+	if err := checkSessionID(sessionID); err != nil {
+		return Intent{}, fmt.Errorf("journal: get intent: %w", err)
+	}
+	var in Intent
+	err := j.view(ctx, "get intent", func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketIntents).Get([]byte(sessionID))
+		if v == nil {
+			return fmt.Errorf("intent %s: %w", sessionID, ErrNotFound)
+		}
+		return json.Unmarshal(v, &in)
+	})
+	return in, err
+}
+
+// Intents returns every intent, oldest first. It loads them all: it is meant
+// for startup recovery.
+func (j *Journal) Intents(ctx context.Context) ([]Intent, error) {
+	var out []Intent
+	err := j.view(ctx, "intents", func(tx *bolt.Tx) error {
+		out = nil
+		return tx.Bucket(bucketIntents).ForEach(func(k, v []byte) error {
+			var in Intent
+			if err := json.Unmarshal(v, &in); err != nil {
+				return fmt.Errorf("intent %s: %w", k, err)
+			}
+			out = append(out, in)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(a, b int) bool {
+		if !out[a].Created.Equal(out[b].Created) {
+			return out[a].Created.Before(out[b].Created)
+		}
+		return out[a].Session < out[b].Session
+	})
+	return out, nil
+}
+
+// DeleteIntent deletes the session's intent. Deleting a missing one is not an
+// error.
+func (j *Journal) DeleteIntent(ctx context.Context, sessionID string) error {
+	if err := checkSessionID(sessionID); err != nil {
+		return fmt.Errorf("journal: delete intent: %w", err)
+	}
+	return j.update(ctx, "delete intent", func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketIntents).Delete([]byte(sessionID))
+	})
+}

@@ -1,0 +1,217 @@
+package journal
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+var (
+	// ErrNotFound reports a missing session, object, upload or intent. Malformed
+	// session and upload IDs also match it: nothing can exist under them.
+	ErrNotFound = errors.New("not found")
+	// ErrInUse reports that another process (or another Open in this process)
+	// holds the database.
+	ErrInUse = errors.New("state dir in use")
+	// ErrTooMany reports that Need would register more objects than allowed.
+	ErrTooMany = errors.New("too many objects in session")
+)
+
+// errNotLive is returned by writes that would make a session that left the
+// live states hold spool entries again.
+var errNotLive = errors.New("session is not live")
+
+// LiveUploadError reports that the session already has an open or received
+// upload for the object (ErrLiveUpload).
+type LiveUploadError struct{ UploadID string }
+
+// Error implements error.
+func (e *LiveUploadError) Error() string {
+	return "journal: object already has a live upload " + e.UploadID
+}
+
+const schemaVersion = "1"
+
+var (
+	bucketMeta       = []byte("meta")
+	bucketSessions   = []byte("sessions")
+	bucketResume     = []byte("resume")
+	bucketLive       = []byte("live")
+	bucketObjects    = []byte("objects")
+	bucketSpool      = []byte("spool")
+	bucketUploads    = []byte("uploads")
+	bucketLiveUpload = []byte("liveupload")
+	bucketIntents    = []byte("intents")
+
+	allBuckets = [][]byte{bucketMeta, bucketSessions, bucketResume, bucketLive,
+		bucketObjects, bucketSpool, bucketUploads, bucketLiveUpload, bucketIntents}
+
+	keyVersion = []byte("version")
+)
+
+// defaultBatchSize bounds the keys touched by one transaction of
+// ReleaseSession and DeleteSessionObjects.
+const defaultBatchSize = 5000
+
+// maxNameLen bounds object names and owners so that they fit bbolt keys.
+const maxNameLen = 4096
+
+// Journal is an open journal database. It is safe for concurrent use.
+type Journal struct {
+	db        *bolt.DB
+	batchSize int // keys per transaction in ReleaseSession/DeleteSessionObjects
+}
+
+// Open opens or creates (mode 0600, with all buckets) the journal at path.
+// It waits up to lockTimeout for the file lock (lockTimeout <= 0 tries once);
+// if another holder keeps it, the error matches ErrInUse and names path.
+func Open(path string, lockTimeout time.Duration) (*Journal, error) {
+	if lockTimeout <= 0 {
+		// bbolt treats 0 as "wait forever"; anything below its 50ms retry
+		// step gives up after the first attempt.
+		lockTimeout = time.Nanosecond
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	if err != nil {
+		if errors.Is(err, berrors.ErrTimeout) {
+			return nil, fmt.Errorf("journal: open %s: %w (lock %w after %s)", path, ErrInUse, err, lockTimeout)
+		}
+		return nil, fmt.Errorf("journal: open %s: %w", path, err)
+	}
+	// Concurrent verdicts share a commit; a lone writer waits at most this.
+	db.MaxBatchDelay = 2 * time.Millisecond
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		switch v := meta.Get(keyVersion); {
+		case v == nil:
+			return meta.Put(keyVersion, []byte(schemaVersion))
+		case string(v) != schemaVersion:
+			return fmt.Errorf("unsupported schema version %q (want %q)", v, schemaVersion)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("journal: open %s: %w", path, err)
+	}
+	return &Journal{db: db, batchSize: defaultBatchSize}, nil
+}
+
+// Close closes the database, waiting for running transactions.
+func (j *Journal) Close() error {
+	if err := j.db.Close(); err != nil {
+		return fmt.Errorf("journal: close: %w", err)
+	}
+	return nil
+}
+
+// update runs fn in one read-write transaction.
+func (j *Journal) update(ctx context.Context, op string, fn func(*bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := j.db.Update(fn); err != nil {
+		return wrap(op, err)
+	}
+	return nil
+}
+
+// batch runs fn through bolt's Batch: fn may run more than once and must only
+// have effects inside tx.
+func (j *Journal) batch(ctx context.Context, op string, fn func(*bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := j.db.Batch(fn); err != nil {
+		return wrap(op, err)
+	}
+	return nil
+}
+
+// view runs fn in one read-only transaction.
+func (j *Journal) view(ctx context.Context, op string, fn func(*bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := j.db.View(fn); err != nil {
+		return wrap(op, err)
+	}
+	return nil
+}
+
+func wrap(op string, err error) error {
+	var lue *LiveUploadError
+	if errors.As(err, &lue) {
+		return err // already says "journal: …"
+	}
+	return fmt.Errorf("journal: %s: %w", op, err)
+}
+
+// now returns the current time in UTC without a monotonic reading, so that
+// values survive a JSON round trip unchanged.
+func now() time.Time { return time.Now().UTC() }
+
+func isLowerHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func checkSessionID(id string) error {
+	if !isLowerHex(id, 32) {
+		return fmt.Errorf("invalid session id %q: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// checkUploadID validates "<32hex>/<32hex>" and returns the session part.
+func checkUploadID(id string) (string, error) {
+	if len(id) != 65 || id[32] != '/' || !isLowerHex(id[:32], 32) || !isLowerHex(id[33:], 32) {
+		return "", fmt.Errorf("invalid upload id %q: %w", id, ErrNotFound)
+	}
+	return id[:32], nil
+}
+
+func checkName(name string) error {
+	if name == "" {
+		return errors.New("empty object name")
+	}
+	if len(name) > maxNameLen {
+		return fmt.Errorf("object name too long (%d bytes)", len(name))
+	}
+	return nil
+}
+
+func checkOwner(owner string) error {
+	if owner == "" {
+		return errors.New("empty owner")
+	}
+	if len(owner) > maxNameLen {
+		return fmt.Errorf("owner too long (%d bytes)", len(owner))
+	}
+	return nil
+}
+
+func newHexID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails since Go 1.24
+	return hex.EncodeToString(b[:])
+}

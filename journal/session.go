@@ -1,0 +1,315 @@
+package journal
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// State is a session's lifecycle state.
+type State string
+
+// Session states. Open and publishing are live; the others are terminal.
+const (
+	StateOpen       State = "open"
+	StatePublishing State = "publishing"
+	StatePublished  State = "published"
+	StateAborted    State = "aborted"
+	StateExpired    State = "expired"
+	StateFailed     State = "failed"
+)
+
+// Live reports whether s is open or publishing.
+func (s State) Live() bool { return s == StateOpen || s == StatePublishing }
+
+func (s State) valid() bool {
+	switch s {
+	case StateOpen, StatePublishing, StatePublished, StateAborted, StateExpired, StateFailed:
+		return true
+	}
+	return false
+}
+
+// RefUpdate is one ref a session moves from Old to New.
+type RefUpdate struct {
+	Ref string `json:"ref"`
+	Old string `json:"old,omitempty"` // 64-hex commit or "" for a new ref
+	New string `json:"new"`
+}
+
+// Session is one push session.
+type Session struct {
+	ID        string // 32 lower-case hex, random (crypto/rand)
+	Owner     string // identifies the token (a hex hash); never a secret
+	OwnerName string
+	Repo      string // repository name, "" means the default one
+	Refs      []RefUpdate
+	Force     bool
+	State     State
+	Created   time.Time
+	Updated   time.Time
+	Objects   int    // objects registered in the session (any state)
+	Verified  int    // objects in state Verified
+	Bytes     int64  // sum of sizes passed to MarkVerified
+	Result    string // free text set with SetState (e.g. why it failed)
+}
+
+// CreateOrResume returns the live session with the same Owner, Repo, Refs
+// (order-insensitive) and Force, bumping its Updated, or creates one (State
+// open, Created=Updated=now, Refs sorted by Ref). created reports which. The
+// ID, State, times, counters and Result of s are ignored. Refs must have
+// distinct non-empty names, Old "" or 64 lower-case hex and New 64 lower-case hex.
+func (j *Journal) CreateOrResume(ctx context.Context, s Session) (Session, bool, error) {
+	if err := checkOwner(s.Owner); err != nil {
+		return Session{}, false, fmt.Errorf("journal: create session: %w", err)
+	}
+	refs, err := canonicalRefs(s.Refs)
+	if err != nil {
+		return Session{}, false, fmt.Errorf("journal: create session: %w", err)
+	}
+	key := resumeKey(s.Owner, s.Repo, s.Force, refs)
+	var (
+		out     Session
+		created bool
+	)
+	err = j.update(ctx, "create session", func(tx *bolt.Tx) error {
+		created = false
+		t := now()
+		if id := tx.Bucket(bucketResume).Get(key); id != nil {
+			old, err := getSession(tx, string(id))
+			if err == nil && old.State.Live() {
+				old.Updated = t
+				out = old
+				return putSession(tx, &old)
+			}
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			// A stale key (should not happen): fall through and replace it.
+		}
+		sessions := tx.Bucket(bucketSessions)
+		id := newHexID()
+		for sessions.Get([]byte(id)) != nil {
+			id = newHexID()
+		}
+		out = Session{
+			ID:        id,
+			Owner:     s.Owner,
+			OwnerName: s.OwnerName,
+			Repo:      s.Repo,
+			Refs:      refs,
+			Force:     s.Force,
+			State:     StateOpen,
+			Created:   t,
+			Updated:   t,
+		}
+		if err := putSession(tx, &out); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketResume).Put(key, []byte(id)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketLive).Put([]byte(id), nil); err != nil {
+			return err
+		}
+		created = true
+		return nil
+	})
+	if err != nil {
+		return Session{}, false, err
+	}
+	return out, created, nil
+}
+
+// Get returns the session with the given ID, or ErrNotFound.
+func (j *Journal) Get(ctx context.Context, id string) (Session, error) {
+	if err := checkSessionID(id); err != nil {
+		return Session{}, fmt.Errorf("journal: get session: %w", err)
+	}
+	var s Session
+	err := j.view(ctx, "get session", func(tx *bolt.Tx) error {
+		var err error
+		s, err = getSession(tx, id)
+		return err
+	})
+	return s, err
+}
+
+// List returns every session, oldest first. It loads them all: it is meant for
+// administration and startup.
+func (j *Journal) List(ctx context.Context) ([]Session, error) {
+	var out []Session
+	err := j.view(ctx, "list sessions", func(tx *bolt.Tx) error {
+		out = nil
+		return tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
+			var s Session
+			if err := json.Unmarshal(v, &s); err != nil {
+				return fmt.Errorf("session %s: %w", k, err)
+			}
+			out = append(out, s)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	sortSessions(out)
+	return out, nil
+}
+
+// SetState sets state and result and bumps Updated. Leaving a live state frees
+// the resume key, so the next CreateOrResume with the same refs creates a new
+// session. A session that left the live states cannot become live again.
+func (j *Journal) SetState(ctx context.Context, id string, st State, result string) error {
+	if err := checkSessionID(id); err != nil {
+		return fmt.Errorf("journal: set state: %w", err)
+	}
+	if !st.valid() {
+		return fmt.Errorf("journal: set state: invalid state %q", st)
+	}
+	return j.update(ctx, "set state", func(tx *bolt.Tx) error {
+		s, err := getSession(tx, id)
+		if err != nil {
+			return err
+		}
+		if !s.State.Live() && st.Live() {
+			return fmt.Errorf("session %s is %s and cannot become %s", id, s.State, st)
+		}
+		if s.State.Live() && !st.Live() {
+			key := resumeKey(s.Owner, s.Repo, s.Force, s.Refs)
+			resume := tx.Bucket(bucketResume)
+			if string(resume.Get(key)) == id {
+				if err := resume.Delete(key); err != nil {
+					return err
+				}
+			}
+			if err := tx.Bucket(bucketLive).Delete([]byte(id)); err != nil {
+				return err
+			}
+		}
+		s.State = st
+		s.Result = result
+		s.Updated = now()
+		return putSession(tx, &s)
+	})
+}
+
+// Touch bumps the session's Updated.
+func (j *Journal) Touch(ctx context.Context, id string) error {
+	if err := checkSessionID(id); err != nil {
+		return fmt.Errorf("journal: touch: %w", err)
+	}
+	return j.update(ctx, "touch", func(tx *bolt.Tx) error {
+		s, err := getSession(tx, id)
+		if err != nil {
+			return err
+		}
+		s.Updated = now()
+		return putSession(tx, &s)
+	})
+}
+
+// Idle returns live sessions whose Updated is before the given time, oldest
+// first. It reads only live sessions.
+func (j *Journal) Idle(ctx context.Context, before time.Time) ([]Session, error) {
+	var out []Session
+	err := j.view(ctx, "idle sessions", func(tx *bolt.Tx) error {
+		out = nil
+		return tx.Bucket(bucketLive).ForEach(func(k, _ []byte) error {
+			s, err := getSession(tx, string(k))
+			if err != nil {
+				return err
+			}
+			if s.State.Live() && s.Updated.Before(before) {
+				out = append(out, s)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	sortSessions(out)
+	return out, nil
+}
+
+func sortSessions(ss []Session) {
+	sort.Slice(ss, func(a, b int) bool {
+		if !ss[a].Created.Equal(ss[b].Created) {
+			return ss[a].Created.Before(ss[b].Created)
+		}
+		return ss[a].ID < ss[b].ID
+	})
+}
+
+// canonicalRefs validates refs and returns a copy sorted by Ref.
+func canonicalRefs(in []RefUpdate) ([]RefUpdate, error) {
+	refs := append([]RefUpdate(nil), in...)
+	sort.Slice(refs, func(a, b int) bool { return refs[a].Ref < refs[b].Ref })
+	for i, r := range refs {
+		if r.Ref == "" {
+			return nil, errors.New("empty ref name")
+		}
+		if i > 0 && refs[i-1].Ref == r.Ref {
+			return nil, fmt.Errorf("ref %q listed twice", r.Ref)
+		}
+		if r.Old != "" && !isLowerHex(r.Old, 64) {
+			return nil, fmt.Errorf("ref %q: old commit %q is not 64 lower-case hex", r.Ref, r.Old)
+		}
+		if !isLowerHex(r.New, 64) {
+			return nil, fmt.Errorf("ref %q: new commit %q is not 64 lower-case hex", r.Ref, r.New)
+		}
+	}
+	return refs, nil
+}
+
+// resumeKey identifies the live session a CreateOrResume may resume. refs must
+// be sorted.
+func resumeKey(owner, repo string, force bool, refs []RefUpdate) []byte {
+	b, _ := json.Marshal(struct {
+		Owner string      `json:"o"`
+		Repo  string      `json:"r"`
+		Force bool        `json:"f"`
+		Refs  []RefUpdate `json:"u"`
+	}{owner, repo, force, refs})
+	sum := sha256.Sum256(b)
+	return sum[:]
+}
+
+func getSession(tx *bolt.Tx, id string) (Session, error) {
+	v := tx.Bucket(bucketSessions).Get([]byte(id))
+	if v == nil {
+		return Session{}, fmt.Errorf("session %s: %w", id, ErrNotFound)
+	}
+	var s Session
+	if err := json.Unmarshal(v, &s); err != nil {
+		return Session{}, fmt.Errorf("session %s: %w", id, err)
+	}
+	return s, nil
+}
+
+// getLiveSession is getSession that also refuses sessions not live.
+func getLiveSession(tx *bolt.Tx, id string) (Session, error) {
+	s, err := getSession(tx, id)
+	if err != nil {
+		return s, err
+	}
+	if !s.State.Live() {
+		return s, fmt.Errorf("session %s is %s: %w", id, s.State, errNotLive)
+	}
+	return s, nil
+}
+
+func putSession(tx *bolt.Tx, s *Session) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketSessions).Put([]byte(s.ID), b)
+}
