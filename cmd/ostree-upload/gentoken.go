@@ -1,18 +1,108 @@
 package main
 
-import "github.com/spf13/pflag"
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ostree-upload/ostree-upload/daemon/config"
+	"github.com/spf13/pflag"
+)
 
 var gentokenCmd = &command{
 	name:    "gentoken",
 	summary: "Create an API token and add its hash to the token file",
 	usage:   "[OPTIONS]",
-	example: "  ostree-upload gentoken -c /etc/ostree-upload.yaml --name ci --ref 'app/*'",
+	example: `  # A token for CI that may only push app refs and expires in 30 days:
+  ostree-upload gentoken -c /etc/ostree-upload.yaml --name ci --ref 'app/*' --expires 720h
+
+  # The secret is the last line of standard output, shown only once:
+  OSTREE_UPLOAD_TOKEN=$(ostree-upload gentoken -c /etc/ostree-upload.yaml --name laptop | tail -n 1)
+
+  Only the secret's SHA-256 is written to the file.`,
 	flags: func(fs *pflag.FlagSet) func([]string) error {
-		fs.StringP("config", "c", "ostree-upload.yaml", "configuration file holding the tokens")
-		fs.String("name", "", "name of the token, for logs and revocation")
-		fs.StringArray("ref", nil, "limit the token to refs matching this glob (repeatable)")
-		fs.Duration("expires", 0, "make the token expire after this duration (e.g. 720h)")
-		fs.BoolP("verbose", "v", false, "print debug messages")
-		return noArgs("gentoken", func() error { return errNotYet("gentoken") })
+		o := &gentokenOptions{}
+		fs.StringVarP(&o.config, "config", "c", config.DefaultFile, "configuration file holding the tokens")
+		fs.StringVar(&o.name, "name", "", "name of the token, for logs and revocation")
+		fs.StringArrayVar(&o.refs, "ref", nil, "limit the token to refs matching this glob (repeatable)")
+		fs.DurationVar(&o.expires, "expires", 0, "make the token expire after this duration (e.g. 720h)")
+		fs.BoolVarP(&o.verbose, "verbose", "v", false, "print debug messages")
+		return noArgs("gentoken", func() error { return gentoken(o, os.Stdout, fs.Output()) })
 	},
+}
+
+type gentokenOptions struct {
+	config  string
+	name    string
+	refs    []string
+	expires time.Duration
+	verbose bool
+}
+
+// gentoken adds a new token to the configuration file; the secret goes
+// alone to stdout, everything else to stderr.
+func gentoken(o *gentokenOptions, stdout, stderr io.Writer) error {
+	if err := config.CheckName(o.name); err != nil {
+		return usageError{fmt.Errorf("--name: %w", err)}
+	}
+	for _, g := range o.refs {
+		if err := config.CheckGlob(g); err != nil {
+			return usageError{fmt.Errorf("--ref: %w", err)}
+		}
+	}
+	if o.expires < 0 {
+		return usageError{errors.New("--expires must not be negative (0 means never)")}
+	}
+	debugf := func(format string, args ...any) {
+		if o.verbose {
+			fmt.Fprintf(stderr, "debug: "+format+"\n", args...)
+		}
+	}
+
+	_, statErr := os.Stat(o.config)
+	isNew := errors.Is(statErr, fs.ErrNotExist)
+	if isNew {
+		debugf("%s does not exist; creating it", o.config)
+	}
+
+	secret, hash, err := config.Generate()
+	if err != nil {
+		return fmt.Errorf("generating a token: %w", err)
+	}
+	tok := config.Token{SHA256: hash, Name: o.name, Refs: o.refs}
+	if o.expires > 0 {
+		exp := time.Now().Add(o.expires).UTC().Truncate(time.Second)
+		tok.Expires = &exp
+	}
+	if err := config.AppendToken(o.config, tok); err != nil {
+		if errors.Is(err, config.ErrDuplicateName) {
+			return fmt.Errorf("%s already has a token named %q; choose another --name or remove that entry first", o.config, o.name)
+		}
+		return err
+	}
+	if cfg, err := config.Load(o.config); err == nil {
+		debugf("%s now holds %d token(s)", o.config, len(cfg.Tokens))
+	}
+
+	id := config.Identity{Hash: hash, Name: o.name}
+	file := o.config
+	if isNew {
+		file += " (new file)"
+	}
+	fmt.Fprintf(stderr, "added token %s to %s; its secret is shown once below\n", id.DisplayName(), file)
+	refs := "all refs"
+	if len(o.refs) > 0 {
+		refs = "refs " + strings.Join(o.refs, " ")
+	}
+	expires := "never expires"
+	if tok.Expires != nil {
+		expires = "expires " + tok.Expires.Format(time.RFC3339)
+	}
+	fmt.Fprintf(stderr, "  may push %s; %s\n", refs, expires)
+	_, err = fmt.Fprintln(stdout, secret)
+	return err
 }

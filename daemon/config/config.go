@@ -1,0 +1,478 @@
+// Package config reads the receive daemon's YAML configuration file
+// (ostree-upload.yaml by default), which also holds the API tokens.
+//
+// The file stays compatible with the token file of lirios/ostree-upload:
+//
+//	tokens:
+//	- token: 3q2+7w...==
+//	  created: "2020-12-30T10:00:00Z"
+//
+// New tokens are stored as the SHA-256 of their secret only (see
+// AppendToken); clear-text "token" entries are still accepted.
+//
+// Loading is strict: unknown keys and bad values stop with an error that
+// names the file, the line and the key. Error messages never contain
+// secrets or their hashes.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"gopkg.in/yaml.v3"
+)
+
+// DefaultFile is the configuration file's default name.
+const DefaultFile = "ostree-upload.yaml"
+
+// Defaults.
+const (
+	DefaultRepo                 = "repo"
+	DefaultAddress              = ":8080"
+	DefaultSessionTTL           = 24 * time.Hour
+	DefaultMaxObjectsPerSession = 2000000
+	DefaultMaxObjectSize        = 16 * GiB
+)
+
+// Config is the daemon's configuration.
+type Config struct {
+	Repo                 string   `yaml:"repo"`                    // production repository; default "repo"
+	Address              string   `yaml:"address"`                 // listen address; default ":8080"
+	StateDir             string   `yaml:"state_dir"`               // default "" (the daemon derives it)
+	SessionTTL           Duration `yaml:"session_ttl"`             // default 24h
+	MaxObjectsPerSession int      `yaml:"max_objects_per_session"` // default 2000000
+	MaxObjectSize        Size     `yaml:"max_object_size"`         // default 16 GiB
+	Tokens               []Token  `yaml:"tokens"`
+}
+
+// Token is one API token entry of the configuration file. Exactly one of
+// Token and SHA256 is set.
+type Token struct {
+	Token   string     `yaml:"token,omitempty"`   // clear-text secret (lirios/ostree-upload format); accepted, never written by us
+	SHA256  string     `yaml:"sha256,omitempty"`  // hex SHA-256 of the secret
+	Name    string     `yaml:"name,omitempty"`    // for logs and revocation; unique when set
+	Refs    []string   `yaml:"refs,omitempty"`    // ref globs the token may push; empty = all refs
+	Expires *time.Time `yaml:"expires,omitempty"` // nil = never
+	Created string     `yaml:"created,omitempty"` // kept as text (lirios wrote RFC3339)
+}
+
+// Default returns the configuration used for absent keys.
+func Default() *Config {
+	return &Config{
+		Repo:                 DefaultRepo,
+		Address:              DefaultAddress,
+		SessionTTL:           Duration{DefaultSessionTTL},
+		MaxObjectsPerSession: DefaultMaxObjectsPerSession,
+		MaxObjectSize:        DefaultMaxObjectSize,
+	}
+}
+
+// Error is a problem found in a configuration file.
+type Error struct {
+	File string // as given to Load
+	Line int    // 1-based; 0 when unknown
+	Key  string // e.g. "session_ttl" or "tokens[2].sha256"; may be empty
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	b.WriteString(": ")
+	if e.Key != "" {
+		b.WriteString(e.Key)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Load reads and validates the configuration file at path. A missing file
+// gives an error wrapping fs.ErrNotExist; an empty file is a valid
+// configuration with no tokens. Absent keys get their defaults.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, _, err := parse(data, path)
+	return cfg, err
+}
+
+// Validate checks a configuration built or changed in code; Load already
+// does the same with line numbers.
+func (c *Config) Validate() error {
+	switch {
+	case c.Repo == "":
+		return errors.New("repo must not be empty")
+	case c.Address == "":
+		return errors.New("address must not be empty")
+	case c.SessionTTL.Duration <= 0:
+		return errors.New("session_ttl must be positive")
+	case c.MaxObjectsPerSession <= 0:
+		return errors.New("max_objects_per_session must be positive")
+	case c.MaxObjectSize <= 0:
+		return errors.New("max_object_size must be positive")
+	}
+	names := map[string]int{}
+	for i, t := range c.Tokens {
+		if field, msg := checkToken(&t); msg != "" {
+			return fmt.Errorf("tokens[%d]%s: %s", i, field, msg)
+		}
+		if t.Name != "" {
+			if j, dup := names[t.Name]; dup {
+				return fmt.Errorf("tokens[%d].name: %q is already used by tokens[%d]", i, t.Name, j)
+			}
+			names[t.Name] = i
+		}
+	}
+	return nil
+}
+
+// CheckGlob reports whether glob is a valid ref glob: non-empty, printable
+// ASCII without whitespace.
+func CheckGlob(glob string) error {
+	if glob == "" {
+		return errors.New("ref glob must not be empty")
+	}
+	for i := 0; i < len(glob); i++ {
+		if c := glob[i]; c <= ' ' || c > '~' {
+			return fmt.Errorf("ref glob %q may only hold printable ASCII characters without spaces", glob)
+		}
+	}
+	return nil
+}
+
+// CheckName reports whether name is acceptable as a token name: valid
+// UTF-8 without control characters. The empty name means unnamed.
+func CheckName(name string) error {
+	if !utf8.ValidString(name) {
+		return errors.New("token name must be valid UTF-8")
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) {
+			return errors.New("token name must not contain control characters")
+		}
+	}
+	return nil
+}
+
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// checkToken validates one entry; field is "" or ".key".
+func checkToken(t *Token) (field, msg string) {
+	switch {
+	case t.Token != "" && t.SHA256 != "":
+		return "", "has both token and sha256; keep only one"
+	case t.Token == "" && t.SHA256 == "":
+		return "", "needs a token or a sha256 key"
+	case t.SHA256 != "" && !sha256Hex.MatchString(t.SHA256):
+		return ".sha256", "must be 64 lower-case hexadecimal digits"
+	}
+	if err := CheckName(t.Name); err != nil {
+		return ".name", err.Error()
+	}
+	for i, g := range t.Refs {
+		if err := CheckGlob(g); err != nil {
+			return fmt.Sprintf(".refs[%d]", i), err.Error()
+		}
+	}
+	return "", ""
+}
+
+// parse decodes and validates data; root is the top-level mapping, or nil
+// when the document is empty.
+func parse(data []byte, file string) (*Config, *yaml.Node, error) {
+	cfg := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return cfg, nil, nil
+		}
+		return nil, nil, fmt.Errorf("%s: %w", file, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", file, err)
+		}
+		return nil, nil, &Error{File: file, Line: extra.Line, Msg: "only one YAML document is allowed"}
+	}
+	p := &parser{file: file}
+	if len(doc.Content) == 0 {
+		return cfg, nil, nil
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.AliasNode || root.Anchor != "" {
+		return nil, nil, p.errorf(root, "", "anchors and aliases are not supported at the top level")
+	}
+	if isNull(root) {
+		return cfg, nil, nil
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, nil, p.errorf(root, "", "the top level must be a mapping of keys to values")
+	}
+	if err := p.config(root, cfg); err != nil {
+		return nil, nil, err
+	}
+	return cfg, root, nil
+}
+
+type parser struct{ file string }
+
+func (p *parser) errorf(n *yaml.Node, key, format string, args ...any) error {
+	return &Error{File: p.file, Line: n.Line, Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// pairs walks a mapping, rejecting odd keys and duplicates; fn gets the
+// key's text, the key node and the (alias-resolved) value node.
+func (p *parser) pairs(m *yaml.Node, prefix string, fn func(key string, k, v *yaml.Node) error) error {
+	seen := map[string]int{}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!merge" {
+			return p.errorf(k, prefix, "keys must be plain names")
+		}
+		if first, dup := seen[k.Value]; dup {
+			return p.errorf(k, prefix+showKey(k.Value), "duplicate key (first on line %d)", first)
+		}
+		seen[k.Value] = k.Line
+		for v.Kind == yaml.AliasNode && v.Alias != nil {
+			v = v.Alias
+		}
+		if err := fn(k.Value, k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// showKey returns an unknown key for a message, unless it might be
+// something pasted by mistake (such as a secret).
+func showKey(k string) string {
+	ok := len(k) > 0 && len(k) <= 32
+	for _, r := range k {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			ok = false
+		}
+	}
+	if !ok {
+		return "(key not shown)"
+	}
+	return k
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// str returns a scalar's text; null gives ok=false.
+func (p *parser) str(n *yaml.Node, key string) (s string, ok bool, err error) {
+	if isNull(n) {
+		return "", false, nil
+	}
+	if n.Kind != yaml.ScalarNode {
+		return "", false, p.errorf(n, key, "must be a single value, not a %s", kindName(n))
+	}
+	return n.Value, true, nil
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "mapping"
+	case yaml.SequenceNode:
+		return "list"
+	}
+	return "value"
+}
+
+func (p *parser) config(root *yaml.Node, cfg *Config) error {
+	return p.pairs(root, "", func(key string, k, v *yaml.Node) error {
+		switch key {
+		case "repo", "address", "state_dir":
+			s, ok, err := p.str(v, key)
+			if err != nil || !ok {
+				return err
+			}
+			if s == "" && key != "state_dir" {
+				return p.errorf(v, key, "must not be empty")
+			}
+			switch key {
+			case "repo":
+				cfg.Repo = s
+			case "address":
+				cfg.Address = s
+			default:
+				cfg.StateDir = s
+			}
+		case "session_ttl":
+			if isNull(v) {
+				return nil
+			}
+			if err := cfg.SessionTTL.UnmarshalYAML(v); err != nil {
+				return p.errorf(v, key, "%v", err)
+			}
+		case "max_objects_per_session":
+			if isNull(v) {
+				return nil
+			}
+			var n int
+			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || v.Decode(&n) != nil {
+				return p.errorf(v, key, "must be a whole number")
+			}
+			if n <= 0 {
+				return p.errorf(v, key, "must be positive")
+			}
+			cfg.MaxObjectsPerSession = n
+		case "max_object_size":
+			if isNull(v) {
+				return nil
+			}
+			if err := cfg.MaxObjectSize.UnmarshalYAML(v); err != nil {
+				return p.errorf(v, key, "%v", err)
+			}
+			if cfg.MaxObjectSize <= 0 {
+				return p.errorf(v, key, "must be positive")
+			}
+		case "tokens":
+			return p.tokens(v, cfg)
+		default:
+			return p.errorf(k, showKey(key), "unknown key")
+		}
+		return nil
+	})
+}
+
+func (p *parser) tokens(v *yaml.Node, cfg *Config) error {
+	if isNull(v) {
+		return nil
+	}
+	if v.Kind != yaml.SequenceNode {
+		return p.errorf(v, "tokens", "must be a list of token entries")
+	}
+	names := map[string]int{} // name → line
+	for i, item := range v.Content {
+		for item.Kind == yaml.AliasNode && item.Alias != nil {
+			item = item.Alias
+		}
+		key := fmt.Sprintf("tokens[%d]", i)
+		if item.Kind != yaml.MappingNode {
+			return p.errorf(item, key, "must be a mapping with a token or sha256 key")
+		}
+		t, lines, err := p.token(item, key)
+		if err != nil {
+			return err
+		}
+		if field, msg := checkToken(&t); msg != "" {
+			line := item
+			if n := lines[strings.TrimPrefix(field, ".")]; n != nil {
+				line = n
+			}
+			if strings.HasPrefix(field, ".refs[") {
+				line = lines["refs"]
+				idx, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(field, ".refs["), "]"))
+				if lines["refs"] != nil && idx < len(lines["refs"].Content) {
+					line = lines["refs"].Content[idx]
+				}
+			}
+			return p.errorf(line, key+field, "%s", msg)
+		}
+		if t.Name != "" {
+			if first, dup := names[t.Name]; dup {
+				return p.errorf(lines["name"], key+".name", "%q is already used by the token on line %d", t.Name, first)
+			}
+			names[t.Name] = lines["name"].Line
+		}
+		cfg.Tokens = append(cfg.Tokens, t)
+	}
+	return nil
+}
+
+func (p *parser) token(m *yaml.Node, prefix string) (Token, map[string]*yaml.Node, error) {
+	var t Token
+	lines := map[string]*yaml.Node{}
+	err := p.pairs(m, prefix+".", func(key string, k, v *yaml.Node) error {
+		full := prefix + "." + key
+		lines[key] = v
+		switch key {
+		case "token", "sha256", "name", "created":
+			s, _, err := p.str(v, full)
+			if err != nil {
+				return err
+			}
+			if key == "token" && s == "" && !isNull(v) {
+				return p.errorf(v, full, "must not be empty")
+			}
+			switch key {
+			case "token":
+				t.Token = s
+			case "sha256":
+				t.SHA256 = s
+			case "name":
+				t.Name = s
+			default:
+				t.Created = s
+			}
+		case "refs":
+			if isNull(v) {
+				return nil
+			}
+			if v.Kind != yaml.SequenceNode {
+				return p.errorf(v, full, "must be a list of ref globs")
+			}
+			t.Refs = []string{}
+			for j, r := range v.Content {
+				for r.Kind == yaml.AliasNode && r.Alias != nil {
+					r = r.Alias
+				}
+				s, ok, err := p.str(r, fmt.Sprintf("%s[%d]", full, j))
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return p.errorf(r, fmt.Sprintf("%s[%d]", full, j), "must not be empty")
+				}
+				t.Refs = append(t.Refs, s)
+			}
+		case "expires":
+			s, ok, err := p.str(v, full)
+			if err != nil || !ok {
+				return err
+			}
+			e, err := parseTime(s)
+			if err != nil {
+				return p.errorf(v, full, "%v", err)
+			}
+			t.Expires = &e
+		default:
+			return p.errorf(k, prefix+"."+showKey(key), "unknown key")
+		}
+		return nil
+	})
+	return t, lines, err
+}
+
+// parseTime accepts RFC 3339 times and plain dates (midnight UTC).
+func parseTime(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse("2006-01-02", s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("%q is not a time like 2026-01-02T15:04:05Z", s)
+}

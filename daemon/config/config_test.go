@@ -1,0 +1,365 @@
+package config
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ostree-upload.yaml")
+	if err := os.WriteFile(path, []byte(content), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+const liriosSecret = "3q2+7wZ0l1x8mK4pQ9sVbHcN2fRt6uYe1aJdLgWo5zXiEkPvTnMqBrSyUhCjFgDe0aZ1b2c3d4e5f6g7h8i9j0kA=="
+
+const liriosFile = "tokens:\n- token: " + liriosSecret + "\n  created: \"2020-12-30T10:00:00Z\"\n"
+
+func TestDefaults(t *testing.T) {
+	for _, content := range []string{"", "# only a comment\n", "---\n", "tokens:\n", "tokens: []\n"} {
+		cfg, err := Load(writeFile(t, content))
+		if err != nil {
+			t.Fatalf("%q: %v", content, err)
+		}
+		if !reflect.DeepEqual(cfg, Default()) {
+			t.Errorf("%q: got %+v, want the defaults", content, cfg)
+		}
+	}
+	d := Default()
+	if d.Repo != "repo" || d.Address != ":8080" || d.StateDir != "" || d.SessionTTL.Duration != 24*time.Hour ||
+		d.MaxObjectsPerSession != 2000000 || d.MaxObjectSize != 16<<30 || d.Tokens != nil {
+		t.Errorf("Default() = %+v", d)
+	}
+	if err := d.Validate(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestLoadAll(t *testing.T) {
+	cfg, err := Load(writeFile(t, `# daemon settings
+repo: /srv/repo
+address: 127.0.0.1:9000
+state_dir: /srv/state
+session_ttl: 90m
+max_objects_per_session: 1000
+max_object_size: 500MB
+tokens:
+  - sha256: `+strings.Repeat("ab", 32)+`
+    name: ci
+    refs: ["app/*", runtime/org.x/*/stable]
+    expires: 2030-01-02T03:04:05Z
+  - token: secret
+    expires: 2031-05-06
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp1 := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	exp2 := time.Date(2031, 5, 6, 0, 0, 0, 0, time.UTC)
+	want := &Config{
+		Repo: "/srv/repo", Address: "127.0.0.1:9000", StateDir: "/srv/state",
+		SessionTTL: Duration{90 * time.Minute}, MaxObjectsPerSession: 1000, MaxObjectSize: 500 * 1000 * 1000,
+		Tokens: []Token{
+			{SHA256: strings.Repeat("ab", 32), Name: "ci", Refs: []string{"app/*", "runtime/org.x/*/stable"}, Expires: &exp1},
+			{Token: "secret", Expires: &exp2},
+		},
+	}
+	if !reflect.DeepEqual(cfg.Tokens[0].Refs, want.Tokens[0].Refs) || !cfg.Tokens[0].Expires.Equal(exp1) || !cfg.Tokens[1].Expires.Equal(exp2) {
+		t.Errorf("tokens = %+v", cfg.Tokens)
+	}
+	cfg.Tokens[0].Expires, cfg.Tokens[1].Expires = &exp1, &exp2
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("got  %+v\nwant %+v", cfg, want)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestSizes(t *testing.T) {
+	for in, want := range map[string]Size{
+		`"16GiB"`: 16 << 30, `16GiB`: 16 << 30, `500MB`: 500e6, `1024`: 1024, `1048576`: 1 << 20,
+		`"512 KiB"`: 512 << 10, `2TiB`: 2 << 40, `3TB`: 3e12, `7B`: 7, `1kB`: 1000, `"10"`: 10,
+	} {
+		cfg, err := Load(writeFile(t, "max_object_size: "+in+"\n"))
+		if err != nil {
+			t.Errorf("%s: %v", in, err)
+			continue
+		}
+		if cfg.MaxObjectSize != want {
+			t.Errorf("%s: got %d, want %d", in, cfg.MaxObjectSize, want)
+		}
+	}
+	for _, in := range []string{"16gb", "GiB", "1.5GiB", "-1", "16 GiBs", "99999999999TiB", "", "0x10KiB"} {
+		if s, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) = %d, want an error", in, s)
+		}
+	}
+	if s := (16 * GiB).String(); s != "16GiB" {
+		t.Errorf("String() = %q", s)
+	}
+	if s := (500 * MB).String(); s != "500000000B" {
+		t.Errorf("String() = %q", s)
+	}
+}
+
+// Each bad file must fail with an error naming the file, the line and the key.
+func TestStrict(t *testing.T) {
+	hash := strings.Repeat("0f", 32)
+	cases := []struct {
+		name, content string
+		line          int
+		key, msg      string
+	}{
+		{"unknown top-level key", "repo: r\nlisten: :80\n", 2, "listen", "unknown key"},
+		{"unknown token key", "tokens:\n- sha256: " + hash + "\n  nmae: ci\n", 3, "tokens[0].nmae", "unknown key"},
+		{"bad duration", "session_ttl: 1 day\n", 1, "session_ttl", "duration"},
+		{"zero duration", "session_ttl: 0s\n", 1, "session_ttl", "positive"},
+		{"negative duration", "session_ttl: -5m\n", 1, "session_ttl", "positive"},
+		{"bad size", "\nmax_object_size: 16 gigs\n", 2, "max_object_size", "size"},
+		{"zero size", "max_object_size: 0\n", 1, "max_object_size", "positive"},
+		{"negative size", "max_object_size: -1\n", 1, "max_object_size", "negative"},
+		{"bad count", "max_objects_per_session: many\n", 1, "max_objects_per_session", "whole number"},
+		{"zero count", "max_objects_per_session: 0\n", 1, "max_objects_per_session", "positive"},
+		{"bad sha256", "tokens:\n- name: a\n  sha256: " + strings.ToUpper(hash) + "\n", 3, "tokens[0].sha256", "64 lower-case"},
+		{"short sha256", "tokens:\n- sha256: abc\n", 2, "tokens[0].sha256", "64 lower-case"},
+		{"token and sha256", "tokens:\n- token: x\n  sha256: " + hash + "\n", 2, "tokens[0]", "both token and sha256"},
+		{"neither", "tokens:\n- name: x\n", 2, "tokens[0]", "needs a token or a sha256"},
+		{"empty token", "tokens:\n- token: \"\"\n", 2, "tokens[0].token", "must not be empty"},
+		{"duplicate names", "tokens:\n- token: a\n  name: ci\n- token: b\n  name: ci\n", 5, "tokens[1].name", `"ci" is already used by the token on line 3`},
+		{"empty glob", "tokens:\n- token: a\n  refs:\n  - \"\"\n", 4, "tokens[0].refs[0]", "must not be empty"},
+		{"glob with space", "tokens:\n- token: a\n  refs:\n  - app/*\n  - \"app/ x\"\n", 5, "tokens[0].refs[1]", "printable ASCII"},
+		{"glob not ASCII", "tokens:\n- token: a\n  refs: [\"app/é\"]\n", 3, "tokens[0].refs[0]", "printable ASCII"},
+		{"refs not a list", "tokens:\n- token: a\n  refs: app/*\n", 3, "tokens[0].refs", "list"},
+		{"bad expires", "tokens:\n- token: a\n  expires: soon\n", 3, "tokens[0].expires", "not a time"},
+		{"tokens not a list", "tokens: yes\n", 1, "tokens", "list"},
+		{"token not a mapping", "tokens:\n- abc\n", 2, "tokens[0]", "mapping"},
+		{"duplicate key", "repo: a\nrepo: b\n", 2, "repo", "duplicate key (first on line 1)"},
+		{"empty repo", "repo: \"\"\n", 1, "repo", "must not be empty"},
+		{"repo a list", "repo: [a]\n", 1, "repo", "single value"},
+		{"top level a list", "- a\n", 1, "", "mapping"},
+	}
+	for _, c := range cases {
+		path := writeFile(t, c.content)
+		_, err := Load(path)
+		if err == nil {
+			t.Errorf("%s: no error", c.name)
+			continue
+		}
+		var e *Error
+		if !errors.As(err, &e) {
+			t.Errorf("%s: %T %v, want *Error", c.name, err, err)
+			continue
+		}
+		if e.File != path || e.Line != c.line || e.Key != c.key || !strings.Contains(e.Msg, c.msg) {
+			t.Errorf("%s: got %q (line %d, key %q), want line %d, key %q, %q", c.name, err, e.Line, e.Key, c.line, c.key, c.msg)
+		}
+		msg := err.Error()
+		if !strings.HasPrefix(msg, path+":") || !strings.Contains(msg, c.key) {
+			t.Errorf("%s: %q should name the file and the key", c.name, msg)
+		}
+	}
+}
+
+// Errors never show secrets or their hashes.
+func TestErrorsHideSecrets(t *testing.T) {
+	hash := strings.Repeat("0f", 32)
+	for _, content := range []string{
+		"tokens:\n- token: s3cr3t-value\n  sha256: " + hash + "\n",
+		"tokens:\n- s3cr3t-value+/==: x\n",
+		"tokens:\n- s3cr3t-value\n",
+		"tokens:\n- token: [s3cr3t-value]\n",
+		"tokens:\n- sha256: " + hash + "\n  name: n\n- sha256: " + hash + "\n  name: n\n",
+	} {
+		_, err := Load(writeFile(t, content))
+		if err == nil {
+			t.Errorf("%q: no error", content)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cr3t") || strings.Contains(err.Error(), hash) {
+			t.Errorf("error shows a secret: %v", err)
+		}
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "missing.yaml"))
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: %v, want fs.ErrNotExist", err)
+	}
+	path := writeFile(t, "repo: [\n")
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), path) {
+		t.Errorf("syntax error: %v", err)
+	}
+	if _, err := Load(writeFile(t, "repo: a\n---\nrepo: b\n")); err == nil || !strings.Contains(err.Error(), "one YAML document") {
+		t.Errorf("two documents: %v", err)
+	}
+}
+
+func TestLiriosFile(t *testing.T) {
+	cfg, err := Load(writeFile(t, liriosFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Tokens) != 1 || cfg.Tokens[0].Token != liriosSecret || cfg.Tokens[0].Created != "2020-12-30T10:00:00Z" {
+		t.Fatalf("tokens = %+v", cfg.Tokens)
+	}
+	k := NewKeyring(cfg.Tokens)
+	if k.Len() != 1 {
+		t.Fatalf("Len = %d", k.Len())
+	}
+	id, err := k.Authenticate(liriosSecret, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Hash != Hash(liriosSecret) || id.Name != "" || !id.AllowsRef("anything/at/all") {
+		t.Errorf("identity = %+v", id)
+	}
+	if want := "token-" + Hash(liriosSecret)[:12]; id.DisplayName() != want {
+		t.Errorf("DisplayName = %q, want %q", id.DisplayName(), want)
+	}
+}
+
+func TestAuthenticate(t *testing.T) {
+	secret, hash, err := Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(secret, "ou_") || len(secret) != 3+43 || hash != Hash(secret) || len(hash) != 64 {
+		t.Fatalf("Generate() = %q, %q", secret, hash)
+	}
+	if s2, _, _ := Generate(); s2 == secret {
+		t.Fatal("Generate repeats itself")
+	}
+	now := time.Now()
+	past, future := now.Add(-time.Hour), now.Add(time.Hour)
+	cfg, err := Load(writeFile(t, "tokens:\n"+
+		"- sha256: "+hash+"\n  name: ci\n  refs: [\"app/*\"]\n  expires: "+future.Format(time.RFC3339Nano)+"\n"+
+		"- token: old-one\n  name: old\n  expires: "+past.Format(time.RFC3339Nano)+"\n"+
+		"- token: plain\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := NewKeyring(cfg.Tokens)
+	if k.Len() != 3 {
+		t.Fatalf("Len = %d", k.Len())
+	}
+	id, err := k.Authenticate(secret, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Hash != hash || id.Name != "ci" || id.DisplayName() != "ci" || !reflect.DeepEqual(id.Refs, []string{"app/*"}) ||
+		id.Expires == nil || !id.Expires.Equal(future.Round(0)) {
+		t.Errorf("identity = %+v", id)
+	}
+	if !id.AllowsRef("app/org.x/x86_64/stable") || id.AllowsRef("runtime/org.x/x86_64/stable") {
+		t.Error("AllowsRef ignores the globs")
+	}
+	id.Refs[0] = "changed" // must not change the keyring
+	if id, _ := k.Authenticate(secret, now); id.Refs[0] != "app/*" {
+		t.Error("keyring changed through a returned identity")
+	}
+	if id, err := k.Authenticate("plain", now); err != nil || id.Hash != Hash("plain") {
+		t.Errorf("plain: %+v, %v", id, err)
+	}
+	if id, err := k.Authenticate("old-one", now); !errors.Is(err, ErrExpiredToken) || id.Name != "old" {
+		t.Errorf("expired: %+v, %v", id, err)
+	}
+	if _, err := k.Authenticate(secret, future.Add(time.Second)); !errors.Is(err, ErrExpiredToken) {
+		t.Errorf("after expiry: %v", err)
+	}
+	for _, bad := range []string{"", "wrong", secret + "x", secret[:len(secret)-1], hash, "old"} {
+		if id, err := k.Authenticate(bad, now); !errors.Is(err, ErrUnknownToken) || id.Hash != "" {
+			t.Errorf("%q: %+v, %v", bad, id, err)
+		}
+	}
+	empty := NewKeyring(nil)
+	if _, err := empty.Authenticate(secret, now); !errors.Is(err, ErrUnknownToken) || empty.Len() != 0 {
+		t.Errorf("empty keyring: %v", err)
+	}
+}
+
+func TestKeyringConcurrent(t *testing.T) {
+	k := NewKeyring([]Token{{Token: "a", Name: "a", Refs: []string{"x/*"}}, {SHA256: Hash("b")}})
+	done := make(chan bool)
+	for i := 0; i < 8; i++ {
+		go func() {
+			for j := 0; j < 200; j++ {
+				id, err := k.Authenticate("a", time.Now())
+				if err != nil || id.Name != "a" {
+					t.Error(err)
+				}
+				id.Refs[0] = "y"
+				if _, err := k.Authenticate("b", time.Now()); err != nil {
+					t.Error(err)
+				}
+			}
+			done <- true
+		}()
+	}
+	for i := 0; i < 8; i++ {
+		<-done
+	}
+}
+
+func TestMatchGlob(t *testing.T) {
+	cases := []struct {
+		glob, ref string
+		want      bool
+	}{
+		{"app/*", "app/org.x/x86_64/stable", true},
+		{"app/*", "app/", true},
+		{"app/*", "runtime/org.x/x86_64/stable", false},
+		{"app/*", "app", false},
+		{"*", "anything/at/all", true},
+		{"*", "", true},
+		{"app/org.x/x86_64/stable", "app/org.x/x86_64/stable", true},
+		{"app/org.x/x86_64/stable", "app/org.x/x86_64/beta", false},
+		{"app/org.x/x86_64/stable", "app/org.x/x86_64/stable2", false},
+		{"app/org.x/x86_6?/stable", "app/org.x/x86_64/stable", true},
+		{"app/org.x/x86_6?/stable", "app/org.x/x86_6/stable", false},
+		{"app/org.x/x86_6?/stable", "app/org.x/x86_644/stable", false},
+		{"app/*/x86_64/stable", "app/org.x/x86_64/stable", true},
+		{"app/*/x86_64/stable", "app/org.x/aarch64/stable", false},
+		{"*/stable", "app/org.x/x86_64/stable", true},
+		{"*/stable", "app/org.x/x86_64/stable/x", false},
+		{"a*b*c", "aXbYbZc", true},
+		{"a*b*c", "aXbYbZ", false},
+		{"a.b", "aXb", false}, // '.' is literal
+		{"[ab]", "a", false},  // no character classes
+		{"[ab]", "[ab]", true},
+		{"??", "é!", true},
+		{"", "", true},
+		{"", "x", false},
+	}
+	for _, c := range cases {
+		if got := MatchGlob(c.glob, c.ref); got != c.want {
+			t.Errorf("MatchGlob(%q, %q) = %v, want %v", c.glob, c.ref, got, c.want)
+		}
+	}
+}
+
+func TestCheckGlobAndName(t *testing.T) {
+	for _, g := range []string{"app/*", "*", "a?b", "[x]"} {
+		if err := CheckGlob(g); err != nil {
+			t.Errorf("%q: %v", g, err)
+		}
+	}
+	for _, g := range []string{"", "a b", "a\tb", "é", "a\x00"} {
+		if CheckGlob(g) == nil {
+			t.Errorf("%q: no error", g)
+		}
+	}
+	if CheckName("ci runner é") != nil || CheckName("a\nb") == nil || CheckName("\xff") == nil {
+		t.Error("CheckName")
+	}
+}

@@ -1,0 +1,175 @@
+package config
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"slices"
+	"time"
+)
+
+// Authentication errors.
+var (
+	ErrUnknownToken = errors.New("unknown token")
+	ErrExpiredToken = errors.New("token expired")
+)
+
+// SecretPrefix starts every secret made by Generate.
+const SecretPrefix = "ou_"
+
+// Identity is who a request authenticated as. Hash identifies the token in
+// logs and the journal (hex SHA-256 of the secret; never the secret).
+type Identity struct {
+	Hash    string
+	Name    string
+	Refs    []string // ref globs; empty = all refs
+	Expires *time.Time
+}
+
+// DisplayName is Name, or "token-" + Hash[:12] when unnamed.
+func (i Identity) DisplayName() string {
+	if i.Name != "" {
+		return i.Name
+	}
+	h := i.Hash
+	if len(h) > 12 {
+		h = h[:12]
+	}
+	return "token-" + h
+}
+
+// AllowsRef reports whether the token may move ref (no globs = any ref).
+func (i Identity) AllowsRef(ref string) bool {
+	if len(i.Refs) == 0 {
+		return true
+	}
+	for _, g := range i.Refs {
+		if MatchGlob(g, ref) {
+			return true
+		}
+	}
+	return false
+}
+
+// MatchGlob reports whether ref matches glob, where '*' matches any run of
+// characters including '/', '?' exactly one character, and everything else
+// itself.
+func MatchGlob(glob, ref string) bool {
+	g, r := []rune(glob), []rune(ref)
+	gi, ri := 0, 0
+	star, mark := -1, 0 // last '*' in g, and where in r it started matching
+	for ri < len(r) {
+		switch {
+		case gi < len(g) && g[gi] == '*':
+			star, mark = gi, ri
+			gi++
+		case gi < len(g) && (g[gi] == '?' || g[gi] == r[ri]):
+			gi++
+			ri++
+		case star >= 0:
+			mark++
+			gi, ri = star+1, mark
+		default:
+			return false
+		}
+	}
+	for gi < len(g) && g[gi] == '*' {
+		gi++
+	}
+	return gi == len(g)
+}
+
+// Hash returns the hex SHA-256 of a secret, as stored in sha256 entries.
+func Hash(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// Generate returns a new secret, SecretPrefix followed by 32 random bytes in
+// unpadded URL-safe base64, and its hex SHA-256.
+func Generate() (secret, hash string, err error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", "", err
+	}
+	secret = SecretPrefix + base64.RawURLEncoding.EncodeToString(b[:])
+	return secret, Hash(secret), nil
+}
+
+type keyEntry struct {
+	sum [sha256.Size]byte
+	id  Identity
+}
+
+// Keyring checks presented secrets against the configured tokens. It is
+// immutable after construction and safe for concurrent use.
+type Keyring struct {
+	entries []keyEntry
+}
+
+// NewKeyring builds a keyring from token entries (normally Config.Tokens,
+// already validated by Load). Entries with neither a secret nor a valid
+// sha256 can never match and are left out.
+func NewKeyring(tokens []Token) *Keyring {
+	k := &Keyring{}
+	for _, t := range tokens {
+		var e keyEntry
+		switch {
+		case t.Token != "":
+			e.sum = sha256.Sum256([]byte(t.Token))
+		case sha256Hex.MatchString(t.SHA256):
+			hex.Decode(e.sum[:], []byte(t.SHA256))
+		default:
+			continue
+		}
+		e.id = Identity{
+			Hash: hex.EncodeToString(e.sum[:]),
+			Name: t.Name,
+			Refs: slices.Clone(t.Refs),
+		}
+		if t.Expires != nil {
+			exp := *t.Expires
+			e.id.Expires = &exp
+		}
+		k.entries = append(k.entries, e)
+	}
+	return k
+}
+
+// Len is the number of usable tokens.
+func (k *Keyring) Len() int { return len(k.entries) }
+
+// Authenticate returns the identity of the token whose secret is secret.
+// The secret's SHA-256 is compared with every entry in constant time. An
+// unknown or empty secret gives ErrUnknownToken; a token whose expiry is
+// before now gives its identity (for logging) with ErrExpiredToken.
+func (k *Keyring) Authenticate(secret string, now time.Time) (Identity, error) {
+	if secret == "" {
+		return Identity{}, ErrUnknownToken
+	}
+	sum := sha256.Sum256([]byte(secret))
+	match := -1
+	for i := range k.entries {
+		eq := subtle.ConstantTimeCompare(sum[:], k.entries[i].sum[:])
+		// First match wins; keep comparing the rest regardless.
+		if eq == 1 && match < 0 {
+			match = i
+		}
+	}
+	if match < 0 {
+		return Identity{}, ErrUnknownToken
+	}
+	id := k.entries[match].id
+	id.Refs = slices.Clone(id.Refs)
+	if id.Expires != nil {
+		exp := *id.Expires
+		id.Expires = &exp
+		if exp.Before(now) {
+			return id, ErrExpiredToken
+		}
+	}
+	return id, nil
+}
