@@ -35,7 +35,7 @@ func TestExitCodes(t *testing.T) {
 
 // Subcommands this version lacks fail plainly instead of pretending.
 func TestMissingCommandsSaySo(t *testing.T) {
-	for _, name := range []string{"receive", "push", "gentoken"} {
+	for _, name := range []string{"push"} {
 		var out bytes.Buffer
 		if got := run([]string{name}, &out, &out); got != exitFail {
 			t.Errorf("%s: exit %d, want %d", name, got, exitFail)

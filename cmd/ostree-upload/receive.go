@@ -1,18 +1,116 @@
 package main
 
-import "github.com/spf13/pflag"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/pflag"
+
+	"github.com/ostree-upload/ostree-upload/daemon"
+	"github.com/ostree-upload/ostree-upload/daemon/config"
+)
 
 var receiveCmd = &command{
 	name:    "receive",
 	summary: "Run the daemon that receives pushes into a production repository",
 	usage:   "[OPTIONS]",
-	example: "  ostree-upload receive -c /etc/ostree-upload.yaml -r /srv/repo -a :8080",
+	example: `  ostree-upload gentoken -c /etc/ostree-upload.yaml --name ci
+  ostree-upload receive -c /etc/ostree-upload.yaml -r /srv/ostree/repo -a :8080
+
+  The state dir (journal, partial uploads, verified objects) defaults to
+  .<repo name>.ostree-upload beside the repo and must be on its filesystem.
+  SIGHUP reloads the tokens; SIGTERM and SIGINT stop gracefully.`,
 	flags: func(fs *pflag.FlagSet) func([]string) error {
-		fs.StringP("config", "c", "ostree-upload.yaml", "configuration file")
-		fs.StringP("repo", "r", "repo", "production OSTree repository (archive mode)")
-		fs.StringP("address", "a", ":8080", "address to listen on")
-		fs.String("state-dir", "", "directory for the journal, uploads and spool (on the repo's filesystem)")
-		fs.BoolP("verbose", "v", false, "print debug messages")
-		return noArgs("receive", func() error { return errNotYet("receive") })
+		cfgPath := fs.StringP("config", "c", "ostree-upload.yaml", "configuration file")
+		repo := fs.StringP("repo", "r", "repo", "production OSTree repository (archive mode; created if missing)")
+		addr := fs.StringP("address", "a", ":8080", "address to listen on")
+		state := fs.String("state-dir", "", "directory for the journal, uploads and spool (default: beside the repo)")
+		verbose := fs.BoolP("verbose", "v", false, "print debug messages")
+		return noArgs("receive", func() error {
+			cfg, err := loadConfig(*cfgPath)
+			if err != nil {
+				return err
+			}
+			if fs.Changed("repo") {
+				cfg.Repo = *repo
+			}
+			if fs.Changed("address") {
+				cfg.Address = *addr
+			}
+			if fs.Changed("state-dir") {
+				cfg.StateDir = *state
+			}
+			return receive(*cfgPath, cfg, *verbose)
+		})
 	},
+}
+
+func loadConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("configuration file %s not found: create it with a first token: ostree-upload gentoken -c %s", path, path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Tokens) == 0 {
+		return nil, fmt.Errorf("%s has no tokens: add one with: ostree-upload gentoken -c %s", path, path)
+	}
+	return cfg, nil
+}
+
+func newLogger(verbose bool) *slog.Logger {
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+func receive(cfgPath string, cfg *config.Config, verbose bool) error {
+	log := newLogger(verbose)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	srv, err := daemon.New(ctx, daemon.Options{
+		RepoPath:             cfg.Repo,
+		StateDir:             cfg.StateDir,
+		Keyring:              config.NewKeyring(cfg.Tokens),
+		SessionTTL:           cfg.SessionTTL.Duration,
+		MaxObjectsPerSession: cfg.MaxObjectsPerSession,
+		MaxObjectSize:        int64(cfg.MaxObjectSize),
+		Version:              version,
+		Logger:               log,
+	})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", cfg.Address)
+	if err != nil {
+		return err
+	}
+	log.Info("listening", "address", ln.Addr().String(), "repo", cfg.Repo, "state_dir", srv.StateDir(), "tokens", len(cfg.Tokens), "version", version)
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			c, err := loadConfig(cfgPath)
+			if err != nil {
+				log.Error("reloading tokens failed; keeping the old ones", "err", err)
+				continue
+			}
+			srv.SetKeyring(config.NewKeyring(c.Tokens))
+			log.Info("tokens reloaded", "tokens", len(c.Tokens))
+		}
+	}()
+	return srv.Serve(ctx, ln)
 }

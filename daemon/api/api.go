@@ -1,0 +1,111 @@
+// Package api holds the wire types and protocol constants shared by the
+// receive daemon and the push client.
+package api
+
+import "time"
+
+// ProtocolVersion is bumped on incompatible changes; clients refuse a daemon
+// with another version.
+const ProtocolVersion = 1
+
+// Paths.
+const (
+	PathInfo     = "/api/v1/info"
+	PathSessions = "/api/v1/sessions"
+	PathUploads  = "/api/v1/uploads"
+)
+
+// Upload-Metadata keys of tus uploads.
+const (
+	MetaSession = "session" // the session ID
+	MetaObject  = "object"  // "<checksum>.<type>", e.g. "ab…12.filez"
+)
+
+// MaxNamesPerRequest is how many object names one objects request may carry.
+const MaxNamesPerRequest = 10000
+
+// Info answers GET /api/v1/info.
+type Info struct {
+	Protocol int               `json:"protocol"`
+	Version  string            `json:"version"`
+	Mode     string            `json:"mode"` // always "archive"
+	Refs     map[string]string `json:"refs"` // ref name -> commit checksum
+	Limits   Limits            `json:"limits"`
+}
+
+// Limits are the daemon's configured limits.
+type Limits struct {
+	MaxObjectsPerSession int   `json:"max_objects_per_session"`
+	MaxObjectSize        int64 `json:"max_object_size"`
+	MaxNamesPerRequest   int   `json:"max_names_per_request"`
+}
+
+// RefUpdate asks to move ref Name from Old ("" for a new ref) to New.
+type RefUpdate struct {
+	Name string `json:"name"`
+	Old  string `json:"old,omitempty"`
+	New  string `json:"new"`
+}
+
+// SessionRequest is the body of POST /api/v1/sessions: it creates a session,
+// or resumes the open one with the same token and ref updates.
+type SessionRequest struct {
+	Refs   []RefUpdate `json:"refs"`
+	Force  bool        `json:"force,omitempty"`   // allow non-fast-forward updates
+	DryRun bool        `json:"dry_run,omitempty"` // check only; create nothing
+}
+
+// Session states.
+const (
+	StateOpen       = "open"
+	StatePublishing = "publishing"
+	StatePublished  = "published"
+	StateAborted    = "aborted"
+	StateExpired    = "expired"
+	StateFailed     = "failed"
+	StateDryRun     = "dry-run"
+)
+
+// Session describes a push session.
+type Session struct {
+	ID       string      `json:"id"`
+	State    string      `json:"state"`
+	Refs     []RefUpdate `json:"refs"`
+	Force    bool        `json:"force,omitempty"`
+	Created  time.Time   `json:"created"`
+	Updated  time.Time   `json:"updated"`
+	Objects  int         `json:"objects"`  // names registered by negotiation
+	Verified int         `json:"verified"` // of those, verified
+	Bytes    int64       `json:"bytes"`    // bytes of the verified ones
+	Uploads  []Upload    `json:"uploads,omitempty"`
+	Result   string      `json:"result,omitempty"`
+}
+
+// Upload is an upload of a session that is not verified yet.
+type Upload struct {
+	ID     string `json:"id"`
+	URL    string `json:"url"` // path of the tus upload, relative to the daemon
+	Object string `json:"object"`
+	Offset int64  `json:"offset"`
+	Size   int64  `json:"size"`
+	State  string `json:"state"` // "open" or "received" (complete, verdict pending)
+}
+
+// ObjectsRequest is the body of POST /api/v1/sessions/{id}/objects.
+type ObjectsRequest struct {
+	Objects []string `json:"objects"`
+}
+
+// ObjectsResponse lists the objects of the request the daemon still needs.
+type ObjectsResponse struct {
+	Needed []string `json:"needed"`
+}
+
+// Error is the body of every error response of the API.
+type Error struct {
+	Error   string   `json:"error"`
+	Ref     string   `json:"ref,omitempty"`     // the ref a 403 or 409 is about
+	Object  string   `json:"object,omitempty"`  // the object a 4xx is about
+	Upload  string   `json:"upload,omitempty"`  // URL of the live upload (409 on upload creation)
+	Missing []string `json:"missing,omitempty"` // first missing objects (422 on commit)
+}

@@ -1,0 +1,421 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ostree-upload/ostree-upload/daemon"
+	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/daemon/config"
+	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/storetest"
+)
+
+var ctx = context.Background()
+
+// fx: a build repo with main: A -> B (B's parent A), other: C, and a
+// commit D on main whose parent is not A (a non-fast-forward of A).
+var fx struct {
+	dir, build, bin string
+	a, b, c, d      string
+}
+
+func TestMain(m *testing.M) {
+	code, err := run(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fixtures:", err)
+		os.Exit(2)
+	}
+	os.Exit(code)
+}
+
+func run(m *testing.M) (int, error) {
+	dir, err := os.MkdirTemp("", "daemon-test-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	fx.dir = dir
+	fx.build = filepath.Join(dir, "build")
+	if err := storetest.InitArchive(fx.build); err != nil {
+		return 0, err
+	}
+	rng := rand.New(rand.NewSource(3))
+	tree := filepath.Join(dir, "tree")
+	if err := storetest.WriteTree(tree, 500, rng); err != nil {
+		return 0, err
+	}
+	if fx.a, err = storetest.CommitTree(fx.build, "main", tree, 1700000000); err != nil {
+		return 0, err
+	}
+	if err := storetest.MutateTree(tree, rng); err != nil {
+		return 0, err
+	}
+	if fx.b, err = storetest.CommitTree(fx.build, "main", tree, 1700000100); err != nil {
+		return 0, err
+	}
+	small := filepath.Join(dir, "small")
+	if err := storetest.WriteTree(small, 60, rng); err != nil {
+		return 0, err
+	}
+	if fx.c, err = storetest.CommitTree(fx.build, "other", small, 1700000200); err != nil {
+		return 0, err
+	}
+	fx.d, err = storetest.Ostree("commit", "--repo="+fx.build, "--orphan", "--bind-ref=main", "--tree=dir="+small, "--timestamp=@1700000300", "-s", "unrelated")
+	if err != nil {
+		return 0, err
+	}
+	// The daemon binary, for tests that kill it.
+	fx.bin = filepath.Join(dir, "ostree-upload")
+	out, err := exec.Command("go", "build", "-o", fx.bin, "../cmd/ostree-upload").CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("build: %v: %s", err, out)
+	}
+	return m.Run(), nil
+}
+
+type token struct{ secret, hash string }
+
+func newToken(t testing.TB) token {
+	s, h, err := config.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token{s, h}
+}
+
+// env is a daemon under test with its repos and two tokens: tok (any ref)
+// and narrow (refs "other*" only).
+type env struct {
+	t           *testing.T
+	repo, state string
+	url         string
+	tok, narrow token
+	srv         *daemon.Server
+	stop        context.CancelFunc
+	done        chan error
+	ttl         time.Duration
+	maxObjects  int
+}
+
+func (e *env) tokens() []config.Token {
+	return []config.Token{
+		{SHA256: e.tok.hash, Name: "ci"},
+		{SHA256: e.narrow.hash, Name: "narrow", Refs: []string{"other*"}},
+	}
+}
+
+func newEnv(t *testing.T) *env {
+	dir := t.TempDir()
+	e := &env{t: t, repo: filepath.Join(dir, "repo"), state: filepath.Join(dir, "state"),
+		tok: newToken(t), narrow: newToken(t), ttl: time.Hour, maxObjects: 100000}
+	return e
+}
+
+// start runs the daemon in-process on a fresh port of 127.0.0.1.
+func (e *env) start() {
+	t := e.t
+	srv, err := daemon.New(ctx, daemon.Options{
+		RepoPath: e.repo, StateDir: e.state, Keyring: config.NewKeyring(e.tokens()),
+		SessionTTL: e.ttl, MaxObjectsPerSession: e.maxObjects, MaxObjectSize: 1 << 30, Version: "test",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	e.srv, e.stop, e.done, e.url = srv, cancel, make(chan error, 1), "http://"+ln.Addr().String()
+	go func() { e.done <- srv.Serve(sctx, ln) }()
+	t.Cleanup(e.shutdown)
+}
+
+func (e *env) shutdown() {
+	if e.srv == nil {
+		return
+	}
+	e.stop()
+	<-e.done
+	e.srv.Close()
+	e.srv = nil
+}
+
+func (e *env) restart() {
+	e.shutdown()
+	e.start()
+}
+
+type resp struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r resp) json(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("bad JSON %q: %v", r.body, err)
+	}
+}
+
+func (e *env) do(tok token, method, path string, body io.Reader, hdr map[string]string) resp {
+	e.t.Helper()
+	r, err := e.send(tok, method, path, body, hdr)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
+// send makes one request; a transport error is returned, not fatal.
+func (e *env) send(tok token, method, path string, body io.Reader, hdr map[string]string) (resp, error) {
+	req, err := http.NewRequest(method, e.url+path, body)
+	if err != nil {
+		return resp{}, err
+	}
+	if tok.secret != "" {
+		req.Header.Set("Authorization", "Bearer "+tok.secret)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return resp{}, err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return resp{res.StatusCode, res.Header, b}, err
+}
+
+// doJSONQuiet is doJSON returning nil on a transport error.
+func (e *env) doJSONQuiet(tok token, method, path string, in any) *resp {
+	b, _ := json.Marshal(in)
+	r, err := e.send(tok, method, path, bytes.NewReader(b), map[string]string{"Content-Type": "application/json"})
+	if err != nil {
+		return nil
+	}
+	return &r
+}
+
+func (e *env) doJSON(tok token, method, path string, in any) resp {
+	e.t.Helper()
+	var body io.Reader
+	if in != nil {
+		b, _ := json.Marshal(in)
+		body = bytes.NewReader(b)
+	}
+	return e.do(tok, method, path, body, map[string]string{"Content-Type": "application/json"})
+}
+
+func want(t testing.TB, r resp, status int) {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d, want %d: %s", r.status, status, r.body)
+	}
+}
+
+func (e *env) session(tok token, refs []api.RefUpdate, force bool) api.Session {
+	e.t.Helper()
+	r := e.doJSON(tok, "POST", api.PathSessions, api.SessionRequest{Refs: refs, Force: force})
+	if r.status != 201 && r.status != 200 {
+		e.t.Fatalf("create session: %d %s", r.status, r.body)
+	}
+	var s api.Session
+	r.json(e.t, &s)
+	return s
+}
+
+// objectsOf lists what the build repo holds for commit (against base, if set).
+func objectsOf(t testing.TB, commit, base string) []store.ObjectName {
+	t.Helper()
+	r, err := store.OpenArchive(ctx, fx.build)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	c, _ := store.ParseChecksum(commit)
+	var out []store.ObjectName
+	add := func(n store.ObjectName) error { out = append(out, n); return nil }
+	if base == "" {
+		err = r.Walk(ctx, c, add)
+	} else {
+		b, _ := store.ParseChecksum(base)
+		err = r.Diff(ctx, c, b, add)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func objectBytes(t testing.TB, n store.ObjectName) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(fx.build, filepath.FromSlash(n.RelPath())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (e *env) need(tok token, sid string, names []store.ObjectName) []string {
+	e.t.Helper()
+	var strs []string
+	for _, n := range names {
+		strs = append(strs, n.String())
+	}
+	var out []string
+	for len(strs) > 0 {
+		batch := strs[:min(len(strs), api.MaxNamesPerRequest)]
+		strs = strs[len(batch):]
+		r := e.doJSON(tok, "POST", api.PathSessions+"/"+sid+"/objects", api.ObjectsRequest{Objects: batch})
+		want(e.t, r, 200)
+		var or api.ObjectsResponse
+		r.json(e.t, &or)
+		out = append(out, or.Needed...)
+	}
+	return out
+}
+
+func meta(kv ...string) string {
+	var parts []string
+	for i := 0; i < len(kv); i += 2 {
+		parts = append(parts, kv[i]+" "+base64.StdEncoding.EncodeToString([]byte(kv[i+1])))
+	}
+	return strings.Join(parts, ",")
+}
+
+// upload sends one object in a single creation-with-upload request.
+func (e *env) upload(tok token, sid, obj string, data []byte) resp {
+	e.t.Helper()
+	return e.do(tok, "POST", api.PathUploads+"/", bytes.NewReader(data), map[string]string{
+		"Tus-Resumable":   "1.0.0",
+		"Upload-Length":   strconv.Itoa(len(data)),
+		"Upload-Metadata": meta(api.MetaSession, sid, api.MetaObject, obj),
+		"Content-Type":    "application/offset+octet-stream",
+	})
+}
+
+// push publishes updates with tok: session, negotiation, uploads, commit.
+func (e *env) push(tok token, updates []api.RefUpdate, force bool) resp {
+	e.t.Helper()
+	s := e.session(tok, updates, force)
+	var names []store.ObjectName
+	for _, u := range updates {
+		names = append(names, objectsOf(e.t, u.New, "")...)
+	}
+	if err := e.uploadAll(tok, s.ID, e.need(tok, s.ID, names)); err != nil {
+		e.t.Fatal(err)
+	}
+	return e.doJSON(tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
+}
+
+// uploadAll uploads objects of the build repo with four parallel workers;
+// it stops at the first transport error or unexpected status.
+func (e *env) uploadAll(tok token, sid string, names []string) error {
+	work := make(chan string)
+	errs := make(chan error, 4)
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range work {
+				name, _ := store.ParseObjectName(n)
+				data := objectBytes(e.t, name)
+				r, err := e.send(tok, "POST", api.PathUploads+"/", bytes.NewReader(data), map[string]string{
+					"Tus-Resumable":   "1.0.0",
+					"Upload-Length":   strconv.Itoa(len(data)),
+					"Upload-Metadata": meta(api.MetaSession, sid, api.MetaObject, n),
+					"Content-Type":    "application/offset+octet-stream",
+				})
+				if err == nil && r.status != 201 {
+					err = fmt.Errorf("upload %s: %d %s", n, r.status, r.body)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	var err error
+loop:
+	for _, n := range names {
+		select {
+		case work <- n:
+		case err = <-errs:
+			break loop
+		}
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	if err == nil {
+		err = <-errs
+	}
+	return err
+}
+
+func (e *env) refs() map[string]string {
+	e.t.Helper()
+	r, err := store.Open(ctx, e.repo)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer r.Close()
+	refs, err := r.ListRefs(ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[string]string{}
+	for k, v := range refs {
+		out[k] = v.String()
+	}
+	return out
+}
+
+// checkPublished verifies the production repo the way clients will.
+func (e *env) checkPublished(want map[string]string) {
+	e.t.Helper()
+	got := e.refs()
+	for ref, c := range want {
+		if got[ref] != c {
+			e.t.Fatalf("ref %s = %q, want %s (all: %v)", ref, got[ref], c, got)
+		}
+	}
+	storetest.MustOstree(e.t, "fsck", "--repo="+e.repo)
+	for ref := range want {
+		storetest.PullOverHTTP(e.t, e.repo, ref)
+	}
+}
+
+func objectFiles(t testing.TB, repo string) int {
+	n := 0
+	filepath.Walk(filepath.Join(repo, "objects"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			n++
+		}
+		return nil
+	})
+	return n
+}

@@ -1,0 +1,196 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/daemon/config"
+	"github.com/ostree-upload/ostree-upload/journal"
+)
+
+// maxJSONBody bounds API request bodies (an objects batch of
+// api.MaxNamesPerRequest names is about 0.8 MB).
+const maxJSONBody = 4 << 20
+
+var hex32 = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+type identityKey struct{}
+
+// identityOf returns the authenticated identity of a request context.
+func identityOf(ctx context.Context) (config.Identity, bool) {
+	id, ok := ctx.Value(identityKey{}).(config.Identity)
+	return id, ok
+}
+
+// httpError is an API error with its status.
+type httpError struct {
+	status int
+	body   api.Error
+}
+
+func (e *httpError) Error() string { return e.body.Error }
+
+func fail(status int, format string, args ...any) *httpError {
+	return &httpError{status: status, body: api.Error{Error: fmt.Sprintf(format, args...)}}
+}
+
+func (s *Server) setupRoutes() {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.errorHandler
+	e.Use(s.requestLog)
+	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	e.GET("/ping", func(c echo.Context) error { return c.JSON(http.StatusOK, struct{}{}) })
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{})))
+
+	g := e.Group("/api/v1", s.auth)
+	g.GET("/info", s.handleInfo)
+	g.POST("/sessions", s.handleCreateSession)
+	g.GET("/sessions/:id", s.handleGetSession)
+	g.DELETE("/sessions/:id", s.handleAbort)
+	g.POST("/sessions/:id/objects", s.handleObjects)
+	g.POST("/sessions/:id/commit", s.handleCommit)
+	up := s.uploadGuard(http.StripPrefix(api.PathUploads, s.tus))
+	g.Any("/uploads", up)
+	g.Any("/uploads/", up)
+	g.Any("/uploads/*", up)
+	s.echo = e
+}
+
+func (s *Server) errorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	var he *httpError
+	var ee *echo.HTTPError
+	switch {
+	case errors.As(err, &he):
+	case errors.As(err, &ee):
+		he = fail(ee.Code, "%v", ee.Message)
+	default:
+		s.log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+		he = fail(http.StatusInternalServerError, "internal error: %v", err)
+	}
+	if he.status == http.StatusUnauthorized {
+		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="ostree-upload"`)
+	}
+	if c.Request().Method == http.MethodHead {
+		c.NoContent(he.status)
+		return
+	}
+	c.JSON(he.status, he.body)
+}
+
+// requestLog logs one line per request. It never logs headers, so tokens
+// stay out of the logs.
+func (s *Server) requestLog(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		req := c.Request()
+		attrs := []any{"method", req.Method, "path", req.URL.Path, "status", c.Response().Status,
+			"bytes_out", c.Response().Size, "duration", time.Since(start).Round(time.Microsecond), "remote", c.RealIP()}
+		if id, ok := identityOf(req.Context()); ok {
+			attrs = append(attrs, "token", id.DisplayName())
+		}
+		s.log.Info("request", attrs...)
+		return nil
+	}
+}
+
+// auth authenticates "Authorization: Bearer <token>" and puts the identity
+// into the request context (where tusd's hooks find it too).
+func (s *Server) auth(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		scheme, secret, _ := strings.Cut(req.Header.Get("Authorization"), " ")
+		if !strings.EqualFold(scheme, "bearer") || strings.TrimSpace(secret) == "" {
+			s.metrics.authFailures.Inc()
+			return fail(http.StatusUnauthorized, "missing bearer token")
+		}
+		id, err := s.keyring.Load().Authenticate(strings.TrimSpace(secret), time.Now())
+		if err != nil {
+			s.metrics.authFailures.Inc()
+			return fail(http.StatusUnauthorized, "%v", err)
+		}
+		c.SetRequest(req.WithContext(context.WithValue(req.Context(), identityKey{}, id)))
+		return next(c)
+	}
+}
+
+func identity(c echo.Context) config.Identity {
+	id, _ := identityOf(c.Request().Context())
+	return id
+}
+
+// decodeJSON reads a bounded JSON body strictly.
+func decodeJSON(c echo.Context, v any) error {
+	body := http.MaxBytesReader(c.Response(), c.Request().Body, maxJSONBody)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fail(http.StatusRequestEntityTooLarge, "request body over %d bytes", maxJSONBody)
+		}
+		return fail(http.StatusBadRequest, "bad JSON body: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fail(http.StatusBadRequest, "bad JSON body: data after the object")
+	}
+	return nil
+}
+
+func (s *Server) handleInfo(c echo.Context) error {
+	ctx := c.Request().Context()
+	refs, err := s.repo.ListRefs(ctx)
+	if err != nil {
+		return err
+	}
+	out := api.Info{
+		Protocol: api.ProtocolVersion,
+		Version:  s.opts.Version,
+		Mode:     "archive",
+		Refs:     make(map[string]string, len(refs)),
+		Limits: api.Limits{
+			MaxObjectsPerSession: s.opts.MaxObjectsPerSession,
+			MaxObjectSize:        s.opts.MaxObjectSize,
+			MaxNamesPerRequest:   api.MaxNamesPerRequest,
+		},
+	}
+	id := identity(c)
+	for name, sum := range refs {
+		if id.AllowsRef(name) {
+			out.Refs[name] = sum.String()
+		}
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// ownedSession loads the session named in the path; another token's
+// session is reported as not found.
+func (s *Server) ownedSession(c echo.Context) (journal.Session, error) {
+	id := c.Param("id")
+	if !hex32.MatchString(id) {
+		return journal.Session{}, fail(http.StatusNotFound, "session not found")
+	}
+	sess, err := s.journal.Get(c.Request().Context(), id)
+	if errors.Is(err, journal.ErrNotFound) || (err == nil && sess.Owner != identity(c).Hash) {
+		return journal.Session{}, fail(http.StatusNotFound, "session not found")
+	}
+	return sess, err
+}

@@ -1,0 +1,216 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/ostree-upload/ostree-upload/journal"
+	"github.com/ostree-upload/ostree-upload/store"
+)
+
+// failpointName names a point in the publish path where tests kill the
+// daemon (OSTREE_UPLOAD_FAILPOINT=<name>): the process dies with SIGKILL
+// there, exactly as an operator's kill -9 would.
+var failpointName = os.Getenv("OSTREE_UPLOAD_FAILPOINT")
+
+func failpoint(name string) {
+	if failpointName == name {
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
+}
+
+func (s *Server) handleCommit(c echo.Context) error {
+	ctx := c.Request().Context()
+	sess, err := s.ownedSession(c)
+	if err != nil {
+		return err
+	}
+	defer s.lockSession(sess.ID)()
+	if sess, err = s.journal.Get(ctx, sess.ID); err != nil {
+		return err
+	}
+	switch sess.State {
+	case journal.StatePublished:
+		// Idempotent: repeating a successful commit returns the same answer.
+	case journal.StateOpen, journal.StatePublishing:
+		if err := s.settleSession(ctx, sess.ID); err != nil {
+			return err
+		}
+		if err := s.publish(context.WithoutCancel(ctx), sess); err != nil {
+			return err
+		}
+	default:
+		return fail(http.StatusConflict, "session is %s: %s", sess.State, sess.Result)
+	}
+	if sess, err = s.journal.Get(ctx, sess.ID); err != nil {
+		return err
+	}
+	out, err := s.sessionView(ctx, sess)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func updatesOf(sess journal.Session) ([]store.RefUpdate, error) {
+	out := make([]store.RefUpdate, 0, len(sess.Refs))
+	for _, r := range sess.Refs {
+		u := store.RefUpdate{Ref: r.Ref}
+		var err error
+		if u.New, err = store.ParseChecksum(r.New); err != nil {
+			return nil, err
+		}
+		if r.Old != "" {
+			old, err := store.ParseChecksum(r.Old)
+			if err != nil {
+				return nil, err
+			}
+			u.Old = &old
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// checkUpdates refuses what clients would refuse or what would lose
+// history: a new commit the server does not hold, a commit bound to other
+// refs, and (unless forced) a move that is not a fast-forward.
+func (s *Server) checkUpdates(ctx context.Context, sess journal.Session, updates []store.RefUpdate) error {
+	for _, u := range updates {
+		nc, err := store.ReadCommitIn(ctx, u.New, s.repo, s.spool)
+		if errors.Is(err, store.ErrNotFound) {
+			e := fail(http.StatusUnprocessableEntity, "commit %s of ref %s has not been uploaded", u.New, u.Ref)
+			e.body.Ref, e.body.Missing = u.Ref, []string{u.New.String() + ".commit"}
+			return e
+		}
+		if err != nil {
+			return err
+		}
+		if sess.Force {
+			continue
+		}
+		if len(nc.RefBindings) > 0 && !slices.Contains(nc.RefBindings, u.Ref) {
+			e := fail(http.StatusConflict, "commit %s is bound to refs %v, not %s (use force to publish anyway)", u.New, nc.RefBindings, u.Ref)
+			e.body.Ref = u.Ref
+			return e
+		}
+		if u.Old == nil || *u.Old == u.New {
+			continue
+		}
+		oc, err := store.ReadCommitIn(ctx, *u.Old, s.repo, s.spool)
+		if err != nil {
+			return err
+		}
+		ok, err := store.IsAncestor(ctx, *u.Old, u.New, s.repo, s.spool)
+		if err != nil {
+			return err
+		}
+		if !ok || nc.Timestamp.Before(oc.Timestamp) {
+			e := fail(http.StatusConflict, "ref %s: %s is not a fast-forward of %s (use force to publish anyway)", u.Ref, u.New, u.Old)
+			e.body.Ref = u.Ref
+			return e
+		}
+	}
+	return nil
+}
+
+// publish moves a session's refs. A journaled intent makes the publish
+// survive a crash at any point: recovery (or the client's retry) runs this
+// again, and every step is idempotent.
+func (s *Server) publish(ctx context.Context, sess journal.Session) error {
+	s.publishMu.Lock()
+	defer s.publishMu.Unlock()
+	updates, err := updatesOf(sess)
+	if err != nil {
+		return err
+	}
+	if sess.State == journal.StateOpen {
+		if err := s.checkUpdates(ctx, sess, updates); err != nil {
+			return err
+		}
+		if err := s.journal.PutIntent(ctx, journal.Intent{Session: sess.ID, Refs: sess.Refs, Step: "refs", Created: time.Now()}); err != nil {
+			return err
+		}
+		if err := s.journal.SetState(ctx, sess.ID, journal.StatePublishing, ""); err != nil {
+			return err
+		}
+	}
+	failpoint("after-intent")
+	start := time.Now()
+	err = s.repo.Publish(ctx, s.spool, updates)
+	var moved *store.RefMovedError
+	var missing *store.MissingError
+	switch {
+	case errors.As(err, &moved):
+		s.log.Warn("publish refused", "session", sess.ID, "err", err)
+		if err := s.journal.DeleteIntent(ctx, sess.ID); err != nil {
+			return err
+		}
+		if err := s.dropSession(ctx, sess, journal.StateFailed, err.Error()); err != nil {
+			return err
+		}
+		e := fail(http.StatusConflict, "%v: create a new session from the current state", err)
+		e.body.Ref = moved.Ref
+		return e
+	case errors.As(err, &missing):
+		if err := s.journal.DeleteIntent(ctx, sess.ID); err != nil {
+			return err
+		}
+		if err := s.journal.SetState(ctx, sess.ID, journal.StateOpen, err.Error()); err != nil {
+			return err
+		}
+		e := fail(http.StatusUnprocessableEntity, "%v: upload the missing objects and commit again", err)
+		for _, n := range missing.Missing {
+			e.body.Missing = append(e.body.Missing, n.String())
+		}
+		return e
+	case err != nil:
+		return fmt.Errorf("publish session %s: %w", sess.ID, err)
+	}
+	failpoint("after-refs")
+	if err := s.journal.PutIntent(ctx, journal.Intent{Session: sess.ID, Refs: sess.Refs, Step: "summary", Created: time.Now()}); err != nil {
+		return err
+	}
+	if err := s.repo.RegenerateSummary(ctx); err != nil {
+		return err
+	}
+	failpoint("after-summary")
+	s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
+	if err := s.finishPublish(ctx, sess); err != nil {
+		return err
+	}
+	s.metrics.published.Inc()
+	s.log.Info("published", "session", sess.ID, "refs", len(updates), "duration", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// finishPublish records success and frees the session's spool entries (the
+// objects now live in the repo).
+func (s *Server) finishPublish(ctx context.Context, sess journal.Session) error {
+	if err := s.journal.SetState(ctx, sess.ID, journal.StatePublished, ""); err != nil {
+		return err
+	}
+	if err := s.journal.DeleteIntent(ctx, sess.ID); err != nil {
+		return err
+	}
+	ups, err := s.journal.SessionUploads(ctx, sess.ID)
+	if err != nil {
+		return err
+	}
+	for _, u := range ups {
+		s.removeUploadFiles(u.ID)
+		if err := s.journal.DeleteUpload(ctx, u.ID); err != nil {
+			return err
+		}
+	}
+	return s.releaseSpool(ctx, sess)
+}

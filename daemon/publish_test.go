@@ -1,0 +1,428 @@
+package daemon_test
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/storetest"
+)
+
+func TestHealthAndAuth(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	want(t, e.do(token{}, "GET", "/healthz", nil, nil), 200)
+	want(t, e.do(token{}, "GET", "/ping", nil, nil), 200)
+	r := e.do(token{}, "GET", api.PathInfo, nil, nil)
+	want(t, r, 401)
+	if !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer") {
+		t.Fatalf("401 without WWW-Authenticate: %v", r.header)
+	}
+	want(t, e.do(token{secret: "ou_wrong"}, "GET", api.PathInfo, nil, nil), 401)
+	want(t, e.do(token{secret: "ou_wrong"}, "POST", api.PathUploads+"/", nil, nil), 401)
+	r = e.do(e.tok, "GET", api.PathInfo, nil, nil)
+	want(t, r, 200)
+	var info api.Info
+	r.json(t, &info)
+	if info.Protocol != api.ProtocolVersion || info.Mode != "archive" {
+		t.Fatalf("info %+v", info)
+	}
+	// A ref outside the token's globs is forbidden.
+	r = e.doJSON(e.narrow, "POST", api.PathSessions, api.SessionRequest{Refs: []api.RefUpdate{{Name: "main", New: fx.a}}})
+	want(t, r, 403)
+	m := e.do(token{}, "GET", "/metrics", nil, nil)
+	want(t, m, 200)
+	for _, s := range []string{"ostree_upload_auth_failures_total 3", "tusd_"} {
+		if !strings.Contains(string(m.body), s) {
+			t.Errorf("metrics lack %q", s)
+		}
+	}
+}
+
+func TestPushPublishesAndIsIdempotent(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	r := e.push(e.tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	want(t, r, 200)
+	var s api.Session
+	r.json(t, &s)
+	if s.State != api.StatePublished {
+		t.Fatalf("state %s", s.State)
+	}
+	e.checkPublished(map[string]string{"main": fx.a})
+	// Repeating the commit returns the same result.
+	r2 := e.doJSON(e.tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
+	want(t, r2, 200)
+	// Incremental push: only the diff is needed.
+	s2 := e.session(e.tok, []api.RefUpdate{{Name: "main", Old: fx.a, New: fx.b}}, false)
+	needed := e.need(e.tok, s2.ID, objectsOf(t, fx.b, ""))
+	diff := objectsOf(t, fx.b, fx.a)
+	if len(needed) > len(diff) {
+		t.Fatalf("incremental push needs %d objects, the diff has %d", len(needed), len(diff))
+	}
+	if err := e.uploadAll(e.tok, s2.ID, needed); err != nil {
+		t.Fatal(err)
+	}
+	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s2.ID+"/commit", nil), 200)
+	e.checkPublished(map[string]string{"main": fx.b})
+}
+
+func TestTwoSessionsOnDifferentRefs(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	s1 := e.session(e.tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	s2 := e.session(e.narrow, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
+	if s1.ID == s2.ID {
+		t.Fatal("two tokens share a session")
+	}
+	for _, x := range []struct {
+		tok    token
+		id, co string
+	}{{e.tok, s1.ID, fx.a}, {e.narrow, s2.ID, fx.c}} {
+		if err := e.uploadAll(x.tok, x.id, e.need(x.tok, x.id, objectsOf(t, x.co, ""))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want(t, e.doJSON(e.narrow, "POST", api.PathSessions+"/"+s2.ID+"/commit", nil), 200)
+	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s1.ID+"/commit", nil), 200)
+	e.checkPublished(map[string]string{"main": fx.a, "other": fx.c})
+}
+
+func TestResumeSameSession(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	u := []api.RefUpdate{{Name: "main", New: fx.a}}
+	s1 := e.session(e.tok, u, false)
+	names := objectsOf(t, fx.a, "")
+	needed := e.need(e.tok, s1.ID, names)
+	for _, n := range needed[:len(needed)/2] {
+		name, _ := store.ParseObjectName(n)
+		want(t, e.upload(e.tok, s1.ID, n, objectBytes(t, name)), 201)
+	}
+	e.restart()
+	s2 := e.session(e.tok, u, false)
+	if s2.ID != s1.ID || s2.Verified != len(needed)/2 {
+		t.Fatalf("resumed session %s with %d verified, want %s with %d", s2.ID, s2.Verified, s1.ID, len(needed)/2)
+	}
+	if again := e.need(e.tok, s2.ID, names); len(again) != len(needed)-len(needed)/2 {
+		t.Fatalf("after resume %d objects needed, want %d", len(again), len(needed)-len(needed)/2)
+	}
+}
+
+// trap turns a real .filez into a corrupt one in a way libostree's own
+// checks would accept.
+func traps(t *testing.T) map[string]func() (string, []byte) {
+	var reg, link store.ObjectName
+	for _, n := range objectsOf(t, fx.a, "") {
+		if n.Type != store.File {
+			continue
+		}
+		b := objectBytes(t, n)
+		hlen := binary.BigEndian.Uint32(b)
+		mode := binary.BigEndian.Uint32(b[8+16:])
+		if mode&0o170000 == 0o120000 && link == (store.ObjectName{}) {
+			link = n
+		} else if mode&0o170000 == 0o100000 && len(b) > 2000 && hlen < 64 && reg == (store.ObjectName{}) {
+			reg = n
+		}
+	}
+	if reg == (store.ObjectName{}) || link == (store.ObjectName{}) {
+		t.Fatal("fixture lacks a regular file or a symlink")
+	}
+	orig, lorig := objectBytes(t, reg), objectBytes(t, link)
+	clone := func(b []byte) []byte { return append([]byte(nil), b...) }
+	return map[string]func() (string, []byte){
+		"flipped byte": func() (string, []byte) { b := clone(orig); b[len(b)-10] ^= 1; return reg.String(), b },
+		"truncated":    func() (string, []byte) { return reg.String(), orig[:len(orig)-4] },
+		"size field +5": func() (string, []byte) {
+			b := clone(orig)
+			binary.BigEndian.PutUint64(b[8:], binary.BigEndian.Uint64(b[8:])+5)
+			return reg.String(), b
+		},
+		"trailing bytes":       func() (string, []byte) { return reg.String(), append(clone(orig), "tail"...) },
+		"symlink with payload": func() (string, []byte) { return link.String(), append(clone(lorig), 0x03, 0x00) },
+		"oversized header": func() (string, []byte) {
+			b := make([]byte, 8+2<<20)
+			binary.BigEndian.PutUint32(b, 2<<20)
+			return reg.String(), b
+		},
+		"wrong name": func() (string, []byte) { return link.String(), orig },
+		"device mode": func() (string, []byte) {
+			b := clone(orig)
+			binary.BigEndian.PutUint32(b[8+16:], 0o020644)
+			return reg.String(), b
+		},
+	}
+}
+
+func TestCorruptUploadsAreRefused(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	s := e.session(e.tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	e.need(e.tok, s.ID, objectsOf(t, fx.a, ""))
+	for what, mk := range traps(t) {
+		obj, data := mk()
+		r := e.upload(e.tok, s.ID, obj, data)
+		if r.status != 422 || !strings.Contains(string(r.body), obj) {
+			t.Errorf("%s: %d %s, want 422 naming %s", what, r.status, r.body, obj)
+		}
+	}
+	// Nothing reached production; the session still publishes once the
+	// real bytes arrive.
+	if n := objectFiles(t, e.repo); n != 0 {
+		t.Fatalf("%d objects in production after refused uploads", n)
+	}
+	if err := e.uploadAll(e.tok, s.ID, e.need(e.tok, s.ID, objectsOf(t, fx.a, ""))); err != nil {
+		t.Fatal(err)
+	}
+	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil), 200)
+	e.checkPublished(map[string]string{"main": fx.a})
+}
+
+func TestIsolationBetweenTokens(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	s1 := e.session(e.tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
+	s2 := e.session(e.narrow, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
+	if s1.ID == s2.ID {
+		t.Fatal("two tokens share a session")
+	}
+	names := objectsOf(t, fx.c, "")
+	needed := e.need(e.tok, s1.ID, names)
+	e.need(e.narrow, s2.ID, names)
+	obj, _ := store.ParseObjectName(needed[0])
+	data := objectBytes(t, obj)
+	// An upload of s1 left open halfway.
+	r := e.do(e.tok, "POST", api.PathUploads+"/", nil, map[string]string{
+		"Tus-Resumable": "1.0.0", "Upload-Length": strconv.Itoa(len(data)),
+		"Upload-Metadata": meta(api.MetaSession, s1.ID, api.MetaObject, needed[0])})
+	want(t, r, 201)
+	loc := r.header.Get("Location")
+	path := loc[strings.Index(loc, api.PathUploads):]
+
+	want(t, e.do(e.narrow, "GET", api.PathSessions+"/"+s1.ID, nil, nil), 404)
+	want(t, e.doJSON(e.narrow, "POST", api.PathSessions+"/"+s1.ID+"/commit", nil), 404)
+	want(t, e.do(e.narrow, "DELETE", api.PathSessions+"/"+s1.ID, nil, nil), 404)
+	want(t, e.upload(e.narrow, s1.ID, needed[0], data), 404)
+	tus := map[string]string{"Tus-Resumable": "1.0.0"}
+	want(t, e.do(e.narrow, "HEAD", path, nil, tus), 404)
+	want(t, e.do(e.narrow, "DELETE", path, nil, tus), 404)
+	sid2, up1 := s2.ID, path[strings.LastIndex(path, "/")+1:]
+	for _, p := range []string{
+		api.PathUploads + "/" + sid2 + "/../" + s1.ID + "/" + up1,
+		api.PathUploads + "/" + sid2 + "/..%2F" + s1.ID + "%2F" + up1,
+		api.PathUploads + "/" + sid2 + "%2F..%2F" + s1.ID + "/" + up1,
+		api.PathUploads + "/" + s1.ID + "%2F" + up1,
+		api.PathUploads + "/" + strings.ToUpper(s1.ID) + "/" + up1,
+		api.PathUploads + "/" + s1.ID + "/" + up1 + "/",
+		api.PathUploads + "/" + s1.ID,
+		api.PathUploads + "/../sessions",
+	} {
+		for _, tok := range []token{e.narrow, e.tok} {
+			if r := e.do(tok, "HEAD", p, nil, tus); r.status == 200 {
+				t.Errorf("HEAD %s answered 200", p)
+			}
+		}
+	}
+	// The owner still sees it.
+	r = e.do(e.tok, "HEAD", path, nil, tus)
+	want(t, r, 200)
+	if r.header.Get("Upload-Offset") != "0" {
+		t.Fatalf("offset %q", r.header.Get("Upload-Offset"))
+	}
+	// A second upload of the same object: 409 naming the live one.
+	r = e.upload(e.tok, s1.ID, needed[0], data)
+	if r.status != 409 || !strings.Contains(string(r.body), path) {
+		t.Fatalf("second upload: %d %s", r.status, r.body)
+	}
+}
+
+// A PATCH cut by the network keeps its bytes across a daemon restart, and
+// the upload resumes from the offset HEAD reports.
+func TestInterruptedPatchResumesAfterRestart(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	s := e.session(e.tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	needed := e.need(e.tok, s.ID, objectsOf(t, fx.a, ""))
+	var obj string
+	var data []byte
+	for _, n := range needed {
+		name, _ := store.ParseObjectName(n)
+		if b := objectBytes(t, name); len(b) > 30000 {
+			obj, data = n, b
+			break
+		}
+	}
+	if obj == "" {
+		t.Fatal("no large object in the fixture")
+	}
+	r := e.do(e.tok, "POST", api.PathUploads+"/", nil, map[string]string{
+		"Tus-Resumable": "1.0.0", "Upload-Length": strconv.Itoa(len(data)),
+		"Upload-Metadata": meta(api.MetaSession, s.ID, api.MetaObject, obj)})
+	want(t, r, 201)
+	loc := r.header.Get("Location")
+	path := loc[strings.Index(loc, api.PathUploads):]
+
+	// Send headers and half the body, then drop the connection.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := len(data) / 2
+	fmt.Fprintf(conn, "PATCH %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: %d\r\n\r\n", path, e.tok.secret, len(data))
+	conn.Write(data[:half])
+	time.Sleep(300 * time.Millisecond)
+	conn.Close()
+	time.Sleep(300 * time.Millisecond)
+
+	e.restart()
+	tus := map[string]string{"Tus-Resumable": "1.0.0"}
+	r = e.do(e.tok, "HEAD", path, nil, tus)
+	want(t, r, 200)
+	off, _ := strconv.Atoi(r.header.Get("Upload-Offset"))
+	if off <= 0 || off > half {
+		t.Fatalf("offset after restart %d, want 1..%d", off, half)
+	}
+	var sv api.Session
+	gr := e.do(e.tok, "GET", api.PathSessions+"/"+s.ID, nil, nil)
+	want(t, gr, 200)
+	gr.json(t, &sv)
+	if len(sv.Uploads) != 1 || sv.Uploads[0].Offset != int64(off) || sv.Uploads[0].URL != path {
+		t.Fatalf("session uploads %+v, want one at offset %d", sv.Uploads, off)
+	}
+	r = e.do(e.tok, "PATCH", path, strings.NewReader(string(data[off:])), map[string]string{
+		"Tus-Resumable": "1.0.0", "Upload-Offset": strconv.Itoa(off), "Content-Type": "application/offset+octet-stream"})
+	want(t, r, 204)
+	// Verified: HEAD is answered from the journal.
+	r = e.do(e.tok, "HEAD", path, nil, tus)
+	want(t, r, 200)
+	if r.header.Get("Upload-Offset") != strconv.Itoa(len(data)) {
+		t.Fatalf("offset of verified upload %q", r.header.Get("Upload-Offset"))
+	}
+}
+
+func TestRefusalsChangeNothing(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	want(t, e.push(e.tok, []api.RefUpdate{{Name: "main", New: fx.b}}, false), 200)
+	objs := objectFiles(t, e.repo)
+
+	// A session from a stale view of the ref is refused at creation.
+	r := e.doJSON(e.tok, "POST", api.PathSessions, api.SessionRequest{Refs: []api.RefUpdate{{Name: "main", Old: fx.a, New: fx.d}}})
+	want(t, r, 409)
+	// Compare-and-swap at commit: two sessions from the same view; the
+	// second to commit loses.
+	sA := e.session(e.tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
+	sB := e.session(e.tok, []api.RefUpdate{{Name: "other", New: fx.a}}, true)
+	for _, x := range []struct{ id, c string }{{sA.ID, fx.c}, {sB.ID, fx.a}} {
+		if err := e.uploadAll(e.tok, x.id, e.need(e.tok, x.id, objectsOf(t, x.c, ""))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+sA.ID+"/commit", nil), 200)
+	before := e.refs()
+	r = e.doJSON(e.tok, "POST", api.PathSessions+"/"+sB.ID+"/commit", nil)
+	want(t, r, 409)
+	if !strings.Contains(string(r.body), "moved") {
+		t.Fatalf("CAS refusal says %s", r.body)
+	}
+	// Not a fast-forward: B -> A (A is older, an ancestor), and B -> D (unrelated).
+	for _, newc := range []string{fx.a, fx.d} {
+		s := e.session(e.tok, []api.RefUpdate{{Name: "main", Old: fx.b, New: newc}}, false)
+		if err := e.uploadAll(e.tok, s.ID, e.need(e.tok, s.ID, objectsOf(t, newc, ""))); err != nil {
+			t.Fatal(err)
+		}
+		r = e.doJSON(e.tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
+		want(t, r, 409)
+		if !strings.Contains(string(r.body), "fast-forward") {
+			t.Fatalf("non-fast-forward refusal says %s", r.body)
+		}
+	}
+	if got := e.refs(); fmt.Sprint(got) != fmt.Sprint(before) {
+		t.Fatalf("refs changed: %v -> %v", before, got)
+	}
+	storetest.MustOstree(t, "fsck", "--repo="+e.repo)
+	if n := objectFiles(t, e.repo); n < objs {
+		t.Fatalf("objects shrank %d -> %d", objs, n)
+	}
+	// A commit bound to another ref is refused for main.
+	r = e.push(e.tok, []api.RefUpdate{{Name: "main", Old: fx.b, New: fx.c}}, false)
+	want(t, r, 409)
+	if !strings.Contains(string(r.body), "bound to refs [other]") {
+		t.Fatalf("binding refusal says %s", r.body)
+	}
+	// force moves it.
+	want(t, e.push(e.tok, []api.RefUpdate{{Name: "main", Old: fx.b, New: fx.d}}, true), 200)
+	e.checkPublished(map[string]string{"main": fx.d, "other": fx.c})
+}
+
+func TestMaxObjectsPerSession(t *testing.T) {
+	e := newEnv(t)
+	e.maxObjects = 10
+	e.start()
+	s := e.session(e.tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	names := objectsOf(t, fx.a, "")
+	var strs []string
+	for _, n := range names[:11] {
+		strs = append(strs, n.String())
+	}
+	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: strs}), 413)
+	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: strs[:10]}), 200)
+	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: strs[10:]}), 413)
+	for _, bad := range []string{"../../etc/passwd", strings.Repeat("A", 64) + ".filez", "x"} {
+		want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: []string{bad}}), 400)
+	}
+}
+
+func TestExpiryFreesDisk(t *testing.T) {
+	e := newEnv(t)
+	e.ttl = time.Second
+	e.start()
+	s := e.session(e.tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	needed := e.need(e.tok, s.ID, objectsOf(t, fx.a, ""))
+	first, _ := store.ParseObjectName(needed[0])
+	want(t, e.upload(e.tok, s.ID, needed[0], objectBytes(t, first)), 201)
+	second, _ := store.ParseObjectName(needed[1])
+	data := objectBytes(t, second)
+	want(t, e.do(e.tok, "POST", api.PathUploads+"/", strings.NewReader(string(data[:len(data)/2])), map[string]string{
+		"Tus-Resumable": "1.0.0", "Upload-Length": strconv.Itoa(len(data)), "Content-Type": "application/offset+octet-stream",
+		"Upload-Metadata": meta(api.MetaSession, s.ID, api.MetaObject, needed[1])}), 201)
+	spooled := filepath.Join(e.state, "spool", filepath.FromSlash(first.RelPath()))
+	if _, err := os.Stat(spooled); err != nil {
+		t.Fatalf("verified object not in the spool: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var sv api.Session
+		r := e.do(e.tok, "GET", api.PathSessions+"/"+s.ID, nil, nil)
+		r.json(t, &sv)
+		if sv.State == api.StateExpired {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session still %s after the TTL", sv.State)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := os.Stat(spooled); !os.IsNotExist(err) {
+		t.Fatalf("spool object survived expiry: %v", err)
+	}
+	left := 0
+	filepath.Walk(filepath.Join(e.state, "uploads"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			left++
+		}
+		return nil
+	})
+	if left != 0 {
+		t.Fatalf("%d upload files survived expiry", left)
+	}
+}

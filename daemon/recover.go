@@ -1,0 +1,128 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ostree-upload/ostree-upload/journal"
+	"github.com/ostree-upload/ostree-upload/store"
+)
+
+// recover brings the state dir back in line with the journal after a stop
+// of any kind: uploads the journal forgot are deleted, journal uploads
+// whose bytes are gone are forgotten (the client sends them again),
+// complete uploads without a verdict are judged, and unfinished publishes
+// are finished.
+func (s *Server) recover(ctx context.Context) error {
+	ups, err := s.journal.AllUploads(ctx)
+	if err != nil {
+		return err
+	}
+	known := make(map[string]bool, len(ups))
+	for _, u := range ups {
+		known[u.ID] = true
+		switch {
+		case u.State == journal.UploadVerified:
+			s.removeUploadFiles(u.ID)
+		case s.complete(u):
+			if err := s.settle(ctx, u); err != nil && !store.IsCorrupt(err) && !errors.Is(err, errUploadLost) {
+				return fmt.Errorf("verify upload %s: %w", u.ID, err)
+			}
+		default:
+			if _, err := os.Stat(s.uploadPath(u.ID)); errors.Is(err, os.ErrNotExist) {
+				s.log.Info("forgetting upload whose data is gone", "upload", u.ID)
+				if err := s.journal.DeleteUpload(ctx, u.ID); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	err = filepath.WalkDir(s.tusDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(s.tusDir, p)
+		id := strings.TrimSuffix(filepath.ToSlash(rel), ".info")
+		if !known[id] {
+			s.log.Info("deleting upload unknown to the journal", "file", rel)
+			return os.Remove(p)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("scan uploads: %w", err)
+	}
+	intents, err := s.journal.Intents(ctx)
+	if err != nil {
+		return err
+	}
+	for _, in := range intents {
+		sess, err := s.journal.Get(ctx, in.Session)
+		if err != nil {
+			return err
+		}
+		s.log.Info("finishing interrupted publish", "session", sess.ID, "step", in.Step)
+		switch sess.State {
+		case journal.StatePublished:
+			err = s.finishPublish(ctx, sess)
+		case journal.StatePublishing:
+			err = s.publish(ctx, sess)
+		default:
+			err = s.journal.DeleteIntent(ctx, sess.ID)
+		}
+		if err != nil {
+			var he *httpError
+			if errors.As(err, &he) {
+				s.log.Warn("interrupted publish refused", "session", sess.ID, "err", err)
+				continue
+			}
+			return fmt.Errorf("finish publish of session %s: %w", sess.ID, err)
+		}
+	}
+	return nil
+}
+
+// janitor expires idle sessions until ctx is done.
+func (s *Server) janitor(ctx context.Context) {
+	every := min(max(s.opts.SessionTTL/4, time.Second), time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.expire(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error("expiring sessions", "err", err)
+			}
+		}
+	}
+}
+
+// expire ends live sessions idle for longer than the TTL and frees their
+// uploads and spool entries.
+func (s *Server) expire(ctx context.Context) error {
+	idle, err := s.journal.Idle(ctx, time.Now().Add(-s.opts.SessionTTL))
+	if err != nil {
+		return err
+	}
+	for _, sess := range idle {
+		unlock := s.lockSession(sess.ID)
+		cur, err := s.journal.Get(ctx, sess.ID)
+		if err == nil && cur.State == journal.StateOpen && time.Since(cur.Updated) > s.opts.SessionTTL {
+			err = s.dropSession(ctx, cur, journal.StateExpired, "idle for more than "+s.opts.SessionTTL.String())
+			s.metrics.expired.Inc()
+		}
+		unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

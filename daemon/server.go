@@ -1,0 +1,262 @@
+// Package daemon is the receive daemon: an HTTP API in front of a production
+// OSTree repository that takes objects over tus resumable uploads, verifies
+// each one before it can become visible, records everything in a journal,
+// and publishes all refs of a push together.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/tus/tusd/v2/pkg/handler"
+
+	"github.com/ostree-upload/ostree-upload/daemon/config"
+	"github.com/ostree-upload/ostree-upload/journal"
+	"github.com/ostree-upload/ostree-upload/store"
+)
+
+// Options configure a Server.
+type Options struct {
+	RepoPath             string // production repo; created (archive mode) if missing
+	StateDir             string // "" = beside the repo: <dir>/.<name>.ostree-upload
+	Keyring              *config.Keyring
+	SessionTTL           time.Duration
+	MaxObjectsPerSession int
+	MaxObjectSize        int64
+	Version              string
+	Logger               *slog.Logger
+}
+
+// Server is a running receive daemon.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	keyring atomic.Pointer[config.Keyring]
+
+	repo     *store.Repo // production
+	spool    *store.Repo // verified objects waiting to be published
+	journal  *journal.Journal
+	stateDir string
+	tusDir   string
+	repoLock *os.File
+
+	tus     *handler.Handler
+	echo    *echo.Echo
+	metrics *metrics
+
+	publishMu    sync.Mutex // one publish at a time into the repo
+	sessionLocks sync.Map   // session ID -> *sync.Mutex
+
+	stop     context.CancelFunc
+	bg       sync.WaitGroup
+	closeMu  sync.Once
+	closeErr error
+}
+
+// DefaultStateDir is where the state of a daemon for repoPath lives unless
+// configured: beside the repo, on the same filesystem.
+func DefaultStateDir(repoPath string) string {
+	abs, err := filepath.Abs(repoPath)
+	if err != nil {
+		abs = repoPath
+	}
+	return filepath.Join(filepath.Dir(abs), "."+filepath.Base(abs)+".ostree-upload")
+}
+
+// New opens (or creates) the production repo and the state dir, takes their
+// locks, finishes what a previous run left (uploads to verify, publishes to
+// complete) and returns a Server ready to serve.
+func New(ctx context.Context, opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Keyring == nil {
+		return nil, errors.New("daemon: no tokens configured")
+	}
+	if opts.SessionTTL <= 0 {
+		opts.SessionTTL = 24 * time.Hour
+	}
+	if opts.MaxObjectsPerSession <= 0 {
+		opts.MaxObjectsPerSession = 2_000_000
+	}
+	if opts.MaxObjectSize <= 0 {
+		opts.MaxObjectSize = 16 << 30
+	}
+	if opts.StateDir == "" {
+		opts.StateDir = DefaultStateDir(opts.RepoPath)
+	}
+	s := &Server{opts: opts, log: opts.Logger, stateDir: opts.StateDir}
+	s.keyring.Store(opts.Keyring)
+	if err := s.open(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) open(ctx context.Context) error {
+	var err error
+	if _, statErr := os.Stat(filepath.Join(s.opts.RepoPath, "config")); errors.Is(statErr, os.ErrNotExist) {
+		s.log.Info("creating production repository", "repo", s.opts.RepoPath, "mode", "archive")
+		s.repo, err = store.Create(ctx, s.opts.RepoPath, store.ModeArchive)
+	} else {
+		s.repo, err = store.OpenArchive(ctx, s.opts.RepoPath)
+	}
+	if err != nil {
+		return fmt.Errorf("production repo: %w", err)
+	}
+	if s.repoLock, err = lockDir(s.repo.Path()); err != nil {
+		return fmt.Errorf("production repo %s is in use by another ostree-upload daemon: %w", s.repo.Path(), err)
+	}
+	if err := os.MkdirAll(s.stateDir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	if err := sameFilesystemAndOwner(s.repo.Path(), s.stateDir); err != nil {
+		return err
+	}
+	s.journal, err = journal.Open(filepath.Join(s.stateDir, "journal.db"), time.Second)
+	if err != nil {
+		return err
+	}
+	spoolPath := filepath.Join(s.stateDir, "spool")
+	if _, statErr := os.Stat(filepath.Join(spoolPath, "config")); errors.Is(statErr, os.ErrNotExist) {
+		s.spool, err = store.Create(ctx, spoolPath, store.ModeArchive)
+	} else {
+		s.spool, err = store.OpenArchive(ctx, spoolPath)
+	}
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	s.tusDir = filepath.Join(s.stateDir, "uploads")
+	if err := os.MkdirAll(s.tusDir, 0o700); err != nil {
+		return fmt.Errorf("uploads dir: %w", err)
+	}
+	s.metrics = newMetrics()
+	if err := s.setupTus(); err != nil {
+		return err
+	}
+	s.setupRoutes()
+	if err := s.recover(ctx); err != nil {
+		return fmt.Errorf("recovery: %w", err)
+	}
+	bgctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	s.bg.Add(1)
+	go func() { defer s.bg.Done(); s.janitor(bgctx) }()
+	return nil
+}
+
+// lockDir takes an exclusive flock on a directory, failing at once if held.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// sameFilesystemAndOwner refuses a state dir from which libostree could not
+// hard-link into the repo (it would silently copy every object instead).
+func sameFilesystemAndOwner(repo, state string) error {
+	var a, b syscall.Stat_t
+	if err := syscall.Stat(repo, &a); err != nil {
+		return err
+	}
+	if err := syscall.Stat(state, &b); err != nil {
+		return err
+	}
+	if a.Dev != b.Dev {
+		return fmt.Errorf("state dir %s is not on the filesystem of the repo %s: put it beside the repo (--state-dir)", state, repo)
+	}
+	if a.Uid != b.Uid {
+		return fmt.Errorf("state dir %s is owned by uid %d, the repo %s by uid %d: both must belong to the same user", state, b.Uid, repo, a.Uid)
+	}
+	return nil
+}
+
+// StateDir is the directory holding the journal, uploads and spool.
+func (s *Server) StateDir() string { return s.stateDir }
+
+// SetKeyring replaces the tokens (e.g. after the token file changed).
+func (s *Server) SetKeyring(k *config.Keyring) { s.keyring.Store(k) }
+
+// Handler is the daemon's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Serve answers requests on ln until ctx is done, then shuts down
+// gracefully: new requests are refused and in-flight ones get a few seconds.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.echo,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// Read and write timeouts stay 0: uploads run long; tusd manages
+		// per-read deadlines itself.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Close stops background work and releases the journal, repos and locks.
+func (s *Server) Close() error {
+	s.closeMu.Do(func() {
+		if s.stop != nil {
+			s.stop()
+		}
+		s.bg.Wait()
+		var errs []error
+		if s.journal != nil {
+			errs = append(errs, s.journal.Close())
+		}
+		if s.spool != nil {
+			errs = append(errs, s.spool.Close())
+		}
+		if s.repo != nil {
+			errs = append(errs, s.repo.Close())
+		}
+		if s.repoLock != nil {
+			errs = append(errs, s.repoLock.Close())
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
+// lockSession serializes work on one session (commit, verification drain).
+func (s *Server) lockSession(id string) func() {
+	m, _ := s.sessionLocks.LoadOrStore(id, &sync.Mutex{})
+	mu := m.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
+}

@@ -1,0 +1,256 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/journal"
+	"github.com/ostree-upload/ostree-upload/store"
+)
+
+// maxRefsPerSession bounds the ref updates of one session.
+const maxRefsPerSession = 1000
+
+func (s *Server) handleCreateSession(c echo.Context) error {
+	ctx := c.Request().Context()
+	var req api.SessionRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	if len(req.Refs) == 0 || len(req.Refs) > maxRefsPerSession {
+		return fail(http.StatusBadRequest, "a session moves 1 to %d refs, not %d", maxRefsPerSession, len(req.Refs))
+	}
+	id := identity(c)
+	seen := map[string]bool{}
+	refs := make([]journal.RefUpdate, 0, len(req.Refs))
+	for _, r := range req.Refs {
+		if err := store.ValidateRef(r.Name); err != nil {
+			return fail(http.StatusBadRequest, "%v", err)
+		}
+		if seen[r.Name] {
+			return fail(http.StatusBadRequest, "ref %s named twice", r.Name)
+		}
+		seen[r.Name] = true
+		if _, err := store.ParseChecksum(r.New); err != nil {
+			return fail(http.StatusBadRequest, "ref %s: new: %v", r.Name, err)
+		}
+		if r.Old != "" {
+			if _, err := store.ParseChecksum(r.Old); err != nil {
+				return fail(http.StatusBadRequest, "ref %s: old: %v", r.Name, err)
+			}
+		}
+		if !id.AllowsRef(r.Name) {
+			e := fail(http.StatusForbidden, "token %s may not push ref %s", id.DisplayName(), r.Name)
+			e.body.Ref = r.Name
+			return e
+		}
+		cur, ok, err := s.repo.ResolveRef(ctx, r.Name)
+		if err != nil {
+			return err
+		}
+		if curStr := cur.String(); (ok && curStr != r.Old && curStr != r.New) || (!ok && r.Old != "") {
+			e := fail(http.StatusConflict, "ref %s is at %s, not %s: fetch the current state and retry", r.Name, refState(ok, cur), orNone(r.Old))
+			e.body.Ref = r.Name
+			return e
+		}
+		refs = append(refs, journal.RefUpdate{Ref: r.Name, Old: r.Old, New: r.New})
+	}
+	if req.DryRun {
+		return c.JSON(http.StatusOK, api.Session{State: api.StateDryRun, Refs: req.Refs, Force: req.Force})
+	}
+	sess, created, err := s.journal.CreateOrResume(ctx, journal.Session{
+		Owner: id.Hash, OwnerName: id.DisplayName(), Refs: refs, Force: req.Force,
+	})
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+		s.metrics.sessions.Inc()
+		s.log.Info("session created", "session", sess.ID, "token", id.DisplayName(), "refs", len(refs))
+	} else {
+		s.log.Info("session resumed", "session", sess.ID, "token", id.DisplayName())
+	}
+	out, err := s.sessionView(ctx, sess)
+	if err != nil {
+		return err
+	}
+	return c.JSON(status, out)
+}
+
+func refState(ok bool, c store.Checksum) string {
+	if !ok {
+		return "absent"
+	}
+	return c.String()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "absent"
+	}
+	return s
+}
+
+// sessionView is the API form of a session, with its unverified uploads.
+func (s *Server) sessionView(ctx context.Context, sess journal.Session) (api.Session, error) {
+	out := api.Session{
+		ID: sess.ID, State: string(sess.State), Force: sess.Force, Created: sess.Created, Updated: sess.Updated,
+		Objects: sess.Objects, Verified: sess.Verified, Bytes: sess.Bytes, Result: sess.Result,
+	}
+	for _, r := range sess.Refs {
+		out.Refs = append(out.Refs, api.RefUpdate{Name: r.Ref, Old: r.Old, New: r.New})
+	}
+	ups, err := s.journal.SessionUploads(ctx, sess.ID)
+	if err != nil {
+		return out, err
+	}
+	for _, u := range ups {
+		if u.State == journal.UploadVerified {
+			continue
+		}
+		v := api.Upload{ID: u.ID, URL: api.PathUploads + "/" + u.ID, Object: u.Object, Size: u.Size, State: "open"}
+		if u.State == journal.UploadReceived {
+			v.State, v.Offset = "received", u.Size
+		} else if fi, err := os.Stat(s.uploadPath(u.ID)); err == nil {
+			v.Offset = fi.Size()
+		}
+		out.Uploads = append(out.Uploads, v)
+	}
+	return out, nil
+}
+
+func (s *Server) handleGetSession(c echo.Context) error {
+	ctx := c.Request().Context()
+	sess, err := s.ownedSession(c)
+	if err != nil {
+		return err
+	}
+	// Uploads that completed without a verdict are judged before anyone
+	// reads the session.
+	if err := s.settleSession(ctx, sess.ID); err != nil {
+		return err
+	}
+	if sess, err = s.journal.Get(ctx, sess.ID); err != nil {
+		return err
+	}
+	out, err := s.sessionView(ctx, sess)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) handleObjects(c echo.Context) error {
+	ctx := c.Request().Context()
+	sess, err := s.ownedSession(c)
+	if err != nil {
+		return err
+	}
+	if sess.State != journal.StateOpen {
+		return fail(http.StatusConflict, "session is %s", sess.State)
+	}
+	var req api.ObjectsRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	if len(req.Objects) > api.MaxNamesPerRequest {
+		return fail(http.StatusRequestEntityTooLarge, "%d names in one request, at most %d", len(req.Objects), api.MaxNamesPerRequest)
+	}
+	candidates := make([]string, 0, len(req.Objects))
+	for _, n := range req.Objects {
+		name, err := store.ParseObjectName(n)
+		if err != nil {
+			e := fail(http.StatusBadRequest, "%v", err)
+			e.body.Object = n
+			return e
+		}
+		has, err := s.repo.HasObject(ctx, name)
+		if err != nil {
+			return err
+		}
+		if !has {
+			candidates = append(candidates, name.String())
+		}
+	}
+	needed, err := s.journal.Need(ctx, sess.ID, candidates, s.opts.MaxObjectsPerSession)
+	if errors.Is(err, journal.ErrTooMany) {
+		return fail(http.StatusRequestEntityTooLarge, "session would hold more than %d objects (max_objects_per_session)", s.opts.MaxObjectsPerSession)
+	}
+	if err != nil {
+		return err
+	}
+	if needed == nil {
+		needed = []string{}
+	}
+	return c.JSON(http.StatusOK, api.ObjectsResponse{Needed: needed})
+}
+
+func (s *Server) handleAbort(c echo.Context) error {
+	ctx := c.Request().Context()
+	sess, err := s.ownedSession(c)
+	if err != nil {
+		return err
+	}
+	defer s.lockSession(sess.ID)()
+	if sess, err = s.journal.Get(ctx, sess.ID); err != nil {
+		return err
+	}
+	switch sess.State {
+	case journal.StateOpen:
+	case journal.StatePublishing:
+		return fail(http.StatusConflict, "session is being published")
+	default:
+		return fail(http.StatusConflict, "session is already %s", sess.State)
+	}
+	if err := s.dropSession(ctx, sess, journal.StateAborted, "aborted by the client"); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// dropSession ends a session: its uploads are deleted, spool objects that no
+// other session holds are freed, and its state becomes st.
+func (s *Server) dropSession(ctx context.Context, sess journal.Session, st journal.State, result string) error {
+	ups, err := s.journal.SessionUploads(ctx, sess.ID)
+	if err != nil {
+		return err
+	}
+	for _, u := range ups {
+		s.removeUploadFiles(u.ID)
+		if err := s.journal.DeleteUpload(ctx, u.ID); err != nil {
+			return err
+		}
+	}
+	os.Remove(filepath.Join(s.tusDir, sess.ID))
+	if err := s.releaseSpool(ctx, sess); err != nil {
+		return err
+	}
+	s.log.Info("session ended", "session", sess.ID, "state", st, "result", result)
+	return s.journal.SetState(ctx, sess.ID, st, result)
+}
+
+// releaseSpool frees the spool objects only this session held.
+func (s *Server) releaseSpool(ctx context.Context, sess journal.Session) error {
+	freed, err := s.journal.ReleaseSession(ctx, sess.ID, sess.Owner)
+	if err != nil {
+		return err
+	}
+	for _, n := range freed {
+		name, err := store.ParseObjectName(n)
+		if err != nil {
+			continue
+		}
+		if err := s.spool.Remove(name); err != nil {
+			s.log.Warn("cannot free spool object", "object", n, "err", err)
+		}
+	}
+	return s.journal.DeleteSessionObjects(ctx, sess.ID)
+}

@@ -1,0 +1,359 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/tus/tusd/v2/pkg/filestore"
+	"github.com/tus/tusd/v2/pkg/handler"
+	"github.com/tus/tusd/v2/pkg/memorylocker"
+
+	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/journal"
+	"github.com/ostree-upload/ostree-upload/store"
+)
+
+// uploadPath matches the only upload URLs there are: /<session>/<upload>,
+// 32 lower-case hex each, with no escaping of any kind.
+var uploadPath = regexp.MustCompile(`^/([0-9a-f]{32})/([0-9a-f]{32})$`)
+
+func (s *Server) setupTus() error {
+	composer := handler.NewStoreComposer()
+	fs := filestore.New(s.tusDir)
+	fs.DirModePerm, fs.FileModePerm = 0o700, 0o600
+	fs.UseIn(composer)
+	memorylocker.New().UseIn(composer)
+	h, err := handler.NewHandler(handler.Config{
+		BasePath:                   api.PathUploads + "/",
+		StoreComposer:              composer,
+		MaxSize:                    s.opts.MaxObjectSize,
+		DisableDownload:            true,
+		Cors:                       &handler.CorsConfig{Disable: true},
+		PreUploadCreateCallback:    s.preCreate,
+		PreFinishResponseCallback:  s.preFinish,
+		PreUploadTerminateCallback: s.preTerminate,
+		// Above the verify time of the largest allowed object.
+		AcquireLockTimeout: 2*time.Minute + time.Duration(s.opts.MaxObjectSize/(100<<20))*time.Second,
+		NetworkTimeout:     time.Minute,
+		Logger:             tusLogger(s.log.Handler().WithAttrs([]slog.Attr{slog.String("component", "tus")})),
+	})
+	if err != nil {
+		return fmt.Errorf("tus handler: %w", err)
+	}
+	s.tus = h
+	s.metrics.addTus(h)
+	return nil
+}
+
+// uploadPath is where tusd's filestore keeps an upload's bytes.
+func (s *Server) uploadPath(id string) string {
+	return filepath.Join(s.tusDir, filepath.FromSlash(id))
+}
+
+func (s *Server) removeUploadFiles(id string) {
+	p := s.uploadPath(id)
+	os.Remove(p)
+	os.Remove(p + ".info")
+}
+
+// tusError is a tusd hook error with a JSON body like the rest of the API.
+func tusError(status int, body api.Error) handler.Error {
+	b, _ := json.Marshal(body)
+	return handler.Error{
+		ErrorCode: "ERR_OSTREE_UPLOAD",
+		Message:   body.Error,
+		HTTPResponse: handler.HTTPResponse{
+			StatusCode: status,
+			Body:       string(b) + "\n",
+			Header:     handler.HTTPHeader{"Content-Type": "application/json"},
+		},
+	}
+}
+
+// uploadGuard admits a request to tusd only for the creation endpoint or an
+// upload ID of exactly the daemon's form that belongs to a session of the
+// caller's token; everything else is 404, so no path trick reaches the
+// filestore. Verified uploads (whose bytes have moved to the spool) are
+// answered from the journal.
+func (s *Server) uploadGuard(tus http.Handler) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req, w := c.Request(), c.Response()
+		rest := strings.TrimPrefix(req.URL.EscapedPath(), api.PathUploads)
+		if rest == "" || rest == "/" {
+			if req.Method != http.MethodPost && req.Method != http.MethodOptions {
+				return fail(http.StatusMethodNotAllowed, "only POST creates uploads")
+			}
+			tus.ServeHTTP(w, req)
+			return nil
+		}
+		m := uploadPath.FindStringSubmatch(rest)
+		if m == nil || req.URL.Path != api.PathUploads+rest {
+			return fail(http.StatusNotFound, "upload not found")
+		}
+		ctx := req.Context()
+		up, err := s.journal.GetUpload(ctx, m[1]+"/"+m[2])
+		if errors.Is(err, journal.ErrNotFound) {
+			return fail(http.StatusNotFound, "upload not found")
+		}
+		if err != nil {
+			return err
+		}
+		sess, err := s.journal.Get(ctx, up.Session)
+		if err != nil || sess.Owner != identity(c).Hash {
+			return fail(http.StatusNotFound, "upload not found")
+		}
+		if up.State == journal.UploadReceived && req.Method != http.MethodDelete {
+			// Complete but unjudged: judge it now rather than let tusd
+			// report a complete upload that may yet be refused.
+			if err := s.settle(context.WithoutCancel(ctx), up); err != nil {
+				return s.verdictError(up, err)
+			}
+			if up, err = s.journal.GetUpload(ctx, up.ID); err != nil {
+				return err
+			}
+		}
+		if up.State == journal.UploadVerified {
+			return s.answerVerified(c, up)
+		}
+		tus.ServeHTTP(w, req)
+		return nil
+	}
+}
+
+// answerVerified answers tus requests for an upload whose object is verified.
+func (s *Server) answerVerified(c echo.Context, up journal.Upload) error {
+	h := c.Response().Header()
+	h.Set("Tus-Resumable", "1.0.0")
+	h.Set("Cache-Control", "no-store")
+	size := strconv.FormatInt(up.Size, 10)
+	switch c.Request().Method {
+	case http.MethodHead:
+		h.Set("Upload-Offset", size)
+		h.Set("Upload-Length", size)
+		return c.NoContent(http.StatusOK)
+	case http.MethodPatch:
+		if c.Request().Header.Get("Upload-Offset") != size {
+			return fail(http.StatusConflict, "upload is complete and verified: offset is %s", size)
+		}
+		h.Set("Upload-Offset", size)
+		return c.NoContent(http.StatusNoContent)
+	case http.MethodDelete:
+		if err := s.journal.DeleteUpload(c.Request().Context(), up.ID); err != nil {
+			return err
+		}
+		return c.NoContent(http.StatusNoContent)
+	}
+	return fail(http.StatusMethodNotAllowed, "method not allowed")
+}
+
+func newUploadID(session string) string {
+	var b [16]byte
+	rand.Read(b[:])
+	return session + "/" + hex.EncodeToString(b[:])
+}
+
+// preCreate authorizes an upload and gives it the daemon's ID.
+func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handler.FileInfoChanges, error) {
+	var none handler.FileInfoChanges
+	ctx := hook.Context
+	id, ok := identityOf(ctx)
+	if !ok {
+		return handler.HTTPResponse{}, none, tusError(http.StatusUnauthorized, api.Error{Error: "missing bearer token"})
+	}
+	meta := hook.Upload.MetaData
+	sid, obj := meta[api.MetaSession], meta[api.MetaObject]
+	if !hex32.MatchString(sid) {
+		return handler.HTTPResponse{}, none, tusError(http.StatusBadRequest, api.Error{Error: "Upload-Metadata needs session (the session ID)"})
+	}
+	sess, err := s.journal.Get(ctx, sid)
+	if err != nil || sess.Owner != id.Hash {
+		return handler.HTTPResponse{}, none, tusError(http.StatusNotFound, api.Error{Error: "session not found"})
+	}
+	if sess.State != journal.StateOpen {
+		return handler.HTTPResponse{}, none, tusError(http.StatusConflict, api.Error{Error: fmt.Sprintf("session is %s", sess.State)})
+	}
+	name, err := store.ParseObjectName(obj)
+	if err != nil {
+		return handler.HTTPResponse{}, none, tusError(http.StatusBadRequest, api.Error{Error: "Upload-Metadata object: " + err.Error(), Object: obj})
+	}
+	if hook.Upload.SizeIsDeferred || hook.Upload.Size <= 0 {
+		return handler.HTTPResponse{}, none, tusError(http.StatusBadRequest, api.Error{Error: "Upload-Length must be given and positive", Object: obj})
+	}
+	st, err := s.journal.ObjectState(ctx, sid, name.String())
+	switch {
+	case errors.Is(err, journal.ErrNotFound):
+		return handler.HTTPResponse{}, none, tusError(http.StatusConflict, api.Error{
+			Error: "object was not requested in this session: send its name to " + api.PathSessions + "/" + sid + "/objects first", Object: obj})
+	case err != nil:
+		return handler.HTTPResponse{}, none, err
+	case st == journal.ObjVerified:
+		return handler.HTTPResponse{}, none, tusError(http.StatusConflict, api.Error{Error: "object is already verified", Object: obj})
+	}
+	uid := newUploadID(sid)
+	err = s.journal.AddUpload(ctx, journal.Upload{ID: uid, Session: sid, Object: name.String(), Size: hook.Upload.Size, State: journal.UploadOpen})
+	var live *journal.LiveUploadError
+	if errors.As(err, &live) {
+		return handler.HTTPResponse{}, none, tusError(http.StatusConflict, api.Error{
+			Error: "object already has an upload in this session", Object: obj, Upload: api.PathUploads + "/" + live.UploadID})
+	}
+	if err != nil {
+		return handler.HTTPResponse{}, none, err
+	}
+	return handler.HTTPResponse{}, handler.FileInfoChanges{ID: uid}, nil
+}
+
+// preFinish runs after the last byte arrived and before the response: the
+// client learns the verdict in the response of its last PATCH (or POST).
+func (s *Server) preFinish(hook handler.HookEvent) (handler.HTTPResponse, error) {
+	ctx := context.WithoutCancel(hook.Context) // a HEAD must not cancel a verdict
+	up, err := s.journal.GetUpload(ctx, hook.Upload.ID)
+	if err != nil {
+		return handler.HTTPResponse{}, err
+	}
+	if err := s.settle(ctx, up); err != nil {
+		return handler.HTTPResponse{}, s.verdictError(up, err)
+	}
+	return handler.HTTPResponse{}, nil
+}
+
+func (s *Server) verdictError(up journal.Upload, err error) error {
+	if store.IsCorrupt(err) {
+		return tusError(http.StatusUnprocessableEntity, api.Error{Error: err.Error(), Object: up.Object})
+	}
+	if errors.Is(err, errUploadLost) {
+		return tusError(http.StatusNotFound, api.Error{Error: err.Error(), Object: up.Object})
+	}
+	return tusError(http.StatusInternalServerError, api.Error{Error: "cannot verify upload: " + err.Error(), Object: up.Object})
+}
+
+func (s *Server) preTerminate(hook handler.HookEvent) (handler.HTTPResponse, error) {
+	if err := s.journal.DeleteUpload(context.WithoutCancel(hook.Context), hook.Upload.ID); err != nil {
+		return handler.HTTPResponse{}, err
+	}
+	return handler.HTTPResponse{}, nil
+}
+
+var errUploadLost = errors.New("upload data is gone: create the upload again")
+
+// settle judges a complete upload: it is journaled as received, verified
+// strictly, then either moved into the spool and journaled as verified, or
+// deleted and journaled as rejected. A verdict is never reached twice.
+func (s *Server) settle(ctx context.Context, up journal.Upload) error {
+	defer s.lockSession("upload:" + up.ID)()
+	cur, err := s.journal.GetUpload(ctx, up.ID)
+	if err != nil {
+		if errors.Is(err, journal.ErrNotFound) {
+			return errUploadLost
+		}
+		return err
+	}
+	if cur.State == journal.UploadVerified {
+		return nil
+	}
+	sess, err := s.journal.Get(ctx, up.Session)
+	if err != nil {
+		return err
+	}
+	name, err := store.ParseObjectName(up.Object)
+	if err != nil {
+		return err
+	}
+	path := s.uploadPath(up.ID)
+	fromSpool := false
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		// A crash between the move into the spool and the journal entry.
+		if f, err = os.Open(s.spool.ObjectPath(name)); err != nil {
+			s.journal.DeleteUpload(ctx, up.ID)
+			return errUploadLost
+		}
+		fromSpool = true
+	} else if err != nil {
+		return err
+	}
+	start := time.Now()
+	info, err := store.Verify(name, f)
+	f.Close()
+	s.metrics.verifySeconds.Observe(time.Since(start).Seconds())
+	if err == nil && info.Size != up.Size {
+		err = &store.CorruptError{Name: name, Reason: fmt.Sprintf("%d bytes, Upload-Length said %d", info.Size, up.Size)}
+	}
+	if store.IsCorrupt(err) {
+		s.metrics.rejected.Inc()
+		s.log.Warn("object rejected", "session", up.Session, "object", up.Object, "reason", err)
+		if fromSpool {
+			s.spool.Remove(name)
+		}
+		s.removeUploadFiles(up.ID)
+		return errors.Join(err, s.journal.MarkRejected(ctx, up.Session, up.Object, err.Error()), s.journal.DeleteUpload(ctx, up.ID))
+	}
+	if err != nil {
+		return s.markReceived(ctx, up, err)
+	}
+	if !fromSpool {
+		if err := s.spool.Adopt(ctx, name, path); err != nil {
+			return s.markReceived(ctx, up, err)
+		}
+		os.Remove(path + ".info")
+	}
+	failpoint("after-adopt")
+	if err := s.journal.MarkVerified(ctx, up.Session, sess.Owner, up.Object, up.Size); err != nil {
+		return err
+	}
+	s.metrics.verified.Inc()
+	s.metrics.verifiedBytes.Add(float64(up.Size))
+	return s.journal.SetUploadState(ctx, up.ID, journal.UploadVerified)
+}
+
+// markReceived records that an upload is complete but has no verdict yet
+// (verification failed for a reason other than the bytes), so that it is
+// judged again on the next read of its session or at start-up. Complete
+// uploads judged at once skip this write: recovery finds them by size.
+func (s *Server) markReceived(ctx context.Context, up journal.Upload, cause error) error {
+	return errors.Join(cause,
+		s.journal.SetUploadState(ctx, up.ID, journal.UploadReceived),
+		s.journal.MarkReceived(ctx, up.Session, up.Object))
+}
+
+// settleSession judges every complete upload of a session that has no
+// verdict yet.
+func (s *Server) settleSession(ctx context.Context, sid string) error {
+	ups, err := s.journal.SessionUploads(ctx, sid)
+	if err != nil {
+		return err
+	}
+	for _, u := range ups {
+		if !s.complete(u) {
+			continue
+		}
+		if err := s.settle(ctx, u); err != nil && !store.IsCorrupt(err) && !errors.Is(err, errUploadLost) {
+			return err
+		}
+	}
+	return nil
+}
+
+// complete reports whether all bytes of an unjudged upload have arrived.
+func (s *Server) complete(u journal.Upload) bool {
+	switch u.State {
+	case journal.UploadReceived:
+		return true
+	case journal.UploadOpen:
+		fi, err := os.Stat(s.uploadPath(u.ID))
+		return err == nil && fi.Size() == u.Size
+	}
+	return false
+}
