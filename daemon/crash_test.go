@@ -95,6 +95,7 @@ func (e *env) tryPush(tok token, updates []api.RefUpdate) int {
 	defer func() { recover() }()
 	r := e.doJSONQuiet(tok, "POST", api.PathSessions, api.SessionRequest{Refs: updates})
 	if r == nil {
+		e.t.Logf("push stopped: session request failed")
 		return 0
 	}
 	var s api.Session
@@ -112,6 +113,7 @@ func (e *env) tryPush(tok token, updates []api.RefUpdate) int {
 	var or api.ObjectsResponse
 	r.json(e.t, &or)
 	if err := e.uploadAll(tok, s.ID, or.Needed); err != nil {
+		e.t.Logf("push stopped: %v", err)
 		return 0
 	}
 	r = e.doJSONQuiet(tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
@@ -123,7 +125,7 @@ func (e *env) tryPush(tok token, updates []api.RefUpdate) int {
 
 func TestKill9AtEveryStep(t *testing.T) {
 	updates := []api.RefUpdate{{Name: "main", New: fx.a}, {Name: "other", New: fx.c}}
-	for _, fp := range []string{"after-adopt", "after-intent", "after-refs", "after-summary"} {
+	for _, fp := range []string{"before-verdict", "after-adopt", "after-intent", "after-refs", "after-summary"} {
 		t.Run(fp, func(t *testing.T) {
 			e := newEnv(t)
 			p := e.startProc(fp)
@@ -140,7 +142,8 @@ func TestKill9AtEveryStep(t *testing.T) {
 			}
 			e.startProc("")
 			if st := e.tryPush(e.tok, updates); st != 200 {
-				t.Fatalf("push after restart: %d", st)
+				log, _ := os.ReadFile(filepath.Join(filepath.Dir(e.repo), "daemon.log"))
+				t.Fatalf("push after restart: %d\n%s", st, log)
 			}
 			e.checkPublished(map[string]string{"main": fx.a, "other": fx.c})
 		})

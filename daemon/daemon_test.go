@@ -329,6 +329,26 @@ func (e *env) push(tok token, updates []api.RefUpdate, force bool) resp {
 	return e.doJSON(tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
 }
 
+// resumeUpload continues the live upload a 409 names: HEAD for the offset,
+// then PATCH the rest.
+func (e *env) resumeUpload(tok token, conflict resp, data []byte) (resp, error) {
+	var ae api.Error
+	if json.Unmarshal(conflict.body, &ae) != nil || ae.Upload == "" {
+		return conflict, nil
+	}
+	tus := map[string]string{"Tus-Resumable": "1.0.0"}
+	h, err := e.send(tok, "HEAD", ae.Upload, nil, tus)
+	if err != nil || h.status != 200 {
+		return h, err
+	}
+	off, err := strconv.Atoi(h.header.Get("Upload-Offset"))
+	if err != nil || off == len(data) {
+		return resp{status: 204}, err
+	}
+	return e.send(tok, "PATCH", ae.Upload, bytes.NewReader(data[off:]), map[string]string{
+		"Tus-Resumable": "1.0.0", "Upload-Offset": strconv.Itoa(off), "Content-Type": "application/offset+octet-stream"})
+}
+
 // uploadAll uploads objects of the build repo with four parallel workers;
 // it stops at the first transport error or unexpected status.
 func (e *env) uploadAll(tok token, sid string, names []string) error {
@@ -348,7 +368,10 @@ func (e *env) uploadAll(tok token, sid string, names []string) error {
 					"Upload-Metadata": meta(api.MetaSession, sid, api.MetaObject, n),
 					"Content-Type":    "application/offset+octet-stream",
 				})
-				if err == nil && r.status != 201 {
+				if err == nil && r.status == 409 {
+					r, err = e.resumeUpload(tok, r, data)
+				}
+				if err == nil && r.status != 201 && r.status != 204 {
 					err = fmt.Errorf("upload %s: %d %s", n, r.status, r.body)
 				}
 				if err != nil {

@@ -155,7 +155,7 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) error {
 		if err := s.journal.DeleteIntent(ctx, sess.ID); err != nil {
 			return err
 		}
-		if err := s.dropSession(ctx, sess, journal.StateFailed, err.Error()); err != nil {
+		if err := s.dropSession(ctx, sess, journal.StateFailed, err.Error(), false); err != nil {
 			return err
 		}
 		e := fail(http.StatusConflict, "%v: create a new session from the current state", err)

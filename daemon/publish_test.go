@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ostree-upload/ostree-upload/daemon"
 	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/daemon/config"
 	"github.com/ostree-upload/ostree-upload/store"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
@@ -364,6 +366,62 @@ func TestRefusalsChangeNothing(t *testing.T) {
 	e.checkPublished(map[string]string{"main": fx.d, "other": fx.c})
 }
 
+// Objects verified in a session that was refused (or aborted) count as
+// present for the same token's next session, not for another token's.
+func TestRefusedSessionLosesNothing(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	s1 := e.session(e.tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
+	names := objectsOf(t, fx.c, "")
+	needed := e.need(e.tok, s1.ID, names)
+	if err := e.uploadAll(e.tok, s1.ID, needed); err != nil {
+		t.Fatal(err)
+	}
+	want(t, e.do(e.tok, "DELETE", api.PathSessions+"/"+s1.ID, nil, nil), 204)
+	want(t, e.do(e.tok, "DELETE", api.PathSessions+"/"+s1.ID, nil, nil), 409)
+	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s1.ID+"/commit", nil), 409)
+	s2 := e.session(e.tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
+	if s2.ID == s1.ID {
+		t.Fatal("an aborted session was resumed")
+	}
+	if again := e.need(e.tok, s2.ID, names); len(again) != 0 {
+		t.Fatalf("%d of %d objects must be sent again after an abort", len(again), len(needed))
+	}
+	s3 := e.session(e.narrow, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
+	if other := e.need(e.narrow, s3.ID, names); len(other) != len(needed) {
+		t.Fatalf("another token reuses %d verified objects", len(needed)-len(other))
+	}
+	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s2.ID+"/commit", nil), 200)
+	e.checkPublished(map[string]string{"other": fx.c})
+}
+
+// Negotiation goes in batches, so a session may name far more objects than
+// one request carries.
+func TestNegotiationInBatches(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	s := e.session(e.tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	names := make([]store.ObjectName, 3*api.MaxNamesPerRequest+7)
+	for i := range names {
+		names[i].Type = store.File
+		binary.BigEndian.PutUint64(names[i].Sum[:], uint64(i)+1)
+	}
+	if got := e.need(e.tok, s.ID, names); len(got) != len(names) {
+		t.Fatalf("%d of %d synthetic objects needed", len(got), len(names))
+	}
+	var sv api.Session
+	r := e.do(e.tok, "GET", api.PathSessions+"/"+s.ID, nil, nil)
+	r.json(t, &sv)
+	if sv.Objects != len(names) {
+		t.Fatalf("session counts %d objects, want %d", sv.Objects, len(names))
+	}
+	big := make([]string, api.MaxNamesPerRequest+1)
+	for i := range big {
+		big[i] = names[0].String()
+	}
+	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: big}), 413)
+}
+
 func TestMaxObjectsPerSession(t *testing.T) {
 	e := newEnv(t)
 	e.maxObjects = 10
@@ -425,4 +483,52 @@ func TestExpiryFreesDisk(t *testing.T) {
 	if left != 0 {
 		t.Fatalf("%d upload files survived expiry", left)
 	}
+}
+
+// One daemon per production repo and per state dir.
+func TestSecondDaemonRefuses(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	for name, state := range map[string]string{"same state dir": e.state, "other state dir": e.state + "2"} {
+		_, err := daemon.New(ctx, daemon.Options{RepoPath: e.repo, StateDir: state, Keyring: config.NewKeyring(e.tokens())})
+		if err == nil || !strings.Contains(err.Error(), "in use") {
+			t.Errorf("%s: second daemon: %v", name, err)
+		}
+	}
+	other := newEnv(t)
+	_, err := daemon.New(ctx, daemon.Options{RepoPath: other.repo, StateDir: "/dev/shm/ou-state-test", Keyring: config.NewKeyring(e.tokens())})
+	os.RemoveAll("/dev/shm/ou-state-test")
+	if err == nil || !strings.Contains(err.Error(), "not on the filesystem") {
+		t.Errorf("state dir on another filesystem: %v", err)
+	}
+}
+
+// At start-up, upload files the journal does not know are deleted, and
+// journal uploads whose bytes are gone are forgotten (the client re-sends).
+func TestStartupReconciles(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	s := e.session(e.tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	needed := e.need(e.tok, s.ID, objectsOf(t, fx.a, ""))
+	tus := map[string]string{"Tus-Resumable": "1.0.0"}
+	var paths []string
+	for _, n := range needed[:2] {
+		r := e.do(e.tok, "POST", api.PathUploads+"/", nil, map[string]string{
+			"Tus-Resumable": "1.0.0", "Upload-Length": "100", "Upload-Metadata": meta(api.MetaSession, s.ID, api.MetaObject, n)})
+		want(t, r, 201)
+		loc := r.header.Get("Location")
+		paths = append(paths, loc[strings.Index(loc, api.PathUploads):])
+	}
+	e.shutdown()
+	uploads := filepath.Join(e.state, "uploads")
+	stray := filepath.Join(uploads, s.ID, strings.Repeat("ab", 16))
+	os.WriteFile(stray, []byte("left behind"), 0o600)
+	os.WriteFile(stray+".info", []byte("{}"), 0o600)
+	os.Remove(filepath.Join(uploads, filepath.FromSlash(strings.TrimPrefix(paths[0], api.PathUploads+"/"))))
+	e.start()
+	if _, err := os.Stat(stray); !os.IsNotExist(err) {
+		t.Fatalf("stray upload file survived start-up: %v", err)
+	}
+	want(t, e.do(e.tok, "HEAD", paths[0], nil, tus), 404)
+	want(t, e.do(e.tok, "HEAD", paths[1], nil, tus), 200)
 }

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -35,8 +36,14 @@ func (s *Server) recover(ctx context.Context) error {
 				return fmt.Errorf("verify upload %s: %w", u.ID, err)
 			}
 		default:
-			if _, err := os.Stat(s.uploadPath(u.ID)); errors.Is(err, os.ErrNotExist) {
+			// An incomplete upload resumes only with both of tusd's files
+			// intact (a kill can fall between their creation, or before
+			// the info file's JSON is written).
+			_, errData := os.Stat(s.uploadPath(u.ID))
+			info, errInfo := os.ReadFile(s.uploadPath(u.ID) + ".info")
+			if errData != nil || errInfo != nil || !json.Valid(info) {
 				s.log.Info("forgetting upload whose data is gone", "upload", u.ID)
+				s.removeUploadFiles(u.ID)
 				if err := s.journal.DeleteUpload(ctx, u.ID); err != nil {
 					return err
 				}
@@ -116,12 +123,28 @@ func (s *Server) expire(ctx context.Context) error {
 		unlock := s.lockSession(sess.ID)
 		cur, err := s.journal.Get(ctx, sess.ID)
 		if err == nil && cur.State == journal.StateOpen && time.Since(cur.Updated) > s.opts.SessionTTL {
-			err = s.dropSession(ctx, cur, journal.StateExpired, "idle for more than "+s.opts.SessionTTL.String())
+			err = s.dropSession(ctx, cur, journal.StateExpired, "idle for more than "+s.opts.SessionTTL.String(), true)
 			s.metrics.expired.Inc()
 		}
 		unlock()
 		if err != nil {
 			return err
+		}
+	}
+	// Sessions that ended unpublished kept their verified objects for the
+	// token's next push; a TTL after they ended, those are freed too.
+	all, err := s.journal.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, sess := range all {
+		switch sess.State {
+		case journal.StateFailed, journal.StateAborted:
+			if time.Since(sess.Updated) > s.opts.SessionTTL {
+				if err := s.releaseSpool(ctx, sess); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return nil

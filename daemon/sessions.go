@@ -210,15 +210,17 @@ func (s *Server) handleAbort(c echo.Context) error {
 	default:
 		return fail(http.StatusConflict, "session is already %s", sess.State)
 	}
-	if err := s.dropSession(ctx, sess, journal.StateAborted, "aborted by the client"); err != nil {
+	if err := s.dropSession(ctx, sess, journal.StateAborted, "aborted by the client", false); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
 }
 
-// dropSession ends a session: its uploads are deleted, spool objects that no
-// other session holds are freed, and its state becomes st.
-func (s *Server) dropSession(ctx context.Context, sess journal.Session, st journal.State, result string) error {
+// dropSession ends a session: its uploads are deleted and its state becomes
+// st. With release, spool objects no other session holds are freed at once;
+// otherwise they stay for the same token's next session until the janitor
+// releases them a TTL later, so a refused or aborted push loses nothing.
+func (s *Server) dropSession(ctx context.Context, sess journal.Session, st journal.State, result string, release bool) error {
 	ups, err := s.journal.SessionUploads(ctx, sess.ID)
 	if err != nil {
 		return err
@@ -230,8 +232,10 @@ func (s *Server) dropSession(ctx context.Context, sess journal.Session, st journ
 		}
 	}
 	os.Remove(filepath.Join(s.tusDir, sess.ID))
-	if err := s.releaseSpool(ctx, sess); err != nil {
-		return err
+	if release {
+		if err := s.releaseSpool(ctx, sess); err != nil {
+			return err
+		}
 	}
 	s.log.Info("session ended", "session", sess.ID, "state", st, "result", result)
 	return s.journal.SetState(ctx, sess.ID, st, result)

@@ -284,6 +284,7 @@ func (s *Server) settle(ctx context.Context, up journal.Upload) error {
 	} else if err != nil {
 		return err
 	}
+	failpoint("before-verdict")
 	start := time.Now()
 	info, err := store.Verify(name, f)
 	f.Close()
