@@ -1,4 +1,5 @@
 # ostree-upload build, test and install.
+#   make demo       end to end on embedded defaults: a daemon, a repo, pushes, a pull
 #   make            build bin/ostree-upload
 #   make test       install missing Debian packages, go vet, go test (race detector on)
 #   make bench      Go benchmarks of the store package
@@ -18,7 +19,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # Debian packages the build and the tests need.
 DEB_PACKAGES := gcc pkg-config libostree-dev ostree curl
 
-.PHONY: all build deps test bench fuzz install uninstall clean
+.PHONY: all build deps demo test bench fuzz install uninstall clean
 
 all: build
 
@@ -38,6 +39,9 @@ deps:
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+demo: deps build
+	bash docs/examples/demo.sh $(BINDIR)/$(BINNAME)
 
 test: deps
 	$(GO) vet ./...

@@ -1,5 +1,10 @@
 package store
 
+/*
+#include "shim.h"
+*/
+import "C"
+
 import (
 	"context"
 	"errors"
@@ -86,4 +91,24 @@ func IsAncestor(ctx context.Context, ancestor, descendant Checksum, repos ...*Re
 		cur = *c.Parent
 	}
 	return false, nil
+}
+
+// Prune deletes objects no ref reaches (keeping the whole history of every
+// ref) and returns how many it deleted.
+func (r *Repo) Prune(ctx context.Context) (int, error) {
+	var pruned int
+	err := r.do(ctx, func(p *C.OstreeRepo) error {
+		var total, npruned C.gint
+		var size C.guint64
+		var gerr *C.GError
+		if C.ostree_repo_prune(p, C.OSTREE_REPO_PRUNE_FLAGS_REFS_ONLY, -1, &total, &npruned, &size, nil, &gerr) == 0 {
+			return takeError(gerr)
+		}
+		pruned = int(npruned)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune %s: %w", r.path, err)
+	}
+	return pruned, nil
 }

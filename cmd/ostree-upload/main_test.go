@@ -32,16 +32,3 @@ func TestExitCodes(t *testing.T) {
 		}
 	}
 }
-
-// Subcommands this version lacks fail plainly instead of pretending.
-func TestMissingCommandsSaySo(t *testing.T) {
-	for _, name := range []string{"push"} {
-		var out bytes.Buffer
-		if got := run([]string{name}, &out, &out); got != exitFail {
-			t.Errorf("%s: exit %d, want %d", name, got, exitFail)
-		}
-		if !strings.Contains(out.String(), "not available in this version") {
-			t.Errorf("%s: %q", name, out.String())
-		}
-	}
-}

@@ -1,24 +1,115 @@
 package main
 
-import "github.com/spf13/pflag"
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"github.com/ostree-upload/ostree-upload/uploader"
+)
 
 var pushCmd = &command{
 	name:    "push",
 	aliases: []string{"upload"},
 	summary: "Send commits of a local archive repository to a receive daemon",
 	usage:   "[OPTIONS]",
-	example: "  OSTREE_UPLOAD_TOKEN=… ostree-upload push -r repo -a https://ostree.example.com -b app/org.example/x86_64/stable",
+	example: `  export OSTREE_UPLOAD_TOKEN=…        # safer than --token in CI
+  ostree-upload push -r repo -a https://ostree.example.com -b app/org.example.App/x86_64/stable
+  ostree-upload push -r repo -b main,testing --dry-run
+
+  Exit codes: 0 done (or nothing to do); 75 interrupted for longer than
+  --retry-timeout: rerun the same command, on any machine, to resume;
+  1 refused (bad token, non-fast-forward, corrupt local object…).`,
 	flags: func(fs *pflag.FlagSet) func([]string) error {
-		fs.StringP("repo", "r", "repo", "local OSTree repository (archive mode)")
-		fs.StringP("address", "a", "http://localhost:8080", "URL of the receive daemon")
-		fs.StringP("token", "t", "", "API token (default: $OSTREE_UPLOAD_TOKEN)")
-		fs.StringSliceP("branch", "b", nil, "ref to push; repeat or separate with commas (default: every local ref)")
-		fs.IntP("jobs", "j", 4, "parallel uploads")
-		fs.Bool("force", false, "allow refs to move backwards or to unrelated commits")
-		fs.Bool("dry-run", false, "show what would be sent and which refs would move; change nothing")
-		fs.Bool("prune", false, "prune the local repository before pushing")
-		fs.BoolP("verbose", "v", false, "print debug messages")
-		fs.BoolP("quiet", "q", false, "print errors only")
-		return noArgs("push", func() error { return errNotYet("push") })
+		repo := fs.StringP("repo", "r", "repo", "local OSTree repository (archive mode)")
+		addr := fs.StringP("address", "a", "http://localhost:8080", "URL of the receive daemon")
+		token := fs.StringP("token", "t", "", "API token (default: $OSTREE_UPLOAD_TOKEN)")
+		branches := fs.StringSliceP("branch", "b", nil, "ref to push; repeat or separate with commas (default: every local ref)")
+		jobs := fs.IntP("jobs", "j", 4, "parallel uploads")
+		force := fs.Bool("force", false, "allow refs to move backwards or to unrelated commits")
+		dryRun := fs.Bool("dry-run", false, "show what would be sent and which refs would move; change nothing")
+		prune := fs.Bool("prune", false, "prune the local repository before pushing")
+		retry := fs.Duration("retry-timeout", 5*time.Minute, "how long to keep retrying a failing step before giving up with exit code 75")
+		verbose := fs.BoolP("verbose", "v", false, "print debug messages")
+		quiet := fs.BoolP("quiet", "q", false, "print errors only")
+		return noArgs("push", func() error {
+			if *jobs < 1 || *jobs > 64 {
+				return usageError{fmt.Errorf("--jobs must be 1 to 64, not %d", *jobs)}
+			}
+			tok := *token
+			if tok == "" {
+				tok = os.Getenv("OSTREE_UPLOAD_TOKEN")
+			}
+			opts := uploader.Options{
+				Repo: *repo, Address: *addr, Token: tok, Refs: *branches, Jobs: *jobs,
+				Force: *force, DryRun: *dryRun, Prune: *prune, RetryTimeout: *retry,
+				Log: newLogger(*verbose),
+			}
+			if !*quiet {
+				opts.Progress = os.Stderr
+				_, err := unix.IoctlGetTermios(int(os.Stderr.Fd()), unix.TCGETS)
+				opts.Terminal = err == nil
+			}
+			return push(opts, *quiet)
+		})
 	},
+}
+
+func short(c string) string {
+	if len(c) > 12 {
+		return c[:12]
+	}
+	if c == "" {
+		return "(new)"
+	}
+	return c
+}
+
+func push(opts uploader.Options, quiet bool) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	res, err := uploader.Push(ctx, opts)
+	if res != nil && !quiet {
+		for _, r := range res.Refs {
+			switch r.Status {
+			case "up to date":
+				fmt.Printf("%s: up to date (%s)\n", r.Ref, short(r.New))
+			case "":
+				fmt.Printf("%s: not moved: %s → %s\n", r.Ref, short(r.Old), short(r.New))
+			default:
+				fmt.Printf("%s: %s %s → %s\n", r.Ref, r.Status, short(r.Old), short(r.New))
+			}
+		}
+		if opts.DryRun {
+			fmt.Fprintf(os.Stderr, "dry run: would offer %d objects (%s); nothing was sent or changed\n", res.Objects, humanBytes(res.BytesPlanned))
+		} else if res.Objects > 0 {
+			fmt.Fprintf(os.Stderr, "sent %d objects (%s), skipped %d already on the daemon, %d retries, in %s\n",
+				res.Sent, humanBytes(res.BytesSent), res.Skipped, res.Retries, res.Duration.Round(time.Millisecond))
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	if uploader.Temporary(err) {
+		return &exitError{code: exitRetry, err: fmt.Errorf("%w\nthe push is not finished; rerun the same command to resume it", err)}
+	}
+	return err
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }

@@ -1,0 +1,286 @@
+package uploader
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/ostree-upload/ostree-upload/daemon/api"
+)
+
+// HTTPError is an error answer of the daemon.
+type HTTPError struct {
+	Method, Path string
+	Status       int
+	Body         api.Error
+}
+
+func (e *HTTPError) Error() string {
+	msg := e.Body.Error
+	if msg == "" {
+		msg = http.StatusText(e.Status)
+	}
+	return fmt.Sprintf("%s %s: %d %s", e.Method, e.Path, e.Status, msg)
+}
+
+// temporary reports whether err may go away by retrying: network failures,
+// timeouts and server-side errors. Refusals (4xx) are permanent.
+func temporary(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var he *HTTPError
+	if errors.As(err, &he) {
+		switch he.Status {
+		case http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusLocked:
+			return true
+		}
+		return he.Status >= 500
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, errStalled) || strings.Contains(err.Error(), "connection reset") ||
+		strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "broken pipe")
+}
+
+// client talks to one daemon with one token.
+type client struct {
+	base  *url.URL
+	token string
+	http  *http.Client
+	// stall is how long a request may make no progress before it is cut.
+	stall   time.Duration
+	retries atomic.Int64
+}
+
+func newClient(address, token string, jobs int) (*client, error) {
+	u, err := url.Parse(strings.TrimRight(address, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("address %q: want http://host:port or https://host:port", address)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = jobs + 2
+	tr.ResponseHeaderTimeout = 5 * time.Minute // the daemon verifies before it answers the last PATCH
+	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	return &client{base: u, token: token, http: &http.Client{Transport: tr}, stall: time.Minute}, nil
+}
+
+// url resolves a path or a Location header against the daemon's address.
+func (c *client) url(p string) string {
+	ref, err := url.Parse(p)
+	if err != nil {
+		return c.base.String() + p
+	}
+	return c.base.ResolveReference(ref).String()
+}
+
+var errStalled = errors.New("no progress on the connection")
+
+// send makes one request; body is read at most once. Non-2xx answers become
+// *HTTPError. The request is cut when its body stalls for c.stall.
+func (c *client) send(ctx context.Context, method, path string, body io.Reader, size int64, hdr map[string]string) (*http.Response, []byte, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wd *watchdog
+	if body != nil {
+		wd = &watchdog{r: body}
+		body = wd
+		go wd.watch(ctx, c.stall, cancel)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.url(path), body)
+	if err != nil {
+		return nil, nil, err
+	}
+	if body != nil {
+		req.ContentLength = size
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	res, err := c.http.Do(req)
+	if err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
+			err = fmt.Errorf("%s %s: %w", method, path, cause)
+		}
+		return nil, nil, err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(res.Body, 8<<20))
+	if err != nil {
+		return nil, nil, err
+	}
+	if res.StatusCode >= 300 {
+		he := &HTTPError{Method: method, Path: path, Status: res.StatusCode}
+		json.Unmarshal(b, &he.Body)
+		if he.Body.Error == "" {
+			he.Body.Error = strings.TrimSpace(string(b))
+		}
+		return res, b, he
+	}
+	return res, b, nil
+}
+
+// watchdog cancels a request whose body makes no progress.
+type watchdog struct {
+	r    io.Reader
+	last atomic.Int64
+}
+
+func (w *watchdog) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	w.last.Store(time.Now().UnixNano())
+	return n, err
+}
+
+func (w *watchdog) watch(ctx context.Context, limit time.Duration, cancel context.CancelCauseFunc) {
+	w.last.Store(time.Now().UnixNano())
+	t := time.NewTicker(limit / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if time.Since(time.Unix(0, w.last.Load())) > limit {
+				cancel(errStalled)
+				return
+			}
+		}
+	}
+}
+
+// json makes an API call with a JSON body (nil for none) and decodes the answer.
+func (c *client) json(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	var size int64
+	hdr := map[string]string{}
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body, size = bytes.NewReader(b), int64(len(b))
+		hdr["Content-Type"] = "application/json"
+	}
+	_, b, err := c.send(ctx, method, path, body, size, hdr)
+	if err != nil {
+		return err
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("%s %s: bad answer: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+// retry runs fn until it succeeds, fails permanently, or keeps failing
+// temporarily for longer than budget; waits grow exponentially with jitter.
+func (c *client) retry(ctx context.Context, budget time.Duration, fn func() error) error {
+	start := time.Now()
+	wait := 200 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil || !temporary(err) || ctx.Err() != nil {
+			return err
+		}
+		if time.Since(start) > budget {
+			return fmt.Errorf("gave up after %s: %w", budget, err)
+		}
+		c.retries.Add(1)
+		d := wait/2 + rand.N(wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(d):
+		}
+		wait = min(wait*2, 10*time.Second)
+	}
+}
+
+var (
+	errLiveUpload  = errors.New("object already has a live upload")
+	errUploadGone  = errors.New("upload no longer exists")
+	errNotComplete = errors.New("upload not complete")
+)
+
+func tusMeta(session, object string) string {
+	return api.MetaSession + " " + base64.StdEncoding.EncodeToString([]byte(session)) + "," +
+		api.MetaObject + " " + base64.StdEncoding.EncodeToString([]byte(object))
+}
+
+// create starts an upload; with a body, it sends all bytes in the same
+// request. It returns the upload's path, or the live upload's path with
+// errLiveUpload.
+func (c *client) create(ctx context.Context, session, object string, size int64, body io.Reader) (string, error) {
+	hdr := map[string]string{
+		"Tus-Resumable":   "1.0.0",
+		"Upload-Length":   strconv.FormatInt(size, 10),
+		"Upload-Metadata": tusMeta(session, object),
+	}
+	if body != nil {
+		hdr["Content-Type"] = "application/offset+octet-stream"
+	}
+	res, _, err := c.send(ctx, http.MethodPost, api.PathUploads+"/", body, size, hdr)
+	var he *HTTPError
+	if errors.As(err, &he) && he.Status == http.StatusConflict && he.Body.Upload != "" {
+		return he.Body.Upload, errLiveUpload
+	}
+	if err != nil {
+		return "", err
+	}
+	loc := res.Header.Get("Location")
+	if loc == "" {
+		return "", fmt.Errorf("upload of %s created without a Location", object)
+	}
+	if body != nil && res.Header.Get("Upload-Offset") != strconv.FormatInt(size, 10) {
+		return loc, errNotComplete
+	}
+	return loc, nil
+}
+
+// offset asks how many bytes of an upload the daemon holds.
+func (c *client) offset(ctx context.Context, upload string) (int64, error) {
+	res, _, err := c.send(ctx, http.MethodHead, upload, nil, 0, map[string]string{"Tus-Resumable": "1.0.0"})
+	var he *HTTPError
+	if errors.As(err, &he) && (he.Status == http.StatusNotFound || he.Status == http.StatusGone) {
+		return 0, errUploadGone
+	}
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(res.Header.Get("Upload-Offset"), 10, 64)
+}
+
+// patch appends n bytes of r at offset.
+func (c *client) patch(ctx context.Context, upload string, offset int64, r io.Reader, n int64) error {
+	_, _, err := c.send(ctx, http.MethodPatch, upload, r, n, map[string]string{
+		"Tus-Resumable": "1.0.0",
+		"Upload-Offset": strconv.FormatInt(offset, 10),
+		"Content-Type":  "application/offset+octet-stream",
+	})
+	var he *HTTPError
+	if errors.As(err, &he) {
+		switch he.Status {
+		case http.StatusNotFound, http.StatusGone:
+			return errUploadGone
+		case http.StatusConflict:
+			// Offset mismatch (e.g. bytes landed before a cut): ask again.
+			return &HTTPError{Method: he.Method, Path: he.Path, Status: http.StatusServiceUnavailable, Body: he.Body}
+		}
+	}
+	return err
+}

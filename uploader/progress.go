@@ -1,0 +1,133 @@
+package uploader
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// progress counts what a push sends and shows it: a live bar on a
+// terminal, a line every ten seconds otherwise (CI logs), and a summary.
+type progress struct {
+	out   io.Writer
+	tty   bool
+	start time.Time
+
+	sent     atomic.Int64 // bytes read from local objects into requests
+	done_    atomic.Int64 // objects finished
+	total    atomic.Int64 // bytes to send
+	objects  atomic.Int64 // objects to send
+	skipped  atomic.Int64 // objects the daemon had
+	once     sync.Once
+	quit     chan struct{}
+	finished chan struct{}
+}
+
+func newProgress(out io.Writer, tty bool) *progress {
+	return &progress{out: out, tty: tty, start: time.Now(), quit: make(chan struct{}), finished: make(chan struct{})}
+}
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// count wraps r so that its bytes are counted as sent.
+func (p *progress) count(r io.Reader) io.Reader { return countingReader{r, &p.sent} }
+
+// plan sets (or adds) the work of a round of uploads and starts reporting.
+func (p *progress) plan(objects int, bytes int64, skipped int) {
+	p.objects.Add(int64(objects))
+	p.total.Add(bytes)
+	p.skipped.Store(int64(skipped))
+	p.once.Do(func() {
+		if p.out == nil {
+			close(p.finished)
+			return
+		}
+		go p.report()
+	})
+}
+
+func (p *progress) done() { p.done_.Add(1) }
+
+func (p *progress) report() {
+	defer close(p.finished)
+	every := 10 * time.Second
+	if p.tty {
+		every = 200 * time.Millisecond
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.quit:
+			if p.tty {
+				fmt.Fprint(p.out, "\r\033[K")
+			}
+			return
+		case <-t.C:
+			line := p.line()
+			if p.tty {
+				fmt.Fprint(p.out, "\r\033[K"+line)
+			} else {
+				fmt.Fprintln(p.out, line)
+			}
+		}
+	}
+}
+
+func (p *progress) line() string {
+	sent, total := p.sent.Load(), p.total.Load()
+	el := time.Since(p.start).Seconds()
+	rate := float64(sent) / max(el, 0.001)
+	frac := 1.0
+	if total > 0 {
+		frac = min(float64(sent)/float64(total), 1)
+	}
+	eta := "?"
+	if rate > 0 && total > sent {
+		eta = (time.Duration(float64(total-sent)/rate) * time.Second / time.Second * time.Second).String()
+	}
+	bar := ""
+	if p.tty {
+		w := 24
+		fill := int(frac * float64(w))
+		bar = "[" + strings.Repeat("=", fill) + strings.Repeat(" ", w-fill) + "] "
+	}
+	return fmt.Sprintf("%s%3.0f%% %s/%s  %d/%d objects  %s/s  ETA %s",
+		bar, frac*100, human(sent), human(total), p.done_.Load(), p.objects.Load(), human(int64(rate)), eta)
+}
+
+// stop ends reporting, fills in the byte counts and prints the summary.
+func (p *progress) stop(res *Result) {
+	if p == nil {
+		return
+	}
+	p.once.Do(func() { close(p.finished) })
+	close(p.quit)
+	<-p.finished
+	res.BytesSent = p.sent.Load()
+}
+
+func human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,504 @@
+// Package uploader is the push client: it finds what the daemon lacks,
+// uploads it in parallel over resumable uploads, and commits.
+package uploader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/store"
+)
+
+// Options configure a push.
+type Options struct {
+	Repo         string   // local archive repository
+	Address      string   // daemon URL
+	Token        string   // API token
+	Refs         []string // refs to push; empty = every local ref
+	Jobs         int      // parallel uploads
+	Force        bool     // allow non-fast-forward updates
+	DryRun       bool     // show what would happen, change nothing
+	Prune        bool     // prune the local repository first
+	RetryTimeout time.Duration
+	Progress     io.Writer // where progress and the summary go; nil = nowhere
+	Terminal     bool      // Progress is a terminal: draw a live bar
+	Log          *slog.Logger
+}
+
+// RefResult is what happened to one ref.
+type RefResult struct {
+	Ref      string
+	Old, New string // Old "" for a new ref
+	Status   string // "updated", "up to date", "would update"
+}
+
+// Result summarizes a push.
+type Result struct {
+	Refs           []RefResult
+	Objects        int   // objects offered
+	Sent           int   // objects uploaded (or resumed)
+	Skipped        int   // objects the daemon already had
+	BytesSent      int64 // bytes on the wire, object data only
+	BytesSkipped   int64
+	BytesPlanned   int64 // dry run: bytes of the objects that would be offered
+	Retries        int64
+	Duration       time.Duration
+	SessionID      string
+	SessionResumed bool
+}
+
+// PermanentError is a refusal that a rerun will not change (bad token,
+// non-fast-forward, corrupt local object…): exit code 1.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Temporary reports whether rerunning the same push may succeed (the daemon
+// or the link was down for longer than the retry budget): exit code 75.
+func Temporary(err error) bool {
+	var pe *PermanentError
+	return err != nil && !errors.As(err, &pe)
+}
+
+func permanent(format string, args ...any) error {
+	return &PermanentError{Err: fmt.Errorf(format, args...)}
+}
+
+// classify turns permanent HTTP refusals into *PermanentError.
+func classify(err error) error {
+	var pe *PermanentError
+	if err == nil || errors.As(err, &pe) || temporary(err) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	var he *HTTPError
+	if errors.As(err, &he) {
+		switch he.Status {
+		case http.StatusUnauthorized:
+			return permanent("the daemon refused the token (%s): check --token or OSTREE_UPLOAD_TOKEN", he.Body.Error)
+		case http.StatusForbidden:
+			return permanent("the token may not push this ref: %s", he.Body.Error)
+		case http.StatusConflict:
+			return permanent("%s", he.Body.Error)
+		}
+	}
+	return &PermanentError{Err: err}
+}
+
+type pusher struct {
+	opts  Options
+	log   *slog.Logger
+	repo  *store.Repo
+	c     *client
+	prog  *progress
+	res   Result
+	sid   string
+	mu    sync.Mutex
+	sizes map[store.ObjectName]int64
+}
+
+// Push pushes refs of a local archive repository to the daemon and moves
+// them there, all together, once every object is verified by the daemon.
+// Rerunning a push after any interruption resumes it: nothing the daemon
+// already verified is sent again, and partial uploads continue.
+func Push(ctx context.Context, opts Options) (*Result, error) {
+	start := time.Now()
+	if opts.Jobs <= 0 {
+		opts.Jobs = 4
+	}
+	if opts.RetryTimeout <= 0 {
+		opts.RetryTimeout = 5 * time.Minute
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Token == "" {
+		return nil, permanent("no token: pass --token or set OSTREE_UPLOAD_TOKEN")
+	}
+	c, err := newClient(opts.Address, opts.Token, opts.Jobs)
+	if err != nil {
+		return nil, &PermanentError{Err: err}
+	}
+	repo, err := store.OpenArchive(ctx, opts.Repo)
+	if err != nil {
+		return nil, &PermanentError{Err: err}
+	}
+	defer repo.Close()
+	p := &pusher{opts: opts, log: opts.Log, repo: repo, c: c, sizes: map[store.ObjectName]int64{}}
+	err = p.run(ctx)
+	p.res.Retries = c.retries.Load()
+	p.res.Duration = time.Since(start)
+	if p.prog != nil {
+		p.prog.stop(&p.res)
+	}
+	return &p.res, classify(err)
+}
+
+func (p *pusher) run(ctx context.Context) error {
+	if p.opts.Prune {
+		n, err := p.repo.Prune(ctx)
+		if err != nil {
+			return &PermanentError{Err: err}
+		}
+		p.log.Info("pruned the local repository", "objects", n)
+	}
+	var info api.Info
+	if err := p.c.retry(ctx, p.opts.RetryTimeout, func() error {
+		return p.c.json(ctx, http.MethodGet, api.PathInfo, nil, &info)
+	}); err != nil {
+		return err
+	}
+	if info.Protocol != api.ProtocolVersion {
+		return permanent("the daemon speaks protocol %d, this client %d: use matching versions of ostree-upload", info.Protocol, api.ProtocolVersion)
+	}
+	updates, err := p.refUpdates(ctx, info)
+	if err != nil || len(updates) == 0 {
+		return err
+	}
+	if p.opts.DryRun {
+		return p.dryRun(ctx, updates)
+	}
+	var sess api.Session
+	if err := p.c.retry(ctx, p.opts.RetryTimeout, func() error {
+		return p.c.json(ctx, http.MethodPost, api.PathSessions, api.SessionRequest{Refs: updates, Force: p.opts.Force}, &sess)
+	}); err != nil {
+		return err
+	}
+	p.sid, p.res.SessionID, p.res.SessionResumed = sess.ID, sess.ID, sess.Verified > 0
+	p.log.Debug("session", "id", sess.ID, "verified", sess.Verified)
+
+	names, err := p.plan(ctx, updates, info.Refs)
+	if err != nil {
+		return err
+	}
+	p.res.Objects = len(names)
+	p.prog = newProgress(p.opts.Progress, p.opts.Terminal)
+	for attempt := 0; ; attempt++ {
+		needed, err := p.negotiate(ctx, names)
+		if err != nil {
+			return err
+		}
+		if err := p.uploadAll(ctx, needed); err != nil {
+			return err
+		}
+		err = p.c.retry(ctx, p.opts.RetryTimeout, func() error {
+			return p.c.json(ctx, http.MethodPost, api.PathSessions+"/"+p.sid+"/commit", nil, &sess)
+		})
+		var he *HTTPError
+		if errors.As(err, &he) && he.Status == http.StatusUnprocessableEntity && attempt < 3 {
+			// Something the daemon counted as present went away (expired
+			// meanwhile): negotiate again and send it.
+			p.log.Warn("commit found objects missing; sending them", "missing", he.Body.Missing)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		break
+	}
+	for i := range p.res.Refs {
+		if p.res.Refs[i].Status == "" {
+			p.res.Refs[i].Status = "updated"
+		}
+	}
+	return nil
+}
+
+// refUpdates decides which refs move, from what the daemon reports.
+func (p *pusher) refUpdates(ctx context.Context, info api.Info) ([]api.RefUpdate, error) {
+	local, err := p.repo.ListRefs(ctx)
+	if err != nil {
+		return nil, &PermanentError{Err: err}
+	}
+	refs := p.opts.Refs
+	if len(refs) == 0 {
+		for r := range local {
+			refs = append(refs, r)
+		}
+		sort.Strings(refs)
+		if len(refs) == 0 {
+			return nil, permanent("repository %s has no refs to push", p.opts.Repo)
+		}
+	}
+	var updates []api.RefUpdate
+	for _, ref := range refs {
+		c, ok := local[ref]
+		if !ok {
+			return nil, permanent("ref %s does not exist in %s (it has: %s)", ref, p.opts.Repo, refList(local))
+		}
+		old := info.Refs[ref]
+		r := RefResult{Ref: ref, Old: old, New: c.String()}
+		if old == c.String() {
+			r.Status = "up to date"
+		} else {
+			updates = append(updates, api.RefUpdate{Name: ref, Old: old, New: c.String()})
+		}
+		p.res.Refs = append(p.res.Refs, r)
+	}
+	return updates, nil
+}
+
+func refList(m map[string]store.Checksum) string {
+	var names []string
+	for r := range m {
+		names = append(names, r)
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		return "no refs"
+	}
+	return fmt.Sprint(names)
+}
+
+// plan lists the objects to offer: for each update, the diff against the
+// daemon's commit when this repository holds it completely, else every
+// object of the new commit; plus the commits between new and old, which let
+// the daemon see the fast-forward.
+func (p *pusher) plan(ctx context.Context, updates []api.RefUpdate, server map[string]string) ([]store.ObjectName, error) {
+	seen := map[store.ObjectName]bool{}
+	var names []store.ObjectName
+	add := func(n store.ObjectName) error {
+		if !seen[n] {
+			seen[n] = true
+			names = append(names, n)
+		}
+		return nil
+	}
+	for _, u := range updates {
+		newc, _ := store.ParseChecksum(u.New)
+		var err error
+		base, haveBase := p.localBase(ctx, u.Old)
+		if haveBase {
+			err = p.repo.Diff(ctx, newc, base, add)
+		} else {
+			err = p.repo.Walk(ctx, newc, add)
+		}
+		if err != nil {
+			return nil, &PermanentError{Err: fmt.Errorf("read %s from %s: %w", u.Name, p.opts.Repo, err)}
+		}
+		// The parent chain down to the daemon's commit.
+		cur := newc
+		for i := 0; i < 10000 && u.Old != ""; i++ {
+			c, err := p.repo.ReadCommit(ctx, cur)
+			if err != nil || c.Parent == nil || c.Parent.String() == u.Old {
+				break
+			}
+			cur = *c.Parent
+			add(store.ObjectName{Sum: cur, Type: store.Commit})
+		}
+	}
+	return names, nil
+}
+
+func (p *pusher) localBase(ctx context.Context, old string) (store.Checksum, bool) {
+	if old == "" {
+		return store.Checksum{}, false
+	}
+	c, err := store.ParseChecksum(old)
+	if err != nil {
+		return c, false
+	}
+	info, err := p.repo.ReadCommit(ctx, c)
+	return c, err == nil && !info.Partial
+}
+
+// negotiate asks the daemon which objects it still needs, in batches.
+func (p *pusher) negotiate(ctx context.Context, names []store.ObjectName) ([]store.ObjectName, error) {
+	var needed []store.ObjectName
+	for i := 0; i < len(names); i += api.MaxNamesPerRequest {
+		batch := names[i:min(i+api.MaxNamesPerRequest, len(names))]
+		req := api.ObjectsRequest{Objects: make([]string, len(batch))}
+		for j, n := range batch {
+			req.Objects[j] = n.String()
+		}
+		var res api.ObjectsResponse
+		if err := p.c.retry(ctx, p.opts.RetryTimeout, func() error {
+			return p.c.json(ctx, http.MethodPost, api.PathSessions+"/"+p.sid+"/objects", req, &res)
+		}); err != nil {
+			return nil, err
+		}
+		for _, s := range res.Needed {
+			n, err := store.ParseObjectName(s)
+			if err != nil {
+				return nil, fmt.Errorf("daemon answered a bad object name: %w", err)
+			}
+			needed = append(needed, n)
+		}
+	}
+	return needed, nil
+}
+
+func (p *pusher) size(n store.ObjectName) (int64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s, ok := p.sizes[n]; ok {
+		return s, nil
+	}
+	s, err := p.repo.ObjectSize(n)
+	if err != nil {
+		return 0, &PermanentError{Err: fmt.Errorf("local object %s: %w (run ostree fsck on %s)", n, err, p.opts.Repo)}
+	}
+	p.sizes[n] = s
+	return s, nil
+}
+
+// uploadAll sends the needed objects with opts.Jobs workers, largest
+// first, resuming the session's partial uploads.
+func (p *pusher) uploadAll(ctx context.Context, needed []store.ObjectName) error {
+	var sess api.Session
+	if err := p.c.retry(ctx, p.opts.RetryTimeout, func() error {
+		return p.c.json(ctx, http.MethodGet, api.PathSessions+"/"+p.sid, nil, &sess)
+	}); err != nil {
+		return err
+	}
+	live := map[string]string{}
+	for _, u := range sess.Uploads {
+		live[u.Object] = u.URL
+	}
+	var total int64
+	for _, n := range needed {
+		s, err := p.size(n)
+		if err != nil {
+			return err
+		}
+		total += s
+	}
+	p.prog.plan(len(needed), total, p.res.Objects-len(needed))
+	p.res.Skipped = p.res.Objects - len(needed)
+	slices.SortStableFunc(needed, func(a, b store.ObjectName) int {
+		return int(p.sizes[b] - p.sizes[a])
+	})
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	work := make(chan store.ObjectName)
+	var wg sync.WaitGroup
+	for i := 0; i < p.opts.Jobs; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range work {
+				if err := p.upload(ctx, n, live[n.String()]); err != nil {
+					cancel(err)
+					return
+				}
+			}
+		}()
+	}
+feed:
+	for _, n := range needed {
+		select {
+		case work <- n:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return ctx.Err()
+}
+
+// smallObject is the size up to which an object goes in the request that
+// creates its upload; larger ones are created first and then appended, so a
+// cut leaves a resumable upload whose URL the client knows.
+const smallObject = 1 << 20
+
+// upload sends one object, resuming from the daemon's offset after any
+// failure, until it is verified or fails permanently.
+func (p *pusher) upload(ctx context.Context, n store.ObjectName, url string) error {
+	size, err := p.size(n)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(p.repo.ObjectPath(n))
+	if err != nil {
+		return &PermanentError{Err: fmt.Errorf("local object %s: %w", n, err)}
+	}
+	defer f.Close()
+	err = p.c.retry(ctx, p.opts.RetryTimeout, func() error {
+		if url == "" {
+			var body io.Reader
+			if size <= smallObject {
+				body = p.prog.count(io.NewSectionReader(f, 0, size))
+			}
+			u, err := p.c.create(ctx, p.sid, n.String(), size, body)
+			switch {
+			case err == nil && body != nil:
+				return nil // created with every byte: verified
+			case err == nil, errors.Is(err, errLiveUpload), errors.Is(err, errNotComplete):
+				url = u
+			default:
+				return err
+			}
+		}
+		off, err := p.c.offset(ctx, url)
+		if errors.Is(err, errUploadGone) {
+			url = ""
+			return &HTTPError{Status: http.StatusServiceUnavailable, Body: api.Error{Error: "upload vanished; creating it again"}}
+		}
+		if err != nil || off == size {
+			return err
+		}
+		err = p.c.patch(ctx, url, off, p.prog.count(io.NewSectionReader(f, off, size-off)), size-off)
+		if errors.Is(err, errUploadGone) {
+			url = ""
+			return &HTTPError{Status: http.StatusServiceUnavailable, Body: api.Error{Error: "upload vanished; creating it again"}}
+		}
+		return err
+	})
+	var he *HTTPError
+	if errors.As(err, &he) && he.Status == http.StatusUnprocessableEntity {
+		return permanent("the daemon refused local object %s as corrupt (%s): run 'ostree fsck' on %s", n, he.Body.Error, p.opts.Repo)
+	}
+	if err != nil {
+		return fmt.Errorf("upload %s: %w", n, err)
+	}
+	p.mu.Lock()
+	p.res.Sent++
+	p.mu.Unlock()
+	p.prog.done()
+	return nil
+}
+
+func (p *pusher) dryRun(ctx context.Context, updates []api.RefUpdate) error {
+	var sess api.Session
+	if err := p.c.retry(ctx, p.opts.RetryTimeout, func() error {
+		return p.c.json(ctx, http.MethodPost, api.PathSessions, api.SessionRequest{Refs: updates, Force: p.opts.Force, DryRun: true}, &sess)
+	}); err != nil {
+		return err
+	}
+	info := api.Info{Refs: map[string]string{}}
+	for _, u := range updates {
+		info.Refs[u.Name] = u.Old
+	}
+	names, err := p.plan(ctx, updates, info.Refs)
+	if err != nil {
+		return err
+	}
+	p.res.Objects = len(names)
+	for _, n := range names {
+		s, err := p.size(n)
+		if err != nil {
+			return err
+		}
+		p.res.BytesPlanned += s
+	}
+	for i := range p.res.Refs {
+		if p.res.Refs[i].Status == "" {
+			p.res.Refs[i].Status = "would update"
+		}
+	}
+	return nil
+}
