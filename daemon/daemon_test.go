@@ -7,9 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"math/rand"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,11 +15,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/ostree-upload/ostree-upload/daemon"
 	"github.com/ostree-upload/ostree-upload/daemon/api"
-	"github.com/ostree-upload/ostree-upload/daemon/config"
+	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 	"github.com/ostree-upload/ostree-upload/store"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
@@ -52,117 +47,29 @@ func run(m *testing.M) (int, error) {
 	}
 	defer os.RemoveAll(dir)
 	fx.dir = dir
-	fx.build = filepath.Join(dir, "build")
-	if err := storetest.InitArchive(fx.build); err != nil {
-		return 0, err
-	}
-	rng := rand.New(rand.NewSource(3))
-	tree := filepath.Join(dir, "tree")
-	if err := storetest.WriteTree(tree, 500, rng); err != nil {
-		return 0, err
-	}
-	if fx.a, err = storetest.CommitTree(fx.build, "main", tree, 1700000000); err != nil {
-		return 0, err
-	}
-	if err := storetest.MutateTree(tree, rng); err != nil {
-		return 0, err
-	}
-	if fx.b, err = storetest.CommitTree(fx.build, "main", tree, 1700000100); err != nil {
-		return 0, err
-	}
-	small := filepath.Join(dir, "small")
-	if err := storetest.WriteTree(small, 60, rng); err != nil {
-		return 0, err
-	}
-	if fx.c, err = storetest.CommitTree(fx.build, "other", small, 1700000200); err != nil {
-		return 0, err
-	}
-	fx.d, err = storetest.Ostree("commit", "--repo="+fx.build, "--orphan", "--bind-ref=main", "--tree=dir="+small, "--timestamp=@1700000300", "-s", "unrelated")
+	f, err := storetest.BuildFixture(dir, 500)
 	if err != nil {
 		return 0, err
 	}
+	fx.build, fx.a, fx.b, fx.c, fx.d = f.Build, f.A, f.B, f.C, f.D
 	// The daemon binary, for tests that kill it.
 	fx.bin = filepath.Join(dir, "ostree-upload")
-	out, err := exec.Command("go", "build", "-o", fx.bin, "../cmd/ostree-upload").CombinedOutput()
+	out, err := exec.Command("go", "build", "-o", fx.bin, "github.com/ostree-upload/ostree-upload/cmd/ostree-upload").CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("build: %v: %s", err, out)
 	}
 	return m.Run(), nil
 }
 
-type token struct{ secret, hash string }
+type token = daemontest.Token
 
-func newToken(t testing.TB) token {
-	s, h, err := config.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return token{s, h}
-}
-
-// env is a daemon under test with its repos and two tokens: tok (any ref)
-// and narrow (refs "other*" only).
+// env is a daemon under test plus the HTTP helpers of these tests.
 type env struct {
-	t           *testing.T
-	repo, state string
-	url         string
-	tok, narrow token
-	srv         *daemon.Server
-	stop        context.CancelFunc
-	done        chan error
-	ttl         time.Duration
-	maxObjects  int
+	*daemontest.Env
+	t *testing.T
 }
 
-func (e *env) tokens() []config.Token {
-	return []config.Token{
-		{SHA256: e.tok.hash, Name: "ci"},
-		{SHA256: e.narrow.hash, Name: "narrow", Refs: []string{"other*"}},
-	}
-}
-
-func newEnv(t *testing.T) *env {
-	dir := t.TempDir()
-	e := &env{t: t, repo: filepath.Join(dir, "repo"), state: filepath.Join(dir, "state"),
-		tok: newToken(t), narrow: newToken(t), ttl: time.Hour, maxObjects: 100000}
-	return e
-}
-
-// start runs the daemon in-process on a fresh port of 127.0.0.1.
-func (e *env) start() {
-	t := e.t
-	srv, err := daemon.New(ctx, daemon.Options{
-		RepoPath: e.repo, StateDir: e.state, Keyring: config.NewKeyring(e.tokens()),
-		SessionTTL: e.ttl, MaxObjectsPerSession: e.maxObjects, MaxObjectSize: 1 << 30, Version: "test",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	e.srv, e.stop, e.done, e.url = srv, cancel, make(chan error, 1), "http://"+ln.Addr().String()
-	go func() { e.done <- srv.Serve(sctx, ln) }()
-	t.Cleanup(e.shutdown)
-}
-
-func (e *env) shutdown() {
-	if e.srv == nil {
-		return
-	}
-	e.stop()
-	<-e.done
-	e.srv.Close()
-	e.srv = nil
-}
-
-func (e *env) restart() {
-	e.shutdown()
-	e.start()
-}
+func newEnv(t *testing.T) *env { return &env{Env: daemontest.New(t), t: t} }
 
 type resp struct {
 	status int
@@ -188,12 +95,12 @@ func (e *env) do(tok token, method, path string, body io.Reader, hdr map[string]
 
 // send makes one request; a transport error is returned, not fatal.
 func (e *env) send(tok token, method, path string, body io.Reader, hdr map[string]string) (resp, error) {
-	req, err := http.NewRequest(method, e.url+path, body)
+	req, err := http.NewRequest(method, e.URL+path, body)
 	if err != nil {
 		return resp{}, err
 	}
-	if tok.secret != "" {
-		req.Header.Set("Authorization", "Bearer "+tok.secret)
+	if tok.Secret != "" {
+		req.Header.Set("Authorization", "Bearer "+tok.Secret)
 	}
 	for k, v := range hdr {
 		req.Header.Set(k, v)
@@ -397,39 +304,6 @@ loop:
 		err = <-errs
 	}
 	return err
-}
-
-func (e *env) refs() map[string]string {
-	e.t.Helper()
-	r, err := store.Open(ctx, e.repo)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer r.Close()
-	refs, err := r.ListRefs(ctx)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	out := map[string]string{}
-	for k, v := range refs {
-		out[k] = v.String()
-	}
-	return out
-}
-
-// checkPublished verifies the production repo the way clients will.
-func (e *env) checkPublished(want map[string]string) {
-	e.t.Helper()
-	got := e.refs()
-	for ref, c := range want {
-		if got[ref] != c {
-			e.t.Fatalf("ref %s = %q, want %s (all: %v)", ref, got[ref], c, got)
-		}
-	}
-	storetest.MustOstree(e.t, "fsck", "--repo="+e.repo)
-	for ref := range want {
-		storetest.PullOverHTTP(e.t, e.repo, ref)
-	}
 }
 
 func objectFiles(t testing.TB, repo string) int {

@@ -20,7 +20,7 @@ import (
 
 func TestHealthAndAuth(t *testing.T) {
 	e := newEnv(t)
-	e.start()
+	e.Start()
 	want(t, e.do(token{}, "GET", "/healthz", nil, nil), 200)
 	want(t, e.do(token{}, "GET", "/ping", nil, nil), 200)
 	r := e.do(token{}, "GET", api.PathInfo, nil, nil)
@@ -28,9 +28,9 @@ func TestHealthAndAuth(t *testing.T) {
 	if !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer") {
 		t.Fatalf("401 without WWW-Authenticate: %v", r.header)
 	}
-	want(t, e.do(token{secret: "ou_wrong"}, "GET", api.PathInfo, nil, nil), 401)
-	want(t, e.do(token{secret: "ou_wrong"}, "POST", api.PathUploads+"/", nil, nil), 401)
-	r = e.do(e.tok, "GET", api.PathInfo, nil, nil)
+	want(t, e.do(token{Secret: "ou_wrong"}, "GET", api.PathInfo, nil, nil), 401)
+	want(t, e.do(token{Secret: "ou_wrong"}, "POST", api.PathUploads+"/", nil, nil), 401)
+	r = e.do(e.Tok, "GET", api.PathInfo, nil, nil)
 	want(t, r, 200)
 	var info api.Info
 	r.json(t, &info)
@@ -38,7 +38,7 @@ func TestHealthAndAuth(t *testing.T) {
 		t.Fatalf("info %+v", info)
 	}
 	// A ref outside the token's globs is forbidden.
-	r = e.doJSON(e.narrow, "POST", api.PathSessions, api.SessionRequest{Refs: []api.RefUpdate{{Name: "main", New: fx.a}}})
+	r = e.doJSON(e.Narrow, "POST", api.PathSessions, api.SessionRequest{Refs: []api.RefUpdate{{Name: "main", New: fx.a}}})
 	want(t, r, 403)
 	m := e.do(token{}, "GET", "/metrics", nil, nil)
 	want(t, m, 200)
@@ -51,70 +51,70 @@ func TestHealthAndAuth(t *testing.T) {
 
 func TestPushPublishesAndIsIdempotent(t *testing.T) {
 	e := newEnv(t)
-	e.start()
-	r := e.push(e.tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	e.Start()
+	r := e.push(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	want(t, r, 200)
 	var s api.Session
 	r.json(t, &s)
 	if s.State != api.StatePublished {
 		t.Fatalf("state %s", s.State)
 	}
-	e.checkPublished(map[string]string{"main": fx.a})
+	e.CheckPublished(map[string]string{"main": fx.a})
 	// Repeating the commit returns the same result.
-	r2 := e.doJSON(e.tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
+	r2 := e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
 	want(t, r2, 200)
 	// Incremental push: only the diff is needed.
-	s2 := e.session(e.tok, []api.RefUpdate{{Name: "main", Old: fx.a, New: fx.b}}, false)
-	needed := e.need(e.tok, s2.ID, objectsOf(t, fx.b, ""))
+	s2 := e.session(e.Tok, []api.RefUpdate{{Name: "main", Old: fx.a, New: fx.b}}, false)
+	needed := e.need(e.Tok, s2.ID, objectsOf(t, fx.b, ""))
 	diff := objectsOf(t, fx.b, fx.a)
 	if len(needed) > len(diff) {
 		t.Fatalf("incremental push needs %d objects, the diff has %d", len(needed), len(diff))
 	}
-	if err := e.uploadAll(e.tok, s2.ID, needed); err != nil {
+	if err := e.uploadAll(e.Tok, s2.ID, needed); err != nil {
 		t.Fatal(err)
 	}
-	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s2.ID+"/commit", nil), 200)
-	e.checkPublished(map[string]string{"main": fx.b})
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s2.ID+"/commit", nil), 200)
+	e.CheckPublished(map[string]string{"main": fx.b})
 }
 
 func TestTwoSessionsOnDifferentRefs(t *testing.T) {
 	e := newEnv(t)
-	e.start()
-	s1 := e.session(e.tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
-	s2 := e.session(e.narrow, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
+	e.Start()
+	s1 := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	s2 := e.session(e.Narrow, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
 	if s1.ID == s2.ID {
 		t.Fatal("two tokens share a session")
 	}
 	for _, x := range []struct {
 		tok    token
 		id, co string
-	}{{e.tok, s1.ID, fx.a}, {e.narrow, s2.ID, fx.c}} {
+	}{{e.Tok, s1.ID, fx.a}, {e.Narrow, s2.ID, fx.c}} {
 		if err := e.uploadAll(x.tok, x.id, e.need(x.tok, x.id, objectsOf(t, x.co, ""))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	want(t, e.doJSON(e.narrow, "POST", api.PathSessions+"/"+s2.ID+"/commit", nil), 200)
-	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s1.ID+"/commit", nil), 200)
-	e.checkPublished(map[string]string{"main": fx.a, "other": fx.c})
+	want(t, e.doJSON(e.Narrow, "POST", api.PathSessions+"/"+s2.ID+"/commit", nil), 200)
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s1.ID+"/commit", nil), 200)
+	e.CheckPublished(map[string]string{"main": fx.a, "other": fx.c})
 }
 
 func TestResumeSameSession(t *testing.T) {
 	e := newEnv(t)
-	e.start()
+	e.Start()
 	u := []api.RefUpdate{{Name: "main", New: fx.a}}
-	s1 := e.session(e.tok, u, false)
+	s1 := e.session(e.Tok, u, false)
 	names := objectsOf(t, fx.a, "")
-	needed := e.need(e.tok, s1.ID, names)
+	needed := e.need(e.Tok, s1.ID, names)
 	for _, n := range needed[:len(needed)/2] {
 		name, _ := store.ParseObjectName(n)
-		want(t, e.upload(e.tok, s1.ID, n, objectBytes(t, name)), 201)
+		want(t, e.upload(e.Tok, s1.ID, n, objectBytes(t, name)), 201)
 	}
-	e.restart()
-	s2 := e.session(e.tok, u, false)
+	e.Restart()
+	s2 := e.session(e.Tok, u, false)
 	if s2.ID != s1.ID || s2.Verified != len(needed)/2 {
 		t.Fatalf("resumed session %s with %d verified, want %s with %d", s2.ID, s2.Verified, s1.ID, len(needed)/2)
 	}
-	if again := e.need(e.tok, s2.ID, names); len(again) != len(needed)-len(needed)/2 {
+	if again := e.need(e.Tok, s2.ID, names); len(again) != len(needed)-len(needed)/2 {
 		t.Fatalf("after resume %d objects needed, want %d", len(again), len(needed)-len(needed)/2)
 	}
 }
@@ -167,56 +167,56 @@ func traps(t *testing.T) map[string]func() (string, []byte) {
 
 func TestCorruptUploadsAreRefused(t *testing.T) {
 	e := newEnv(t)
-	e.start()
-	s := e.session(e.tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
-	e.need(e.tok, s.ID, objectsOf(t, fx.a, ""))
+	e.Start()
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
 	for what, mk := range traps(t) {
 		obj, data := mk()
-		r := e.upload(e.tok, s.ID, obj, data)
+		r := e.upload(e.Tok, s.ID, obj, data)
 		if r.status != 422 || !strings.Contains(string(r.body), obj) {
 			t.Errorf("%s: %d %s, want 422 naming %s", what, r.status, r.body, obj)
 		}
 	}
 	// Nothing reached production; the session still publishes once the
 	// real bytes arrive.
-	if n := objectFiles(t, e.repo); n != 0 {
+	if n := objectFiles(t, e.Repo); n != 0 {
 		t.Fatalf("%d objects in production after refused uploads", n)
 	}
-	if err := e.uploadAll(e.tok, s.ID, e.need(e.tok, s.ID, objectsOf(t, fx.a, ""))); err != nil {
+	if err := e.uploadAll(e.Tok, s.ID, e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))); err != nil {
 		t.Fatal(err)
 	}
-	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil), 200)
-	e.checkPublished(map[string]string{"main": fx.a})
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil), 200)
+	e.CheckPublished(map[string]string{"main": fx.a})
 }
 
 func TestIsolationBetweenTokens(t *testing.T) {
 	e := newEnv(t)
-	e.start()
-	s1 := e.session(e.tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
-	s2 := e.session(e.narrow, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
+	e.Start()
+	s1 := e.session(e.Tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
+	s2 := e.session(e.Narrow, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
 	if s1.ID == s2.ID {
 		t.Fatal("two tokens share a session")
 	}
 	names := objectsOf(t, fx.c, "")
-	needed := e.need(e.tok, s1.ID, names)
-	e.need(e.narrow, s2.ID, names)
+	needed := e.need(e.Tok, s1.ID, names)
+	e.need(e.Narrow, s2.ID, names)
 	obj, _ := store.ParseObjectName(needed[0])
 	data := objectBytes(t, obj)
 	// An upload of s1 left open halfway.
-	r := e.do(e.tok, "POST", api.PathUploads+"/", nil, map[string]string{
+	r := e.do(e.Tok, "POST", api.PathUploads+"/", nil, map[string]string{
 		"Tus-Resumable": "1.0.0", "Upload-Length": strconv.Itoa(len(data)),
 		"Upload-Metadata": meta(api.MetaSession, s1.ID, api.MetaObject, needed[0])})
 	want(t, r, 201)
 	loc := r.header.Get("Location")
 	path := loc[strings.Index(loc, api.PathUploads):]
 
-	want(t, e.do(e.narrow, "GET", api.PathSessions+"/"+s1.ID, nil, nil), 404)
-	want(t, e.doJSON(e.narrow, "POST", api.PathSessions+"/"+s1.ID+"/commit", nil), 404)
-	want(t, e.do(e.narrow, "DELETE", api.PathSessions+"/"+s1.ID, nil, nil), 404)
-	want(t, e.upload(e.narrow, s1.ID, needed[0], data), 404)
+	want(t, e.do(e.Narrow, "GET", api.PathSessions+"/"+s1.ID, nil, nil), 404)
+	want(t, e.doJSON(e.Narrow, "POST", api.PathSessions+"/"+s1.ID+"/commit", nil), 404)
+	want(t, e.do(e.Narrow, "DELETE", api.PathSessions+"/"+s1.ID, nil, nil), 404)
+	want(t, e.upload(e.Narrow, s1.ID, needed[0], data), 404)
 	tus := map[string]string{"Tus-Resumable": "1.0.0"}
-	want(t, e.do(e.narrow, "HEAD", path, nil, tus), 404)
-	want(t, e.do(e.narrow, "DELETE", path, nil, tus), 404)
+	want(t, e.do(e.Narrow, "HEAD", path, nil, tus), 404)
+	want(t, e.do(e.Narrow, "DELETE", path, nil, tus), 404)
 	sid2, up1 := s2.ID, path[strings.LastIndex(path, "/")+1:]
 	for _, p := range []string{
 		api.PathUploads + "/" + sid2 + "/../" + s1.ID + "/" + up1,
@@ -228,20 +228,20 @@ func TestIsolationBetweenTokens(t *testing.T) {
 		api.PathUploads + "/" + s1.ID,
 		api.PathUploads + "/../sessions",
 	} {
-		for _, tok := range []token{e.narrow, e.tok} {
+		for _, tok := range []token{e.Narrow, e.Tok} {
 			if r := e.do(tok, "HEAD", p, nil, tus); r.status == 200 {
 				t.Errorf("HEAD %s answered 200", p)
 			}
 		}
 	}
 	// The owner still sees it.
-	r = e.do(e.tok, "HEAD", path, nil, tus)
+	r = e.do(e.Tok, "HEAD", path, nil, tus)
 	want(t, r, 200)
 	if r.header.Get("Upload-Offset") != "0" {
 		t.Fatalf("offset %q", r.header.Get("Upload-Offset"))
 	}
 	// A second upload of the same object: 409 naming the live one.
-	r = e.upload(e.tok, s1.ID, needed[0], data)
+	r = e.upload(e.Tok, s1.ID, needed[0], data)
 	if r.status != 409 || !strings.Contains(string(r.body), path) {
 		t.Fatalf("second upload: %d %s", r.status, r.body)
 	}
@@ -251,9 +251,9 @@ func TestIsolationBetweenTokens(t *testing.T) {
 // the upload resumes from the offset HEAD reports.
 func TestInterruptedPatchResumesAfterRestart(t *testing.T) {
 	e := newEnv(t)
-	e.start()
-	s := e.session(e.tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
-	needed := e.need(e.tok, s.ID, objectsOf(t, fx.a, ""))
+	e.Start()
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
 	var obj string
 	var data []byte
 	for _, n := range needed {
@@ -266,7 +266,7 @@ func TestInterruptedPatchResumesAfterRestart(t *testing.T) {
 	if obj == "" {
 		t.Fatal("no large object in the fixture")
 	}
-	r := e.do(e.tok, "POST", api.PathUploads+"/", nil, map[string]string{
+	r := e.do(e.Tok, "POST", api.PathUploads+"/", nil, map[string]string{
 		"Tus-Resumable": "1.0.0", "Upload-Length": strconv.Itoa(len(data)),
 		"Upload-Metadata": meta(api.MetaSession, s.ID, api.MetaObject, obj)})
 	want(t, r, 201)
@@ -274,37 +274,37 @@ func TestInterruptedPatchResumesAfterRestart(t *testing.T) {
 	path := loc[strings.Index(loc, api.PathUploads):]
 
 	// Send headers and half the body, then drop the connection.
-	conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	half := len(data) / 2
-	fmt.Fprintf(conn, "PATCH %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: %d\r\n\r\n", path, e.tok.secret, len(data))
+	fmt.Fprintf(conn, "PATCH %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: %d\r\n\r\n", path, e.Tok.Secret, len(data))
 	conn.Write(data[:half])
 	time.Sleep(300 * time.Millisecond)
 	conn.Close()
 	time.Sleep(300 * time.Millisecond)
 
-	e.restart()
+	e.Restart()
 	tus := map[string]string{"Tus-Resumable": "1.0.0"}
-	r = e.do(e.tok, "HEAD", path, nil, tus)
+	r = e.do(e.Tok, "HEAD", path, nil, tus)
 	want(t, r, 200)
 	off, _ := strconv.Atoi(r.header.Get("Upload-Offset"))
 	if off <= 0 || off > half {
 		t.Fatalf("offset after restart %d, want 1..%d", off, half)
 	}
 	var sv api.Session
-	gr := e.do(e.tok, "GET", api.PathSessions+"/"+s.ID, nil, nil)
+	gr := e.do(e.Tok, "GET", api.PathSessions+"/"+s.ID, nil, nil)
 	want(t, gr, 200)
 	gr.json(t, &sv)
 	if len(sv.Uploads) != 1 || sv.Uploads[0].Offset != int64(off) || sv.Uploads[0].URL != path {
 		t.Fatalf("session uploads %+v, want one at offset %d", sv.Uploads, off)
 	}
-	r = e.do(e.tok, "PATCH", path, strings.NewReader(string(data[off:])), map[string]string{
+	r = e.do(e.Tok, "PATCH", path, strings.NewReader(string(data[off:])), map[string]string{
 		"Tus-Resumable": "1.0.0", "Upload-Offset": strconv.Itoa(off), "Content-Type": "application/offset+octet-stream"})
 	want(t, r, 204)
 	// Verified: HEAD is answered from the journal.
-	r = e.do(e.tok, "HEAD", path, nil, tus)
+	r = e.do(e.Tok, "HEAD", path, nil, tus)
 	want(t, r, 200)
 	if r.header.Get("Upload-Offset") != strconv.Itoa(len(data)) {
 		t.Fatalf("offset of verified upload %q", r.header.Get("Upload-Offset"))
@@ -313,104 +313,104 @@ func TestInterruptedPatchResumesAfterRestart(t *testing.T) {
 
 func TestRefusalsChangeNothing(t *testing.T) {
 	e := newEnv(t)
-	e.start()
-	want(t, e.push(e.tok, []api.RefUpdate{{Name: "main", New: fx.b}}, false), 200)
-	objs := objectFiles(t, e.repo)
+	e.Start()
+	want(t, e.push(e.Tok, []api.RefUpdate{{Name: "main", New: fx.b}}, false), 200)
+	objs := objectFiles(t, e.Repo)
 
 	// A session from a stale view of the ref is refused at creation.
-	r := e.doJSON(e.tok, "POST", api.PathSessions, api.SessionRequest{Refs: []api.RefUpdate{{Name: "main", Old: fx.a, New: fx.d}}})
+	r := e.doJSON(e.Tok, "POST", api.PathSessions, api.SessionRequest{Refs: []api.RefUpdate{{Name: "main", Old: fx.a, New: fx.d}}})
 	want(t, r, 409)
 	// Compare-and-swap at commit: two sessions from the same view; the
 	// second to commit loses.
-	sA := e.session(e.tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
-	sB := e.session(e.tok, []api.RefUpdate{{Name: "other", New: fx.a}}, true)
+	sA := e.session(e.Tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
+	sB := e.session(e.Tok, []api.RefUpdate{{Name: "other", New: fx.a}}, true)
 	for _, x := range []struct{ id, c string }{{sA.ID, fx.c}, {sB.ID, fx.a}} {
-		if err := e.uploadAll(e.tok, x.id, e.need(e.tok, x.id, objectsOf(t, x.c, ""))); err != nil {
+		if err := e.uploadAll(e.Tok, x.id, e.need(e.Tok, x.id, objectsOf(t, x.c, ""))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+sA.ID+"/commit", nil), 200)
-	before := e.refs()
-	r = e.doJSON(e.tok, "POST", api.PathSessions+"/"+sB.ID+"/commit", nil)
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+sA.ID+"/commit", nil), 200)
+	before := e.Refs()
+	r = e.doJSON(e.Tok, "POST", api.PathSessions+"/"+sB.ID+"/commit", nil)
 	want(t, r, 409)
 	if !strings.Contains(string(r.body), "moved") {
 		t.Fatalf("CAS refusal says %s", r.body)
 	}
 	// Not a fast-forward: B -> A (A is older, an ancestor), and B -> D (unrelated).
 	for _, newc := range []string{fx.a, fx.d} {
-		s := e.session(e.tok, []api.RefUpdate{{Name: "main", Old: fx.b, New: newc}}, false)
-		if err := e.uploadAll(e.tok, s.ID, e.need(e.tok, s.ID, objectsOf(t, newc, ""))); err != nil {
+		s := e.session(e.Tok, []api.RefUpdate{{Name: "main", Old: fx.b, New: newc}}, false)
+		if err := e.uploadAll(e.Tok, s.ID, e.need(e.Tok, s.ID, objectsOf(t, newc, ""))); err != nil {
 			t.Fatal(err)
 		}
-		r = e.doJSON(e.tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
+		r = e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
 		want(t, r, 409)
 		if !strings.Contains(string(r.body), "fast-forward") {
 			t.Fatalf("non-fast-forward refusal says %s", r.body)
 		}
 	}
-	if got := e.refs(); fmt.Sprint(got) != fmt.Sprint(before) {
+	if got := e.Refs(); fmt.Sprint(got) != fmt.Sprint(before) {
 		t.Fatalf("refs changed: %v -> %v", before, got)
 	}
-	storetest.MustOstree(t, "fsck", "--repo="+e.repo)
-	if n := objectFiles(t, e.repo); n < objs {
+	storetest.MustOstree(t, "fsck", "--repo="+e.Repo)
+	if n := objectFiles(t, e.Repo); n < objs {
 		t.Fatalf("objects shrank %d -> %d", objs, n)
 	}
 	// A commit bound to another ref is refused for main.
-	r = e.push(e.tok, []api.RefUpdate{{Name: "main", Old: fx.b, New: fx.c}}, false)
+	r = e.push(e.Tok, []api.RefUpdate{{Name: "main", Old: fx.b, New: fx.c}}, false)
 	want(t, r, 409)
 	if !strings.Contains(string(r.body), "bound to refs [other]") {
 		t.Fatalf("binding refusal says %s", r.body)
 	}
 	// force moves it.
-	want(t, e.push(e.tok, []api.RefUpdate{{Name: "main", Old: fx.b, New: fx.d}}, true), 200)
-	e.checkPublished(map[string]string{"main": fx.d, "other": fx.c})
+	want(t, e.push(e.Tok, []api.RefUpdate{{Name: "main", Old: fx.b, New: fx.d}}, true), 200)
+	e.CheckPublished(map[string]string{"main": fx.d, "other": fx.c})
 }
 
 // Objects verified in a session that was refused (or aborted) count as
 // present for the same token's next session, not for another token's.
 func TestRefusedSessionLosesNothing(t *testing.T) {
 	e := newEnv(t)
-	e.start()
-	s1 := e.session(e.tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
+	e.Start()
+	s1 := e.session(e.Tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
 	names := objectsOf(t, fx.c, "")
-	needed := e.need(e.tok, s1.ID, names)
-	if err := e.uploadAll(e.tok, s1.ID, needed); err != nil {
+	needed := e.need(e.Tok, s1.ID, names)
+	if err := e.uploadAll(e.Tok, s1.ID, needed); err != nil {
 		t.Fatal(err)
 	}
-	want(t, e.do(e.tok, "DELETE", api.PathSessions+"/"+s1.ID, nil, nil), 204)
-	want(t, e.do(e.tok, "DELETE", api.PathSessions+"/"+s1.ID, nil, nil), 409)
-	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s1.ID+"/commit", nil), 409)
-	s2 := e.session(e.tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
+	want(t, e.do(e.Tok, "DELETE", api.PathSessions+"/"+s1.ID, nil, nil), 204)
+	want(t, e.do(e.Tok, "DELETE", api.PathSessions+"/"+s1.ID, nil, nil), 409)
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s1.ID+"/commit", nil), 409)
+	s2 := e.session(e.Tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
 	if s2.ID == s1.ID {
 		t.Fatal("an aborted session was resumed")
 	}
-	if again := e.need(e.tok, s2.ID, names); len(again) != 0 {
+	if again := e.need(e.Tok, s2.ID, names); len(again) != 0 {
 		t.Fatalf("%d of %d objects must be sent again after an abort", len(again), len(needed))
 	}
-	s3 := e.session(e.narrow, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
-	if other := e.need(e.narrow, s3.ID, names); len(other) != len(needed) {
+	s3 := e.session(e.Narrow, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
+	if other := e.need(e.Narrow, s3.ID, names); len(other) != len(needed) {
 		t.Fatalf("another token reuses %d verified objects", len(needed)-len(other))
 	}
-	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s2.ID+"/commit", nil), 200)
-	e.checkPublished(map[string]string{"other": fx.c})
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s2.ID+"/commit", nil), 200)
+	e.CheckPublished(map[string]string{"other": fx.c})
 }
 
 // Negotiation goes in batches, so a session may name far more objects than
 // one request carries.
 func TestNegotiationInBatches(t *testing.T) {
 	e := newEnv(t)
-	e.start()
-	s := e.session(e.tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	e.Start()
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	names := make([]store.ObjectName, 3*api.MaxNamesPerRequest+7)
 	for i := range names {
 		names[i].Type = store.File
 		binary.BigEndian.PutUint64(names[i].Sum[:], uint64(i)+1)
 	}
-	if got := e.need(e.tok, s.ID, names); len(got) != len(names) {
+	if got := e.need(e.Tok, s.ID, names); len(got) != len(names) {
 		t.Fatalf("%d of %d synthetic objects needed", len(got), len(names))
 	}
 	var sv api.Session
-	r := e.do(e.tok, "GET", api.PathSessions+"/"+s.ID, nil, nil)
+	r := e.do(e.Tok, "GET", api.PathSessions+"/"+s.ID, nil, nil)
 	r.json(t, &sv)
 	if sv.Objects != len(names) {
 		t.Fatalf("session counts %d objects, want %d", sv.Objects, len(names))
@@ -419,48 +419,48 @@ func TestNegotiationInBatches(t *testing.T) {
 	for i := range big {
 		big[i] = names[0].String()
 	}
-	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: big}), 413)
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: big}), 413)
 }
 
 func TestMaxObjectsPerSession(t *testing.T) {
 	e := newEnv(t)
-	e.maxObjects = 10
-	e.start()
-	s := e.session(e.tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	e.MaxObjects = 10
+	e.Start()
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	names := objectsOf(t, fx.a, "")
 	var strs []string
 	for _, n := range names[:11] {
 		strs = append(strs, n.String())
 	}
-	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: strs}), 413)
-	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: strs[:10]}), 200)
-	want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: strs[10:]}), 413)
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: strs}), 413)
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: strs[:10]}), 200)
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: strs[10:]}), 413)
 	for _, bad := range []string{"../../etc/passwd", strings.Repeat("A", 64) + ".filez", "x"} {
-		want(t, e.doJSON(e.tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: []string{bad}}), 400)
+		want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: []string{bad}}), 400)
 	}
 }
 
 func TestExpiryFreesDisk(t *testing.T) {
 	e := newEnv(t)
-	e.ttl = time.Second
-	e.start()
-	s := e.session(e.tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
-	needed := e.need(e.tok, s.ID, objectsOf(t, fx.a, ""))
+	e.TTL = time.Second
+	e.Start()
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
 	first, _ := store.ParseObjectName(needed[0])
-	want(t, e.upload(e.tok, s.ID, needed[0], objectBytes(t, first)), 201)
+	want(t, e.upload(e.Tok, s.ID, needed[0], objectBytes(t, first)), 201)
 	second, _ := store.ParseObjectName(needed[1])
 	data := objectBytes(t, second)
-	want(t, e.do(e.tok, "POST", api.PathUploads+"/", strings.NewReader(string(data[:len(data)/2])), map[string]string{
+	want(t, e.do(e.Tok, "POST", api.PathUploads+"/", strings.NewReader(string(data[:len(data)/2])), map[string]string{
 		"Tus-Resumable": "1.0.0", "Upload-Length": strconv.Itoa(len(data)), "Content-Type": "application/offset+octet-stream",
 		"Upload-Metadata": meta(api.MetaSession, s.ID, api.MetaObject, needed[1])}), 201)
-	spooled := filepath.Join(e.state, "spool", filepath.FromSlash(first.RelPath()))
+	spooled := filepath.Join(e.State, "spool", filepath.FromSlash(first.RelPath()))
 	if _, err := os.Stat(spooled); err != nil {
 		t.Fatalf("verified object not in the spool: %v", err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var sv api.Session
-		r := e.do(e.tok, "GET", api.PathSessions+"/"+s.ID, nil, nil)
+		r := e.do(e.Tok, "GET", api.PathSessions+"/"+s.ID, nil, nil)
 		r.json(t, &sv)
 		if sv.State == api.StateExpired {
 			break
@@ -474,7 +474,7 @@ func TestExpiryFreesDisk(t *testing.T) {
 		t.Fatalf("spool object survived expiry: %v", err)
 	}
 	left := 0
-	filepath.Walk(filepath.Join(e.state, "uploads"), func(p string, fi os.FileInfo, err error) error {
+	filepath.Walk(filepath.Join(e.State, "uploads"), func(p string, fi os.FileInfo, err error) error {
 		if err == nil && !fi.IsDir() {
 			left++
 		}
@@ -488,15 +488,15 @@ func TestExpiryFreesDisk(t *testing.T) {
 // One daemon per production repo and per state dir.
 func TestSecondDaemonRefuses(t *testing.T) {
 	e := newEnv(t)
-	e.start()
-	for name, state := range map[string]string{"same state dir": e.state, "other state dir": e.state + "2"} {
-		_, err := daemon.New(ctx, daemon.Options{RepoPath: e.repo, StateDir: state, Keyring: config.NewKeyring(e.tokens())})
+	e.Start()
+	for name, state := range map[string]string{"same state dir": e.State, "other state dir": e.State + "2"} {
+		_, err := daemon.New(ctx, daemon.Options{RepoPath: e.Repo, StateDir: state, Keyring: config.NewKeyring(e.Tokens())})
 		if err == nil || !strings.Contains(err.Error(), "in use") {
 			t.Errorf("%s: second daemon: %v", name, err)
 		}
 	}
 	other := newEnv(t)
-	_, err := daemon.New(ctx, daemon.Options{RepoPath: other.repo, StateDir: "/dev/shm/ou-state-test", Keyring: config.NewKeyring(e.tokens())})
+	_, err := daemon.New(ctx, daemon.Options{RepoPath: other.Repo, StateDir: "/dev/shm/ou-state-test", Keyring: config.NewKeyring(e.Tokens())})
 	os.RemoveAll("/dev/shm/ou-state-test")
 	if err == nil || !strings.Contains(err.Error(), "not on the filesystem") {
 		t.Errorf("state dir on another filesystem: %v", err)
@@ -507,28 +507,28 @@ func TestSecondDaemonRefuses(t *testing.T) {
 // journal uploads whose bytes are gone are forgotten (the client re-sends).
 func TestStartupReconciles(t *testing.T) {
 	e := newEnv(t)
-	e.start()
-	s := e.session(e.tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
-	needed := e.need(e.tok, s.ID, objectsOf(t, fx.a, ""))
+	e.Start()
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
 	tus := map[string]string{"Tus-Resumable": "1.0.0"}
 	var paths []string
 	for _, n := range needed[:2] {
-		r := e.do(e.tok, "POST", api.PathUploads+"/", nil, map[string]string{
+		r := e.do(e.Tok, "POST", api.PathUploads+"/", nil, map[string]string{
 			"Tus-Resumable": "1.0.0", "Upload-Length": "100", "Upload-Metadata": meta(api.MetaSession, s.ID, api.MetaObject, n)})
 		want(t, r, 201)
 		loc := r.header.Get("Location")
 		paths = append(paths, loc[strings.Index(loc, api.PathUploads):])
 	}
-	e.shutdown()
-	uploads := filepath.Join(e.state, "uploads")
+	e.Stop()
+	uploads := filepath.Join(e.State, "uploads")
 	stray := filepath.Join(uploads, s.ID, strings.Repeat("ab", 16))
 	os.WriteFile(stray, []byte("left behind"), 0o600)
 	os.WriteFile(stray+".info", []byte("{}"), 0o600)
 	os.Remove(filepath.Join(uploads, filepath.FromSlash(strings.TrimPrefix(paths[0], api.PathUploads+"/"))))
-	e.start()
+	e.Start()
 	if _, err := os.Stat(stray); !os.IsNotExist(err) {
 		t.Fatalf("stray upload file survived start-up: %v", err)
 	}
-	want(t, e.do(e.tok, "HEAD", paths[0], nil, tus), 404)
-	want(t, e.do(e.tok, "HEAD", paths[1], nil, tus), 200)
+	want(t, e.do(e.Tok, "HEAD", paths[0], nil, tus), 404)
+	want(t, e.do(e.Tok, "HEAD", paths[1], nil, tus), 200)
 }

@@ -28,10 +28,10 @@ func TestCurlWalkthrough(t *testing.T) {
 		script += b[1]
 	}
 	e := newEnv(t)
-	e.start()
+	e.Start()
 	cmd := exec.Command("bash", "-c", script)
 	cmd.Dir = t.TempDir()
-	cmd.Env = append(os.Environ(), "SERVER="+e.url, "TOKEN="+e.tok.secret)
+	cmd.Env = append(os.Environ(), "SERVER="+e.URL, "TOKEN="+e.Tok.Secret)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("walk-through failed: %v\n%s", err, out)
@@ -40,5 +40,5 @@ func TestCurlWalkthrough(t *testing.T) {
 	if m == nil || !strings.Contains(string(out), "server has 100000 of") {
 		t.Fatalf("walk-through output:\n%s", out)
 	}
-	e.checkPublished(map[string]string{"main": string(m[1])})
+	e.CheckPublished(map[string]string{"main": string(m[1])})
 }

@@ -150,3 +150,61 @@ func PullOverHTTP(t testing.TB, repo, ref string) {
 	MustOstree(t, "pull", "--repo="+dst, "prod", ref)
 	MustOstree(t, "fsck", "--repo="+dst)
 }
+
+// Fixture is a build repository with the commits tests push:
+// main: A, then B (B's parent A, a later timestamp, renames and edits);
+// other: C (small); D: unrelated to A and B but bound to main;
+// big: E, thirty incompressible files of 300 KiB to 1.5 MiB.
+type Fixture struct {
+	Build         string
+	A, B, C, D, E string
+}
+
+// BuildFixture makes a Fixture under dir with a tree of files files (at
+// least 400).
+func BuildFixture(dir string, files int) (*Fixture, error) {
+	f := &Fixture{Build: filepath.Join(dir, "build")}
+	if err := InitArchive(f.Build); err != nil {
+		return nil, err
+	}
+	rng := rand.New(rand.NewSource(3))
+	tree := filepath.Join(dir, "tree")
+	var err error
+	if err = WriteTree(tree, files, rng); err != nil {
+		return nil, err
+	}
+	if f.A, err = CommitTree(f.Build, "main", tree, 1700000000); err != nil {
+		return nil, err
+	}
+	if err = MutateTree(tree, rng); err != nil {
+		return nil, err
+	}
+	if f.B, err = CommitTree(f.Build, "main", tree, 1700000100); err != nil {
+		return nil, err
+	}
+	small := filepath.Join(dir, "small")
+	if err = WriteTree(small, 60, rng); err != nil {
+		return nil, err
+	}
+	if f.C, err = CommitTree(f.Build, "other", small, 1700000200); err != nil {
+		return nil, err
+	}
+	f.D, err = Ostree("commit", "--repo="+f.Build, "--orphan", "--bind-ref=main", "--tree=dir="+small,
+		"--timestamp=@1700000300", "-s", "unrelated")
+	if err != nil {
+		return nil, err
+	}
+	big := filepath.Join(dir, "big")
+	if err := os.MkdirAll(big, 0o755); err != nil {
+		return nil, err
+	}
+	for i := 0; i < 30; i++ {
+		b := make([]byte, 300<<10+rng.Intn(1200<<10))
+		rng.Read(b)
+		if err := os.WriteFile(filepath.Join(big, fmt.Sprintf("blob%02d", i)), b, 0o644); err != nil {
+			return nil, err
+		}
+	}
+	f.E, err = CommitTree(f.Build, "big", big, 1700000400)
+	return f, err
+}

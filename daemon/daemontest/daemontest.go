@@ -1,0 +1,230 @@
+// Package daemontest runs real receive daemons for tests: in-process on
+// 127.0.0.1, or as a subprocess that can be killed, over real repositories.
+package daemontest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ostree-upload/ostree-upload/daemon"
+	"github.com/ostree-upload/ostree-upload/daemon/config"
+	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/storetest"
+)
+
+// Token is an API token: its secret and hash.
+type Token struct{ Secret, Hash string }
+
+// NewToken makes a fresh token.
+func NewToken(t testing.TB) Token {
+	s, h, err := config.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Token{s, h}
+}
+
+// Env is a daemon under test with its repositories and two tokens: Tok may
+// push any ref, Narrow only refs matching "other*".
+type Env struct {
+	T           testing.TB
+	Repo, State string
+	URL         string // http://127.0.0.1:port once started
+	Tok, Narrow Token
+	TTL         time.Duration
+	MaxObjects  int
+
+	addr string
+	srv  *daemon.Server
+	stop context.CancelFunc
+	done chan error
+}
+
+// New prepares (but does not start) a daemon with an empty state.
+func New(t testing.TB) *Env {
+	dir := t.TempDir()
+	return &Env{T: t, Repo: filepath.Join(dir, "repo"), State: filepath.Join(dir, "state"),
+		Tok: NewToken(t), Narrow: NewToken(t), TTL: time.Hour, MaxObjects: 100000}
+}
+
+// Tokens are the daemon's configured tokens.
+func (e *Env) Tokens() []config.Token {
+	return []config.Token{
+		{SHA256: e.Tok.Hash, Name: "ci"},
+		{SHA256: e.Narrow.Hash, Name: "narrow", Refs: []string{"other*"}},
+	}
+}
+
+func (e *Env) listen() net.Listener {
+	addr := e.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	var ln net.Listener
+	var err error
+	for i := 0; i < 50; i++ { // the port of a daemon just stopped may linger
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	e.addr = ln.Addr().String()
+	e.URL = "http://" + e.addr
+	return ln
+}
+
+// Start runs the daemon in-process, on the same address as before if it
+// ran already.
+func (e *Env) Start() {
+	t := e.T
+	srv, err := daemon.New(context.Background(), daemon.Options{
+		RepoPath: e.Repo, StateDir: e.State, Keyring: config.NewKeyring(e.Tokens()),
+		SessionTTL: e.TTL, MaxObjectsPerSession: e.MaxObjects, MaxObjectSize: 1 << 30, Version: "test",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := e.listen()
+	ctx, cancel := context.WithCancel(context.Background())
+	e.srv, e.stop, e.done = srv, cancel, make(chan error, 1)
+	go func() { e.done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(e.Stop)
+}
+
+// Stop shuts the in-process daemon down gracefully.
+func (e *Env) Stop() {
+	if e.srv == nil {
+		return
+	}
+	e.stop()
+	<-e.done
+	e.srv.Close()
+	e.srv = nil
+}
+
+// Restart stops and starts the in-process daemon on the same address.
+func (e *Env) Restart() {
+	e.Stop()
+	e.Start()
+}
+
+// Proc is a daemon running as a subprocess.
+type Proc struct {
+	Cmd  *exec.Cmd
+	Log  string // its log file
+	done chan error
+}
+
+// WriteConfig writes the daemon's configuration file with its tokens.
+func (e *Env) WriteConfig() string {
+	path := filepath.Join(filepath.Dir(e.Repo), "ostree-upload.yaml")
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	for _, tk := range e.Tokens() {
+		if err := config.AppendToken(path, tk); err != nil {
+			e.T.Fatal(err)
+		}
+	}
+	return path
+}
+
+// StartProcess runs the daemon binary bin ("ostree-upload"), armed to kill
+// itself at failpoint if it is not empty, and waits until it answers.
+func (e *Env) StartProcess(bin, failpoint string) *Proc {
+	t := e.T
+	ln := e.listen()
+	ln.Close()
+	logPath := filepath.Join(filepath.Dir(e.Repo), "daemon.log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "receive", "-c", e.WriteConfig(), "-r", e.Repo, "--state-dir", e.State, "-a", e.addr)
+	cmd.Env = append(os.Environ(), "OSTREE_UPLOAD_FAILPOINT="+failpoint)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &Proc{Cmd: cmd, Log: logPath, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait(); logf.Close() }()
+	t.Cleanup(func() { cmd.Process.Kill(); p.Wait() })
+	for i := 0; ; i++ {
+		res, err := http.Get(e.URL + "/healthz")
+		if err == nil {
+			res.Body.Close()
+			return p
+		}
+		select {
+		case err := <-p.done:
+			p.done <- err
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("daemon exited: %v\n%s", err, b)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if i > 300 {
+			t.Fatal("daemon did not start")
+		}
+	}
+}
+
+// Wait waits for the subprocess to end and returns how it ended.
+func (p *Proc) Wait() error {
+	err := <-p.done
+	p.done <- err
+	return err
+}
+
+// Kill ends the subprocess with SIGKILL and waits for it.
+func (p *Proc) Kill() {
+	p.Cmd.Process.Kill()
+	p.Wait()
+}
+
+// Refs lists the production repository's refs.
+func (e *Env) Refs() map[string]string {
+	e.T.Helper()
+	r, err := store.Open(context.Background(), e.Repo)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	defer r.Close()
+	refs, err := r.ListRefs(context.Background())
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	out := map[string]string{}
+	for k, v := range refs {
+		out[k] = v.String()
+	}
+	return out
+}
+
+// CheckPublished verifies the production repository the way clients see
+// it: the refs, `ostree fsck`, and a pull of each ref over HTTP into a
+// bare-user repository.
+func (e *Env) CheckPublished(want map[string]string) {
+	e.T.Helper()
+	got := e.Refs()
+	for ref, c := range want {
+		if got[ref] != c {
+			e.T.Fatalf("ref %s = %q, want %s (all: %v)", ref, got[ref], c, got)
+		}
+	}
+	storetest.MustOstree(e.T, "fsck", "--repo="+e.Repo)
+	for ref := range want {
+		storetest.PullOverHTTP(e.T, e.Repo, ref)
+	}
+}
