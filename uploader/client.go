@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -63,6 +64,7 @@ type client struct {
 	// stall is how long a request may make no progress before it is cut.
 	stall   time.Duration
 	retries atomic.Int64
+	log     *slog.Logger
 }
 
 func newClient(address, token string, jobs int) (*client, error) {
@@ -141,7 +143,11 @@ type watchdog struct {
 
 func (w *watchdog) Read(p []byte) (int, error) {
 	n, err := w.r.Read(p)
-	w.last.Store(time.Now().UnixNano())
+	if err == io.EOF {
+		w.last.Store(-1) // body sent: the response timeout governs from here
+	} else {
+		w.last.Store(time.Now().UnixNano())
+	}
 	return n, err
 }
 
@@ -154,7 +160,11 @@ func (w *watchdog) watch(ctx context.Context, limit time.Duration, cancel contex
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if time.Since(time.Unix(0, w.last.Load())) > limit {
+			last := w.last.Load()
+			if last == -1 {
+				return
+			}
+			if time.Since(time.Unix(0, last)) > limit {
 				cancel(errStalled)
 				return
 			}
@@ -188,20 +198,27 @@ func (c *client) json(ctx context.Context, method, path string, in, out any) err
 }
 
 // retry runs fn until it succeeds, fails permanently, or keeps failing
-// temporarily for longer than budget; waits grow exponentially with jitter.
+// temporarily for longer than budget after its first failure; waits grow
+// exponentially with jitter.
 func (c *client) retry(ctx context.Context, budget time.Duration, fn func() error) error {
-	start := time.Now()
+	var firstFailure time.Time
 	wait := 200 * time.Millisecond
 	for {
 		err := fn()
 		if err == nil || !temporary(err) || ctx.Err() != nil {
 			return err
 		}
-		if time.Since(start) > budget {
+		if firstFailure.IsZero() {
+			firstFailure = time.Now()
+		}
+		if time.Since(firstFailure) > budget {
 			return fmt.Errorf("gave up after %s: %w", budget, err)
 		}
 		c.retries.Add(1)
 		d := wait/2 + rand.N(wait)
+		if c.log != nil {
+			c.log.Debug("retrying", "after", d.Round(time.Millisecond), "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -134,6 +134,7 @@ func Push(ctx context.Context, opts Options) (*Result, error) {
 		return nil, &PermanentError{Err: err}
 	}
 	defer repo.Close()
+	c.log = opts.Log
 	p := &pusher{opts: opts, log: opts.Log, repo: repo, c: c, sizes: map[store.ObjectName]int64{}}
 	err = p.run(ctx)
 	p.res.Retries = c.retries.Load()

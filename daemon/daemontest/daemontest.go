@@ -91,7 +91,7 @@ func (e *Env) Start() {
 	srv, err := daemon.New(context.Background(), daemon.Options{
 		RepoPath: e.Repo, StateDir: e.State, Keyring: config.NewKeyring(e.Tokens()),
 		SessionTTL: e.TTL, MaxObjectsPerSession: e.MaxObjects, MaxObjectSize: 1 << 30, Version: "test",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger: testLogger(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -101,6 +101,14 @@ func (e *Env) Start() {
 	e.srv, e.stop, e.done = srv, cancel, make(chan error, 1)
 	go func() { e.done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(e.Stop)
+}
+
+// testLogger discards logs unless OSTREE_UPLOAD_TEST_LOG is set.
+func testLogger() *slog.Logger {
+	if os.Getenv("OSTREE_UPLOAD_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
 // Stop shuts the in-process daemon down gracefully.

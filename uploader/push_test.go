@@ -1,0 +1,379 @@
+package uploader_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
+	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/storetest"
+	"github.com/ostree-upload/ostree-upload/uploader"
+)
+
+var (
+	ctx = context.Background()
+	fx  *storetest.Fixture
+	bin string
+)
+
+func TestMain(m *testing.M) {
+	code, err := run(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fixtures:", err)
+		os.Exit(2)
+	}
+	os.Exit(code)
+}
+
+func run(m *testing.M) (int, error) {
+	dir, err := os.MkdirTemp("", "uploader-test-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	if fx, err = storetest.BuildFixture(dir, 500); err != nil {
+		return 0, err
+	}
+	bin = filepath.Join(dir, "ostree-upload")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/ostree-upload/ostree-upload/cmd/ostree-upload").CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("build: %v: %s", err, out)
+	}
+	return m.Run(), nil
+}
+
+func opts(e *daemontest.Env, url string, refs ...string) uploader.Options {
+	o := uploader.Options{Repo: fx.Build, Address: url, Token: e.Tok.Secret, Refs: refs, Jobs: 4, RetryTimeout: 30 * time.Second}
+	if os.Getenv("OSTREE_UPLOAD_TEST_LOG") != "" {
+		o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return o
+}
+
+func push(t *testing.T, o uploader.Options) *uploader.Result {
+	t.Helper()
+	res, err := uploader.Push(ctx, o)
+	if err != nil {
+		t.Fatalf("push %v: %v", o.Refs, err)
+	}
+	return res
+}
+
+// objectBytes is the size of a set of objects of the build repo.
+func objectBytes(t testing.TB, commit, base string) (n int, bytes int64) {
+	t.Helper()
+	r, err := store.OpenArchive(ctx, fx.Build)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	c, _ := store.ParseChecksum(commit)
+	add := func(o store.ObjectName) error {
+		s, err := r.ObjectSize(o)
+		n, bytes = n+1, bytes+s
+		return err
+	}
+	if base == "" {
+		err = r.Walk(ctx, c, add)
+	} else {
+		b, _ := store.ParseChecksum(base)
+		err = r.Diff(ctx, c, b, add)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, bytes
+}
+
+func TestColdNoopAndIncremental(t *testing.T) {
+	e := daemontest.New(t)
+	e.Start()
+	// Cold: main at A.
+	o := opts(e, e.URL, "main")
+	o.Repo = partialRepo(t, fx.A)
+	res := push(t, o)
+	_, all := objectBytes(t, fx.A, "")
+	if res.BytesSent != all || res.Refs[0].Status != "updated" {
+		t.Fatalf("cold push sent %d bytes (objects hold %d): %+v", res.BytesSent, all, res)
+	}
+	e.CheckPublished(map[string]string{"main": fx.A})
+	// No-op.
+	res = push(t, o)
+	if res.BytesSent != 0 || res.Objects != 0 || res.Refs[0].Status != "up to date" {
+		t.Fatalf("no-op push: %+v", res)
+	}
+	// Incremental with A in the build repo: the diff travels.
+	res = push(t, opts(e, e.URL, "main"))
+	n, diff := objectBytes(t, fx.B, fx.A)
+	if res.BytesSent > diff || res.Sent > n {
+		t.Fatalf("incremental push sent %d objects / %d bytes, the diff is %d / %d", res.Sent, res.BytesSent, n, diff)
+	}
+	e.CheckPublished(map[string]string{"main": fx.B})
+}
+
+// partialRepo is an archive repo holding only commit c (not its parents),
+// like a fresh CI machine that built one commit.
+func partialRepo(t testing.TB, c string) string {
+	dst := filepath.Join(t.TempDir(), "ci")
+	storetest.MustOstree(t, "init", "--mode=archive", "--repo="+dst)
+	storetest.MustOstree(t, "pull-local", "--depth=0", "--repo="+dst, fx.Build, c)
+	storetest.MustOstree(t, "refs", "--repo="+dst, "--create=main", c)
+	return dst
+}
+
+// A fresh CI machine lacks the daemon's commit: the daemon still names only
+// what it lacks.
+func TestIncrementalWithoutOldCommit(t *testing.T) {
+	e := daemontest.New(t)
+	e.Start()
+	push(t, opts(e, e.URL, "other"))
+	o := opts(e, e.URL, "main")
+	o.Repo = partialRepo(t, fx.A)
+	push(t, o)
+	o.Repo = partialRepo(t, fx.B)
+	res := push(t, o)
+	_, diff := objectBytes(t, fx.B, fx.A)
+	if res.BytesSent > diff {
+		t.Fatalf("push without A sent %d bytes, the diff is %d", res.BytesSent, diff)
+	}
+	e.CheckPublished(map[string]string{"main": fx.B, "other": fx.C})
+}
+
+func TestRefusals(t *testing.T) {
+	e := daemontest.New(t)
+	e.Start()
+	for name, o := range map[string]uploader.Options{
+		"unknown ref": opts(e, e.URL, "no/such/ref"),
+		"bad token":   func() uploader.Options { o := opts(e, e.URL, "main"); o.Token = "ou_bad"; return o }(),
+		"no token":    func() uploader.Options { o := opts(e, e.URL, "main"); o.Token = ""; return o }(),
+		"bare repo": func() uploader.Options {
+			o := opts(e, e.URL, "main")
+			o.Repo = filepath.Join(t.TempDir(), "bare")
+			storetest.MustOstree(t, "init", "--mode=bare-user", "--repo="+o.Repo)
+			return o
+		}(),
+		"out of scope": func() uploader.Options { o := opts(e, e.URL, "main"); o.Token = e.Narrow.Secret; return o }(),
+	} {
+		_, err := uploader.Push(ctx, o)
+		var pe *uploader.PermanentError
+		if !errors.As(err, &pe) {
+			t.Errorf("%s: %v, want a permanent error", name, err)
+		}
+	}
+	push(t, opts(e, e.URL, "main")) // B
+	// D is not a fast-forward of B.
+	dRepo := filepath.Join(t.TempDir(), "d")
+	storetest.MustOstree(t, "init", "--mode=archive", "--repo="+dRepo)
+	storetest.MustOstree(t, "pull-local", "--repo="+dRepo, fx.Build, fx.D)
+	storetest.MustOstree(t, "refs", "--repo="+dRepo, "--create=main", fx.D)
+	o := opts(e, e.URL, "main")
+	o.Repo = dRepo
+	_, err := uploader.Push(ctx, o)
+	var pe *uploader.PermanentError
+	if !errors.As(err, &pe) || !strings.Contains(err.Error(), "fast-forward") {
+		t.Fatalf("non-fast-forward push: %v", err)
+	}
+	if e.Refs()["main"] != fx.B {
+		t.Fatal("a refused push moved the ref")
+	}
+	o.Force = true
+	push(t, o)
+	e.CheckPublished(map[string]string{"main": fx.D})
+	// Nothing is left to do: a dry run says so and changes nothing.
+	o.DryRun = true
+	res := push(t, o)
+	if res.Refs[0].Status != "up to date" {
+		t.Fatalf("dry run: %+v", res.Refs)
+	}
+}
+
+func TestConcurrentPushesOfDifferentRefs(t *testing.T) {
+	e := daemontest.New(t)
+	e.Start()
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for _, ref := range []string{"main", "other"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := uploader.Push(ctx, opts(e, e.URL, ref))
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.CheckPublished(map[string]string{"main": fx.B, "other": fx.C})
+}
+
+// counter is a TCP proxy on 127.0.0.1 that counts the bytes clients send.
+type counter struct {
+	ln       net.Listener
+	upstream string
+	up       atomic.Int64
+}
+
+func newCounter(t testing.TB, upstream string) *counter {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &counter{ln: ln, upstream: upstream}
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go c.pipe(in)
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return c
+}
+
+type countWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// pipe relays one connection; when either side ends, both are closed, as
+// a real link drop would reset them.
+func (c *counter) pipe(in net.Conn) {
+	out, err := net.Dial("tcp", c.upstream)
+	if err != nil {
+		in.Close()
+		return
+	}
+	var once sync.Once
+	closeBoth := func() { once.Do(func() { in.Close(); out.Close() }) }
+	go func() { io.Copy(in, out); closeBoth() }()
+	io.Copy(countWriter{out, &c.up}, in)
+	closeBoth()
+}
+
+func (c *counter) url() string { return "http://" + c.ln.Addr().String() }
+
+func (c *counter) waitFor(t testing.TB, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for c.up.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d bytes went through, waited for %d", c.up.Load(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The client killed with SIGKILL halfway, then rerun: everything arrives,
+// and little is sent twice.
+func TestClientKilledThenRerun(t *testing.T) {
+	e := daemontest.New(t)
+	e.Start()
+	c := newCounter(t, strings.TrimPrefix(e.URL, "http://"))
+	_, total := objectBytes(t, fx.E, "")
+	args := []string{"push", "-r", fx.Build, "-a", c.url(), "-b", "big", "-j", "2", "-q"}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "OSTREE_UPLOAD_TOKEN="+e.Tok.Secret)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor(t, total/2)
+	cmd.Process.Kill()
+	cmd.Wait()
+	t.Logf("client killed after %d of %d bytes", c.up.Load(), total)
+	cmd = exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "OSTREE_UPLOAD_TOKEN="+e.Tok.Secret)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("rerun: %v\n%s", err, out)
+	}
+	if sent := c.up.Load(); float64(sent) > 1.1*float64(total) {
+		t.Fatalf("%d bytes sent for %d bytes of objects (%.2fx)", sent, total, float64(sent)/float64(total))
+	}
+	t.Logf("%d bytes on the wire for %d bytes of objects (%.3fx)", c.up.Load(), total, float64(c.up.Load())/float64(total))
+	e.CheckPublished(map[string]string{"big": fx.E})
+}
+
+// The daemon killed (SIGKILL) and restarted during a push: the same
+// invocation rides it out.
+func TestDaemonKilledDuringPush(t *testing.T) {
+	e := daemontest.New(t)
+	p := e.StartProcess(bin, "")
+	c := newCounter(t, strings.TrimPrefix(e.URL, "http://"))
+	_, total := objectBytes(t, fx.E, "")
+	done := make(chan error, 1)
+	o := opts(e, c.url(), "big")
+	o.Jobs = 2
+	go func() { _, err := uploader.Push(ctx, o); done <- err }()
+	c.waitFor(t, total/3)
+	p.Kill()
+	time.Sleep(300 * time.Millisecond)
+	e.StartProcess(bin, "")
+	if err := <-done; err != nil {
+		t.Fatalf("push across a daemon restart: %v", err)
+	}
+	e.CheckPublished(map[string]string{"big": fx.E})
+}
+
+// A 500 ms link cut (toxiproxy drops every connection and refuses new
+// ones) in the middle of a push is ridden out in one invocation.
+func TestLinkFlap(t *testing.T) {
+	e := daemontest.New(t)
+	e.Start()
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
+	px := toxiproxy.NewProxy(srv, "daemon", "127.0.0.1:0", strings.TrimPrefix(e.URL, "http://"))
+	if err := px.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer px.Stop()
+	c := newCounter(t, px.Listen)
+	// Some latency, so the push is still running when the link goes.
+	if _, err := px.Toxics.AddToxicJson(strings.NewReader(`{"name":"lat","type":"latency","stream":"downstream","attributes":{"latency":5}}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, total := objectBytes(t, fx.E, "")
+	done := make(chan *uploader.Result, 1)
+	errc := make(chan error, 1)
+	o := opts(e, c.url(), "big")
+	o.Jobs = 2
+	go func() { res, err := uploader.Push(ctx, o); done <- res; errc <- err }()
+	c.waitFor(t, total/3)
+	px.Stop()
+	time.Sleep(500 * time.Millisecond)
+	if err := px.Start(); err != nil {
+		t.Fatal(err)
+	}
+	res := <-done
+	if err := <-errc; err != nil {
+		t.Fatalf("push across a link flap: %v", err)
+	}
+	if res.Retries == 0 {
+		t.Fatal("the flap caused no retry: it did not hit the push")
+	}
+	e.CheckPublished(map[string]string{"big": fx.E})
+}
