@@ -4,11 +4,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ostree-upload/ostree-upload/daemon/api"
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
+	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
 
 // tryPush runs a push without failing on transport errors (the daemon may
@@ -63,7 +65,7 @@ func waitKilled(t testing.TB, p *daemontest.Proc) {
 
 func TestKill9AtEveryStep(t *testing.T) {
 	updates := []api.RefUpdate{{Name: "main", New: fx.a}, {Name: "other", New: fx.c}}
-	for _, fp := range []string{"before-verdict", "after-adopt", "after-intent", "after-refs", "after-summary"} {
+	for _, fp := range []string{"before-verdict", "after-adopt", "after-intent", "after-refs", "after-summary", "before-intent-done"} {
 		t.Run(fp, func(t *testing.T) {
 			e := newEnv(t)
 			p := e.StartProcess(fx.bin, fp)
@@ -79,6 +81,17 @@ func TestKill9AtEveryStep(t *testing.T) {
 				}
 			}
 			e.StartProcess(fx.bin, "")
+			if fp != "before-verdict" && fp != "after-adopt" {
+				// The commit was acknowledged by nobody, yet the daemon
+				// finishes the publish by itself when it starts.
+				if refs := e.Refs(); refs["main"] != fx.a || refs["other"] != fx.c {
+					t.Fatalf("restart after %s did not finish the publish: %v", fp, refs)
+				}
+				sum := storetest.MustOstree(t, "summary", "--view", "--repo="+e.Repo)
+				if !strings.Contains(sum, fx.a) || !strings.Contains(sum, fx.c) {
+					t.Fatalf("restart after %s left a summary without the new refs:\n%s", fp, sum)
+				}
+			}
 			if st := e.tryPush(e.Tok, updates); st != 200 {
 				log, _ := os.ReadFile(filepath.Join(filepath.Dir(e.Repo), "daemon.log"))
 				t.Fatalf("push after restart: %d\n%s", st, log)

@@ -80,7 +80,7 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		he = fail(ee.Code, "%v", ee.Message)
 	default:
 		s.log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
-		he = fail(http.StatusInternalServerError, "internal error: %v", err)
+		he = fail(http.StatusInternalServerError, "internal error (the daemon's log has the details); retry later")
 	}
 	if he.status == http.StatusUnauthorized {
 		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="ostree-upload"`)

@@ -42,6 +42,14 @@ func (s *Server) handleCommit(c echo.Context) error {
 	case journal.StatePublished:
 		// Idempotent: repeating a successful commit returns the same answer.
 	case journal.StateOpen, journal.StatePublishing:
+		id := identity(c)
+		for _, r := range sess.Refs {
+			if !id.AllowsRef(r.Ref) {
+				e := fail(http.StatusForbidden, "token %s may not push ref %s", id.DisplayName(), r.Ref)
+				e.body.Ref = r.Ref
+				return e
+			}
+		}
 		if err := s.settleSession(ctx, sess.ID); err != nil {
 			return err
 		}
@@ -84,9 +92,9 @@ func updatesOf(sess journal.Session) ([]store.RefUpdate, error) {
 // checkUpdates refuses what clients would refuse or what would lose
 // history: a new commit the server does not hold, a commit bound to other
 // refs, and (unless forced) a move that is not a fast-forward.
-func (s *Server) checkUpdates(ctx context.Context, sess journal.Session, updates []store.RefUpdate) error {
+func (s *Server) checkUpdates(ctx context.Context, sess journal.Session, sp *spool, updates []store.RefUpdate) error {
 	for _, u := range updates {
-		nc, err := store.ReadCommitIn(ctx, u.New, s.repo, s.spool)
+		nc, err := store.ReadCommitIn(ctx, u.New, s.repo, sp.repo)
 		if errors.Is(err, store.ErrNotFound) {
 			e := fail(http.StatusUnprocessableEntity, "commit %s of ref %s has not been uploaded", u.New, u.Ref)
 			e.body.Ref, e.body.Missing = u.Ref, []string{u.New.String() + ".commit"}
@@ -106,11 +114,11 @@ func (s *Server) checkUpdates(ctx context.Context, sess journal.Session, updates
 		if u.Old == nil || *u.Old == u.New {
 			continue
 		}
-		oc, err := store.ReadCommitIn(ctx, *u.Old, s.repo, s.spool)
+		oc, err := store.ReadCommitIn(ctx, *u.Old, s.repo, sp.repo)
 		if err != nil {
 			return err
 		}
-		ok, err := store.IsAncestor(ctx, *u.Old, u.New, s.repo, s.spool)
+		ok, err := store.IsAncestor(ctx, *u.Old, u.New, s.repo, sp.repo)
 		if err != nil {
 			return err
 		}
@@ -133,8 +141,13 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) error {
 	if err != nil {
 		return err
 	}
+	// Only the session's own token's verified objects may complete it.
+	sp, err := s.spoolFor(ctx, sess.Owner)
+	if err != nil {
+		return err
+	}
 	if sess.State == journal.StateOpen {
-		if err := s.checkUpdates(ctx, sess, updates); err != nil {
+		if err := s.checkUpdates(ctx, sess, sp, updates); err != nil {
 			return err
 		}
 		if err := s.journal.PutIntent(ctx, journal.Intent{Session: sess.ID, Refs: sess.Refs, Step: "refs", Created: time.Now()}); err != nil {
@@ -146,7 +159,9 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) error {
 	}
 	failpoint("after-intent")
 	start := time.Now()
-	err = s.repo.Publish(ctx, s.spool, updates)
+	sp.mu.RLock() // the session's objects stay in the spool until imported
+	err = s.repo.Publish(ctx, sp.repo, updates)
+	sp.mu.RUnlock()
 	var moved *store.RefMovedError
 	var missing *store.MissingError
 	switch {
@@ -193,13 +208,11 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) error {
 	return nil
 }
 
-// finishPublish records success and frees the session's spool entries (the
-// objects now live in the repo).
+// finishPublish records success and frees the session's uploads and spool
+// entries (the objects now live in the repo). The intent goes last, so a
+// crash on the way is finished at the next start.
 func (s *Server) finishPublish(ctx context.Context, sess journal.Session) error {
 	if err := s.journal.SetState(ctx, sess.ID, journal.StatePublished, ""); err != nil {
-		return err
-	}
-	if err := s.journal.DeleteIntent(ctx, sess.ID); err != nil {
 		return err
 	}
 	ups, err := s.journal.SessionUploads(ctx, sess.ID)
@@ -212,5 +225,9 @@ func (s *Server) finishPublish(ctx context.Context, sess journal.Session) error 
 			return err
 		}
 	}
-	return s.releaseSpool(ctx, sess)
+	if err := s.releaseSpool(ctx, sess); err != nil {
+		return err
+	}
+	failpoint("before-intent-done")
+	return s.journal.DeleteIntent(ctx, sess.ID)
 }

@@ -453,7 +453,7 @@ func TestExpiryFreesDisk(t *testing.T) {
 	want(t, e.do(e.Tok, "POST", api.PathUploads+"/", strings.NewReader(string(data[:len(data)/2])), map[string]string{
 		"Tus-Resumable": "1.0.0", "Upload-Length": strconv.Itoa(len(data)), "Content-Type": "application/offset+octet-stream",
 		"Upload-Metadata": meta(api.MetaSession, s.ID, api.MetaObject, needed[1])}), 201)
-	spooled := filepath.Join(e.State, "spool", filepath.FromSlash(first.RelPath()))
+	spooled := filepath.Join(e.State, "spools", e.Tok.Hash, filepath.FromSlash(first.RelPath()))
 	if _, err := os.Stat(spooled); err != nil {
 		t.Fatalf("verified object not in the spool: %v", err)
 	}
@@ -531,4 +531,86 @@ func TestStartupReconciles(t *testing.T) {
 	}
 	want(t, e.do(e.Tok, "HEAD", paths[0], nil, tus), 404)
 	want(t, e.do(e.Tok, "HEAD", paths[1], nil, tus), 200)
+}
+
+// One token's verified uploads neither complete another token's commit nor
+// disappear when the other token's session expires.
+func TestTokensDoNotShareUploads(t *testing.T) {
+	e := newEnv(t)
+	e.TTL = time.Second
+	e.Start()
+	names := objectsOf(t, fx.c, "")
+	sA := e.session(e.Tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
+	if err := e.uploadAll(e.Tok, sA.ID, e.need(e.Tok, sA.ID, names)); err != nil {
+		t.Fatal(err)
+	}
+	sB := e.session(e.Narrow, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
+	neededB := e.need(e.Narrow, sB.ID, names)
+	if len(neededB) != len(names) {
+		t.Fatalf("token B needs %d of %d objects another token uploaded", len(neededB), len(names))
+	}
+	r := e.doJSON(e.Narrow, "POST", api.PathSessions+"/"+sB.ID+"/commit", nil)
+	if r.status != 422 {
+		t.Fatalf("commit with another token's uploads only: %d %s", r.status, r.body)
+	}
+	if err := e.uploadAll(e.Narrow, sB.ID, neededB); err != nil {
+		t.Fatal(err)
+	}
+	// A's session expires while B keeps its own alive.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		e.need(e.Narrow, sB.ID, names[:1])
+		var sv api.Session
+		e.do(e.Tok, "GET", api.PathSessions+"/"+sA.ID, nil, nil).json(t, &sv)
+		if sv.State == api.StateExpired {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session A still %s", sv.State)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	want(t, e.doJSON(e.Narrow, "POST", api.PathSessions+"/"+sB.ID+"/commit", nil), 200)
+	e.CheckPublished(map[string]string{"other": fx.c})
+}
+
+func TestUploadMisuseRefused(t *testing.T) {
+	e := newEnv(t)
+	e.Start()
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
+	var tree string
+	for _, n := range needed {
+		if strings.HasSuffix(n, ".dirtree") {
+			tree = n
+		}
+	}
+	hdr := func(obj string, length int64, extra ...string) map[string]string {
+		h := map[string]string{"Tus-Resumable": "1.0.0", "Upload-Length": strconv.FormatInt(length, 10),
+			"Upload-Metadata": meta(api.MetaSession, s.ID, api.MetaObject, obj)}
+		for i := 0; i < len(extra); i += 2 {
+			h[extra[i]] = extra[i+1]
+		}
+		return h
+	}
+	for name, c := range map[string]struct {
+		h      map[string]string
+		status int
+	}{
+		"concatenation final":    {hdr(tree, 10, "Upload-Concat", "final;"+api.PathUploads+"/"+s.ID+"/../x/y"), 0},
+		"concatenation partial":  {hdr(tree, 10, "Upload-Concat", "partial"), 0},
+		"metadata over its cap":  {hdr(tree, store.MaxMetadataSize+1), 413},
+		"deferred length":        {map[string]string{"Tus-Resumable": "1.0.0", "Upload-Defer-Length": "1", "Upload-Metadata": meta(api.MetaSession, s.ID, api.MetaObject, tree)}, 0},
+		"foreign commitmeta":     {hdr(fx.c+".commitmeta", 10), 0},
+		"unnegotiated object":    {hdr(strings.Repeat("ab", 32)+".filez", 10), 409},
+		"no session in metadata": {map[string]string{"Tus-Resumable": "1.0.0", "Upload-Length": "10", "Upload-Metadata": meta(api.MetaObject, tree)}, 400},
+	} {
+		r := e.do(e.Tok, "POST", api.PathUploads+"/", nil, c.h)
+		if r.status < 400 || (c.status != 0 && r.status != c.status) {
+			t.Errorf("%s: %d %s", name, r.status, r.body)
+		}
+	}
+	r := e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: []string{fx.c + ".commitmeta"}})
+	want(t, r, 400)
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: []string{fx.a + ".commitmeta"}}), 200)
 }

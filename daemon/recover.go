@@ -31,7 +31,7 @@ func (s *Server) recover(ctx context.Context) error {
 		switch {
 		case u.State == journal.UploadVerified:
 			s.removeUploadFiles(u.ID)
-		case s.complete(u):
+		case s.complete(ctx, u):
 			if err := s.settle(ctx, u); err != nil && !store.IsCorrupt(err) && !errors.Is(err, errUploadLost) {
 				return fmt.Errorf("verify upload %s: %w", u.ID, err)
 			}
@@ -65,34 +65,102 @@ func (s *Server) recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("scan uploads: %w", err)
 	}
+	if err := s.sweepSpools(ctx); err != nil {
+		return fmt.Errorf("sweep spools: %w", err)
+	}
+	s.finishIntents(ctx)
+	return nil
+}
+
+// finishIntents completes interrupted publishes. One that fails now (the
+// repo locked by an admin's prune, a full disk) is logged and retried by
+// the janitor; it does not keep the daemon from starting.
+func (s *Server) finishIntents(ctx context.Context) {
 	intents, err := s.journal.Intents(ctx)
+	if err != nil {
+		s.log.Error("reading publish intents", "err", err)
+		return
+	}
+	for _, in := range intents {
+		unlock := s.lockSession(in.Session)
+		err := s.finishIntent(ctx, in)
+		unlock()
+		if err != nil {
+			s.log.Warn("interrupted publish not finished yet", "session", in.Session, "err", err)
+		}
+	}
+}
+
+func (s *Server) finishIntent(ctx context.Context, in journal.Intent) error {
+	sess, err := s.journal.Get(ctx, in.Session)
 	if err != nil {
 		return err
 	}
-	for _, in := range intents {
-		sess, err := s.journal.Get(ctx, in.Session)
-		if err != nil {
-			return err
+	s.log.Info("finishing interrupted publish", "session", sess.ID, "step", in.Step)
+	switch sess.State {
+	case journal.StatePublished:
+		return s.finishPublish(ctx, sess)
+	case journal.StatePublishing:
+		return s.publish(ctx, sess)
+	}
+	return s.journal.DeleteIntent(ctx, sess.ID)
+}
+
+// sweepSpools deletes spool files the journal does not know (left by a
+// crash between a rename into the spool and its journal entry, once that
+// upload was forgotten).
+func (s *Server) sweepSpools(ctx context.Context) error {
+	owners, err := os.ReadDir(s.spoolDir)
+	if err != nil {
+		return err
+	}
+	for _, o := range owners {
+		if !ownerRE.MatchString(o.Name()) {
+			continue
 		}
-		s.log.Info("finishing interrupted publish", "session", sess.ID, "step", in.Step)
-		switch sess.State {
-		case journal.StatePublished:
-			err = s.finishPublish(ctx, sess)
-		case journal.StatePublishing:
-			err = s.publish(ctx, sess)
-		default:
-			err = s.journal.DeleteIntent(ctx, sess.ID)
-		}
-		if err != nil {
-			var he *httpError
-			if errors.As(err, &he) {
-				s.log.Warn("interrupted publish refused", "session", sess.ID, "err", err)
-				continue
+		root := filepath.Join(s.spoolDir, o.Name())
+		err := filepath.WalkDir(filepath.Join(root, "objects"), func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
 			}
-			return fmt.Errorf("finish publish of session %s: %w", sess.ID, err)
+			rel, _ := filepath.Rel(root, p)
+			name, err := store.ParseObjectPath(filepath.ToSlash(rel))
+			if err != nil {
+				return nil
+			}
+			has, err := s.journal.SpoolHas(ctx, o.Name(), name.String())
+			if err != nil || has {
+				return err
+			}
+			if s.spoolReferenced(ctx, o.Name(), name) {
+				return nil
+			}
+			s.log.Info("deleting spool object unknown to the journal", "object", name)
+			return os.Remove(p)
+		})
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
 		}
 	}
 	return nil
+}
+
+// spoolReferenced reports whether an open upload of the owner is about to
+// claim a spool file (its verdict was cut short after the rename).
+func (s *Server) spoolReferenced(ctx context.Context, owner string, name store.ObjectName) bool {
+	ups, err := s.journal.AllUploads(ctx)
+	if err != nil {
+		return true
+	}
+	for _, u := range ups {
+		if u.Object != name.String() || u.State == journal.UploadVerified {
+			continue
+		}
+		if sess, err := s.journal.Get(ctx, u.Session); err == nil && sess.Owner == owner {
+			return true
+		}
+	}
+	return false
 }
 
 // janitor expires idle sessions until ctx is done.
@@ -108,6 +176,7 @@ func (s *Server) janitor(ctx context.Context) {
 			if err := s.expire(ctx); err != nil && ctx.Err() == nil {
 				s.log.Error("expiring sessions", "err", err)
 			}
+			s.finishIntents(ctx)
 		}
 	}
 }
@@ -138,13 +207,21 @@ func (s *Server) expire(ctx context.Context) error {
 		return err
 	}
 	for _, sess := range all {
+		release := false
 		switch sess.State {
+		case journal.StatePublished, journal.StateExpired:
+			release = true // normally done already; finishes what a crash cut
 		case journal.StateFailed, journal.StateAborted:
-			if time.Since(sess.Updated) > s.opts.SessionTTL {
-				if err := s.releaseSpool(ctx, sess); err != nil {
-					return err
-				}
-			}
+			release = time.Since(sess.Updated) > s.opts.SessionTTL
+		}
+		if !release {
+			continue
+		}
+		if objs, err := s.journal.Objects(ctx, sess.ID, "", 1); err != nil || len(objs) == 0 {
+			continue
+		}
+		if err := s.releaseSpool(ctx, sess); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -8,11 +8,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -45,7 +48,9 @@ type Server struct {
 	keyring atomic.Pointer[config.Keyring]
 
 	repo     *store.Repo // production
-	spool    *store.Repo // verified objects waiting to be published
+	spoolDir string      // one spool (archive repo of verified objects) per token
+	spoolsMu sync.Mutex
+	spools   map[string]*spool
 	journal  *journal.Journal
 	stateDir string
 	tusDir   string
@@ -55,8 +60,10 @@ type Server struct {
 	echo    *echo.Echo
 	metrics *metrics
 
-	publishMu    sync.Mutex // one publish at a time into the repo
-	sessionLocks sync.Map   // session ID -> *sync.Mutex
+	publishMu sync.Mutex      // one publish at a time into the repo
+	sessLocks [256]sync.Mutex // striped by session ID
+	upLocks   [256]sync.Mutex // striped by upload ID (taken inside a session lock)
+	verifying chan struct{}   // bounds concurrent verifications
 
 	stop     context.CancelFunc
 	bg       sync.WaitGroup
@@ -129,15 +136,12 @@ func (s *Server) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	spoolPath := filepath.Join(s.stateDir, "spool")
-	if _, statErr := os.Stat(filepath.Join(spoolPath, "config")); errors.Is(statErr, os.ErrNotExist) {
-		s.spool, err = store.Create(ctx, spoolPath, store.ModeArchive)
-	} else {
-		s.spool, err = store.OpenArchive(ctx, spoolPath)
+	s.spoolDir = filepath.Join(s.stateDir, "spools")
+	if err := os.MkdirAll(s.spoolDir, 0o700); err != nil {
+		return fmt.Errorf("spools dir: %w", err)
 	}
-	if err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
+	s.spools = map[string]*spool{}
+	s.verifying = make(chan struct{}, max(2, runtime.NumCPU()))
 	s.tusDir = filepath.Join(s.stateDir, "uploads")
 	if err := os.MkdirAll(s.tusDir, 0o700); err != nil {
 		return fmt.Errorf("uploads dir: %w", err)
@@ -239,8 +243,8 @@ func (s *Server) Close() error {
 		if s.journal != nil {
 			errs = append(errs, s.journal.Close())
 		}
-		if s.spool != nil {
-			errs = append(errs, s.spool.Close())
+		for _, sp := range s.spools {
+			errs = append(errs, sp.repo.Close())
 		}
 		if s.repo != nil {
 			errs = append(errs, s.repo.Close())
@@ -253,10 +257,54 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
-// lockSession serializes work on one session (commit, verification drain).
-func (s *Server) lockSession(id string) func() {
-	m, _ := s.sessionLocks.LoadOrStore(id, &sync.Mutex{})
-	mu := m.(*sync.Mutex)
+// lockSession serializes work on one session (commit, abort, expiry);
+// unrelated sessions may share a stripe, so no code holds two.
+func (s *Server) lockSession(id string) func() { return lockStripe(&s.sessLocks, id) }
+
+// lockUpload serializes the verdict on one upload. It may be taken while a
+// session lock is held, never the other way round.
+func (s *Server) lockUpload(id string) func() { return lockStripe(&s.upLocks, id) }
+
+func lockStripe(locks *[256]sync.Mutex, id string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	mu := &locks[h.Sum32()%uint32(len(locks))]
 	mu.Lock()
 	return mu.Unlock
+}
+
+// spool holds one token's verified objects until they are published. Its
+// lock keeps releases (journal, then unlink) from racing adoptions (rename,
+// then journal): adopting takes it shared, releasing exclusively.
+type spool struct {
+	repo *store.Repo
+	mu   sync.RWMutex
+}
+
+var ownerRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// spoolFor opens (creating on first use) the spool of a token.
+func (s *Server) spoolFor(ctx context.Context, owner string) (*spool, error) {
+	if !ownerRE.MatchString(owner) {
+		return nil, fmt.Errorf("bad spool owner %q", owner)
+	}
+	s.spoolsMu.Lock()
+	defer s.spoolsMu.Unlock()
+	if sp, ok := s.spools[owner]; ok {
+		return sp, nil
+	}
+	path := filepath.Join(s.spoolDir, owner)
+	var r *store.Repo
+	var err error
+	if _, statErr := os.Stat(filepath.Join(path, "config")); errors.Is(statErr, os.ErrNotExist) {
+		r, err = store.Create(ctx, path, store.ModeArchive)
+	} else {
+		r, err = store.OpenArchive(ctx, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	sp := &spool{repo: r}
+	s.spools[owner] = sp
+	return sp, nil
 }

@@ -167,6 +167,9 @@ func (s *Server) handleObjects(c echo.Context) error {
 	candidates := make([]string, 0, len(req.Objects))
 	for _, n := range req.Objects {
 		name, err := store.ParseObjectName(n)
+		if err == nil {
+			err = commitMetaAllowed(sess, name)
+		}
 		if err != nil {
 			e := fail(http.StatusBadRequest, "%v", err)
 			e.body.Object = n
@@ -241,20 +244,28 @@ func (s *Server) dropSession(ctx context.Context, sess journal.Session, st journ
 	return s.journal.SetState(ctx, sess.ID, st, result)
 }
 
-// releaseSpool frees the spool objects only this session held.
+// releaseSpool frees the spool objects only this session held, under the
+// spool's exclusive lock so that no adoption of the same object interleaves
+// between the journal's release and the unlink.
 func (s *Server) releaseSpool(ctx context.Context, sess journal.Session) error {
-	freed, err := s.journal.ReleaseSession(ctx, sess.ID, sess.Owner)
+	sp, err := s.spoolFor(ctx, sess.Owner)
 	if err != nil {
 		return err
 	}
+	sp.mu.Lock()
+	freed, err := s.journal.ReleaseSession(ctx, sess.ID, sess.Owner)
 	for _, n := range freed {
-		name, err := store.ParseObjectName(n)
-		if err != nil {
+		name, perr := store.ParseObjectName(n)
+		if perr != nil {
 			continue
 		}
-		if err := s.spool.Remove(name); err != nil {
-			s.log.Warn("cannot free spool object", "object", n, "err", err)
+		if rerr := sp.repo.Remove(name); rerr != nil {
+			s.log.Warn("cannot free spool object", "object", n, "err", rerr)
 		}
+	}
+	sp.mu.Unlock()
+	if err != nil {
+		return err
 	}
 	return s.journal.DeleteSessionObjects(ctx, sess.ID)
 }

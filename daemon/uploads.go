@@ -41,6 +41,7 @@ func (s *Server) setupTus() error {
 		StoreComposer:              composer,
 		MaxSize:                    s.opts.MaxObjectSize,
 		DisableDownload:            true,
+		DisableConcatenation:       true, // it takes upload IDs from a header, past the guard
 		Cors:                       &handler.CorsConfig{Disable: true},
 		PreUploadCreateCallback:    s.preCreate,
 		PreFinishResponseCallback:  s.preFinish,
@@ -115,10 +116,13 @@ func (s *Server) uploadGuard(tus http.Handler) echo.HandlerFunc {
 		if err != nil || sess.Owner != identity(c).Hash {
 			return fail(http.StatusNotFound, "upload not found")
 		}
+		if req.Method == http.MethodPatch && sess.State != journal.StateOpen {
+			return fail(http.StatusConflict, "session is %s", sess.State)
+		}
 		if up.State == journal.UploadReceived && req.Method != http.MethodDelete {
 			// Complete but unjudged: judge it now rather than let tusd
 			// report a complete upload that may yet be refused.
-			if err := s.settle(context.WithoutCancel(ctx), up); err != nil {
+			if err := s.settle(ctx, up); err != nil {
 				return s.verdictError(up, err)
 			}
 			if up, err = s.journal.GetUpload(ctx, up.ID); err != nil {
@@ -189,8 +193,18 @@ func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handle
 	if err != nil {
 		return handler.HTTPResponse{}, none, tusError(http.StatusBadRequest, api.Error{Error: "Upload-Metadata object: " + err.Error(), Object: obj})
 	}
+	if hook.Upload.IsPartial || hook.Upload.IsFinal {
+		return handler.HTTPResponse{}, none, tusError(http.StatusBadRequest, api.Error{Error: "upload concatenation is not supported", Object: obj})
+	}
 	if hook.Upload.SizeIsDeferred || hook.Upload.Size <= 0 {
 		return handler.HTTPResponse{}, none, tusError(http.StatusBadRequest, api.Error{Error: "Upload-Length must be given and positive", Object: obj})
+	}
+	if limit := s.sizeLimit(name.Type); hook.Upload.Size > limit {
+		return handler.HTTPResponse{}, none, tusError(http.StatusRequestEntityTooLarge, api.Error{
+			Error: fmt.Sprintf("%s objects are at most %d bytes", name.Type.Ext(), limit), Object: obj})
+	}
+	if err := commitMetaAllowed(sess, name); err != nil {
+		return handler.HTTPResponse{}, none, tusError(http.StatusBadRequest, api.Error{Error: err.Error(), Object: obj})
 	}
 	st, err := s.journal.ObjectState(ctx, sid, name.String())
 	switch {
@@ -213,6 +227,32 @@ func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handle
 		return handler.HTTPResponse{}, none, err
 	}
 	return handler.HTTPResponse{}, handler.FileInfoChanges{ID: uid}, nil
+}
+
+// sizeLimit is the largest upload accepted for an object type.
+func (s *Server) sizeLimit(t store.ObjectType) int64 {
+	switch t {
+	case store.File:
+		return s.opts.MaxObjectSize
+	case store.CommitMeta:
+		return store.MaxCommitMetaSize
+	}
+	return store.MaxMetadataSize
+}
+
+// commitMetaAllowed accepts detached metadata only for a new commit of the
+// session: it is named after its commit, not its content, so anything else
+// could replace another push's signatures.
+func commitMetaAllowed(sess journal.Session, n store.ObjectName) error {
+	if n.Type != store.CommitMeta {
+		return nil
+	}
+	for _, r := range sess.Refs {
+		if r.New == n.Sum.String() {
+			return nil
+		}
+	}
+	return fmt.Errorf("detached metadata %s is not for a new commit of this session", n)
 }
 
 // preFinish runs after the last byte arrived and before the response: the
@@ -252,7 +292,8 @@ var errUploadLost = errors.New("upload data is gone: create the upload again")
 // strictly, then either moved into the spool and journaled as verified, or
 // deleted and journaled as rejected. A verdict is never reached twice.
 func (s *Server) settle(ctx context.Context, up journal.Upload) error {
-	defer s.lockSession("upload:" + up.ID)()
+	ctx = context.WithoutCancel(ctx) // a verdict, once started, is reached
+	defer s.lockUpload(up.ID)()
 	cur, err := s.journal.GetUpload(ctx, up.ID)
 	if err != nil {
 		if errors.Is(err, journal.ErrNotFound) {
@@ -271,12 +312,16 @@ func (s *Server) settle(ctx context.Context, up journal.Upload) error {
 	if err != nil {
 		return err
 	}
+	sp, err := s.spoolFor(ctx, sess.Owner)
+	if err != nil {
+		return err
+	}
 	path := s.uploadPath(up.ID)
 	fromSpool := false
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		// A crash between the move into the spool and the journal entry.
-		if f, err = os.Open(s.spool.ObjectPath(name)); err != nil {
+		if f, err = os.Open(sp.repo.ObjectPath(name)); err != nil {
 			s.journal.DeleteUpload(ctx, up.ID)
 			return errUploadLost
 		}
@@ -285,8 +330,10 @@ func (s *Server) settle(ctx context.Context, up journal.Upload) error {
 		return err
 	}
 	failpoint("before-verdict")
+	s.verifying <- struct{}{}
 	start := time.Now()
 	info, err := store.Verify(name, f)
+	<-s.verifying
 	f.Close()
 	s.metrics.verifySeconds.Observe(time.Since(start).Seconds())
 	if err == nil && info.Size != up.Size {
@@ -296,7 +343,9 @@ func (s *Server) settle(ctx context.Context, up journal.Upload) error {
 		s.metrics.rejected.Inc()
 		s.log.Warn("object rejected", "session", up.Session, "object", up.Object, "reason", err)
 		if fromSpool {
-			s.spool.Remove(name)
+			sp.mu.Lock()
+			sp.repo.Remove(name)
+			sp.mu.Unlock()
 		}
 		s.removeUploadFiles(up.ID)
 		return errors.Join(err, s.journal.MarkRejected(ctx, up.Session, up.Object, err.Error()), s.journal.DeleteUpload(ctx, up.ID))
@@ -304,15 +353,19 @@ func (s *Server) settle(ctx context.Context, up journal.Upload) error {
 	if err != nil {
 		return s.markReceived(ctx, up, err)
 	}
+	sp.mu.RLock()
 	if !fromSpool {
-		if err := s.spool.Adopt(ctx, name, path); err != nil {
+		if err := sp.repo.Adopt(ctx, name, path); err != nil {
+			sp.mu.RUnlock()
 			return s.markReceived(ctx, up, err)
 		}
 		os.Remove(path + ".info")
 	}
 	failpoint("after-adopt")
-	if err := s.journal.MarkVerified(ctx, up.Session, sess.Owner, up.Object, up.Size); err != nil {
-		return err
+	err = s.journal.MarkVerified(ctx, up.Session, sess.Owner, up.Object, up.Size)
+	sp.mu.RUnlock()
+	if err != nil {
+		return s.markReceived(ctx, up, err)
 	}
 	s.metrics.verified.Inc()
 	s.metrics.verifiedBytes.Add(float64(up.Size))
@@ -332,12 +385,13 @@ func (s *Server) markReceived(ctx context.Context, up journal.Upload, cause erro
 // settleSession judges every complete upload of a session that has no
 // verdict yet.
 func (s *Server) settleSession(ctx context.Context, sid string) error {
+	ctx = context.WithoutCancel(ctx)
 	ups, err := s.journal.SessionUploads(ctx, sid)
 	if err != nil {
 		return err
 	}
 	for _, u := range ups {
-		if !s.complete(u) {
+		if !s.complete(ctx, u) {
 			continue
 		}
 		if err := s.settle(ctx, u); err != nil && !store.IsCorrupt(err) && !errors.Is(err, errUploadLost) {
@@ -347,13 +401,31 @@ func (s *Server) settleSession(ctx context.Context, sid string) error {
 	return nil
 }
 
-// complete reports whether all bytes of an unjudged upload have arrived.
-func (s *Server) complete(u journal.Upload) bool {
+// complete reports whether all bytes of an unjudged upload have arrived:
+// in tusd's file, or already moved into the spool by a verdict that was cut
+// short before it was journaled.
+func (s *Server) complete(ctx context.Context, u journal.Upload) bool {
 	switch u.State {
 	case journal.UploadReceived:
 		return true
 	case journal.UploadOpen:
 		fi, err := os.Stat(s.uploadPath(u.ID))
+		if err == nil {
+			return fi.Size() == u.Size
+		}
+		sess, err := s.journal.Get(ctx, u.Session)
+		if err != nil {
+			return false
+		}
+		sp, err := s.spoolFor(ctx, sess.Owner)
+		if err != nil {
+			return false
+		}
+		name, err := store.ParseObjectName(u.Object)
+		if err != nil {
+			return false
+		}
+		fi, err = os.Stat(sp.repo.ObjectPath(name))
 		return err == nil && fi.Size() == u.Size
 	}
 	return false

@@ -72,8 +72,14 @@ func (j *Journal) AddUpload(ctx context.Context, u Upload) error {
 		return fmt.Errorf("journal: add upload: %w", err)
 	}
 	return j.batch(ctx, "add upload", func(tx *bolt.Tx) error {
-		if _, err := getSession(tx, u.Session); err != nil {
+		sess, err := getSession(tx, u.Session)
+		if err != nil {
 			return err
+		}
+		if sess.State != StateOpen {
+			// Expired or committed meanwhile: its files would never be
+			// cleaned up.
+			return fmt.Errorf("session %s is %s: %w", u.Session, sess.State, errNotLive)
 		}
 		uploads := tx.Bucket(bucketUploads)
 		if uploads.Get([]byte(u.ID)) != nil {

@@ -8,6 +8,7 @@ import "C"
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"unsafe"
 )
@@ -66,6 +67,9 @@ func (r *Repo) base(ctx context.Context, u RefUpdate) (*Checksum, error) {
 		return nil, nil
 	}
 	c, err := r.ReadCommit(ctx, *u.Old)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil // pruned meanwhile: check the whole commit
+	}
 	if err != nil {
 		return nil, err
 	}
