@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -53,10 +52,8 @@ func run(m *testing.M) (int, error) {
 	}
 	fx.build, fx.a, fx.b, fx.c, fx.d = f.Build, f.A, f.B, f.C, f.D
 	// The daemon binary, for tests that kill it.
-	fx.bin = filepath.Join(dir, "ostree-upload")
-	out, err := exec.Command("go", "build", "-o", fx.bin, "github.com/ostree-upload/ostree-upload/cmd/ostree-upload").CombinedOutput()
-	if err != nil {
-		return 0, fmt.Errorf("build: %v: %s", err, out)
+	if fx.bin, err = daemontest.BuildBinary(dir); err != nil {
+		return 0, err
 	}
 	return m.Run(), nil
 }

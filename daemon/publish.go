@@ -30,14 +30,11 @@ func failpoint(name string) {
 
 func (s *Server) handleCommit(c echo.Context) error {
 	ctx := c.Request().Context()
-	sess, err := s.ownedSession(c)
+	sess, unlock, err := s.lockedSession(c)
 	if err != nil {
 		return err
 	}
-	defer s.lockSession(sess.ID)()
-	if sess, err = s.journal.Get(ctx, sess.ID); err != nil {
-		return err
-	}
+	defer unlock()
 	switch sess.State {
 	case journal.StatePublished:
 		// Idempotent: repeating a successful commit returns the same answer.

@@ -196,16 +196,27 @@ func (s *Server) handleObjects(c echo.Context) error {
 	return c.JSON(http.StatusOK, api.ObjectsResponse{Needed: needed})
 }
 
+// lockedSession loads the caller's session named in the path, locked: its
+// state cannot change until unlock is called.
+func (s *Server) lockedSession(c echo.Context) (sess journal.Session, unlock func(), err error) {
+	if sess, err = s.ownedSession(c); err != nil {
+		return sess, nil, err
+	}
+	unlock = s.lockSession(sess.ID)
+	if sess, err = s.journal.Get(c.Request().Context(), sess.ID); err != nil {
+		unlock()
+		return sess, nil, err
+	}
+	return sess, unlock, nil
+}
+
 func (s *Server) handleAbort(c echo.Context) error {
 	ctx := c.Request().Context()
-	sess, err := s.ownedSession(c)
+	sess, unlock, err := s.lockedSession(c)
 	if err != nil {
 		return err
 	}
-	defer s.lockSession(sess.ID)()
-	if sess, err = s.journal.Get(ctx, sess.ID); err != nil {
-		return err
-	}
+	defer unlock()
 	switch sess.State {
 	case journal.StateOpen:
 	case journal.StatePublishing:

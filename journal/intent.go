@@ -57,16 +57,9 @@ func (j *Journal) GetIntent(ctx context.Context, sessionID string) (Intent, erro
 // for startup recovery.
 func (j *Journal) Intents(ctx context.Context) ([]Intent, error) {
 	var out []Intent
-	err := j.view(ctx, "intents", func(tx *bolt.Tx) error {
-		out = nil
-		return tx.Bucket(bucketIntents).ForEach(func(k, v []byte) error {
-			var in Intent
-			if err := json.Unmarshal(v, &in); err != nil {
-				return fmt.Errorf("intent %s: %w", k, err)
-			}
-			out = append(out, in)
-			return nil
-		})
+	err := j.view(ctx, "intents", func(tx *bolt.Tx) (err error) {
+		out, err = decodeAll[Intent](tx.Bucket(bucketIntents), nil, "intent")
+		return err
 	})
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -182,18 +183,9 @@ func (j *Journal) SessionUploads(ctx context.Context, sessionID string) ([]Uploa
 		return nil, fmt.Errorf("journal: session uploads: %w", err)
 	}
 	var out []Upload
-	err := j.view(ctx, "session uploads", func(tx *bolt.Tx) error {
-		out = nil
-		prefix := []byte(sessionID + "/")
-		c := tx.Bucket(bucketUploads).Cursor()
-		for k, v := c.Seek(prefix); k != nil && len(k) > len(prefix) && string(k[:len(prefix)]) == string(prefix); k, v = c.Next() {
-			var u Upload
-			if err := json.Unmarshal(v, &u); err != nil {
-				return fmt.Errorf("upload %s: %w", k, err)
-			}
-			out = append(out, u)
-		}
-		return nil
+	err := j.view(ctx, "session uploads", func(tx *bolt.Tx) (err error) {
+		out, err = decodeAll[Upload](tx.Bucket(bucketUploads), []byte(sessionID+"/"), "upload")
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -206,16 +198,9 @@ func (j *Journal) SessionUploads(ctx context.Context, sessionID string) ([]Uploa
 // for startup recovery and administration.
 func (j *Journal) AllUploads(ctx context.Context) ([]Upload, error) {
 	var out []Upload
-	err := j.view(ctx, "all uploads", func(tx *bolt.Tx) error {
-		out = nil
-		return tx.Bucket(bucketUploads).ForEach(func(k, v []byte) error {
-			var u Upload
-			if err := json.Unmarshal(v, &u); err != nil {
-				return fmt.Errorf("upload %s: %w", k, err)
-			}
-			out = append(out, u)
-			return nil
-		})
+	err := j.view(ctx, "all uploads", func(tx *bolt.Tx) (err error) {
+		out, err = decodeAll[Upload](tx.Bucket(bucketUploads), nil, "upload")
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -251,4 +236,18 @@ func putUpload(tx *bolt.Tx, u *Upload) error {
 		return err
 	}
 	return tx.Bucket(bucketUploads).Put([]byte(u.ID), v)
+}
+
+// decodeAll decodes the JSON values of the keys of b that start with prefix.
+func decodeAll[T any](b *bolt.Bucket, prefix []byte, what string) ([]T, error) {
+	var out []T
+	c := b.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		var x T
+		if err := json.Unmarshal(v, &x); err != nil {
+			return nil, fmt.Errorf("%s %s: %w", what, k, err)
+		}
+		out = append(out, x)
+	}
+	return out, nil
 }

@@ -50,9 +50,8 @@ func run(m *testing.M) (int, error) {
 	if fx, err = storetest.BuildFixture(dir, 500); err != nil {
 		return 0, err
 	}
-	bin = filepath.Join(dir, "ostree-upload")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/ostree-upload/ostree-upload/cmd/ostree-upload").CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("build: %v: %s", err, out)
+	if bin, err = daemontest.BuildBinary(dir); err != nil {
+		return 0, err
 	}
 	return m.Run(), nil
 }

@@ -4,6 +4,7 @@ package daemontest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -235,4 +236,14 @@ func (e *Env) CheckPublished(want map[string]string) {
 	for ref := range want {
 		storetest.PullOverHTTP(e.T, e.Repo, ref)
 	}
+}
+
+// BuildBinary builds the ostree-upload command into dir and returns its path.
+func BuildBinary(dir string) (string, error) {
+	bin := filepath.Join(dir, "ostree-upload")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/ostree-upload/ostree-upload/cmd/ostree-upload").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("build: %v: %s", err, out)
+	}
+	return bin, nil
 }
