@@ -376,3 +376,52 @@ func TestLinkFlap(t *testing.T) {
 	}
 	e.CheckPublished(map[string]string{"big": fx.E})
 }
+
+// The command's exit codes and output, through the real binary.
+func TestCommandExitCodes(t *testing.T) {
+	e := daemontest.New(t)
+	e.Start()
+	run := func(env string, args ...string) (int, string, string) {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "OSTREE_UPLOAD_TOKEN="+env)
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return code, out.String(), errb.String()
+	}
+	code, _, stderr := run("ou_wrong", "push", "-r", fx.Build, "-a", e.URL, "-b", "other")
+	if code != 1 || !strings.Contains(stderr, "refused the token") {
+		t.Fatalf("bad token: exit %d: %s", code, stderr)
+	}
+	code, _, stderr = run(e.Tok.Secret, "push", "-r", fx.Build, "-a", "http://"+freeAddr(t), "-b", "other", "--retry-timeout", "1s")
+	if code != 75 || !strings.Contains(stderr, "rerun the same command") {
+		t.Fatalf("daemon down: exit %d: %s", code, stderr)
+	}
+	code, stdout, stderr := run(e.Tok.Secret, "upload", "-r", fx.Build, "-a", e.URL, "-b", "other", "--prune")
+	if code != 0 || !strings.Contains(stdout, "other: updated (new) → "+fx.C[:12]) || !strings.Contains(stderr, "sent ") {
+		t.Fatalf("push: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	code, stdout, _ = run(e.Tok.Secret, "push", "-r", fx.Build, "-a", e.URL, "-b", "other,main", "--dry-run")
+	if code != 0 || !strings.Contains(stdout, "other: up to date") || !strings.Contains(stdout, "main: would update") {
+		t.Fatalf("dry run: exit %d\n%s", code, stdout)
+	}
+	if e.Refs()["main"] != "" {
+		t.Fatal("a dry run moved a ref")
+	}
+	e.CheckPublished(map[string]string{"other": fx.C})
+}
+
+func freeAddr(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
