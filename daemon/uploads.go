@@ -362,14 +362,14 @@ func (s *Server) settle(ctx context.Context, up journal.Upload) error {
 		os.Remove(path + ".info")
 	}
 	failpoint("after-adopt")
-	err = s.journal.MarkVerified(ctx, up.Session, sess.Owner, up.Object, up.Size)
+	err = s.journal.MarkUploadVerified(ctx, up.ID, sess.Owner, up.Size)
 	sp.mu.RUnlock()
 	if err != nil {
 		return s.markReceived(ctx, up, err)
 	}
 	s.metrics.verified.Inc()
 	s.metrics.verifiedBytes.Add(float64(up.Size))
-	return s.journal.SetUploadState(ctx, up.ID, journal.UploadVerified)
+	return nil
 }
 
 // markReceived records that an upload is complete but has no verdict yet

@@ -915,3 +915,39 @@ func BenchmarkMarkVerifiedSerial(b *testing.B) {
 		}
 	}
 }
+
+// MarkUploadVerified is MarkVerified and SetUploadState(UploadVerified) in
+// one transaction: the object counts once, the upload is done, its
+// live-upload slot is free and the owner's spool index holds the object.
+func TestMarkUploadVerified(t *testing.T) {
+	ctx := context.Background()
+	j, _ := mustOpen(t)
+	s := mustSession(t, j, ownerA, "main")
+	if _, err := j.Need(ctx, s.ID, objs(0, 2), 0); err != nil {
+		t.Fatal(err)
+	}
+	up := Upload{ID: s.ID + "/" + strings.Repeat("c", 32), Session: s.ID, Object: obj(0), Size: 42}
+	if err := j.AddUpload(ctx, up); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ { // idempotent
+		if err := j.MarkUploadVerified(ctx, up.ID, ownerA, 42); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st, err := j.ObjectState(ctx, s.ID, obj(0)); err != nil || st != ObjVerified {
+		t.Fatalf("object state %v %v", st, err)
+	}
+	if u, err := j.GetUpload(ctx, up.ID); err != nil || u.State != UploadVerified {
+		t.Fatalf("upload %+v %v", u, err)
+	}
+	if got, _ := j.Get(ctx, s.ID); got.Verified != 1 || got.Bytes != 42 {
+		t.Fatalf("session counts %d verified, %d bytes", got.Verified, got.Bytes)
+	}
+	if has, _ := j.SpoolHas(ctx, ownerA, obj(0)); !has {
+		t.Fatal("spool index lacks the object")
+	}
+	if err := j.MarkUploadVerified(ctx, up.ID, ownerB, 42); err == nil {
+		t.Fatal("another owner marked the upload verified")
+	}
+}

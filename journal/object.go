@@ -292,46 +292,51 @@ func (j *Journal) MarkVerified(ctx context.Context, sessionID, owner, name strin
 		return fmt.Errorf("journal: mark verified: negative size %d", size)
 	}
 	return j.batch(ctx, "mark verified", func(tx *bolt.Tx) error {
-		s, err := getLiveSession(tx, sessionID)
-		if err != nil {
-			return err
-		}
-		if s.Owner != owner {
-			return fmt.Errorf("session %s belongs to another owner", sessionID)
-		}
-		objs, err := objectsBucket(tx, sessionID, true)
-		if err != nil {
-			return err
-		}
-		spool, err := tx.Bucket(bucketSpool).CreateBucketIfNotExists([]byte(owner))
-		if err != nil {
-			return err
-		}
-		key := []byte(name)
-		v := objs.Get(key)
-		if v != nil {
-			rec, err := decodeObj(v)
-			if err != nil {
-				return fmt.Errorf("object %q: %w", name, err)
-			}
-			if rec.state == ObjVerified {
-				// Already counted; make sure the holder is there all the same.
-				return joinSpool(spool, key, sessionID, rec.size)
-			}
-		} else {
-			s.Objects++
-		}
-		if err := objs.Put(key, objRecord{state: ObjVerified, size: size}.encode()); err != nil {
-			return err
-		}
-		if err := joinSpool(spool, key, sessionID, size); err != nil {
-			return err
-		}
-		s.Verified++
-		s.Bytes += size
-		s.Updated = now()
-		return putSession(tx, &s)
+		return markVerified(tx, sessionID, owner, name, size)
 	})
+}
+
+// markVerified is MarkVerified inside a transaction.
+func markVerified(tx *bolt.Tx, sessionID, owner, name string, size int64) error {
+	s, err := getLiveSession(tx, sessionID)
+	if err != nil {
+		return err
+	}
+	if s.Owner != owner {
+		return fmt.Errorf("session %s belongs to another owner", sessionID)
+	}
+	objs, err := objectsBucket(tx, sessionID, true)
+	if err != nil {
+		return err
+	}
+	spool, err := tx.Bucket(bucketSpool).CreateBucketIfNotExists([]byte(owner))
+	if err != nil {
+		return err
+	}
+	key := []byte(name)
+	v := objs.Get(key)
+	if v != nil {
+		rec, err := decodeObj(v)
+		if err != nil {
+			return fmt.Errorf("object %q: %w", name, err)
+		}
+		if rec.state == ObjVerified {
+			// Already counted; make sure the holder is there all the same.
+			return joinSpool(spool, key, sessionID, rec.size)
+		}
+	} else {
+		s.Objects++
+	}
+	if err := objs.Put(key, objRecord{state: ObjVerified, size: size}.encode()); err != nil {
+		return err
+	}
+	if err := joinSpool(spool, key, sessionID, size); err != nil {
+		return err
+	}
+	s.Verified++
+	s.Bytes += size
+	s.Updated = now()
+	return putSession(tx, &s)
 }
 
 // joinSpool adds sessionID to the holders of name, creating the entry with

@@ -125,27 +125,55 @@ func (j *Journal) SetUploadState(ctx context.Context, id string, st UploadState)
 		return fmt.Errorf("journal: set upload state: invalid state %d", st)
 	}
 	return j.batch(ctx, "set upload state", func(tx *bolt.Tx) error {
-		u, err := getUpload(tx, id)
+		return setUploadState(tx, id, st)
+	})
+}
+
+// setUploadState is SetUploadState inside a transaction.
+func setUploadState(tx *bolt.Tx, id string, st UploadState) error {
+	u, err := getUpload(tx, id)
+	if err != nil {
+		return err
+	}
+	slots := tx.Bucket(bucketLiveUpload)
+	key := liveKey(u.Session, u.Object)
+	holder := slots.Get(key)
+	switch {
+	case st.live() && holder == nil:
+		if err := slots.Put(key, []byte(id)); err != nil {
+			return err
+		}
+	case st.live() && string(holder) != id:
+		return &LiveUploadError{UploadID: string(holder)}
+	case !st.live() && string(holder) == id:
+		if err := slots.Delete(key); err != nil {
+			return err
+		}
+	}
+	u.State = st
+	return putUpload(tx, &u)
+}
+
+// MarkUploadVerified records in one transaction that an upload's object is
+// verified and durable in the owner's spool (MarkVerified) and that the
+// upload is done (SetUploadState UploadVerified).
+func (j *Journal) MarkUploadVerified(ctx context.Context, uploadID, owner string, size int64) error {
+	sid, err := checkUploadID(uploadID)
+	if err != nil {
+		return fmt.Errorf("journal: mark upload verified: %w", err)
+	}
+	if err := checkOwner(owner); err != nil {
+		return fmt.Errorf("journal: mark upload verified: %w", err)
+	}
+	return j.batch(ctx, "mark upload verified", func(tx *bolt.Tx) error {
+		u, err := getUpload(tx, uploadID)
 		if err != nil {
 			return err
 		}
-		slots := tx.Bucket(bucketLiveUpload)
-		key := liveKey(u.Session, u.Object)
-		holder := slots.Get(key)
-		switch {
-		case st.live() && holder == nil:
-			if err := slots.Put(key, []byte(id)); err != nil {
-				return err
-			}
-		case st.live() && string(holder) != id:
-			return &LiveUploadError{UploadID: string(holder)}
-		case !st.live() && string(holder) == id:
-			if err := slots.Delete(key); err != nil {
-				return err
-			}
+		if err := markVerified(tx, sid, owner, u.Object, size); err != nil {
+			return err
 		}
-		u.State = st
-		return putUpload(tx, &u)
+		return setUploadState(tx, uploadID, UploadVerified)
 	})
 }
 
