@@ -614,3 +614,21 @@ func TestUploadMisuseRefused(t *testing.T) {
 	want(t, r, 400)
 	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: []string{fx.a + ".commitmeta"}}), 200)
 }
+
+// Ended sessions are forgotten after the retention period.
+func TestEndedSessionsAreForgotten(t *testing.T) {
+	e := newEnv(t)
+	e.TTL, e.Retention = time.Second, 2*time.Second
+	e.Start()
+	want(t, e.push(e.Tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false), 200)
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	want(t, e.do(e.Tok, "DELETE", api.PathSessions+"/"+s.ID, nil, nil), 204)
+	deadline := time.Now().Add(15 * time.Second)
+	for e.do(e.Tok, "GET", api.PathSessions+"/"+s.ID, nil, nil).status != 404 {
+		if time.Now().After(deadline) {
+			t.Fatal("ended session never forgotten")
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	e.CheckPublished(map[string]string{"other": fx.c})
+}

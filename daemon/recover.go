@@ -206,7 +206,15 @@ func (s *Server) expire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Ended sessions are forgotten after the retention period (a client
+	// may still ask about one it pushed until then).
 	for _, sess := range all {
+		if !sess.State.Live() && time.Since(sess.Updated) > s.opts.SessionRetention {
+			if err := s.forget(ctx, sess); err != nil {
+				return err
+			}
+			continue
+		}
 		release := false
 		switch sess.State {
 		case journal.StatePublished, journal.StateExpired:
@@ -225,4 +233,15 @@ func (s *Server) expire(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// forget deletes an ended session from the journal, after freeing whatever
+// it still holds.
+func (s *Server) forget(ctx context.Context, sess journal.Session) error {
+	unlock := s.lockSession(sess.ID)
+	defer unlock()
+	if err := s.dropSession(ctx, sess, sess.State, sess.Result, true); err != nil {
+		return err
+	}
+	return s.journal.DeleteSession(ctx, sess.ID)
 }

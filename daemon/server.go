@@ -35,6 +35,7 @@ type Options struct {
 	StateDir             string // "" = beside the repo: <dir>/.<name>.ostree-upload
 	Keyring              *config.Keyring
 	SessionTTL           time.Duration
+	SessionRetention     time.Duration // ended sessions are forgotten after this; default max(7 days, 7 TTLs)
 	MaxObjectsPerSession int
 	MaxObjectSize        int64
 	Version              string
@@ -93,6 +94,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	if opts.SessionTTL <= 0 {
 		opts.SessionTTL = 24 * time.Hour
+	}
+	if opts.SessionRetention <= 0 {
+		opts.SessionRetention = max(7*24*time.Hour, 7*opts.SessionTTL)
 	}
 	if opts.MaxObjectsPerSession <= 0 {
 		opts.MaxObjectsPerSession = 2_000_000

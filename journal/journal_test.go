@@ -951,3 +951,36 @@ func TestMarkUploadVerified(t *testing.T) {
 		t.Fatal("another owner marked the upload verified")
 	}
 }
+
+func TestDeleteSession(t *testing.T) {
+	ctx := context.Background()
+	j, _ := mustOpen(t)
+	s := mustSession(t, j, ownerA, "main")
+	if err := j.DeleteSession(ctx, s.ID); err == nil {
+		t.Fatal("deleted a live session")
+	}
+	if _, err := j.Need(ctx, s.ID, objs(0, 3), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.SetState(ctx, s.ID, StateAborted, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.DeleteSession(ctx, s.ID); err == nil {
+		t.Fatal("deleted a session that still has object records")
+	}
+	if _, err := j.ReleaseSession(ctx, s.ID, ownerA); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.DeleteSessionObjects(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.DeleteSession(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Get(ctx, s.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get after delete: %v", err)
+	}
+	if all, _ := j.List(ctx); len(all) != 0 {
+		t.Fatalf("%d sessions listed after delete", len(all))
+	}
+}

@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -312,4 +313,38 @@ func putSession(tx *bolt.Tx, s *Session) error {
 		return err
 	}
 	return tx.Bucket(bucketSessions).Put([]byte(s.ID), b)
+}
+
+// DeleteSession forgets an ended session. It refuses a live session and one
+// that still has object records (release its spool entries and delete its
+// objects first), uploads or a publish intent.
+func (j *Journal) DeleteSession(ctx context.Context, id string) error {
+	if err := checkSessionID(id); err != nil {
+		return fmt.Errorf("journal: delete session: %w", err)
+	}
+	return j.update(ctx, "delete session", func(tx *bolt.Tx) error {
+		s, err := getSession(tx, id)
+		if err != nil {
+			return err
+		}
+		switch {
+		case s.State.Live():
+			return fmt.Errorf("session %s is %s", id, s.State)
+		case tx.Bucket(bucketIntents).Get([]byte(id)) != nil:
+			return fmt.Errorf("session %s has a publish intent", id)
+		}
+		if b := tx.Bucket(bucketObjects).Bucket([]byte(id)); b != nil {
+			if k, _ := b.Cursor().First(); k != nil {
+				return fmt.Errorf("session %s still has object records", id)
+			}
+			if err := tx.Bucket(bucketObjects).DeleteBucket([]byte(id)); err != nil {
+				return err
+			}
+		}
+		prefix := []byte(id + "/")
+		if k, _ := tx.Bucket(bucketUploads).Cursor().Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) {
+			return fmt.Errorf("session %s still has uploads", id)
+		}
+		return tx.Bucket(bucketSessions).Delete([]byte(id))
+	})
 }

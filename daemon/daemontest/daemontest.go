@@ -41,6 +41,7 @@ type Env struct {
 	URL         string // http://127.0.0.1:port once started
 	Tok, Narrow Token
 	TTL         time.Duration
+	Retention   time.Duration // 0: the daemon's default
 	MaxObjects  int
 
 	addr string
@@ -91,7 +92,7 @@ func (e *Env) Start() {
 	t := e.T
 	srv, err := daemon.New(context.Background(), daemon.Options{
 		RepoPath: e.Repo, StateDir: e.State, Keyring: config.NewKeyring(e.Tokens()),
-		SessionTTL: e.TTL, MaxObjectsPerSession: e.MaxObjects, MaxObjectSize: 1 << 30, Version: "test",
+		SessionTTL: e.TTL, SessionRetention: e.Retention, MaxObjectsPerSession: e.MaxObjects, MaxObjectSize: 1 << 30, Version: "test",
 		Logger: testLogger(),
 	})
 	if err != nil {
