@@ -31,31 +31,17 @@ var fx struct {
 }
 
 func TestMain(m *testing.M) {
-	code, err := run(m)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "fixtures:", err)
-		os.Exit(2)
-	}
-	os.Exit(code)
-}
-
-func run(m *testing.M) (int, error) {
-	dir, err := os.MkdirTemp("", "daemon-test-")
-	if err != nil {
-		return 0, err
-	}
-	defer os.RemoveAll(dir)
-	fx.dir = dir
-	f, err := storetest.BuildFixture(dir, 500)
-	if err != nil {
-		return 0, err
-	}
-	fx.build, fx.a, fx.b, fx.c, fx.d = f.Build, f.A, f.B, f.C, f.D
-	// The daemon binary, for tests that kill it.
-	if fx.bin, err = daemontest.BuildBinary(dir); err != nil {
-		return 0, err
-	}
-	return m.Run(), nil
+	storetest.Main(m, func(dir string) error {
+		fx.dir = dir
+		f, err := storetest.BuildFixture(dir, 500)
+		if err != nil {
+			return err
+		}
+		fx.build, fx.a, fx.b, fx.c, fx.d = f.Build, f.A, f.B, f.C, f.D
+		// The daemon binary, for tests that kill it.
+		fx.bin, err = daemontest.BuildBinary(dir)
+		return err
+	})
 }
 
 type token = daemontest.Token

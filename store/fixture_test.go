@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"fmt"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -21,25 +20,10 @@ var fx struct {
 }
 
 func TestMain(m *testing.M) {
-	code, err := runWithFixtures(m)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "fixtures:", err)
-		os.Exit(2)
-	}
-	os.Exit(code)
-}
-
-func runWithFixtures(m *testing.M) (int, error) {
-	dir, err := os.MkdirTemp("", "store-test-")
-	if err != nil {
-		return 0, err
-	}
-	defer os.RemoveAll(dir)
-	fx.dir = dir
-	if err := buildFixtures(dir); err != nil {
-		return 0, err
-	}
-	return m.Run(), nil
+	storetest.Main(m, func(dir string) error {
+		fx.dir = dir
+		return buildFixtures(dir)
+	})
 }
 
 var (

@@ -3,7 +3,6 @@ package uploader_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -33,27 +32,13 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	code, err := run(m)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "fixtures:", err)
-		os.Exit(2)
-	}
-	os.Exit(code)
-}
-
-func run(m *testing.M) (int, error) {
-	dir, err := os.MkdirTemp("", "uploader-test-")
-	if err != nil {
-		return 0, err
-	}
-	defer os.RemoveAll(dir)
-	if fx, err = storetest.BuildFixture(dir, 500); err != nil {
-		return 0, err
-	}
-	if bin, err = daemontest.BuildBinary(dir); err != nil {
-		return 0, err
-	}
-	return m.Run(), nil
+	storetest.Main(m, func(dir string) (err error) {
+		if fx, err = storetest.BuildFixture(dir, 500); err != nil {
+			return err
+		}
+		bin, err = daemontest.BuildBinary(dir)
+		return err
+	})
 }
 
 func opts(e *daemontest.Env, url string, refs ...string) uploader.Options {

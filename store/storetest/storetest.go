@@ -208,3 +208,24 @@ func BuildFixture(dir string, files int) (*Fixture, error) {
 	f.E, err = CommitTree(f.Build, "big", big, 1700000400)
 	return f, err
 }
+
+// Main runs a package's tests after setup built its fixtures in a fresh
+// temporary directory, removes the directory, and exits. Use it from
+// TestMain.
+func Main(m *testing.M, setup func(dir string) error) {
+	os.Exit(runMain(m, setup))
+}
+
+func runMain(m *testing.M, setup func(dir string) error) int {
+	dir, err := os.MkdirTemp("", "ostree-upload-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fixtures:", err)
+		return 2
+	}
+	defer os.RemoveAll(dir)
+	if err := setup(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "fixtures:", err)
+		return 2
+	}
+	return m.Run()
+}
