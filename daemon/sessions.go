@@ -155,7 +155,9 @@ func (s *Server) handleObjects(c echo.Context) error {
 		return err
 	}
 	if sess.State != journal.StateOpen {
-		return fail(http.StatusConflict, "session is %s", sess.State)
+		e := fail(http.StatusConflict, "session is %s", sess.State)
+		e.body.Code = api.CodeSessionNotOpen
+		return e
 	}
 	var req api.ObjectsRequest
 	if err := decodeJSON(c, &req); err != nil {

@@ -117,7 +117,9 @@ func (s *Server) uploadGuard(tus http.Handler) echo.HandlerFunc {
 			return fail(http.StatusNotFound, "upload not found")
 		}
 		if req.Method == http.MethodPatch && sess.State != journal.StateOpen {
-			return fail(http.StatusConflict, "session is %s", sess.State)
+			e := fail(http.StatusConflict, "session is %s", sess.State)
+			e.body.Code = api.CodeSessionNotOpen
+			return e
 		}
 		if up.State == journal.UploadReceived && req.Method != http.MethodDelete {
 			// Complete but unjudged: judge it now rather than let tusd
@@ -150,7 +152,9 @@ func (s *Server) answerVerified(c echo.Context, up journal.Upload) error {
 		return c.NoContent(http.StatusOK)
 	case http.MethodPatch:
 		if c.Request().Header.Get("Upload-Offset") != size {
-			return fail(http.StatusConflict, "upload is complete and verified: offset is %s", size)
+			e := fail(http.StatusConflict, "upload is complete and verified: offset is %s", size)
+			e.body.Code = api.CodeVerified
+			return e
 		}
 		h.Set("Upload-Offset", size)
 		return c.NoContent(http.StatusNoContent)
@@ -187,7 +191,7 @@ func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handle
 		return handler.HTTPResponse{}, none, tusError(http.StatusNotFound, api.Error{Error: "session not found"})
 	}
 	if sess.State != journal.StateOpen {
-		return handler.HTTPResponse{}, none, tusError(http.StatusConflict, api.Error{Error: fmt.Sprintf("session is %s", sess.State)})
+		return handler.HTTPResponse{}, none, tusError(http.StatusConflict, api.Error{Error: fmt.Sprintf("session is %s", sess.State), Code: api.CodeSessionNotOpen})
 	}
 	name, err := store.ParseObjectName(obj)
 	if err != nil {
@@ -214,14 +218,14 @@ func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handle
 	case err != nil:
 		return handler.HTTPResponse{}, none, err
 	case st == journal.ObjVerified:
-		return handler.HTTPResponse{}, none, tusError(http.StatusConflict, api.Error{Error: "object is already verified", Object: obj})
+		return handler.HTTPResponse{}, none, tusError(http.StatusConflict, api.Error{Error: "object is already verified", Object: obj, Code: api.CodeVerified})
 	}
 	uid := newUploadID(sid)
 	err = s.journal.AddUpload(ctx, journal.Upload{ID: uid, Session: sid, Object: name.String(), Size: hook.Upload.Size, State: journal.UploadOpen})
 	var live *journal.LiveUploadError
 	if errors.As(err, &live) {
 		return handler.HTTPResponse{}, none, tusError(http.StatusConflict, api.Error{
-			Error: "object already has an upload in this session", Object: obj, Upload: api.PathUploads + "/" + live.UploadID})
+			Error: "object already has an upload in this session", Object: obj, Upload: api.PathUploads + "/" + live.UploadID, Code: api.CodeLiveUpload})
 	}
 	if err != nil {
 		return handler.HTTPResponse{}, none, err

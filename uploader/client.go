@@ -3,6 +3,8 @@ package uploader
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -13,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -50,6 +53,20 @@ func temporary(err error) bool {
 		}
 		return he.Status >= 500
 	}
+	var cve *tls.CertificateVerificationError
+	var uae x509.UnknownAuthorityError
+	var hne x509.HostnameError
+	var cie x509.CertificateInvalidError
+	var rhe tls.RecordHeaderError
+	if errors.As(err, &cve) || errors.As(err, &uae) || errors.As(err, &hne) || errors.As(err, &cie) || errors.As(err, &rhe) {
+		return false // TLS set-up problems do not go away by waiting
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		// Any other failure of the transport (refused, reset, closed,
+		// timed out) may pass.
+		return !errors.Is(ue.Err, context.Canceled)
+	}
 	var ne net.Error
 	return errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
 		errors.Is(err, errStalled) || strings.Contains(err.Error(), "connection reset") ||
@@ -79,16 +96,32 @@ func newClient(address, token string, jobs int) (*client, error) {
 	return &client{base: u, token: token, http: &http.Client{Transport: tr}, stall: time.Minute}, nil
 }
 
-// url resolves a path or a Location header against the daemon's address.
-func (c *client) url(p string) string {
-	ref, err := url.Parse(p)
+// url is the daemon's address (with any path prefix) followed by an API path.
+func (c *client) url(p string) string { return c.base.String() + p }
+
+var uploadPathRE = regexp.MustCompile(`^/api/v1/uploads/[0-9a-f]{32}/[0-9a-f]{32}$`)
+
+// uploadPath turns an upload URL the daemon answered (a Location header, or
+// a path in a 409) into an upload path on the configured address. Only the
+// path is kept: the daemon builds absolute URLs from the Host and scheme it
+// saw, which behind a proxy may name plain HTTP or another host, and the
+// token must only ever go to the configured address.
+func (c *client) uploadPath(loc string) (string, error) {
+	u, err := url.Parse(loc)
 	if err != nil {
-		return c.base.String() + p
+		return "", &PermanentError{Err: fmt.Errorf("daemon answered a bad upload URL %q", loc)}
 	}
-	return c.base.ResolveReference(ref).String()
+	p := strings.TrimPrefix(u.Path, strings.TrimRight(c.base.Path, "/"))
+	if !uploadPathRE.MatchString(p) {
+		return "", &PermanentError{Err: fmt.Errorf("daemon answered an unexpected upload URL %q", loc)}
+	}
+	return p, nil
 }
 
 var errStalled = errors.New("no progress on the connection")
+
+// maxAnswer bounds what is read of one answer of the daemon.
+const maxAnswer = 64 << 20
 
 // send makes one request; body is read at most once. Non-2xx answers become
 // *HTTPError. The request is cut when its body stalls for c.stall.
@@ -120,15 +153,17 @@ func (c *client) send(ctx context.Context, method, path string, body io.Reader, 
 		return nil, nil, err
 	}
 	defer res.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(res.Body, 8<<20))
+	b, err := io.ReadAll(io.LimitReader(res.Body, maxAnswer+1))
 	if err != nil {
 		return nil, nil, err
 	}
+	if len(b) > maxAnswer {
+		return nil, nil, &PermanentError{Err: fmt.Errorf("%s %s: answer larger than %d bytes", method, path, maxAnswer)}
+	}
 	if res.StatusCode >= 300 {
 		he := &HTTPError{Method: method, Path: path, Status: res.StatusCode}
-		json.Unmarshal(b, &he.Body)
-		if he.Body.Error == "" {
-			he.Body.Error = strings.TrimSpace(string(b))
+		if json.Unmarshal(b, &he.Body) != nil || he.Body.Error == "" {
+			he.Body.Error = strings.TrimSpace(string(b[:min(len(b), 512)])) // e.g. a proxy's HTML page
 		}
 		return res, b, he
 	}
@@ -201,10 +236,22 @@ func (c *client) json(ctx context.Context, method, path string, in, out any) err
 // temporarily for longer than budget after its first failure; waits grow
 // exponentially with jitter.
 func (c *client) retry(ctx context.Context, budget time.Duration, fn func() error) error {
+	return c.retryProgress(ctx, budget, func(func()) error { return fn() })
+}
+
+// retryProgress is retry for work that can report progress: an attempt
+// that calls progress (e.g. the daemon's offset grew) starts the budget
+// and the backoff afresh, so a long upload over a link that drops now and
+// then keeps going.
+func (c *client) retryProgress(ctx context.Context, budget time.Duration, fn func(progress func()) error) error {
 	var firstFailure time.Time
 	wait := 200 * time.Millisecond
 	for {
-		err := fn()
+		progressed := false
+		err := fn(func() { progressed = true })
+		if progressed {
+			firstFailure, wait = time.Time{}, 200*time.Millisecond
+		}
 		if err == nil || !temporary(err) || ctx.Err() != nil {
 			return err
 		}
@@ -229,9 +276,11 @@ func (c *client) retry(ctx context.Context, budget time.Duration, fn func() erro
 }
 
 var (
-	errLiveUpload  = errors.New("object already has a live upload")
-	errUploadGone  = errors.New("upload no longer exists")
-	errNotComplete = errors.New("upload not complete")
+	errVerified       = errors.New("object already verified")
+	errSessionNotOpen = errors.New("session is not open any more")
+	errLiveUpload     = errors.New("object already has a live upload")
+	errUploadGone     = errors.New("upload no longer exists")
+	errNotComplete    = errors.New("upload not complete")
 )
 
 func tusMeta(session, object string) string {
@@ -253,15 +302,26 @@ func (c *client) create(ctx context.Context, session, object string, size int64,
 	}
 	res, _, err := c.send(ctx, http.MethodPost, api.PathUploads+"/", body, size, hdr)
 	var he *HTTPError
-	if errors.As(err, &he) && he.Status == http.StatusConflict && he.Body.Upload != "" {
-		return he.Body.Upload, errLiveUpload
+	if errors.As(err, &he) && he.Status == http.StatusConflict {
+		switch {
+		case he.Body.Code == api.CodeVerified:
+			return "", errVerified // e.g. the answer to an earlier try was lost
+		case he.Body.Code == api.CodeSessionNotOpen:
+			return "", errSessionNotOpen
+		case he.Body.Upload != "":
+			p, perr := c.uploadPath(he.Body.Upload)
+			if perr != nil {
+				return "", perr
+			}
+			return p, errLiveUpload
+		}
 	}
 	if err != nil {
 		return "", err
 	}
-	loc := res.Header.Get("Location")
-	if loc == "" {
-		return "", fmt.Errorf("upload of %s created without a Location", object)
+	loc, err := c.uploadPath(res.Header.Get("Location"))
+	if err != nil {
+		return "", err
 	}
 	if body != nil && res.Header.Get("Upload-Offset") != strconv.FormatInt(size, 10) {
 		return loc, errNotComplete
@@ -291,10 +351,14 @@ func (c *client) patch(ctx context.Context, upload string, offset int64, r io.Re
 	})
 	var he *HTTPError
 	if errors.As(err, &he) {
-		switch he.Status {
-		case http.StatusNotFound, http.StatusGone:
+		switch {
+		case he.Status == http.StatusNotFound, he.Status == http.StatusGone:
 			return errUploadGone
-		case http.StatusConflict:
+		case he.Status == http.StatusConflict && he.Body.Code == api.CodeSessionNotOpen:
+			return errSessionNotOpen
+		case he.Status == http.StatusConflict && he.Body.Code == api.CodeVerified:
+			return nil
+		case he.Status == http.StatusConflict:
 			// Offset mismatch (e.g. bytes landed before a cut): ask again.
 			return &HTTPError{Method: he.Method, Path: he.Path, Status: http.StatusServiceUnavailable, Body: he.Body}
 		}

@@ -137,6 +137,9 @@ func Push(ctx context.Context, opts Options) (*Result, error) {
 	c.log = opts.Log
 	p := &pusher{opts: opts, log: opts.Log, repo: repo, c: c, sizes: map[store.ObjectName]int64{}}
 	err = p.run(ctx)
+	if err != nil && ctx.Err() != nil {
+		err = ctx.Err() // interrupted (SIGINT, SIGTERM): a rerun resumes
+	}
 	p.res.Retries = c.retries.Load()
 	p.res.Duration = time.Since(start)
 	if p.prog != nil {
@@ -146,7 +149,7 @@ func Push(ctx context.Context, opts Options) (*Result, error) {
 }
 
 func (p *pusher) run(ctx context.Context) error {
-	if p.opts.Prune {
+	if p.opts.Prune && !p.opts.DryRun {
 		n, err := p.repo.Prune(ctx)
 		if err != nil {
 			return &PermanentError{Err: err}
@@ -189,7 +192,12 @@ func (p *pusher) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := p.uploadAll(ctx, needed); err != nil {
+		if attempt == 0 {
+			p.res.Skipped = p.res.Objects - len(needed)
+		}
+		// A session that is not open any more was committed by a
+		// concurrent run of the same push (or aborted): the commit says.
+		if err := p.uploadAll(ctx, needed); err != nil && !errors.Is(err, errSessionNotOpen) {
 			return err
 		}
 		err = p.c.retry(ctx, p.opts.RetryTimeout, func() error {
@@ -232,7 +240,12 @@ func (p *pusher) refUpdates(ctx context.Context, info api.Info) ([]api.RefUpdate
 		}
 	}
 	var updates []api.RefUpdate
+	seen := map[string]bool{}
 	for _, ref := range refs {
+		if seen[ref] {
+			continue
+		}
+		seen[ref] = true
 		c, ok := local[ref]
 		if !ok {
 			return nil, permanent("ref %s does not exist in %s (it has: %s)", ref, p.opts.Repo, refList(local))
@@ -287,9 +300,10 @@ func (p *pusher) plan(ctx context.Context, updates []api.RefUpdate, server map[s
 		if err != nil {
 			return nil, &PermanentError{Err: fmt.Errorf("read %s from %s: %w", u.Name, p.opts.Repo, err)}
 		}
-		// The parent chain down to the daemon's commit.
+		// The parent chain down to the daemon's commit, so the daemon can
+		// see the fast-forward (pointless when forcing).
 		cur := newc
-		for i := 0; i < 10000 && u.Old != ""; i++ {
+		for i := 0; i < 10000 && u.Old != "" && !p.opts.Force; i++ {
 			c, err := p.repo.ReadCommit(ctx, cur)
 			if err != nil || c.Parent == nil || c.Parent.String() == u.Old {
 				break
@@ -375,7 +389,6 @@ func (p *pusher) uploadAll(ctx context.Context, needed []store.ObjectName) error
 		total += s
 	}
 	p.prog.plan(len(needed), total, p.res.Objects-len(needed))
-	p.res.Skipped = p.res.Objects - len(needed)
 	slices.SortStableFunc(needed, func(a, b store.ObjectName) int {
 		return int(p.sizes[b] - p.sizes[a])
 	})
@@ -428,7 +441,8 @@ func (p *pusher) upload(ctx context.Context, n store.ObjectName, url string) err
 		return &PermanentError{Err: fmt.Errorf("local object %s: %w", n, err)}
 	}
 	defer f.Close()
-	err = p.c.retry(ctx, p.opts.RetryTimeout, func() error {
+	lastOffset := int64(-1)
+	err = p.c.retryProgress(ctx, p.opts.RetryTimeout, func(progress func()) error {
 		if url == "" {
 			var body io.Reader
 			if size <= smallObject {
@@ -436,8 +450,8 @@ func (p *pusher) upload(ctx context.Context, n store.ObjectName, url string) err
 			}
 			u, err := p.c.create(ctx, p.sid, n.String(), size, body)
 			switch {
-			case err == nil && body != nil:
-				return nil // created with every byte: verified
+			case err == nil && body != nil, errors.Is(err, errVerified):
+				return nil // all bytes arrived and were verified
 			case err == nil, errors.Is(err, errLiveUpload), errors.Is(err, errNotComplete):
 				url = u
 			default:
@@ -445,6 +459,12 @@ func (p *pusher) upload(ctx context.Context, n store.ObjectName, url string) err
 			}
 		}
 		off, err := p.c.offset(ctx, url)
+		if err == nil && off > lastOffset {
+			if lastOffset >= 0 {
+				progress()
+			}
+			lastOffset = off
+		}
 		if errors.Is(err, errUploadGone) {
 			url = ""
 			return &HTTPError{Status: http.StatusServiceUnavailable, Body: api.Error{Error: "upload vanished; creating it again"}}
@@ -462,6 +482,9 @@ func (p *pusher) upload(ctx context.Context, n store.ObjectName, url string) err
 	var he *HTTPError
 	if errors.As(err, &he) && he.Status == http.StatusUnprocessableEntity {
 		return permanent("the daemon refused local object %s as corrupt (%s): run 'ostree fsck' on %s", n, he.Body.Error, p.opts.Repo)
+	}
+	if errors.Is(err, errSessionNotOpen) {
+		return err
 	}
 	if err != nil {
 		return fmt.Errorf("upload %s: %w", n, err)

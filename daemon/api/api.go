@@ -101,9 +101,17 @@ type ObjectsResponse struct {
 	Needed []string `json:"needed"`
 }
 
+// Error codes that let clients act on a refusal without parsing its text.
+const (
+	CodeVerified       = "verified"         // the object is already verified in this session
+	CodeSessionNotOpen = "session-not-open" // the session is publishing, published, aborted, expired or failed
+	CodeLiveUpload     = "live-upload"      // the object has an upload in progress: resume Upload
+)
+
 // Error is the body of every error response of the API.
 type Error struct {
 	Error   string   `json:"error"`
+	Code    string   `json:"code,omitempty"`
 	Ref     string   `json:"ref,omitempty"`     // the ref a 403 or 409 is about
 	Object  string   `json:"object,omitempty"`  // the object a 4xx is about
 	Upload  string   `json:"upload,omitempty"`  // URL of the live upload (409 on upload creation)

@@ -1,0 +1,53 @@
+package uploader
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"testing"
+)
+
+// Upload URLs the daemon answers are reduced to a path on the configured
+// address: the token never follows a scheme or host the daemon made up.
+func TestUploadPath(t *testing.T) {
+	id := "/api/v1/uploads/0123456789abcdef0123456789abcdef/fedcba9876543210fedcba9876543210"
+	for _, base := range []string{"https://ostree.example.com", "https://ostree.example.com/push"} {
+		c, err := newClient(base, "t", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prefix, _ := url.Parse(base)
+		for _, loc := range []string{id, "http://127.0.0.1:8080" + id, "http://evil.example" + prefix.Path + id} {
+			p, err := c.uploadPath(loc)
+			if err != nil || c.url(p) != base+id {
+				t.Errorf("base %s, Location %s: %q, %v", base, loc, c.url(p), err)
+			}
+		}
+		for _, bad := range []string{"/etc/passwd", id + "/..", "/api/v1/uploads/../sessions", id[:len(id)-1], ""} {
+			if _, err := c.uploadPath(bad); err == nil {
+				t.Errorf("accepted %q", bad)
+			}
+		}
+	}
+}
+
+// TLS problems are permanent (exit 1), not worth retrying; network failures
+// and 5xx are temporary.
+func TestTemporary(t *testing.T) {
+	tlsErr := &url.Error{Op: "Get", URL: "https://x", Err: x509.UnknownAuthorityError{}}
+	netErr := &url.Error{Op: "Get", URL: "https://x", Err: fmt.Errorf("dial tcp: connection refused")}
+	for err, want := range map[error]bool{
+		tlsErr:                  false,
+		netErr:                  true,
+		&HTTPError{Status: 503}: true,
+		&HTTPError{Status: 409}: false,
+		&HTTPError{Status: 401}: false,
+		errStalled:              true,
+		errors.New("anything"):  false,
+	} {
+		if got := temporary(err); got != want {
+			t.Errorf("temporary(%v) = %v, want %v", err, got, want)
+		}
+	}
+}
