@@ -55,12 +55,13 @@ func (s *Server) setupRoutes() {
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{})))
 
 	g := e.Group("/api/v1", s.auth)
-	g.GET("/info", s.handleInfo)
-	g.POST("/sessions", s.handleCreateSession)
-	g.GET("/sessions/:id", s.handleGetSession)
-	g.DELETE("/sessions/:id", s.handleAbort)
-	g.POST("/sessions/:id/objects", s.handleObjects)
-	g.POST("/sessions/:id/commit", s.handleCommit)
+	sess := g.Group("", detach)
+	sess.GET("/info", s.handleInfo)
+	sess.POST("/sessions", s.handleCreateSession)
+	sess.GET("/sessions/:id", s.handleGetSession)
+	sess.DELETE("/sessions/:id", s.handleAbort)
+	sess.POST("/sessions/:id/objects", s.handleObjects)
+	sess.POST("/sessions/:id/commit", s.handleCommit)
 	up := s.uploadGuard(http.StripPrefix(api.PathUploads, s.tus))
 	g.Any("/uploads", up)
 	g.Any("/uploads/", up)
@@ -128,6 +129,20 @@ func (s *Server) auth(next echo.HandlerFunc) echo.HandlerFunc {
 			return fail(http.StatusUnauthorized, "%v", err)
 		}
 		c.SetRequest(req.WithContext(context.WithValue(req.Context(), identityKey{}, id)))
+		return next(c)
+	}
+}
+
+// detach runs a session API handler on a context that the connection's
+// fate does not cancel. These handlers are short journal operations (or a
+// publish, which must finish anyway). After tusd has served a request with
+// a body, later requests on the same kept-alive connection were seen to
+// arrive with their context already cancelled; tusd's own hooks tolerate
+// that (they run on a delayed copy), these handlers must too.
+func detach(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		c.SetRequest(req.WithContext(context.WithoutCancel(req.Context())))
 		return next(c)
 	}
 }

@@ -104,7 +104,7 @@ func (s *Server) uploadGuard(tus http.Handler) echo.HandlerFunc {
 		if m == nil || req.URL.Path != api.PathUploads+rest {
 			return fail(http.StatusNotFound, "upload not found")
 		}
-		ctx := req.Context()
+		ctx := context.WithoutCancel(req.Context()) // see detach
 		up, err := s.journal.GetUpload(ctx, m[1]+"/"+m[2])
 		if errors.Is(err, journal.ErrNotFound) {
 			return fail(http.StatusNotFound, "upload not found")

@@ -438,3 +438,29 @@ func TestLostCreateAnswer(t *testing.T) {
 	}
 	e.CheckPublished(map[string]string{"other": fx.C})
 }
+
+// Two runs of the same push at once share one session: both succeed. (It
+// also catches the daemon failing requests whose context a previous tus
+// request on the same kept-alive connection left cancelled.)
+func TestSamePushTwiceAtOnce(t *testing.T) {
+	e := daemontest.New(t)
+	e.Start()
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := uploader.Push(ctx, opts(e, e.URL, "main"))
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.CheckPublished(map[string]string{"main": fx.B})
+}
