@@ -138,24 +138,7 @@ func (e *env) session(tok token, refs []api.RefUpdate, force bool) api.Session {
 // objectsOf lists what the build repo holds for commit (against base, if set).
 func objectsOf(t testing.TB, commit, base string) []store.ObjectName {
 	t.Helper()
-	r, err := store.OpenArchive(ctx, fx.build)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	c, _ := store.ParseChecksum(commit)
-	var out []store.ObjectName
-	add := func(n store.ObjectName) error { out = append(out, n); return nil }
-	if base == "" {
-		err = r.Walk(ctx, c, add)
-	} else {
-		b, _ := store.ParseChecksum(base)
-		err = r.Diff(ctx, c, b, add)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return daemontest.Objects(t, fx.build, commit, base)
 }
 
 func objectBytes(t testing.TB, n store.ObjectName) []byte {

@@ -114,6 +114,11 @@ func (s *Server) sweepSpools(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	claimed, err := s.claimedBySpoolOwner(ctx)
+	if err != nil {
+		s.log.Warn("not sweeping spools: cannot read uploads", "err", err)
+		return nil // when in doubt, keep every file
+	}
 	for _, o := range owners {
 		if !ownerRE.MatchString(o.Name()) {
 			continue
@@ -132,7 +137,7 @@ func (s *Server) sweepSpools(ctx context.Context) error {
 			if err != nil || has {
 				return err
 			}
-			if s.spoolReferenced(ctx, o.Name(), name) {
+			if claimed[o.Name()+"/"+name.String()] {
 				return nil
 			}
 			s.log.Info("deleting spool object unknown to the journal", "object", name)
@@ -145,22 +150,31 @@ func (s *Server) sweepSpools(ctx context.Context) error {
 	return nil
 }
 
-// spoolReferenced reports whether an open upload of the owner is about to
-// claim a spool file (its verdict was cut short after the rename).
-func (s *Server) spoolReferenced(ctx context.Context, owner string, name store.ObjectName) bool {
+// claimedBySpoolOwner lists, as "<owner>/<object>", the objects that
+// unverified uploads are about to claim from a spool (a verdict cut short
+// after the rename into the spool).
+func (s *Server) claimedBySpoolOwner(ctx context.Context) (map[string]bool, error) {
 	ups, err := s.journal.AllUploads(ctx)
 	if err != nil {
-		return true
+		return nil, err
 	}
+	owners := map[string]string{} // session -> owner
+	claimed := map[string]bool{}
 	for _, u := range ups {
-		if u.Object != name.String() || u.State == journal.UploadVerified {
+		if u.State == journal.UploadVerified {
 			continue
 		}
-		if sess, err := s.journal.Get(ctx, u.Session); err == nil && sess.Owner == owner {
-			return true
+		owner, ok := owners[u.Session]
+		if !ok {
+			sess, err := s.journal.Get(ctx, u.Session)
+			if err != nil {
+				continue
+			}
+			owner, owners[u.Session] = sess.Owner, sess.Owner
 		}
+		claimed[owner+"/"+u.Object] = true
 	}
-	return false
+	return claimed, nil
 }
 
 // janitor expires idle sessions until ctx is done.

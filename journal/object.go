@@ -62,6 +62,19 @@ type spoolEntry struct {
 	Holders []string `json:"holders"`
 }
 
+// getObj reads a session's record of an object; found is false if the
+// session does not know it.
+func getObj(objs *bolt.Bucket, key []byte) (rec objRecord, found bool, err error) {
+	v := objs.Get(key)
+	if v == nil {
+		return rec, false, nil
+	}
+	if rec, err = decodeObj(v); err != nil {
+		return rec, true, fmt.Errorf("object %q: %w", key, err)
+	}
+	return rec, true, nil
+}
+
 func getSpool(b *bolt.Bucket, name []byte) (*spoolEntry, error) {
 	if b == nil {
 		return nil, nil
@@ -240,16 +253,14 @@ func (j *Journal) setObject(ctx context.Context, op, sessionID, name string, st 
 			return err
 		}
 		key := []byte(name)
-		v := objs.Get(key)
-		if v != nil {
-			rec, err := decodeObj(v)
-			if err != nil {
-				return fmt.Errorf("object %q: %w", name, err)
-			}
-			if rec.state == ObjVerified {
-				return nil
-			}
-		} else {
+		rec, found, err := getObj(objs, key)
+		if err != nil {
+			return err
+		}
+		if found && rec.state == ObjVerified {
+			return nil
+		}
+		if !found {
 			s.Objects++
 		}
 		if err := objs.Put(key, objRecord{state: st, reason: reason}.encode()); err != nil {
@@ -314,17 +325,15 @@ func markVerified(tx *bolt.Tx, sessionID, owner, name string, size int64) error 
 		return err
 	}
 	key := []byte(name)
-	v := objs.Get(key)
-	if v != nil {
-		rec, err := decodeObj(v)
-		if err != nil {
-			return fmt.Errorf("object %q: %w", name, err)
-		}
-		if rec.state == ObjVerified {
-			// Already counted; make sure the holder is there all the same.
-			return joinSpool(spool, key, sessionID, rec.size)
-		}
-	} else {
+	rec, found, err := getObj(objs, key)
+	if err != nil {
+		return err
+	}
+	if found && rec.state == ObjVerified {
+		// Already counted; make sure the holder is there all the same.
+		return joinSpool(spool, key, sessionID, rec.size)
+	}
+	if !found {
 		s.Objects++
 	}
 	if err := objs.Put(key, objRecord{state: ObjVerified, size: size}.encode()); err != nil {

@@ -146,16 +146,9 @@ func (j *Journal) Get(ctx context.Context, id string) (Session, error) {
 // administration and startup.
 func (j *Journal) List(ctx context.Context) ([]Session, error) {
 	var out []Session
-	err := j.view(ctx, "list sessions", func(tx *bolt.Tx) error {
-		out = nil
-		return tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
-			var s Session
-			if err := json.Unmarshal(v, &s); err != nil {
-				return fmt.Errorf("session %s: %w", k, err)
-			}
-			out = append(out, s)
-			return nil
-		})
+	err := j.view(ctx, "list sessions", func(tx *bolt.Tx) (err error) {
+		out, err = decodeAll[Session](tx.Bucket(bucketSessions), nil, "session")
+		return err
 	})
 	if err != nil {
 		return nil, err

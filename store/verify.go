@@ -238,12 +238,9 @@ func NewVerifier(name ObjectName) *Verifier {
 	v := &Verifier{pw: pw, done: make(chan struct{})}
 	go func() {
 		defer close(v.done)
+		// Verify succeeds only after reading EOF, that is after Close.
 		v.info, v.err = Verify(name, pr)
-		if v.err != nil {
-			pr.CloseWithError(v.err)
-		} else {
-			pr.CloseWithError(fmt.Errorf("object %s: bytes after a complete object", name))
-		}
+		pr.CloseWithError(v.err)
 	}()
 	return v
 }

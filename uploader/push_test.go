@@ -24,7 +24,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
-	"github.com/ostree-upload/ostree-upload/store"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 	"github.com/ostree-upload/ostree-upload/uploader"
 )
@@ -65,25 +64,12 @@ func push(t *testing.T, o uploader.Options) *uploader.Result {
 // objectBytes is the size of a set of objects of the build repo.
 func objectBytes(t testing.TB, commit, base string) (n int, bytes int64) {
 	t.Helper()
-	r, err := store.OpenArchive(ctx, fx.Build)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	c, _ := store.ParseChecksum(commit)
-	add := func(o store.ObjectName) error {
-		s, err := r.ObjectSize(o)
-		n, bytes = n+1, bytes+s
-		return err
-	}
-	if base == "" {
-		err = r.Walk(ctx, c, add)
-	} else {
-		b, _ := store.ParseChecksum(base)
-		err = r.Diff(ctx, c, b, add)
-	}
-	if err != nil {
-		t.Fatal(err)
+	for _, o := range daemontest.Objects(t, fx.Build, commit, base) {
+		fi, err := os.Stat(filepath.Join(fx.Build, filepath.FromSlash(o.RelPath())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, bytes = n+1, bytes+fi.Size()
 	}
 	return n, bytes
 }

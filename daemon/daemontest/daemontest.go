@@ -248,3 +248,31 @@ func BuildBinary(dir string) (string, error) {
 	}
 	return bin, nil
 }
+
+// Objects lists the objects of commit in the archive repository repo: all
+// reachable ones, or with base set the pruned diff against base.
+func Objects(t testing.TB, repo, commit, base string) []store.ObjectName {
+	t.Helper()
+	ctx := context.Background()
+	r, err := store.OpenArchive(ctx, repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	c, err := store.ParseChecksum(commit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []store.ObjectName
+	add := func(n store.ObjectName) error { out = append(out, n); return nil }
+	if base == "" {
+		err = r.Walk(ctx, c, add)
+	} else {
+		b, _ := store.ParseChecksum(base)
+		err = r.Diff(ctx, c, b, add)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
