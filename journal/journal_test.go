@@ -504,6 +504,44 @@ func TestMarkVerified_CountedOnce(t *testing.T) {
 	checkCounts(t, j, s.ID, 2, 2, 55)
 }
 
+func TestMarkVerifiedMany(t *testing.T) {
+	ctx := context.Background()
+	j, _ := mustOpen(t)
+	s := mustSession(t, j, ownerA, "r")
+	if _, err := j.Need(ctx, s.ID, objs(0, 3), 0); err != nil {
+		t.Fatal(err)
+	}
+	// An empty name anywhere refuses the whole batch.
+	bad := []VerifiedObject{{obj(0), 10}, {"", 1}}
+	if err := j.MarkVerifiedMany(ctx, s.ID, ownerA, bad); err == nil {
+		t.Fatal("MarkVerifiedMany with a bad name succeeded")
+	}
+	checkCounts(t, j, s.ID, 3, 0, 0)
+	// Another owner's spool is refused as a whole too.
+	if err := j.MarkVerifiedMany(ctx, s.ID, ownerB, []VerifiedObject{{obj(0), 10}}); err == nil {
+		t.Fatal("MarkVerifiedMany for another owner succeeded")
+	}
+	// Duplicates within and across batches count once; unregistered names
+	// are registered.
+	vs := []VerifiedObject{{obj(0), 10}, {obj(1), 20}, {obj(0), 10}, {obj(7), 5}}
+	if err := j.MarkVerifiedMany(ctx, s.ID, ownerA, vs); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.MarkVerifiedMany(ctx, s.ID, ownerA, vs[:2]); err != nil {
+		t.Fatal(err)
+	}
+	checkCounts(t, j, s.ID, 4, 3, 35)
+	for _, n := range []string{obj(0), obj(1), obj(7)} {
+		if ok, err := j.SpoolHas(ctx, ownerA, n); err != nil || !ok {
+			t.Errorf("spool lacks %s: %v %v", n, ok, err)
+		}
+	}
+	need, err := j.Need(ctx, s.ID, objs(0, 3), 0)
+	if err != nil || len(need) != 1 || need[0] != obj(2) {
+		t.Fatalf("Need after MarkVerifiedMany = %v, %v; want only %s", need, err, obj(2))
+	}
+}
+
 func TestMarkVerified_Concurrent(t *testing.T) {
 	ctx := context.Background()
 	j, _ := mustOpen(t)

@@ -309,6 +309,42 @@ func (j *Journal) MarkVerified(ctx context.Context, sessionID, owner, name strin
 
 // markVerified is MarkVerified inside a transaction.
 func markVerified(tx *bolt.Tx, sessionID, owner, name string, size int64) error {
+	return markVerifiedMany(tx, sessionID, owner, []VerifiedObject{{Name: name, Size: size}})
+}
+
+// VerifiedObject names an object verified and durable in a spool, with its
+// size as stored.
+type VerifiedObject struct {
+	Name string
+	Size int64
+}
+
+// MarkVerifiedMany is MarkVerified for several objects of one session, in one
+// transaction: either all are recorded or none.
+func (j *Journal) MarkVerifiedMany(ctx context.Context, sessionID, owner string, objs []VerifiedObject) error {
+	if err := checkSessionID(sessionID); err != nil {
+		return fmt.Errorf("journal: mark verified: %w", err)
+	}
+	if err := checkOwner(owner); err != nil {
+		return fmt.Errorf("journal: mark verified: %w", err)
+	}
+	for _, o := range objs {
+		if err := checkName(o.Name); err != nil {
+			return fmt.Errorf("journal: mark verified: %w", err)
+		}
+		if o.Size < 0 {
+			return fmt.Errorf("journal: mark verified: negative size %d", o.Size)
+		}
+	}
+	if len(objs) == 0 {
+		return nil
+	}
+	return j.batch(ctx, "mark verified", func(tx *bolt.Tx) error {
+		return markVerifiedMany(tx, sessionID, owner, objs)
+	})
+}
+
+func markVerifiedMany(tx *bolt.Tx, sessionID, owner string, vs []VerifiedObject) error {
 	s, err := getLiveSession(tx, sessionID)
 	if err != nil {
 		return err
@@ -324,26 +360,36 @@ func markVerified(tx *bolt.Tx, sessionID, owner, name string, size int64) error 
 	if err != nil {
 		return err
 	}
-	key := []byte(name)
-	rec, found, err := getObj(objs, key)
-	if err != nil {
-		return err
+	changed := false
+	for _, v := range vs {
+		key := []byte(v.Name)
+		rec, found, err := getObj(objs, key)
+		if err != nil {
+			return err
+		}
+		if found && rec.state == ObjVerified {
+			// Already counted; make sure the holder is there all the same.
+			if err := joinSpool(spool, key, sessionID, rec.size); err != nil {
+				return err
+			}
+			continue
+		}
+		if !found {
+			s.Objects++
+		}
+		if err := objs.Put(key, objRecord{state: ObjVerified, size: v.Size}.encode()); err != nil {
+			return err
+		}
+		if err := joinSpool(spool, key, sessionID, v.Size); err != nil {
+			return err
+		}
+		s.Verified++
+		s.Bytes += v.Size
+		changed = true
 	}
-	if found && rec.state == ObjVerified {
-		// Already counted; make sure the holder is there all the same.
-		return joinSpool(spool, key, sessionID, rec.size)
+	if !changed {
+		return nil
 	}
-	if !found {
-		s.Objects++
-	}
-	if err := objs.Put(key, objRecord{state: ObjVerified, size: size}.encode()); err != nil {
-		return err
-	}
-	if err := joinSpool(spool, key, sessionID, size); err != nil {
-		return err
-	}
-	s.Verified++
-	s.Bytes += size
 	s.Updated = now()
 	return putSession(tx, &s)
 }
