@@ -1,8 +1,10 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"syscall"
@@ -180,5 +182,57 @@ func TestMissingReportsAbsentObjects(t *testing.T) {
 	var me *MissingError
 	if !errors.As(err, &me) || me.Count != 1 || me.Missing[0] != (ObjectName{Sum: fx.b, Type: Commit}) {
 		t.Fatalf("empty repo: %v", err)
+	}
+}
+
+func TestPutVerified(t *testing.T) {
+	build := openArchive(t, fx.build)
+	spool := newArchive(t)
+	var file, meta ObjectName
+	for n := range walkSet(t, build, fx.a) {
+		switch {
+		case n.Type == File && file == (ObjectName{}):
+			file = n
+		case n.Type == DirTree && meta == (ObjectName{}):
+			meta = n
+		}
+	}
+	for _, n := range []ObjectName{file, meta} {
+		b, err := os.ReadFile(build.ObjectPath(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Short input, then corrupt input: nothing is kept.
+		if _, err := spool.PutVerified(ctx, n, bytes.NewReader(b[:len(b)-1]), int64(len(b))); err == nil {
+			t.Errorf("%s: short input accepted", n)
+		}
+		bad := append([]byte(nil), b...)
+		bad[len(bad)/2] ^= 1
+		if _, err := spool.PutVerified(ctx, n, bytes.NewReader(bad), int64(len(bad))); !IsCorrupt(err) {
+			t.Errorf("%s: flipped bit: err = %v, want corrupt", n, err)
+		}
+		if _, err := os.Stat(spool.ObjectPath(n)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s: refused object is in the spool: %v", n, err)
+		}
+		// Only size bytes are read: what follows belongs to someone else.
+		src := bytes.NewReader(append(append([]byte(nil), b...), "next entry"...))
+		info, err := spool.PutVerified(ctx, n, src, int64(len(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Size != int64(len(b)) || src.Len() != len("next entry") {
+			t.Errorf("%s: size %d, %d bytes left; want %d, %d", n, info.Size, src.Len(), len(b), len("next entry"))
+		}
+		fi, err := os.Stat(spool.ObjectPath(n))
+		if err != nil || fi.Mode().Perm() != 0o444 {
+			t.Fatalf("%s: stored object: %v, %v", n, fi, err)
+		}
+	}
+	if err := spool.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	left, _ := filepath.Glob(filepath.Join(spool.Path(), "tmp", TempPrefix+"*"))
+	if len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
 	}
 }

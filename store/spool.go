@@ -9,8 +9,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // Adopt moves the verified file at path into r as object n: the file is
@@ -40,6 +43,92 @@ func (r *Repo) Adopt(ctx context.Context, n ObjectName, path string) error {
 	}
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("adopt %s: %w", n, err)
+	}
+	return nil
+}
+
+// PutVerified reads an object of size bytes from src, verifies it strictly
+// while writing it to a temporary file, and renames it into r's objects/.
+// Nothing is synced: call Sync before recording the object as durable. It
+// returns a *CorruptError for invalid bytes (nothing is kept) and any other
+// error for a failure of src or of the filesystem. Exactly size bytes are
+// read from src unless it fails. For spool repositories only.
+func (r *Repo) PutVerified(ctx context.Context, n ObjectName, src io.Reader, size int64) (Info, error) {
+	if err := ctx.Err(); err != nil {
+		return Info{}, err
+	}
+	f, err := os.CreateTemp(filepath.Join(r.path, "tmp"), TempPrefix+"*")
+	if err != nil {
+		return Info{}, fmt.Errorf("put %s: %w", n, err)
+	}
+	tmp := f.Name()
+	keep := false
+	defer func() {
+		if !keep {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	w := &writeErr{w: f}
+	info, err := Verify(n, io.TeeReader(io.LimitReader(src, size), w))
+	if w.err != nil {
+		return Info{}, fmt.Errorf("put %s: %w", n, w.err)
+	}
+	if err != nil {
+		return Info{}, err
+	}
+	if info.Size != size {
+		return Info{}, fmt.Errorf("put %s: %w", n, io.ErrUnexpectedEOF)
+	}
+	if err := errors.Join(f.Chmod(0o444), f.Close()); err != nil {
+		return Info{}, fmt.Errorf("put %s: %w", n, err)
+	}
+	dst := r.ObjectPath(n)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return Info{}, fmt.Errorf("put %s: %w", n, err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return Info{}, fmt.Errorf("put %s: %w", n, err)
+	}
+	keep = true
+	return info, nil
+}
+
+// TempPrefix starts the names of PutVerified's temporary files in r's tmp/:
+// any left by a crash may be deleted while no PutVerified runs.
+const TempPrefix = "put-"
+
+// writeErr passes writes to w and remembers the first failure, so that a
+// full disk is not mistaken for a corrupt object.
+type writeErr struct {
+	w   io.Writer
+	err error
+}
+
+func (w *writeErr) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n, err := w.w.Write(p)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
+}
+
+// Sync makes every change to r's filesystem durable (syncfs), among them
+// all objects PutVerified has written.
+func (r *Repo) Sync(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	d, err := os.Open(r.path)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", r.path, err)
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("sync %s: %w", r.path, err)
 	}
 	return nil
 }
