@@ -185,7 +185,7 @@ func TestMissingReportsAbsentObjects(t *testing.T) {
 	}
 }
 
-func TestPutVerified(t *testing.T) {
+func TestStage(t *testing.T) {
 	build := openArchive(t, fx.build)
 	spool := newArchive(t)
 	var file, meta ObjectName
@@ -203,12 +203,12 @@ func TestPutVerified(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Short input, then corrupt input: nothing is kept.
-		if _, err := spool.PutVerified(ctx, n, bytes.NewReader(b[:len(b)-1]), int64(len(b))); err == nil {
+		if _, err := spool.Stage(ctx, n, bytes.NewReader(b[:len(b)-1]), int64(len(b))); err == nil {
 			t.Errorf("%s: short input accepted", n)
 		}
 		bad := append([]byte(nil), b...)
 		bad[len(bad)/2] ^= 1
-		if _, err := spool.PutVerified(ctx, n, bytes.NewReader(bad), int64(len(bad))); !IsCorrupt(err) {
+		if _, err := spool.Stage(ctx, n, bytes.NewReader(bad), int64(len(bad))); !IsCorrupt(err) {
 			t.Errorf("%s: flipped bit: err = %v, want corrupt", n, err)
 		}
 		if _, err := os.Stat(spool.ObjectPath(n)); !errors.Is(err, os.ErrNotExist) {
@@ -216,10 +216,17 @@ func TestPutVerified(t *testing.T) {
 		}
 		// Only size bytes are read: what follows belongs to someone else.
 		src := bytes.NewReader(append(append([]byte(nil), b...), "next entry"...))
-		info, err := spool.PutVerified(ctx, n, src, int64(len(b)))
+		st, err := spool.Stage(ctx, n, src, int64(len(b)))
 		if err != nil {
 			t.Fatal(err)
 		}
+		if _, err := os.Stat(spool.ObjectPath(n)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s: staged object is in objects/ before Commit: %v", n, err)
+		}
+		if err := st.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		info := st.Info
 		if info.Size != int64(len(b)) || src.Len() != len("next entry") {
 			t.Errorf("%s: size %d, %d bytes left; want %d, %d", n, info.Size, src.Len(), len(b), len("next entry"))
 		}

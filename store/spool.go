@@ -47,55 +47,64 @@ func (r *Repo) Adopt(ctx context.Context, n ObjectName, path string) error {
 	return nil
 }
 
-// PutVerified reads an object of size bytes from src, verifies it strictly
-// while writing it to a temporary file, and renames it into r's objects/.
-// Nothing is synced: call Sync before recording the object as durable. It
-// returns a *CorruptError for invalid bytes (nothing is kept) and any other
-// error for a failure of src or of the filesystem. Exactly size bytes are
-// read from src unless it fails. For spool repositories only.
-func (r *Repo) PutVerified(ctx context.Context, n ObjectName, src io.Reader, size int64) (Info, error) {
+// Staged is a verified object in a temporary file of a spool repository,
+// not yet in its objects/.
+type Staged struct {
+	Info Info
+	repo *Repo
+	tmp  string
+}
+
+// Stage reads an object of size bytes from src and verifies it strictly
+// while writing it to a temporary file of r. It returns a *CorruptError for
+// invalid bytes and any other error for a failure of src or of the
+// filesystem; either way nothing is kept. Exactly size bytes are read from
+// src unless it fails. For spool repositories only.
+func (r *Repo) Stage(ctx context.Context, n ObjectName, src io.Reader, size int64) (*Staged, error) {
 	if err := ctx.Err(); err != nil {
-		return Info{}, err
+		return nil, err
 	}
 	f, err := os.CreateTemp(filepath.Join(r.path, "tmp"), TempPrefix+"*")
 	if err != nil {
-		return Info{}, fmt.Errorf("put %s: %w", n, err)
+		return nil, fmt.Errorf("stage %s: %w", n, err)
 	}
-	tmp := f.Name()
-	keep := false
-	defer func() {
-		if !keep {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
+	st := &Staged{repo: r, tmp: f.Name()}
 	w := &writeErr{w: f}
 	info, err := Verify(n, io.TeeReader(io.LimitReader(src, size), w))
-	if w.err != nil {
-		return Info{}, fmt.Errorf("put %s: %w", n, w.err)
+	switch {
+	case w.err != nil:
+		err = fmt.Errorf("stage %s: %w", n, w.err)
+	case err == nil && info.Size != size:
+		err = fmt.Errorf("stage %s: %w", n, io.ErrUnexpectedEOF)
+	case err == nil:
+		err = f.Chmod(0o444)
 	}
-	if err != nil {
-		return Info{}, err
+	if err = errors.Join(err, f.Close()); err != nil {
+		os.Remove(st.tmp)
+		return nil, err
 	}
-	if info.Size != size {
-		return Info{}, fmt.Errorf("put %s: %w", n, io.ErrUnexpectedEOF)
-	}
-	if err := errors.Join(f.Chmod(0o444), f.Close()); err != nil {
-		return Info{}, fmt.Errorf("put %s: %w", n, err)
-	}
-	dst := r.ObjectPath(n)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return Info{}, fmt.Errorf("put %s: %w", n, err)
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return Info{}, fmt.Errorf("put %s: %w", n, err)
-	}
-	keep = true
-	return info, nil
+	st.Info = info
+	return st, nil
 }
 
-// TempPrefix starts the names of PutVerified's temporary files in r's tmp/:
-// any left by a crash may be deleted while no PutVerified runs.
+// Commit renames the staged object into its repository's objects/. Nothing
+// is synced: call the repository's Sync before recording it as durable.
+func (st *Staged) Commit() error {
+	dst := st.repo.ObjectPath(st.Info.Name)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("commit %s: %w", st.Info.Name, err)
+	}
+	if err := os.Rename(st.tmp, dst); err != nil {
+		return fmt.Errorf("commit %s: %w", st.Info.Name, err)
+	}
+	return nil
+}
+
+// Discard deletes the staged object's temporary file, if still there.
+func (st *Staged) Discard() { os.Remove(st.tmp) }
+
+// TempPrefix starts the names of Stage's temporary files in a repository's
+// tmp/: any left by a crash may be deleted while nothing is staged.
 const TempPrefix = "put-"
 
 // writeErr passes writes to w and remembers the first failure, so that a
@@ -117,7 +126,7 @@ func (w *writeErr) Write(p []byte) (int, error) {
 }
 
 // Sync makes every change to r's filesystem durable (syncfs), among them
-// all objects PutVerified has written.
+// every object staged and committed so far.
 func (r *Repo) Sync(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
