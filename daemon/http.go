@@ -62,6 +62,7 @@ func (s *Server) setupRoutes() {
 	sess.DELETE("/sessions/:id", s.handleAbort)
 	sess.POST("/sessions/:id/objects", s.handleObjects)
 	sess.POST("/sessions/:id/commit", s.handleCommit)
+	sess.POST("/sessions/:id/packs", s.handlePack)
 	up := s.uploadGuard(http.StripPrefix(api.PathUploads, s.tus))
 	g.Any("/uploads", up)
 	g.Any("/uploads/", up)
@@ -185,6 +186,7 @@ func (s *Server) handleInfo(c echo.Context) error {
 			MaxObjectsPerSession: s.opts.MaxObjectsPerSession,
 			MaxObjectSize:        s.opts.MaxObjectSize,
 			MaxNamesPerRequest:   api.MaxNamesPerRequest,
+			MaxPackSize:          s.opts.MaxPackSize,
 		},
 	}
 	id := identity(c)

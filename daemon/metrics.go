@@ -16,6 +16,7 @@ type metrics struct {
 	verified       prometheus.Counter
 	verifiedBytes  prometheus.Counter
 	rejected       prometheus.Counter
+	packs          prometheus.Counter
 	authFailures   prometheus.Counter
 	verifySeconds  prometheus.Histogram
 	publishSeconds prometheus.Histogram
@@ -42,6 +43,7 @@ func newMetrics() *metrics {
 		verified:       f("objects_verified_total", "Objects verified and kept."),
 		verifiedBytes:  f("objects_verified_bytes_total", "Bytes of verified objects."),
 		rejected:       f("objects_rejected_total", "Uploads refused as corrupt."),
+		packs:          f("packs_total", "Packs received, read to their end or not."),
 		authFailures:   f("auth_failures_total", "Requests with a missing, unknown or expired token."),
 		verifySeconds:  h("verify_seconds", "Time to verify one object.", prometheus.ExponentialBuckets(0.0001, 4, 10)),
 		publishSeconds: h("publish_seconds", "Time to publish one session.", prometheus.ExponentialBuckets(0.01, 3, 10)),

@@ -106,9 +106,10 @@ func (s *Server) finishIntent(ctx context.Context, in journal.Intent) error {
 	return s.journal.DeleteIntent(ctx, sess.ID)
 }
 
-// sweepSpools deletes spool files the journal does not know (left by a
-// crash between a rename into the spool and its journal entry, once that
-// upload was forgotten).
+// sweepSpools deletes spool files the journal does not know: left by a
+// crash between a rename into the spool and its journal entry (once that
+// upload was forgotten, or in a pack batch not yet journaled), and staged
+// pack entries.
 func (s *Server) sweepSpools(ctx context.Context) error {
 	owners, err := os.ReadDir(s.spoolDir)
 	if err != nil {
@@ -124,6 +125,12 @@ func (s *Server) sweepSpools(ctx context.Context) error {
 			continue
 		}
 		root := filepath.Join(s.spoolDir, o.Name())
+		// Objects a pack staged when the daemon stopped; nothing is staged
+		// before start-up ends.
+		staged, _ := filepath.Glob(filepath.Join(root, "tmp", store.TempPrefix+"*"))
+		for _, p := range staged {
+			os.Remove(p)
+		}
 		err := filepath.WalkDir(filepath.Join(root, "objects"), func(p string, d fs.DirEntry, err error) error {
 			if err != nil || d.IsDir() {
 				return err

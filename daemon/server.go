@@ -38,6 +38,7 @@ type Options struct {
 	SessionRetention     time.Duration // ended sessions are forgotten after this; default max(7 days, 7 TTLs)
 	MaxObjectsPerSession int
 	MaxObjectSize        int64
+	MaxPackSize          int64 // bytes of one pack request
 	Version              string
 	Logger               *slog.Logger
 }
@@ -103,6 +104,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	if opts.MaxObjectSize <= 0 {
 		opts.MaxObjectSize = 16 << 30
+	}
+	if opts.MaxPackSize <= 0 {
+		opts.MaxPackSize = 256 << 20
 	}
 	if opts.StateDir == "" {
 		opts.StateDir = DefaultStateDir(opts.RepoPath)

@@ -85,6 +85,7 @@ func receive(cfgPath string, cfg *config.Config, verbose bool) error {
 		SessionTTL:           cfg.SessionTTL.Duration,
 		MaxObjectsPerSession: cfg.MaxObjectsPerSession,
 		MaxObjectSize:        int64(cfg.MaxObjectSize),
+		MaxPackSize:          int64(cfg.MaxPackSize),
 		Version:              version,
 		Logger:               log,
 	})

@@ -15,6 +15,10 @@ const (
 	PathUploads  = "/api/v1/uploads"
 )
 
+// PacksPath is where a session's packs are posted: a tar of objects named as
+// in an archive repository (objects/ab/cdef….filez).
+func PacksPath(sessionID string) string { return PathSessions + "/" + sessionID + "/packs" }
+
 // Upload-Metadata keys of tus uploads.
 const (
 	MetaSession = "session" // the session ID
@@ -38,6 +42,7 @@ type Limits struct {
 	MaxObjectsPerSession int   `json:"max_objects_per_session"`
 	MaxObjectSize        int64 `json:"max_object_size"`
 	MaxNamesPerRequest   int   `json:"max_names_per_request"`
+	MaxPackSize          int64 `json:"max_pack_size"`
 }
 
 // RefUpdate asks to move ref Name from Old ("" for a new ref) to New.
@@ -101,6 +106,20 @@ type ObjectsResponse struct {
 	Needed []string `json:"needed"`
 }
 
+// PackResult answers a pack that was read to its end.
+type PackResult struct {
+	Stored  int        `json:"stored"`          // objects verified and kept
+	Bytes   int64      `json:"bytes"`           // their bytes
+	Skipped int        `json:"skipped"`         // well-formed entries not needed
+	Skips   []PackSkip `json:"skips,omitempty"` // the first of those, with the reason
+}
+
+// PackSkip is an entry of a pack that was not needed.
+type PackSkip struct {
+	Object string `json:"object"`
+	Reason string `json:"reason"`
+}
+
 // Error codes that let clients act on a refusal without parsing its text.
 const (
 	CodeVerified       = "verified"         // the object is already verified in this session
@@ -116,4 +135,5 @@ type Error struct {
 	Object  string   `json:"object,omitempty"`  // the object a 4xx is about
 	Upload  string   `json:"upload,omitempty"`  // URL of the live upload (409 on upload creation)
 	Missing []string `json:"missing,omitempty"` // first missing objects (422 on commit)
+	Stored  int      `json:"stored,omitempty"`  // objects of a refused pack kept before the refusal
 }

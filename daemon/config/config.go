@@ -41,6 +41,7 @@ const (
 	DefaultSessionTTL           = 24 * time.Hour
 	DefaultMaxObjectsPerSession = 2000000
 	DefaultMaxObjectSize        = 16 * GiB
+	DefaultMaxPackSize          = 256 * MiB
 )
 
 // Config is the daemon's configuration.
@@ -51,6 +52,7 @@ type Config struct {
 	SessionTTL           Duration `yaml:"session_ttl"`             // default 24h
 	MaxObjectsPerSession int      `yaml:"max_objects_per_session"` // default 2000000
 	MaxObjectSize        Size     `yaml:"max_object_size"`         // default 16 GiB
+	MaxPackSize          Size     `yaml:"max_pack_size"`           // default 256 MiB
 	Tokens               []Token  `yaml:"tokens"`
 }
 
@@ -73,6 +75,7 @@ func Default() *Config {
 		SessionTTL:           Duration{DefaultSessionTTL},
 		MaxObjectsPerSession: DefaultMaxObjectsPerSession,
 		MaxObjectSize:        DefaultMaxObjectSize,
+		MaxPackSize:          DefaultMaxPackSize,
 	}
 }
 
@@ -125,6 +128,8 @@ func (c *Config) Validate() error {
 		return errors.New("max_objects_per_session must be positive")
 	case c.MaxObjectSize <= 0:
 		return errors.New("max_object_size must be positive")
+	case c.MaxPackSize <= 0:
+		return errors.New("max_pack_size must be positive")
 	}
 	names := map[string]int{}
 	for i, t := range c.Tokens {
@@ -346,6 +351,16 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 				return p.errorf(v, key, "%v", err)
 			}
 			if cfg.MaxObjectSize <= 0 {
+				return p.errorf(v, key, "must be positive")
+			}
+		case "max_pack_size":
+			if isNull(v) {
+				return nil
+			}
+			if err := cfg.MaxPackSize.UnmarshalYAML(v); err != nil {
+				return p.errorf(v, key, "%v", err)
+			}
+			if cfg.MaxPackSize <= 0 {
 				return p.errorf(v, key, "must be positive")
 			}
 		case "tokens":

@@ -43,6 +43,7 @@ type Env struct {
 	TTL         time.Duration
 	Retention   time.Duration // 0: the daemon's default
 	MaxObjects  int
+	MaxPackSize int64 // 0: the daemon's default
 
 	addr string
 	srv  *daemon.Server
@@ -92,7 +93,7 @@ func (e *Env) Start() {
 	t := e.T
 	srv, err := daemon.New(context.Background(), daemon.Options{
 		RepoPath: e.Repo, StateDir: e.State, Keyring: config.NewKeyring(e.Tokens()),
-		SessionTTL: e.TTL, SessionRetention: e.Retention, MaxObjectsPerSession: e.MaxObjects, MaxObjectSize: 1 << 30, Version: "test",
+		SessionTTL: e.TTL, SessionRetention: e.Retention, MaxObjectsPerSession: e.MaxObjects, MaxObjectSize: 1 << 30, MaxPackSize: e.MaxPackSize, Version: "test",
 		Logger: testLogger(),
 	})
 	if err != nil {

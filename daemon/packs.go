@@ -1,0 +1,300 @@
+package daemon
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/journal"
+	"github.com/ostree-upload/ostree-upload/store"
+)
+
+// A pack's verified entries are made durable and journaled together, once
+// one of these is reached, and when the pack ends or breaks off.
+const (
+	packFlushObjects = 1024
+	packFlushBytes   = 16 << 20
+	packFlushAge     = 200 * time.Millisecond
+	maxPackSkips     = 100 // skipped entries listed in a PackResult
+)
+
+// handlePack reads a tar of objects (POST /api/v1/sessions/{id}/packs) and
+// verifies each entry as it arrives. Verified entries are kept in batches:
+// staged, renamed into the spool, synced with one syncfs and journaled in one
+// transaction. A pack that breaks off loses at most the entries of the last
+// batch still unread; one refused for a bad entry keeps those before it.
+func (s *Server) handlePack(c echo.Context) error {
+	sess, err := s.ownedSession(c)
+	if err != nil {
+		return err
+	}
+	if sess.State != journal.StateOpen {
+		e := fail(http.StatusConflict, "session is %s", sess.State)
+		e.body.Code = api.CodeSessionNotOpen
+		return e
+	}
+	ctx := context.WithoutCancel(c.Request().Context()) // flush what arrived
+	sp, err := s.spoolFor(ctx, sess.Owner)
+	if err != nil {
+		return err
+	}
+	p := &packReader{s: s, sess: sess, sp: sp, seen: map[string]bool{}}
+	body := &deadlineReader{r: c.Request().Body, rc: http.NewResponseController(c.Response().Writer), timeout: time.Minute}
+	limited := &limitReader{r: body, n: s.opts.MaxPackSize}
+	err = p.read(ctx, tar.NewReader(limited))
+	if ferr := p.flush(ctx); ferr != nil {
+		err = errors.Join(ferr, err)
+		p.res.Stored = 0 // nothing of the last batch is known to be kept
+	}
+	s.metrics.packs.Inc()
+	if err != nil {
+		var he *httpError
+		switch {
+		case limited.over:
+			he = fail(http.StatusRequestEntityTooLarge, "pack is over %d bytes", s.opts.MaxPackSize)
+		case errors.As(err, &he):
+		case store.IsCorrupt(err):
+			he = fail(http.StatusUnprocessableEntity, "%v", err)
+		case body.err != nil:
+			// The client went away or stalled: nobody reads an answer.
+			s.log.Info("pack broke off", "session", sess.ID, "stored", p.res.Stored, "err", body.err)
+			return fail(http.StatusBadRequest, "pack broke off: %v", body.err)
+		case errors.As(err, new(*tarError)) || errors.Is(err, io.ErrUnexpectedEOF):
+			he = fail(http.StatusBadRequest, "pack is not a valid tar: %v", err)
+		default:
+			return err
+		}
+		he.body.Object, he.body.Stored = p.bad, p.res.Stored
+		return he
+	}
+	io.Copy(io.Discard, io.LimitReader(body, 64<<10)) // tar's record padding
+	return c.JSON(http.StatusOK, p.res)
+}
+
+// packReader is the state of one pack being read.
+type packReader struct {
+	s    *Server
+	sess journal.Session
+	sp   *spool
+	res  api.PackResult
+	bad  string // the entry a refusal is about
+
+	batch      []*store.Staged
+	batchBytes int64
+	batchStart time.Time
+	seen       map[string]bool // names staged by this pack
+}
+
+func (p *packReader) read(ctx context.Context, tr *tar.Reader) error {
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return &tarError{err}
+		}
+		if err := p.entry(ctx, hdr, tr); err != nil {
+			return err
+		}
+		if len(p.batch) >= packFlushObjects || p.batchBytes >= packFlushBytes ||
+			(len(p.batch) > 0 && time.Since(p.batchStart) >= packFlushAge) {
+			if err := p.flush(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// entry handles one tar entry: directories are ignored, objects the session
+// needs are staged, other well-formed objects are skipped, and anything else
+// refuses the pack.
+func (p *packReader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) error {
+	p.bad = hdr.Name
+	clean, ok := packPath(hdr.Name)
+	if !ok {
+		return fail(http.StatusBadRequest, "pack entry %q: not a relative path inside the pack", hdr.Name)
+	}
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		p.bad = ""
+		return nil
+	case tar.TypeReg, tar.TypeRegA:
+	default:
+		return fail(http.StatusBadRequest, "pack entry %q: only regular files and directories are allowed, not type %q", hdr.Name, hdr.Typeflag)
+	}
+	name, err := store.ParseObjectPath(clean)
+	if err != nil {
+		return fail(http.StatusBadRequest, "pack entry %q: %v", hdr.Name, err)
+	}
+	p.bad = name.String()
+	if limit := p.s.sizeLimit(name.Type); hdr.Size > limit {
+		return fail(http.StatusRequestEntityTooLarge, "pack entry %s: %s objects are at most %d bytes", name, name.Type.Ext(), limit)
+	}
+	if err := commitMetaAllowed(p.sess, name); err != nil {
+		return fail(http.StatusBadRequest, "pack entry %s: %v", name, err)
+	}
+	if reason, err := p.skip(ctx, name); err != nil || reason != "" {
+		if err == nil {
+			p.skipped(name, reason)
+		}
+		return err
+	}
+	// No verification slot is taken: the bytes come from the network as
+	// they are verified, and a slow client must not hold up others.
+	st, err := p.sp.repo.Stage(ctx, name, r, hdr.Size)
+	if store.IsCorrupt(err) {
+		p.s.metrics.rejected.Inc()
+		p.s.log.Warn("object rejected", "session", p.sess.ID, "object", name, "reason", err)
+		return errors.Join(err, p.s.journal.MarkRejected(ctx, p.sess.ID, name.String(), err.Error()))
+	}
+	if err != nil {
+		return err
+	}
+	if len(p.batch) == 0 {
+		p.batchStart = time.Now()
+	}
+	p.batch = append(p.batch, st)
+	p.batchBytes += hdr.Size
+	p.seen[name.String()] = true
+	p.bad = ""
+	return nil
+}
+
+// packPath cleans a pack entry's name ("./" and a trailing "/" dropped) and
+// says whether it is a plain relative path: not absolute, no "..", nothing
+// that cleaning would change.
+func packPath(name string) (string, bool) {
+	n := strings.TrimSuffix(strings.TrimPrefix(name, "./"), "/")
+	if n == "" || n == "." {
+		return ".", true
+	}
+	if strings.HasPrefix(n, "/") || path.Clean(n) != n || n == ".." || strings.HasPrefix(n, "../") {
+		return "", false
+	}
+	return n, true
+}
+
+// skip says why an object of a pack is not needed, or "" if it is.
+func (p *packReader) skip(ctx context.Context, name store.ObjectName) (string, error) {
+	if p.seen[name.String()] {
+		return "duplicate entry", nil
+	}
+	st, err := p.s.journal.ObjectState(ctx, p.sess.ID, name.String())
+	switch {
+	case errors.Is(err, journal.ErrNotFound):
+		return "not requested in this session", nil
+	case err != nil:
+		return "", err
+	case st == journal.ObjVerified:
+		return "already verified", nil
+	}
+	return "", nil
+}
+
+func (p *packReader) skipped(name store.ObjectName, reason string) {
+	p.res.Skipped++
+	if len(p.res.Skips) < maxPackSkips {
+		p.res.Skips = append(p.res.Skips, api.PackSkip{Object: name.String(), Reason: reason})
+	}
+	p.bad = ""
+}
+
+// flush makes the staged objects durable in the spool and journals them as
+// verified. The spool lock is held from the first rename to the journal
+// entry, so that a release cannot unlink an object being adopted.
+func (p *packReader) flush(ctx context.Context) error {
+	batch := p.batch
+	p.batch, p.batchBytes = nil, 0
+	if len(batch) == 0 {
+		return nil
+	}
+	defer func() {
+		for _, st := range batch {
+			st.Discard() // those not committed
+		}
+	}()
+	vs := make([]journal.VerifiedObject, len(batch))
+	var bytes int64
+	p.sp.mu.RLock()
+	defer p.sp.mu.RUnlock()
+	for i, st := range batch {
+		if err := st.Commit(); err != nil {
+			return err
+		}
+		vs[i] = journal.VerifiedObject{Name: st.Info.Name.String(), Size: st.Info.Size}
+		bytes += st.Info.Size
+	}
+	if err := p.sp.repo.Sync(ctx); err != nil {
+		return err
+	}
+	if err := p.s.journal.MarkVerifiedMany(ctx, p.sess.ID, p.sess.Owner, vs); err != nil {
+		return err
+	}
+	p.res.Stored += len(batch)
+	p.res.Bytes += bytes
+	p.s.metrics.verified.Add(float64(len(batch)))
+	p.s.metrics.verifiedBytes.Add(float64(bytes))
+	return nil
+}
+
+// tarError is a pack that is not a tar archive, or is cut short.
+type tarError struct{ err error }
+
+func (e *tarError) Error() string { return e.err.Error() }
+func (e *tarError) Unwrap() error { return e.err }
+
+// deadlineReader reads a request body, moving the connection's read
+// deadline forward before each read so that a stalled client is dropped
+// while a slow one is not. It remembers the first read error.
+type deadlineReader struct {
+	r       io.Reader
+	rc      *http.ResponseController
+	timeout time.Duration
+	err     error
+}
+
+func (d *deadlineReader) Read(b []byte) (int, error) {
+	d.rc.SetReadDeadline(time.Now().Add(d.timeout))
+	n, err := d.r.Read(b)
+	if err != nil && err != io.EOF && d.err == nil {
+		d.err = err
+	}
+	return n, err
+}
+
+// limitReader fails once more than n bytes are read, and says so.
+type limitReader struct {
+	r    io.Reader
+	n    int64
+	over bool
+}
+
+var errPackTooLarge = errors.New("pack too large")
+
+func (l *limitReader) Read(b []byte) (int, error) {
+	if l.n <= 0 {
+		var one [1]byte
+		k, err := l.r.Read(one[:])
+		if k > 0 {
+			l.over = true
+			return 0, errPackTooLarge
+		}
+		return 0, err
+	}
+	if int64(len(b)) > l.n {
+		b = b[:l.n]
+	}
+	n, err := l.r.Read(b)
+	l.n -= int64(n)
+	return n, err
+}
+

@@ -1,0 +1,306 @@
+package daemon_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/store"
+)
+
+// entry is one tar entry of a pack under test.
+type entry struct {
+	hdr  tar.Header
+	data []byte
+}
+
+// objEntry is the entry of a build-repo object, named as in an archive repo.
+func objEntry(t testing.TB, n store.ObjectName) entry {
+	b := objectBytes(t, n)
+	return entry{tar.Header{Name: n.RelPath(), Size: int64(len(b)), Mode: 0o644, Typeflag: tar.TypeReg}, b}
+}
+
+func dirEntry(name string) entry {
+	return entry{hdr: tar.Header{Name: name, Mode: 0o755, Typeflag: tar.TypeDir}}
+}
+
+// pack writes entries as a tar in format (tar.FormatUnknown: the writer's
+// choice).
+func pack(t testing.TB, format tar.Format, entries ...entry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := e.hdr
+		h.Format = format
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(e.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func (e *env) sendPack(tok token, sid string, body []byte) resp {
+	e.t.Helper()
+	return e.do(tok, "POST", api.PacksPath(sid), bytes.NewReader(body), map[string]string{"Content-Type": "application/x-tar"})
+}
+
+func names(ns []store.ObjectName) []string {
+	var out []string
+	for _, n := range ns {
+		out = append(out, n.String())
+	}
+	return out
+}
+
+func TestPacksPublish(t *testing.T) {
+	e := newEnv(t)
+	e.Start()
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
+	// Three packs, one per header format, with directory entries, an object
+	// the session did not ask for, and a duplicate.
+	var extra store.ObjectName
+	for _, n := range objectsOf(t, fx.c, "") {
+		if !slices.Contains(needed, n.String()) {
+			extra = n
+			break
+		}
+	}
+	formats := []tar.Format{tar.FormatUSTAR, tar.FormatPAX, tar.FormatGNU}
+	stored := 0
+	for i, f := range formats {
+		entries := []entry{dirEntry("./"), dirEntry("objects/")}
+		for j, n := range needed {
+			if j%len(formats) == i {
+				name, _ := store.ParseObjectName(n)
+				entries = append(entries, objEntry(t, name))
+			}
+		}
+		entries = append(entries, objEntry(t, extra), entries[len(entries)-1])
+		r := e.sendPack(e.Tok, s.ID, pack(t, f, entries...))
+		want(t, r, 200)
+		var res api.PackResult
+		r.json(t, &res)
+		if res.Skipped != 2 || len(res.Skips) != 2 || res.Skips[0].Object != extra.String() ||
+			!strings.Contains(res.Skips[0].Reason, "not requested") || res.Skips[1].Reason != "duplicate entry" {
+			t.Errorf("%v pack: skips %+v, want the extra object and the duplicate", f, res)
+		}
+		stored += res.Stored
+	}
+	if stored != len(needed) {
+		t.Fatalf("packs stored %d objects, %d were needed", stored, len(needed))
+	}
+	// Sent again, every entry is skipped as verified.
+	again := pack(t, tar.FormatUnknown, objEntry(t, objectsOf(t, fx.a, "")[0]))
+	var res api.PackResult
+	r := e.sendPack(e.Tok, s.ID, again)
+	want(t, r, 200)
+	r.json(t, &res)
+	if res.Stored != 0 || res.Skipped != 1 {
+		t.Errorf("a verified object sent again: %+v", res)
+	}
+	if left := e.need(e.Tok, s.ID, objectsOf(t, fx.a, "")); len(left) != 0 {
+		t.Fatalf("still needed after the packs: %v", left)
+	}
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil), 200)
+	e.CheckPublished(map[string]string{"main": fx.a})
+}
+
+func TestPackRefusals(t *testing.T) {
+	e := newEnv(t)
+	e.MaxPackSize = 1 << 20
+	e.Start()
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	all := objectsOf(t, fx.a, "")
+	e.need(e.Tok, s.ID, all)
+	var small []store.ObjectName // objects to put before each bad entry
+	for _, n := range all {
+		if fi, err := os.Stat(filepath.Join(fx.build, n.RelPath())); err == nil && fi.Size() < 4096 {
+			small = append(small, n)
+		}
+	}
+	good := func(i int) entry { return objEntry(t, small[i]) }
+	var file store.ObjectName // a file object no good entry of a case is
+	for _, n := range small[20:] {
+		if n.Type == store.File {
+			file = n
+			break
+		}
+	}
+	hdr := func(name string, typ byte) entry {
+		return entry{hdr: tar.Header{Name: name, Mode: 0o644, Typeflag: typ, Linkname: "objects/00/x"}}
+	}
+	obj := file.RelPath()
+	cases := []struct {
+		what   string
+		bad    entry
+		raw    []byte // instead of a pack
+		status int
+	}{
+		{what: "symlink", bad: hdr(obj, tar.TypeSymlink), status: 400},
+		{what: "hard link", bad: hdr(obj, tar.TypeLink), status: 400},
+		{what: "character device", bad: hdr(obj, tar.TypeChar), status: 400},
+		{what: "fifo", bad: hdr(obj, tar.TypeFifo), status: 400},
+		{what: "absolute path", bad: entry{tar.Header{Name: "/" + obj, Size: 1, Mode: 0o644, Typeflag: tar.TypeReg}, []byte("x")}, status: 400},
+		{what: "dot-dot path", bad: entry{tar.Header{Name: "objects/../" + obj, Size: 1, Mode: 0o644, Typeflag: tar.TypeReg}, []byte("x")}, status: 400},
+		{what: "dot-dot directory", bad: dirEntry("../"), status: 400},
+		{what: "not an object", bad: entry{tar.Header{Name: "refs/heads/main", Size: 1, Mode: 0o644, Typeflag: tar.TypeReg}, []byte("x")}, status: 400},
+		{what: "upper-case name", bad: entry{tar.Header{Name: strings.ToUpper(obj[:10]) + obj[10:], Size: 1, Mode: 0o644, Typeflag: tar.TypeReg}, []byte("x")}, status: 400},
+		{what: "unknown type", bad: entry{tar.Header{Name: strings.TrimSuffix(obj, ".filez") + ".exe", Size: 1, Mode: 0o644, Typeflag: tar.TypeReg}, []byte("x")}, status: 400},
+		{what: "corrupt object", bad: func() entry {
+			en := objEntry(t, file)
+			en.data = append([]byte(nil), en.data...)
+			en.data[len(en.data)-3] ^= 0xff
+			return en
+		}(), status: 422},
+		{what: "commitmeta of another commit", bad: entry{tar.Header{Name: store.ObjectName{Sum: mustSum(t, fx.b), Type: store.CommitMeta}.RelPath(), Size: 1, Mode: 0o644, Typeflag: tar.TypeReg}, []byte("x")}, status: 400},
+		{what: "oversized entry", raw: func() []byte {
+			// Only the header: the daemon refuses before any data.
+			var buf bytes.Buffer
+			tw := tar.NewWriter(&buf)
+			tw.WriteHeader(&tar.Header{Name: store.ObjectName{Sum: file.Sum, Type: store.DirTree}.RelPath(), Size: store.MaxMetadataSize + 1, Mode: 0o644, Typeflag: tar.TypeReg})
+			return buf.Bytes()
+		}(), status: 413},
+		{what: "not a tar", raw: bytes.Repeat([]byte("garbage!"), 200), status: 400},
+		{what: "truncated tar", raw: func() []byte { p := pack(t, tar.FormatPAX, good(2)); return p[:700] }(), status: 400},
+		{what: "over max_pack_size", raw: pack(t, tar.FormatUSTAR, entry{tar.Header{Name: store.ObjectName{Type: store.File}.RelPath(), Size: 2 << 20, Mode: 0o644, Typeflag: tar.TypeReg}, make([]byte, 2<<20)}), status: 413},
+	}
+	for i, c := range cases {
+		body := c.raw
+		keep := 0
+		if body == nil {
+			keep = 1
+			body = pack(t, tar.FormatPAX, good(i+1), c.bad)
+		}
+		r := e.sendPack(e.Tok, s.ID, body)
+		if r.status != c.status {
+			t.Errorf("%s: %d %s, want %d", c.what, r.status, r.body, c.status)
+			continue
+		}
+		var ae api.Error
+		r.json(t, &ae)
+		if ae.Stored != keep {
+			t.Errorf("%s: kept %d entries before the bad one, want %d: %s", c.what, ae.Stored, keep, r.body)
+		}
+		if c.status == 422 && ae.Object != file.String() {
+			t.Errorf("%s: refusal names %q, want %s", c.what, ae.Object, file)
+		}
+		if keep == 1 && slices.Contains(e.need(e.Tok, s.ID, small[i+1:i+2]), small[i+1].String()) {
+			t.Errorf("%s: the good entry before the bad one was lost", c.what)
+		}
+	}
+	// The daemon still serves, nothing reached production, and the session
+	// publishes once the real objects arrive.
+	if n := objectFiles(t, e.Repo); n != 0 {
+		t.Fatalf("%d objects in production after refused packs", n)
+	}
+	var rest []entry
+	size := 0
+	for _, n := range e.need(e.Tok, s.ID, all) {
+		name, _ := store.ParseObjectName(n)
+		en := objEntry(t, name)
+		if size+len(en.data) > 1<<19 {
+			want(t, e.sendPack(e.Tok, s.ID, pack(t, tar.FormatUnknown, rest...)), 200)
+			rest, size = nil, 0
+		}
+		rest, size = append(rest, en), size+len(en.data)+512
+	}
+	want(t, e.sendPack(e.Tok, s.ID, pack(t, tar.FormatUnknown, rest...)), 200)
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil), 200)
+	e.CheckPublished(map[string]string{"main": fx.a})
+	// Another token cannot post into the session; an ended session takes no
+	// packs.
+	want(t, e.sendPack(e.Narrow, s.ID, pack(t, tar.FormatUnknown, good(0))), 404)
+	want(t, e.sendPack(e.Tok, s.ID, pack(t, tar.FormatUnknown, good(0))), 409)
+}
+
+func mustSum(t testing.TB, s string) store.Checksum {
+	c, err := store.ParseChecksum(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// A pack cut in the middle of an entry keeps every entry before it; the
+// rest is needed again. A restart clears what was staged.
+func TestPackBrokenOff(t *testing.T) {
+	e := newEnv(t)
+	e.Start()
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
+	var entries []entry
+	for _, n := range needed {
+		name, _ := store.ParseObjectName(n)
+		entries = append(entries, objEntry(t, name))
+	}
+	body := pack(t, tar.FormatUSTAR, entries...)
+	// Cut in the middle of entry k's data.
+	k := len(entries) / 2
+	cut := 0
+	for _, en := range entries[:k] {
+		cut += 512 + (len(en.data)+511)/512*512
+	}
+	cut += 512 + len(entries[k].data)/2
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/x-tar\r\nContent-Length: %d\r\n\r\n",
+		api.PacksPath(s.ID), e.Tok.Secret, len(body))
+	conn.Write(body[:cut])
+	time.Sleep(300 * time.Millisecond)
+	conn.Close()
+
+	// The daemon journals what arrived once it sees the connection end.
+	var left []string
+	for i := 0; i < 50; i++ {
+		if left = e.need(e.Tok, s.ID, objectsOf(t, fx.a, "")); len(left) == len(needed)-k {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !slices.Equal(left, needed[k:]) {
+		t.Fatalf("after a pack cut in entry %d of %d: %d still needed, want exactly the %d from entry %d on",
+			k, len(entries), len(left), len(needed)-k, k)
+	}
+	// A staged leftover (as a kill -9 mid-pack leaves) goes at restart.
+	spools, _ := filepath.Glob(filepath.Join(e.State, "spools", "*", "tmp"))
+	if len(spools) != 1 {
+		t.Fatalf("spool tmp dirs: %v", spools)
+	}
+	leftover := filepath.Join(spools[0], store.TempPrefix+"leftover")
+	if err := os.WriteFile(leftover, []byte("partial"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.Restart()
+	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
+		t.Errorf("staged leftover survived a restart: %v", err)
+	}
+	var rest []entry
+	for _, n := range e.need(e.Tok, s.ID, objectsOf(t, fx.a, "")) {
+		name, _ := store.ParseObjectName(n)
+		rest = append(rest, objEntry(t, name))
+	}
+	want(t, e.sendPack(e.Tok, s.ID, pack(t, tar.FormatGNU, rest...)), 200)
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil), 200)
+	e.CheckPublished(map[string]string{"main": fx.a})
+}
+
+
