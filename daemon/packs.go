@@ -297,4 +297,3 @@ func (l *limitReader) Read(b []byte) (int, error) {
 	l.n -= int64(n)
 	return n, err
 }
-

@@ -302,5 +302,3 @@ func TestPackBrokenOff(t *testing.T) {
 	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil), 200)
 	e.CheckPublished(map[string]string{"main": fx.a})
 }
-
-
