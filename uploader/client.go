@@ -209,16 +209,22 @@ func (w *watchdog) watch(ctx context.Context, limit time.Duration, cancel contex
 
 // json makes an API call with a JSON body (nil for none) and decodes the answer.
 func (c *client) json(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	var size int64
+	if in == nil {
+		return c.call(ctx, method, path, nil, 0, "", out)
+	}
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	return c.call(ctx, method, path, bytes.NewReader(b), int64(len(b)), "application/json", out)
+}
+
+// call makes an API call with a body of size bytes of contentType and
+// decodes the JSON answer into out (unless nil).
+func (c *client) call(ctx context.Context, method, path string, body io.Reader, size int64, contentType string, out any) error {
 	hdr := map[string]string{}
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body, size = bytes.NewReader(b), int64(len(b))
-		hdr["Content-Type"] = "application/json"
+	if contentType != "" {
+		hdr["Content-Type"] = contentType
 	}
 	_, b, err := c.send(ctx, method, path, body, size, hdr)
 	if err != nil {

@@ -1,8 +1,10 @@
 // Package uploader is the push client: it finds what the daemon lacks,
-// uploads it in parallel over resumable uploads, and commits.
+// sends it in parallel (small objects in packs, large ones as resumable
+// uploads), and commits.
 package uploader
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +32,7 @@ type Options struct {
 	DryRun       bool     // show what would happen, change nothing
 	Prune        bool     // prune the local repository first
 	RetryTimeout time.Duration
+	PackMax      int64     // objects up to this size travel in packs; 0 = 2 MiB, negative = none
 	Progress     io.Writer // where progress and the summary go; nil = nowhere
 	Terminal     bool      // Progress is a terminal: draw a live bar
 	Log          *slog.Logger
@@ -52,9 +55,20 @@ type Result struct {
 	BytesSkipped   int64
 	BytesPlanned   int64 // dry run: bytes of the objects that would be offered
 	Retries        int64
+	Packs          int // pack requests made
+	Uploads        int // objects sent as uploads of their own
 	Duration       time.Duration
+	Phases         Phases
 	SessionID      string
 	SessionResumed bool
+}
+
+// Phases is how long each step of a push took.
+type Phases struct {
+	Plan      time.Duration // finding the objects of the new commits locally
+	Negotiate time.Duration // asking the daemon which it needs
+	Upload    time.Duration
+	Commit    time.Duration
 }
 
 // PermanentError is a refusal that a rerun will not change (bad token,
@@ -105,6 +119,8 @@ type pusher struct {
 	sid   string
 	mu    sync.Mutex
 	sizes map[store.ObjectName]int64
+	// packTarget is the size of a pack: small enough for the daemon's limit.
+	packTarget int64
 }
 
 // Push pushes refs of a local archive repository to the daemon and moves
@@ -118,6 +134,9 @@ func Push(ctx context.Context, opts Options) (*Result, error) {
 	}
 	if opts.RetryTimeout <= 0 {
 		opts.RetryTimeout = 5 * time.Minute
+	}
+	if opts.PackMax == 0 {
+		opts.PackMax = packEntryMax
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -181,28 +200,40 @@ func (p *pusher) run(ctx context.Context) error {
 	p.sid, p.res.SessionID, p.res.SessionResumed = sess.ID, sess.ID, sess.Verified > 0
 	p.log.Debug("session", "id", sess.ID, "verified", sess.Verified)
 
+	p.packTarget = packTarget
+	if l := info.Limits.MaxPackSize; l > 0 && l/2 < packTarget {
+		p.packTarget = l / 2
+	}
+	t := time.Now()
 	names, err := p.plan(ctx, updates, info.Refs)
 	if err != nil {
 		return err
 	}
+	p.res.Phases.Plan = time.Since(t)
 	p.res.Objects = len(names)
 	p.prog = newProgress(p.opts.Progress, p.opts.Terminal)
 	for attempt := 0; ; attempt++ {
+		t = time.Now()
 		needed, err := p.negotiate(ctx, names)
 		if err != nil {
 			return err
 		}
+		p.res.Phases.Negotiate += time.Since(t)
 		if attempt == 0 {
 			p.res.Skipped = p.res.Objects - len(needed)
 		}
 		// A session that is not open any more was committed by a
 		// concurrent run of the same push (or aborted): the commit says.
+		t = time.Now()
 		if err := p.uploadAll(ctx, needed); err != nil && !errors.Is(err, errSessionNotOpen) {
 			return err
 		}
+		p.res.Phases.Upload += time.Since(t)
+		t = time.Now()
 		err = p.c.retry(ctx, p.opts.RetryTimeout, func() error {
 			return p.c.json(ctx, http.MethodPost, api.PathSessions+"/"+p.sid+"/commit", nil, &sess)
 		})
+		p.res.Phases.Commit += time.Since(t)
 		var he *HTTPError
 		if errors.As(err, &he) && he.Status == http.StatusUnprocessableEntity && attempt < 3 {
 			// Something the daemon counted as present went away (expired
@@ -367,8 +398,10 @@ func (p *pusher) size(n store.ObjectName) (int64, error) {
 	return s, nil
 }
 
-// uploadAll sends the needed objects with opts.Jobs workers, largest
-// first, resuming the session's partial uploads.
+// uploadAll sends the needed objects with opts.Jobs streams: objects over
+// Options.PackMax as resumable uploads of their own (resuming the session's
+// partial ones), the rest in packs, the largest work first so that the
+// small packs fill the streams at the end.
 func (p *pusher) uploadAll(ctx context.Context, needed []store.ObjectName) error {
 	var sess api.Session
 	if err := p.c.retry(ctx, p.opts.RetryTimeout, func() error {
@@ -381,27 +414,39 @@ func (p *pusher) uploadAll(ctx context.Context, needed []store.ObjectName) error
 		live[u.Object] = u.URL
 	}
 	var total int64
+	var items []work
+	var small []store.ObjectName
 	for _, n := range needed {
 		s, err := p.size(n)
 		if err != nil {
 			return err
 		}
 		total += s
+		if s > p.opts.PackMax || (s > smallObject && live[n.String()] != "") {
+			items = append(items, work{obj: n, bytes: s})
+		} else {
+			small = append(small, n)
+		}
 	}
+	items = append(items, packWork(small, func(n store.ObjectName) int64 { return p.sizes[n] }, p.packTarget)...)
 	p.prog.plan(len(needed), total, p.res.Objects-len(needed))
-	slices.SortStableFunc(needed, func(a, b store.ObjectName) int {
-		return int(p.sizes[b] - p.sizes[a])
-	})
+	slices.SortStableFunc(items, func(a, b work) int { return cmp.Compare(b.bytes, a.bytes) })
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	work := make(chan store.ObjectName)
+	queue := make(chan work)
 	var wg sync.WaitGroup
 	for i := 0; i < p.opts.Jobs; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for n := range work {
-				if err := p.upload(ctx, n, live[n.String()]); err != nil {
+			for w := range queue {
+				var err error
+				if w.pack != nil {
+					err = p.sendPack(ctx, w.pack)
+				} else {
+					err = p.upload(ctx, w.obj, live[w.obj.String()])
+				}
+				if err != nil {
 					cancel(err)
 					return
 				}
@@ -409,14 +454,14 @@ func (p *pusher) uploadAll(ctx context.Context, needed []store.ObjectName) error
 		}()
 	}
 feed:
-	for _, n := range needed {
+	for _, w := range items {
 		select {
-		case work <- n:
+		case queue <- w:
 		case <-ctx.Done():
 			break feed
 		}
 	}
-	close(work)
+	close(queue)
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
@@ -490,9 +535,9 @@ func (p *pusher) upload(ctx context.Context, n store.ObjectName, url string) err
 		return fmt.Errorf("upload %s: %w", n, err)
 	}
 	p.mu.Lock()
-	p.res.Sent++
+	p.res.Uploads++
 	p.mu.Unlock()
-	p.prog.done()
+	p.countSent(1)
 	return nil
 }
 

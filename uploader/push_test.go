@@ -2,6 +2,7 @@ package uploader_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -74,6 +75,22 @@ func objectBytes(t testing.TB, commit, base string) (n int, bytes int64) {
 	return n, bytes
 }
 
+// packed is what objects of these sizes cost in packs of this package's
+// tar layout (a 512-byte header each, data padded to 512), without the
+// 1,024-byte end of each pack.
+func packed(t testing.TB, commit, base string) int64 {
+	t.Helper()
+	var total int64
+	for _, o := range daemontest.Objects(t, fx.Build, commit, base) {
+		fi, err := os.Stat(filepath.Join(fx.Build, filepath.FromSlash(o.RelPath())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += 512 + (fi.Size()+511)/512*512
+	}
+	return total
+}
+
 func TestColdNoopAndIncremental(t *testing.T) {
 	e := daemontest.New(t)
 	e.Start()
@@ -81,9 +98,9 @@ func TestColdNoopAndIncremental(t *testing.T) {
 	o := opts(e, e.URL, "main")
 	o.Repo = partialRepo(t, fx.A)
 	res := push(t, o)
-	_, all := objectBytes(t, fx.A, "")
-	if res.BytesSent < all || (res.Retries == 0 && res.BytesSent != all) || res.BytesSent > all+all/10 || res.Refs[0].Status != "updated" {
-		t.Fatalf("cold push sent %d bytes (objects hold %d): %+v", res.BytesSent, all, res)
+	all := packed(t, fx.A, "") + int64(res.Packs)*1024
+	if res.Packs == 0 || res.Uploads != 0 || res.BytesSent != all || res.Refs[0].Status != "updated" {
+		t.Fatalf("cold push sent %d bytes (packs of the objects hold %d): %+v", res.BytesSent, all, res)
 	}
 	e.CheckPublished(map[string]string{"main": fx.A})
 	// No-op.
@@ -93,7 +110,8 @@ func TestColdNoopAndIncremental(t *testing.T) {
 	}
 	// Incremental with A in the build repo: the diff travels.
 	res = push(t, opts(e, e.URL, "main"))
-	n, diff := objectBytes(t, fx.B, fx.A)
+	n, _ := objectBytes(t, fx.B, fx.A)
+	diff := packed(t, fx.B, fx.A) + int64(res.Packs)*1024
 	if res.BytesSent > diff || res.Sent > n {
 		t.Fatalf("incremental push sent %d objects / %d bytes, the diff is %d / %d", res.Sent, res.BytesSent, n, diff)
 	}
@@ -121,7 +139,7 @@ func TestIncrementalWithoutOldCommit(t *testing.T) {
 	push(t, o)
 	o.Repo = partialRepo(t, fx.B)
 	res := push(t, o)
-	_, diff := objectBytes(t, fx.B, fx.A)
+	diff := packed(t, fx.B, fx.A) + int64(res.Packs)*1024
 	if res.BytesSent > diff {
 		t.Fatalf("push without A sent %d bytes, the diff is %d", res.BytesSent, diff)
 	}
@@ -303,6 +321,7 @@ func TestDaemonKilledDuringPush(t *testing.T) {
 	done := make(chan error, 1)
 	o := opts(e, c.url(), "big")
 	o.Jobs = 2
+	o.PackMax = 256 << 10 // the fixture's large files go as uploads of their own
 	go func() { _, err := uploader.Push(ctx, o); done <- err }()
 	c.waitFor(t, total/3)
 	p.Kill()
@@ -378,9 +397,21 @@ func TestCommandExitCodes(t *testing.T) {
 	if code != 75 || !strings.Contains(stderr, "rerun the same command") {
 		t.Fatalf("daemon down: exit %d: %s", code, stderr)
 	}
-	code, stdout, stderr := run(e.Tok.Secret, "upload", "-r", fx.Build, "-a", e.URL, "-b", "other", "--prune")
+	statsFile := filepath.Join(t.TempDir(), "stats.json")
+	code, stdout, stderr := run(e.Tok.Secret, "upload", "-r", fx.Build, "-a", e.URL, "-b", "other", "--prune", "--stats-json", statsFile)
 	if code != 0 || !strings.Contains(stdout, "other: updated (new) → "+fx.C[:12]) || !strings.Contains(stderr, "sent ") {
 		t.Fatalf("push: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	var stats struct {
+		Objects, Sent, Packs int
+		Bytes                int64
+		Seconds              float64
+	}
+	if b, err := os.ReadFile(statsFile); err != nil || json.Unmarshal(b, &stats) != nil {
+		t.Fatalf("--stats-json: %v %s", err, b)
+	}
+	if n, _ := objectBytes(t, fx.C, ""); stats.Objects != n || stats.Sent != n || stats.Packs == 0 || stats.Bytes < packed(t, fx.C, "") || stats.Seconds <= 0 {
+		t.Errorf("--stats-json says %+v; the commit has %d objects", stats, n)
 	}
 	code, stdout, _ = run(e.Tok.Secret, "push", "-r", fx.Build, "-a", e.URL, "-b", "other,main", "--dry-run")
 	if code != 0 || !strings.Contains(stdout, "other: up to date") || !strings.Contains(stdout, "main: would update") {
@@ -401,28 +432,37 @@ func freeAddr(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-// The answer to an upload that carried every byte is lost (a proxy turns
-// one 201 into a 502): the retry learns the object is verified and the push
-// goes on.
-func TestLostCreateAnswer(t *testing.T) {
+// The answers to uploads and packs that carried every byte are lost (a
+// proxy turns them into 502s): the retries learn the objects are verified,
+// send nothing twice, and the push goes on.
+func TestLostAnswers(t *testing.T) {
 	e := daemontest.New(t)
 	e.Start()
 	target, _ := url.Parse(e.URL)
-	var dropped atomic.Int32
+	var droppedUploads, droppedPacks atomic.Int32
 	rp := httputil.NewSingleHostReverseProxy(target)
 	rp.ModifyResponse = func(r *http.Response) error {
-		if r.Request.Method == http.MethodPost && r.StatusCode == http.StatusCreated && dropped.Add(1) <= 3 {
+		if r.Request.Method != http.MethodPost {
+			return nil
+		}
+		if r.StatusCode == http.StatusCreated && strings.HasPrefix(r.Request.URL.Path, "/api/v1/uploads") && droppedUploads.Add(1) <= 2 ||
+			strings.HasSuffix(r.Request.URL.Path, "/packs") && droppedPacks.Add(1) <= 2 {
 			return errors.New("answer lost")
 		}
 		return nil
 	}
 	srv := httptest.NewServer(rp)
 	defer srv.Close()
-	res := push(t, opts(e, srv.URL, "other"))
-	if dropped.Load() < 3 || res.Retries < 3 {
-		t.Fatalf("%d answers dropped, %d retries", dropped.Load(), res.Retries)
+	o := opts(e, srv.URL, "big")
+	o.PackMax = 1 << 20 // some of the large files as uploads, the rest in packs
+	res := push(t, o)
+	if droppedUploads.Load() < 2 || droppedPacks.Load() < 2 || res.Retries < 4 || res.Uploads == 0 {
+		t.Fatalf("%d upload and %d pack answers dropped, %d retries, %d uploads", droppedUploads.Load(), droppedPacks.Load(), res.Retries, res.Uploads)
 	}
-	e.CheckPublished(map[string]string{"other": fx.C})
+	if res.Sent != res.Objects {
+		t.Errorf("sent %d of %d objects", res.Sent, res.Objects)
+	}
+	e.CheckPublished(map[string]string{"big": fx.E})
 }
 
 // Two runs of the same push at once share one session: both succeed. (It

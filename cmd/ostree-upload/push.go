@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
@@ -38,6 +39,7 @@ var pushCmd = &command{
 		retry := fs.Duration("retry-timeout", 5*time.Minute, "how long to keep retrying a failing step before giving up with exit code 75")
 		verbose := fs.BoolP("verbose", "v", false, "print debug messages")
 		quiet := fs.BoolP("quiet", "q", false, "print errors only")
+		stats := fs.String("stats-json", "", "write figures of the push (phases, objects, bytes, retries) as JSON to this file")
 		return noArgs("push", func() error {
 			if *jobs < 1 || *jobs > 64 {
 				return usageError{fmt.Errorf("--jobs must be 1 to 64, not %d", *jobs)}
@@ -56,7 +58,7 @@ var pushCmd = &command{
 				_, err := unix.IoctlGetTermios(int(os.Stderr.Fd()), unix.TCGETS)
 				opts.Terminal = err == nil
 			}
-			return push(opts, *quiet)
+			return push(opts, *quiet, *stats)
 		})
 	},
 }
@@ -71,10 +73,15 @@ func short(c string) string {
 	return c
 }
 
-func push(opts uploader.Options, quiet bool) error {
+func push(opts uploader.Options, quiet bool, statsFile string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	res, err := uploader.Push(ctx, opts)
+	if res != nil && statsFile != "" {
+		if werr := writeStats(statsFile, res, err); werr != nil {
+			fmt.Fprintf(os.Stderr, "ostree-upload: %v\n", werr)
+		}
+	}
 	if res != nil && !quiet {
 		for _, r := range res.Refs {
 			switch r.Status {
@@ -112,4 +119,42 @@ func humanBytes(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// pushStats is what --stats-json writes.
+type pushStats struct {
+	Seconds          float64 `json:"seconds"`
+	PlanSeconds      float64 `json:"plan_seconds"`
+	NegotiateSeconds float64 `json:"negotiate_seconds"`
+	UploadSeconds    float64 `json:"upload_seconds"`
+	CommitSeconds    float64 `json:"commit_seconds"`
+	Objects          int     `json:"objects"`
+	Sent             int     `json:"sent"`
+	Skipped          int     `json:"skipped"`
+	Bytes            int64   `json:"bytes"`
+	Packs            int     `json:"packs"`
+	Uploads          int     `json:"uploads"`
+	Retries          int64   `json:"retries"`
+	Session          string  `json:"session"`
+	Error            string  `json:"error,omitempty"`
+}
+
+func writeStats(path string, res *uploader.Result, pushErr error) error {
+	st := pushStats{
+		Seconds: res.Duration.Seconds(), PlanSeconds: res.Phases.Plan.Seconds(),
+		NegotiateSeconds: res.Phases.Negotiate.Seconds(), UploadSeconds: res.Phases.Upload.Seconds(),
+		CommitSeconds: res.Phases.Commit.Seconds(), Objects: res.Objects, Sent: res.Sent, Skipped: res.Skipped,
+		Bytes: res.BytesSent, Packs: res.Packs, Uploads: res.Uploads, Retries: res.Retries, Session: res.SessionID,
+	}
+	if pushErr != nil {
+		st.Error = pushErr.Error()
+	}
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("--stats-json: %w", err)
+	}
+	return nil
 }

@@ -1,0 +1,191 @@
+package uploader
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/store"
+)
+
+// By default objects up to packEntryMax bytes travel in packs of about
+// packTarget bytes; larger ones as resumable uploads of their own. A pack
+// that breaks off loses at most the entry in flight, so packEntryMax bounds
+// what a cut costs per stream.
+const (
+	packEntryMax = 2 << 20
+	packTarget   = 8 << 20
+	packMaxObjs  = 4096
+)
+
+// tarBlock is the unit of a tar archive: a header is one block, data is
+// padded to whole blocks, and two zero blocks end the archive.
+const tarBlock = 512
+
+// packSize is the exact length of the pack tar writes for objects of sizes.
+func packSize(sizes []int64) int64 {
+	total := int64(2 * tarBlock)
+	for _, s := range sizes {
+		total += tarBlock + (s+tarBlock-1)/tarBlock*tarBlock
+	}
+	return total
+}
+
+// work is one unit for an upload stream: a large object or a pack.
+type work struct {
+	obj   store.ObjectName // when pack is nil
+	pack  []store.ObjectName
+	bytes int64
+}
+
+// packWork groups small objects into packs of about target bytes each.
+func packWork(objs []store.ObjectName, size func(store.ObjectName) int64, target int64) []work {
+	var out []work
+	var cur work
+	for _, n := range objs {
+		s := size(n)
+		if len(cur.pack) > 0 && (cur.bytes+s > target || len(cur.pack) >= packMaxObjs) {
+			out = append(out, cur)
+			cur = work{}
+		}
+		cur.pack = append(cur.pack, n)
+		cur.bytes += s
+	}
+	if len(cur.pack) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+// writePack writes objs of the local repository to w as a ustar archive
+// named as in an archive repository.
+func (p *pusher) writePack(w io.Writer, objs []store.ObjectName) error {
+	tw := tar.NewWriter(w)
+	for _, n := range objs {
+		if err := p.writeEntry(tw, n); err != nil {
+			return err
+		}
+	}
+	return tw.Close()
+}
+
+var packTime = time.Unix(0, 0)
+
+func (p *pusher) writeEntry(tw *tar.Writer, n store.ObjectName) error {
+	size, err := p.size(n)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(p.repo.ObjectPath(n))
+	if err != nil {
+		return &PermanentError{Err: fmt.Errorf("local object %s: %w", n, err)}
+	}
+	defer f.Close()
+	hdr := &tar.Header{Name: n.RelPath(), Size: size, Mode: 0o644, ModTime: packTime, Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}
+	if err := tw.WriteHeader(hdr); err != nil {
+		return err
+	}
+	if k, err := io.Copy(tw, f); err != nil || k != size {
+		if err == nil || errors.Is(err, tar.ErrWriteTooLong) {
+			return permanent("local object %s changed size during the push (run ostree fsck on %s)", n, p.opts.Repo)
+		}
+		return err
+	}
+	return nil
+}
+
+// sendPack sends objs in packs until the daemon holds every one of them.
+// After a failure it asks the daemon which objects it still needs and sends
+// only those.
+func (p *pusher) sendPack(ctx context.Context, objs []store.ObjectName) error {
+	pending := objs
+	first := true
+	err := p.c.retryProgress(ctx, p.opts.RetryTimeout, func(progress func()) error {
+		if !first {
+			still, err := p.negotiate(ctx, pending)
+			if err != nil {
+				return err
+			}
+			if len(still) < len(pending) {
+				progress()
+				p.countSent(len(pending) - len(still))
+			}
+			pending = still
+		}
+		first = false
+		if len(pending) == 0 {
+			return nil
+		}
+		res, err := p.postPack(ctx, pending)
+		if err != nil {
+			var he *HTTPError
+			if errors.As(err, &he) && he.Body.Stored > 0 {
+				progress()
+			}
+			return err
+		}
+		p.countSent(res.Stored)
+		if res.Stored+res.Skipped < len(pending) {
+			return fmt.Errorf("daemon read %d of %d pack entries", res.Stored+res.Skipped, len(pending))
+		}
+		pending = nil
+		return nil
+	})
+	var he *HTTPError
+	switch {
+	case errors.As(err, &he) && he.Status == http.StatusUnprocessableEntity:
+		return permanent("the daemon refused local object %s as corrupt (%s): run 'ostree fsck' on %s", he.Body.Object, he.Body.Error, p.opts.Repo)
+	case errors.As(err, &he) && he.Status == http.StatusConflict && he.Body.Code == api.CodeSessionNotOpen:
+		return errSessionNotOpen
+	case err != nil:
+		return fmt.Errorf("pack of %d objects: %w", len(pending), err)
+	}
+	return nil
+}
+
+func (p *pusher) countSent(n int) {
+	p.mu.Lock()
+	p.res.Sent += n
+	p.mu.Unlock()
+	for range n {
+		p.prog.done()
+	}
+}
+
+// postPack streams one pack of objs to the daemon.
+func (p *pusher) postPack(ctx context.Context, objs []store.ObjectName) (api.PackResult, error) {
+	sizes := make([]int64, len(objs))
+	for i, n := range objs {
+		s, err := p.size(n)
+		if err != nil {
+			return api.PackResult{}, err
+		}
+		sizes[i] = s
+	}
+	pr, pw := io.Pipe()
+	werr := make(chan error, 1)
+	go func() {
+		err := p.writePack(pw, objs)
+		pw.CloseWithError(err)
+		werr <- err
+	}()
+	var res api.PackResult
+	err := p.c.call(ctx, http.MethodPost, api.PacksPath(p.sid), p.prog.count(pr), packSize(sizes), "application/x-tar", &res)
+	pr.CloseWithError(errors.New("request ended"))
+	if wErr := <-werr; wErr != nil {
+		var pe *PermanentError
+		if errors.As(wErr, &pe) {
+			return res, wErr
+		}
+	}
+	p.mu.Lock()
+	p.res.Packs++
+	p.mu.Unlock()
+	return res, err
+}
