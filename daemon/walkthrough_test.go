@@ -37,7 +37,8 @@ func TestCurlWalkthrough(t *testing.T) {
 		t.Fatalf("walk-through failed: %v\n%s", err, out)
 	}
 	m := regexp.MustCompile(`published main = ([0-9a-f]{64})`).FindSubmatch(out)
-	if m == nil || !strings.Contains(string(out), "server has 100000 of") {
+	if m == nil || !strings.Contains(string(out), "server has 100000 of") ||
+		!regexp.MustCompile(`"stored":[1-9]`).Match(out) || !strings.Contains(string(out), `"code":"verified"`) {
 		t.Fatalf("walk-through output:\n%s", out)
 	}
 	e.CheckPublished(map[string]string{"main": string(m[1])})
