@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const (
+	millionFilesPerDir = 1000
+	millionFileSize    = 40
+	// millionDiskPerFile is the free space the million-object push needs per
+	// file: the build repo, the prod repo and the daemon's state.
+	millionDiskPerFile = 15_000
+)
+
+// millionResult is the outcome of the million-object push.
+type millionResult struct {
+	Files            int          `json:"files"`
+	Skipped          string       `json:"skipped,omitempty"`
+	Fixture          *fixture     `json:"fixture,omitempty"`
+	Objects          objectStats  `json:"objects"`
+	Push             *measurement `json:"push,omitempty"`
+	NegotiateSeconds float64      `json:"negotiate_seconds,omitempty"` // from push --stats-json
+	VerifySeconds    float64      `json:"verify_seconds,omitempty"`
+}
+
+// runMillion pushes a commit of opt.MillionFiles distinct tiny files once to
+// a fresh daemon over loopback.
+func (b *bench) runMillion(ctx context.Context) (*millionResult, error) {
+	n := b.opt.MillionFiles
+	res := &millionResult{Files: n}
+	need := max(int64(n)*millionDiskPerFile, 1<<30)
+	if free, err := freeBytes(b.opt.Work); err != nil {
+		return nil, err
+	} else if free < need {
+		res.Skipped = fmt.Sprintf("%s free in %s, %s needed", humanBytes(free), b.opt.Work, humanBytes(need))
+		slog.Warn("skipping the million-object push", "reason", res.Skipped)
+		return res, nil
+	}
+	fx, err := loadOrMakeMillion(ctx, b.opt.Work, n, b.opt.Seed, b.opt.Ref)
+	if err != nil {
+		return nil, err
+	}
+	res.Fixture, res.Objects = fx, fx.BuildRepo
+	env, err := newLoopbackEnv(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer env.close()
+	dir := filepath.Join(b.runDir, "million")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if !b.opt.Keep {
+			_ = os.RemoveAll(dir)
+		}
+	}()
+	slog.Info("million-object push", "files", n, "objects", fx.BuildRepo.Objects)
+	sc := scenario{Name: "million", About: "a commit of many tiny files, empty prod, loopback", Fixture: "million"}
+	old := b.opt.ClientTimeout
+	b.opt.ClientTimeout = max(old, 4*time.Hour)
+	start := time.Now()
+	m, err := b.runPush(ctx, sc, env, fx, dir)
+	b.opt.ClientTimeout = old
+	if err != nil {
+		return nil, fmt.Errorf("million-object push: %w", err)
+	}
+	m.Run = 1
+	res.Push = m
+	if v, ok := m.PushStats["negotiate_seconds"].(float64); ok {
+		res.NegotiateSeconds = v
+	}
+	res.VerifySeconds = time.Since(start).Seconds() - m.Client.WallSeconds
+	logMeasurement(sc, m)
+	return res, nil
+}
+
+// loadOrMakeMillion returns the cached million-file fixture (a build repo
+// whose only commit is B), generating it first when needed.
+func loadOrMakeMillion(ctx context.Context, work string, n int, seed uint64, ref string) (*fixture, error) {
+	dir := filepath.Join(work, "fixtures", fmt.Sprintf("million-%d-seed%d-v%d", n, seed, fixtureVersion))
+	if f, err := readFixture(dir); err == nil && f.Ref == ref {
+		slog.Info("fixture cached", "name", "million", "dir", dir)
+		return f, nil
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	f := &fixture{Name: "million", Seed: seed, Ref: ref, Dir: dir, FixtureVers: fixtureVersion, Files: n}
+	tree := filepath.Join(dir, "tree")
+	slog.Info("writing tiny files", "files", n, "dir", tree)
+	if err := writeTinyFiles(ctx, tree, n, seed); err != nil {
+		return nil, fmt.Errorf("write the million-file tree: %w", err)
+	}
+	if err := initArchive(ctx, f.build()); err != nil {
+		return nil, err
+	}
+	var err error
+	if f.B, err = commitTree(ctx, f.build(), ref, tree, "many tiny files", timestampB); err != nil {
+		return nil, err
+	}
+	f.A = "none"
+	if err := os.RemoveAll(tree); err != nil {
+		return nil, err
+	}
+	if f.BuildRepo, err = countObjects(f.build()); err != nil {
+		return nil, err
+	}
+	f.CommitB = f.BuildRepo
+	f.GenSeconds = time.Since(start).Seconds()
+	slog.Info("million fixture", "objects", f.BuildRepo.Objects, "disk", humanBytes(f.BuildRepo.DiskBytes),
+		"seconds", fmt.Sprintf("%.0f", f.GenSeconds))
+	return f, writeMarker(dir, f)
+}
+
+// writeTinyFiles writes n files of millionFileSize bytes, millionFilesPerDir
+// to a directory; each starts with its index, so no two are equal.
+func writeTinyFiles(ctx context.Context, root string, n int, seed uint64) error {
+	dirs := (n + millionFilesPerDir - 1) / millionFilesPerDir
+	jobs := make(chan int)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range runtime.NumCPU() * 2 {
+		wg.Go(func() {
+			buf := make([]byte, millionFileSize)
+			for d := range jobs {
+				r := rand.New(rand.NewPCG(seed, uint64(d)))
+				dp := filepath.Join(root, fmt.Sprintf("d%04d", d))
+				if err := os.MkdirAll(dp, 0o755); err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+					continue
+				}
+				for i := d * millionFilesPerDir; i < min(n, (d+1)*millionFilesPerDir); i++ {
+					binary.LittleEndian.PutUint64(buf, uint64(i))
+					fillRandom(r, buf[8:])
+					if err := os.WriteFile(filepath.Join(dp, fmt.Sprintf("f%07d", i)), buf, 0o644); err != nil {
+						select {
+						case errs <- err:
+						default:
+						}
+						break
+					}
+				}
+			}
+		})
+	}
+	var err error
+feed:
+	for d := range dirs {
+		select {
+		case jobs <- d:
+		case err = <-errs:
+			break feed
+		case <-ctx.Done():
+			err = ctx.Err()
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-errs:
+		default:
+		}
+	}
+	return err
+}
+
+// freeBytes is the space available to unprivileged users on p's filesystem.
+func freeBytes(p string) (int64, error) {
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		return 0, err
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(p, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", p, err)
+	}
+	return int64(st.Bavail) * st.Bsize, nil
+}

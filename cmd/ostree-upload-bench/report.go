@@ -1,0 +1,205 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// summary holds the medians of one tool's runs in a scenario.
+type summary struct {
+	Runs             int     `json:"runs"`
+	WallSeconds      float64 `json:"wall_seconds"`
+	WireBytes        float64 `json:"wire_bytes"`
+	ClientRSSKiB     float64 `json:"client_rss_kib"`
+	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
+	ServerRSSKiB     float64 `json:"server_rss_kib,omitempty"`
+	ServerCPUSeconds float64 `json:"server_cpu_seconds,omitempty"`
+	MaxAttempts      int     `json:"max_attempts"` // worst case of client invocations needed
+	Cuts             int     `json:"cuts,omitempty"`
+	NegotiateSeconds float64 `json:"negotiate_seconds,omitempty"` // from push --stats-json
+}
+
+// scenarioResult is everything measured in one scenario.
+type scenarioResult struct {
+	Scenario scenario           `json:"scenario"`
+	Runs     []measurement      `json:"runs"`
+	Median   map[string]summary `json:"median"`
+	// WallRatio is the median push wall time over the median pull wall time.
+	WallRatio float64 `json:"wall_ratio_push_over_pull"`
+}
+
+// median returns the median of xs (the mean of the middle two for an even
+// count), or 0 for none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// summarize computes per-tool medians and the wall time ratio.
+func (r *scenarioResult) summarize() {
+	r.Median = map[string]summary{}
+	for _, tool := range []string{toolPush, toolPull} {
+		var wall, wire, crss, ccpu, srss, scpu, neg []float64
+		var s summary
+		for _, m := range r.Runs {
+			if m.Tool != tool {
+				continue
+			}
+			s.Runs++
+			wall = append(wall, m.Client.WallSeconds)
+			wire = append(wire, float64(m.WireBytes))
+			crss = append(crss, float64(m.Client.MaxRSSKiB))
+			ccpu = append(ccpu, m.Client.CPUSeconds)
+			if m.Server != nil {
+				srss = append(srss, float64(m.Server.MaxRSSKiB))
+				scpu = append(scpu, m.Server.CPUSeconds)
+			}
+			if v, ok := m.PushStats["negotiate_seconds"].(float64); ok {
+				neg = append(neg, v)
+			}
+			s.MaxAttempts = max(s.MaxAttempts, m.attempts())
+			if m.Proxy != nil && m.Proxy.Cut {
+				s.Cuts++
+			}
+		}
+		if s.Runs == 0 {
+			continue
+		}
+		s.WallSeconds, s.WireBytes = median(wall), median(wire)
+		s.ClientRSSKiB, s.ClientCPUSeconds = median(crss), median(ccpu)
+		s.ServerRSSKiB, s.ServerCPUSeconds = median(srss), median(scpu)
+		s.NegotiateSeconds = median(neg)
+		r.Median[tool] = s
+	}
+	if p, q := r.Median[toolPush], r.Median[toolPull]; q.WallSeconds > 0 {
+		r.WallRatio = p.WallSeconds / q.WallSeconds
+	}
+}
+
+// humanBytes formats a byte count with a binary-prefixed unit.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
+func secs(v float64) string { return fmt.Sprintf("%.2f", v) }
+
+// writeTable prints one line per scenario and tool: medians of wall time,
+// bytes on the wire, client and daemon peak RSS and CPU, the push/pull wall
+// ratio and the client invocations needed.
+func writeTable(w io.Writer, results []*scenarioResult) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\tfixture\ttool\truns\twall s\tpush/pull\twire\tclient RSS\tclient CPU s\tdaemon RSS\tdaemon CPU s\tattempts\t")
+	for _, r := range results {
+		for _, tool := range []string{toolPush, toolPull} {
+			s, ok := r.Median[tool]
+			if !ok {
+				continue
+			}
+			name, fixture, ratio := r.Scenario.Name, r.Scenario.Fixture, ""
+			if tool == toolPush {
+				if r.WallRatio > 0 {
+					ratio = fmt.Sprintf("%.2f", r.WallRatio)
+				}
+			} else {
+				name, fixture = "", ""
+			}
+			srss, scpu := "-", "-"
+			if s.ServerRSSKiB > 0 {
+				srss, scpu = humanBytes(int64(s.ServerRSSKiB)*1024), secs(s.ServerCPUSeconds)
+			}
+			label := map[string]string{toolPush: "ostree-upload", toolPull: "ostree pull"}[tool]
+			attempts := fmt.Sprint(s.MaxAttempts)
+			if s.Cuts > 0 {
+				attempts += " (cut)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+				name, fixture, label, s.Runs, secs(s.WallSeconds), ratio, humanBytes(int64(s.WireBytes)),
+				humanBytes(int64(s.ClientRSSKiB)*1024), secs(s.ClientCPUSeconds), srss, scpu, attempts)
+		}
+	}
+	return tw.Flush()
+}
+
+// report is the JSON document the bench writes.
+type report struct {
+	Started  time.Time           `json:"started"`
+	Finished time.Time           `json:"finished"`
+	Host     hostInfo            `json:"host"`
+	Options  map[string]string   `json:"options"` // every flag, as given or defaulted
+	Binary   string              `json:"binary"`
+	Version  string              `json:"ostree_upload_version"`
+	Ostree   string              `json:"ostree_version"`
+	Fixtures map[string]*fixture `json:"fixtures"`
+	Results  []*scenarioResult   `json:"scenarios"`
+	Million  *millionResult      `json:"million,omitempty"`
+	Failures []string            `json:"failures,omitempty"`
+	Extra    map[string]any      `json:"extra,omitempty"`
+}
+
+type hostInfo struct {
+	CPUs   int    `json:"cpus"`
+	Kernel string `json:"kernel"`
+	MemKiB int64  `json:"mem_kib"`
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// writeMillion prints the million-object push result.
+func writeMillion(w io.Writer, m *millionResult) {
+	if m == nil {
+		return
+	}
+	if m.Skipped != "" {
+		fmt.Fprintf(w, "\nmillion-object push: skipped: %s\n", m.Skipped)
+		return
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nmillion-object push: %d files, %d objects, %s in the build repo\n", m.Files, m.Objects.Objects, humanBytes(m.Objects.DiskBytes))
+	fmt.Fprintf(&b, "  total %.1f s", m.Push.Client.WallSeconds)
+	if m.NegotiateSeconds > 0 {
+		fmt.Fprintf(&b, ", negotiation %.1f s", m.NegotiateSeconds)
+	}
+	fmt.Fprintf(&b, ", wire %s\n", humanBytes(m.Push.WireBytes))
+	fmt.Fprintf(&b, "  client peak RSS %s, CPU %.1f s\n", humanBytes(m.Push.Client.MaxRSSKiB*1024), m.Push.Client.CPUSeconds)
+	if m.Push.Server != nil {
+		fmt.Fprintf(&b, "  daemon peak RSS %s, CPU %.1f s\n", humanBytes(m.Push.Server.MaxRSSKiB*1024), m.Push.Server.CPUSeconds)
+	}
+	io.WriteString(w, b.String())
+}

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// scenario is one comparison of `ostree-upload push` with `ostree pull` of
+// commit B into a fresh production repository.
+type scenario struct {
+	Name    string `json:"name"`
+	About   string `json:"about"`
+	Fixture string `json:"fixture"`  // shape name
+	Warm    bool   `json:"warm"`     // prod already holds A
+	FreshCI bool   `json:"fresh_ci"` // the client's repo (and nginx's) holds only B
+	WAN     bool   `json:"wan"`      // two namespaces, latency and a shared rate limit
+	Flaky   bool   `json:"flaky"`    // every connection is cut once halfway
+}
+
+// allScenarios lists the scenarios in the order they run.
+var allScenarios = []string{"cold-loopback", "warm-loopback", "warm-fresh-ci", "cold-wan", "warm-wan", "flaky"}
+
+// selectScenarios turns the --scenarios list into scenarios using the given
+// fixture names for the loopback, WAN and flaky cases.
+func selectScenarios(names []string, fixture, wanFixture string) ([]scenario, error) {
+	if len(names) == 1 && (names[0] == "none" || names[0] == "") {
+		return nil, nil
+	}
+	if len(names) == 1 && names[0] == "all" {
+		names = allScenarios
+	}
+	var out []scenario
+	for _, n := range names {
+		s := scenario{Name: n, Fixture: fixture}
+		switch n {
+		case "cold-loopback":
+			s.About = "empty prod, loopback"
+		case "warm-loopback":
+			s.About, s.Warm = "prod holds A, loopback", true
+		case "warm-fresh-ci":
+			s.About, s.Warm, s.FreshCI = "prod holds A, the client's repo lacks A, loopback", true, true
+		case "cold-wan":
+			s.About, s.WAN, s.Fixture = "empty prod, emulated WAN", true, wanFixture
+		case "warm-wan":
+			s.About, s.Warm, s.WAN, s.Fixture = "prod holds A, emulated WAN", true, true, wanFixture
+		case "flaky":
+			s.About, s.Flaky = "empty prod, loopback, every connection cut once halfway", true
+		default:
+			return nil, fmt.Errorf("unknown scenario %q (known: %s, all, none)", n, strings.Join(allScenarios, ", "))
+		}
+		if slices.ContainsFunc(out, func(o scenario) bool { return o.Name == n }) {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
