@@ -52,6 +52,7 @@ state_dir: /srv/state
 session_ttl: 90m
 max_objects_per_session: 1000
 max_object_size: 500MB
+max_pack_size: 64MiB
 tokens:
   - sha256: `+strings.Repeat("ab", 32)+`
     name: ci
@@ -68,6 +69,7 @@ tokens:
 	want := &Config{
 		Repo: "/srv/repo", Address: "127.0.0.1:9000", StateDir: "/srv/state",
 		SessionTTL: Duration{90 * time.Minute}, MaxObjectsPerSession: 1000, MaxObjectSize: 500 * 1000 * 1000,
+		MaxPackSize: 64 * MiB,
 		Tokens: []Token{
 			{SHA256: strings.Repeat("ab", 32), Name: "ci", Refs: []string{"app/*", "runtime/org.x/*/stable"}, Expires: &exp1},
 			{Token: "secret", Expires: &exp2},
