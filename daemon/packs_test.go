@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 	"github.com/ostree-upload/ostree-upload/store"
 )
 
@@ -301,4 +303,41 @@ func TestPackBrokenOff(t *testing.T) {
 	want(t, e.sendPack(e.Tok, s.ID, pack(t, tar.FormatGNU, rest...)), 200)
 	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil), 200)
 	e.CheckPublished(map[string]string{"main": fx.a})
+}
+
+// BenchmarkPack measures one pack holding every object of the fixture's
+// commit A, sent to a fresh daemon.
+func BenchmarkPack(b *testing.B) {
+	objs := objectsOf(b, fx.a, "")
+	var entries []entry
+	for _, o := range objs {
+		entries = append(entries, objEntry(b, o))
+	}
+	body := pack(b, tar.FormatUSTAR, entries...)
+	req, _ := json.Marshal(api.ObjectsRequest{Objects: names(objs)})
+	jsonHdr := map[string]string{"Content-Type": "application/json"}
+	b.SetBytes(int64(len(body)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		e := &env{Env: daemontest.New(b)}
+		e.Start()
+		sreq, _ := json.Marshal(api.SessionRequest{Refs: []api.RefUpdate{{Name: "main", New: fx.a}}})
+		r, err := e.send(e.Tok, "POST", api.PathSessions, bytes.NewReader(sreq), jsonHdr)
+		var sess api.Session
+		if err != nil || json.Unmarshal(r.body, &sess) != nil {
+			b.Fatal(err, string(r.body))
+		}
+		if r, err = e.send(e.Tok, "POST", api.PathSessions+"/"+sess.ID+"/objects", bytes.NewReader(req), jsonHdr); err != nil || r.status != 200 {
+			b.Fatal(err, string(r.body))
+		}
+		b.StartTimer()
+		r, err = e.send(e.Tok, "POST", api.PacksPath(sess.ID), bytes.NewReader(body), nil)
+		b.StopTimer()
+		if err != nil || r.status != 200 {
+			b.Fatal(err, r.status, string(r.body))
+		}
+		e.Stop()
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*len(objs)), "µs/object")
 }

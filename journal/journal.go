@@ -66,6 +66,7 @@ const maxNameLen = 4096
 type Journal struct {
 	db        *bolt.DB
 	batchSize int // keys per transaction in ReleaseSession/DeleteSessionObjects
+	trimState
 }
 
 // Open opens or creates (mode 0600, with all buckets) the journal at path.
@@ -124,6 +125,7 @@ func (j *Journal) update(ctx context.Context, op string, fn func(*bolt.Tx) error
 	if err := j.db.Update(fn); err != nil {
 		return wrap(op, err)
 	}
+	j.maybeTrim()
 	return nil
 }
 
@@ -136,6 +138,7 @@ func (j *Journal) batch(ctx context.Context, op string, fn func(*bolt.Tx) error)
 	if err := j.db.Batch(fn); err != nil {
 		return wrap(op, err)
 	}
+	j.maybeTrim()
 	return nil
 }
 

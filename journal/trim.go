@@ -1,0 +1,47 @@
+package journal
+
+import (
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+)
+
+// trimEvery is the least time between two trims.
+const trimEvery = 250 * time.Millisecond
+
+// maybeTrim gives the pages of the database's memory map back to the page
+// cache once in a while, so that the daemon's resident memory does not grow
+// with the journal's size: bbolt reads through a shared read-only mapping,
+// and every page a lookup touched would otherwise stay resident. Pages come
+// back from the page cache on the next access (a minor fault); nothing is
+// lost, the mapping is never written.
+func (j *Journal) maybeTrim() {
+	now := time.Now().UnixNano()
+	last := j.lastTrim.Load()
+	if now-last < int64(trimEvery) || !j.lastTrim.CompareAndSwap(last, now) {
+		return
+	}
+	j.trim()
+}
+
+// trim drops the mapping's resident pages. It runs inside a read
+// transaction: bbolt remaps only once every read transaction has ended, so
+// the address range is bbolt's mapping throughout.
+func (j *Journal) trim() {
+	j.db.View(func(tx *bolt.Tx) error {
+		info := j.db.Info()
+		size := uintptr(tx.Size())
+		if info.Data == 0 || size == 0 {
+			return nil
+		}
+		unix.Syscall(unix.SYS_MADVISE, info.Data, size, unix.MADV_DONTNEED)
+		return nil
+	})
+}
+
+// trimState is embedded in Journal.
+type trimState struct {
+	lastTrim atomic.Int64 // UnixNano of the last trim
+}
