@@ -2,7 +2,10 @@
 #   make demo       end to end on embedded defaults: a daemon, a repo, pushes, a pull
 #   make            build bin/ostree-upload
 #   make test       install missing Debian packages, go vet, go test (race detector on)
-#   make bench      Go benchmarks of the store package
+#   make bench      Go benchmarks, then push vs ostree pull (full fixture) and the million-object push
+#   make bench-smoke   push vs ostree pull on the small fixture, one run per scenario (a few minutes)
+#   make bench-go   Go benchmarks of the store package
+#   make bench-deps install the Debian packages the bench needs (nginx-light, iproute2)
 #   make install    install the binary under $(DESTDIR)$(PREFIX)/bin
 
 PREFIX  ?= /usr/local
@@ -18,8 +21,15 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 # Debian packages the build and the tests need.
 DEB_PACKAGES := gcc pkg-config libostree-dev ostree curl
+# Debian packages the push vs pull bench needs as well.
+BENCH_DEB_PACKAGES := nginx-light iproute2
 
-.PHONY: all build deps demo test bench fuzz install uninstall clean
+# The bench's fixture cache, run directories and results; extra flags for it.
+BENCH_WORK  ?= /var/tmp/ostree-upload-bench
+BENCH_FLAGS ?=
+BENCH_BIN   := $(BINDIR)/ostree-upload-bench
+
+.PHONY: all build deps bench-deps demo test bench bench-go bench-smoke fuzz install uninstall clean
 
 all: build
 
@@ -40,6 +50,16 @@ deps:
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# Installs whatever of BENCH_DEB_PACKAGES is missing, without prompting.
+bench-deps:
+	@missing=$$(for p in $(BENCH_DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages:" $$missing; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
 demo: deps build
 	bash docs/examples/demo.sh $(BINDIR)/$(BINNAME)
 
@@ -47,8 +67,18 @@ test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
 
-bench: deps
+bench-go: deps
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./store/
+
+$(BENCH_BIN): FORCE
+	$(GO) build -o $@ ./cmd/ostree-upload-bench
+
+# Needs root (network namespaces). See docs/benchmarks.md.
+bench: deps bench-deps build bench-go $(BENCH_BIN)
+	$(BENCH_BIN) --fixture full --million --bin $(BINDIR)/$(BINNAME) --work $(BENCH_WORK) --json $(BENCH_WORK)/results.json $(BENCH_FLAGS)
+
+bench-smoke: deps bench-deps build $(BENCH_BIN)
+	$(BENCH_BIN) --fixture small --runs 1 --bin $(BINDIR)/$(BINNAME) --work $(BENCH_WORK) --json $(BENCH_WORK)/smoke.json $(BENCH_FLAGS)
 
 # Longer fuzzing runs than the seed-corpus pass of make test.
 FUZZTIME ?= 2m

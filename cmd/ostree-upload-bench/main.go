@@ -263,8 +263,10 @@ func (b *bench) run(ctx context.Context, scenarios []scenario) (err error) {
 	}
 	rep.Finished = time.Now()
 	b.fillFixtures(rep)
-	if err := writeJSON(b.opt.JSON, rep); err != nil {
-		return err
+	if len(rep.Results) > 0 || rep.Million != nil { // an interrupted bench keeps the previous results
+		if err := writeJSON(b.opt.JSON, rep); err != nil {
+			return err
+		}
 	}
 	if len(rep.Results) > 0 {
 		fmt.Println()
@@ -273,7 +275,9 @@ func (b *bench) run(ctx context.Context, scenarios []scenario) (err error) {
 		}
 	}
 	writeMillion(os.Stdout, rep.Million)
-	fmt.Printf("\nresults: %s (%.0f s)\n", b.opt.JSON, rep.Finished.Sub(rep.Started).Seconds())
+	if len(rep.Results) > 0 || rep.Million != nil {
+		fmt.Printf("\nresults: %s (%.0f s)\n", b.opt.JSON, rep.Finished.Sub(rep.Started).Seconds())
+	}
 	if runErr != nil {
 		return runErr
 	}

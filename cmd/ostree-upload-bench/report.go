@@ -141,7 +141,16 @@ func writeTable(w io.Writer, results []*scenarioResult) error {
 				humanBytes(int64(s.ClientRSSKiB)*1024), secs(s.ClientCPUSeconds), srss, scpu, attempts)
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range results {
+		if r.Scenario.Flaky {
+			_, err := fmt.Fprintln(w, "flaky: the traffic crosses lo twice (client to proxy, proxy to server), so its wire bytes count every byte twice.")
+			return err
+		}
+	}
+	return nil
 }
 
 // report is the JSON document the bench writes.
