@@ -225,7 +225,14 @@ func (p *pusher) run(ctx context.Context) error {
 		// A session that is not open any more was committed by a
 		// concurrent run of the same push (or aborted): the commit says.
 		t = time.Now()
-		if err := p.uploadAll(ctx, needed); err != nil && !errors.Is(err, errSessionNotOpen) {
+		if attempt > 0 { // the uploads of the session's answer are stale
+			if err := p.c.retry(ctx, p.opts.RetryTimeout, func() error {
+				return p.c.json(ctx, http.MethodGet, api.PathSessions+"/"+p.sid, nil, &sess)
+			}); err != nil {
+				return err
+			}
+		}
+		if err := p.uploadAll(ctx, needed, sess.Uploads); err != nil && !errors.Is(err, errSessionNotOpen) {
 			return err
 		}
 		p.res.Phases.Upload += time.Since(t)
@@ -401,16 +408,11 @@ func (p *pusher) size(n store.ObjectName) (int64, error) {
 // uploadAll sends the needed objects with opts.Jobs streams: objects over
 // Options.PackMax as resumable uploads of their own (resuming the session's
 // partial ones), the rest in packs, the largest work first so that the
-// small packs fill the streams at the end.
-func (p *pusher) uploadAll(ctx context.Context, needed []store.ObjectName) error {
-	var sess api.Session
-	if err := p.c.retry(ctx, p.opts.RetryTimeout, func() error {
-		return p.c.json(ctx, http.MethodGet, api.PathSessions+"/"+p.sid, nil, &sess)
-	}); err != nil {
-		return err
-	}
+// small packs fill the streams at the end. uploads are the session's
+// unfinished uploads, as the daemon last reported them.
+func (p *pusher) uploadAll(ctx context.Context, needed []store.ObjectName, uploads []api.Upload) error {
 	live := map[string]string{}
-	for _, u := range sess.Uploads {
+	for _, u := range uploads {
 		live[u.Object] = u.URL
 	}
 	var total int64
