@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -46,14 +47,17 @@ func (s *Server) handlePack(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	p := &packReader{s: s, sess: sess, sp: sp, seen: map[string]bool{}}
+	p := &packReader{s: s, sess: sess, sp: sp, seen: map[string]bool{}, done: make(chan struct{})}
 	body := &deadlineReader{r: c.Request().Body, rc: http.NewResponseController(c.Response().Writer), timeout: time.Minute}
 	limited := &limitReader{r: body, n: s.opts.MaxPackSize}
+	s.packs.add(sess.ID, p)
+	go p.flushOld(ctx)
 	err = p.read(ctx, tar.NewReader(limited))
 	if ferr := p.flush(ctx); ferr != nil {
 		err = errors.Join(ferr, err)
-		p.res.Stored = 0 // nothing of the last batch is known to be kept
 	}
+	close(p.done)
+	s.packs.remove(sess.ID, p)
 	s.metrics.packs.Inc()
 	if err != nil {
 		var he *httpError
@@ -65,17 +69,19 @@ func (s *Server) handlePack(c echo.Context) error {
 			he = fail(http.StatusUnprocessableEntity, "%v", err)
 		case body.err != nil:
 			// The client went away or stalled: nobody reads an answer.
-			s.log.Info("pack broke off", "session", sess.ID, "stored", p.res.Stored, "err", body.err)
+			s.log.Info("pack broke off", "session", sess.ID, "stored", p.stored(), "err", body.err)
 			return fail(http.StatusBadRequest, "pack broke off: %v", body.err)
 		case errors.As(err, new(*tarError)) || errors.Is(err, io.ErrUnexpectedEOF):
 			he = fail(http.StatusBadRequest, "pack is not a valid tar: %v", err)
 		default:
 			return err
 		}
-		he.body.Object, he.body.Stored = p.bad, p.res.Stored
+		he.body.Object, he.body.Stored = p.bad, p.stored()
 		return he
 	}
 	io.Copy(io.Discard, io.LimitReader(body, 64<<10)) // tar's record padding
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	return c.JSON(http.StatusOK, p.res)
 }
 
@@ -84,13 +90,100 @@ type packReader struct {
 	s    *Server
 	sess journal.Session
 	sp   *spool
-	res  api.PackResult
-	bad  string // the entry a refusal is about
+	bad  string          // the entry a refusal is about
+	seen map[string]bool // names staged by this pack
+	done chan struct{}   // closed once the pack is read and flushed
 
+	mu         sync.Mutex // the reader adds to the batch, flushes come from anywhere
+	res        api.PackResult
 	batch      []*store.Staged
 	batchBytes int64
 	batchStart time.Time
-	seen       map[string]bool // names staged by this pack
+	flushErr   error // of a flush from another goroutine
+}
+
+func (p *packReader) stored() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.res.Stored
+}
+
+// flushOld flushes a batch that has waited packFlushAge, even while the
+// reader waits for bytes, so that what arrived is kept however the
+// connection ends.
+func (p *packReader) flushOld(ctx context.Context) {
+	t := time.NewTicker(packFlushAge / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-t.C:
+			p.mu.Lock()
+			old := len(p.batch) > 0 && time.Since(p.batchStart) >= packFlushAge
+			p.mu.Unlock()
+			if old {
+				if err := p.flush(ctx); err != nil {
+					p.mu.Lock()
+					p.flushErr = err
+					p.mu.Unlock()
+				}
+			}
+		}
+	}
+}
+
+// livePacks tracks the packs being read, by session.
+type livePacks struct {
+	mu sync.Mutex
+	m  map[string]map[*packReader]bool
+}
+
+func (l *livePacks) add(sid string, p *packReader) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = map[string]map[*packReader]bool{}
+	}
+	if l.m[sid] == nil {
+		l.m[sid] = map[*packReader]bool{}
+	}
+	l.m[sid][p] = true
+}
+
+func (l *livePacks) remove(sid string, p *packReader) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.m[sid], p)
+	if len(l.m[sid]) == 0 {
+		delete(l.m, sid)
+	}
+}
+
+// settle lets the session's packs in progress finish, for at most wait, and
+// flushes those still running, so that a negotiation counts every object
+// that has arrived: a client that lost a pack's connection (or was killed
+// and rerun) is then not asked again for what the daemon was still reading.
+func (l *livePacks) settle(ctx context.Context, sid string, wait time.Duration) {
+	l.mu.Lock()
+	var packs []*packReader
+	for p := range l.m[sid] {
+		packs = append(packs, p)
+	}
+	l.mu.Unlock()
+	timeout := time.NewTimer(wait)
+	defer timeout.Stop()
+	for _, p := range packs {
+		select {
+		case <-p.done:
+			continue
+		case <-timeout.C:
+		}
+		for _, p := range packs {
+			p.flush(ctx)
+		}
+		return
+	}
 }
 
 func (p *packReader) read(ctx context.Context, tr *tar.Reader) error {
@@ -105,8 +198,14 @@ func (p *packReader) read(ctx context.Context, tr *tar.Reader) error {
 		if err := p.entry(ctx, hdr, tr); err != nil {
 			return err
 		}
-		if len(p.batch) >= packFlushObjects || p.batchBytes >= packFlushBytes ||
-			(len(p.batch) > 0 && time.Since(p.batchStart) >= packFlushAge) {
+		p.mu.Lock()
+		full := len(p.batch) >= packFlushObjects || p.batchBytes >= packFlushBytes
+		err = p.flushErr
+		p.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if full {
 			if err := p.flush(ctx); err != nil {
 				return err
 			}
@@ -159,11 +258,13 @@ func (p *packReader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) er
 	if err != nil {
 		return err
 	}
+	p.mu.Lock()
 	if len(p.batch) == 0 {
 		p.batchStart = time.Now()
 	}
 	p.batch = append(p.batch, st)
 	p.batchBytes += hdr.Size
+	p.mu.Unlock()
 	p.seen[name.String()] = true
 	p.bad = ""
 	return nil
@@ -201,6 +302,8 @@ func (p *packReader) skip(ctx context.Context, name store.ObjectName) (string, e
 }
 
 func (p *packReader) skipped(name store.ObjectName, reason string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.res.Skipped++
 	if len(p.res.Skips) < maxPackSkips {
 		p.res.Skips = append(p.res.Skips, api.PackSkip{Object: name.String(), Reason: reason})
@@ -212,6 +315,8 @@ func (p *packReader) skipped(name store.ObjectName, reason string) {
 // verified. The spool lock is held from the first rename to the journal
 // entry, so that a release cannot unlink an object being adopted.
 func (p *packReader) flush(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	batch := p.batch
 	p.batch, p.batchBytes = nil, 0
 	if len(batch) == 0 {
@@ -297,3 +402,7 @@ func (l *limitReader) Read(b []byte) (int, error) {
 	l.n -= int64(n)
 	return n, err
 }
+
+// packSettleWait bounds how long a negotiation waits for the session's packs
+// in progress.
+const packSettleWait = 2 * time.Second

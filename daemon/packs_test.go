@@ -341,3 +341,40 @@ func BenchmarkPack(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*len(objs)), "µs/object")
 }
+
+// A pack whose client stalls mid-entry: a negotiation meanwhile counts
+// every entry that arrived, without waiting for the connection to end.
+func TestPackStalled(t *testing.T) {
+	e := newEnv(t)
+	e.Start()
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
+	var entries []entry
+	for _, n := range needed {
+		name, _ := store.ParseObjectName(n)
+		entries = append(entries, objEntry(t, name))
+	}
+	body := pack(t, tar.FormatUSTAR, entries...)
+	k := len(entries) / 3
+	cut := 0
+	for _, en := range entries[:k] {
+		cut += 512 + (len(en.data)+511)/512*512
+	}
+	cut += 512 + len(entries[k].data)/2
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n",
+		api.PacksPath(s.ID), e.Tok.Secret, len(body))
+	conn.Write(body[:cut])
+	start := time.Now()
+	left := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
+	if !slices.Equal(left, needed[k:]) {
+		t.Fatalf("with a pack stalled in entry %d: %d still needed, want the %d from entry %d on", k, len(left), len(needed)-k, k)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("negotiation waited %s for the stalled pack", d)
+	}
+}

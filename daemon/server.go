@@ -51,6 +51,7 @@ type Server struct {
 
 	repo     *store.Repo // production
 	spoolDir string      // one spool (archive repo of verified objects) per token
+	packs    livePacks
 	spoolsMu sync.Mutex
 	spools   map[string]*spool
 	journal  *journal.Journal

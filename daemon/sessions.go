@@ -166,6 +166,7 @@ func (s *Server) handleObjects(c echo.Context) error {
 	if len(req.Objects) > api.MaxNamesPerRequest {
 		return fail(http.StatusRequestEntityTooLarge, "%d names in one request, at most %d", len(req.Objects), api.MaxNamesPerRequest)
 	}
+	s.packs.settle(ctx, sess.ID, packSettleWait)
 	candidates := make([]string, 0, len(req.Objects))
 	for _, n := range req.Objects {
 		name, err := store.ParseObjectName(n)
