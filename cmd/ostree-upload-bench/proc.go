@@ -79,6 +79,7 @@ type server struct {
 	name    string
 	cmd     *exec.Cmd
 	logPath string
+	started time.Time
 	done    chan struct{}
 	waitErr error
 }
@@ -95,7 +96,7 @@ func startServer(ns, name, logPath string, env []string, argv ...string) (*serve
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	s := &server{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	s := &server{name: name, cmd: cmd, logPath: logPath, started: time.Now(), done: make(chan struct{})}
 	go func() {
 		s.waitErr = cmd.Wait()
 		logf.Close()
@@ -115,7 +116,7 @@ func (s *server) exited() bool {
 }
 
 // stop sends SIGTERM, waits up to grace, then kills the process group, and
-// returns the server's rusage.
+// returns the server's rusage (its wall time is its whole life).
 func (s *server) stop(grace time.Duration) (usage, error) {
 	if !s.exited() {
 		_ = s.cmd.Process.Signal(syscall.SIGTERM)
@@ -124,11 +125,11 @@ func (s *server) stop(grace time.Duration) (usage, error) {
 		case <-time.After(grace):
 			killGroup(s.cmd.Process.Pid, syscall.SIGKILL)
 			<-s.done
-			return usageOf(s.cmd.ProcessState, 0), fmt.Errorf("%s did not stop within %s after SIGTERM", s.name, grace)
+			return usageOf(s.cmd.ProcessState, time.Since(s.started)), fmt.Errorf("%s did not stop within %s after SIGTERM", s.name, grace)
 		}
 	}
 	killGroup(s.cmd.Process.Pid, syscall.SIGKILL) // children that outlived it (nginx workers)
-	return usageOf(s.cmd.ProcessState, 0), nil
+	return usageOf(s.cmd.ProcessState, time.Since(s.started)), nil
 }
 
 // logTail returns the end of the server's log, for error messages.

@@ -166,7 +166,6 @@ type report struct {
 	Results  []*scenarioResult   `json:"scenarios"`
 	Million  *millionResult      `json:"million,omitempty"`
 	Failures []string            `json:"failures,omitempty"`
-	Extra    map[string]any      `json:"extra,omitempty"`
 }
 
 type hostInfo struct {

@@ -26,16 +26,15 @@ const (
 
 // measurement is one timed client run.
 type measurement struct {
-	Tool       string         `json:"tool"` // "push" (ostree-upload push) or "pull" (ostree pull)
-	Run        int            `json:"run"`
-	Client     usage          `json:"client"`           // summed over attempts; RSS is the peak
-	Server     *usage         `json:"server,omitempty"` // the daemon; nginx is not counted
-	WireBytes  int64          `json:"wire_bytes"`
-	ExitCodes  []int          `json:"exit_codes"` // one per attempt
-	Proxy      *proxyStats    `json:"proxy,omitempty"`
-	PushStats  map[string]any `json:"push_stats,omitempty"` // from --stats-json
-	StartedAt  time.Time      `json:"started_at"`
-	ClientLogs string         `json:"-"`
+	Tool      string         `json:"tool"` // "push" (ostree-upload push) or "pull" (ostree pull)
+	Run       int            `json:"run"`
+	Client    usage          `json:"client"`           // summed over attempts; RSS is the peak
+	Server    *usage         `json:"server,omitempty"` // the daemon; nginx is not counted
+	WireBytes int64          `json:"wire_bytes"`
+	ExitCodes []int          `json:"exit_codes"` // one per attempt
+	Proxy     *proxyStats    `json:"proxy,omitempty"`
+	PushStats map[string]any `json:"push_stats,omitempty"` // from --stats-json
+	StartedAt time.Time      `json:"started_at"`
 }
 
 // attempts is how many invocations the client needed.
