@@ -23,7 +23,7 @@ import (
 const (
 	packFlushObjects = 1024
 	packFlushBytes   = 16 << 20
-	packFlushAge     = 200 * time.Millisecond
+	packFlushAge     = time.Second
 	maxPackSkips     = 100 // skipped entries listed in a PackResult
 )
 

@@ -7,9 +7,12 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -33,6 +36,7 @@ var receiveCmd = &command{
 		addr := fs.StringP("address", "a", ":8080", "address to listen on")
 		state := fs.String("state-dir", "", "directory for the journal, uploads and spool (default: beside the repo)")
 		verbose := fs.BoolP("verbose", "v", false, "print debug messages")
+		pprofAddr := fs.String("pprof", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; never expose it")
 		return noArgs("receive", func() error {
 			cfg, err := loadConfig(*cfgPath)
 			if err != nil {
@@ -46,6 +50,11 @@ var receiveCmd = &command{
 			}
 			if fs.Changed("state-dir") {
 				cfg.StateDir = *state
+			}
+			if *pprofAddr != "" {
+				if err := servePprof(*pprofAddr); err != nil {
+					return err
+				}
 			}
 			return receive(*cfgPath, cfg, *verbose)
 		})
@@ -114,4 +123,21 @@ func receive(cfgPath string, cfg *config.Config, verbose bool) error {
 		}
 	}()
 	return srv.Serve(ctx, ln)
+}
+
+// servePprof serves net/http/pprof's handlers on their own listener, apart
+// from the API.
+func servePprof(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	go (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(ln)
+	return nil
 }
