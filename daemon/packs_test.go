@@ -369,6 +369,7 @@ func TestPackStalled(t *testing.T) {
 	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n",
 		api.PacksPath(s.ID), e.Tok.Secret, len(body))
 	conn.Write(body[:cut])
+	time.Sleep(300 * time.Millisecond) // the daemon reads what arrived
 	start := time.Now()
 	left := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
 	if !slices.Equal(left, needed[k:]) {
