@@ -44,12 +44,13 @@ type work struct {
 	bytes int64
 }
 
-// packWork groups small objects into packs of about target bytes each.
-func packWork(objs []store.ObjectName, size func(store.ObjectName) int64, target int64) []work {
+// packWork groups small objects (of the given sizes) into packs of about
+// target bytes each.
+func packWork(objs []store.ObjectName, sizes []int64, target int64) []work {
 	var out []work
 	var cur work
-	for _, n := range objs {
-		s := size(n)
+	for i, n := range objs {
+		s := sizes[i]
 		if len(cur.pack) > 0 && (cur.bytes+s > target || len(cur.pack) >= packMaxObjs) {
 			out = append(out, cur)
 			cur = work{}
@@ -63,12 +64,12 @@ func packWork(objs []store.ObjectName, size func(store.ObjectName) int64, target
 	return out
 }
 
-// writePack writes objs of the local repository to w as a ustar archive
-// named as in an archive repository.
-func (p *pusher) writePack(w io.Writer, objs []store.ObjectName) error {
+// writePack writes objs of the local repository, of the given sizes, to w
+// as a ustar archive named as in an archive repository.
+func (p *pusher) writePack(w io.Writer, objs []store.ObjectName, sizes []int64) error {
 	tw := tar.NewWriter(w)
-	for _, n := range objs {
-		if err := p.writeEntry(tw, n); err != nil {
+	for i, n := range objs {
+		if err := p.writeEntry(tw, n, sizes[i]); err != nil {
 			return err
 		}
 	}
@@ -77,11 +78,7 @@ func (p *pusher) writePack(w io.Writer, objs []store.ObjectName) error {
 
 var packTime = time.Unix(0, 0)
 
-func (p *pusher) writeEntry(tw *tar.Writer, n store.ObjectName) error {
-	size, err := p.size(n)
-	if err != nil {
-		return err
-	}
+func (p *pusher) writeEntry(tw *tar.Writer, n store.ObjectName, size int64) error {
 	f, err := os.Open(p.repo.ObjectPath(n))
 	if err != nil {
 		return &PermanentError{Err: fmt.Errorf("local object %s: %w", n, err)}
@@ -171,7 +168,7 @@ func (p *pusher) postPack(ctx context.Context, objs []store.ObjectName) (api.Pac
 	pr, pw := io.Pipe()
 	werr := make(chan error, 1)
 	go func() {
-		err := p.writePack(pw, objs)
+		err := p.writePack(pw, objs, sizes)
 		pw.CloseWithError(err)
 		werr <- err
 	}()

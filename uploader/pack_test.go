@@ -33,7 +33,11 @@ func TestPackWork(t *testing.T) {
 		objs = append(objs, n)
 		size[n] = int64(i%7) * 1000
 	}
-	ws := packWork(objs, func(n store.ObjectName) int64 { return size[n] }, 1<<20)
+	sizes := make([]int64, len(objs))
+	for i, n := range objs {
+		sizes[i] = size[n]
+	}
+	ws := packWork(objs, sizes, 1<<20)
 	seen := 0
 	for _, w := range ws {
 		if w.bytes > 1<<20 || len(w.pack) > packMaxObjs || len(w.pack) == 0 {
@@ -47,7 +51,7 @@ func TestPackWork(t *testing.T) {
 	// One object over the target still travels, alone.
 	big := store.ObjectName{Type: store.File}
 	size[big] = 2 << 20
-	if ws := packWork([]store.ObjectName{objs[1], big, objs[2]}, func(n store.ObjectName) int64 { return size[n] }, 1<<20); len(ws) != 3 {
+	if ws := packWork([]store.ObjectName{objs[1], big, objs[2]}, []int64{size[objs[1]], size[big], size[objs[2]]}, 1<<20); len(ws) != 3 {
 		t.Fatalf("%d packs, want 3", len(ws))
 	}
 }

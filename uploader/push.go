@@ -118,7 +118,6 @@ type pusher struct {
 	res   Result
 	sid   string
 	mu    sync.Mutex
-	sizes map[store.ObjectName]int64
 	// packTarget is the size of a pack: small enough for the daemon's limit.
 	packTarget int64
 }
@@ -154,7 +153,7 @@ func Push(ctx context.Context, opts Options) (*Result, error) {
 	}
 	defer repo.Close()
 	c.log = opts.Log
-	p := &pusher{opts: opts, log: opts.Log, repo: repo, c: c, sizes: map[store.ObjectName]int64{}}
+	p := &pusher{opts: opts, log: opts.Log, repo: repo, c: c}
 	err = p.run(ctx)
 	if err != nil && ctx.Err() != nil {
 		err = ctx.Err() // interrupted (SIGINT, SIGTERM): a rerun resumes
@@ -391,17 +390,13 @@ func (p *pusher) negotiate(ctx context.Context, names []store.ObjectName) ([]sto
 	return needed, nil
 }
 
+// size is the size of a local object. It is not cached: a million sizes
+// would cost more memory than the stat calls cost time.
 func (p *pusher) size(n store.ObjectName) (int64, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if s, ok := p.sizes[n]; ok {
-		return s, nil
-	}
 	s, err := p.repo.ObjectSize(n)
 	if err != nil {
 		return 0, &PermanentError{Err: fmt.Errorf("local object %s: %w (run ostree fsck on %s)", n, err, p.opts.Repo)}
 	}
-	p.sizes[n] = s
 	return s, nil
 }
 
@@ -418,6 +413,7 @@ func (p *pusher) uploadAll(ctx context.Context, needed []store.ObjectName, uploa
 	var total int64
 	var items []work
 	var small []store.ObjectName
+	var smallSizes []int64
 	for _, n := range needed {
 		s, err := p.size(n)
 		if err != nil {
@@ -427,10 +423,10 @@ func (p *pusher) uploadAll(ctx context.Context, needed []store.ObjectName, uploa
 		if s > p.opts.PackMax || (s > smallObject && live[n.String()] != "") {
 			items = append(items, work{obj: n, bytes: s})
 		} else {
-			small = append(small, n)
+			small, smallSizes = append(small, n), append(smallSizes, s)
 		}
 	}
-	items = append(items, packWork(small, func(n store.ObjectName) int64 { return p.sizes[n] }, p.packTarget)...)
+	items = append(items, packWork(small, smallSizes, p.packTarget)...)
 	p.prog.plan(len(needed), total, p.res.Objects-len(needed))
 	slices.SortStableFunc(items, func(a, b work) int { return cmp.Compare(b.bytes, a.bytes) })
 	ctx, cancel := context.WithCancelCause(ctx)
