@@ -30,7 +30,7 @@ type millionResult struct {
 	Objects          objectStats  `json:"objects"`
 	Push             *measurement `json:"push,omitempty"`
 	NegotiateSeconds float64      `json:"negotiate_seconds,omitempty"` // from push --stats-json
-	VerifySeconds    float64      `json:"verify_seconds,omitempty"`
+	VerifySeconds    float64      `json:"verify_seconds,omitempty"`    // daemon start and stop, ostree fsck, rev-parse
 }
 
 // runMillion pushes a commit of opt.MillionFiles distinct tiny files once to
