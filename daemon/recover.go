@@ -127,7 +127,7 @@ func (s *Server) sweepSpools(ctx context.Context) error {
 		root := filepath.Join(s.spoolDir, o.Name())
 		// Objects a pack staged when the daemon stopped; nothing is staged
 		// before start-up ends.
-		staged, _ := filepath.Glob(filepath.Join(root, "tmp", store.TempPrefix+"*"))
+		staged, _ := filepath.Glob(filepath.Join(root, "objects", "*", store.TempPrefix+"*"))
 		for _, p := range staged {
 			os.Remove(p)
 		}

@@ -163,6 +163,7 @@ func (s *Server) open(ctx context.Context) error {
 	if err := s.recover(ctx); err != nil {
 		return fmt.Errorf("recovery: %w", err)
 	}
+	s.prepareSpools(ctx)
 	bgctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	s.bg.Add(1)
@@ -206,7 +207,10 @@ func sameFilesystemAndOwner(repo, state string) error {
 func (s *Server) StateDir() string { return s.stateDir }
 
 // SetKeyring replaces the tokens (e.g. after the token file changed).
-func (s *Server) SetKeyring(k *config.Keyring) { s.keyring.Store(k) }
+func (s *Server) SetKeyring(k *config.Keyring) {
+	s.keyring.Store(k)
+	s.prepareSpools(context.Background())
+}
 
 // Handler is the daemon's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.echo }
@@ -313,7 +317,21 @@ func (s *Server) spoolFor(ctx context.Context, owner string) (*spool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
+	if err := r.MakeObjectDirs(); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("spool: %w", err)
+	}
 	sp := &spool{repo: r}
 	s.spools[owner] = sp
 	return sp, nil
+}
+
+// prepareSpools opens (creating if needed) the spool of every configured
+// token, so that a token's first push does not pay for making it.
+func (s *Server) prepareSpools(ctx context.Context) {
+	for _, owner := range s.keyring.Load().Owners() {
+		if _, err := s.spoolFor(ctx, owner); err != nil {
+			s.log.Warn("cannot prepare a token's spool", "err", err)
+		}
+	}
 }

@@ -238,7 +238,7 @@ func TestStage(t *testing.T) {
 	if err := spool.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	left, _ := filepath.Glob(filepath.Join(spool.Path(), "tmp", TempPrefix+"*"))
+	left, _ := filepath.Glob(filepath.Join(spool.Path(), "objects", "*", TempPrefix+"*"))
 	if len(left) != 0 {
 		t.Errorf("temporary files left: %v", left)
 	}

@@ -64,7 +64,15 @@ func (r *Repo) Stage(ctx context.Context, n ObjectName, src io.Reader, size int6
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	f, err := os.CreateTemp(filepath.Join(r.path, "tmp"), TempPrefix+"*")
+	// The temporary file lives beside its final name: the rename stays in
+	// one directory, and the inode is allocated where it will stay.
+	dir := filepath.Dir(r.ObjectPath(n))
+	f, err := os.CreateTemp(dir, TempPrefix+"*")
+	if errors.Is(err, os.ErrNotExist) {
+		if err = os.MkdirAll(dir, 0o755); err == nil {
+			f, err = os.CreateTemp(dir, TempPrefix+"*")
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("stage %s: %w", n, err)
 	}
@@ -91,9 +99,6 @@ func (r *Repo) Stage(ctx context.Context, n ObjectName, src io.Reader, size int6
 // is synced: call the repository's Sync before recording it as durable.
 func (st *Staged) Commit() error {
 	dst := st.repo.ObjectPath(st.Info.Name)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return fmt.Errorf("commit %s: %w", st.Info.Name, err)
-	}
 	if err := os.Rename(st.tmp, dst); err != nil {
 		return fmt.Errorf("commit %s: %w", st.Info.Name, err)
 	}
@@ -103,8 +108,9 @@ func (st *Staged) Commit() error {
 // Discard deletes the staged object's temporary file, if still there.
 func (st *Staged) Discard() { os.Remove(st.tmp) }
 
-// TempPrefix starts the names of Stage's temporary files in a repository's
-// tmp/: any left by a crash may be deleted while nothing is staged.
+// TempPrefix starts the names of Stage's temporary files, which live in the
+// objects/xx/ directory of their object: any left by a crash may be deleted
+// while nothing is staged.
 const TempPrefix = "put-"
 
 // writeErr passes writes to w and remembers the first failure, so that a
@@ -138,6 +144,17 @@ func (r *Repo) Sync(ctx context.Context) error {
 	defer d.Close()
 	if err := unix.Syncfs(int(d.Fd())); err != nil {
 		return fmt.Errorf("sync %s: %w", r.path, err)
+	}
+	return nil
+}
+
+// MakeObjectDirs creates the 256 directories of objects/ ahead of use, so
+// that the first objects written pay nothing for them.
+func (r *Repo) MakeObjectDirs() error {
+	for i := 0; i < 256; i++ {
+		if err := os.MkdirAll(filepath.Join(r.path, "objects", fmt.Sprintf("%02x", i)), 0o755); err != nil {
+			return fmt.Errorf("%s: %w", r.path, err)
+		}
 	}
 	return nil
 }

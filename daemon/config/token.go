@@ -139,6 +139,15 @@ func NewKeyring(tokens []Token) *Keyring {
 	return k
 }
 
+// Owners lists the identity hashes of the usable tokens.
+func (k *Keyring) Owners() []string {
+	out := make([]string, len(k.entries))
+	for i, e := range k.entries {
+		out[i] = e.id.Hash
+	}
+	return out
+}
+
 // Len is the number of usable tokens.
 func (k *Keyring) Len() int { return len(k.entries) }
 
