@@ -83,7 +83,15 @@ func (s *Server) finishIntents(ctx context.Context) {
 	}
 	for _, in := range intents {
 		unlock := s.lockSession(in.Session)
-		err := s.finishIntent(ctx, in)
+		// The commit that wrote it may have finished while this waited.
+		cur, err := s.journal.GetIntent(ctx, in.Session)
+		if errors.Is(err, journal.ErrNotFound) {
+			unlock()
+			continue
+		}
+		if err == nil {
+			err = s.finishIntent(ctx, cur)
+		}
 		unlock()
 		if err != nil {
 			s.log.Warn("interrupted publish not finished yet", "session", in.Session, "err", err)

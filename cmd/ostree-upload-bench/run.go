@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -274,6 +275,9 @@ func (b *bench) runPull(ctx context.Context, sc scenario, env *netEnv, fx *fixtu
 // before and after. In the flaky scenario a failed client is run a second
 // time, as a person would, and both attempts are recorded.
 func (b *bench) measureClient(ctx context.Context, sc scenario, env *netEnv, ns string, envv []string, logPath string, argv []string) (*measurement, error) {
+	// Write back what seeding and start-up left dirty, so that neither tool
+	// pays in its own syncfs for the other's or the set-up's writes.
+	syscall.Sync()
 	m := &measurement{StartedAt: time.Now()}
 	before, err := env.txBytes(ctx)
 	if err != nil {
