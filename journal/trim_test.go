@@ -20,8 +20,8 @@ func mappedKiB(t *testing.T, path string) int {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
-		if len(fields) >= 6 && strings.Contains(fields[0], "-") {
-			in = fields[5] == path
+		if len(fields) >= 5 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
+			in = len(fields) >= 6 && fields[5] == path // a mapping's first line
 		} else if in && len(fields) == 3 && fields[0] == "Rss:" {
 			n, _ := strconv.Atoi(fields[1])
 			total += n
@@ -45,7 +45,7 @@ func TestTrimReleasesMappedPages(t *testing.T) {
 	before := mappedKiB(t, path)
 	j.trim()
 	after := mappedKiB(t, path)
-	if before < 1024 || after > before/3 {
+	if before < 1024 || after > before/8 {
 		t.Fatalf("journal mapping resident: %d KiB before trim, %d KiB after", before, after)
 	}
 	// Everything reads back.
