@@ -125,7 +125,7 @@ func (j *Journal) update(ctx context.Context, op string, fn func(*bolt.Tx) error
 	if err := j.db.Update(fn); err != nil {
 		return wrap(op, err)
 	}
-	j.maybeTrim()
+	j.trimNow()
 	return nil
 }
 
@@ -150,6 +150,7 @@ func (j *Journal) view(ctx context.Context, op string, fn func(*bolt.Tx) error) 
 	if err := j.db.View(fn); err != nil {
 		return wrap(op, err)
 	}
+	j.maybeTrim()
 	return nil
 }
 

@@ -8,8 +8,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// trimEvery is the least time between two trims.
-const trimEvery = 250 * time.Millisecond
+// trimEvery is the least time between two trims: a trim costs a system call
+// and, later, a minor fault for each page touched again.
+const trimEvery = 20 * time.Millisecond
 
 // maybeTrim gives the pages of the database's memory map back to the page
 // cache once in a while, so that the daemon's resident memory does not grow
@@ -23,6 +24,13 @@ func (j *Journal) maybeTrim() {
 	if now-last < int64(trimEvery) || !j.lastTrim.CompareAndSwap(last, now) {
 		return
 	}
+	j.trim()
+}
+
+// trimNow trims at once (after a write, whose pages are the ones worth
+// giving back) and restarts the interval.
+func (j *Journal) trimNow() {
+	j.lastTrim.Store(time.Now().UnixNano())
 	j.trim()
 }
 

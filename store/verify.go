@@ -129,6 +129,7 @@ func readCapped(r io.Reader, limit int64) ([]byte, error) {
 var (
 	bufReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
 	inflaters  = sync.Pool{New: func() any { return flate.NewReader(bytes.NewReader(nil)) }}
+	copyBufs   = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 )
 
 // verifyFilez checks an archive content object: BE32 header length, four
@@ -199,7 +200,9 @@ func verifyFilez(want Checksum, r io.Reader) (Info, error) {
 	if mode&modeTypeMask == modeReg {
 		fr := inflaters.Get().(io.ReadCloser)
 		fr.(flate.Resetter).Reset(br, nil)
-		n, err := io.Copy(h, io.LimitReader(fr, int64(min(size, 1<<62))+1))
+		buf := copyBufs.Get().(*[]byte)
+		n, err := io.CopyBuffer(h, io.LimitReader(fr, int64(min(size, 1<<62))+1), *buf)
+		copyBufs.Put(buf)
 		inflaters.Put(fr)
 		if err != nil {
 			return Info{}, fmt.Errorf("deflate stream: %w", err)
