@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -85,6 +86,12 @@ func newLogger(verbose bool) *slog.Logger {
 
 func receive(cfgPath string, cfg *config.Config, verbose bool) error {
 	log := newLogger(verbose)
+	if os.Getenv("GOGC") == "" {
+		// A long-running daemon whose garbage comes in bursts (a pack's
+		// journal batch, a publish's walks): collect at half the heap
+		// growth Go would allow. GOGC in the environment overrides it.
+		debug.SetGCPercent(50)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	srv, err := daemon.New(ctx, daemon.Options{
