@@ -1,0 +1,188 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/ostree-upload/ostree-upload/store/internal/gvariant"
+)
+
+// Ed25519MetaKey is the key of ed25519 signatures in a commit's detached
+// metadata and in summary.sig, as libostree writes them: an "aay" of 64-byte
+// signatures, each over the commit object's bytes or the summary's bytes.
+const Ed25519MetaKey = "ostree.sign.ed25519"
+
+var typeSigs = gvariant.MustParseType("aay")
+
+// maxKeyFile bounds a key file.
+const maxKeyFile = 1 << 20
+
+// LoadEd25519Keys reads secret keys in libostree's key file format: one
+// base64 key per line (blank lines and lines starting with # ignored), each
+// the 64 bytes of seed followed by public key, as libsodium keeps them.
+func LoadEd25519Keys(path string) ([]ed25519.PrivateKey, error) {
+	lines, err := keyLines(path)
+	if err != nil {
+		return nil, err
+	}
+	var keys []ed25519.PrivateKey
+	for _, l := range lines {
+		b, err := base64.StdEncoding.DecodeString(l.text)
+		if err != nil || len(b) != ed25519.PrivateKeySize {
+			return nil, fmt.Errorf("%s:%d: not a base64 ed25519 secret key (%d bytes of seed and public key)", path, l.n, ed25519.PrivateKeySize)
+		}
+		key := ed25519.NewKeyFromSeed(b[:ed25519.SeedSize])
+		if !bytes.Equal(key[ed25519.SeedSize:], b[ed25519.SeedSize:]) {
+			return nil, fmt.Errorf("%s:%d: the public half does not belong to the seed", path, l.n)
+		}
+		keys = append(keys, key)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s: no keys", path)
+	}
+	return keys, nil
+}
+
+// LoadEd25519PublicKeys reads trusted public keys: one base64 32-byte key
+// per line (blank lines and lines starting with # ignored).
+func LoadEd25519PublicKeys(path string) ([]ed25519.PublicKey, error) {
+	lines, err := keyLines(path)
+	if err != nil {
+		return nil, err
+	}
+	var keys []ed25519.PublicKey
+	for _, l := range lines {
+		b, err := base64.StdEncoding.DecodeString(l.text)
+		if err != nil || len(b) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("%s:%d: not a base64 ed25519 public key (%d bytes)", path, l.n, ed25519.PublicKeySize)
+		}
+		keys = append(keys, ed25519.PublicKey(b))
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s: no keys", path)
+	}
+	return keys, nil
+}
+
+type keyLine struct {
+	n    int
+	text string
+}
+
+func keyLines(path string) ([]keyLine, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []keyLine
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, maxKeyFile)
+	for n := 1; sc.Scan(); n++ {
+		t := strings.TrimSpace(sc.Text())
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		out = append(out, keyLine{n, t})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return out, nil
+}
+
+// SignEd25519 adds each key's signature of data to the "a{sv}" metadata
+// meta (nil or empty: none yet) and returns the new metadata in normal
+// form. Existing entries and signatures are kept; a signature already
+// present is not added twice, so signing again changes nothing.
+func SignEd25519(meta, data []byte, keys []ed25519.PrivateKey) ([]byte, error) {
+	entries, err := decodeSignedMeta(meta)
+	if err != nil {
+		return nil, err
+	}
+	idx := -1
+	var sigs []any
+	for i, e := range entries {
+		kv := e.([]any)
+		if kv[0].(string) != Ed25519MetaKey {
+			continue
+		}
+		v := kv[1].(gvariant.Variant)
+		if v.Type.String() != "aay" {
+			return nil, fmt.Errorf("%s holds a %s, not aay", Ed25519MetaKey, v.Type)
+		}
+		idx, sigs = i, v.Value.([]any)
+	}
+	for _, k := range keys {
+		sig := ed25519.Sign(k, data)
+		dup := false
+		for _, s := range sigs {
+			if bytes.Equal(s.([]byte), sig) {
+				dup = true
+			}
+		}
+		if !dup {
+			sigs = append(sigs, sig)
+		}
+	}
+	entry := []any{Ed25519MetaKey, gvariant.Variant{Type: typeSigs, Value: sigs}}
+	if idx >= 0 {
+		entries[idx] = entry
+	} else {
+		entries = append(entries, entry)
+	}
+	return gvariant.Encode(typeCommitMeta, entries)
+}
+
+// ErrNoValidSignature reports data without a valid signature by a trusted key.
+var ErrNoValidSignature = errors.New("no valid ed25519 signature by a trusted key")
+
+// VerifyEd25519 checks that meta holds at least one signature of data by
+// one of trusted.
+func VerifyEd25519(meta, data []byte, trusted []ed25519.PublicKey) error {
+	entries, err := decodeSignedMeta(meta)
+	if err != nil {
+		return err
+	}
+	found := 0
+	for _, e := range entries {
+		kv := e.([]any)
+		if kv[0].(string) != Ed25519MetaKey {
+			continue
+		}
+		v := kv[1].(gvariant.Variant)
+		if v.Type.String() != "aay" {
+			return fmt.Errorf("%s holds a %s, not aay", Ed25519MetaKey, v.Type)
+		}
+		for _, s := range v.Value.([]any) {
+			sig := s.([]byte)
+			found++
+			for _, k := range trusted {
+				if len(sig) == ed25519.SignatureSize && ed25519.Verify(k, data, sig) {
+					return nil
+				}
+			}
+		}
+	}
+	if found == 0 {
+		return fmt.Errorf("%w: not signed", ErrNoValidSignature)
+	}
+	return fmt.Errorf("%w: %d signatures, none valid for the trusted keys", ErrNoValidSignature, found)
+}
+
+func decodeSignedMeta(meta []byte) ([]any, error) {
+	if len(meta) == 0 {
+		return nil, nil
+	}
+	v, err := gvariant.Decode(typeCommitMeta, meta)
+	if err != nil {
+		return nil, fmt.Errorf("detached metadata: %w", err)
+	}
+	return v.([]any), nil
+}

@@ -1,0 +1,141 @@
+package store
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/ostree-upload/ostree-upload/store/internal/gvariant"
+)
+
+// RFC 8032, section 7.1, test 1.
+var (
+	rfcSeed, _   = hex.DecodeString("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+	rfcPublic, _ = hex.DecodeString("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+	rfcSig, _    = hex.DecodeString("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b")
+)
+
+func writeKeyFile(t *testing.T, lines ...string) string {
+	p := filepath.Join(t.TempDir(), "keys")
+	var b bytes.Buffer
+	for _, l := range lines {
+		b.WriteString(l + "\n")
+	}
+	if err := os.WriteFile(p, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestEd25519KnownVector(t *testing.T) {
+	secret := base64.StdEncoding.EncodeToString(append(append([]byte(nil), rfcSeed...), rfcPublic...))
+	keys, err := LoadEd25519Keys(writeKeyFile(t, "# release key", "", secret))
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("load: %v %v", keys, err)
+	}
+	meta, err := SignEd25519(nil, nil, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// {'ostree.sign.ed25519': <[@ay sig]>} in GVariant's serialisation,
+	// written out by hand: the key and its nul, padding to 8, the variant
+	// (the aay: one 64-byte element and its 1-byte end offset; a nul; the
+	// type), the key's end offset, then the array's one element end offset.
+	var want []byte
+	want = append(want, Ed25519MetaKey+"\x00"...)
+	want = append(want, 0, 0, 0, 0)
+	want = append(want, rfcSig...)
+	want = append(want, 64, 0)
+	want = append(want, "aay"...)
+	want = append(want, 20, 94)
+	if !bytes.Equal(meta, want) {
+		t.Fatalf("signed metadata\n got %x\nwant %x", meta, want)
+	}
+	pubs, err := LoadEd25519PublicKeys(writeKeyFile(t, base64.StdEncoding.EncodeToString(rfcPublic)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyEd25519(meta, nil, pubs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEd25519Keys(t *testing.T) {
+	bad := append(append([]byte(nil), rfcSeed...), rfcPublic...)
+	bad[40] ^= 1
+	for what, line := range map[string]string{
+		"public half of another seed": base64.StdEncoding.EncodeToString(bad),
+		"a public key":                base64.StdEncoding.EncodeToString(rfcPublic),
+		"not base64":                  "!!!",
+	} {
+		if _, err := LoadEd25519Keys(writeKeyFile(t, line)); err == nil {
+			t.Errorf("%s accepted as a secret key", what)
+		}
+	}
+	if _, err := LoadEd25519Keys(writeKeyFile(t, "# only a comment")); err == nil {
+		t.Error("a key file without keys accepted")
+	}
+	if _, err := LoadEd25519PublicKeys(writeKeyFile(t, base64.StdEncoding.EncodeToString(rfcSeed[:31]))); err == nil {
+		t.Error("a 31-byte public key accepted")
+	}
+}
+
+func TestEd25519SignMergesAndVerifies(t *testing.T) {
+	_, k1, _ := ed25519.GenerateKey(nil)
+	_, k2, _ := ed25519.GenerateKey(nil)
+	other, _, _ := ed25519.GenerateKey(nil)
+	data := []byte("commit object bytes")
+	// Existing detached metadata (a GPG signature, say) is kept.
+	existing, err := gvariant.Encode(typeCommitMeta, []any{
+		[]any{"ostree.gpgsigs", gvariant.Variant{Type: typeSigs, Value: []any{[]byte("gpg")}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := SignEd25519(existing, data, []ed25519.PrivateKey{k1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := SignEd25519(meta, data, []ed25519.PrivateKey{k1, k2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if same, _ := SignEd25519(again, data, []ed25519.PrivateKey{k2, k1}); !bytes.Equal(same, again) {
+		t.Error("signing again with the same keys changed the metadata")
+	}
+	v, err := gvariant.DecodeNormal(typeCommitMeta, again)
+	if err != nil {
+		t.Fatalf("not in normal form: %v", err)
+	}
+	entries := v.([]any)
+	if len(entries) != 2 || entries[0].([]any)[0] != "ostree.gpgsigs" ||
+		len(entries[1].([]any)[1].(gvariant.Variant).Value.([]any)) != 2 {
+		t.Fatalf("merged metadata: %v", entries)
+	}
+	for _, pub := range []ed25519.PublicKey{k1.Public().(ed25519.PublicKey), k2.Public().(ed25519.PublicKey)} {
+		if err := VerifyEd25519(again, data, []ed25519.PublicKey{other, pub}); err != nil {
+			t.Errorf("verify: %v", err)
+		}
+	}
+	for what, c := range map[string]struct {
+		meta, data []byte
+		keys       []ed25519.PublicKey
+	}{
+		"untrusted key": {again, data, []ed25519.PublicKey{other}},
+		"other data":    {again, []byte("another commit"), []ed25519.PublicKey{k1.Public().(ed25519.PublicKey)}},
+		"unsigned":      {existing, data, []ed25519.PublicKey{k1.Public().(ed25519.PublicKey)}},
+		"no metadata":   {nil, data, []ed25519.PublicKey{k1.Public().(ed25519.PublicKey)}},
+	} {
+		if err := VerifyEd25519(c.meta, c.data, c.keys); !errors.Is(err, ErrNoValidSignature) {
+			t.Errorf("%s: err = %v, want ErrNoValidSignature", what, err)
+		}
+	}
+	if err := VerifyEd25519([]byte("garbage"), data, nil); err == nil || errors.Is(err, ErrNoValidSignature) {
+		t.Errorf("garbage metadata: err = %v", err)
+	}
+}
