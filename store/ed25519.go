@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/ostree-upload/ostree-upload/store/internal/gvariant"
@@ -185,4 +187,135 @@ func decodeSignedMeta(meta []byte) ([]any, error) {
 		return nil, fmt.Errorf("detached metadata: %w", err)
 	}
 	return v.([]any), nil
+}
+
+// MergeCommitMeta merges two "a{sv}" detached metadata: a's entries first,
+// then b's entries whose keys a lacks; signature lists ("aay" under the
+// same key in both) become the union of both. Either may be empty.
+func MergeCommitMeta(a, b []byte) ([]byte, error) {
+	ea, err := decodeSignedMeta(a)
+	if err != nil {
+		return nil, err
+	}
+	eb, err := decodeSignedMeta(b)
+	if err != nil {
+		return nil, err
+	}
+	if len(eb) == 0 {
+		if len(ea) == 0 {
+			return nil, nil
+		}
+		return gvariant.Encode(typeCommitMeta, ea)
+	}
+	at := map[string]int{}
+	for i, e := range ea {
+		at[e.([]any)[0].(string)] = i
+	}
+	for _, e := range eb {
+		kv := e.([]any)
+		i, ok := at[kv[0].(string)]
+		if !ok {
+			at[kv[0].(string)] = len(ea)
+			ea = append(ea, e)
+			continue
+		}
+		va, vb := ea[i].([]any)[1].(gvariant.Variant), kv[1].(gvariant.Variant)
+		if va.Type.String() != "aay" || vb.Type.String() != "aay" {
+			continue // not a signature list: the first one stays
+		}
+		list := va.Value.([]any)
+		for _, s := range vb.Value.([]any) {
+			if !slices.ContainsFunc(list, func(x any) bool { return bytes.Equal(x.([]byte), s.([]byte)) }) {
+				list = append(list, s)
+			}
+		}
+		ea[i] = []any{kv[0], gvariant.Variant{Type: typeSigs, Value: list}}
+	}
+	return gvariant.Encode(typeCommitMeta, ea)
+}
+
+// CommitObject returns the bytes of a commit object of r, which signatures
+// cover.
+func (r *Repo) CommitObject(sum Checksum) ([]byte, error) {
+	n := ObjectName{Sum: sum, Type: Commit}
+	b, err := readFileCapped(r.ObjectPath(n), MaxMetadataSize)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("commit %s: %w", sum, ErrNotFound)
+	}
+	return b, err
+}
+
+// CommitMetaFile returns a commit's detached metadata as stored in r, or nil
+// when it has none.
+func (r *Repo) CommitMetaFile(sum Checksum) ([]byte, error) {
+	b, err := readFileCapped(r.ObjectPath(ObjectName{Sum: sum, Type: CommitMeta}), MaxCommitMetaSize)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// WriteCommitMeta replaces a commit's detached metadata in r, durably: a
+// reader sees the old file or the new one.
+func (r *Repo) WriteCommitMeta(sum Checksum, meta []byte) error {
+	if err := validateCommitMeta(meta); err != nil {
+		return err
+	}
+	return writeFileAtomic(r.ObjectPath(ObjectName{Sum: sum, Type: CommitMeta}), meta, 0o644)
+}
+
+// SignSummaryEd25519 adds each key's signature of r's summary file to its
+// summary.sig (made if missing), as libostree's ed25519 signer does.
+func (r *Repo) SignSummaryEd25519(keys []ed25519.PrivateKey) error {
+	summary, err := readFileCapped(filepath.Join(r.path, "summary"), MaxMetadataSize)
+	if err != nil {
+		return fmt.Errorf("sign summary: %w", err)
+	}
+	sigPath := filepath.Join(r.path, "summary.sig")
+	old, err := readFileCapped(sigPath, MaxCommitMetaSize)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("sign summary: %w", err)
+	}
+	signed, err := SignEd25519(old, summary, keys)
+	if err != nil {
+		return fmt.Errorf("sign summary: %w", err)
+	}
+	return writeFileAtomic(sigPath, signed, 0o644)
+}
+
+func readFileCapped(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := readCapped(f, limit)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return b, nil
+}
+
+// writeFileAtomic writes data to a temporary file beside path, syncs it,
+// renames it over path and syncs the directory.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, TempPrefix+"*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	err = errors.Join(err, f.Chmod(mode), f.Sync(), f.Close())
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return syncDir(dir)
 }

@@ -139,3 +139,43 @@ func TestEd25519SignMergesAndVerifies(t *testing.T) {
 		t.Errorf("garbage metadata: err = %v", err)
 	}
 }
+
+func TestMergeCommitMeta(t *testing.T) {
+	_, k1, _ := ed25519.GenerateKey(nil)
+	_, k2, _ := ed25519.GenerateKey(nil)
+	data := []byte("commit")
+	a, _ := SignEd25519(nil, data, []ed25519.PrivateKey{k1})
+	b, _ := SignEd25519(nil, data, []ed25519.PrivateKey{k2})
+	b, _ = MergeCommitMeta(b, mustEncodeMeta(t, "xa.note", "s", "from the build"))
+	m, err := MergeCommitMeta(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := gvariant.DecodeNormal(typeCommitMeta, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := v.([]any)
+	if len(entries) != 2 || len(entries[0].([]any)[1].(gvariant.Variant).Value.([]any)) != 2 || entries[1].([]any)[0] != "xa.note" {
+		t.Fatalf("merged: %v", entries)
+	}
+	for _, k := range []ed25519.PrivateKey{k1, k2} {
+		if err := VerifyEd25519(m, data, []ed25519.PublicKey{k.Public().(ed25519.PublicKey)}); err != nil {
+			t.Error(err)
+		}
+	}
+	if same, _ := MergeCommitMeta(m, a); !bytes.Equal(same, m) {
+		t.Error("merging a subset changed the metadata")
+	}
+	if none, err := MergeCommitMeta(nil, nil); none != nil || err != nil {
+		t.Errorf("merging nothing: %x %v", none, err)
+	}
+}
+
+func mustEncodeMeta(t *testing.T, key, typ string, v any) []byte {
+	b, err := gvariant.Encode(typeCommitMeta, []any{[]any{key, gvariant.Variant{Type: gvariant.MustParseType(typ), Value: v}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
