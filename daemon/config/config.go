@@ -53,7 +53,12 @@ type Config struct {
 	MaxObjectsPerSession int      `yaml:"max_objects_per_session"` // default 2000000
 	MaxObjectSize        Size     `yaml:"max_object_size"`         // default 16 GiB
 	MaxPackSize          Size     `yaml:"max_pack_size"`           // default 256 MiB
-	Tokens               []Token  `yaml:"tokens"`
+	// Signing, with ostree-push's receiver's names.
+	SignType           string   `yaml:"sign_type"`           // "ed25519" (the only type); default "ed25519"
+	SignKeyfiles       []string `yaml:"sign_keyfiles"`       // secret key files: every new commit and the summary are signed with each key
+	SignVerify         bool     `yaml:"sign_verify"`         // refuse commits without a valid signature by a trusted key
+	SignTrustedKeyfile string   `yaml:"sign_trustedkeyfile"` // public keys sign_verify trusts
+	Tokens             []Token  `yaml:"tokens"`
 }
 
 // Token is one API token entry of the configuration file. Exactly one of
@@ -130,6 +135,10 @@ func (c *Config) Validate() error {
 		return errors.New("max_object_size must be positive")
 	case c.MaxPackSize <= 0:
 		return errors.New("max_pack_size must be positive")
+	case c.SignType != "" && c.SignType != "ed25519":
+		return fmt.Errorf("sign_type %q: only ed25519 is supported", c.SignType)
+	case c.SignVerify && c.SignTrustedKeyfile == "":
+		return errors.New("sign_verify needs sign_trustedkeyfile")
 	}
 	names := map[string]int{}
 	for i, t := range c.Tokens {
@@ -232,6 +241,9 @@ func parse(data []byte, file string) (*Config, *yaml.Node, error) {
 	}
 	if err := p.config(root, cfg); err != nil {
 		return nil, nil, err
+	}
+	if cfg.SignVerify && cfg.SignTrustedKeyfile == "" {
+		return nil, nil, p.errorf(root, "sign_verify", "needs sign_trustedkeyfile, the public keys to trust")
 	}
 	return cfg, root, nil
 }
@@ -363,6 +375,42 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			if cfg.MaxPackSize <= 0 {
 				return p.errorf(v, key, "must be positive")
 			}
+		case "sign_type", "sign_trustedkeyfile":
+			s, ok, err := p.str(v, key)
+			if err != nil || !ok {
+				return err
+			}
+			if key == "sign_type" {
+				if s != "ed25519" {
+					return p.errorf(v, key, "only ed25519 is supported, not %q", s)
+				}
+				cfg.SignType = s
+			} else {
+				cfg.SignTrustedKeyfile = s
+			}
+		case "sign_keyfiles":
+			if isNull(v) {
+				return nil
+			}
+			var list []string
+			if v.Kind != yaml.SequenceNode || v.Decode(&list) != nil {
+				return p.errorf(v, key, "must be a list of file names")
+			}
+			for _, f := range list {
+				if f == "" {
+					return p.errorf(v, key, "empty file name")
+				}
+			}
+			cfg.SignKeyfiles = list
+		case "sign_verify":
+			if isNull(v) {
+				return nil
+			}
+			var b bool
+			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" || v.Decode(&b) != nil {
+				return p.errorf(v, key, "must be true or false")
+			}
+			cfg.SignVerify = b
 		case "tokens":
 			return p.tokens(v, cfg)
 		default:

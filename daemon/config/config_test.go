@@ -53,6 +53,10 @@ session_ttl: 90m
 max_objects_per_session: 1000
 max_object_size: 500MB
 max_pack_size: 64MiB
+sign_type: ed25519
+sign_keyfiles: [/etc/ostree/release.key, /etc/ostree/backup.key]
+sign_verify: true
+sign_trustedkeyfile: /etc/ostree/builders.pub
 tokens:
   - sha256: `+strings.Repeat("ab", 32)+`
     name: ci
@@ -70,6 +74,8 @@ tokens:
 		Repo: "/srv/repo", Address: "127.0.0.1:9000", StateDir: "/srv/state",
 		SessionTTL: Duration{90 * time.Minute}, MaxObjectsPerSession: 1000, MaxObjectSize: 500 * 1000 * 1000,
 		MaxPackSize: 64 * MiB,
+		SignType:    "ed25519", SignKeyfiles: []string{"/etc/ostree/release.key", "/etc/ostree/backup.key"},
+		SignVerify: true, SignTrustedKeyfile: "/etc/ostree/builders.pub",
 		Tokens: []Token{
 			{SHA256: strings.Repeat("ab", 32), Name: "ci", Refs: []string{"app/*", "runtime/org.x/*/stable"}, Expires: &exp1},
 			{Token: "secret", Expires: &exp2},
@@ -131,6 +137,10 @@ func TestStrict(t *testing.T) {
 		{"zero size", "max_object_size: 0\n", 1, "max_object_size", "positive"},
 		{"negative size", "max_object_size: -1\n", 1, "max_object_size", "negative"},
 		{"bad count", "max_objects_per_session: many\n", 1, "max_objects_per_session", "whole number"},
+		{"gpg sign type", "sign_type: gpg\n", 1, "sign_type", "only ed25519"},
+		{"key files not a list", "sign_keyfiles: /k\n", 1, "sign_keyfiles", "list"},
+		{"verify not a bool", "sign_verify: sure\n", 1, "sign_verify", "true or false"},
+		{"verify without keys", "sign_verify: true\n", 1, "sign_verify", "sign_trustedkeyfile"},
 		{"zero count", "max_objects_per_session: 0\n", 1, "max_objects_per_session", "positive"},
 		{"bad sha256", "tokens:\n- name: a\n  sha256: " + strings.ToUpper(hash) + "\n", 3, "tokens[0].sha256", "64 lower-case"},
 		{"short sha256", "tokens:\n- sha256: abc\n", 2, "tokens[0].sha256", "64 lower-case"},
