@@ -295,7 +295,7 @@ func (p *packReader) skip(ctx context.Context, name store.ObjectName) (string, e
 		return "not requested in this session", nil
 	case err != nil:
 		return "", err
-	case st == journal.ObjVerified:
+	case st == journal.ObjVerified && name.Type != store.CommitMeta: // detached metadata may be sent again
 		return "already verified", nil
 	}
 	return "", nil

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/ostree-upload/ostree-upload/daemon/api"
 	"github.com/ostree-upload/ostree-upload/journal"
 	"github.com/ostree-upload/ostree-upload/store"
 )
@@ -100,6 +102,13 @@ func (s *Server) checkUpdates(ctx context.Context, sess journal.Session, sp *spo
 		if err != nil {
 			return err
 		}
+		if s.opts.SignVerify {
+			if err := s.verifySigned(u.New, sp); err != nil {
+				e := fail(http.StatusUnprocessableEntity, "commit %s of ref %s: %v", u.New, u.Ref, err)
+				e.body.Ref, e.body.Code = u.Ref, api.CodeNotSigned
+				return e
+			}
+		}
 		if sess.Force {
 			continue
 		}
@@ -156,6 +165,17 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) error {
 	}
 	failpoint("after-intent")
 	start := time.Now()
+	// Signatures go in before any ref points at the commits.
+	sp.mu.RLock()
+	for _, u := range updates {
+		if err = s.signCommit(u.New, sp); err != nil {
+			break
+		}
+	}
+	sp.mu.RUnlock()
+	if err != nil {
+		return fmt.Errorf("publish session %s: %w", sess.ID, err)
+	}
 	sp.mu.RLock() // the session's objects stay in the spool until imported
 	err = s.repo.Publish(ctx, sp.repo, updates)
 	sp.mu.RUnlock()
@@ -195,6 +215,11 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) error {
 	if err := s.repo.RegenerateSummary(ctx); err != nil {
 		return err
 	}
+	if len(s.opts.SignKeys) > 0 {
+		if err := s.repo.SignSummaryEd25519(s.opts.SignKeys); err != nil {
+			return err
+		}
+	}
 	failpoint("after-summary")
 	s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
 	if err := s.finishPublish(ctx, sess); err != nil {
@@ -227,4 +252,83 @@ func (s *Server) finishPublish(ctx context.Context, sess journal.Session) error 
 	}
 	failpoint("before-intent-done")
 	return s.journal.DeleteIntent(ctx, sess.ID)
+}
+
+// commitMeta is a commit's detached metadata as it will be published: what
+// production has, merged with what was pushed.
+func (s *Server) commitMeta(sum store.Checksum, sp *spool) ([]byte, error) {
+	prod, err := s.repo.CommitMetaFile(sum)
+	if err != nil {
+		return nil, err
+	}
+	pushed, err := sp.repo.CommitMetaFile(sum)
+	if err != nil {
+		return nil, err
+	}
+	return store.MergeCommitMeta(prod, pushed)
+}
+
+func commitObject(sum store.Checksum, repos ...*store.Repo) ([]byte, error) {
+	for _, r := range repos {
+		b, err := r.CommitObject(sum)
+		if !errors.Is(err, store.ErrNotFound) {
+			return b, err
+		}
+	}
+	return nil, fmt.Errorf("commit %s: %w", sum, store.ErrNotFound)
+}
+
+// verifySigned checks that a new commit carries a valid signature by a
+// trusted key, in production's or the pushed detached metadata.
+func (s *Server) verifySigned(sum store.Checksum, sp *spool) error {
+	data, err := commitObject(sum, s.repo, sp.repo)
+	if err != nil {
+		return err
+	}
+	meta, err := s.commitMeta(sum, sp)
+	if err != nil {
+		return err
+	}
+	return store.VerifyEd25519(meta, data, s.opts.TrustedKeys)
+}
+
+// signCommit writes a new commit's detached metadata into production: the
+// merge of production's and the pushed one, signed with every configured
+// key. Running it again changes nothing.
+func (s *Server) signCommit(sum store.Checksum, sp *spool) error {
+	meta, err := s.commitMeta(sum, sp)
+	if err != nil {
+		return err
+	}
+	if len(s.opts.SignKeys) > 0 {
+		data, err := commitObject(sum, s.repo, sp.repo)
+		if err != nil {
+			return err
+		}
+		if meta, err = store.SignEd25519(meta, data, s.opts.SignKeys); err != nil {
+			return err
+		}
+	}
+	if meta == nil {
+		return nil
+	}
+	// libostree copies a commit's detached metadata along with the commit
+	// when it imports it from the spool: both copies must be the final one.
+	for _, r := range []*store.Repo{sp.repo, s.repo} {
+		if r == sp.repo {
+			if _, err := r.CommitObject(sum); errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+		}
+		cur, err := r.CommitMetaFile(sum)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(cur, meta) {
+			if err := r.WriteCommitMeta(sum, meta); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -38,7 +39,10 @@ type Options struct {
 	SessionRetention     time.Duration // ended sessions are forgotten after this; default max(7 days, 7 TTLs)
 	MaxObjectsPerSession int
 	MaxObjectSize        int64
-	MaxPackSize          int64 // bytes of one pack request
+	MaxPackSize          int64                // bytes of one pack request
+	SignKeys             []ed25519.PrivateKey // sign every new commit and the summary with each
+	TrustedKeys          []ed25519.PublicKey  // with SignVerify: a new commit needs a signature by one of these
+	SignVerify           bool
 	Version              string
 	Logger               *slog.Logger
 }

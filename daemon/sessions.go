@@ -178,9 +178,11 @@ func (s *Server) handleObjects(c echo.Context) error {
 			e.body.Object = n
 			return e
 		}
-		has, err := s.repo.HasObject(ctx, name)
-		if err != nil {
-			return err
+		has := false
+		if name.Type != store.CommitMeta { // merged at publish, whatever production has
+			if has, err = s.repo.HasObject(ctx, name); err != nil {
+				return err
+			}
 		}
 		if !has {
 			candidates = append(candidates, name.String())

@@ -217,7 +217,7 @@ func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handle
 			Error: "object was not requested in this session: send its name to " + api.PathSessions + "/" + sid + "/objects first", Object: obj})
 	case err != nil:
 		return handler.HTTPResponse{}, none, err
-	case st == journal.ObjVerified:
+	case st == journal.ObjVerified && name.Type != store.CommitMeta: // detached metadata may be sent again
 		return handler.HTTPResponse{}, none, tusError(http.StatusConflict, api.Error{Error: "object is already verified", Object: obj, Code: api.CodeVerified})
 	}
 	uid := newUploadID(sid)

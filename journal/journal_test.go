@@ -1022,3 +1022,27 @@ func TestDeleteSession(t *testing.T) {
 		t.Fatalf("%d sessions listed after delete", len(all))
 	}
 }
+
+// Detached metadata is named after its commit, not its content: it is
+// always needed, never taken from the spool index.
+func TestNeed_CommitMetaAlwaysNeeded(t *testing.T) {
+	ctx := context.Background()
+	j, _ := mustOpen(t)
+	s := mustSession(t, j, ownerA, "r")
+	cm := fmt.Sprintf("%064x.commitmeta", 1)
+	for i := 0; i < 2; i++ {
+		need, err := j.Need(ctx, s.ID, []string{cm, obj(1)}, 0)
+		if err != nil || len(need) == 0 || need[0] != cm {
+			t.Fatalf("round %d: need = %v, %v", i, need, err)
+		}
+		if err := j.MarkVerifiedMany(ctx, s.ID, ownerA, []VerifiedObject{{cm, 10}, {obj(1), 5}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkCounts(t, j, s.ID, 2, 2, 15)
+	// Another session of the token gets it asked for too.
+	s2 := mustSession(t, j, ownerA, "other")
+	if need, err := j.Need(ctx, s2.ID, []string{cm, obj(1)}, 0); err != nil || len(need) != 1 || need[0] != cm {
+		t.Fatalf("second session: need = %v, %v", need, err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -108,7 +109,8 @@ func objectsBucket(tx *bolt.Tx, id string, create bool) (*bolt.Bucket, error) {
 }
 
 // Need registers names in the session and returns, in input order and without
-// duplicates, those the client must still send:
+// duplicates, those the client must still send (detached metadata,
+// ".commitmeta", always):
 //   - already Verified in the session: not needed;
 //   - in the owner's spool index: marked Verified here (the session joins the
 //     entry's holders, Verified++, Bytes += size) and not needed;
@@ -159,6 +161,18 @@ func (j *Journal) Need(ctx context.Context, sessionID string, names []string, ma
 			key := []byte(n)
 			var rec objRecord
 			v := objs.Get(key)
+			if isCommitMeta(n) {
+				// Named after its commit, not its content: whatever the
+				// client has now is wanted, to be merged at publish.
+				if v == nil {
+					if err := objs.Put(key, objRecord{state: ObjWanted}.encode()); err != nil {
+						return err
+					}
+					s.Objects++
+				}
+				needed = append(needed, n)
+				continue
+			}
 			if v != nil {
 				if rec, err = decodeObj(v); err != nil {
 					return fmt.Errorf("object %q: %w", n, err)
@@ -593,3 +607,6 @@ func (j *Journal) DeleteSessionObjects(ctx context.Context, sessionID string) er
 		}
 	}
 }
+
+// isCommitMeta reports whether name is a commit's detached metadata.
+func isCommitMeta(name string) bool { return strings.HasSuffix(name, ".commitmeta") }

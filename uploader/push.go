@@ -241,6 +241,9 @@ func (p *pusher) run(ctx context.Context) error {
 		})
 		p.res.Phases.Commit += time.Since(t)
 		var he *HTTPError
+		if errors.As(err, &he) && he.Body.Code == api.CodeNotSigned {
+			return permanent("the daemon refused to publish: %s (sign the commit with a key it trusts)", he.Body.Error)
+		}
 		if errors.As(err, &he) && he.Status == http.StatusUnprocessableEntity && attempt < 3 {
 			// Something the daemon counted as present went away (expired
 			// meanwhile): negotiate again and send it.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/ostree-upload/ostree-upload/daemon"
 	"github.com/ostree-upload/ostree-upload/daemon/config"
+	"github.com/ostree-upload/ostree-upload/store"
 )
 
 var receiveCmd = &command{
@@ -94,6 +96,21 @@ func receive(cfgPath string, cfg *config.Config, verbose bool) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	var signKeys []ed25519.PrivateKey
+	for _, f := range cfg.SignKeyfiles {
+		keys, err := store.LoadEd25519Keys(f)
+		if err != nil {
+			return fmt.Errorf("sign_keyfiles: %w", err)
+		}
+		signKeys = append(signKeys, keys...)
+	}
+	var trusted []ed25519.PublicKey
+	if cfg.SignTrustedKeyfile != "" {
+		var err error
+		if trusted, err = store.LoadEd25519PublicKeys(cfg.SignTrustedKeyfile); err != nil {
+			return fmt.Errorf("sign_trustedkeyfile: %w", err)
+		}
+	}
 	srv, err := daemon.New(ctx, daemon.Options{
 		RepoPath:             cfg.Repo,
 		StateDir:             cfg.StateDir,
@@ -102,6 +119,9 @@ func receive(cfgPath string, cfg *config.Config, verbose bool) error {
 		MaxObjectsPerSession: cfg.MaxObjectsPerSession,
 		MaxObjectSize:        int64(cfg.MaxObjectSize),
 		MaxPackSize:          int64(cfg.MaxPackSize),
+		SignKeys:             signKeys,
+		TrustedKeys:          trusted,
+		SignVerify:           cfg.SignVerify,
 		Version:              version,
 		Logger:               log,
 	})

@@ -125,6 +125,7 @@ const (
 	CodeVerified       = "verified"         // the object is already verified in this session
 	CodeSessionNotOpen = "session-not-open" // the session is publishing, published, aborted, expired or failed
 	CodeLiveUpload     = "live-upload"      // the object has an upload in progress: resume Upload
+	CodeNotSigned      = "not-signed"       // a new commit lacks a valid signature by a key the daemon trusts
 )
 
 // Error is the body of every error response of the API.

@@ -4,6 +4,7 @@ package daemontest
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"io"
 	"log/slog"
@@ -44,6 +45,9 @@ type Env struct {
 	Retention   time.Duration // 0: the daemon's default
 	MaxObjects  int
 	MaxPackSize int64 // 0: the daemon's default
+	SignKeys    []ed25519.PrivateKey
+	TrustedKeys []ed25519.PublicKey
+	SignVerify  bool
 
 	addr string
 	srv  *daemon.Server
@@ -94,6 +98,7 @@ func (e *Env) Start() {
 	srv, err := daemon.New(context.Background(), daemon.Options{
 		RepoPath: e.Repo, StateDir: e.State, Keyring: config.NewKeyring(e.Tokens()),
 		SessionTTL: e.TTL, SessionRetention: e.Retention, MaxObjectsPerSession: e.MaxObjects, MaxObjectSize: 1 << 30, MaxPackSize: e.MaxPackSize, Version: "test",
+		SignKeys: e.SignKeys, TrustedKeys: e.TrustedKeys, SignVerify: e.SignVerify,
 		Logger: testLogger(),
 	})
 	if err != nil {

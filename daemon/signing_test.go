@@ -1,0 +1,99 @@
+package daemon_test
+
+import (
+	"crypto/ed25519"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/store"
+)
+
+// With sign_verify, an unsigned commit is refused and nothing moves; a
+// commit signed by a trusted builder key is published with the daemon's
+// own signature added, and the summary is signed.
+func TestEd25519SignAndVerify(t *testing.T) {
+	builderPub, builder, _ := ed25519.GenerateKey(nil)
+	serverPub, server, _ := ed25519.GenerateKey(nil)
+	e := newEnv(t)
+	e.SignKeys, e.TrustedKeys, e.SignVerify = []ed25519.PrivateKey{server}, []ed25519.PublicKey{builderPub}, true
+	e.Start()
+
+	updates := []api.RefUpdate{{Name: "main", New: fx.a}}
+	s := e.session(e.Tok, updates, false)
+	if err := e.uploadAll(e.Tok, s.ID, e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))); err != nil {
+		t.Fatal(err)
+	}
+	r := e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
+	var ae api.Error
+	r.json(t, &ae)
+	if r.status != 422 || ae.Code != api.CodeNotSigned || !strings.Contains(ae.Error, fx.a) || !strings.Contains(ae.Error, "not signed") {
+		t.Fatalf("unsigned commit: %d %s", r.status, r.body)
+	}
+	if refs := e.Refs(); len(refs) != 0 {
+		t.Fatalf("refs moved for an unsigned commit: %v", refs)
+	}
+
+	// A signature by an untrusted key does not do either.
+	sum, _ := store.ParseChecksum(fx.a)
+	commit, err := os.ReadFile(filepath.Join(fx.build, store.ObjectName{Sum: sum, Type: store.Commit}.RelPath()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	metaName := store.ObjectName{Sum: sum, Type: store.CommitMeta}
+	wrong, _ := store.SignEd25519(nil, commit, []ed25519.PrivateKey{server})
+	e.need(e.Tok, s.ID, []store.ObjectName{metaName})
+	want(t, e.upload(e.Tok, s.ID, metaName.String(), wrong), 201)
+	if r := e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil); r.status != 422 {
+		t.Fatalf("commit signed by an untrusted key: %d %s", r.status, r.body)
+	}
+
+	// The builder signs it: the push goes through in a new session.
+	signed, _ := store.SignEd25519(nil, commit, []ed25519.PrivateKey{builder})
+	s2 := e.session(e.Tok, updates, false)
+	e.need(e.Tok, s2.ID, append(objectsOf(t, fx.a, ""), metaName))
+	if r := e.upload(e.Tok, s2.ID, metaName.String(), signed); r.status != 201 {
+		t.Fatalf("upload the signed commitmeta: %d %s", r.status, r.body)
+	}
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s2.ID+"/commit", nil), 200)
+	e.CheckPublished(map[string]string{"main": fx.a})
+
+	// Production holds the builder's signature and the daemon's.
+	prod, err := store.OpenArchive(ctx, e.Repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	meta, err := prod.CommitMetaFile(sum)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for who, pub := range map[string]ed25519.PublicKey{"builder": builderPub, "daemon": serverPub} {
+		if err := store.VerifyEd25519(meta, commit, []ed25519.PublicKey{pub}); err != nil {
+			t.Errorf("published commit lacks the %s's signature: %v", who, err)
+		}
+	}
+	summary, err := os.ReadFile(filepath.Join(e.Repo, "summary"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := os.ReadFile(filepath.Join(e.Repo, "summary.sig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.VerifyEd25519(sig, summary, []ed25519.PublicKey{serverPub}); err != nil {
+		t.Fatalf("summary.sig: %v", err)
+	}
+	// A repeated commit answers the same and changes nothing.
+	r = e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s2.ID+"/commit", nil)
+	var out api.Session
+	if r.status != 200 || json.Unmarshal(r.body, &out) != nil || out.State != api.StatePublished {
+		t.Fatalf("repeated commit: %d %s", r.status, r.body)
+	}
+	if again, _ := prod.CommitMetaFile(sum); string(again) != string(meta) {
+		t.Error("a repeated commit changed the detached metadata")
+	}
+}
