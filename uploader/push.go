@@ -110,14 +110,14 @@ func classify(err error) error {
 }
 
 type pusher struct {
-	opts  Options
-	log   *slog.Logger
-	repo  *store.Repo
-	c     *client
-	prog  *progress
-	res   Result
-	sid   string
-	mu    sync.Mutex
+	opts Options
+	log  *slog.Logger
+	repo *store.Repo
+	c    *client
+	prog *progress
+	res  Result
+	sid  string
+	mu   sync.Mutex
 	// packTarget is the size of a pack: small enough for the daemon's limit.
 	packTarget int64
 }
