@@ -17,6 +17,7 @@ type metrics struct {
 	verifiedBytes  prometheus.Counter
 	rejected       prometheus.Counter
 	packs          prometheus.Counter
+	hookFailures   prometheus.Counter
 	authFailures   prometheus.Counter
 	verifySeconds  prometheus.Histogram
 	publishSeconds prometheus.Histogram
@@ -44,6 +45,7 @@ func newMetrics() *metrics {
 		verifiedBytes:  f("objects_verified_bytes_total", "Bytes of verified objects."),
 		rejected:       f("objects_rejected_total", "Uploads refused as corrupt."),
 		packs:          f("packs_total", "Packs received, read to their end or not."),
+		hookFailures:   f("update_hook_failures_total", "Runs of update_hook that failed (the refs stayed published)."),
 		authFailures:   f("auth_failures_total", "Requests with a missing, unknown or expired token."),
 		verifySeconds:  h("verify_seconds", "Time to verify one object.", prometheus.ExponentialBuckets(0.0001, 4, 10)),
 		publishSeconds: h("publish_seconds", "Time to publish one session.", prometheus.ExponentialBuckets(0.01, 3, 10)),

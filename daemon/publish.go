@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -212,17 +215,13 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) error {
 	if err := s.journal.PutIntent(ctx, journal.Intent{Session: sess.ID, Refs: sess.Refs, Step: "summary", Created: time.Now()}); err != nil {
 		return err
 	}
-	if err := s.repo.RegenerateSummary(ctx); err != nil {
+	result, err := s.updateMetadata(ctx, sess)
+	if err != nil {
 		return err
-	}
-	if len(s.opts.SignKeys) > 0 {
-		if err := s.repo.SignSummaryEd25519(s.opts.SignKeys); err != nil {
-			return err
-		}
 	}
 	failpoint("after-summary")
 	s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
-	if err := s.finishPublish(ctx, sess); err != nil {
+	if err := s.finishPublish(ctx, sess, result); err != nil {
 		return err
 	}
 	s.metrics.published.Inc()
@@ -233,8 +232,8 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) error {
 // finishPublish records success and frees the session's uploads and spool
 // entries (the objects now live in the repo). The intent goes last, so a
 // crash on the way is finished at the next start.
-func (s *Server) finishPublish(ctx context.Context, sess journal.Session) error {
-	if err := s.journal.SetState(ctx, sess.ID, journal.StatePublished, ""); err != nil {
+func (s *Server) finishPublish(ctx context.Context, sess journal.Session, result string) error {
+	if err := s.journal.SetState(ctx, sess.ID, journal.StatePublished, result); err != nil {
 		return err
 	}
 	ups, err := s.journal.SessionUploads(ctx, sess.ID)
@@ -332,3 +331,83 @@ func (s *Server) signCommit(sum store.Checksum, sp *spool) error {
 	}
 	return nil
 }
+
+// updateMetadata runs after the refs moved: the built-in update (the
+// summary, regenerated and signed) or, as ostree-push's receiver does, the
+// configured update_hook instead, or nothing with update off. A failing hook
+// is logged and reported in the session's result; it does not undo the
+// publish. Every branch may run again after a crash.
+func (s *Server) updateMetadata(ctx context.Context, sess journal.Session) (string, error) {
+	switch {
+	case s.opts.NoUpdate:
+		return "", nil
+	case len(s.opts.UpdateHook) > 0:
+		if err := s.runUpdateHook(ctx, sess); err != nil {
+			s.metrics.hookFailures.Inc()
+			s.log.Error("update_hook failed; the refs are published", "session", sess.ID, "err", err)
+			return "published; update_hook failed: " + err.Error(), nil
+		}
+		return "", nil
+	}
+	if err := s.repo.RegenerateSummary(ctx); err != nil {
+		return "", err
+	}
+	if len(s.opts.SignKeys) > 0 {
+		if err := s.repo.SignSummaryEd25519(s.opts.SignKeys); err != nil {
+			return "", err
+		}
+	}
+	return "", nil
+}
+
+// updateHookTimeout bounds one run of update_hook.
+const updateHookTimeout = 30 * time.Minute
+
+// runUpdateHook runs update_hook with OSTREE_RECEIVE_REPO (the repository's
+// absolute path) and OSTREE_RECEIVE_REFS (the refs, space-separated), as
+// ostree-push's receiver sets them, plus OSTREE_UPLOAD_SESSION and
+// OSTREE_UPLOAD_COMMITS (ref=commit pairs).
+func (s *Server) runUpdateHook(ctx context.Context, sess journal.Session) error {
+	repo, err := filepath.Abs(s.repo.Path())
+	if err != nil {
+		return err
+	}
+	var refs, commits []string
+	for _, r := range sess.Refs {
+		refs = append(refs, r.Ref)
+		commits = append(commits, r.Ref+"="+r.New)
+	}
+	ctx, cancel := context.WithTimeout(ctx, updateHookTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, s.opts.UpdateHook[0], s.opts.UpdateHook[1:]...)
+	cmd.Env = append(os.Environ(),
+		"OSTREE_RECEIVE_REPO="+repo,
+		"OSTREE_RECEIVE_REFS="+strings.Join(refs, " "),
+		"OSTREE_UPLOAD_SESSION="+sess.ID,
+		"OSTREE_UPLOAD_COMMITS="+strings.Join(commits, " "))
+	out := &tailBuffer{max: 16 << 10}
+	cmd.Stdout, cmd.Stderr = out, out
+	start := time.Now()
+	err = cmd.Run()
+	s.log.Info("update_hook ran", "session", sess.ID, "duration", time.Since(start).Round(time.Millisecond), "err", err, "output", out.String())
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.opts.UpdateHook[0], err)
+	}
+	return nil
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = t.b[len(t.b)-t.max:]
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string { return strings.TrimSpace(string(t.b)) }

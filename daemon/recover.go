@@ -107,7 +107,7 @@ func (s *Server) finishIntent(ctx context.Context, in journal.Intent) error {
 	s.log.Info("finishing interrupted publish", "session", sess.ID, "step", in.Step)
 	switch sess.State {
 	case journal.StatePublished:
-		return s.finishPublish(ctx, sess)
+		return s.finishPublish(ctx, sess, sess.Result)
 	case journal.StatePublishing:
 		return s.publish(ctx, sess)
 	}

@@ -43,6 +43,8 @@ type Options struct {
 	SignKeys             []ed25519.PrivateKey // sign every new commit and the summary with each
 	TrustedKeys          []ed25519.PublicKey  // with SignVerify: a new commit needs a signature by one of these
 	SignVerify           bool
+	NoUpdate             bool     // leave the summary alone after a publish (then a session moves one ref)
+	UpdateHook           []string // run instead of the built-in summary update
 	Version              string
 	Logger               *slog.Logger
 }

@@ -26,6 +26,11 @@ func (s *Server) handleCreateSession(c echo.Context) error {
 	if len(req.Refs) == 0 || len(req.Refs) > maxRefsPerSession {
 		return fail(http.StatusBadRequest, "a session moves 1 to %d refs, not %d", maxRefsPerSession, len(req.Refs))
 	}
+	if s.opts.NoUpdate && len(req.Refs) > 1 {
+		// Without a summary update there is no single publish point:
+		// several refs would become visible one by one.
+		return fail(http.StatusBadRequest, "this daemon does not update the summary (update: false), so a session moves one ref, not %d", len(req.Refs))
+	}
 	id := identity(c)
 	seen := map[string]bool{}
 	refs := make([]journal.RefUpdate, 0, len(req.Refs))

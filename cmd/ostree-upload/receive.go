@@ -96,6 +96,13 @@ func receive(cfgPath string, cfg *config.Config, verbose bool) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	var hook []string
+	if cfg.UpdateHook != "" {
+		var err error
+		if hook, err = config.SplitCommand(cfg.UpdateHook); err != nil {
+			return fmt.Errorf("update_hook: %w", err)
+		}
+	}
 	var signKeys []ed25519.PrivateKey
 	for _, f := range cfg.SignKeyfiles {
 		keys, err := store.LoadEd25519Keys(f)
@@ -122,6 +129,8 @@ func receive(cfgPath string, cfg *config.Config, verbose bool) error {
 		SignKeys:             signKeys,
 		TrustedKeys:          trusted,
 		SignVerify:           cfg.SignVerify,
+		NoUpdate:             !cfg.UpdateOn(),
+		UpdateHook:           hook,
 		Version:              version,
 		Logger:               log,
 	})

@@ -58,6 +58,8 @@ type Config struct {
 	SignKeyfiles       []string `yaml:"sign_keyfiles"`       // secret key files: every new commit and the summary are signed with each key
 	SignVerify         bool     `yaml:"sign_verify"`         // refuse commits without a valid signature by a trusted key
 	SignTrustedKeyfile string   `yaml:"sign_trustedkeyfile"` // public keys sign_verify trusts
+	Update             *bool    `yaml:"update"`              // regenerate the summary after a publish; default true
+	UpdateHook         string   `yaml:"update_hook"`         // run instead of the built-in update
 	Tokens             []Token  `yaml:"tokens"`
 }
 
@@ -71,6 +73,10 @@ type Token struct {
 	Expires *time.Time `yaml:"expires,omitempty"` // nil = never
 	Created string     `yaml:"created,omitempty"` // kept as text (lirios wrote RFC3339)
 }
+
+// UpdateOn reports whether the repository's metadata is updated after a
+// publish (the update key, default true).
+func (c *Config) UpdateOn() bool { return c.Update == nil || *c.Update }
 
 // Default returns the configuration used for absent keys.
 func Default() *Config {
@@ -402,6 +408,24 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 				}
 			}
 			cfg.SignKeyfiles = list
+		case "update":
+			if isNull(v) {
+				return nil
+			}
+			var b bool
+			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" || v.Decode(&b) != nil {
+				return p.errorf(v, key, "must be true or false")
+			}
+			cfg.Update = &b
+		case "update_hook":
+			s, ok, err := p.str(v, key)
+			if err != nil || !ok {
+				return err
+			}
+			if _, err := SplitCommand(s); err != nil {
+				return p.errorf(v, key, "%v", err)
+			}
+			cfg.UpdateHook = s
 		case "sign_verify":
 			if isNull(v) {
 				return nil

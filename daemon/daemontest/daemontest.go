@@ -48,6 +48,8 @@ type Env struct {
 	SignKeys    []ed25519.PrivateKey
 	TrustedKeys []ed25519.PublicKey
 	SignVerify  bool
+	NoUpdate    bool
+	UpdateHook  []string
 
 	addr string
 	srv  *daemon.Server
@@ -99,6 +101,7 @@ func (e *Env) Start() {
 		RepoPath: e.Repo, StateDir: e.State, Keyring: config.NewKeyring(e.Tokens()),
 		SessionTTL: e.TTL, SessionRetention: e.Retention, MaxObjectsPerSession: e.MaxObjects, MaxObjectSize: 1 << 30, MaxPackSize: e.MaxPackSize, Version: "test",
 		SignKeys: e.SignKeys, TrustedKeys: e.TrustedKeys, SignVerify: e.SignVerify,
+		NoUpdate: e.NoUpdate, UpdateHook: e.UpdateHook,
 		Logger: testLogger(),
 	})
 	if err != nil {
