@@ -92,3 +92,36 @@ ou_read_commitmeta (OstreeRepo *repo, const char *csum, guint8 **out_data,
     copy_variant (v, out_data, out_len);
   return TRUE;
 }
+
+gboolean
+ou_gpg_sign_data (OstreeRepo *repo, const guint8 *data, gsize len,
+                  const guint8 *old, gsize old_len, const char **key_ids,
+                  const char *homedir, guint8 **out_data, gsize *out_len,
+                  GError **error)
+{
+  g_autoptr(GBytes) in = g_bytes_new (data, len);
+  g_autoptr(GBytes) prev = old != NULL ? g_bytes_new (old, old_len) : NULL;
+  g_autoptr(GBytes) out = NULL;
+  if (!ostree_repo_gpg_sign_data (repo, in, prev, key_ids, homedir, &out, NULL, error))
+    return FALSE;
+  gsize n = 0;
+  const guint8 *p = g_bytes_get_data (out, &n);
+  *out_data = g_memdup2 (p, n);
+  *out_len = n;
+  return TRUE;
+}
+
+gboolean
+ou_gpg_verify_data (OstreeRepo *repo, const guint8 *data, gsize len,
+                    const guint8 *sigs, gsize sigs_len, const char *keyring,
+                    GError **error)
+{
+  g_autoptr(GBytes) in = g_bytes_new (data, len);
+  g_autoptr(GBytes) signatures = g_bytes_new (sigs, sigs_len);
+  g_autoptr(GFile) extra = keyring != NULL ? g_file_new_for_path (keyring) : NULL;
+  g_autoptr(OstreeGpgVerifyResult) result =
+    ostree_repo_gpg_verify_data (repo, NULL, in, signatures, NULL, extra, NULL, error);
+  if (result == NULL)
+    return FALSE;
+  return ostree_gpg_verify_result_require_valid_signature (result, error);
+}

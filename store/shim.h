@@ -24,4 +24,18 @@ gboolean ou_load_commit (OstreeRepo *repo, const char *csum, guint8 **out_data,
 gboolean ou_read_commitmeta (OstreeRepo *repo, const char *csum, guint8 **out_data,
                              gsize *out_len, GError **error);
 
+/* Appends a GPG signature of data by each key to the a{sv} metadata old
+ * (NULL: none); the result goes to a g_malloc'd buffer. */
+gboolean ou_gpg_sign_data (OstreeRepo *repo, const guint8 *data, gsize len,
+                           const guint8 *old, gsize old_len, const char **key_ids,
+                           const char *homedir, guint8 **out_data, gsize *out_len,
+                           GError **error);
+
+/* Checks that sigs (concatenated OpenPGP signatures) hold a valid signature
+ * of data by a key of keyring (a file; NULL: libostree's trusted keyrings
+ * only). */
+gboolean ou_gpg_verify_data (OstreeRepo *repo, const guint8 *data, gsize len,
+                             const guint8 *sigs, gsize sigs_len, const char *keyring,
+                             GError **error);
+
 #endif

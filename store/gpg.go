@@ -1,0 +1,146 @@
+package store
+
+/*
+#include <stdlib.h>
+#include "shim.h"
+*/
+import "C"
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"unsafe"
+
+	"github.com/ostree-upload/ostree-upload/store/internal/gvariant"
+)
+
+// GPGMetaKey is the key of GPG signatures in detached metadata and in
+// summary.sig: an "aay" of OpenPGP signature packets.
+const GPGMetaKey = "ostree.gpgsigs"
+
+func cBytes(b []byte) (*C.guint8, C.gsize) {
+	if len(b) == 0 {
+		return nil, 0
+	}
+	return (*C.guint8)(unsafe.Pointer(&b[0])), C.gsize(len(b))
+}
+
+// SignGPG appends a GPG signature of data by each key (an id or fingerprint
+// of a secret key in homedir; "" for GnuPG's default home) to the "a{sv}"
+// metadata meta, through libostree and gpgme.
+func (r *Repo) SignGPG(ctx context.Context, meta, data []byte, keys []string, homedir string) ([]byte, error) {
+	if len(keys) == 0 {
+		return meta, nil
+	}
+	ids := make([]*C.char, len(keys)+1)
+	for i, k := range keys {
+		ids[i] = C.CString(k)
+		defer C.free(unsafe.Pointer(ids[i]))
+	}
+	var home *C.char
+	if homedir != "" {
+		home = C.CString(homedir)
+		defer C.free(unsafe.Pointer(home))
+	}
+	// cgo may not pass Go memory holding Go pointers: copy the vector.
+	cids := (**C.char)(C.malloc(C.size_t(len(ids)) * C.size_t(unsafe.Sizeof(ids[0]))))
+	defer C.free(unsafe.Pointer(cids))
+	copy(unsafe.Slice(cids, len(ids)), ids)
+	var out []byte
+	err := r.do(ctx, func(p *C.OstreeRepo) error {
+		d, dn := cBytes(data)
+		o, on := cBytes(meta)
+		var res *C.guint8
+		var n C.gsize
+		var gerr *C.GError
+		if C.ou_gpg_sign_data(p, d, dn, o, on, cids, home, &res, &n, &gerr) == 0 {
+			return takeError(gerr)
+		}
+		out = takeBytes(res, n)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gpg sign: %w", err)
+	}
+	return out, nil
+}
+
+// ErrNoValidGPGSignature reports data without a valid GPG signature by a
+// trusted key.
+var ErrNoValidGPGSignature = errors.New("no valid GPG signature by a trusted key")
+
+// VerifyGPG checks that meta holds a valid GPG signature of data by a key
+// of keyring (a keyring file) or of libostree's system-wide trusted keyrings.
+func (r *Repo) VerifyGPG(ctx context.Context, meta, data []byte, keyring string) error {
+	sigs, err := gpgSignatures(meta)
+	if err != nil {
+		return err
+	}
+	if len(sigs) == 0 {
+		return fmt.Errorf("%w: not signed", ErrNoValidGPGSignature)
+	}
+	var kr *C.char
+	if keyring != "" {
+		kr = C.CString(keyring)
+		defer C.free(unsafe.Pointer(kr))
+	}
+	err = r.do(ctx, func(p *C.OstreeRepo) error {
+		d, dn := cBytes(data)
+		s, sn := cBytes(sigs)
+		var gerr *C.GError
+		if C.ou_gpg_verify_data(p, d, dn, s, sn, kr, &gerr) == 0 {
+			return takeError(gerr)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNoValidGPGSignature, err)
+	}
+	return nil
+}
+
+// gpgSignatures concatenates the signature packets of meta's ostree.gpgsigs.
+func gpgSignatures(meta []byte) ([]byte, error) {
+	entries, err := decodeSignedMeta(meta)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	for _, e := range entries {
+		kv := e.([]any)
+		if kv[0].(string) != GPGMetaKey {
+			continue
+		}
+		v := kv[1].(gvariant.Variant)
+		if v.Type.String() != "aay" {
+			return nil, fmt.Errorf("%s holds a %s, not aay", GPGMetaKey, v.Type)
+		}
+		for _, s := range v.Value.([]any) {
+			out.Write(s.([]byte))
+		}
+	}
+	return out.Bytes(), nil
+}
+
+// SignSummaryGPG adds a GPG signature of r's summary by each key to its
+// summary.sig (made if missing).
+func (r *Repo) SignSummaryGPG(ctx context.Context, keys []string, homedir string) error {
+	summary, err := readFileCapped(filepath.Join(r.path, "summary"), MaxMetadataSize)
+	if err != nil {
+		return fmt.Errorf("sign summary: %w", err)
+	}
+	sigPath := filepath.Join(r.path, "summary.sig")
+	old, err := readFileCapped(sigPath, MaxCommitMetaSize)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("sign summary: %w", err)
+	}
+	signed, err := r.SignGPG(ctx, old, summary, keys, homedir)
+	if err != nil {
+		return fmt.Errorf("sign summary: %w", err)
+	}
+	return writeFileAtomic(sigPath, signed, 0o644)
+}
