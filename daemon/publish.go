@@ -105,8 +105,8 @@ func (s *Server) checkUpdates(ctx context.Context, sess journal.Session, sp *spo
 		if err != nil {
 			return err
 		}
-		if s.opts.SignVerify {
-			if err := s.verifySigned(u.New, sp); err != nil {
+		if s.opts.SignVerify || s.opts.GPGVerify {
+			if err := s.verifySigned(ctx, u.New, sp); err != nil {
 				e := fail(http.StatusUnprocessableEntity, "commit %s of ref %s: %v", u.New, u.Ref, err)
 				e.body.Ref, e.body.Code = u.Ref, api.CodeNotSigned
 				return e
@@ -171,7 +171,7 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) error {
 	// Signatures go in before any ref points at the commits.
 	sp.mu.RLock()
 	for _, u := range updates {
-		if err = s.signCommit(u.New, sp); err != nil {
+		if err = s.signCommit(ctx, u.New, sp); err != nil {
 			break
 		}
 	}
@@ -279,7 +279,7 @@ func commitObject(sum store.Checksum, repos ...*store.Repo) ([]byte, error) {
 
 // verifySigned checks that a new commit carries a valid signature by a
 // trusted key, in production's or the pushed detached metadata.
-func (s *Server) verifySigned(sum store.Checksum, sp *spool) error {
+func (s *Server) verifySigned(ctx context.Context, sum store.Checksum, sp *spool) error {
 	data, err := commitObject(sum, s.repo, sp.repo)
 	if err != nil {
 		return err
@@ -288,21 +288,34 @@ func (s *Server) verifySigned(sum store.Checksum, sp *spool) error {
 	if err != nil {
 		return err
 	}
-	return store.VerifyEd25519(meta, data, s.opts.TrustedKeys)
+	if s.opts.GPGVerify {
+		if err := s.repo.VerifyGPG(ctx, meta, data, "", s.opts.GPGTrustedKeys); err != nil {
+			return err
+		}
+	}
+	if s.opts.SignVerify {
+		return store.VerifyEd25519(meta, data, s.opts.TrustedKeys)
+	}
+	return nil
 }
 
 // signCommit writes a new commit's detached metadata into production: the
 // merge of production's and the pushed one, signed with every configured
 // key. Running it again changes nothing.
-func (s *Server) signCommit(sum store.Checksum, sp *spool) error {
+func (s *Server) signCommit(ctx context.Context, sum store.Checksum, sp *spool) error {
 	meta, err := s.commitMeta(sum, sp)
 	if err != nil {
 		return err
 	}
-	if len(s.opts.SignKeys) > 0 {
+	if len(s.opts.SignKeys) > 0 || len(s.opts.GPGSign) > 0 {
 		data, err := commitObject(sum, s.repo, sp.repo)
 		if err != nil {
 			return err
+		}
+		if len(s.opts.GPGSign) > 0 && !s.gpgSigned(ctx, meta, data) {
+			if meta, err = s.repo.SignGPG(ctx, meta, data, s.opts.GPGSign, s.opts.GPGHomedir); err != nil {
+				return err
+			}
 		}
 		if meta, err = store.SignEd25519(meta, data, s.opts.SignKeys); err != nil {
 			return err
@@ -352,12 +365,56 @@ func (s *Server) updateMetadata(ctx context.Context, sess journal.Session) (stri
 	if err := s.repo.RegenerateSummary(ctx); err != nil {
 		return "", err
 	}
+	if len(s.opts.GPGSign) > 0 {
+		if err := s.repo.SignSummaryGPG(ctx, s.opts.GPGSign, s.opts.GPGHomedir); err != nil {
+			return "", err
+		}
+	}
 	if len(s.opts.SignKeys) > 0 {
 		if err := s.repo.SignSummaryEd25519(s.opts.SignKeys); err != nil {
 			return "", err
 		}
 	}
 	return "", nil
+}
+
+// gpgSigned reports whether meta already holds a valid GPG signature of data
+// by the daemon's own keys (a publish run again after a crash), judged with
+// their public keys alone.
+func (s *Server) gpgSigned(ctx context.Context, meta, data []byte) bool {
+	if s.gpgOwnDir == "" {
+		return false
+	}
+	return s.repo.VerifyGPG(ctx, meta, data, s.gpgOwnDir, "") == nil
+}
+
+// exportOwnGPGKeys writes the public halves of the gpg_sign keys into a
+// keyring directory of the state dir, which also proves at start-up that
+// gpg_homedir holds them.
+func (s *Server) exportOwnGPGKeys(ctx context.Context) error {
+	if len(s.opts.GPGSign) == 0 {
+		return nil
+	}
+	args := []string{"--batch", "--export"}
+	if s.opts.GPGHomedir != "" {
+		args = append([]string{"--homedir", s.opts.GPGHomedir}, args...)
+	}
+	out, err := exec.CommandContext(ctx, "gpg", append(args, s.opts.GPGSign...)...).Output()
+	if err != nil {
+		return fmt.Errorf("gpg_sign: exporting the public keys with gpg: %w", err)
+	}
+	if len(out) == 0 {
+		return fmt.Errorf("gpg_sign: gpg_homedir %q holds none of the keys %v", s.opts.GPGHomedir, s.opts.GPGSign)
+	}
+	dir := filepath.Join(s.stateDir, "gpg-own")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "own.gpg"), out, 0o600); err != nil {
+		return err
+	}
+	s.gpgOwnDir = dir
+	return nil
 }
 
 // updateHookTimeout bounds one run of update_hook.

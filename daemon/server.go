@@ -43,6 +43,10 @@ type Options struct {
 	SignKeys             []ed25519.PrivateKey // sign every new commit and the summary with each
 	TrustedKeys          []ed25519.PublicKey  // with SignVerify: a new commit needs a signature by one of these
 	SignVerify           bool
+	GPGSign              []string // key ids: sign every new commit and the summary with each
+	GPGHomedir           string
+	GPGVerify            bool     // a new commit needs a valid GPG signature by a trusted key
+	GPGTrustedKeys       string   // keyring file trusted beside libostree's system-wide ones
 	NoUpdate             bool     // leave the summary alone after a publish (then a session moves one ref)
 	UpdateHook           []string // run instead of the built-in summary update
 	Version              string
@@ -55,15 +59,16 @@ type Server struct {
 	log     *slog.Logger
 	keyring atomic.Pointer[config.Keyring]
 
-	repo     *store.Repo // production
-	spoolDir string      // one spool (archive repo of verified objects) per token
-	packs    livePacks
-	spoolsMu sync.Mutex
-	spools   map[string]*spool
-	journal  *journal.Journal
-	stateDir string
-	tusDir   string
-	repoLock *os.File
+	repo      *store.Repo // production
+	spoolDir  string      // one spool (archive repo of verified objects) per token
+	packs     livePacks
+	gpgOwnDir string // keyring dir with the public halves of the gpg_sign keys
+	spoolsMu  sync.Mutex
+	spools    map[string]*spool
+	journal   *journal.Journal
+	stateDir  string
+	tusDir    string
+	repoLock  *os.File
 
 	tus     *handler.Handler
 	echo    *echo.Echo
@@ -166,6 +171,9 @@ func (s *Server) open(ctx context.Context) error {
 		return err
 	}
 	s.setupRoutes()
+	if err := s.exportOwnGPGKeys(ctx); err != nil { // before recovery, which may sign
+		return err
+	}
 	if err := s.recover(ctx); err != nil {
 		return fmt.Errorf("recovery: %w", err)
 	}

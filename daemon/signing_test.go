@@ -10,6 +10,7 @@ import (
 
 	"github.com/ostree-upload/ostree-upload/daemon/api"
 	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
 
 // With sign_verify, an unsigned commit is refused and nothing moves; a
@@ -96,4 +97,64 @@ func TestEd25519SignAndVerify(t *testing.T) {
 	if again, _ := prod.CommitMetaFile(sum); string(again) != string(meta) {
 		t.Error("a repeated commit changed the detached metadata")
 	}
+}
+
+// With gpg_verify, an unsigned commit is refused; a commit signed by a
+// trusted builder key is published signed by the daemon's key, with a signed
+// summary, and a client that requires both pulls it over HTTP.
+func TestGPGSignAndVerify(t *testing.T) {
+	builder, server := storetest.NewGPGKey(t), storetest.NewGPGKey(t)
+	e := newEnv(t)
+	e.GPGSign, e.GPGHomedir, e.GPGVerify, e.GPGTrusted = []string{server.ID}, server.Home, true, builder.PublicRing
+	e.Start()
+	updates := []api.RefUpdate{{Name: "main", New: fx.a}}
+	s := e.session(e.Tok, updates, false)
+	names := objectsOf(t, fx.a, "")
+	if err := e.uploadAll(e.Tok, s.ID, e.need(e.Tok, s.ID, names)); err != nil {
+		t.Fatal(err)
+	}
+	r := e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
+	var ae api.Error
+	r.json(t, &ae)
+	if r.status != 422 || ae.Code != api.CodeNotSigned || !strings.Contains(ae.Error, fx.a) || !strings.Contains(ae.Error, "GPG") {
+		t.Fatalf("unsigned commit: %d %s", r.status, r.body)
+	}
+	if refs := e.Refs(); len(refs) != 0 {
+		t.Fatalf("refs moved for an unsigned commit: %v", refs)
+	}
+
+	// The builder signs the commit (as `ostree gpg-sign` would) and sends
+	// its detached metadata again.
+	sum, _ := store.ParseChecksum(fx.a)
+	build, err := store.OpenArchive(ctx, fx.build)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer build.Close()
+	commit, err := build.CommitObject(sum)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := build.SignGPG(ctx, nil, commit, []string{builder.ID}, builder.Home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metaName := store.ObjectName{Sum: sum, Type: store.CommitMeta}
+	e.need(e.Tok, s.ID, []store.ObjectName{metaName})
+	want(t, e.upload(e.Tok, s.ID, metaName.String(), signed), 201)
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil), 200)
+
+	// Production carries both signatures; the summary is signed.
+	prod, err := store.OpenArchive(ctx, e.Repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	meta, _ := prod.CommitMetaFile(sum)
+	for who, k := range map[string]*storetest.GPGKey{"builder": builder, "daemon": server} {
+		if err := prod.VerifyGPG(ctx, meta, commit, t.TempDir(), k.PublicRing); err != nil {
+			t.Errorf("published commit lacks the %s's signature: %v", who, err)
+		}
+	}
+	storetest.PullOverHTTPWith(t, e.Repo, "main", "--set=gpg-verify=true", "--set=gpg-verify-summary=true", "--gpg-import="+server.PublicArmor)
 }

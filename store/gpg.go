@@ -74,8 +74,9 @@ func (r *Repo) SignGPG(ctx context.Context, meta, data []byte, keys []string, ho
 var ErrNoValidGPGSignature = errors.New("no valid GPG signature by a trusted key")
 
 // VerifyGPG checks that meta holds a valid GPG signature of data by a key
-// of keyring (a keyring file) or of libostree's system-wide trusted keyrings.
-func (r *Repo) VerifyGPG(ctx context.Context, meta, data []byte, keyring string) error {
+// of the keyrings (*.gpg) in keyringDir ("": libostree's system-wide trusted
+// keyrings) or of the keyring file keyring ("": none).
+func (r *Repo) VerifyGPG(ctx context.Context, meta, data []byte, keyringDir, keyring string) error {
 	sigs, err := gpgSignatures(meta)
 	if err != nil {
 		return err
@@ -83,16 +84,20 @@ func (r *Repo) VerifyGPG(ctx context.Context, meta, data []byte, keyring string)
 	if len(sigs) == 0 {
 		return fmt.Errorf("%w: not signed", ErrNoValidGPGSignature)
 	}
-	var kr *C.char
+	var kr, dir *C.char
 	if keyring != "" {
 		kr = C.CString(keyring)
 		defer C.free(unsafe.Pointer(kr))
+	}
+	if keyringDir != "" {
+		dir = C.CString(keyringDir)
+		defer C.free(unsafe.Pointer(dir))
 	}
 	err = r.do(ctx, func(p *C.OstreeRepo) error {
 		d, dn := cBytes(data)
 		s, sn := cBytes(sigs)
 		var gerr *C.GError
-		if C.ou_gpg_verify_data(p, d, dn, s, sn, kr, &gerr) == 0 {
+		if C.ou_gpg_verify_data(p, d, dn, s, sn, dir, kr, &gerr) == 0 {
 			return takeError(gerr)
 		}
 		return nil

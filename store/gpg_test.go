@@ -17,7 +17,7 @@ func TestGPGSignAndVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.VerifyGPG(ctx, meta, data, key.PublicRing); err != nil {
+	if err := r.VerifyGPG(ctx, meta, data, "", key.PublicRing); err != nil {
 		t.Fatalf("verify: %v", err)
 	}
 	// The other entries stay; ed25519 signatures can join the same metadata.
@@ -32,7 +32,7 @@ func TestGPGSignAndVerify(t *testing.T) {
 		"other data":    {meta, []byte("another commit"), key.PublicRing},
 		"unsigned":      {existing, data, key.PublicRing},
 	} {
-		if err := r.VerifyGPG(ctx, c.meta, c.data, c.ring); !errors.Is(err, ErrNoValidGPGSignature) {
+		if err := r.VerifyGPG(ctx, c.meta, c.data, "", c.ring); !errors.Is(err, ErrNoValidGPGSignature) {
 			t.Errorf("%s: err = %v, want ErrNoValidGPGSignature", what, err)
 		}
 	}

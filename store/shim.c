@@ -113,14 +113,15 @@ ou_gpg_sign_data (OstreeRepo *repo, const guint8 *data, gsize len,
 
 gboolean
 ou_gpg_verify_data (OstreeRepo *repo, const guint8 *data, gsize len,
-                    const guint8 *sigs, gsize sigs_len, const char *keyring,
-                    GError **error)
+                    const guint8 *sigs, gsize sigs_len, const char *keyringdir,
+                    const char *keyring, GError **error)
 {
   g_autoptr(GBytes) in = g_bytes_new (data, len);
   g_autoptr(GBytes) signatures = g_bytes_new (sigs, sigs_len);
+  g_autoptr(GFile) dir = keyringdir != NULL ? g_file_new_for_path (keyringdir) : NULL;
   g_autoptr(GFile) extra = keyring != NULL ? g_file_new_for_path (keyring) : NULL;
   g_autoptr(OstreeGpgVerifyResult) result =
-    ostree_repo_gpg_verify_data (repo, NULL, in, signatures, NULL, extra, NULL, error);
+    ostree_repo_gpg_verify_data (repo, NULL, in, signatures, dir, extra, NULL, error);
   if (result == NULL)
     return FALSE;
   return ostree_gpg_verify_result_require_valid_signature (result, error);

@@ -32,10 +32,10 @@ gboolean ou_gpg_sign_data (OstreeRepo *repo, const guint8 *data, gsize len,
                            GError **error);
 
 /* Checks that sigs (concatenated OpenPGP signatures) hold a valid signature
- * of data by a key of keyring (a file; NULL: libostree's trusted keyrings
- * only). */
+ * of data by a key of the keyrings in keyringdir (NULL: libostree's
+ * system-wide ones) or of the keyring file keyring (NULL: none). */
 gboolean ou_gpg_verify_data (OstreeRepo *repo, const guint8 *data, gsize len,
-                             const guint8 *sigs, gsize sigs_len, const char *keyring,
-                             GError **error);
+                             const guint8 *sigs, gsize sigs_len, const char *keyringdir,
+                             const char *keyring, GError **error);
 
 #endif

@@ -39,3 +39,13 @@ func TestLoadUpdateKeys(t *testing.T) {
 		t.Fatal("an unterminated quote in update_hook accepted")
 	}
 }
+
+func TestLoadGPGKeys(t *testing.T) {
+	cfg, err := Load(writeFile(t, "gpg_sign: 0123ABCD\ngpg_homedir: /srv/gnupg\ngpg_verify: true\ngpg_trustedkeys: /etc/ostree/builders.gpg\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg.GPGSign, []string{"0123ABCD"}) || cfg.GPGHomedir != "/srv/gnupg" || !cfg.GPGVerify || cfg.GPGTrustedKeys != "/etc/ostree/builders.gpg" {
+		t.Fatalf("%+v", cfg)
+	}
+}

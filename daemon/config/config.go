@@ -54,6 +54,10 @@ type Config struct {
 	MaxObjectSize        Size     `yaml:"max_object_size"`         // default 16 GiB
 	MaxPackSize          Size     `yaml:"max_pack_size"`           // default 256 MiB
 	// Signing, with ostree-push's receiver's names.
+	GPGSign        []string `yaml:"gpg_sign"`        // key ids: every new commit and the summary are signed with each
+	GPGHomedir     string   `yaml:"gpg_homedir"`     // GnuPG home of those keys; default GnuPG's
+	GPGVerify      bool     `yaml:"gpg_verify"`      // refuse commits without a valid GPG signature by a trusted key
+	GPGTrustedKeys string   `yaml:"gpg_trustedkeys"` // keyring trusted beside libostree's system-wide ones
 	SignType           string   `yaml:"sign_type"`           // "ed25519" (the only type); default "ed25519"
 	SignKeyfiles       []string `yaml:"sign_keyfiles"`       // secret key files: every new commit and the summary are signed with each key
 	SignVerify         bool     `yaml:"sign_verify"`         // refuse commits without a valid signature by a trusted key
@@ -394,6 +398,41 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			} else {
 				cfg.SignTrustedKeyfile = s
 			}
+		case "gpg_homedir", "gpg_trustedkeys":
+			s, ok, err := p.str(v, key)
+			if err != nil || !ok {
+				return err
+			}
+			if key == "gpg_homedir" {
+				cfg.GPGHomedir = s
+			} else {
+				cfg.GPGTrustedKeys = s
+			}
+		case "gpg_sign":
+			if isNull(v) {
+				return nil
+			}
+			var list []string
+			if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!str" {
+				list = []string{v.Value} // one key id, as ostree-push also takes it
+			} else if v.Kind != yaml.SequenceNode || v.Decode(&list) != nil {
+				return p.errorf(v, key, "must be a list of key ids")
+			}
+			for _, id := range list {
+				if id == "" || strings.ContainsAny(id, " \t\n") {
+					return p.errorf(v, key, "bad key id %q", id)
+				}
+			}
+			cfg.GPGSign = list
+		case "gpg_verify":
+			if isNull(v) {
+				return nil
+			}
+			var b bool
+			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" || v.Decode(&b) != nil {
+				return p.errorf(v, key, "must be true or false")
+			}
+			cfg.GPGVerify = b
 		case "sign_keyfiles":
 			if isNull(v) {
 				return nil

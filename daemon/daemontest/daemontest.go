@@ -49,6 +49,10 @@ type Env struct {
 	TrustedKeys []ed25519.PublicKey
 	SignVerify  bool
 	NoUpdate    bool
+	GPGSign     []string
+	GPGHomedir  string
+	GPGVerify   bool
+	GPGTrusted  string
 	UpdateHook  []string
 
 	addr string
@@ -102,6 +106,7 @@ func (e *Env) Start() {
 		SessionTTL: e.TTL, SessionRetention: e.Retention, MaxObjectsPerSession: e.MaxObjects, MaxObjectSize: 1 << 30, MaxPackSize: e.MaxPackSize, Version: "test",
 		SignKeys: e.SignKeys, TrustedKeys: e.TrustedKeys, SignVerify: e.SignVerify,
 		NoUpdate: e.NoUpdate, UpdateHook: e.UpdateHook,
+		GPGSign: e.GPGSign, GPGHomedir: e.GPGHomedir, GPGVerify: e.GPGVerify, GPGTrustedKeys: e.GPGTrusted,
 		Logger: testLogger(),
 	})
 	if err != nil {

@@ -137,6 +137,13 @@ func MutateTree(dir string, rng *rand.Rand) error {
 // fscks the result.
 func PullOverHTTP(t testing.TB, repo, ref string) {
 	t.Helper()
+	PullOverHTTPWith(t, repo, ref, "--no-gpg-verify")
+}
+
+// PullOverHTTPWith is PullOverHTTP with the given options of
+// `ostree remote add` (e.g. to require signatures).
+func PullOverHTTPWith(t testing.TB, repo, ref string, remoteOpts ...string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -146,7 +153,7 @@ func PullOverHTTP(t testing.TB, repo, ref string) {
 	defer srv.Close()
 	dst := filepath.Join(t.TempDir(), "bare-user")
 	MustOstree(t, "init", "--mode=bare-user", "--repo="+dst)
-	MustOstree(t, "remote", "add", "--repo="+dst, "--no-gpg-verify", "prod", "http://"+ln.Addr().String())
+	MustOstree(t, append(append([]string{"remote", "add", "--repo=" + dst}, remoteOpts...), "prod", "http://"+ln.Addr().String())...)
 	MustOstree(t, "pull", "--repo="+dst, "prod", ref)
 	MustOstree(t, "fsck", "--repo="+dst)
 }
