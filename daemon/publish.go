@@ -362,12 +362,24 @@ func (s *Server) updateMetadata(ctx context.Context, sess journal.Session) (stri
 		}
 		return "", nil
 	}
-	if err := s.repo.RegenerateSummary(ctx); err != nil {
+	flatpak, err := s.isFlatpakRepo(ctx)
+	if err != nil {
 		return "", err
 	}
-	if len(s.opts.GPGSign) > 0 {
-		if err := s.repo.SignSummaryGPG(ctx, s.opts.GPGSign, s.opts.GPGHomedir); err != nil {
+	if flatpak {
+		// Flatpak clients also need xa.cache and summary.idx, which only
+		// flatpak writes; it signs with the GPG keys itself.
+		if err := s.flatpakUpdateRepo(ctx); err != nil {
 			return "", err
+		}
+	} else {
+		if err := s.repo.RegenerateSummary(ctx); err != nil {
+			return "", err
+		}
+		if len(s.opts.GPGSign) > 0 {
+			if err := s.repo.SignSummaryGPG(ctx, s.opts.GPGSign, s.opts.GPGHomedir); err != nil {
+				return "", err
+			}
 		}
 	}
 	if len(s.opts.SignKeys) > 0 {
@@ -468,3 +480,39 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 }
 
 func (t *tailBuffer) String() string { return strings.TrimSpace(string(t.b)) }
+
+// isFlatpakRepo reports whether the repository holds Flatpak refs.
+func (s *Server) isFlatpakRepo(ctx context.Context) (bool, error) {
+	refs, err := s.repo.ListRefs(ctx)
+	if err != nil {
+		return false, err
+	}
+	for r := range refs {
+		if strings.HasPrefix(r, "app/") || strings.HasPrefix(r, "runtime/") {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// flatpakUpdateRepo runs `flatpak build-update-repo` on the repository, with
+// the GPG signing options, as ostree-push's receiver does.
+func (s *Server) flatpakUpdateRepo(ctx context.Context) error {
+	args := []string{"build-update-repo"}
+	for _, k := range s.opts.GPGSign {
+		args = append(args, "--gpg-sign="+k)
+	}
+	if len(s.opts.GPGSign) > 0 && s.opts.GPGHomedir != "" {
+		args = append(args, "--gpg-homedir="+s.opts.GPGHomedir)
+	}
+	args = append(args, s.repo.Path())
+	ctx, cancel := context.WithTimeout(ctx, updateHookTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "flatpak", args...)
+	out := &tailBuffer{max: 16 << 10}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("flatpak build-update-repo: %w: %s", err, out.String())
+	}
+	return nil
+}

@@ -1,0 +1,69 @@
+package daemon_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ostree-upload/ostree-upload/store/storetest"
+)
+
+// flatpakEnv runs flatpak with a user installation of its own.
+func flatpakEnv(t *testing.T) []string {
+	home := t.TempDir()
+	return append(os.Environ(), "HOME="+home, "FLATPAK_USER_DIR="+filepath.Join(home, "flatpak"))
+}
+
+func flatpak(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("flatpak", args...)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("flatpak %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// A push of an app/ ref updates the repository as flatpak does (summary.idx,
+// the appstream branch), signed, and `flatpak remote-ls` lists the app.
+func TestFlatpakRepoUpdate(t *testing.T) {
+	env := flatpakEnv(t)
+	dir := t.TempDir()
+	app := filepath.Join(dir, "appdir")
+	os.MkdirAll(filepath.Join(app, "files", "bin"), 0o755)
+	os.WriteFile(filepath.Join(app, "metadata"), []byte("[Application]\nname=org.example.App\nruntime=org.example.Platform/x86_64/stable\nsdk=org.example.Sdk/x86_64/stable\n"), 0o644)
+	os.WriteFile(filepath.Join(app, "files", "bin", "hello"), []byte("#!/bin/sh\necho hello\n"), 0o755)
+	flatpak(t, env, "build-finish", app, "--command=hello")
+	build := filepath.Join(dir, "build")
+	storetest.MustOstree(t, "init", "--mode=archive", "--repo="+build)
+	flatpak(t, env, "build-export", "--no-update-summary", build, app, "stable")
+	refs := strings.Fields(storetest.MustOstree(t, "refs", "--repo="+build))
+	if len(refs) != 1 || !strings.HasPrefix(refs[0], "app/org.example.App/") {
+		t.Fatalf("build repo refs: %v", refs)
+	}
+
+	key := storetest.NewGPGKey(t)
+	e := newEnv(t)
+	e.GPGSign, e.GPGHomedir = []string{key.ID}, key.Home
+	e.Start()
+	push := exec.Command(fx.bin, "push", "-q", "-r", build, "-a", e.URL, "-b", refs[0])
+	push.Env = append(env, "OSTREE_UPLOAD_TOKEN="+e.Tok.Secret)
+	if out, err := push.CombinedOutput(); err != nil {
+		t.Fatalf("push: %v\n%s", err, out)
+	}
+	for _, f := range []string{"summary", "summary.sig", "summary.idx"} {
+		if _, err := os.Stat(filepath.Join(e.Repo, f)); err != nil {
+			t.Errorf("%s after publishing a Flatpak ref: %v", f, err)
+		}
+	}
+	if out := storetest.MustOstree(t, "refs", "--repo="+e.Repo); !strings.Contains(out, "appstream") {
+		t.Errorf("no appstream branch: flatpak build-update-repo did not run:\n%s", out)
+	}
+	if out := flatpak(t, env, "remote-ls", "--app", "file://"+e.Repo); !strings.Contains(out, "org.example.App") {
+		t.Fatalf("flatpak remote-ls does not list the app:\n%s", out)
+	}
+	storetest.PullOverHTTPWith(t, e.Repo, refs[0], "--set=gpg-verify=true", "--set=gpg-verify-summary=true", "--gpg-import="+key.PublicArmor)
+}
