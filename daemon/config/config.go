@@ -54,10 +54,10 @@ type Config struct {
 	MaxObjectSize        Size     `yaml:"max_object_size"`         // default 16 GiB
 	MaxPackSize          Size     `yaml:"max_pack_size"`           // default 256 MiB
 	// Signing, with ostree-push's receiver's names.
-	GPGSign        []string `yaml:"gpg_sign"`        // key ids: every new commit and the summary are signed with each
-	GPGHomedir     string   `yaml:"gpg_homedir"`     // GnuPG home of those keys; default GnuPG's
-	GPGVerify      bool     `yaml:"gpg_verify"`      // refuse commits without a valid GPG signature by a trusted key
-	GPGTrustedKeys string   `yaml:"gpg_trustedkeys"` // keyring trusted beside libostree's system-wide ones
+	GPGSign            []string `yaml:"gpg_sign"`            // key ids: every new commit and the summary are signed with each
+	GPGHomedir         string   `yaml:"gpg_homedir"`         // GnuPG home of those keys; default GnuPG's
+	GPGVerify          bool     `yaml:"gpg_verify"`          // refuse commits without a valid GPG signature by a trusted key
+	GPGTrustedKeys     string   `yaml:"gpg_trustedkeys"`     // keyring trusted beside libostree's system-wide ones
 	SignType           string   `yaml:"sign_type"`           // "ed25519" (the only type); default "ed25519"
 	SignKeyfiles       []string `yaml:"sign_keyfiles"`       // secret key files: every new commit and the summary are signed with each key
 	SignVerify         bool     `yaml:"sign_verify"`         // refuse commits without a valid signature by a trusted key
