@@ -179,6 +179,7 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) error {
 	if err != nil {
 		return fmt.Errorf("publish session %s: %w", sess.ID, err)
 	}
+	failpoint("after-sign")
 	sp.mu.RLock() // the session's objects stay in the spool until imported
 	err = s.repo.Publish(ctx, sp.repo, updates)
 	sp.mu.RUnlock()

@@ -2,7 +2,9 @@ package daemon_test
 
 import (
 	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -157,4 +159,51 @@ func TestGPGSignAndVerify(t *testing.T) {
 		}
 	}
 	storetest.PullOverHTTPWith(t, e.Repo, "main", "--set=gpg-verify=true", "--set=gpg-verify-summary=true", "--gpg-import="+server.PublicArmor)
+}
+
+// A daemon killed at any step of a signed publish finishes it when it
+// starts again: refs, commit signatures (each key's once) and a signed
+// summary that a verifying client accepts.
+func TestKill9DuringSignedPublish(t *testing.T) {
+	key := storetest.NewGPGKey(t)
+	_, ed, _ := ed25519.GenerateKey(nil)
+	keyfile := filepath.Join(t.TempDir(), "ed25519.key")
+	os.WriteFile(keyfile, []byte(base64.StdEncoding.EncodeToString(ed)+"\n"), 0o600)
+	updates := []api.RefUpdate{{Name: "main", New: fx.a}}
+	sum, _ := store.ParseChecksum(fx.a)
+	for _, fp := range []string{"after-intent", "after-sign", "after-refs", "after-summary"} {
+		t.Run(fp, func(t *testing.T) {
+			e := newEnv(t)
+			e.ExtraConfig = fmt.Sprintf("gpg_sign: [%s]\ngpg_homedir: %s\nsign_keyfiles: [%s]\n", key.ID, key.Home, keyfile)
+			p := e.StartProcess(fx.bin, fp)
+			if st := e.tryPush(e.Tok, updates); st == 200 {
+				t.Fatalf("push succeeded through failpoint %s", fp)
+			}
+			waitKilled(t, p)
+			e.StartProcess(fx.bin, "")
+			if e.Refs()["main"] != fx.a {
+				t.Fatalf("restart after %s did not finish the publish: %v", fp, e.Refs())
+			}
+			gpgsigs := storetest.MustOstree(t, "show", "--repo="+e.Repo, "--print-detached-metadata-key=ostree.gpgsigs", fx.a)
+			edsigs := storetest.MustOstree(t, "show", "--repo="+e.Repo, "--print-detached-metadata-key="+store.Ed25519MetaKey, fx.a)
+			if n, m := strings.Count(gpgsigs, "[byte"), strings.Count(edsigs, "[byte"); n != 1 || m != 1 {
+				cfg, _ := os.ReadFile(filepath.Join(filepath.Dir(e.Repo), "ostree-upload.yaml"))
+				t.Fatalf("after %s: %d GPG and %d ed25519 signatures, want one each\n%s\n%s", fp, n, m, edsigs, cfg)
+			}
+			prod, err := store.OpenArchive(ctx, e.Repo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer prod.Close()
+			summary, _ := os.ReadFile(filepath.Join(e.Repo, "summary"))
+			sig, _ := os.ReadFile(filepath.Join(e.Repo, "summary.sig"))
+			if err := store.VerifyEd25519(sig, summary, []ed25519.PublicKey{ed.Public().(ed25519.PublicKey)}); err != nil {
+				t.Fatalf("summary.sig after %s: %v", fp, err)
+			}
+			if meta, _ := prod.CommitMetaFile(sum); meta == nil {
+				t.Fatal("no detached metadata")
+			}
+			storetest.PullOverHTTPWith(t, e.Repo, "main", "--set=gpg-verify=true", "--set=gpg-verify-summary=true", "--gpg-import="+key.PublicArmor)
+		})
+	}
 }

@@ -5,6 +5,7 @@ package daemontest
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -53,6 +54,7 @@ type Env struct {
 	GPGHomedir  string
 	GPGVerify   bool
 	GPGTrusted  string
+	ExtraConfig string // appended to the configuration file of StartProcess
 	UpdateHook  []string
 
 	addr string
@@ -159,6 +161,16 @@ func (e *Env) WriteConfig() string {
 	}
 	for _, tk := range e.Tokens() {
 		if err := config.AppendToken(path, tk); err != nil {
+			e.T.Fatal(err)
+		}
+	}
+	if e.ExtraConfig != "" {
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		if err == nil {
+			_, err = f.WriteString(e.ExtraConfig)
+			err = errors.Join(err, f.Close())
+		}
+		if err != nil {
 			e.T.Fatal(err)
 		}
 	}
