@@ -54,7 +54,8 @@ type Env struct {
 	GPGHomedir  string
 	GPGVerify   bool
 	GPGTrusted  string
-	ExtraConfig string // appended to the configuration file of StartProcess
+	ExtraConfig string         // appended to the configuration file of StartProcess
+	ExtraTokens []config.Token // configured beside Tok and Narrow
 	UpdateHook  []string
 
 	addr string
@@ -72,10 +73,10 @@ func New(t testing.TB) *Env {
 
 // Tokens are the daemon's configured tokens.
 func (e *Env) Tokens() []config.Token {
-	return []config.Token{
+	return append([]config.Token{
 		{SHA256: e.Tok.Hash, Name: "ci"},
 		{SHA256: e.Narrow.Hash, Name: "narrow", Refs: []string{"other*"}},
-	}
+	}, e.ExtraTokens...)
 }
 
 func (e *Env) listen() net.Listener {

@@ -1,0 +1,366 @@
+package daemon_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/daemon/config"
+	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
+	"github.com/ostree-upload/ostree-upload/store"
+)
+
+// hostile is one row of docs/security.md: a hostile input and the status
+// it must get.
+type hostile struct {
+	id     string
+	status int
+	run    func(c *catalogue) resp
+}
+
+// needsPublished lists the rows that need ref other published at C.
+var needsPublished = map[string]bool{"ref-moved-underneath": true, "non-fast-forward": true}
+
+// catalogue is the daemon the rows run against: a session of Tok on main
+// (A) with every object negotiated, and the ref other published at C.
+type catalogue struct {
+	*env
+	sid         string
+	needed      []string
+	file        store.ObjectName // a regular .filez the session needs
+	tree        store.ObjectName // a dirtree the session needs
+	expired     token
+	prodObjects int // files under production's objects/ before the rows
+}
+
+func (c *catalogue) tus(method, path string, body []byte, h ...string) resp {
+	hdr := map[string]string{"Tus-Resumable": "1.0.0"}
+	for i := 0; i+1 < len(h); i += 2 {
+		hdr[h[i]] = h[i+1]
+	}
+	var r *bytes.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+		return c.do(c.Tok, method, path, r, hdr)
+	}
+	return c.do(c.Tok, method, path, nil, hdr)
+}
+
+func (c *catalogue) create(obj string, length string, h ...string) resp {
+	return c.tus("POST", api.PathUploads+"/", nil, append([]string{"Upload-Length", length,
+		"Upload-Metadata", meta(api.MetaSession, c.sid, api.MetaObject, obj)}, h...)...)
+}
+
+// dropUpload deletes the upload a creation answered, so that rows do not
+// leave live uploads behind for the next ones.
+func (c *catalogue) dropUpload(created resp) {
+	if loc := created.header.Get("Location"); loc != "" {
+		c.tus("DELETE", loc[strings.Index(loc, api.PathUploads):], nil)
+	}
+}
+
+func (c *catalogue) raw(tok token, method, path, body string, hdr ...string) resp {
+	h := map[string]string{"Content-Type": "application/json"}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		h[hdr[i]] = hdr[i+1]
+	}
+	return c.do(tok, method, path, strings.NewReader(body), h)
+}
+
+func (c *catalogue) names(names ...string) resp {
+	return c.doJSON(c.Tok, "POST", api.PathSessions+"/"+c.sid+"/objects", api.ObjectsRequest{Objects: names})
+}
+
+func (c *catalogue) packOf(entries ...entry) resp {
+	return c.sendPack(c.Tok, c.sid, pack(c.t, tar.FormatPAX, entries...))
+}
+
+func (c *catalogue) packHeader(name string, typ byte, size int64) resp {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: name, Typeflag: typ, Size: size, Mode: 0o644, Linkname: "x", Format: tar.FormatPAX})
+	return c.sendPack(c.Tok, c.sid, buf.Bytes())
+}
+
+func (c *catalogue) open(refs string) resp {
+	return c.raw(c.Tok, "POST", api.PathSessions, `{"refs":[`+refs+`]}`)
+}
+
+// trapRow uploads one of the .filez traps of TestCorruptUploadsAreRefused.
+func trapRow(what string) func(c *catalogue) resp {
+	return func(c *catalogue) resp {
+		obj, data := traps(c.t)[what]()
+		return c.upload(c.Tok, c.sid, obj, data)
+	}
+}
+
+func hostileInputs() []hostile {
+	ref := func(name, newc string) string { return `{"name":"` + name + `","new":"` + newc + `"}` }
+	return []hostile{
+		// Authentication and scope.
+		{"no-token", 401, func(c *catalogue) resp { return c.raw(token{}, "GET", api.PathInfo, "") }},
+		{"wrong-token", 401, func(c *catalogue) resp { return c.raw(token{Secret: "ou_wrong"}, "GET", api.PathInfo, "") }},
+		{"expired-token", 401, func(c *catalogue) resp { return c.raw(c.expired, "GET", api.PathInfo, "") }},
+		{"basic-auth", 401, func(c *catalogue) resp {
+			return c.raw(token{}, "GET", api.PathInfo, "", "Authorization", "Basic b3N0cmVlOnVwbG9hZA==")
+		}},
+		{"ref-outside-scope", 403, func(c *catalogue) resp {
+			return c.raw(c.Narrow, "POST", api.PathSessions, `{"refs":[`+ref("main", fx.a)+`]}`)
+		}},
+		{"other-tokens-session", 404, func(c *catalogue) resp { return c.raw(c.Narrow, "GET", api.PathSessions+"/"+c.sid, "") }},
+		{"other-tokens-commit", 404, func(c *catalogue) resp {
+			return c.raw(c.Narrow, "POST", api.PathSessions+"/"+c.sid+"/commit", "")
+		}},
+		// Request bodies.
+		{"malformed-json", 400, func(c *catalogue) resp { return c.open(`{"name":`) }},
+		{"unknown-field", 400, func(c *catalogue) resp {
+			return c.raw(c.Tok, "POST", api.PathSessions, `{"refs":[`+ref("main", fx.a)+`],"admin":true}`)
+		}},
+		{"json-over-limit", 413, func(c *catalogue) resp {
+			return c.raw(c.Tok, "POST", api.PathSessions, `{"refs":[`+strings.Repeat(" ", 5<<20)+`]}`)
+		}},
+		{"data-after-json", 400, func(c *catalogue) resp {
+			return c.raw(c.Tok, "POST", api.PathSessions, `{"refs":[`+ref("main", fx.a)+`]}{}`)
+		}},
+		{"no-refs", 400, func(c *catalogue) resp { return c.open(``) }},
+		{"too-many-refs", 400, func(c *catalogue) resp {
+			var refs []string
+			for i := 0; i < 1001; i++ {
+				refs = append(refs, ref(fmt.Sprintf("r%d", i), fx.a))
+			}
+			return c.open(strings.Join(refs, ","))
+		}},
+		{"bad-ref-name", 400, func(c *catalogue) resp { return c.open(ref("../heads/main", fx.a)) }},
+		{"short-checksum", 400, func(c *catalogue) resp { return c.open(ref("main", fx.a[:63])) }},
+		{"ref-named-twice", 400, func(c *catalogue) resp { return c.open(ref("main", fx.a) + "," + ref("main", fx.b)) }},
+		// Object names.
+		{"name-dot-dot", 400, func(c *catalogue) resp { return c.names("../" + c.file.String()[3:]) }},
+		{"name-slash", 400, func(c *catalogue) resp { return c.names(c.file.Sum.String()[:2] + "/" + c.file.String()[2:]) }},
+		{"name-short", 400, func(c *catalogue) resp { return c.names(c.file.String()[1:]) }},
+		{"name-upper-case", 400, func(c *catalogue) resp { return c.names(strings.ToUpper(c.file.Sum.String()) + ".filez") }},
+		{"name-unknown-type", 400, func(c *catalogue) resp { return c.names(c.file.Sum.String() + ".exe") }},
+		{"too-many-names", 413, func(c *catalogue) resp {
+			names := make([]string, api.MaxNamesPerRequest+1)
+			for i := range names {
+				names[i] = fmt.Sprintf("%064x.filez", i)
+			}
+			return c.names(names...)
+		}},
+		{"foreign-commitmeta", 400, func(c *catalogue) resp { return c.names(fx.c + ".commitmeta") }},
+		{"over-max-objects", 413, func(c *catalogue) resp {
+			var names []string
+			for i := 0; i < 10000; i++ {
+				names = append(names, fmt.Sprintf("%063xf.dirmeta", i))
+			}
+			return c.names(names...)
+		}},
+		// Upload IDs.
+		{"upload-id-dot-dot", 404, func(c *catalogue) resp {
+			return c.tus("HEAD", api.PathUploads+"/"+c.sid+"/../"+c.sid+"/"+strings.Repeat("0", 32), nil)
+		}},
+		{"upload-id-escaped", 404, func(c *catalogue) resp {
+			return c.tus("HEAD", api.PathUploads+"/"+c.sid+"%2F"+strings.Repeat("0", 32), nil)
+		}},
+		{"upload-id-upper-case", 404, func(c *catalogue) resp {
+			return c.tus("HEAD", api.PathUploads+"/"+strings.ToUpper(c.sid)+"/"+strings.Repeat("A", 32), nil)
+		}},
+		{"upload-of-other-token", 404, func(c *catalogue) resp {
+			r := c.create(c.tree.String(), "10")
+			defer c.dropUpload(r)
+			loc := r.header.Get("Location")
+			return c.do(c.Narrow, "HEAD", loc[strings.Index(loc, api.PathUploads):], nil, map[string]string{"Tus-Resumable": "1.0.0"})
+		}},
+		// tus misuse.
+		{"wrong-offset", 409, func(c *catalogue) resp {
+			r := c.create(c.file.String(), strconv.Itoa(len(objectBytes(c.t, c.file))))
+			defer c.dropUpload(r)
+			loc := r.header.Get("Location")
+			return c.tus("PATCH", loc[strings.Index(loc, api.PathUploads):], []byte("xx"), "Upload-Offset", "5",
+				"Content-Type", "application/offset+octet-stream")
+		}},
+		{"length-over-limit", 413, func(c *catalogue) resp { return c.create(c.tree.String(), strconv.Itoa(store.MaxMetadataSize+1)) }},
+		{"concatenation", 400, func(c *catalogue) resp {
+			return c.create(c.tree.String(), "10", "Upload-Concat", "final;"+api.PathUploads+"/"+c.sid+"/x")
+		}},
+		{"deferred-length", 400, func(c *catalogue) resp {
+			return c.tus("POST", api.PathUploads+"/", nil, "Upload-Defer-Length", "1",
+				"Upload-Metadata", meta(api.MetaSession, c.sid, api.MetaObject, c.tree.String()))
+		}},
+		{"unnegotiated-upload", 409, func(c *catalogue) resp { return c.create(strings.Repeat("ab", 32)+".filez", "10") }},
+		{"upload-without-session", 400, func(c *catalogue) resp {
+			return c.tus("POST", api.PathUploads+"/", nil, "Upload-Length", "10", "Upload-Metadata", meta(api.MetaObject, c.tree.String()))
+		}},
+		// Corrupt objects (each made checksum-consistent where it can be).
+		{"filez-flipped-byte", 422, trapRow("flipped byte")},
+		{"filez-truncated", 422, trapRow("truncated")},
+		{"filez-size-field", 422, trapRow("size field +5")},
+		{"filez-trailing-bytes", 422, trapRow("trailing bytes")},
+		{"filez-symlink-payload", 422, trapRow("symlink with payload")},
+		{"filez-oversized-header", 422, trapRow("oversized header")},
+		{"filez-wrong-name", 422, trapRow("wrong name")},
+		{"filez-device", 422, trapRow("device mode")},
+		{"metadata-not-normal", 422, func(c *catalogue) resp {
+			b := append(objectBytes(c.t, c.tree), 0) // a stray byte: other bytes, other hash
+			return c.upload(c.Tok, c.sid, c.tree.String(), b)
+		}},
+		{"commitmeta-garbage", 422, func(c *catalogue) resp {
+			c.names(fx.a + ".commitmeta")
+			return c.upload(c.Tok, c.sid, fx.a+".commitmeta", []byte("not a GVariant"))
+		}},
+		// Packs.
+		{"pack-symlink", 400, func(c *catalogue) resp { return c.packHeader(c.file.RelPath(), tar.TypeSymlink, 0) }},
+		{"pack-hard-link", 400, func(c *catalogue) resp { return c.packHeader(c.file.RelPath(), tar.TypeLink, 0) }},
+		{"pack-device", 400, func(c *catalogue) resp { return c.packHeader(c.file.RelPath(), tar.TypeBlock, 0) }},
+		{"pack-absolute-path", 400, func(c *catalogue) resp { return c.packHeader("/"+c.file.RelPath(), tar.TypeReg, 0) }},
+		{"pack-dot-dot", 400, func(c *catalogue) resp { return c.packHeader("objects/../../"+c.file.RelPath(), tar.TypeReg, 0) }},
+		{"pack-not-an-object", 400, func(c *catalogue) resp { return c.packHeader("config", tar.TypeReg, 0) }},
+		{"pack-oversized-entry", 413, func(c *catalogue) resp { return c.packHeader(c.tree.RelPath(), tar.TypeReg, store.MaxMetadataSize+1) }},
+		{"pack-not-tar", 400, func(c *catalogue) resp {
+			return c.sendPack(c.Tok, c.sid, bytes.Repeat([]byte("not a tar archive "), 100))
+		}},
+		{"pack-corrupt-entry", 422, func(c *catalogue) resp {
+			en := objEntry(c.t, c.file)
+			en.data = append([]byte(nil), en.data...)
+			en.data[len(en.data)-3] ^= 0xff
+			return c.packOf(en)
+		}},
+		// Session misuse.
+		{"commit-before-upload", 422, func(c *catalogue) resp {
+			return c.doJSON(c.Tok, "POST", api.PathSessions+"/"+c.sid+"/commit", nil)
+		}},
+		{"commit-aborted-session", 409, func(c *catalogue) resp {
+			r := c.open(ref("aborted", fx.c))
+			var s api.Session
+			r.json(c.t, &s)
+			want(c.t, c.do(c.Tok, "DELETE", api.PathSessions+"/"+s.ID, nil, nil), 204)
+			return c.doJSON(c.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
+		}},
+		{"ref-moved-underneath", 409, func(c *catalogue) resp {
+			return c.open(`{"name":"other","old":"` + fx.a + `","new":"` + fx.b + `"}`)
+		}},
+		{"non-fast-forward", 409, func(c *catalogue) resp {
+			// A does not descend from C.
+			r := c.open(`{"name":"other","old":"` + fx.c + `","new":"` + fx.a + `"}`)
+			var s api.Session
+			r.json(c.t, &s)
+			if err := c.uploadAll(c.Tok, s.ID, c.need(c.Tok, s.ID, objectsOf(c.t, fx.a, ""))); err != nil {
+				c.t.Fatal(err)
+			}
+			return c.doJSON(c.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
+		}},
+	}
+}
+
+// TestHostileInputs runs every row of docs/security.md against one daemon:
+// each gets its documented status, the daemon keeps answering, nothing
+// reaches production, and the session the rows attacked still publishes.
+func TestHostileInputs(t *testing.T) {
+	rows := hostileInputs()
+	checkCatalogueDoc(t, rows)
+
+	e := newEnv(t)
+	e.MaxObjects = 2000
+	expired := daemontest.NewToken(t)
+	past := time.Now().Add(-time.Hour)
+	e.ExtraTokens = []config.Token{{SHA256: expired.Hash, Name: "expired", Expires: &past}}
+	e.Start()
+	c := &catalogue{env: e, expired: expired}
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	c.sid, c.needed = s.ID, e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
+	for _, n := range c.needed {
+		name, _ := store.ParseObjectName(n)
+		if name.Type == store.DirTree && c.tree == (store.ObjectName{}) {
+			c.tree = name
+		}
+	}
+	for n := range traps(t) {
+		if obj, _ := traps(t)[n](); n == "flipped byte" {
+			c.file, _ = store.ParseObjectName(obj)
+		}
+	}
+	c.prodObjects = objectFiles(t, e.Repo)
+
+	published := false
+	for _, row := range rows {
+		if needsPublished[row.id] && !published {
+			c.t = t
+			want(t, e.push(e.Tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false), 200)
+			c.prodObjects, published = objectFiles(t, e.Repo), true
+		}
+		t.Run(row.id, func(t *testing.T) {
+			c.t = t
+			r := row.run(c)
+			if r.status != row.status {
+				t.Errorf("status %d, want %d: %s", r.status, row.status, r.body)
+			}
+			if h := e.do(token{}, "GET", "/healthz", nil, nil); h.status != 200 {
+				t.Fatalf("daemon unhealthy after %s: %d", row.id, h.status)
+			}
+			if n := objectFiles(t, e.Repo); n != c.prodObjects {
+				t.Fatalf("production objects: %d, were %d", n, c.prodObjects)
+			}
+		})
+	}
+	c.t = t
+
+	// Thousands of idle connections do not keep others out.
+	var conns []net.Conn
+	for i := 0; i < 2000; i++ {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(e.URL, "http://"))
+		if err != nil {
+			break
+		}
+		conns = append(conns, conn)
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	res, err := client.Get(e.URL + "/healthz")
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("with %d idle connections: %v", len(conns), err)
+	}
+	res.Body.Close()
+	for _, conn := range conns {
+		conn.Close()
+	}
+
+	// Nothing acknowledged was lost: the attacked session publishes.
+	if err := e.uploadAll(e.Tok, c.sid, e.need(e.Tok, c.sid, objectsOf(t, fx.a, ""))); err != nil {
+		t.Fatal(err)
+	}
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+c.sid+"/commit", nil), 200)
+	e.CheckPublished(map[string]string{"main": fx.a, "other": fx.c})
+}
+
+// checkCatalogueDoc holds docs/security.md's table and these rows to the
+// same ids and statuses.
+func checkCatalogueDoc(t *testing.T, rows []hostile) {
+	doc, err := os.ReadFile("../docs/security.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile("(?m)^\\| `([a-z0-9-]+)` \\|[^|]*\\| (\\d{3})")
+	documented := map[string]int{}
+	for _, m := range re.FindAllStringSubmatch(string(doc), -1) {
+		documented[m[1]], _ = strconv.Atoi(m[2])
+	}
+	if len(rows) < 40 {
+		t.Errorf("only %d hostile inputs", len(rows))
+	}
+	for _, r := range rows {
+		if st, ok := documented[r.id]; !ok || st != r.status {
+			t.Errorf("row %s (%d) is documented as %d (present: %v)", r.id, r.status, st, ok)
+		}
+		delete(documented, r.id)
+	}
+	for id := range documented {
+		t.Errorf("docs/security.md documents %s, which no test runs", id)
+	}
+}
