@@ -85,6 +85,10 @@ FUZZTIME ?= 2m
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./store/internal/gvariant/
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) ./store/
+	$(GO) test -run '^$$' -fuzz FuzzParseObjectName -fuzztime $(FUZZTIME) ./store/
+	$(GO) test -run '^$$' -fuzz '^FuzzPackPath$$' -fuzztime $(FUZZTIME) ./daemon/
+	$(GO) test -run '^$$' -fuzz '^FuzzUploadPath$$' -fuzztime $(FUZZTIME) ./daemon/
+	$(GO) test -run '^$$' -fuzz '^FuzzPackTar$$' -fuzztime $(FUZZTIME) ./daemon/
 
 install: $(BINDIR)/$(BINNAME)
 	install -Dm755 $< $(DESTDIR)$(PREFIX)/bin/$(BINNAME)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -32,6 +33,34 @@ func FuzzVerify(f *testing.F) {
 		}
 		if err1 != nil && !IsCorrupt(err1) {
 			t.Fatalf("in-memory input gave a non-corruption error: %v", err1)
+		}
+	})
+}
+
+// FuzzParseObjectName: a name parses only in its one canonical form, and
+// the path made from it stays inside objects/.
+func FuzzParseObjectName(f *testing.F) {
+	for _, s := range []string{
+		strings.Repeat("ab", 32) + ".filez", strings.Repeat("0", 64) + ".commitmeta",
+		"../" + strings.Repeat("a", 61) + ".dirtree", strings.Repeat("A", 64) + ".commit", "x.filez", "",
+		strings.Repeat("a", 64) + ".filez/../x", strings.Repeat("a", 64) + ".filez\x00",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := ParseObjectName(s)
+		if err != nil {
+			return
+		}
+		if n.String() != s {
+			t.Fatalf("%q parses as %q", s, n)
+		}
+		p := n.RelPath()
+		if !strings.HasPrefix(p, "objects/") || strings.Contains(p, "..") || strings.Count(p, "/") != 2 {
+			t.Fatalf("%q gives the path %q", s, p)
+		}
+		if back, err := ParseObjectPath(p); err != nil || back != n {
+			t.Fatalf("path %q parses as %v, %v", p, back, err)
 		}
 	})
 }
