@@ -47,8 +47,12 @@ func temporary(err error) bool {
 	}
 	var he *HTTPError
 	if errors.As(err, &he) {
-		switch he.Status {
-		case http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusLocked:
+		switch {
+		case he.Status == http.StatusRequestTimeout, he.Status == http.StatusTooManyRequests, he.Status == http.StatusLocked:
+			return true
+		case he.Status == http.StatusBadRequest && strings.HasPrefix(he.Body.Error, "ERR_UPLOAD_INTERRUPTED"):
+			// tusd ends a request when another one (a second client of
+			// the same session) takes the upload over: resume.
 			return true
 		}
 		return he.Status >= 500

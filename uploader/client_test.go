@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/ostree-upload/ostree-upload/daemon/api"
 	"net/url"
 	"testing"
 )
@@ -42,6 +43,8 @@ func TestTemporary(t *testing.T) {
 		netErr:                  true,
 		&HTTPError{Status: 503}: true,
 		&HTTPError{Status: 409}: false,
+		&HTTPError{Status: 400, Body: api.Error{Error: "ERR_UPLOAD_INTERRUPTED: upload has been interrupted by another request for this upload resource"}}: true,
+		&HTTPError{Status: 400, Body: api.Error{Error: "bad JSON body"}}:                                                                                   false,
 		&HTTPError{Status: 401}: false,
 		errStalled:              true,
 		errors.New("anything"):  false,
