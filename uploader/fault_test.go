@@ -2,6 +2,8 @@ package uploader_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"flag"
 	"fmt"
 	"io/fs"
@@ -191,10 +193,21 @@ func TestFaultMatrix(t *testing.T) {
 	}
 }
 
+// faultSigner is the ed25519 key the matrix's daemons sign with.
+var faultSigner = func() ed25519.PrivateKey {
+	_, k, _ := ed25519.GenerateKey(nil)
+	return k
+}()
+
 func runFault(t *testing.T, kind string, frac float64, point string, clean, budget int64) {
 	e := daemontest.New(t)
+	keyfile := filepath.Join(t.TempDir(), "ed25519.key")
+	if err := os.WriteFile(keyfile, []byte(base64.StdEncoding.EncodeToString(faultSigner)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.ExtraConfig = "sign_keyfiles: [" + keyfile + "]\n"
 	if kind == "abandoned" {
-		e.ExtraConfig = "session_ttl: 2s\n"
+		e.ExtraConfig += "session_ttl: 2s\n"
 	}
 	failpoint := ""
 	if kind == "daemon-kill" {
@@ -288,6 +301,11 @@ func runFault(t *testing.T, kind string, frac float64, point string, clean, budg
 	}
 	e.CheckPublished(map[string]string{"main": fx.A, "big": fx.E})
 	n := verifyAllObjects(t, e.Repo)
+	summary, _ := os.ReadFile(filepath.Join(e.Repo, "summary"))
+	sig, _ := os.ReadFile(filepath.Join(e.Repo, "summary.sig"))
+	if err := store.VerifyEd25519(sig, summary, []ed25519.PublicKey{faultSigner.Public().(ed25519.PublicKey)}); err != nil {
+		t.Errorf("summary after the fault: %v", err)
+	}
 	if sent := c.up.Load(); kind != "racing-push" && sent > budget {
 		t.Errorf("%d bytes sent, budget %d (clean push %d)", sent, budget, clean)
 	}
