@@ -247,6 +247,9 @@ func (p *packReader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) er
 		}
 		return err
 	}
+	if err := p.s.roomFor(hdr.Size); err != nil {
+		return fail(http.StatusInsufficientStorage, "%v", err)
+	}
 	// No verification slot is taken: the bytes come from the network as
 	// they are verified, and a slow client must not hold up others.
 	st, err := p.sp.repo.Stage(ctx, name, r, hdr.Size)

@@ -210,6 +210,9 @@ func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handle
 	if err := commitMetaAllowed(sess, name); err != nil {
 		return handler.HTTPResponse{}, none, tusError(http.StatusBadRequest, api.Error{Error: err.Error(), Object: obj})
 	}
+	if err := s.roomFor(hook.Upload.Size); err != nil {
+		return handler.HTTPResponse{}, none, tusError(http.StatusInsufficientStorage, api.Error{Error: err.Error(), Object: obj})
+	}
 	st, err := s.journal.ObjectState(ctx, sid, name.String())
 	switch {
 	case errors.Is(err, journal.ErrNotFound):
@@ -433,4 +436,23 @@ func (s *Server) complete(ctx context.Context, u journal.Upload) bool {
 		return err == nil && fi.Size() == u.Size
 	}
 	return false
+}
+
+// roomFor refuses to take n more bytes when that would leave the production
+// filesystem below its free-space floor (libostree's min-free-space-size or
+// -percent): the spool shares that filesystem, and libostree does not check
+// the objects it imports from there by hard link.
+func (s *Server) roomFor(n int64) error {
+	floor, err := s.repo.FreeSpaceFloor()
+	if err != nil {
+		return err
+	}
+	free, err := s.repo.FreeSpace()
+	if err != nil {
+		return err
+	}
+	if n < 0 || free < floor+uint64(n) {
+		return fmt.Errorf("the repository's filesystem has %d MiB free and keeps at least %d MiB (min-free-space): free some space and retry", free>>20, floor>>20)
+	}
+	return nil
 }
