@@ -3,10 +3,15 @@ package daemon
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/json"
+	"net/http/httptest"
 	"path"
 	"strings"
 	"testing"
 
+	"github.com/labstack/echo/v4"
+
+	"github.com/ostree-upload/ostree-upload/daemon/api"
 	"github.com/ostree-upload/ostree-upload/store"
 )
 
@@ -76,6 +81,29 @@ func FuzzPackTar(f *testing.F) {
 			}
 			if n, err := store.ParseObjectPath(p); err == nil && !strings.HasPrefix(n.RelPath(), "objects/") {
 				t.Fatalf("entry %q would be staged as %q", hdr.Name, n.RelPath())
+			}
+		}
+	})
+}
+
+// FuzzDecodeJSON: API request bodies decode strictly or not at all, never
+// panic, and what decodes survives a round trip.
+func FuzzDecodeJSON(f *testing.F) {
+	f.Add([]byte(`{"refs":[{"name":"main","new":"` + strings.Repeat("a", 64) + `"}],"force":true}`))
+	f.Add([]byte(`{"objects":["` + strings.Repeat("b", 64) + `.filez"]}`))
+	f.Add([]byte(`{"refs":[]}{}`))
+	f.Add([]byte(`{"refs":null,"x":1}`))
+	e := echo.New()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, v := range []any{&api.SessionRequest{}, &api.ObjectsRequest{}} {
+			c := e.NewContext(httptest.NewRequest("POST", "/", bytes.NewReader(body)), httptest.NewRecorder())
+			if err := decodeJSON(c, v); err != nil {
+				continue
+			}
+			again, _ := json.Marshal(v)
+			c = e.NewContext(httptest.NewRequest("POST", "/", bytes.NewReader(again)), httptest.NewRecorder())
+			if err := decodeJSON(c, v); err != nil {
+				t.Fatalf("%s decoded, but its re-encoding %s does not: %v", body, again, err)
 			}
 		}
 	})

@@ -70,3 +70,28 @@ func TestUpdateOff(t *testing.T) {
 		t.Fatal("ref not published")
 	}
 }
+
+// A daemon killed just before running update_hook runs it when it starts
+// again.
+func TestKill9BeforeHook(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "hook.out")
+	e := newEnv(t)
+	e.ExtraConfig = "update_hook: sh -c 'echo \"$OSTREE_RECEIVE_REFS\" >> " + out + "'\n"
+	p := e.StartProcess(fx.bin, "before-hook")
+	updates := []api.RefUpdate{{Name: "main", New: fx.a}}
+	if st := e.tryPush(e.Tok, updates); st == 200 {
+		t.Fatal("push succeeded through the failpoint")
+	}
+	waitKilled(t, p)
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("the hook ran before the kill: %v", err)
+	}
+	e.StartProcess(fx.bin, "")
+	b, err := os.ReadFile(out)
+	if err != nil || string(b) != "main\n" {
+		t.Fatalf("after restart the hook wrote %q, %v; want it run once for main", b, err)
+	}
+	if e.Refs()["main"] != fx.a {
+		t.Fatal("ref not published")
+	}
+}

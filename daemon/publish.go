@@ -356,6 +356,7 @@ func (s *Server) updateMetadata(ctx context.Context, sess journal.Session) (stri
 	case s.opts.NoUpdate:
 		return "", nil
 	case len(s.opts.UpdateHook) > 0:
+		failpoint("before-hook")
 		if err := s.runUpdateHook(ctx, sess); err != nil {
 			s.metrics.hookFailures.Inc()
 			s.log.Error("update_hook failed; the refs are published", "session", sess.ID, "err", err)
