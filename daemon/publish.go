@@ -378,6 +378,7 @@ func (s *Server) updateMetadata(ctx context.Context, sess journal.Session) (stri
 		if err := s.repo.RegenerateSummary(ctx); err != nil {
 			return "", err
 		}
+		failpoint("before-summary-signature")
 		if len(s.opts.GPGSign) > 0 {
 			if err := s.repo.SignSummaryGPG(ctx, s.opts.GPGSign, s.opts.GPGHomedir); err != nil {
 				return "", err

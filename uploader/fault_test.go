@@ -36,12 +36,13 @@ var (
 
 // faultKinds are the faults the matrix injects, each at a random point.
 var faultKinds = []string{
-	"client-kill", "daemon-kill", "link-reset", "link-stall", "racing-push", "abandoned",
+	"client-kill", "daemon-kill", "link-reset", "link-stall", "racing-push", "abandoned", "link-slow", "daemon-kill",
 }
 
 // daemonKillPoints are where a daemon-kill case kills the daemon: during
 // uploads (a byte count) or at a step of the publish.
-var daemonKillPoints = []string{"", "before-verdict", "after-adopt", "after-intent", "after-sign", "after-refs", "after-summary", "before-intent-done"}
+var daemonKillPoints = []string{"", "before-verdict", "after-adopt", "after-intent", "after-sign", "after-refs",
+	"before-summary-signature", "after-summary", "before-intent-done"}
 
 // faultOpts is the push every case makes: main at A plus big at E, small
 // objects in packs and E's larger files as uploads of their own.
@@ -287,6 +288,17 @@ func runFault(t *testing.T, kind string, frac float64, point string, clean, budg
 		}
 		if err := <-done; err != nil {
 			t.Fatalf("push across a %s: %v", kind, err)
+		}
+	case "link-slow":
+		// A slow link (2 MB/s on each connection) with resets on top.
+		if _, err := px.Toxics.AddToxicJson(strings.NewReader(`{"name":"slow","type":"bandwidth","stream":"upstream","attributes":{"rate":2000}}`)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := px.Toxics.AddToxicJson(strings.NewReader(`{"name":"reset","type":"reset_peer","stream":"upstream","toxicity":0.02,"attributes":{"timeout":200}}`)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := uploader.Push(ctx, o); err != nil {
+			t.Fatalf("push over a slow link that resets: %v", err)
 		}
 	case "racing-push":
 		errs := make(chan error, 2)
