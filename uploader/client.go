@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -88,12 +89,26 @@ type client struct {
 	log     *slog.Logger
 }
 
-func newClient(address, token string, jobs int) (*client, error) {
+func newClient(address, token string, jobs int, caFile string) (*client, error) {
 	u, err := url.Parse(strings.TrimRight(address, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("address %q: want http://host:port or https://host:port", address)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--cacert: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--cacert %s: no PEM certificate in it", caFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
 	tr.MaxIdleConnsPerHost = jobs + 2
 	tr.ResponseHeaderTimeout = 5 * time.Minute // the daemon verifies before it answers the last PATCH
 	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext

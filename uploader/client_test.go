@@ -14,7 +14,7 @@ import (
 func TestUploadPath(t *testing.T) {
 	id := "/api/v1/uploads/0123456789abcdef0123456789abcdef/fedcba9876543210fedcba9876543210"
 	for _, base := range []string{"https://ostree.example.com", "https://ostree.example.com/push"} {
-		c, err := newClient(base, "t", 1)
+		c, err := newClient(base, "t", 1, "")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -33,6 +33,7 @@ type Options struct {
 	Prune        bool     // prune the local repository first
 	RetryTimeout time.Duration
 	PackMax      int64     // objects up to this size travel in packs; 0 = 2 MiB, negative = none
+	CACert       string    // PEM file of CAs trusted for the daemon's certificate, beside the system's
 	Progress     io.Writer // where progress and the summary go; nil = nowhere
 	Terminal     bool      // Progress is a terminal: draw a live bar
 	Log          *slog.Logger
@@ -143,7 +144,7 @@ func Push(ctx context.Context, opts Options) (*Result, error) {
 	if opts.Token == "" {
 		return nil, permanent("no token: pass --token or set OSTREE_UPLOAD_TOKEN")
 	}
-	c, err := newClient(opts.Address, opts.Token, opts.Jobs)
+	c, err := newClient(opts.Address, opts.Token, opts.Jobs, opts.CACert)
 	if err != nil {
 		return nil, &PermanentError{Err: err}
 	}

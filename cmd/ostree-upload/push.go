@@ -39,6 +39,7 @@ var pushCmd = &command{
 		retry := fs.Duration("retry-timeout", 5*time.Minute, "how long to keep retrying a failing step before giving up with exit code 75")
 		verbose := fs.BoolP("verbose", "v", false, "print debug messages")
 		quiet := fs.BoolP("quiet", "q", false, "print errors only")
+		cacert := fs.String("cacert", "", "trust the daemon's certificate when it is signed by this PEM CA (e.g. self-signed)")
 		stats := fs.String("stats-json", "", "write figures of the push (phases, objects, bytes, retries) as JSON to this file")
 		return noArgs("push", func() error {
 			if *jobs < 1 || *jobs > 64 {
@@ -50,7 +51,7 @@ var pushCmd = &command{
 			}
 			opts := uploader.Options{
 				Repo: *repo, Address: *addr, Token: tok, Refs: *branches, Jobs: *jobs,
-				Force: *force, DryRun: *dryRun, Prune: *prune, RetryTimeout: *retry,
+				Force: *force, DryRun: *dryRun, Prune: *prune, RetryTimeout: *retry, CACert: *cacert,
 				Log: newLogger(*verbose),
 			}
 			if !*quiet {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,6 +41,8 @@ var receiveCmd = &command{
 		addr := fs.StringP("address", "a", ":8080", "address to listen on")
 		state := fs.String("state-dir", "", "directory for the journal, uploads and spool (default: beside the repo)")
 		verbose := fs.BoolP("verbose", "v", false, "print debug messages")
+		tlsCert := fs.String("tls-cert", "", "serve HTTPS with this PEM certificate (chain); reloaded on SIGHUP")
+		tlsKey := fs.String("tls-key", "", "the PEM private key of --tls-cert")
 		pprofAddr := fs.String("pprof", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; never expose it")
 		return noArgs("receive", func() error {
 			cfg, err := loadConfig(*cfgPath)
@@ -59,7 +63,10 @@ var receiveCmd = &command{
 					return err
 				}
 			}
-			return receive(*cfgPath, cfg, *verbose)
+			if (*tlsCert == "") != (*tlsKey == "") {
+				return usageError{errors.New("--tls-cert and --tls-key go together")}
+			}
+			return receive(*cfgPath, cfg, *verbose, *tlsCert, *tlsKey)
 		})
 	},
 }
@@ -86,7 +93,7 @@ func newLogger(verbose bool) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
-func receive(cfgPath string, cfg *config.Config, verbose bool) error {
+func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile string) error {
 	log := newLogger(verbose)
 	if os.Getenv("GOGC") == "" {
 		// A long-running daemon whose garbage comes in bursts (a pack's
@@ -146,6 +153,14 @@ func receive(cfgPath string, cfg *config.Config, verbose bool) error {
 	if err != nil {
 		return err
 	}
+	var certs *certReloader
+	if certFile != "" {
+		if certs, err = newCertReloader(certFile, keyFile); err != nil {
+			ln.Close()
+			return err
+		}
+		ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get})
+	}
 	log.Info("listening", "address", ln.Addr().String(), "repo", cfg.Repo, "state_dir", srv.StateDir(), "tokens", len(cfg.Tokens), "version", version)
 
 	hup := make(chan os.Signal, 1)
@@ -159,6 +174,11 @@ func receive(cfgPath string, cfg *config.Config, verbose bool) error {
 				continue
 			}
 			srv.SetKeyring(config.NewKeyring(c.Tokens))
+			if certs != nil {
+				if err := certs.reload(); err != nil {
+					log.Error("reloading the TLS certificate failed; keeping the old one", "err", err)
+				}
+			}
 			log.Info("tokens reloaded", "tokens", len(c.Tokens))
 		}
 	}()
@@ -181,3 +201,25 @@ func servePprof(addr string) error {
 	go (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(ln)
 	return nil
 }
+
+// certReloader serves a certificate that SIGHUP can replace (renewals).
+type certReloader struct {
+	certFile, keyFile string
+	cert              atomic.Pointer[tls.Certificate]
+}
+
+func newCertReloader(certFile, keyFile string) (*certReloader, error) {
+	r := &certReloader{certFile: certFile, keyFile: keyFile}
+	return r, r.reload()
+}
+
+func (r *certReloader) reload() error {
+	c, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	if err != nil {
+		return fmt.Errorf("--tls-cert/--tls-key: %w", err)
+	}
+	r.cert.Store(&c)
+	return nil
+}
+
+func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { return r.cert.Load(), nil }
