@@ -91,11 +91,15 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzPackTar$$' -fuzztime $(FUZZTIME) ./daemon/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(FUZZTIME) ./daemon/
 
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+
 install: $(BINDIR)/$(BINNAME)
 	install -Dm755 $< $(DESTDIR)$(PREFIX)/bin/$(BINNAME)
+	sed 's|/usr/local/bin/|$(PREFIX)/bin/|' docs/examples/ostree-upload.service > $(BINDIR)/ostree-upload.service
+	install -Dm644 $(BINDIR)/ostree-upload.service $(DESTDIR)$(SYSTEMDUNITDIR)/ostree-upload.service
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/$(BINNAME)
+	rm -f $(DESTDIR)$(PREFIX)/bin/$(BINNAME) $(DESTDIR)$(SYSTEMDUNITDIR)/ostree-upload.service
 
 clean:
 	rm -rf $(BINDIR)

@@ -182,6 +182,10 @@ func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile
 			log.Info("tokens reloaded", "tokens", len(c.Tokens))
 		}
 	}()
+	if err := sdNotify("READY=1"); err != nil {
+		log.Warn("cannot tell systemd the daemon is ready", "err", err)
+	}
+	defer sdNotify("STOPPING=1")
 	return srv.Serve(ctx, ln)
 }
 
