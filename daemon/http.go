@@ -211,3 +211,14 @@ func (s *Server) ownedSession(c echo.Context) (journal.Session, error) {
 	}
 	return sess, err
 }
+
+// openOrConflict is nil for an open session, else the 409 with code
+// session-not-open that uploads, packs and negotiation answer.
+func openOrConflict(sess journal.Session) *httpError {
+	if sess.State == journal.StateOpen {
+		return nil
+	}
+	e := fail(http.StatusConflict, "session is %s", sess.State)
+	e.body.Code = api.CodeSessionNotOpen
+	return e
+}

@@ -37,9 +37,7 @@ func (s *Server) handlePack(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if sess.State != journal.StateOpen {
-		e := fail(http.StatusConflict, "session is %s", sess.State)
-		e.body.Code = api.CodeSessionNotOpen
+	if e := openOrConflict(sess); e != nil {
 		return e
 	}
 	ctx := context.WithoutCancel(c.Request().Context()) // flush what arrived
@@ -298,7 +296,7 @@ func (p *packReader) skip(ctx context.Context, name store.ObjectName) (string, e
 		return "not requested in this session", nil
 	case err != nil:
 		return "", err
-	case st == journal.ObjVerified && name.Type != store.CommitMeta: // detached metadata may be sent again
+	case settled(name, st):
 		return "already verified", nil
 	}
 	return "", nil
@@ -325,9 +323,10 @@ func (p *packReader) flush(ctx context.Context) error {
 	if len(batch) == 0 {
 		return nil
 	}
+	committed := 0
 	defer func() {
-		for _, st := range batch {
-			st.Discard() // those not committed
+		for _, st := range batch[committed:] {
+			st.Discard()
 		}
 	}()
 	vs := make([]journal.VerifiedObject, len(batch))
@@ -338,6 +337,7 @@ func (p *packReader) flush(ctx context.Context) error {
 		if err := st.Commit(); err != nil {
 			return err
 		}
+		committed++
 		vs[i] = journal.VerifiedObject{Name: st.Info.Name.String(), Size: st.Info.Size}
 		bytes += st.Info.Size
 	}

@@ -239,6 +239,37 @@ func mustSum(t testing.TB, s string) store.Checksum {
 	return c
 }
 
+// entriesOf makes pack entries of the named build-repo objects.
+func entriesOf(t testing.TB, names []string) []entry {
+	var entries []entry
+	for _, n := range names {
+		name, _ := store.ParseObjectName(n)
+		entries = append(entries, objEntry(t, name))
+	}
+	return entries
+}
+
+// partialPack opens a pack request for all of names and sends it up to the
+// middle of entry k's data, leaving the connection open.
+func (e *env) partialPack(sid string, names []string, k int) net.Conn {
+	e.t.Helper()
+	entries := entriesOf(e.t, names)
+	body := pack(e.t, tar.FormatUSTAR, entries...)
+	cut := 0
+	for _, en := range entries[:k] {
+		cut += 512 + (len(en.data)+511)/512*512
+	}
+	cut += 512 + len(entries[k].data)/2
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.URL, "http://"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/x-tar\r\nContent-Length: %d\r\n\r\n",
+		api.PacksPath(sid), e.Tok.Secret, len(body))
+	conn.Write(body[:cut])
+	return conn
+}
+
 // A pack cut in the middle of an entry keeps every entry before it; the
 // rest is needed again. A restart clears what was staged.
 func TestPackBrokenOff(t *testing.T) {
@@ -246,27 +277,8 @@ func TestPackBrokenOff(t *testing.T) {
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
-	var entries []entry
-	for _, n := range needed {
-		name, _ := store.ParseObjectName(n)
-		entries = append(entries, objEntry(t, name))
-	}
-	body := pack(t, tar.FormatUSTAR, entries...)
-	// Cut in the middle of entry k's data.
-	k := len(entries) / 2
-	cut := 0
-	for _, en := range entries[:k] {
-		cut += 512 + (len(en.data)+511)/512*512
-	}
-	cut += 512 + len(entries[k].data)/2
-
-	conn, err := net.Dial("tcp", strings.TrimPrefix(e.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/x-tar\r\nContent-Length: %d\r\n\r\n",
-		api.PacksPath(s.ID), e.Tok.Secret, len(body))
-	conn.Write(body[:cut])
+	k := len(needed) / 2
+	conn := e.partialPack(s.ID, needed, k)
 	time.Sleep(300 * time.Millisecond)
 	conn.Close()
 
@@ -280,7 +292,7 @@ func TestPackBrokenOff(t *testing.T) {
 	}
 	if !slices.Equal(left, needed[k:]) {
 		t.Fatalf("after a pack cut in entry %d of %d: %d still needed, want exactly the %d from entry %d on",
-			k, len(entries), len(left), len(needed)-k, k)
+			k, len(needed), len(left), len(needed)-k, k)
 	}
 	// A staged leftover (as a kill -9 mid-pack leaves) goes at restart.
 	leftover := filepath.Join(e.State, "spools", e.Tok.Hash, "objects", "ab", store.TempPrefix+"leftover")
@@ -291,11 +303,7 @@ func TestPackBrokenOff(t *testing.T) {
 	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
 		t.Errorf("staged leftover survived a restart: %v", err)
 	}
-	var rest []entry
-	for _, n := range e.need(e.Tok, s.ID, objectsOf(t, fx.a, "")) {
-		name, _ := store.ParseObjectName(n)
-		rest = append(rest, objEntry(t, name))
-	}
+	rest := entriesOf(t, e.need(e.Tok, s.ID, objectsOf(t, fx.a, "")))
 	want(t, e.sendPack(e.Tok, s.ID, pack(t, tar.FormatGNU, rest...)), 200)
 	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil), 200)
 	e.CheckPublished(map[string]string{"main": fx.a})
@@ -345,26 +353,9 @@ func TestPackStalled(t *testing.T) {
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
-	var entries []entry
-	for _, n := range needed {
-		name, _ := store.ParseObjectName(n)
-		entries = append(entries, objEntry(t, name))
-	}
-	body := pack(t, tar.FormatUSTAR, entries...)
-	k := len(entries) / 3
-	cut := 0
-	for _, en := range entries[:k] {
-		cut += 512 + (len(en.data)+511)/512*512
-	}
-	cut += 512 + len(entries[k].data)/2
-	conn, err := net.Dial("tcp", strings.TrimPrefix(e.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := len(needed) / 3
+	conn := e.partialPack(s.ID, needed, k)
 	defer conn.Close()
-	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n",
-		api.PacksPath(s.ID), e.Tok.Secret, len(body))
-	conn.Write(body[:cut])
 	time.Sleep(300 * time.Millisecond) // the daemon reads what arrived
 	start := time.Now()
 	left := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))

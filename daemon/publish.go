@@ -256,21 +256,21 @@ func (s *Server) finishPublish(ctx context.Context, sess journal.Session, result
 
 // commitMeta is a commit's detached metadata as it will be published: what
 // production has, merged with what was pushed.
-func (s *Server) commitMeta(sum store.Checksum, sp *spool) ([]byte, error) {
-	prod, err := s.repo.CommitMetaFile(sum)
+func (s *Server) commitMeta(ctx context.Context, sum store.Checksum, sp *spool) ([]byte, error) {
+	prod, err := s.repo.CommitMeta(ctx, sum)
 	if err != nil {
 		return nil, err
 	}
-	pushed, err := sp.repo.CommitMetaFile(sum)
+	pushed, err := sp.repo.CommitMeta(ctx, sum)
 	if err != nil {
 		return nil, err
 	}
 	return store.MergeCommitMeta(prod, pushed)
 }
 
-func commitObject(sum store.Checksum, repos ...*store.Repo) ([]byte, error) {
+func commitObject(ctx context.Context, sum store.Checksum, repos ...*store.Repo) ([]byte, error) {
 	for _, r := range repos {
-		b, err := r.CommitObject(sum)
+		b, err := r.CommitObject(ctx, sum)
 		if !errors.Is(err, store.ErrNotFound) {
 			return b, err
 		}
@@ -281,11 +281,11 @@ func commitObject(sum store.Checksum, repos ...*store.Repo) ([]byte, error) {
 // verifySigned checks that a new commit carries a valid signature by a
 // trusted key, in production's or the pushed detached metadata.
 func (s *Server) verifySigned(ctx context.Context, sum store.Checksum, sp *spool) error {
-	data, err := commitObject(sum, s.repo, sp.repo)
+	data, err := commitObject(ctx, sum, s.repo, sp.repo)
 	if err != nil {
 		return err
 	}
-	meta, err := s.commitMeta(sum, sp)
+	meta, err := s.commitMeta(ctx, sum, sp)
 	if err != nil {
 		return err
 	}
@@ -304,12 +304,12 @@ func (s *Server) verifySigned(ctx context.Context, sum store.Checksum, sp *spool
 // merge of production's and the pushed one, signed with every configured
 // key. Running it again changes nothing.
 func (s *Server) signCommit(ctx context.Context, sum store.Checksum, sp *spool) error {
-	meta, err := s.commitMeta(sum, sp)
+	meta, err := s.commitMeta(ctx, sum, sp)
 	if err != nil {
 		return err
 	}
 	if len(s.opts.SignKeys) > 0 || len(s.opts.GPGSign) > 0 {
-		data, err := commitObject(sum, s.repo, sp.repo)
+		data, err := commitObject(ctx, sum, s.repo, sp.repo)
 		if err != nil {
 			return err
 		}
@@ -329,11 +329,11 @@ func (s *Server) signCommit(ctx context.Context, sum store.Checksum, sp *spool) 
 	// when it imports it from the spool: both copies must be the final one.
 	for _, r := range []*store.Repo{sp.repo, s.repo} {
 		if r == sp.repo {
-			if _, err := r.CommitObject(sum); errors.Is(err, store.ErrNotFound) {
+			if _, err := r.CommitObject(ctx, sum); errors.Is(err, store.ErrNotFound) {
 				continue
 			}
 		}
-		cur, err := r.CommitMetaFile(sum)
+		cur, err := r.CommitMeta(ctx, sum)
 		if err != nil {
 			return err
 		}
@@ -449,23 +449,30 @@ func (s *Server) runUpdateHook(ctx context.Context, sess journal.Session) error 
 		refs = append(refs, r.Ref)
 		commits = append(commits, r.Ref+"="+r.New)
 	}
-	ctx, cancel := context.WithTimeout(ctx, updateHookTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, s.opts.UpdateHook[0], s.opts.UpdateHook[1:]...)
-	cmd.Env = append(os.Environ(),
-		"OSTREE_RECEIVE_REPO="+repo,
-		"OSTREE_RECEIVE_REFS="+strings.Join(refs, " "),
-		"OSTREE_UPLOAD_SESSION="+sess.ID,
-		"OSTREE_UPLOAD_COMMITS="+strings.Join(commits, " "))
-	out := &tailBuffer{max: 16 << 10}
-	cmd.Stdout, cmd.Stderr = out, out
 	start := time.Now()
-	err = cmd.Run()
-	s.log.Info("update_hook ran", "session", sess.ID, "duration", time.Since(start).Round(time.Millisecond), "err", err, "output", out.String())
+	out, err := runCommand(ctx, []string{
+		"OSTREE_RECEIVE_REPO=" + repo,
+		"OSTREE_RECEIVE_REFS=" + strings.Join(refs, " "),
+		"OSTREE_UPLOAD_SESSION=" + sess.ID,
+		"OSTREE_UPLOAD_COMMITS=" + strings.Join(commits, " ")}, s.opts.UpdateHook...)
+	s.log.Info("update_hook ran", "session", sess.ID, "duration", time.Since(start).Round(time.Millisecond), "err", err, "output", out)
 	if err != nil {
 		return fmt.Errorf("%s: %w", s.opts.UpdateHook[0], err)
 	}
 	return nil
+}
+
+// runCommand runs argv with env added to the daemon's environment, for at
+// most updateHookTimeout, and returns the last 16 KiB of its output.
+func runCommand(ctx context.Context, env []string, argv ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, updateHookTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	out := &tailBuffer{max: 16 << 10}
+	cmd.Stdout, cmd.Stderr = out, out
+	err := cmd.Run()
+	return out.String(), err
 }
 
 // tailBuffer keeps the last max bytes written to it.
@@ -501,21 +508,15 @@ func (s *Server) isFlatpakRepo(ctx context.Context) (bool, error) {
 // flatpakUpdateRepo runs `flatpak build-update-repo` on the repository, with
 // the GPG signing options, as ostree-push's receiver does.
 func (s *Server) flatpakUpdateRepo(ctx context.Context) error {
-	args := []string{"build-update-repo"}
+	argv := []string{"flatpak", "build-update-repo"}
 	for _, k := range s.opts.GPGSign {
-		args = append(args, "--gpg-sign="+k)
+		argv = append(argv, "--gpg-sign="+k)
 	}
 	if len(s.opts.GPGSign) > 0 && s.opts.GPGHomedir != "" {
-		args = append(args, "--gpg-homedir="+s.opts.GPGHomedir)
+		argv = append(argv, "--gpg-homedir="+s.opts.GPGHomedir)
 	}
-	args = append(args, s.repo.Path())
-	ctx, cancel := context.WithTimeout(ctx, updateHookTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "flatpak", args...)
-	out := &tailBuffer{max: 16 << 10}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("flatpak build-update-repo: %w: %s", err, out.String())
+	if out, err := runCommand(ctx, nil, append(argv, s.repo.Path())...); err != nil {
+		return fmt.Errorf("flatpak build-update-repo: %w: %s", err, out)
 	}
 	return nil
 }

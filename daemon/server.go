@@ -59,16 +59,17 @@ type Server struct {
 	log     *slog.Logger
 	keyring atomic.Pointer[config.Keyring]
 
-	repo      *store.Repo // production
-	spoolDir  string      // one spool (archive repo of verified objects) per token
-	packs     livePacks
-	gpgOwnDir string // keyring dir with the public halves of the gpg_sign keys
-	spoolsMu  sync.Mutex
-	spools    map[string]*spool
-	journal   *journal.Journal
-	stateDir  string
-	tusDir    string
-	repoLock  *os.File
+	repo       *store.Repo // production
+	spoolDir   string      // one spool (archive repo of verified objects) per token
+	packs      livePacks
+	gpgOwnDir  string // keyring dir with the public halves of the gpg_sign keys
+	spaceFloor uint64 // free bytes the repo's filesystem must keep (min-free-space)
+	spoolsMu   sync.Mutex
+	spools     map[string]*spool
+	journal    *journal.Journal
+	stateDir   string
+	tusDir     string
+	repoLock   *os.File
 
 	tus     *handler.Handler
 	echo    *echo.Echo
@@ -141,6 +142,9 @@ func (s *Server) open(ctx context.Context) error {
 		s.repo, err = store.OpenArchive(ctx, s.opts.RepoPath)
 	}
 	if err != nil {
+		return fmt.Errorf("production repo: %w", err)
+	}
+	if s.spaceFloor, err = s.repo.FreeSpaceFloor(); err != nil {
 		return fmt.Errorf("production repo: %w", err)
 	}
 	if s.repoLock, err = lockDir(s.repo.Path()); err != nil {

@@ -159,9 +159,7 @@ func (s *Server) handleObjects(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if sess.State != journal.StateOpen {
-		e := fail(http.StatusConflict, "session is %s", sess.State)
-		e.body.Code = api.CodeSessionNotOpen
+	if e := openOrConflict(sess); e != nil {
 		return e
 	}
 	var req api.ObjectsRequest

@@ -15,6 +15,28 @@ import (
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
 
+// commitUnsigned uploads everything of the new commits (A) but a signature
+// and commits: it must get 422 not-signed naming the commit and reason,
+// and no ref may move. It returns the session, still open.
+func (e *env) commitUnsigned(updates []api.RefUpdate, reason string) api.Session {
+	t := e.t
+	t.Helper()
+	s := e.session(e.Tok, updates, false)
+	if err := e.uploadAll(e.Tok, s.ID, e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))); err != nil {
+		t.Fatal(err)
+	}
+	r := e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
+	var ae api.Error
+	r.json(t, &ae)
+	if r.status != 422 || ae.Code != api.CodeNotSigned || !strings.Contains(ae.Error, fx.a) || !strings.Contains(ae.Error, reason) {
+		t.Fatalf("unsigned commit: %d %s", r.status, r.body)
+	}
+	if refs := e.Refs(); len(refs) != 0 {
+		t.Fatalf("refs moved for an unsigned commit: %v", refs)
+	}
+	return s
+}
+
 // With sign_verify, an unsigned commit is refused and nothing moves; a
 // commit signed by a trusted builder key is published with the daemon's
 // own signature added, and the summary is signed.
@@ -26,19 +48,7 @@ func TestEd25519SignAndVerify(t *testing.T) {
 	e.Start()
 
 	updates := []api.RefUpdate{{Name: "main", New: fx.a}}
-	s := e.session(e.Tok, updates, false)
-	if err := e.uploadAll(e.Tok, s.ID, e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))); err != nil {
-		t.Fatal(err)
-	}
-	r := e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
-	var ae api.Error
-	r.json(t, &ae)
-	if r.status != 422 || ae.Code != api.CodeNotSigned || !strings.Contains(ae.Error, fx.a) || !strings.Contains(ae.Error, "not signed") {
-		t.Fatalf("unsigned commit: %d %s", r.status, r.body)
-	}
-	if refs := e.Refs(); len(refs) != 0 {
-		t.Fatalf("refs moved for an unsigned commit: %v", refs)
-	}
+	s := e.commitUnsigned(updates, "not signed")
 
 	// A signature by an untrusted key does not do either.
 	sum, _ := store.ParseChecksum(fx.a)
@@ -70,7 +80,7 @@ func TestEd25519SignAndVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer prod.Close()
-	meta, err := prod.CommitMetaFile(sum)
+	meta, err := prod.CommitMeta(ctx, sum)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,12 +101,12 @@ func TestEd25519SignAndVerify(t *testing.T) {
 		t.Fatalf("summary.sig: %v", err)
 	}
 	// A repeated commit answers the same and changes nothing.
-	r = e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s2.ID+"/commit", nil)
+	r := e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s2.ID+"/commit", nil)
 	var out api.Session
 	if r.status != 200 || json.Unmarshal(r.body, &out) != nil || out.State != api.StatePublished {
 		t.Fatalf("repeated commit: %d %s", r.status, r.body)
 	}
-	if again, _ := prod.CommitMetaFile(sum); string(again) != string(meta) {
+	if again, _ := prod.CommitMeta(ctx, sum); string(again) != string(meta) {
 		t.Error("a repeated commit changed the detached metadata")
 	}
 }
@@ -110,20 +120,7 @@ func TestGPGSignAndVerify(t *testing.T) {
 	e.GPGSign, e.GPGHomedir, e.GPGVerify, e.GPGTrusted = []string{server.ID}, server.Home, true, builder.PublicRing
 	e.Start()
 	updates := []api.RefUpdate{{Name: "main", New: fx.a}}
-	s := e.session(e.Tok, updates, false)
-	names := objectsOf(t, fx.a, "")
-	if err := e.uploadAll(e.Tok, s.ID, e.need(e.Tok, s.ID, names)); err != nil {
-		t.Fatal(err)
-	}
-	r := e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
-	var ae api.Error
-	r.json(t, &ae)
-	if r.status != 422 || ae.Code != api.CodeNotSigned || !strings.Contains(ae.Error, fx.a) || !strings.Contains(ae.Error, "GPG") {
-		t.Fatalf("unsigned commit: %d %s", r.status, r.body)
-	}
-	if refs := e.Refs(); len(refs) != 0 {
-		t.Fatalf("refs moved for an unsigned commit: %v", refs)
-	}
+	s := e.commitUnsigned(updates, "GPG")
 
 	// The builder signs the commit (as `ostree gpg-sign` would) and sends
 	// its detached metadata again.
@@ -133,7 +130,7 @@ func TestGPGSignAndVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer build.Close()
-	commit, err := build.CommitObject(sum)
+	commit, err := build.CommitObject(ctx, sum)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +149,7 @@ func TestGPGSignAndVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer prod.Close()
-	meta, _ := prod.CommitMetaFile(sum)
+	meta, _ := prod.CommitMeta(ctx, sum)
 	for who, k := range map[string]*storetest.GPGKey{"builder": builder, "daemon": server} {
 		if err := prod.VerifyGPG(ctx, meta, commit, t.TempDir(), k.PublicRing); err != nil {
 			t.Errorf("published commit lacks the %s's signature: %v", who, err)
@@ -200,7 +197,7 @@ func TestKill9DuringSignedPublish(t *testing.T) {
 			if err := store.VerifyEd25519(sig, summary, []ed25519.PublicKey{ed.Public().(ed25519.PublicKey)}); err != nil {
 				t.Fatalf("summary.sig after %s: %v", fp, err)
 			}
-			if meta, _ := prod.CommitMetaFile(sum); meta == nil {
+			if meta, _ := prod.CommitMeta(ctx, sum); meta == nil {
 				t.Fatal("no detached metadata")
 			}
 			storetest.PullOverHTTPWith(t, e.Repo, "main", "--set=gpg-verify=true", "--set=gpg-verify-summary=true", "--gpg-import="+key.PublicArmor)

@@ -116,9 +116,7 @@ func (s *Server) uploadGuard(tus http.Handler) echo.HandlerFunc {
 		if err != nil || sess.Owner != identity(c).Hash {
 			return fail(http.StatusNotFound, "upload not found")
 		}
-		if req.Method == http.MethodPatch && sess.State != journal.StateOpen {
-			e := fail(http.StatusConflict, "session is %s", sess.State)
-			e.body.Code = api.CodeSessionNotOpen
+		if e := openOrConflict(sess); e != nil && req.Method == http.MethodPatch {
 			return e
 		}
 		if up.State == journal.UploadReceived && req.Method != http.MethodDelete {
@@ -220,7 +218,7 @@ func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handle
 			Error: "object was not requested in this session: send its name to " + api.PathSessions + "/" + sid + "/objects first", Object: obj})
 	case err != nil:
 		return handler.HTTPResponse{}, none, err
-	case st == journal.ObjVerified && name.Type != store.CommitMeta: // detached metadata may be sent again
+	case settled(name, st):
 		return handler.HTTPResponse{}, none, tusError(http.StatusConflict, api.Error{Error: "object is already verified", Object: obj, Code: api.CodeVerified})
 	}
 	uid := newUploadID(sid)
@@ -234,6 +232,13 @@ func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handle
 		return handler.HTTPResponse{}, none, err
 	}
 	return handler.HTTPResponse{}, handler.FileInfoChanges{ID: uid}, nil
+}
+
+// settled reports whether an object of a session takes no more bytes: it is
+// verified, and it is not detached metadata, which is named after its
+// commit rather than its content and so may be sent again.
+func settled(n store.ObjectName, st journal.ObjState) bool {
+	return st == journal.ObjVerified && n.Type != store.CommitMeta
 }
 
 // sizeLimit is the largest upload accepted for an object type.
@@ -440,13 +445,11 @@ func (s *Server) complete(ctx context.Context, u journal.Upload) bool {
 
 // roomFor refuses to take n more bytes when that would leave the production
 // filesystem below its free-space floor (libostree's min-free-space-size or
-// -percent): the spool shares that filesystem, and libostree does not check
-// the objects it imports from there by hard link.
+// -percent, read at start-up as libostree reads it): the spool shares that
+// filesystem, and libostree does not check the objects it imports from
+// there by hard link.
 func (s *Server) roomFor(n int64) error {
-	floor, err := s.repo.FreeSpaceFloor()
-	if err != nil {
-		return err
-	}
+	floor := s.spaceFloor
 	free, err := s.repo.FreeSpace()
 	if err != nil {
 		return err

@@ -56,21 +56,14 @@ func (j *Journal) GetIntent(ctx context.Context, sessionID string) (Intent, erro
 // Intents returns every intent, oldest first. It loads them all: it is meant
 // for startup recovery.
 func (j *Journal) Intents(ctx context.Context) ([]Intent, error) {
-	var out []Intent
-	err := j.view(ctx, "intents", func(tx *bolt.Tx) (err error) {
-		out, err = decodeAll[Intent](tx.Bucket(bucketIntents), nil, "intent")
-		return err
+	return loadAll(j, ctx, "intents", bucketIntents, nil, "intent", func(out []Intent) {
+		sort.Slice(out, func(a, b int) bool {
+			if !out[a].Created.Equal(out[b].Created) {
+				return out[a].Created.Before(out[b].Created)
+			}
+			return out[a].Session < out[b].Session
+		})
 	})
-	if err != nil {
-		return nil, err
-	}
-	sort.Slice(out, func(a, b int) bool {
-		if !out[a].Created.Equal(out[b].Created) {
-			return out[a].Created.Before(out[b].Created)
-		}
-		return out[a].Session < out[b].Session
-	})
-	return out, nil
 }
 
 // DeleteIntent deletes the session's intent. Deleting a missing one is not an

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -65,8 +66,8 @@ const maxNameLen = 4096
 // Journal is an open journal database. It is safe for concurrent use.
 type Journal struct {
 	db        *bolt.DB
-	batchSize int // keys per transaction in ReleaseSession/DeleteSessionObjects
-	trimState
+	batchSize int          // keys per transaction in ReleaseSession/DeleteSessionObjects
+	lastTrim  atomic.Int64 // UnixNano of the last trim of the memory map
 }
 
 // Open opens or creates (mode 0600, with all buckets) the journal at path.

@@ -145,16 +145,7 @@ func (j *Journal) Get(ctx context.Context, id string) (Session, error) {
 // List returns every session, oldest first. It loads them all: it is meant for
 // administration and startup.
 func (j *Journal) List(ctx context.Context) ([]Session, error) {
-	var out []Session
-	err := j.view(ctx, "list sessions", func(tx *bolt.Tx) (err error) {
-		out, err = decodeAll[Session](tx.Bucket(bucketSessions), nil, "session")
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	sortSessions(out)
-	return out, nil
+	return loadAll(j, ctx, "list sessions", bucketSessions, nil, "session", sortSessions)
 }
 
 // SetState sets state and result and bumps Updated. Leaving a live state frees

@@ -1,7 +1,6 @@
 package journal
 
 import (
-	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -47,9 +46,4 @@ func (j *Journal) trim() {
 		unix.Syscall(unix.SYS_MADVISE, info.Data, size, unix.MADV_DONTNEED)
 		return nil
 	})
-}
-
-// trimState is embedded in Journal.
-type trimState struct {
-	lastTrim atomic.Int64 // UnixNano of the last trim
 }

@@ -210,31 +210,13 @@ func (j *Journal) SessionUploads(ctx context.Context, sessionID string) ([]Uploa
 	if err := checkSessionID(sessionID); err != nil {
 		return nil, fmt.Errorf("journal: session uploads: %w", err)
 	}
-	var out []Upload
-	err := j.view(ctx, "session uploads", func(tx *bolt.Tx) (err error) {
-		out, err = decodeAll[Upload](tx.Bucket(bucketUploads), []byte(sessionID+"/"), "upload")
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	sortUploads(out)
-	return out, nil
+	return loadAll(j, ctx, "session uploads", bucketUploads, []byte(sessionID+"/"), "upload", sortUploads)
 }
 
 // AllUploads returns every upload, oldest first. It loads them all: it is meant
 // for startup recovery and administration.
 func (j *Journal) AllUploads(ctx context.Context) ([]Upload, error) {
-	var out []Upload
-	err := j.view(ctx, "all uploads", func(tx *bolt.Tx) (err error) {
-		out, err = decodeAll[Upload](tx.Bucket(bucketUploads), nil, "upload")
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	sortUploads(out)
-	return out, nil
+	return loadAll(j, ctx, "all uploads", bucketUploads, nil, "upload", sortUploads)
 }
 
 func sortUploads(us []Upload) {
@@ -267,6 +249,21 @@ func putUpload(tx *bolt.Tx, u *Upload) error {
 }
 
 // decodeAll decodes the JSON values of the keys of b that start with prefix.
+// loadAll decodes, in one read transaction, every record of bucket whose
+// key starts with prefix, and sorts them with sortFn.
+func loadAll[T any](j *Journal, ctx context.Context, op string, bucket, prefix []byte, what string, sortFn func([]T)) ([]T, error) {
+	var out []T
+	err := j.view(ctx, op, func(tx *bolt.Tx) (err error) {
+		out, err = decodeAll[T](tx.Bucket(bucket), prefix, what)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	sortFn(out)
+	return out, nil
+}
+
 func decodeAll[T any](b *bolt.Bucket, prefix []byte, what string) ([]T, error) {
 	var out []T
 	c := b.Cursor()

@@ -3,6 +3,7 @@ package store
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
@@ -110,28 +111,11 @@ func SignEd25519(meta, data []byte, keys []ed25519.PrivateKey) ([]byte, error) {
 	}
 	idx := -1
 	var sigs []any
-	for i, e := range entries {
-		kv := e.([]any)
-		if kv[0].(string) != Ed25519MetaKey {
-			continue
-		}
-		v := kv[1].(gvariant.Variant)
-		if v.Type.String() != "aay" {
-			return nil, fmt.Errorf("%s holds a %s, not aay", Ed25519MetaKey, v.Type)
-		}
-		idx, sigs = i, v.Value.([]any)
+	if err := eachSigList(entries, Ed25519MetaKey, func(i int, s []any) { idx, sigs = i, s }); err != nil {
+		return nil, err
 	}
 	for _, k := range keys {
-		sig := ed25519.Sign(k, data)
-		dup := false
-		for _, s := range sigs {
-			if bytes.Equal(s.([]byte), sig) {
-				dup = true
-			}
-		}
-		if !dup {
-			sigs = append(sigs, sig)
-		}
+		sigs = addSig(sigs, ed25519.Sign(k, data))
 	}
 	entry := []any{Ed25519MetaKey, gvariant.Variant{Type: typeSigs, Value: sigs}}
 	if idx >= 0 {
@@ -140,6 +124,31 @@ func SignEd25519(meta, data []byte, keys []ed25519.PrivateKey) ([]byte, error) {
 		entries = append(entries, entry)
 	}
 	return gvariant.Encode(typeCommitMeta, entries)
+}
+
+// eachSigList calls fn with the index and the signatures of every entry of
+// entries (decoded "a{sv}") under key, which must hold an "aay".
+func eachSigList(entries []any, key string, fn func(i int, sigs []any)) error {
+	for i, e := range entries {
+		kv := e.([]any)
+		if kv[0].(string) != key {
+			continue
+		}
+		v := kv[1].(gvariant.Variant)
+		if v.Type.String() != "aay" {
+			return fmt.Errorf("%s holds a %s, not aay", key, v.Type)
+		}
+		fn(i, v.Value.([]any))
+	}
+	return nil
+}
+
+// addSig appends sig to sigs unless it is there already.
+func addSig(sigs []any, sig []byte) []any {
+	if slices.ContainsFunc(sigs, func(x any) bool { return bytes.Equal(x.([]byte), sig) }) {
+		return sigs
+	}
+	return append(sigs, sig)
 }
 
 // ErrNoValidSignature reports data without a valid signature by a trusted key.
@@ -152,30 +161,22 @@ func VerifyEd25519(meta, data []byte, trusted []ed25519.PublicKey) error {
 	if err != nil {
 		return err
 	}
-	found := 0
-	for _, e := range entries {
-		kv := e.([]any)
-		if kv[0].(string) != Ed25519MetaKey {
-			continue
-		}
-		v := kv[1].(gvariant.Variant)
-		if v.Type.String() != "aay" {
-			return fmt.Errorf("%s holds a %s, not aay", Ed25519MetaKey, v.Type)
-		}
-		for _, s := range v.Value.([]any) {
-			sig := s.([]byte)
-			found++
-			for _, k := range trusted {
-				if len(sig) == ed25519.SignatureSize && ed25519.Verify(k, data, sig) {
-					return nil
-				}
+	var sigs []any
+	if err := eachSigList(entries, Ed25519MetaKey, func(_ int, s []any) { sigs = append(sigs, s...) }); err != nil {
+		return err
+	}
+	for _, s := range sigs {
+		sig := s.([]byte)
+		for _, k := range trusted {
+			if len(sig) == ed25519.SignatureSize && ed25519.Verify(k, data, sig) {
+				return nil
 			}
 		}
 	}
-	if found == 0 {
+	if len(sigs) == 0 {
 		return fmt.Errorf("%w: not signed", ErrNoValidSignature)
 	}
-	return fmt.Errorf("%w: %d signatures, none valid for the trusted keys", ErrNoValidSignature, found)
+	return fmt.Errorf("%w: %d signatures, none valid for the trusted keys", ErrNoValidSignature, len(sigs))
 }
 
 func decodeSignedMeta(meta []byte) ([]any, error) {
@@ -225,9 +226,7 @@ func MergeCommitMeta(a, b []byte) ([]byte, error) {
 		}
 		list := va.Value.([]any)
 		for _, s := range vb.Value.([]any) {
-			if !slices.ContainsFunc(list, func(x any) bool { return bytes.Equal(x.([]byte), s.([]byte)) }) {
-				list = append(list, s)
-			}
+			list = addSig(list, s.([]byte))
 		}
 		ea[i] = []any{kv[0], gvariant.Variant{Type: typeSigs, Value: list}}
 	}
@@ -236,23 +235,8 @@ func MergeCommitMeta(a, b []byte) ([]byte, error) {
 
 // CommitObject returns the bytes of a commit object of r, which signatures
 // cover.
-func (r *Repo) CommitObject(sum Checksum) ([]byte, error) {
-	n := ObjectName{Sum: sum, Type: Commit}
-	b, err := readFileCapped(r.ObjectPath(n), MaxMetadataSize)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("commit %s: %w", sum, ErrNotFound)
-	}
-	return b, err
-}
-
-// CommitMetaFile returns a commit's detached metadata as stored in r, or nil
-// when it has none.
-func (r *Repo) CommitMetaFile(sum Checksum) ([]byte, error) {
-	b, err := readFileCapped(r.ObjectPath(ObjectName{Sum: sum, Type: CommitMeta}), MaxCommitMetaSize)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	return b, err
+func (r *Repo) CommitObject(ctx context.Context, sum Checksum) ([]byte, error) {
+	return r.loadMeta(ctx, ObjectName{Sum: sum, Type: Commit})
 }
 
 // WriteCommitMeta replaces a commit's detached metadata in r, durably: a
@@ -267,6 +251,12 @@ func (r *Repo) WriteCommitMeta(sum Checksum, meta []byte) error {
 // SignSummaryEd25519 adds each key's signature of r's summary file to its
 // summary.sig (made if missing), as libostree's ed25519 signer does.
 func (r *Repo) SignSummaryEd25519(keys []ed25519.PrivateKey) error {
+	return r.signSummary(func(old, summary []byte) ([]byte, error) { return SignEd25519(old, summary, keys) })
+}
+
+// signSummary replaces r's summary.sig with what sign makes of the current
+// one (nil if missing) and the summary's bytes.
+func (r *Repo) signSummary(sign func(old, summary []byte) ([]byte, error)) error {
 	summary, err := readFileCapped(filepath.Join(r.path, "summary"), MaxMetadataSize)
 	if err != nil {
 		return fmt.Errorf("sign summary: %w", err)
@@ -276,7 +266,7 @@ func (r *Repo) SignSummaryEd25519(keys []ed25519.PrivateKey) error {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("sign summary: %w", err)
 	}
-	signed, err := SignEd25519(old, summary, keys)
+	signed, err := sign(old, summary)
 	if err != nil {
 		return fmt.Errorf("sign summary: %w", err)
 	}

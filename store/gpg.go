@@ -11,11 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"unsafe"
-
-	"github.com/ostree-upload/ostree-upload/store/internal/gvariant"
 )
 
 // GPGMetaKey is the key of GPG signatures in detached metadata and in
@@ -115,37 +111,16 @@ func gpgSignatures(meta []byte) ([]byte, error) {
 		return nil, err
 	}
 	var out bytes.Buffer
-	for _, e := range entries {
-		kv := e.([]any)
-		if kv[0].(string) != GPGMetaKey {
-			continue
-		}
-		v := kv[1].(gvariant.Variant)
-		if v.Type.String() != "aay" {
-			return nil, fmt.Errorf("%s holds a %s, not aay", GPGMetaKey, v.Type)
-		}
-		for _, s := range v.Value.([]any) {
+	err = eachSigList(entries, GPGMetaKey, func(_ int, sigs []any) {
+		for _, s := range sigs {
 			out.Write(s.([]byte))
 		}
-	}
-	return out.Bytes(), nil
+	})
+	return out.Bytes(), err
 }
 
 // SignSummaryGPG adds a GPG signature of r's summary by each key to its
 // summary.sig (made if missing).
 func (r *Repo) SignSummaryGPG(ctx context.Context, keys []string, homedir string) error {
-	summary, err := readFileCapped(filepath.Join(r.path, "summary"), MaxMetadataSize)
-	if err != nil {
-		return fmt.Errorf("sign summary: %w", err)
-	}
-	sigPath := filepath.Join(r.path, "summary.sig")
-	old, err := readFileCapped(sigPath, MaxCommitMetaSize)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("sign summary: %w", err)
-	}
-	signed, err := r.SignGPG(ctx, old, summary, keys, homedir)
-	if err != nil {
-		return fmt.Errorf("sign summary: %w", err)
-	}
-	return writeFileAtomic(sigPath, signed, 0o644)
+	return r.signSummary(func(old, summary []byte) ([]byte, error) { return r.SignGPG(ctx, old, summary, keys, homedir) })
 }

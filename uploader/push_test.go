@@ -197,23 +197,7 @@ func TestRefusals(t *testing.T) {
 func TestConcurrentPushesOfDifferentRefs(t *testing.T) {
 	e := daemontest.New(t)
 	e.Start()
-	var wg sync.WaitGroup
-	errs := make(chan error, 2)
-	for _, ref := range []string{"main", "other"} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := uploader.Push(ctx, opts(e, e.URL, ref))
-			errs <- err
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	pushAtOnce(t, opts(e, e.URL, "main"), opts(e, e.URL, "other"))
 	e.CheckPublished(map[string]string{"main": fx.B, "other": fx.C})
 }
 
@@ -473,22 +457,23 @@ func TestLostAnswers(t *testing.T) {
 func TestSamePushTwiceAtOnce(t *testing.T) {
 	e := daemontest.New(t)
 	e.Start()
-	var wg sync.WaitGroup
-	errs := make(chan error, 2)
-	for i := 0; i < 2; i++ {
-		wg.Add(1)
+	pushAtOnce(t, opts(e, e.URL, "main"), opts(e, e.URL, "main"))
+	e.CheckPublished(map[string]string{"main": fx.B})
+}
+
+// pushAtOnce runs the pushes concurrently; each must succeed.
+func pushAtOnce(t *testing.T, pushes ...uploader.Options) {
+	t.Helper()
+	errs := make(chan error, len(pushes))
+	for _, o := range pushes {
 		go func() {
-			defer wg.Done()
-			_, err := uploader.Push(ctx, opts(e, e.URL, "main"))
+			_, err := uploader.Push(ctx, o)
 			errs <- err
 		}()
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
+	for range pushes {
+		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
 	}
-	e.CheckPublished(map[string]string{"main": fx.B})
 }

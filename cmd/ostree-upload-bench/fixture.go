@@ -163,13 +163,19 @@ func writeTree(ctx context.Context, root string, dirs []string, files []fileSpec
 			return err
 		}
 	}
-	work := make(chan fileSpec)
+	return parallel(ctx, runtime.NumCPU(), len(files), func(i int) error { return writeEntry(root, files[i]) })
+}
+
+// parallel runs fn(0) … fn(n-1) on workers goroutines and returns the first
+// error, after which no new call starts; ctx ends it likewise.
+func parallel(ctx context.Context, workers, n int, fn func(i int) error) error {
+	work := make(chan int)
 	errs := make(chan error, 1)
 	var wg sync.WaitGroup
-	for range runtime.NumCPU() {
+	for range workers {
 		wg.Go(func() {
-			for f := range work {
-				if err := writeEntry(root, f); err != nil {
+			for i := range work {
+				if err := fn(i); err != nil {
 					select {
 					case errs <- err:
 					default:
@@ -180,9 +186,9 @@ func writeTree(ctx context.Context, root string, dirs []string, files []fileSpec
 	}
 	var err error
 feed:
-	for _, f := range files {
+	for i := range n {
 		select {
-		case work <- f:
+		case work <- i:
 		case err = <-errs:
 			break feed
 		case <-ctx.Done():

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -131,57 +130,22 @@ func loadOrMakeMillion(ctx context.Context, work string, n int, seed uint64, ref
 // to a directory; each starts with its index, so no two are equal.
 func writeTinyFiles(ctx context.Context, root string, n int, seed uint64) error {
 	dirs := (n + millionFilesPerDir - 1) / millionFilesPerDir
-	jobs := make(chan int)
-	errs := make(chan error, 1)
-	var wg sync.WaitGroup
-	for range runtime.NumCPU() * 2 {
-		wg.Go(func() {
-			buf := make([]byte, millionFileSize)
-			for d := range jobs {
-				r := rand.New(rand.NewPCG(seed, uint64(d)))
-				dp := filepath.Join(root, fmt.Sprintf("d%04d", d))
-				if err := os.MkdirAll(dp, 0o755); err != nil {
-					select {
-					case errs <- err:
-					default:
-					}
-					continue
-				}
-				for i := d * millionFilesPerDir; i < min(n, (d+1)*millionFilesPerDir); i++ {
-					binary.LittleEndian.PutUint64(buf, uint64(i))
-					fillRandom(r, buf[8:])
-					if err := os.WriteFile(filepath.Join(dp, fmt.Sprintf("f%07d", i)), buf, 0o644); err != nil {
-						select {
-						case errs <- err:
-						default:
-						}
-						break
-					}
-				}
+	return parallel(ctx, runtime.NumCPU()*2, dirs, func(d int) error {
+		buf := make([]byte, millionFileSize)
+		r := rand.New(rand.NewPCG(seed, uint64(d)))
+		dp := filepath.Join(root, fmt.Sprintf("d%04d", d))
+		if err := os.MkdirAll(dp, 0o755); err != nil {
+			return err
+		}
+		for i := d * millionFilesPerDir; i < min(n, (d+1)*millionFilesPerDir); i++ {
+			binary.LittleEndian.PutUint64(buf, uint64(i))
+			fillRandom(r, buf[8:])
+			if err := os.WriteFile(filepath.Join(dp, fmt.Sprintf("f%07d", i)), buf, 0o644); err != nil {
+				return err
 			}
-		})
-	}
-	var err error
-feed:
-	for d := range dirs {
-		select {
-		case jobs <- d:
-		case err = <-errs:
-			break feed
-		case <-ctx.Done():
-			err = ctx.Err()
-			break feed
 		}
-	}
-	close(jobs)
-	wg.Wait()
-	if err == nil {
-		select {
-		case err = <-errs:
-		default:
-		}
-	}
-	return err
+		return nil
+	})
 }
 
 // freeBytes is the space available to unprivileged users on p's filesystem.
