@@ -49,11 +49,15 @@ func AppendToken(path string, t Token) error {
 			return fmt.Errorf("new token: %w", err)
 		}
 	}
+	if err := CheckScopes(t.Scopes); err != nil {
+		return fmt.Errorf("new token: scopes: %w", err)
+	}
 	if t.Expires != nil {
 		exp := t.Expires.UTC().Truncate(time.Second)
 		t.Expires = &exp
 	}
 	t.Refs = slices.Clone(t.Refs)
+	t.Scopes = slices.Clone(t.Scopes)
 	t.Created = time.Now().UTC().Format(time.RFC3339)
 
 	target := path
@@ -139,7 +143,7 @@ func sameTokens(a, b []Token) bool {
 	for i := range a {
 		x, y := a[i], b[i]
 		if x.Token != y.Token || x.SHA256 != y.SHA256 || x.Name != y.Name || x.Created != y.Created ||
-			!slices.Equal(x.Refs, y.Refs) || (x.Expires == nil) != (y.Expires == nil) ||
+			!slices.Equal(x.Refs, y.Refs) || !slices.Equal(x.Scopes, y.Scopes) || (x.Scopes == nil) != (y.Scopes == nil) || (x.Expires == nil) != (y.Expires == nil) ||
 			x.Expires != nil && !x.Expires.Equal(*y.Expires) {
 			return false
 		}
@@ -315,6 +319,9 @@ func entry(t Token, dash, inner int, nl string) string {
 		for _, r := range t.Refs {
 			b.WriteString(pad + "  - " + strconv.Quote(r) + nl)
 		}
+	}
+	if t.Scopes != nil {
+		b.WriteString(pad + "scopes: [" + strings.Join(t.Scopes, ", ") + "]" + nl)
 	}
 	if t.Expires != nil {
 		b.WriteString(pad + "expires: " + strconv.Quote(t.Expires.UTC().Format(time.RFC3339)) + nl)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -273,5 +274,25 @@ func TestAppendClearTokenStoresHash(t *testing.T) {
 	got := readFile(t, path)
 	if strings.Contains(got, "clear-secret") || !strings.Contains(got, Hash("clear-secret")) {
 		t.Errorf("content %q", got)
+	}
+}
+
+func TestAppendScopes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ostree-upload.yaml")
+	appendNew(t, path, Token{Name: "ops", Scopes: []string{ScopeAdmin}})
+	appendNew(t, path, Token{Name: "ci"})
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg.Tokens[0].Scopes, []string{ScopeAdmin}) || cfg.Tokens[1].Scopes != nil {
+		t.Errorf("scopes read back: %q, %q", cfg.Tokens[0].Scopes, cfg.Tokens[1].Scopes)
+	}
+	before := readFile(t, path)
+	if err := AppendToken(path, Token{SHA256: Hash("x"), Scopes: []string{"root"}}); err == nil || !strings.Contains(err.Error(), "unknown scope") {
+		t.Errorf("bad scope: %v", err)
+	}
+	if readFile(t, path) != before {
+		t.Error("a refused token changed the file")
 	}
 }

@@ -64,7 +64,10 @@ type Config struct {
 	SignTrustedKeyfile string   `yaml:"sign_trustedkeyfile"` // public keys sign_verify trusts
 	Update             *bool    `yaml:"update"`              // regenerate the summary after a publish; default true
 	UpdateHook         string   `yaml:"update_hook"`         // run instead of the built-in update
-	Tokens             []Token  `yaml:"tokens"`
+	// TrustedProxies are the addresses (IPs or CIDRs) whose X-Forwarded-*
+	// and Forwarded headers are believed; from anyone else they are dropped.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	Tokens         []Token  `yaml:"tokens"`
 }
 
 // Token is one API token entry of the configuration file. Exactly one of
@@ -74,6 +77,7 @@ type Token struct {
 	SHA256  string     `yaml:"sha256,omitempty"`  // hex SHA-256 of the secret
 	Name    string     `yaml:"name,omitempty"`    // for logs and revocation; unique when set
 	Refs    []string   `yaml:"refs,omitempty"`    // ref globs the token may push; empty = all refs
+	Scopes  []string   `yaml:"scopes,omitempty"`  // what the token may do; nil = DefaultScopes
 	Expires *time.Time `yaml:"expires,omitempty"` // nil = never
 	Created string     `yaml:"created,omitempty"` // kept as text (lirios wrote RFC3339)
 }
@@ -150,6 +154,11 @@ func (c *Config) Validate() error {
 	case c.SignVerify && c.SignTrustedKeyfile == "":
 		return errors.New("sign_verify needs sign_trustedkeyfile")
 	}
+	for _, a := range c.TrustedProxies {
+		if _, err := ParsePrefix(a); err != nil {
+			return fmt.Errorf("trusted_proxies: %w", err)
+		}
+	}
 	names := map[string]int{}
 	for i, t := range c.Tokens {
 		if field, msg := checkToken(&t); msg != "" {
@@ -212,6 +221,9 @@ func checkToken(t *Token) (field, msg string) {
 		if err := CheckGlob(g); err != nil {
 			return fmt.Sprintf(".refs[%d]", i), err.Error()
 		}
+	}
+	if err := CheckScopes(t.Scopes); err != nil {
+		return ".scopes", err.Error()
 	}
 	return "", ""
 }
@@ -474,6 +486,20 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 				return p.errorf(v, key, "must be true or false")
 			}
 			cfg.SignVerify = b
+		case "trusted_proxies":
+			if isNull(v) {
+				return nil
+			}
+			var list []string
+			if v.Kind != yaml.SequenceNode || v.Decode(&list) != nil {
+				return p.errorf(v, key, "must be a list of IP addresses or CIDR ranges")
+			}
+			for _, a := range list {
+				if _, err := ParsePrefix(a); err != nil {
+					return p.errorf(v, key, "%v", err)
+				}
+			}
+			cfg.TrustedProxies = list
 		case "tokens":
 			return p.tokens(v, cfg)
 		default:
@@ -573,6 +599,21 @@ func (p *parser) token(m *yaml.Node, prefix string) (Token, map[string]*yaml.Nod
 					return p.errorf(r, fmt.Sprintf("%s[%d]", full, j), "must not be empty")
 				}
 				t.Refs = append(t.Refs, s)
+			}
+		case "scopes":
+			if isNull(v) {
+				return nil
+			}
+			if v.Kind != yaml.SequenceNode {
+				return p.errorf(v, full, "must be a list of scopes (%s)", strings.Join(AllScopes, ", "))
+			}
+			t.Scopes = []string{}
+			for j, r := range v.Content {
+				s, _, err := p.str(r, fmt.Sprintf("%s[%d]", full, j))
+				if err != nil {
+					return err
+				}
+				t.Scopes = append(t.Scopes, s)
 			}
 		case "expires":
 			s, ok, err := p.str(v, full)

@@ -162,6 +162,12 @@ func TestStrict(t *testing.T) {
 		{"empty repo", "repo: \"\"\n", 1, "repo", "must not be empty"},
 		{"repo a list", "repo: [a]\n", 1, "repo", "single value"},
 		{"top level a list", "- a\n", 1, "", "mapping"},
+		{"unknown scope", "tokens:\n- token: a\n  scopes: [upload, push]\n", 3, "tokens[0].scopes", `unknown scope "push"`},
+		{"no scopes", "tokens:\n- token: a\n  scopes: []\n", 3, "tokens[0].scopes", "at least one scope"},
+		{"scope twice", "tokens:\n- token: a\n  scopes: [admin, admin]\n", 3, "tokens[0].scopes", "named twice"},
+		{"scopes not a list", "tokens:\n- token: a\n  scopes: admin\n", 3, "tokens[0].scopes", "list of scopes"},
+		{"proxy not an address", "trusted_proxies: [10.0.0.1, nginx]\n", 1, "trusted_proxies", `"nginx" is not an IP address`},
+		{"proxies not a list", "trusted_proxies: 10.0.0.1\n", 1, "trusted_proxies", "list"},
 	}
 	for _, c := range cases {
 		path := writeFile(t, c.content)
@@ -376,5 +382,42 @@ func TestCheckGlobAndName(t *testing.T) {
 	}
 	if CheckName("ci runner é") != nil || CheckName("a\nb") == nil || CheckName("\xff") == nil {
 		t.Error("CheckName")
+	}
+}
+
+func TestScopesAndProxies(t *testing.T) {
+	hash := strings.Repeat("0f", 32)
+	cfg, err := Load(writeFile(t, "trusted_proxies: [127.0.0.1, \"10.1.2.3/8\", \"::1\"]\ntokens:\n"+
+		"- sha256: "+hash+"\n  name: old\n"+
+		"- token: up\n  name: ci\n  scopes: [upload]\n"+
+		"- token: adm\n  name: ops\n  scopes: [admin, publish]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"127.0.0.1", "10.1.2.3/8", "::1"}; !reflect.DeepEqual(cfg.TrustedProxies, want) {
+		t.Errorf("trusted_proxies = %q", cfg.TrustedProxies)
+	}
+	if p, _ := ParsePrefix("10.1.2.3/8"); p.String() != "10.0.0.0/8" {
+		t.Errorf("ParsePrefix masks to %v", p)
+	}
+	if p, _ := ParsePrefix("::ffff:127.0.0.1"); p.String() != "127.0.0.1/32" {
+		t.Errorf("ParsePrefix of a mapped address = %v", p)
+	}
+	if cfg.Tokens[0].Scopes != nil {
+		t.Errorf("absent scopes read as %q", cfg.Tokens[0].Scopes)
+	}
+	ids := NewKeyring(cfg.Tokens).Identities()
+	want := [][]string{{ScopeUpload, ScopePublish}, {ScopeUpload}, {ScopePublish, ScopeAdmin}}
+	for i, id := range ids {
+		if !reflect.DeepEqual(id.Scopes, want[i]) {
+			t.Errorf("%s: scopes %q, want %q", id.Name, id.Scopes, want[i])
+		}
+	}
+	ci, err := NewKeyring(cfg.Tokens).Authenticate("up", time.Now())
+	if err != nil || !ci.Can(ScopeUpload) || ci.Can(ScopePublish) || ci.Can(ScopeAdmin) {
+		t.Errorf("upload-only token: %+v, %v", ci, err)
+	}
+	if ci.ID() != Hash("up")[:12] || ci.DisplayName() != "ci" {
+		t.Errorf("ID %q, name %q", ci.ID(), ci.DisplayName())
 	}
 }

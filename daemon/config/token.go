@@ -26,7 +26,19 @@ type Identity struct {
 	Hash    string
 	Name    string
 	Refs    []string // ref globs; empty = all refs
+	Scopes  []string // what it may do (ScopeUpload, …), in AllScopes order
 	Expires *time.Time
+}
+
+// Can reports whether the token has scope.
+func (i Identity) Can(scope string) bool { return slices.Contains(i.Scopes, scope) }
+
+// ID is the short form of Hash shown to operators (its first 12 digits).
+func (i Identity) ID() string {
+	if len(i.Hash) > 12 {
+		return i.Hash[:12]
+	}
+	return i.Hash
 }
 
 // DisplayName is Name, or "token-" + Hash[:12] when unnamed.
@@ -34,11 +46,7 @@ func (i Identity) DisplayName() string {
 	if i.Name != "" {
 		return i.Name
 	}
-	h := i.Hash
-	if len(h) > 12 {
-		h = h[:12]
-	}
-	return "token-" + h
+	return "token-" + i.ID()
 }
 
 // AllowsRef reports whether the token may move ref (no globs = any ref).
@@ -128,7 +136,8 @@ func NewKeyring(tokens []Token) *Keyring {
 		e.id = Identity{
 			Hash: hex.EncodeToString(e.sum[:]),
 			Name: t.Name,
-			Refs: slices.Clone(t.Refs),
+			Refs:   slices.Clone(t.Refs),
+			Scopes: effectiveScopes(t.Scopes),
 		}
 		if t.Expires != nil {
 			exp := *t.Expires
@@ -171,14 +180,28 @@ func (k *Keyring) Authenticate(secret string, now time.Time) (Identity, error) {
 	if match < 0 {
 		return Identity{}, ErrUnknownToken
 	}
-	id := k.entries[match].id
-	id.Refs = slices.Clone(id.Refs)
-	if id.Expires != nil {
-		exp := *id.Expires
-		id.Expires = &exp
-		if exp.Before(now) {
-			return id, ErrExpiredToken
-		}
+	id := k.entries[match].id.clone()
+	if id.Expires != nil && id.Expires.Before(now) {
+		return id, ErrExpiredToken
 	}
 	return id, nil
+}
+
+// Identities lists the identities of the usable tokens, in file order.
+func (k *Keyring) Identities() []Identity {
+	out := make([]Identity, len(k.entries))
+	for i, e := range k.entries {
+		out[i] = e.id.clone()
+	}
+	return out
+}
+
+func (i Identity) clone() Identity {
+	i.Refs = slices.Clone(i.Refs)
+	i.Scopes = slices.Clone(i.Scopes)
+	if i.Expires != nil {
+		exp := *i.Expires
+		i.Expires = &exp
+	}
+	return i
 }

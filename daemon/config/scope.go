@@ -1,0 +1,80 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Scopes say what a token may do.
+const (
+	// ScopeUpload: create and resume sessions, negotiate, upload objects
+	// and packs, read and abort the token's own sessions.
+	ScopeUpload = "upload"
+	// ScopePublish: commit sessions, the token's own and those of other
+	// tokens whose refs all match the token's ref globs.
+	ScopePublish = "publish"
+	// ScopeAdmin: the admin API (every session, the tokens, revocation).
+	ScopeAdmin = "admin"
+)
+
+// AllScopes lists the scopes in the order they are shown.
+var AllScopes = []string{ScopeUpload, ScopePublish, ScopeAdmin}
+
+// DefaultScopes are a token's scopes when its entry names none: what
+// tokens of lirios/ostree-upload could do.
+var DefaultScopes = []string{ScopeUpload, ScopePublish}
+
+// CheckScopes reports whether scopes is a valid scopes list: nil (the
+// default) or a non-empty list of known scopes without repeats.
+func CheckScopes(scopes []string) error {
+	if scopes == nil {
+		return nil
+	}
+	if len(scopes) == 0 {
+		return errors.New("must name at least one scope; leave the key out for the default (upload, publish)")
+	}
+	for i, s := range scopes {
+		if !slices.Contains(AllScopes, s) {
+			return fmt.Errorf("unknown scope %q; the scopes are %s", s, strings.Join(AllScopes, ", "))
+		}
+		if slices.Contains(scopes[:i], s) {
+			return fmt.Errorf("scope %q named twice", s)
+		}
+	}
+	return nil
+}
+
+// effectiveScopes is scopes, or DefaultScopes when nil, in AllScopes order.
+func effectiveScopes(scopes []string) []string {
+	if scopes == nil {
+		scopes = DefaultScopes
+	}
+	out := make([]string, 0, len(scopes))
+	for _, s := range AllScopes {
+		if slices.Contains(scopes, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// ParsePrefix parses an entry of trusted_proxies: an IP address (a
+// single-address range) or a CIDR range.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR range", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR range", s)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
