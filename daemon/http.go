@@ -49,6 +49,7 @@ func (s *Server) setupRoutes() {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.errorHandler
+	s.setupForwarding(e)
 	e.Use(s.requestLog)
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/ping", func(c echo.Context) error { return c.JSON(http.StatusOK, struct{}{}) })
@@ -56,17 +57,24 @@ func (s *Server) setupRoutes() {
 
 	g := e.Group("/api/v1", s.auth)
 	sess := g.Group("", detach)
+	upload, publish := needScope(config.ScopeUpload), needScope(config.ScopePublish)
 	sess.GET("/info", s.handleInfo)
-	sess.POST("/sessions", s.handleCreateSession)
-	sess.GET("/sessions/:id", s.handleGetSession)
-	sess.DELETE("/sessions/:id", s.handleAbort)
-	sess.POST("/sessions/:id/objects", s.handleObjects)
-	sess.POST("/sessions/:id/commit", s.handleCommit)
-	sess.POST("/sessions/:id/packs", s.handlePack)
+	sess.POST("/sessions", s.handleCreateSession, upload)
+	sess.GET("/sessions/:id", s.handleGetSession) // the owner, or a token that may publish it
+	sess.DELETE("/sessions/:id", s.handleAbort, upload)
+	sess.POST("/sessions/:id/objects", s.handleObjects, upload)
+	sess.POST("/sessions/:id/commit", s.handleCommit, publish)
+	sess.POST("/sessions/:id/packs", s.handlePack, upload)
+	adm := sess.Group(strings.TrimPrefix(api.PathAdmin, "/api/v1"), needScope(config.ScopeAdmin))
+	adm.GET("/sessions", s.handleAdminSessions)
+	adm.GET("/sessions/:id", s.handleAdminSession)
+	adm.DELETE("/sessions/:id", s.handleAdminAbort)
+	adm.GET("/tokens", s.handleAdminTokens)
+	adm.DELETE("/tokens/:name", s.handleAdminRevoke)
 	up := s.uploadGuard(http.StripPrefix(api.PathUploads, s.tus))
-	g.Any("/uploads", up)
-	g.Any("/uploads/", up)
-	g.Any("/uploads/*", up)
+	g.Any("/uploads", up, upload)
+	g.Any("/uploads/", up, upload)
+	g.Any("/uploads/*", up, upload)
 	s.echo = e
 }
 
@@ -125,12 +133,32 @@ func (s *Server) auth(next echo.HandlerFunc) echo.HandlerFunc {
 			return fail(http.StatusUnauthorized, "missing bearer token")
 		}
 		id, err := s.keyring.Load().Authenticate(strings.TrimSpace(secret), time.Now())
+		if err == nil && s.isRevoked(id.Hash) {
+			err = errRevoked
+		}
 		if err != nil {
 			s.metrics.authFailures.Inc()
 			return fail(http.StatusUnauthorized, "%v", err)
 		}
 		c.SetRequest(req.WithContext(context.WithValue(req.Context(), identityKey{}, id)))
 		return next(c)
+	}
+}
+
+var errRevoked = errors.New("token revoked")
+
+// needScope refuses, with 403 and code scope, a token without scope.
+func needScope(scope string) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			id := identity(c)
+			if !id.Can(scope) {
+				e := fail(http.StatusForbidden, "token %s lacks the %s scope (it has: %s)", id.DisplayName(), scope, strings.Join(id.Scopes, ", "))
+				e.body.Code = api.CodeScope
+				return e
+			}
+			return next(c)
+		}
 	}
 }
 
@@ -195,21 +223,42 @@ func (s *Server) handleInfo(c echo.Context) error {
 			out.Refs[name] = sum.String()
 		}
 	}
+	t := tokenView(id)
+	out.Token = &t
 	return c.JSON(http.StatusOK, out)
 }
 
-// ownedSession loads the session named in the path; another token's
-// session is reported as not found.
-func (s *Server) ownedSession(c echo.Context) (journal.Session, error) {
+// ownedSession loads the caller's session named in the path. With
+// publisher, a session of another token is also given to a caller that may
+// publish it (see mayPublish). Any other token's session is reported as
+// not found.
+func (s *Server) ownedSession(c echo.Context, publisher bool) (journal.Session, error) {
 	id := c.Param("id")
 	if !hex32.MatchString(id) {
 		return journal.Session{}, fail(http.StatusNotFound, "session not found")
 	}
 	sess, err := s.journal.Get(c.Request().Context(), id)
-	if errors.Is(err, journal.ErrNotFound) || (err == nil && sess.Owner != identity(c).Hash) {
+	if errors.Is(err, journal.ErrNotFound) {
+		return journal.Session{}, fail(http.StatusNotFound, "session not found")
+	}
+	if err == nil && sess.Owner != identity(c).Hash && !(publisher && mayPublish(identity(c), sess)) {
 		return journal.Session{}, fail(http.StatusNotFound, "session not found")
 	}
 	return sess, err
+}
+
+// mayPublish reports whether id may commit sess: it has the publish scope
+// and may push every ref of the session.
+func mayPublish(id config.Identity, sess journal.Session) bool {
+	if !id.Can(config.ScopePublish) {
+		return false
+	}
+	for _, r := range sess.Refs {
+		if !id.AllowsRef(r.Ref) {
+			return false
+		}
+	}
+	return true
 }
 
 // openOrConflict is nil for an open session, else the 409 with code

@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"log/slog"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/tus/tusd/v2/pkg/handler"
@@ -21,6 +23,7 @@ type metrics struct {
 	authFailures   prometheus.Counter
 	verifySeconds  prometheus.Histogram
 	publishSeconds prometheus.Histogram
+	lastPublish    prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -29,6 +32,11 @@ func newMetrics() *metrics {
 		c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ostree_upload", Name: name, Help: help})
 		r.MustRegister(c)
 		return c
+	}
+	g := func(name, help string) prometheus.Gauge {
+		x := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "ostree_upload", Name: name, Help: help})
+		r.MustRegister(x)
+		return x
 	}
 	h := func(name, help string, buckets []float64) prometheus.Histogram {
 		x := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "ostree_upload", Name: name, Help: help, Buckets: buckets})
@@ -49,7 +57,33 @@ func newMetrics() *metrics {
 		authFailures:   f("auth_failures_total", "Requests with a missing, unknown or expired token."),
 		verifySeconds:  h("verify_seconds", "Time to verify one object.", prometheus.ExponentialBuckets(0.0001, 4, 10)),
 		publishSeconds: h("publish_seconds", "Time to publish one session.", prometheus.ExponentialBuckets(0.01, 3, 10)),
+		lastPublish:    g("last_publish_timestamp_seconds", "When the last publish finished (Unix time; 0 = none since the start)."),
 	}
+}
+
+// addGauges registers the gauges read from the daemon's state at scrape
+// time: live sessions and the repository's free space.
+func (m *metrics) addGauges(live func() (int, error), free func() (uint64, error), log *slog.Logger) {
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "ostree_upload", Name: "sessions_open", Help: "Open and publishing push sessions.",
+	}, func() float64 {
+		n, err := live()
+		if err != nil {
+			log.Warn("metrics: cannot count sessions", "err", err)
+			return -1
+		}
+		return float64(n)
+	}))
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "ostree_upload", Name: "repo_free_bytes", Help: "Free bytes of the production repository's filesystem, for unprivileged users.",
+	}, func() float64 {
+		n, err := free()
+		if err != nil {
+			log.Warn("metrics: cannot read free space", "err", err)
+			return -1
+		}
+		return float64(n)
+	}))
 }
 
 func (m *metrics) addTus(h *handler.Handler) {

@@ -33,7 +33,7 @@ const (
 // transaction. A pack that breaks off loses at most the entries of the last
 // batch still unread; one refused for a bad entry keeps those before it.
 func (s *Server) handlePack(c echo.Context) error {
-	sess, err := s.ownedSession(c)
+	sess, err := s.ownedSession(c, false)
 	if err != nil {
 		return err
 	}

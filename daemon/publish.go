@@ -35,7 +35,7 @@ func failpoint(name string) {
 
 func (s *Server) handleCommit(c echo.Context) error {
 	ctx := c.Request().Context()
-	sess, unlock, err := s.lockedSession(c)
+	sess, unlock, err := s.lockedSession(c, true)
 	if err != nil {
 		return err
 	}
@@ -51,6 +51,9 @@ func (s *Server) handleCommit(c echo.Context) error {
 				e.body.Ref = r.Ref
 				return e
 			}
+		}
+		if sess.Owner != id.Hash {
+			s.log.Info("publishing another token's session", "session", sess.ID, "token", id.DisplayName(), "owner", sess.OwnerName)
 		}
 		if err := s.settleSession(ctx, sess.ID); err != nil {
 			return err
@@ -226,6 +229,7 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) error {
 		return err
 	}
 	s.metrics.published.Inc()
+	s.metrics.lastPublish.SetToCurrentTime()
 	s.log.Info("published", "session", sess.ID, "refs", len(updates), "duration", time.Since(start).Round(time.Millisecond))
 	return nil
 }

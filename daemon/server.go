@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -45,19 +46,22 @@ type Options struct {
 	SignVerify           bool
 	GPGSign              []string // key ids: sign every new commit and the summary with each
 	GPGHomedir           string
-	GPGVerify            bool     // a new commit needs a valid GPG signature by a trusted key
-	GPGTrustedKeys       string   // keyring file trusted beside libostree's system-wide ones
-	NoUpdate             bool     // leave the summary alone after a publish (then a session moves one ref)
-	UpdateHook           []string // run instead of the built-in summary update
+	GPGVerify            bool           // a new commit needs a valid GPG signature by a trusted key
+	GPGTrustedKeys       string         // keyring file trusted beside libostree's system-wide ones
+	NoUpdate             bool           // leave the summary alone after a publish (then a session moves one ref)
+	UpdateHook           []string       // run instead of the built-in summary update
+	TrustedProxies       []netip.Prefix // peers whose X-Forwarded-* and Forwarded headers are believed
 	Version              string
 	Logger               *slog.Logger
 }
 
 // Server is a running receive daemon.
 type Server struct {
-	opts    Options
-	log     *slog.Logger
-	keyring atomic.Pointer[config.Keyring]
+	opts      Options
+	log       *slog.Logger
+	keyring   atomic.Pointer[config.Keyring]
+	revoked   atomic.Pointer[revokedSet] // replaced whole under revokedMu
+	revokedMu sync.Mutex
 
 	repo       *store.Repo // production
 	spoolDir   string      // one spool (archive repo of verified objects) per token
@@ -85,6 +89,9 @@ type Server struct {
 	closeMu  sync.Once
 	closeErr error
 }
+
+// journalFile is the journal's name in the state dir.
+const journalFile = "journal.db"
 
 // DefaultStateDir is where the state of a daemon for repoPath lives unless
 // configured: beside the repo, on the same filesystem.
@@ -156,8 +163,11 @@ func (s *Server) open(ctx context.Context) error {
 	if err := sameFilesystemAndOwner(s.repo.Path(), s.stateDir); err != nil {
 		return err
 	}
-	s.journal, err = journal.Open(filepath.Join(s.stateDir, "journal.db"), time.Second)
+	s.journal, err = journal.Open(filepath.Join(s.stateDir, journalFile), time.Second)
 	if err != nil {
+		return err
+	}
+	if err := s.loadRevoked(ctx); err != nil {
 		return err
 	}
 	s.spoolDir = filepath.Join(s.stateDir, "spools")
@@ -171,6 +181,7 @@ func (s *Server) open(ctx context.Context) error {
 		return fmt.Errorf("uploads dir: %w", err)
 	}
 	s.metrics = newMetrics()
+	s.metrics.addGauges(func() (int, error) { return s.journal.LiveCount(context.Background()) }, s.repo.FreeSpace, s.log)
 	if err := s.setupTus(); err != nil {
 		return err
 	}

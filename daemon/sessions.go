@@ -106,13 +106,7 @@ func orNone(s string) string {
 
 // sessionView is the API form of a session, with its unverified uploads.
 func (s *Server) sessionView(ctx context.Context, sess journal.Session) (api.Session, error) {
-	out := api.Session{
-		ID: sess.ID, State: string(sess.State), Force: sess.Force, Created: sess.Created, Updated: sess.Updated,
-		Objects: sess.Objects, Verified: sess.Verified, Bytes: sess.Bytes, Result: sess.Result,
-	}
-	for _, r := range sess.Refs {
-		out.Refs = append(out.Refs, api.RefUpdate{Name: r.Ref, Old: r.Old, New: r.New})
-	}
+	out := sessionHead(sess)
 	ups, err := s.journal.SessionUploads(ctx, sess.ID)
 	if err != nil {
 		return out, err
@@ -134,7 +128,7 @@ func (s *Server) sessionView(ctx context.Context, sess journal.Session) (api.Ses
 
 func (s *Server) handleGetSession(c echo.Context) error {
 	ctx := c.Request().Context()
-	sess, err := s.ownedSession(c)
+	sess, err := s.ownedSession(c, true)
 	if err != nil {
 		return err
 	}
@@ -155,7 +149,7 @@ func (s *Server) handleGetSession(c echo.Context) error {
 
 func (s *Server) handleObjects(c echo.Context) error {
 	ctx := c.Request().Context()
-	sess, err := s.ownedSession(c)
+	sess, err := s.ownedSession(c, false)
 	if err != nil {
 		return err
 	}
@@ -206,8 +200,8 @@ func (s *Server) handleObjects(c echo.Context) error {
 
 // lockedSession loads the caller's session named in the path, locked: its
 // state cannot change until unlock is called.
-func (s *Server) lockedSession(c echo.Context) (sess journal.Session, unlock func(), err error) {
-	if sess, err = s.ownedSession(c); err != nil {
+func (s *Server) lockedSession(c echo.Context, publisher bool) (sess journal.Session, unlock func(), err error) {
+	if sess, err = s.ownedSession(c, publisher); err != nil {
 		return sess, nil, err
 	}
 	unlock = s.lockSession(sess.ID)
@@ -220,19 +214,12 @@ func (s *Server) lockedSession(c echo.Context) (sess journal.Session, unlock fun
 
 func (s *Server) handleAbort(c echo.Context) error {
 	ctx := c.Request().Context()
-	sess, unlock, err := s.lockedSession(c)
+	sess, unlock, err := s.lockedSession(c, false)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	switch sess.State {
-	case journal.StateOpen:
-	case journal.StatePublishing:
-		return fail(http.StatusConflict, "session is being published")
-	default:
-		return fail(http.StatusConflict, "session is already %s", sess.State)
-	}
-	if err := s.dropSession(ctx, sess, journal.StateAborted, "aborted by the client", false); err != nil {
+	if err := s.endSession(ctx, sess, "aborted by the client"); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)

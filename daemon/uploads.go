@@ -41,7 +41,8 @@ func (s *Server) setupTus() error {
 		StoreComposer:              composer,
 		MaxSize:                    s.opts.MaxObjectSize,
 		DisableDownload:            true,
-		DisableConcatenation:       true, // it takes upload IDs from a header, past the guard
+		RespectForwardedHeaders:    len(s.opts.TrustedProxies) > 0, // only trusted peers' reach tusd
+		DisableConcatenation:       true,                           // it takes upload IDs from a header, past the guard
 		Cors:                       &handler.CorsConfig{Disable: true},
 		PreUploadCreateCallback:    s.preCreate,
 		PreFinishResponseCallback:  s.preFinish,

@@ -49,9 +49,10 @@ var (
 	bucketUploads    = []byte("uploads")
 	bucketLiveUpload = []byte("liveupload")
 	bucketIntents    = []byte("intents")
+	bucketRevoked    = []byte("revoked")
 
 	allBuckets = [][]byte{bucketMeta, bucketSessions, bucketResume, bucketLive,
-		bucketObjects, bucketSpool, bucketUploads, bucketLiveUpload, bucketIntents}
+		bucketObjects, bucketSpool, bucketUploads, bucketLiveUpload, bucketIntents, bucketRevoked}
 
 	keyVersion = []byte("version")
 )

@@ -332,3 +332,13 @@ func (j *Journal) DeleteSession(ctx context.Context, id string) error {
 		return tx.Bucket(bucketSessions).Delete([]byte(id))
 	})
 }
+
+// LiveCount is the number of open and publishing sessions.
+func (j *Journal) LiveCount(ctx context.Context) (int, error) {
+	n := 0
+	err := j.view(ctx, "count live sessions", func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketLive).Stats().KeyN
+		return nil
+	})
+	return n, err
+}

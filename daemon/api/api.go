@@ -13,6 +13,14 @@ const (
 	PathInfo     = "/api/v1/info"
 	PathSessions = "/api/v1/sessions"
 	PathUploads  = "/api/v1/uploads"
+	PathAdmin    = "/api/v1/admin" // needs a token with the admin scope
+)
+
+// Token scopes.
+const (
+	ScopeUpload  = "upload"  // create sessions, upload, read and abort its own sessions
+	ScopePublish = "publish" // commit sessions whose refs the token may push
+	ScopeAdmin   = "admin"   // the admin API
 )
 
 // PacksPath is where a session's packs are posted: a tar of objects named as
@@ -35,6 +43,29 @@ type Info struct {
 	Mode     string            `json:"mode"` // always "archive"
 	Refs     map[string]string `json:"refs"` // ref name -> commit checksum
 	Limits   Limits            `json:"limits"`
+	Token    *Token            `json:"token,omitempty"` // the caller's token
+}
+
+// Token describes an API token: never its secret, nor the whole hash.
+type Token struct {
+	Name    string     `json:"name"`           // its name, or "token-" + ID when unnamed
+	ID      string     `json:"id"`             // the first 12 hex digits of the secret's SHA-256
+	Scopes  []string   `json:"scopes"`         // ScopeUpload, ScopePublish, ScopeAdmin
+	Refs    []string   `json:"refs,omitempty"` // ref globs it may push; empty = all
+	Expires *time.Time `json:"expires,omitempty"`
+	// Admin listings only.
+	Configured   bool       `json:"configured"`           // in the daemon's configuration file
+	Revoked      *time.Time `json:"revoked,omitempty"`    // when it was revoked
+	RevokedBy    string     `json:"revoked_by,omitempty"` // by which token ("local": by a command on the server)
+	OpenSessions int        `json:"open_sessions"`
+	LastActivity *time.Time `json:"last_activity,omitempty"` // of its latest session
+}
+
+// AdminSession is a session as the admin API shows it: with its token.
+type AdminSession struct {
+	Session
+	Token   string `json:"token"`    // the owner's name
+	TokenID string `json:"token_id"` // the owner's ID
 }
 
 // Limits are the daemon's configured limits.
@@ -126,6 +157,7 @@ const (
 	CodeSessionNotOpen = "session-not-open" // the session is publishing, published, aborted, expired or failed
 	CodeLiveUpload     = "live-upload"      // the object has an upload in progress: resume Upload
 	CodeNotSigned      = "not-signed"       // a new commit lacks a valid signature by a key the daemon trusts
+	CodeScope          = "scope"            // the token lacks the scope the request needs (403)
 )
 
 // Error is the body of every error response of the API.

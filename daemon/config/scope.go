@@ -6,18 +6,20 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/ostree-upload/ostree-upload/daemon/api"
 )
 
 // Scopes say what a token may do.
 const (
 	// ScopeUpload: create and resume sessions, negotiate, upload objects
 	// and packs, read and abort the token's own sessions.
-	ScopeUpload = "upload"
+	ScopeUpload = api.ScopeUpload
 	// ScopePublish: commit sessions, the token's own and those of other
 	// tokens whose refs all match the token's ref globs.
-	ScopePublish = "publish"
+	ScopePublish = api.ScopePublish
 	// ScopeAdmin: the admin API (every session, the tokens, revocation).
-	ScopeAdmin = "admin"
+	ScopeAdmin = api.ScopeAdmin
 )
 
 // AllScopes lists the scopes in the order they are shown.

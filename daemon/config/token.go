@@ -134,8 +134,8 @@ func NewKeyring(tokens []Token) *Keyring {
 			continue
 		}
 		e.id = Identity{
-			Hash: hex.EncodeToString(e.sum[:]),
-			Name: t.Name,
+			Hash:   hex.EncodeToString(e.sum[:]),
+			Name:   t.Name,
 			Refs:   slices.Clone(t.Refs),
 			Scopes: effectiveScopes(t.Scopes),
 		}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,6 +58,8 @@ type Env struct {
 	ExtraConfig string         // appended to the configuration file of StartProcess
 	ExtraTokens []config.Token // configured beside Tok and Narrow
 	UpdateHook  []string
+	Proxies     []netip.Prefix // trusted proxies
+	Logger      *slog.Logger   // nil: discarded unless OSTREE_UPLOAD_TEST_LOG is set
 
 	addr string
 	srv  *daemon.Server
@@ -110,7 +113,7 @@ func (e *Env) Start() {
 		SignKeys: e.SignKeys, TrustedKeys: e.TrustedKeys, SignVerify: e.SignVerify,
 		NoUpdate: e.NoUpdate, UpdateHook: e.UpdateHook,
 		GPGSign: e.GPGSign, GPGHomedir: e.GPGHomedir, GPGVerify: e.GPGVerify, GPGTrustedKeys: e.GPGTrusted,
-		Logger: testLogger(),
+		TrustedProxies: e.Proxies, Logger: e.logger(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -120,6 +123,13 @@ func (e *Env) Start() {
 	e.srv, e.stop, e.done = srv, cancel, make(chan error, 1)
 	go func() { e.done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(e.Stop)
+}
+
+func (e *Env) logger() *slog.Logger {
+	if e.Logger != nil {
+		return e.Logger
+	}
+	return testLogger()
 }
 
 // testLogger discards logs unless OSTREE_UPLOAD_TEST_LOG is set.
