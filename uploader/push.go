@@ -14,6 +14,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +31,7 @@ type Options struct {
 	Jobs         int      // parallel uploads
 	Force        bool     // allow non-fast-forward updates
 	DryRun       bool     // show what would happen, change nothing
+	NoPublish    bool     // upload everything, leave the session open for a publisher
 	Prune        bool     // prune the local repository first
 	RetryTimeout time.Duration
 	PackMax      int64     // objects up to this size travel in packs; 0 = 2 MiB, negative = none
@@ -43,7 +45,7 @@ type Options struct {
 type RefResult struct {
 	Ref      string
 	Old, New string // Old "" for a new ref
-	Status   string // "updated", "up to date", "would update"
+	Status   string // "updated", "up to date", "would update", "uploaded" (NoPublish)
 }
 
 // Result summarizes a push.
@@ -184,6 +186,9 @@ func (p *pusher) run(ctx context.Context) error {
 	if info.Protocol != api.ProtocolVersion {
 		return permanent("the daemon speaks protocol %d, this client %d: use matching versions of ostree-upload", info.Protocol, api.ProtocolVersion)
 	}
+	if err := p.checkScopes(info.Token); err != nil {
+		return err
+	}
 	updates, err := p.refUpdates(ctx, info)
 	if err != nil || len(updates) == 0 {
 		return err
@@ -236,6 +241,19 @@ func (p *pusher) run(ctx context.Context) error {
 			return err
 		}
 		p.res.Phases.Upload += time.Since(t)
+		if p.opts.NoPublish {
+			done, err := p.uploaded(ctx)
+			if err != nil {
+				return err
+			}
+			if !done && attempt < 3 {
+				continue
+			}
+			if !done {
+				return permanent("session %s still lacks objects after %d rounds of uploads", p.sid, attempt+1)
+			}
+			break
+		}
 		t = time.Now()
 		err = p.c.retry(ctx, p.opts.RetryTimeout, func() error {
 			return p.c.json(ctx, http.MethodPost, api.PathSessions+"/"+p.sid+"/commit", nil, &sess)
@@ -256,12 +274,58 @@ func (p *pusher) run(ctx context.Context) error {
 		}
 		break
 	}
+	status := "updated"
+	if p.opts.NoPublish {
+		status = "uploaded"
+	}
 	for i := range p.res.Refs {
 		if p.res.Refs[i].Status == "" {
-			p.res.Refs[i].Status = "updated"
+			p.res.Refs[i].Status = status
 		}
 	}
 	return nil
+}
+
+// checkScopes stops a push that its token could not finish before it
+// sends anything. Daemons that do not report the token pass.
+func (p *pusher) checkScopes(t *api.Token) error {
+	if t == nil || p.opts.DryRun {
+		return nil
+	}
+	switch {
+	case !slices.Contains(t.Scopes, api.ScopeUpload):
+		return permanent("token %s may not upload (its scopes: %s)", t.Name, strings.Join(t.Scopes, ", "))
+	case !p.opts.NoPublish && !slices.Contains(t.Scopes, api.ScopePublish):
+		return permanent("token %s may upload but not publish: pass --no-publish to upload and leave the session to a token with the publish scope (ostree-upload sessions commit ID)", t.Name)
+	}
+	return nil
+}
+
+// uploaded reports whether the daemon holds every object of the session
+// verified. Verdicts of the last packs may land a moment after their
+// answer, so it asks a few times before saying no.
+func (p *pusher) uploaded(ctx context.Context) (bool, error) {
+	var sess api.Session
+	for i := 0; ; i++ {
+		if err := p.c.retry(ctx, p.opts.RetryTimeout, func() error {
+			return p.c.json(ctx, http.MethodGet, api.PathSessions+"/"+p.sid, nil, &sess)
+		}); err != nil {
+			return false, err
+		}
+		switch {
+		case sess.State != api.StateOpen:
+			return false, permanent("session %s is %s: %s", p.sid, sess.State, sess.Result)
+		case sess.Verified >= sess.Objects:
+			return true, nil
+		case i == 10:
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // refUpdates decides which refs move, from what the daemon reports.

@@ -23,12 +23,20 @@ var gentokenCmd = &command{
   # The secret is the last line of standard output, shown only once:
   OSTREE_UPLOAD_TOKEN=$(ostree-upload gentoken -c /etc/ostree-upload.yaml --name laptop | tail -n 1)
 
-  Only the secret's SHA-256 is written to the file.`,
+  # An admin token for the sessions and tokens commands, and an upload-only
+  # token for CI whose sessions someone else publishes:
+  ostree-upload gentoken -c /etc/ostree-upload.yaml --name ops --scope admin
+  ostree-upload gentoken -c /etc/ostree-upload.yaml --name ci-build --scope upload
+
+  Only the secret's SHA-256 is written to the file. Scopes: upload (send
+  objects), publish (commit sessions), admin (sessions, tokens); the
+  default is upload and publish.`,
 	flags: func(fs *pflag.FlagSet) func([]string) error {
 		o := &gentokenOptions{}
 		fs.StringVarP(&o.config, "config", "c", config.DefaultFile, "configuration file holding the tokens")
 		fs.StringVar(&o.name, "name", "", "name of the token, for logs and revocation")
 		fs.StringArrayVar(&o.refs, "ref", nil, "limit the token to refs matching this glob (repeatable)")
+		fs.StringSliceVar(&o.scopes, "scope", nil, "what the token may do: upload, publish, admin (repeatable or comma-separated; default upload,publish)")
 		fs.DurationVar(&o.expires, "expires", 0, "make the token expire after this duration (e.g. 720h)")
 		fs.BoolVarP(&o.verbose, "verbose", "v", false, "print debug messages")
 		return noArgs("gentoken", func() error { return gentoken(o, os.Stdout, fs.Output()) })
@@ -39,6 +47,7 @@ type gentokenOptions struct {
 	config  string
 	name    string
 	refs    []string
+	scopes  []string
 	expires time.Duration
 	verbose bool
 }
@@ -53,6 +62,9 @@ func gentoken(o *gentokenOptions, stdout, stderr io.Writer) error {
 		if err := config.CheckGlob(g); err != nil {
 			return usageError{fmt.Errorf("--ref: %w", err)}
 		}
+	}
+	if err := config.CheckScopes(o.scopes); err != nil {
+		return usageError{fmt.Errorf("--scope: %w", err)}
 	}
 	if o.expires < 0 {
 		return usageError{errors.New("--expires must not be negative (0 means never)")}
@@ -73,7 +85,7 @@ func gentoken(o *gentokenOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("generating a token: %w", err)
 	}
-	tok := config.Token{SHA256: hash, Name: o.name, Refs: o.refs}
+	tok := config.Token{SHA256: hash, Name: o.name, Refs: o.refs, Scopes: o.scopes}
 	if o.expires > 0 {
 		exp := time.Now().Add(o.expires).UTC().Truncate(time.Second)
 		tok.Expires = &exp
@@ -94,15 +106,19 @@ func gentoken(o *gentokenOptions, stdout, stderr io.Writer) error {
 		file += " (new file)"
 	}
 	fmt.Fprintf(stderr, "added token %s to %s; its secret is shown once below\n", id.DisplayName(), file)
-	refs := "all refs"
+	refs := "all"
 	if len(o.refs) > 0 {
-		refs = "refs " + strings.Join(o.refs, " ")
+		refs = strings.Join(o.refs, " ")
 	}
 	expires := "never expires"
 	if tok.Expires != nil {
 		expires = "expires " + tok.Expires.Format(time.RFC3339)
 	}
-	fmt.Fprintf(stderr, "  may push %s; %s\n", refs, expires)
+	scopes := o.scopes
+	if scopes == nil {
+		scopes = config.DefaultScopes
+	}
+	fmt.Fprintf(stderr, "  scopes %s; refs %s; %s\n", strings.Join(scopes, ","), refs, expires)
 	_, err = fmt.Fprintln(stdout, secret)
 	return err
 }

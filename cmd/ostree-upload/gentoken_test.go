@@ -12,10 +12,16 @@ import (
 	"github.com/ostree-upload/ostree-upload/daemon/config"
 )
 
-// runGentoken runs the command line and returns its exit code, standard
-// output and standard error. Commands print results on os.Stdout, so it
-// is swapped for a file while the command runs.
+// runGentoken runs gentoken; see runCmd.
 func runGentoken(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	return runCmd(t, append([]string{"gentoken"}, args...)...)
+}
+
+// runCmd runs the command line and returns its exit code, standard output
+// and standard error. Commands print results on os.Stdout, so it is
+// swapped for a file while the command runs.
+func runCmd(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	f, err := os.CreateTemp(t.TempDir(), "stdout")
 	if err != nil {
@@ -25,7 +31,7 @@ func runGentoken(t *testing.T, args ...string) (int, string, string) {
 	saved := os.Stdout
 	os.Stdout = f
 	var stdout, stderr bytes.Buffer
-	code := run(append([]string{"gentoken"}, args...), &stdout, &stderr)
+	code := run(args, &stdout, &stderr)
 	os.Stdout = saved
 	out, err := os.ReadFile(f.Name())
 	if err != nil {

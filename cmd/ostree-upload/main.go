@@ -30,7 +30,7 @@ type command struct {
 	flags   func(fs *pflag.FlagSet) func(args []string) error
 }
 
-var commands = []*command{gentokenCmd, receiveCmd, pushCmd, versionCmd}
+var commands = []*command{gentokenCmd, receiveCmd, pushCmd, sessionsCmd, tokensCmd, versionCmd}
 
 // usageError marks errors that are the caller's fault (exit 2).
 type usageError struct{ error }
@@ -132,7 +132,9 @@ func printCommandUsage(w io.Writer, c *command, fs *pflag.FlagSet) {
 	if len(c.aliases) > 0 {
 		fmt.Fprintf(w, "\nAliases: %v\n", c.aliases)
 	}
-	fmt.Fprintf(w, "\nOptions:\n%s", fs.FlagUsages())
+	if fs.HasFlags() {
+		fmt.Fprintf(w, "\nOptions:\n%s", fs.FlagUsages())
+	}
 	if c.example != "" {
 		fmt.Fprintf(w, "\nExamples:\n%s\n", c.example)
 	}

@@ -32,3 +32,33 @@ func TestExitCodes(t *testing.T) {
 		}
 	}
 }
+
+// Every command explains itself with examples.
+func TestHelpHasExamples(t *testing.T) {
+	for _, c := range commands {
+		var out bytes.Buffer
+		if code := run([]string{c.name, "--help"}, &out, &out); code != exitOK {
+			t.Errorf("%s --help: exit %d", c.name, code)
+		}
+		help := out.String()
+		_, examples, _ := strings.Cut(help, "\nExamples:\n")
+		for _, want := range []string{c.summary, "Usage:\n  ostree-upload " + c.name} {
+			if !strings.Contains(help, want) {
+				t.Errorf("%s --help lacks %q:\n%s", c.name, want, help)
+			}
+		}
+		if !strings.Contains(examples, "  ostree-upload "+c.name) {
+			t.Errorf("%s --help has no example of it:\n%s", c.name, help)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	savedV, savedC := version, commit
+	defer func() { version, commit = savedV, savedC }()
+	version, commit = "1.2.3", "0123456789ab"
+	code, stdout, _ := runCmd(t, "version")
+	if code != exitOK || !strings.HasPrefix(stdout, "ostree-upload 1.2.3 (commit 0123456789ab, go1.") {
+		t.Errorf("version: exit %d, %q", code, stdout)
+	}
+}

@@ -24,6 +24,11 @@ var pushCmd = &command{
   ostree-upload push -r repo -a https://ostree.example.com -b app/org.example.App/x86_64/stable
   ostree-upload push -r repo -b main,testing --dry-run
 
+  # Two-step release: CI uploads with an upload-only token, a release
+  # manager publishes the session it printed:
+  ostree-upload push -r repo -a https://ostree.example.com --token-file upload.token --no-publish
+  ostree-upload sessions commit SESSION -a https://ostree.example.com --token-file release.token
+
   Exit codes: 0 done (or nothing to do); 75 interrupted for longer than
   --retry-timeout: rerun the same command, on any machine, to resume;
   1 refused (bad token, non-fast-forward, corrupt local object…).`,
@@ -31,10 +36,12 @@ var pushCmd = &command{
 		repo := fs.StringP("repo", "r", "repo", "local OSTree repository (archive mode)")
 		addr := fs.StringP("address", "a", "http://localhost:8080", "URL of the receive daemon")
 		token := fs.StringP("token", "t", "", "API token (default: $OSTREE_UPLOAD_TOKEN)")
+		tokenFile := fs.String("token-file", "", "read the API token from this file")
 		branches := fs.StringSliceP("branch", "b", nil, "ref to push; repeat or separate with commas (default: every local ref)")
 		jobs := fs.IntP("jobs", "j", 4, "parallel uploads")
 		force := fs.Bool("force", false, "allow refs to move backwards or to unrelated commits")
 		dryRun := fs.Bool("dry-run", false, "show what would be sent and which refs would move; change nothing")
+		noPublish := fs.Bool("no-publish", false, "upload everything but leave the refs alone: a token with the publish scope commits the session later")
 		prune := fs.Bool("prune", false, "prune the local repository before pushing")
 		retry := fs.Duration("retry-timeout", 5*time.Minute, "how long to keep retrying a failing step before giving up with exit code 75")
 		verbose := fs.BoolP("verbose", "v", false, "print debug messages")
@@ -45,13 +52,13 @@ var pushCmd = &command{
 			if *jobs < 1 || *jobs > 64 {
 				return usageError{fmt.Errorf("--jobs must be 1 to 64, not %d", *jobs)}
 			}
-			tok := *token
-			if tok == "" {
-				tok = os.Getenv("OSTREE_UPLOAD_TOKEN")
+			tok, err := readToken(*token, *tokenFile)
+			if err != nil {
+				return err
 			}
 			opts := uploader.Options{
 				Repo: *repo, Address: *addr, Token: tok, Refs: *branches, Jobs: *jobs,
-				Force: *force, DryRun: *dryRun, Prune: *prune, RetryTimeout: *retry, CACert: *cacert,
+				Force: *force, DryRun: *dryRun, NoPublish: *noPublish, Prune: *prune, RetryTimeout: *retry, CACert: *cacert,
 				Log: newLogger(*verbose),
 			}
 			if !*quiet {
@@ -100,6 +107,10 @@ func push(opts uploader.Options, quiet bool, statsFile string) error {
 			fmt.Fprintf(os.Stderr, "sent %d objects (%s), skipped %d already on the daemon, %d retries, in %s\n",
 				res.Sent, humanBytes(res.BytesSent), res.Skipped, res.Retries, res.Duration.Round(time.Millisecond))
 		}
+	}
+	if err == nil && opts.NoPublish && res.SessionID != "" {
+		// Printed even with --quiet: the next step needs it.
+		fmt.Printf("session %s is uploaded and waits for a publisher: ostree-upload sessions commit %s -a %s\n", res.SessionID, res.SessionID, opts.Address)
 	}
 	if err == nil {
 		return nil

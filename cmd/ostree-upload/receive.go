@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -125,6 +126,14 @@ func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile
 			return fmt.Errorf("sign_trustedkeyfile: %w", err)
 		}
 	}
+	var proxies []netip.Prefix
+	for _, a := range cfg.TrustedProxies {
+		p, err := config.ParsePrefix(a)
+		if err != nil {
+			return fmt.Errorf("trusted_proxies: %w", err)
+		}
+		proxies = append(proxies, p)
+	}
 	srv, err := daemon.New(ctx, daemon.Options{
 		RepoPath:             cfg.Repo,
 		StateDir:             cfg.StateDir,
@@ -142,6 +151,7 @@ func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile
 		GPGTrustedKeys:       cfg.GPGTrustedKeys,
 		NoUpdate:             !cfg.UpdateOn(),
 		UpdateHook:           hook,
+		TrustedProxies:       proxies,
 		Version:              version,
 		Logger:               log,
 	})

@@ -31,6 +31,11 @@ func buildCommit() string {
 var versionCmd = &command{
 	name:    "version",
 	summary: "Print the version and the commit it was built from",
+	example: `  ostree-upload version
+  ostree-upload 1.2.0 (commit 77948e2d4c1a, go1.26.8)
+
+  make build stamps both from git; a plain go build reports the commit
+  from Go's build information, or "unknown".`,
 	flags: func(fs *pflag.FlagSet) func([]string) error {
 		return noArgs("version", func() error {
 			fmt.Printf("ostree-upload %s (commit %s, %s)\n", version, buildCommit(), runtime.Version())

@@ -1,0 +1,105 @@
+package uploader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/ostree-upload/ostree-upload/daemon/api"
+)
+
+// Admin talks to a daemon's admin API (a token with the admin scope) and
+// commits sessions by ID (a token with the publish scope). Failures of
+// the network and 5xx answers are retried for the retry budget.
+type Admin struct {
+	c      *client
+	budget time.Duration
+}
+
+// NewAdmin returns a client of the daemon at address. caFile, if set, is
+// a PEM file of CAs trusted beside the system's.
+func NewAdmin(address, token, caFile string, retryTimeout time.Duration) (*Admin, error) {
+	if token == "" {
+		return nil, permanent("no token: pass --token, --token-file or set OSTREE_UPLOAD_TOKEN")
+	}
+	c, err := newClient(address, token, 1, caFile)
+	if err != nil {
+		return nil, &PermanentError{Err: err}
+	}
+	if retryTimeout <= 0 {
+		retryTimeout = 30 * time.Second
+	}
+	return &Admin{c: c, budget: retryTimeout}, nil
+}
+
+func (a *Admin) do(ctx context.Context, method, path string, out any) error {
+	return classifyAdmin(a.c.retry(ctx, a.budget, func() error { return a.c.json(ctx, method, path, nil, out) }))
+}
+
+// classifyAdmin turns refusals into messages that say what to do.
+func classifyAdmin(err error) error {
+	var he *HTTPError
+	switch {
+	case !errors.As(err, &he) || he.Status >= 500:
+		return err
+	case he.Status == http.StatusUnauthorized:
+		return permanent("the daemon refused the token (%s)", he.Body.Error)
+	}
+	return permanent("%s", he.Body.Error)
+}
+
+// Sessions lists the open and publishing sessions; with all, the ended
+// ones the daemon keeps too.
+func (a *Admin) Sessions(ctx context.Context, all bool) ([]api.AdminSession, error) {
+	var out []api.AdminSession
+	q := ""
+	if all {
+		q = "?all=true"
+	}
+	return out, a.do(ctx, http.MethodGet, api.PathAdmin+"/sessions"+q, &out)
+}
+
+// Session shows one session.
+func (a *Admin) Session(ctx context.Context, id string) (api.AdminSession, error) {
+	var out api.AdminSession
+	return out, a.do(ctx, http.MethodGet, api.PathAdmin+"/sessions/"+url.PathEscape(id), &out)
+}
+
+// Abort aborts an open session.
+func (a *Admin) Abort(ctx context.Context, id string) (api.AdminSession, error) {
+	var out api.AdminSession
+	return out, a.do(ctx, http.MethodDelete, api.PathAdmin+"/sessions/"+url.PathEscape(id), &out)
+}
+
+// Tokens lists the tokens.
+func (a *Admin) Tokens(ctx context.Context) ([]api.Token, error) {
+	var out []api.Token
+	return out, a.do(ctx, http.MethodGet, api.PathAdmin+"/tokens", &out)
+}
+
+// Revoke revokes a token by name or ID.
+func (a *Admin) Revoke(ctx context.Context, which string) (api.Token, error) {
+	var out api.Token
+	return out, a.do(ctx, http.MethodDelete, api.PathAdmin+"/tokens/"+url.PathEscape(which), &out)
+}
+
+// Commit publishes a session: the token's own, or one uploaded by an
+// upload-only token, if this token has the publish scope and may push
+// every ref of it.
+func (a *Admin) Commit(ctx context.Context, id string) (api.Session, error) {
+	var out api.Session
+	err := a.do(ctx, http.MethodPost, api.PathSessions+"/"+url.PathEscape(id)+"/commit", &out)
+	if err != nil {
+		return out, fmt.Errorf("commit session %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// Close releases idle connections.
+func (a *Admin) Close() error {
+	a.c.http.CloseIdleConnections()
+	return nil
+}
