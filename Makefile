@@ -5,7 +5,7 @@
 #   make bench      Go benchmarks, then push vs ostree pull (full fixture) and the million-object push
 #   make bench-smoke   push vs ostree pull on the small fixture, one run per scenario (a few minutes)
 #   make bench-go   Go benchmarks of the store package
-#   make bench-deps install the Debian packages the bench needs (nginx-light, iproute2)
+#   make bench-deps install the Debian packages the bench needs (iproute2)
 #   make install    install the binary under $(DESTDIR)$(PREFIX)/bin
 
 PREFIX  ?= /usr/local
@@ -20,9 +20,9 @@ COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 # Debian packages the build and the tests need.
-DEB_PACKAGES := gcc pkg-config libostree-dev ostree curl gnupg flatpak
+DEB_PACKAGES := gcc pkg-config libostree-dev ostree curl gnupg flatpak nginx-light
 # Debian packages the push vs pull bench needs as well.
-BENCH_DEB_PACKAGES := nginx-light iproute2
+BENCH_DEB_PACKAGES := iproute2
 
 # The bench's fixture cache, run directories and results; extra flags for it.
 BENCH_WORK  ?= /var/tmp/ostree-upload-bench
