@@ -39,6 +39,9 @@ type catalogue struct {
 	file        store.ObjectName // a regular .filez the session needs
 	tree        store.ObjectName // a dirtree the session needs
 	expired     token
+	uploadOnly  token // scopes: upload
+	admin       token // scopes: admin
+	doomed      token // revoked by a row
 	prodObjects int // files under production's objects/ before the rows
 }
 
@@ -120,6 +123,23 @@ func hostileInputs() []hostile {
 		{"other-tokens-commit", 404, func(c *catalogue) resp {
 			return c.raw(c.Narrow, "POST", api.PathSessions+"/"+c.sid+"/commit", "")
 		}},
+		{"revoked-token", 401, func(c *catalogue) resp {
+			if r := c.raw(c.admin, "DELETE", api.PathAdmin+"/tokens/doomed", ""); r.status != 200 {
+				return r
+			}
+			return c.raw(c.doomed, "GET", api.PathInfo, "")
+		}},
+		{"commit-without-publish-scope", 403, func(c *catalogue) resp {
+			return c.raw(c.uploadOnly, "POST", api.PathSessions+"/"+c.sid+"/commit", "")
+		}},
+		{"admin-without-admin-scope", 403, func(c *catalogue) resp { return c.raw(c.Tok, "GET", api.PathAdmin+"/tokens", "") }},
+		{"upload-with-admin-scope", 403, func(c *catalogue) resp {
+			return c.raw(c.admin, "POST", api.PathSessions, `{"refs":[`+ref("main", fx.a)+`]}`)
+		}},
+		{"admin-session-traversal", 404, func(c *catalogue) resp {
+			return c.raw(c.admin, "DELETE", api.PathAdmin+"/sessions/..%2f..%2fjournal.db", "")
+		}},
+		{"revoke-unknown-token", 404, func(c *catalogue) resp { return c.raw(c.admin, "DELETE", api.PathAdmin+"/tokens/nobody", "") }},
 		// Request bodies.
 		{"malformed-json", 400, func(c *catalogue) resp { return c.open(`{"name":`) }},
 		{"unknown-field", 400, func(c *catalogue) resp {
@@ -271,9 +291,12 @@ func TestHostileInputs(t *testing.T) {
 	e.MaxObjects = 2000
 	expired := daemontest.NewToken(t)
 	past := time.Now().Add(-time.Hour)
-	e.ExtraTokens = []config.Token{{SHA256: expired.Hash, Name: "expired", Expires: &past}}
+	c := &catalogue{env: e, expired: expired, uploadOnly: daemontest.NewToken(t), admin: daemontest.NewToken(t), doomed: daemontest.NewToken(t)}
+	e.ExtraTokens = []config.Token{{SHA256: expired.Hash, Name: "expired", Expires: &past},
+		{SHA256: c.uploadOnly.Hash, Name: "upload-only", Scopes: []string{config.ScopeUpload}},
+		{SHA256: c.admin.Hash, Name: "admin", Scopes: []string{config.ScopeAdmin}},
+		{SHA256: c.doomed.Hash, Name: "doomed"}}
 	e.Start()
-	c := &catalogue{env: e, expired: expired}
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	c.sid, c.needed = s.ID, e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
 	for _, n := range c.needed {
