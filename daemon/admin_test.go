@@ -72,6 +72,9 @@ func TestScopes(t *testing.T) {
 	want(t, e.doJSON(e.Narrow, "GET", api.PathSessions+"/"+s.ID, nil), 404)
 	want(t, e.doJSON(e.Narrow, "POST", commit, nil), 404)
 	want(t, e.doJSON(ops, "GET", api.PathSessions+"/"+s.ID, nil), 404)
+	// A default token may publish a staged session too; its own stay
+	// private to it (TestIsolationBetweenTokens).
+	want(t, e.doJSON(e.Tok, "GET", api.PathSessions+"/"+s.ID, nil), 200)
 	// Nor may a publisher feed another token's session.
 	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{}), 404)
 	if refs := e.Refs(); len(refs) != 0 {

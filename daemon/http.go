@@ -229,9 +229,8 @@ func (s *Server) handleInfo(c echo.Context) error {
 }
 
 // ownedSession loads the caller's session named in the path. With
-// publisher, a session of another token is also given to a caller that may
-// publish it (see mayPublish). Any other token's session is reported as
-// not found.
+// publisher, a staged session (see mayPublish) is also given to a caller
+// that may publish it. Any other token's session is reported as not found.
 func (s *Server) ownedSession(c echo.Context, publisher bool) (journal.Session, error) {
 	id := c.Param("id")
 	if !hex32.MatchString(id) {
@@ -241,16 +240,19 @@ func (s *Server) ownedSession(c echo.Context, publisher bool) (journal.Session, 
 	if errors.Is(err, journal.ErrNotFound) {
 		return journal.Session{}, fail(http.StatusNotFound, "session not found")
 	}
-	if err == nil && sess.Owner != identity(c).Hash && !(publisher && mayPublish(identity(c), sess)) {
+	if err == nil && sess.Owner != identity(c).Hash && !(publisher && s.mayPublish(identity(c), sess)) {
 		return journal.Session{}, fail(http.StatusNotFound, "session not found")
 	}
 	return sess, err
 }
 
-// mayPublish reports whether id may commit sess: it has the publish scope
-// and may push every ref of the session.
-func mayPublish(id config.Identity, sess journal.Session) bool {
-	if !id.Can(config.ScopePublish) {
+// mayPublish reports whether id may read and commit another token's
+// session: the session is staged (its owner may upload but not publish),
+// id has the publish scope, and id may push every ref of the session.
+// Sessions of tokens that can publish stay private to them.
+func (s *Server) mayPublish(id config.Identity, sess journal.Session) bool {
+	owner, ok := s.keyring.Load().Lookup(sess.Owner)
+	if !ok || owner.Can(config.ScopePublish) || !id.Can(config.ScopePublish) {
 		return false
 	}
 	for _, r := range sess.Refs {

@@ -19,7 +19,7 @@ const (
 // Token scopes.
 const (
 	ScopeUpload  = "upload"  // create sessions, upload, read and abort its own sessions
-	ScopePublish = "publish" // commit sessions whose refs the token may push
+	ScopePublish = "publish" // commit its own sessions, and upload-only tokens' sessions of refs it may push
 	ScopeAdmin   = "admin"   // the admin API
 )
 

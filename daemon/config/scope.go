@@ -15,8 +15,8 @@ const (
 	// ScopeUpload: create and resume sessions, negotiate, upload objects
 	// and packs, read and abort the token's own sessions.
 	ScopeUpload = api.ScopeUpload
-	// ScopePublish: commit sessions, the token's own and those of other
-	// tokens whose refs all match the token's ref globs.
+	// ScopePublish: commit the token's own sessions, and the sessions of
+	// upload-only tokens whose refs all match the token's ref globs.
 	ScopePublish = api.ScopePublish
 	// ScopeAdmin: the admin API (every session, the tokens, revocation).
 	ScopeAdmin = api.ScopeAdmin

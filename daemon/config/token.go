@@ -187,6 +187,16 @@ func (k *Keyring) Authenticate(secret string, now time.Time) (Identity, error) {
 	return id, nil
 }
 
+// Lookup returns the identity of the usable token whose hash is hash.
+func (k *Keyring) Lookup(hash string) (Identity, bool) {
+	for _, e := range k.entries {
+		if e.id.Hash == hash {
+			return e.id.clone(), true
+		}
+	}
+	return Identity{}, false
+}
+
 // Identities lists the identities of the usable tokens, in file order.
 func (k *Keyring) Identities() []Identity {
 	out := make([]Identity, len(k.entries))
