@@ -82,6 +82,14 @@ type Token struct {
 	Created string     `yaml:"created,omitempty"` // kept as text (lirios wrote RFC3339)
 }
 
+// secretHash is the hex SHA-256 of the token's secret.
+func (t *Token) secretHash() string {
+	if t.Token != "" {
+		return Hash(t.Token)
+	}
+	return t.SHA256
+}
+
 // UpdateOn reports whether the repository's metadata is updated after a
 // publish (the update key, default true).
 func (c *Config) UpdateOn() bool { return c.Update == nil || *c.Update }
@@ -160,10 +168,15 @@ func (c *Config) Validate() error {
 		}
 	}
 	names := map[string]int{}
+	secrets := map[string]int{}
 	for i, t := range c.Tokens {
 		if field, msg := checkToken(&t); msg != "" {
 			return fmt.Errorf("tokens[%d]%s: %s", i, field, msg)
 		}
+		if j, dup := secrets[t.secretHash()]; dup {
+			return fmt.Errorf("tokens[%d]: has the same secret as tokens[%d]", i, j)
+		}
+		secrets[t.secretHash()] = i
 		if t.Name != "" {
 			if j, dup := names[t.Name]; dup {
 				return fmt.Errorf("tokens[%d].name: %q is already used by tokens[%d]", i, t.Name, j)
@@ -516,7 +529,8 @@ func (p *parser) tokens(v *yaml.Node, cfg *Config) error {
 	if v.Kind != yaml.SequenceNode {
 		return p.errorf(v, "tokens", "must be a list of token entries")
 	}
-	names := map[string]int{} // name → line
+	names := map[string]int{}   // name → line
+	secrets := map[string]int{} // hash of the secret → line
 	for i, item := range v.Content {
 		for item.Kind == yaml.AliasNode && item.Alias != nil {
 			item = item.Alias
@@ -549,6 +563,10 @@ func (p *parser) tokens(v *yaml.Node, cfg *Config) error {
 			}
 			names[t.Name] = lines["name"].Line
 		}
+		if first, dup := secrets[t.secretHash()]; dup {
+			return p.errorf(item, key, "has the same secret as the token on line %d", first)
+		}
+		secrets[t.secretHash()] = item.Line
 		cfg.Tokens = append(cfg.Tokens, t)
 	}
 	return nil

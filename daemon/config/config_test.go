@@ -162,6 +162,8 @@ func TestStrict(t *testing.T) {
 		{"empty repo", "repo: \"\"\n", 1, "repo", "must not be empty"},
 		{"repo a list", "repo: [a]\n", 1, "repo", "single value"},
 		{"top level a list", "- a\n", 1, "", "mapping"},
+		{"same secret twice", "tokens:\n- sha256: " + hash + "\n  name: a\n- sha256: " + hash + "\n  name: b\n", 4, "tokens[1]", "same secret as the token on line 2"},
+		{"same clear secret twice", "tokens:\n- token: s3\n- sha256: " + Hash("s3") + "\n", 3, "tokens[1]", "same secret as the token on line 2"},
 		{"unknown scope", "tokens:\n- token: a\n  scopes: [upload, push]\n", 3, "tokens[0].scopes", `unknown scope "push"`},
 		{"no scopes", "tokens:\n- token: a\n  scopes: []\n", 3, "tokens[0].scopes", "at least one scope"},
 		{"scope twice", "tokens:\n- token: a\n  scopes: [admin, admin]\n", 3, "tokens[0].scopes", "named twice"},
