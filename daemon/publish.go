@@ -251,6 +251,7 @@ func (s *Server) finishPublish(ctx context.Context, sess journal.Session, result
 			return err
 		}
 	}
+	os.Remove(filepath.Join(s.tusDir, sess.ID)) // empty by now
 	if err := s.releaseSpool(ctx, sess); err != nil {
 		return err
 	}

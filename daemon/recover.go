@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/tus/tusd/v2/pkg/filestore"
 
 	"github.com/ostree-upload/ostree-upload/journal"
 	"github.com/ostree-upload/ostree-upload/store"
@@ -47,6 +50,8 @@ func (s *Server) recover(ctx context.Context) error {
 				if err := s.journal.DeleteUpload(ctx, u.ID); err != nil {
 					return err
 				}
+			} else if err := s.relocateUpload(u.ID, info); err != nil {
+				return err
 			}
 		}
 	}
@@ -70,6 +75,56 @@ func (s *Server) recover(ctx context.Context) error {
 	}
 	s.finishIntents(ctx)
 	return nil
+}
+
+// relocateUpload points tusd's info file of an upload at where its files
+// are now. tusd records absolute paths, which a move of the state dir
+// leaves pointing at the old place.
+func (s *Server) relocateUpload(id string, info []byte) error {
+	var fi map[string]any
+	dec := json.NewDecoder(bytes.NewReader(info))
+	dec.UseNumber() // sizes and offsets come back as they were
+	if err := dec.Decode(&fi); err != nil {
+		return nil // not an object: tusd will say so; left as it is
+	}
+	storage, _ := fi["Storage"].(map[string]any)
+	if storage == nil {
+		return nil
+	}
+	bin := s.uploadPath(id)
+	if storage[filestore.StorageKeyPath] == bin && storage[filestore.StorageKeyInfoPath] == bin+".info" {
+		return nil
+	}
+	s.log.Info("upload files moved: updating their path", "upload", id, "was", storage[filestore.StorageKeyPath])
+	storage[filestore.StorageKeyPath], storage[filestore.StorageKeyInfoPath] = bin, bin+".info"
+	out, err := json.Marshal(fi)
+	if err != nil {
+		return fmt.Errorf("upload %s: %w", id, err)
+	}
+	tmp := bin + ".info.tmp"
+	if err := os.WriteFile(tmp, out, 0o600); err != nil {
+		return fmt.Errorf("upload %s: %w", id, err)
+	}
+	if err := os.Rename(tmp, bin+".info"); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("upload %s: %w", id, err)
+	}
+	return nil
+}
+
+// receiving reports whether an upload of the session got bytes within d:
+// a single large upload over a slow link keeps its session alive.
+func (s *Server) receiving(ctx context.Context, sessionID string, d time.Duration) bool {
+	ups, err := s.journal.SessionUploads(ctx, sessionID)
+	if err != nil {
+		return false
+	}
+	for _, u := range ups {
+		if fi, err := os.Stat(s.uploadPath(u.ID)); err == nil && time.Since(fi.ModTime()) < d {
+			return true
+		}
+	}
+	return false
 }
 
 // finishIntents completes interrupted publishes. One that fails now (the
@@ -221,8 +276,12 @@ func (s *Server) expire(ctx context.Context) error {
 		unlock := s.lockSession(sess.ID)
 		cur, err := s.journal.Get(ctx, sess.ID)
 		if err == nil && cur.State == journal.StateOpen && time.Since(cur.Updated) > s.opts.SessionTTL {
-			err = s.dropSession(ctx, cur, journal.StateExpired, "idle for more than "+s.opts.SessionTTL.String(), true)
-			s.metrics.expired.Inc()
+			if s.receiving(ctx, cur.ID, s.opts.SessionTTL) {
+				err = s.journal.Touch(ctx, cur.ID)
+			} else {
+				err = s.dropSession(ctx, cur, journal.StateExpired, "idle for more than "+s.opts.SessionTTL.String(), true)
+				s.metrics.expired.Inc()
+			}
 		}
 		unlock()
 		if err != nil {

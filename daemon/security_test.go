@@ -42,7 +42,7 @@ type catalogue struct {
 	uploadOnly  token // scopes: upload
 	admin       token // scopes: admin
 	doomed      token // revoked by a row
-	prodObjects int // files under production's objects/ before the rows
+	prodObjects int   // files under production's objects/ before the rows
 }
 
 func (c *catalogue) tus(method, path string, body []byte, h ...string) resp {

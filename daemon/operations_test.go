@@ -1,0 +1,104 @@
+package daemon_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/store"
+)
+
+// A state dir moved while the daemon is stopped keeps its partial
+// uploads: they resume from their offset at the new place.
+func TestMovedStateDir(t *testing.T) {
+	e := newEnv(t)
+	e.Start()
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
+	var big store.ObjectName
+	var data []byte
+	for _, n := range needed { // the largest object, to cut in two
+		name, _ := store.ParseObjectName(n)
+		if b := objectBytes(t, name); len(b) > len(data) {
+			big, data = name, b
+		}
+	}
+	r := e.do(e.Tok, "POST", api.PathUploads+"/", bytes.NewReader(data[:len(data)/2]), map[string]string{
+		"Tus-Resumable": "1.0.0", "Upload-Length": strconv.Itoa(len(data)), "Content-Type": "application/offset+octet-stream",
+		"Upload-Metadata": meta(api.MetaSession, s.ID, api.MetaObject, big.String())})
+	want(t, r, 201)
+	e.Stop()
+	moved := filepath.Join(filepath.Dir(e.State), "moved-state")
+	if err := os.Rename(e.State, moved); err != nil {
+		t.Fatal(err)
+	}
+	e.State = moved
+	e.Start()
+
+	var sv api.Session
+	e.do(e.Tok, "GET", api.PathSessions+"/"+s.ID, nil, nil).json(t, &sv)
+	if len(sv.Uploads) != 1 || sv.Uploads[0].Offset != int64(len(data)/2) {
+		t.Fatalf("after the move: %+v", sv.Uploads)
+	}
+	tus := map[string]string{"Tus-Resumable": "1.0.0"}
+	h := e.do(e.Tok, "HEAD", sv.Uploads[0].URL, nil, tus)
+	want(t, h, 200)
+	if h.header.Get("Upload-Offset") != strconv.Itoa(len(data)/2) {
+		t.Fatalf("offset after the move: %q", h.header.Get("Upload-Offset"))
+	}
+	want(t, e.do(e.Tok, "PATCH", sv.Uploads[0].URL, bytes.NewReader(data[len(data)/2:]), map[string]string{
+		"Tus-Resumable": "1.0.0", "Upload-Offset": strconv.Itoa(len(data) / 2), "Content-Type": "application/offset+octet-stream"}), 204)
+	if err := e.uploadAll(e.Tok, s.ID, e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))); err != nil {
+		t.Fatal(err)
+	}
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil), 200)
+	e.CheckPublished(map[string]string{"main": fx.a})
+	left, _ := os.ReadDir(filepath.Join(moved, "uploads"))
+	if len(left) != 0 {
+		t.Errorf("uploads/ keeps %d entries after the publish", len(left))
+	}
+}
+
+// A session whose only activity is one long upload receiving bytes does
+// not expire; once the bytes stop, it does.
+func TestLongUploadKeepsSession(t *testing.T) {
+	e := newEnv(t)
+	e.TTL = time.Second
+	e.Start()
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
+	name, _ := store.ParseObjectName(needed[0])
+	data := objectBytes(t, name)
+	r := e.do(e.Tok, "POST", api.PathUploads+"/", nil, map[string]string{
+		"Tus-Resumable": "1.0.0", "Upload-Length": strconv.Itoa(len(data)),
+		"Upload-Metadata": meta(api.MetaSession, s.ID, api.MetaObject, needed[0])})
+	want(t, r, 201)
+	loc := r.header.Get("Location")
+	up := loc[strings.Index(loc, api.PathUploads):]
+	state := func() string {
+		var sv api.Session
+		e.do(e.Tok, "GET", api.PathSessions+"/"+s.ID, nil, nil).json(t, &sv)
+		return sv.State
+	}
+	// One byte every 300 ms for four TTLs: a slow link.
+	for off := 0; off < 13 && off < len(data)-1; off++ {
+		want(t, e.do(e.Tok, "PATCH", up, bytes.NewReader(data[off:off+1]), map[string]string{
+			"Tus-Resumable": "1.0.0", "Upload-Offset": strconv.Itoa(off), "Content-Type": "application/offset+octet-stream"}), 204)
+		time.Sleep(300 * time.Millisecond)
+	}
+	if st := state(); st != api.StateOpen {
+		t.Fatalf("a session receiving bytes became %s", st)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for state() != api.StateExpired {
+		if time.Now().After(deadline) {
+			t.Fatal("a session whose upload stopped did not expire")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
