@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,8 +36,9 @@ func identityOf(ctx context.Context) (config.Identity, bool) {
 
 // httpError is an API error with its status.
 type httpError struct {
-	status int
-	body   api.Error
+	status     int
+	body       api.Error
+	retryAfter int // seconds; 0 = no Retry-After header
 }
 
 func (e *httpError) Error() string { return e.body.Error }
@@ -94,6 +96,9 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	}
 	if he.status == http.StatusUnauthorized {
 		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="ostree-upload"`)
+	}
+	if he.retryAfter > 0 {
+		c.Response().Header().Set("Retry-After", strconv.Itoa(he.retryAfter))
 	}
 	if c.Request().Method == http.MethodHead {
 		c.NoContent(he.status)

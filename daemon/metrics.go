@@ -20,6 +20,8 @@ type metrics struct {
 	rejected       prometheus.Counter
 	packs          prometheus.Counter
 	hookFailures   prometheus.Counter
+	publishErrors  prometheus.Counter
+	noSpace        prometheus.Counter
 	authFailures   prometheus.Counter
 	verifySeconds  prometheus.Histogram
 	publishSeconds prometheus.Histogram
@@ -54,6 +56,8 @@ func newMetrics() *metrics {
 		rejected:       f("objects_rejected_total", "Uploads refused as corrupt."),
 		packs:          f("packs_total", "Packs received, read to their end or not."),
 		hookFailures:   f("update_hook_failures_total", "Runs of update_hook that failed (the refs stayed published)."),
+		publishErrors:  f("publish_errors_total", "Publishes that failed on the daemon's side (repository locked, I/O, signing); refusals of the client's request are not counted."),
+		noSpace:        f("space_refusals_total", "Uploads and packs refused with 507: the repository's filesystem is at its free-space floor."),
 		authFailures:   f("auth_failures_total", "Requests with a missing, unknown or expired token."),
 		verifySeconds:  h("verify_seconds", "Time to verify one object.", prometheus.ExponentialBuckets(0.0001, 4, 10)),
 		publishSeconds: h("publish_seconds", "Time to publish one session.", prometheus.ExponentialBuckets(0.01, 3, 10)),

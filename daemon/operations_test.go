@@ -11,6 +11,8 @@ import (
 
 	"github.com/ostree-upload/ostree-upload/daemon/api"
 	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/storetest"
+	"golang.org/x/sys/unix"
 )
 
 // A state dir moved while the daemon is stopped keeps its partial
@@ -101,4 +103,43 @@ func TestLongUploadKeepsSession(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// A commit while another process holds the repository's lock (an admin's
+// ostree prune) gets 503 with Retry-After, moves nothing, and succeeds
+// once the lock is gone.
+func TestCommitWhileRepoLocked(t *testing.T) {
+	e := newEnv(t)
+	storetest.MustOstree(t, "init", "--mode=archive", "--repo="+e.Repo)
+	storetest.MustOstree(t, "config", "--repo="+e.Repo, "set", "core.lock-timeout-secs", "1")
+	e.Start()
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	if err := e.uploadAll(e.Tok, s.ID, e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.OpenFile(filepath.Join(e.Repo, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	// libostree locks with open file description locks, as ostree prune
+	// holds them: exclusive.
+	if err := unix.FcntlFlock(lock.Fd(), unix.F_OFD_SETLK, &unix.Flock_t{Type: unix.F_WRLCK}); err != nil {
+		t.Fatal(err)
+	}
+	r := e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
+	if r.status != 503 || r.header.Get("Retry-After") != "30" || !strings.Contains(string(r.body), "locked by another process") {
+		t.Fatalf("commit under the lock: %d %v %s", r.status, r.header, r.body)
+	}
+	if refs := e.Refs(); len(refs) != 0 {
+		t.Fatalf("refs moved under the lock: %v", refs)
+	}
+	if m := e.do(token{}, "GET", "/metrics", nil, nil); !strings.Contains(string(m.body), "ostree_upload_publish_errors_total 1") {
+		t.Error("the failed publish is not counted")
+	}
+	if err := unix.FcntlFlock(lock.Fd(), unix.F_OFD_SETLK, &unix.Flock_t{Type: unix.F_UNLCK}); err != nil {
+		t.Fatal(err)
+	}
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil), 200)
+	e.CheckPublished(map[string]string{"main": fx.a})
 }

@@ -146,9 +146,23 @@ func (s *Server) checkUpdates(ctx context.Context, sess journal.Session, sp *spo
 // publish moves a session's refs. A journaled intent makes the publish
 // survive a crash at any point: recovery (or the client's retry) runs this
 // again, and every step is idempotent.
-func (s *Server) publish(ctx context.Context, sess journal.Session) error {
+func (s *Server) publish(ctx context.Context, sess journal.Session) (err error) {
 	s.publishMu.Lock()
 	defer s.publishMu.Unlock()
+	defer func() {
+		var he *httpError
+		switch {
+		case err == nil || errors.As(err, &he):
+		case errors.Is(err, store.ErrLocked):
+			s.metrics.publishErrors.Inc()
+			s.log.Warn("publish waits: the repository is locked by another process", "session", sess.ID, "err", err)
+			e := fail(http.StatusServiceUnavailable, "the production repository is locked by another process (an ostree prune?); the commit is safe to repeat: retry later")
+			e.retryAfter = 30
+			err = e
+		default:
+			s.metrics.publishErrors.Inc()
+		}
+	}()
 	updates, err := updatesOf(sess)
 	if err != nil {
 		return err

@@ -210,6 +210,7 @@ func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handle
 		return handler.HTTPResponse{}, none, tusError(http.StatusBadRequest, api.Error{Error: err.Error(), Object: obj})
 	}
 	if err := s.roomFor(hook.Upload.Size); err != nil {
+		s.metrics.noSpace.Inc()
 		return handler.HTTPResponse{}, none, tusError(http.StatusInsufficientStorage, api.Error{Error: err.Error(), Object: obj})
 	}
 	st, err := s.journal.ObjectState(ctx, sid, name.String())

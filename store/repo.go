@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -56,6 +57,10 @@ var (
 	ErrClosed     = errors.New("repository is closed")
 	ErrNotFound   = errors.New("not found")
 	ErrNotArchive = errors.New("not an archive-mode repository")
+	// ErrLocked matches libostree's failure to take the repository's lock
+	// within its lock-timeout-secs (another process, such as an ostree
+	// prune, holds it).
+	ErrLocked = errors.New("repository locked by another process")
 )
 
 // GError is an error reported by libostree or GLib.
@@ -67,9 +72,19 @@ type GError struct {
 
 func (e *GError) Error() string { return e.Message }
 
-// Is makes GIO's "not found" match ErrNotFound.
+// Is makes GIO's "not found" match ErrNotFound, and libostree's lock
+// timeout ErrLocked.
 func (e *GError) Is(target error) bool {
-	return target == ErrNotFound && e.Domain == "g-io-error-quark" && e.Code == C.G_IO_ERROR_NOT_FOUND
+	if e.Domain != "g-io-error-quark" {
+		return false
+	}
+	switch target {
+	case ErrNotFound:
+		return e.Code == C.G_IO_ERROR_NOT_FOUND
+	case ErrLocked:
+		return e.Code == C.G_IO_ERROR_WOULD_BLOCK && strings.HasPrefix(e.Message, "Locking repo")
+	}
+	return false
 }
 
 // takeError copies a GError into Go and frees it.

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"os"
+	"time"
 )
 
 // sdNotify tells systemd (Type=notify) about the daemon's state, e.g.
@@ -23,4 +25,32 @@ func sdNotify(state string) error {
 	defer conn.Close()
 	_, err = conn.Write([]byte(state))
 	return err
+}
+
+// extendStartup keeps systemd's start timeout from running out while the
+// daemon recovers (interrupted publishes, uploads to verify), which can
+// take longer than TimeoutStartSec: every period it asks for two more
+// periods, until the returned function is called.
+func extendStartup(period time.Duration) (done func()) {
+	if os.Getenv("NOTIFY_SOCKET") == "" {
+		return func() {}
+	}
+	stop := make(chan struct{})
+	finished := make(chan struct{})
+	ask := fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", (2 * period).Microseconds())
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(period)
+		defer t.Stop()
+		sdNotify("STATUS=recovering\n" + ask)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				sdNotify(ask)
+			}
+		}
+	}()
+	return func() { close(stop); <-finished }
 }

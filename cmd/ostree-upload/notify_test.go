@@ -4,6 +4,7 @@ import (
 	"net"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestSdNotify(t *testing.T) {
@@ -25,5 +26,39 @@ func TestSdNotify(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", "")
 	if err := sdNotify("READY=1"); err != nil {
 		t.Fatalf("without NOTIFY_SOCKET: %v", err)
+	}
+}
+
+func TestExtendStartup(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	done := extendStartup(20 * time.Millisecond)
+	buf := make([]byte, 128)
+	var got []string
+	for len(got) < 3 {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(buf[:n]))
+	}
+	done()
+	if got[0] != "STATUS=recovering\nEXTEND_TIMEOUT_USEC=40000" || got[2] != "EXTEND_TIMEOUT_USEC=40000" {
+		t.Fatalf("messages %q", got)
+	}
+	conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	for {
+		if _, err := conn.Read(buf); err != nil {
+			break // nothing more after done, but what was in flight
+		}
+	}
+	conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, err := conn.Read(buf); err == nil {
+		t.Fatalf("still extending after done: %q", buf[:n])
 	}
 }

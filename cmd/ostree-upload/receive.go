@@ -134,6 +134,7 @@ func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile
 		}
 		proxies = append(proxies, p)
 	}
+	recovered := extendStartup(20 * time.Second)
 	srv, err := daemon.New(ctx, daemon.Options{
 		RepoPath:             cfg.Repo,
 		StateDir:             cfg.StateDir,
@@ -155,6 +156,7 @@ func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile
 		Version:              version,
 		Logger:               log,
 	})
+	recovered()
 	if err != nil {
 		return err
 	}
@@ -192,7 +194,7 @@ func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile
 			log.Info("tokens reloaded", "tokens", len(c.Tokens))
 		}
 	}()
-	if err := sdNotify("READY=1"); err != nil {
+	if err := sdNotify("READY=1\nSTATUS=listening on " + ln.Addr().String()); err != nil {
 		log.Warn("cannot tell systemd the daemon is ready", "err", err)
 	}
 	defer sdNotify("STOPPING=1")
