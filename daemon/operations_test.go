@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -9,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ostree-upload/ostree-upload/daemon"
 	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/daemon/config"
 	"github.com/ostree-upload/ostree-upload/store"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 	"golang.org/x/sys/unix"
@@ -142,4 +145,38 @@ func TestCommitWhileRepoLocked(t *testing.T) {
 	}
 	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil), 200)
 	e.CheckPublished(map[string]string{"main": fx.a})
+}
+
+// A state dir on the repository's filesystem but under another mount (a
+// bind mount) is refused: links into the repository would fail and every
+// object would be copied.
+func TestStateDirOnAnotherMount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("bind mounts need root")
+	}
+	base := t.TempDir()
+	src, mnt := filepath.Join(base, "src"), filepath.Join(base, "mnt")
+	for _, d := range []string{src, mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mount(src, mnt, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind mount: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	e := newEnv(t)
+	storetest.MustOstree(t, "init", "--mode=archive", "--repo="+e.Repo)
+	_, err := daemon.New(context.Background(), daemon.Options{
+		RepoPath: e.Repo, StateDir: filepath.Join(mnt, "state"), Keyring: config.NewKeyring(e.Tokens()),
+	})
+	if err == nil || !strings.Contains(err.Error(), "different mounts") {
+		t.Fatalf("state dir behind a bind mount: %v", err)
+	}
+	left, _ := os.ReadDir(filepath.Join(mnt, "state"))
+	for _, f := range left {
+		if strings.HasPrefix(f.Name(), ".link-probe-") {
+			t.Errorf("probe file %s left behind", f.Name())
+		}
+	}
 }

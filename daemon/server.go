@@ -229,6 +229,22 @@ func sameFilesystemAndOwner(repo, state string) error {
 	if a.Uid != b.Uid {
 		return fmt.Errorf("state dir %s is owned by uid %d, the repo %s by uid %d: both must belong to the same user", state, b.Uid, repo, a.Uid)
 	}
+	// One filesystem seen through two mounts (bind mounts) has one device
+	// number, but links between the mounts fail: try one.
+	f, err := os.CreateTemp(state, ".link-probe-")
+	if err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	dst := filepath.Join(repo, "tmp", filepath.Base(f.Name()))
+	if err := os.Link(f.Name(), dst); err != nil {
+		if errors.Is(err, syscall.EXDEV) {
+			return fmt.Errorf("state dir %s and the repo %s are on different mounts, so objects could not be hard-linked into the repo: put both under one mount", state, repo)
+		}
+		return fmt.Errorf("state dir: hard link into the repo: %w", err)
+	}
+	os.Remove(dst)
 	return nil
 }
 
