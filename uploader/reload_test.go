@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,8 +21,13 @@ func TestReloadTokens(t *testing.T) {
 	cfg := e.WriteConfig()
 	addr := freeAddr(t)
 	cmd := exec.Command(bin, "receive", "-c", cfg, "-r", e.Repo, "--state-dir", e.State, "-a", addr)
-	var log strings.Builder
-	cmd.Stdout, cmd.Stderr = &log, &log
+	logFile, err := os.Create(filepath.Join(t.TempDir(), "daemon.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd.Stdout, cmd.Stderr = logFile, logFile // a file: read while the daemon writes
+	log := daemonLog{logFile.Name()}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -88,4 +94,11 @@ func TestReloadTokens(t *testing.T) {
 	if status(late) != 200 {
 		t.Fatal("the other tokens stopped working")
 	}
+}
+
+type daemonLog struct{ path string }
+
+func (l daemonLog) String() string {
+	b, _ := os.ReadFile(l.path)
+	return string(b)
 }
