@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -351,7 +352,11 @@ func (s *Server) handleAdminTokens(c echo.Context) error {
 }
 
 func (s *Server) handleAdminRevoke(c echo.Context) error {
-	out, err := s.Admin().Revoke(c.Request().Context(), c.Param("name"), identity(c).DisplayName())
+	name, err := url.PathUnescape(c.Param("name")) // echo leaves escapes in when the path has them
+	if err != nil {
+		return fail(http.StatusBadRequest, "bad token name in the path")
+	}
+	out, err := s.Admin().Revoke(c.Request().Context(), name, identity(c).DisplayName())
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ostree-upload/ostree-upload/daemon"
 	"github.com/ostree-upload/ostree-upload/daemon/api"
@@ -57,7 +58,7 @@ func TestScopes(t *testing.T) {
 	}
 
 	updates := []api.RefUpdate{{Name: "main", New: fx.a}}
-	s := e.session(builder, updates, false)
+	s := e.session(builder, updates, true) // forced: the publisher must agree
 	if err := e.uploadAll(builder, s.ID, e.need(builder, s.ID, objectsOf(t, fx.a, ""))); err != nil {
 		t.Fatal(err)
 	}
@@ -89,6 +90,10 @@ func TestScopes(t *testing.T) {
 		t.Fatalf("the publisher sees %d of %d objects verified", got.Verified, got.Objects)
 	}
 	r = e.doJSON(release, "POST", commit, nil)
+	if r.status != 409 || apiError(t, r).Code != api.CodeForce {
+		t.Fatalf("commit of a forced staged session without force: %d %s", r.status, r.body)
+	}
+	r = e.doJSON(release, "POST", commit, api.CommitRequest{Force: true})
 	want(t, r, 200)
 	e.CheckPublished(map[string]string{"main": fx.a})
 }
@@ -113,7 +118,9 @@ func (b *syncBuffer) String() string {
 func TestAdminAPI(t *testing.T) {
 	e := newEnv(t)
 	ops := daemontest.NewToken(t)
-	e.ExtraTokens = []config.Token{{SHA256: ops.Hash, Name: "ops", Scopes: []string{config.ScopeAdmin}}}
+	slashed := daemontest.NewToken(t)
+	e.ExtraTokens = []config.Token{{SHA256: ops.Hash, Name: "ops", Scopes: []string{config.ScopeAdmin}},
+		{SHA256: slashed.Hash, Name: "team/ci"}}
 	logs := &syncBuffer{}
 	e.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	e.Start()
@@ -164,7 +171,7 @@ func TestAdminAPI(t *testing.T) {
 
 	var toks []api.Token
 	e.doJSON(ops, "GET", api.PathAdmin+"/tokens", nil).json(t, &toks)
-	if len(toks) != 3 || toks[0].Name != "ci" || toks[1].Name != "narrow" || toks[1].OpenSessions != 1 ||
+	if len(toks) != 4 || toks[0].Name != "ci" || toks[1].Name != "narrow" || toks[1].OpenSessions != 1 ||
 		strings.Join(toks[1].Refs, ",") != "other*" || toks[2].Name != "ops" || strings.Join(toks[2].Scopes, ",") != "admin" ||
 		toks[0].LastActivity == nil || toks[2].LastActivity != nil || !toks[0].Configured {
 		t.Fatalf("tokens: %+v", toks)
@@ -191,6 +198,8 @@ func TestAdminAPI(t *testing.T) {
 		t.Fatalf("the revoked token's session: %+v", s2now)
 	}
 	want(t, e.doJSON(ops, "DELETE", api.PathAdmin+"/tokens/nosuch", nil), 404)
+	want(t, e.doJSON(ops, "DELETE", api.PathAdmin+"/tokens/team%2Fci", nil), 200)
+	want(t, e.doJSON(slashed, "GET", api.PathInfo, nil), 401)
 	want(t, e.doJSON(e.Tok, "GET", api.PathInfo, nil), 200)
 	if strings.Contains(logs.String(), e.Narrow.Secret) || strings.Contains(logs.String(), e.Narrow.Hash) {
 		t.Error("the log shows the revoked token's secret or hash")
@@ -278,5 +287,50 @@ func TestForwardedHeaders(t *testing.T) {
 			t.Errorf("%s: Location %s, log %s", c.name, loc, line)
 		}
 		e.Stop()
+	}
+}
+
+// A staged session whose token got revoked without its sessions being
+// swept (a session made while the revocation ran) is no publisher's to
+// commit, and the janitor aborts it.
+func TestRevokedStagedSession(t *testing.T) {
+	e := newEnv(t)
+	e.TTL = 20 * time.Second // the janitor looks every 5 s
+	builder := daemontest.NewToken(t)
+	e.ExtraTokens = []config.Token{{SHA256: builder.Hash, Name: "builder", Scopes: []string{config.ScopeUpload}}}
+	e.Start()
+	s := e.session(builder, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	if err := e.uploadAll(builder, s.ID, e.need(builder, s.ID, objectsOf(t, fx.a, ""))); err != nil {
+		t.Fatal(err)
+	}
+	e.Stop()
+	j, err := journal.Open(filepath.Join(e.State, "journal.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := j.Revoke(context.Background(), journal.Revocation{Owner: builder.Hash, Name: "builder", By: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	e.Start()
+	want(t, e.doJSON(e.Tok, "GET", api.PathSessions+"/"+s.ID, nil), 404)
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil), 404)
+	if refs := e.Refs(); len(refs) != 0 {
+		t.Fatalf("a revoked token's session was published: %v", refs)
+	}
+	a := e.Server().Admin()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got, err := a.Session(context.Background(), s.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.State == api.StateAborted && got.Result == "token revoked" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the revoked token's session is still %s (%s)", got.State, got.Result)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 }

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -204,6 +205,20 @@ func decodeJSON(c echo.Context, v any) error {
 	return nil
 }
 
+// decodeOptionalJSON is decodeJSON for a body that may be empty.
+func decodeOptionalJSON(c echo.Context, v any) error {
+	req := c.Request()
+	body, err := io.ReadAll(io.LimitReader(req.Body, maxJSONBody+1))
+	if err != nil {
+		return fail(http.StatusBadRequest, "reading the body: %v", err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	return decodeJSON(c, v)
+}
+
 func (s *Server) handleInfo(c echo.Context) error {
 	ctx := c.Request().Context()
 	refs, err := s.repo.ListRefs(ctx)
@@ -257,7 +272,8 @@ func (s *Server) ownedSession(c echo.Context, publisher bool) (journal.Session, 
 // Sessions of tokens that can publish stay private to them.
 func (s *Server) mayPublish(id config.Identity, sess journal.Session) bool {
 	owner, ok := s.keyring.Load().Lookup(sess.Owner)
-	if !ok || owner.Can(config.ScopePublish) || !id.Can(config.ScopePublish) {
+	if !ok || owner.Can(config.ScopePublish) || !id.Can(config.ScopePublish) || s.isRevoked(sess.Owner) ||
+		(owner.Expires != nil && owner.Expires.Before(time.Now())) {
 		return false
 	}
 	for _, r := range sess.Refs {

@@ -120,6 +120,18 @@ func TestCommitWhileRepoLocked(t *testing.T) {
 	if err := e.uploadAll(e.Tok, s.ID, e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))); err != nil {
 		t.Fatal(err)
 	}
+	// A partial upload of the commit's detached metadata (which may be
+	// sent again until the publish).
+	cm := e.need(e.Tok, s.ID, []store.ObjectName{{Sum: mustSum(t, fx.a), Type: store.CommitMeta}})
+	if len(cm) != 1 {
+		t.Fatalf("detached metadata not needed: %v", cm)
+	}
+	r := e.do(e.Tok, "POST", api.PathUploads+"/", strings.NewReader("0123456789"), map[string]string{
+		"Tus-Resumable": "1.0.0", "Upload-Length": "100", "Content-Type": "application/offset+octet-stream",
+		"Upload-Metadata": meta(api.MetaSession, s.ID, api.MetaObject, cm[0])})
+	want(t, r, 201)
+	loc := r.header.Get("Location")
+	up := loc[strings.Index(loc, api.PathUploads):]
 	lock, err := os.OpenFile(filepath.Join(e.Repo, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		t.Fatal(err)
@@ -130,13 +142,25 @@ func TestCommitWhileRepoLocked(t *testing.T) {
 	if err := unix.FcntlFlock(lock.Fd(), unix.F_OFD_SETLK, &unix.Flock_t{Type: unix.F_WRLCK}); err != nil {
 		t.Fatal(err)
 	}
-	r := e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
+	r = e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
 	if r.status != 503 || r.header.Get("Retry-After") != "30" || !strings.Contains(string(r.body), "locked by another process") {
 		t.Fatalf("commit under the lock: %d %v %s", r.status, r.header, r.body)
 	}
 	if refs := e.Refs(); len(refs) != 0 {
 		t.Fatalf("refs moved under the lock: %v", refs)
 	}
+	// The session waits in publishing: its uploads take no more bytes,
+	// whatever the method is called.
+	var sv api.Session
+	e.do(e.Tok, "GET", api.PathSessions+"/"+s.ID, nil, nil).json(t, &sv)
+	if sv.State != api.StatePublishing {
+		t.Fatalf("session %s after the 503", sv.State)
+	}
+	rest := strings.NewReader(strings.Repeat("x", 90))
+	patch := map[string]string{"Tus-Resumable": "1.0.0", "Upload-Offset": "10", "Content-Type": "application/offset+octet-stream"}
+	want(t, e.do(e.Tok, "PATCH", up, rest, patch), 409)
+	patch["X-HTTP-Method-Override"] = "PATCH"
+	want(t, e.do(e.Tok, "POST", up, strings.NewReader(strings.Repeat("x", 90)), patch), 409)
 	if m := e.do(token{}, "GET", "/metrics", nil, nil); !strings.Contains(string(m.body), "ostree_upload_publish_errors_total 1") {
 		t.Error("the failed publish is not counted")
 	}

@@ -35,6 +35,10 @@ func failpoint(name string) {
 
 func (s *Server) handleCommit(c echo.Context) error {
 	ctx := c.Request().Context()
+	var req api.CommitRequest
+	if err := decodeOptionalJSON(c, &req); err != nil {
+		return err
+	}
 	sess, unlock, err := s.lockedSession(c, true)
 	if err != nil {
 		return err
@@ -53,12 +57,21 @@ func (s *Server) handleCommit(c echo.Context) error {
 			}
 		}
 		if sess.Owner != id.Hash {
+			if sess.Force && !req.Force {
+				e := fail(http.StatusConflict, "session %s of token %s was made with force: it may move refs backwards or to unrelated commits; commit with force to agree", sess.ID, sess.OwnerName)
+				e.body.Code = api.CodeForce
+				return e
+			}
 			s.log.Info("publishing another token's session", "session", sess.ID, "token", id.DisplayName(), "owner", sess.OwnerName)
 		}
 		if err := s.settleSession(ctx, sess.ID); err != nil {
 			return err
 		}
 		if err := s.publish(context.WithoutCancel(ctx), sess); err != nil {
+			var he *httpError
+			if sess.Owner != id.Hash && errors.As(err, &he) && len(he.body.Missing) > 0 {
+				he.body.Error += fmt.Sprintf("; only token %s can send them: rerun its push --no-publish, then commit again", sess.OwnerName)
+			}
 			return err
 		}
 	default:

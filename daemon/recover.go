@@ -297,6 +297,19 @@ func (s *Server) expire(ctx context.Context) error {
 	// Ended sessions are forgotten after the retention period (a client
 	// may still ask about one it pushed until then).
 	for _, sess := range all {
+		if sess.State == journal.StateOpen && s.isRevoked(sess.Owner) {
+			// Made while its token was being revoked (see Admin.Revoke).
+			unlock := s.lockSession(sess.ID)
+			cur, err := s.journal.Get(ctx, sess.ID)
+			if err == nil && cur.State == journal.StateOpen {
+				err = s.endSession(ctx, cur, "token revoked")
+			}
+			unlock()
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		if !sess.State.Live() && time.Since(sess.Updated) > s.opts.SessionRetention {
 			if err := s.forget(ctx, sess); err != nil {
 				return err

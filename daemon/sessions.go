@@ -75,6 +75,18 @@ func (s *Server) handleCreateSession(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if s.isRevoked(id.Hash) {
+		// Revoked while this request was on its way: the revocation's
+		// sweep of open sessions may have missed this one.
+		unlock := s.lockSession(sess.ID)
+		err := s.endSession(ctx, sess, "token revoked")
+		unlock()
+		if err != nil {
+			return err
+		}
+		s.metrics.authFailures.Inc()
+		return fail(http.StatusUnauthorized, "%v", errRevoked)
+	}
 	status := http.StatusOK
 	if created {
 		status = http.StatusCreated

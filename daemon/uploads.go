@@ -93,6 +93,15 @@ func tusError(status int, body api.Error) handler.Error {
 func (s *Server) uploadGuard(tus http.Handler) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req, w := c.Request(), c.Response()
+		// tusd replaces a POST's method with X-HTTP-Method-Override after
+		// this guard has run: apply it here, so that the guard judges the
+		// method tusd will serve.
+		if o := req.Header.Get("X-HTTP-Method-Override"); o != "" {
+			if req.Method == http.MethodPost {
+				req.Method = o
+			}
+			req.Header.Del("X-HTTP-Method-Override")
+		}
 		rest := strings.TrimPrefix(req.URL.EscapedPath(), api.PathUploads)
 		if rest == "" || rest == "/" {
 			if req.Method != http.MethodPost && req.Method != http.MethodOptions {

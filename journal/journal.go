@@ -37,7 +37,10 @@ func (e *LiveUploadError) Error() string {
 	return "journal: object already has a live upload " + e.UploadID
 }
 
-const schemaVersion = "1"
+// schemaVersion 2 added the revoked bucket. Version 1 journals are
+// upgraded when opened; binaries that know only version 1 then refuse the
+// journal rather than ignore its revocations.
+const schemaVersion = "2"
 
 var (
 	bucketMeta       = []byte("meta")
@@ -97,7 +100,7 @@ func Open(path string, lockTimeout time.Duration) (*Journal, error) {
 		}
 		meta := tx.Bucket(bucketMeta)
 		switch v := meta.Get(keyVersion); {
-		case v == nil:
+		case v == nil, string(v) == "1":
 			return meta.Put(keyVersion, []byte(schemaVersion))
 		case string(v) != schemaVersion:
 			return fmt.Errorf("unsupported schema version %q (want %q)", v, schemaVersion)

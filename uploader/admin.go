@@ -89,9 +89,14 @@ func (a *Admin) Revoke(ctx context.Context, which string) (api.Token, error) {
 // Commit publishes a session: the token's own, or one uploaded by an
 // upload-only token, if this token has the publish scope and may push
 // every ref of it.
-func (a *Admin) Commit(ctx context.Context, id string) (api.Session, error) {
+// With force, it agrees to a session of another token that was made with
+// force (it may move refs backwards).
+func (a *Admin) Commit(ctx context.Context, id string, force bool) (api.Session, error) {
 	var out api.Session
-	err := a.do(ctx, http.MethodPost, api.PathSessions+"/"+url.PathEscape(id)+"/commit", &out)
+	path := api.PathSessions + "/" + url.PathEscape(id) + "/commit"
+	err := classifyAdmin(a.c.retry(ctx, a.budget, func() error {
+		return a.c.json(ctx, http.MethodPost, path, api.CommitRequest{Force: force}, &out)
+	}))
 	if err != nil {
 		return out, fmt.Errorf("commit session %s: %w", id, err)
 	}

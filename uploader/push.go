@@ -64,6 +64,7 @@ type Result struct {
 	Phases         Phases
 	SessionID      string
 	SessionResumed bool
+	CanPublish     bool // the token has the publish scope (daemons that say)
 }
 
 // Phases is how long each step of a push took.
@@ -189,6 +190,7 @@ func (p *pusher) run(ctx context.Context) error {
 	if err := p.checkScopes(info.Token); err != nil {
 		return err
 	}
+	p.res.CanPublish = info.Token == nil || slices.Contains(info.Token.Scopes, api.ScopePublish)
 	updates, err := p.refUpdates(ctx, info)
 	if err != nil || len(updates) == 0 {
 		return err

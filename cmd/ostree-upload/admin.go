@@ -175,6 +175,7 @@ var sessionsCmd = &command{
   # Publish what an upload-only token sent (push --no-publish), with a
   # token that has the publish scope:
   ostree-upload sessions commit 3f2a9c0e5b7d4e1f8a6b2c9d0e1f2a3b -a https://ostree.example.com --token-file release.token
+  # A staged session made with push --force needs --force here too.
 
   # With the daemon stopped, from its files:
   ostree-upload sessions list --all -c /etc/ostree-upload/ostree-upload.yaml --state-dir /srv/ostree/.repo.ostree-upload
@@ -185,6 +186,7 @@ var sessionsCmd = &command{
 	flags: func(fs *pflag.FlagSet) func([]string) error {
 		o := &adminFlags{}
 		all := fs.Bool("all", false, "list: ended sessions too")
+		force := fs.Bool("force", false, "commit: agree to publish another token's session made with force (refs may move backwards)")
 		o.add(fs)
 		return func(args []string) error {
 			verb, id, err := subcommand(args, map[string]bool{"list": false, "show": true, "abort": true, "commit": true})
@@ -194,17 +196,20 @@ var sessionsCmd = &command{
 			if *all && verb != "list" {
 				return usageError{errors.New("--all goes with list")}
 			}
+			if *force && verb != "commit" {
+				return usageError{errors.New("--force goes with commit")}
+			}
 			ctx, stop := adminContext()
 			defer stop()
 			if verb == "commit" {
-				return commitSession(ctx, o, id, os.Stdout)
+				return retryable(commitSession(ctx, o, id, *force, os.Stdout))
 			}
 			a, err := o.open(ctx)
 			if err != nil {
 				return err
 			}
 			defer a.Close()
-			return sessions(ctx, a, verb, id, *all, o.json, os.Stdout)
+			return retryable(sessions(ctx, a, verb, id, *all, o.json, os.Stdout))
 		}
 	},
 }
@@ -243,7 +248,16 @@ func sessions(ctx context.Context, a adminAPI, verb, id string, all, asJSON bool
 	return nil
 }
 
-func commitSession(ctx context.Context, o *adminFlags, id string, w io.Writer) error {
+// retryable gives failures that may pass (the daemon unreachable or
+// answering 5xx past the retry budget) exit code 75.
+func retryable(err error) error {
+	if err != nil && uploader.Temporary(err) {
+		return &exitError{code: exitRetry, err: fmt.Errorf("%w\nthe daemon did not answer in time: run the command again", err)}
+	}
+	return err
+}
+
+func commitSession(ctx context.Context, o *adminFlags, id string, force bool, w io.Writer) error {
 	if o.local() {
 		return usageError{errors.New("commit asks the running daemon: give -a URL and a token with the publish scope, not -c")}
 	}
@@ -252,11 +266,8 @@ func commitSession(ctx context.Context, o *adminFlags, id string, w io.Writer) e
 		return err
 	}
 	defer a.Close()
-	s, err := a.(*uploader.Admin).Commit(ctx, id)
+	s, err := a.(*uploader.Admin).Commit(ctx, id, force)
 	if err != nil {
-		if uploader.Temporary(err) {
-			return &exitError{code: exitRetry, err: fmt.Errorf("%w\nrerun the command: a commit is safe to repeat", err)}
-		}
 		return err
 	}
 	if o.json {
@@ -300,7 +311,7 @@ var tokensCmd = &command{
 				return err
 			}
 			defer a.Close()
-			return tokens(ctx, a, verb, which, o.json, os.Stdout)
+			return retryable(tokens(ctx, a, verb, which, o.json, os.Stdout))
 		}
 	},
 }

@@ -110,7 +110,11 @@ func push(opts uploader.Options, quiet bool, statsFile string) error {
 	}
 	if err == nil && opts.NoPublish && res.SessionID != "" {
 		// Printed even with --quiet: the next step needs it.
-		fmt.Printf("session %s is uploaded and waits for a publisher: ostree-upload sessions commit %s -a %s\n", res.SessionID, res.SessionID, opts.Address)
+		if res.CanPublish {
+			fmt.Printf("session %s is uploaded; publish it with this token: ostree-upload sessions commit %s -a %s\n", res.SessionID, res.SessionID, opts.Address)
+		} else {
+			fmt.Printf("session %s is uploaded and waits for a publisher: ostree-upload sessions commit %s -a %s\n", res.SessionID, res.SessionID, opts.Address)
+		}
 	}
 	if err == nil {
 		return nil

@@ -127,6 +127,14 @@ type Upload struct {
 	State  string `json:"state"` // "open" or "received" (complete, verdict pending)
 }
 
+// CommitRequest is the optional body of POST /api/v1/sessions/{id}/commit.
+type CommitRequest struct {
+	// Force confirms the force of another token's session: a staged
+	// session created with force may move refs backwards, and its
+	// publisher must say it agrees.
+	Force bool `json:"force,omitempty"`
+}
+
 // ObjectsRequest is the body of POST /api/v1/sessions/{id}/objects.
 type ObjectsRequest struct {
 	Objects []string `json:"objects"`
@@ -158,6 +166,7 @@ const (
 	CodeLiveUpload     = "live-upload"      // the object has an upload in progress: resume Upload
 	CodeNotSigned      = "not-signed"       // a new commit lacks a valid signature by a key the daemon trusts
 	CodeScope          = "scope"            // the token lacks the scope the request needs (403)
+	CodeForce          = "force"            // another token's session forces a ref: commit with force to agree (409)
 )
 
 // Error is the body of every error response of the API.

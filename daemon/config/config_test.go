@@ -405,6 +405,9 @@ func TestScopesAndProxies(t *testing.T) {
 	if p, _ := ParsePrefix("::ffff:127.0.0.1"); p.String() != "127.0.0.1/32" {
 		t.Errorf("ParsePrefix of a mapped address = %v", p)
 	}
+	if p, _ := ParsePrefix("::ffff:10.0.0.0/104"); p.String() != "10.0.0.0/8" {
+		t.Errorf("ParsePrefix of a mapped range = %v", p)
+	}
 	if cfg.Tokens[0].Scopes != nil {
 		t.Errorf("absent scopes read as %q", cfg.Tokens[0].Scopes)
 	}

@@ -140,6 +140,9 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
+// Server is the running in-process daemon (nil when stopped).
+func (e *Env) Server() *daemon.Server { return e.srv }
+
 // Stop shuts the in-process daemon down gracefully.
 func (e *Env) Stop() {
 	if e.srv == nil {
