@@ -98,9 +98,6 @@ func (a *Admin) Session(ctx context.Context, id string) (api.AdminSession, error
 // token's next push until the TTL. by says who, for the log and the
 // session's result.
 func (a *Admin) Abort(ctx context.Context, id, by string) (api.AdminSession, error) {
-	if !hex32.MatchString(id) {
-		return api.AdminSession{}, fail(http.StatusNotFound, "session %q not found", id)
-	}
 	unlock := a.s.lockSession(id)
 	defer unlock()
 	sess, err := a.get(ctx, id)
@@ -210,13 +207,7 @@ func (a *Admin) Revoke(ctx context.Context, which, by string) (api.Token, error)
 		if sess.Owner != id.Hash || sess.State != journal.StateOpen {
 			continue
 		}
-		unlock := a.s.lockSession(sess.ID)
-		cur, err := a.s.journal.Get(ctx, sess.ID)
-		if err == nil && cur.State == journal.StateOpen {
-			err = a.s.dropSession(ctx, cur, journal.StateAborted, "token revoked by "+by, false)
-		}
-		unlock()
-		if err != nil {
+		if err := a.s.abortIfOpen(ctx, sess.ID, "token revoked by "+by); err != nil {
 			return api.Token{}, fmt.Errorf("aborting session %s of the revoked token: %w", sess.ID, err)
 		}
 	}
@@ -269,11 +260,7 @@ func sessionHead(sess journal.Session) api.Session {
 
 func adminView(v api.Session, sess journal.Session) api.AdminSession {
 	id := config.Identity{Hash: sess.Owner, Name: sess.OwnerName}
-	name := sess.OwnerName
-	if name == "" {
-		name = id.DisplayName()
-	}
-	return api.AdminSession{Session: v, Token: name, TokenID: id.ID()}
+	return api.AdminSession{Session: v, Token: id.DisplayName(), TokenID: id.ID()}
 }
 
 // revokedSet is the set of revoked token hashes.

@@ -67,27 +67,22 @@ func newMetrics() *metrics {
 
 // addGauges registers the gauges read from the daemon's state at scrape
 // time: live sessions and the repository's free space.
+// A gauge that cannot be read reports -1 and logs why.
 func (m *metrics) addGauges(live func() (int, error), free func() (uint64, error), log *slog.Logger) {
-	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace: "ostree_upload", Name: "sessions_open", Help: "Open and publishing push sessions.",
-	}, func() float64 {
-		n, err := live()
-		if err != nil {
-			log.Warn("metrics: cannot count sessions", "err", err)
-			return -1
-		}
-		return float64(n)
-	}))
-	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace: "ostree_upload", Name: "repo_free_bytes", Help: "Free bytes of the production repository's filesystem, for unprivileged users.",
-	}, func() float64 {
-		n, err := free()
-		if err != nil {
-			log.Warn("metrics: cannot read free space", "err", err)
-			return -1
-		}
-		return float64(n)
-	}))
+	add := func(name, help string, read func() (float64, error)) {
+		m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "ostree_upload", Name: name, Help: help},
+			func() float64 {
+				v, err := read()
+				if err != nil {
+					log.Warn("metrics: cannot read a gauge", "gauge", name, "err", err)
+					return -1
+				}
+				return v
+			}))
+	}
+	add("sessions_open", "Open and publishing push sessions.", func() (float64, error) { n, err := live(); return float64(n), err })
+	add("repo_free_bytes", "Free bytes of the production repository's filesystem, for unprivileged users.",
+		func() (float64, error) { n, err := free(); return float64(n), err })
 }
 
 func (m *metrics) addTus(h *handler.Handler) {

@@ -246,7 +246,6 @@ func (p *packReader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) er
 		return err
 	}
 	if err := p.s.roomFor(hdr.Size); err != nil {
-		p.s.metrics.noSpace.Inc()
 		return fail(http.StatusInsufficientStorage, "%v", err)
 	}
 	// No verification slot is taken: the bytes come from the network as

@@ -268,17 +268,9 @@ func (s *Server) finishPublish(ctx context.Context, sess journal.Session, result
 	if err := s.journal.SetState(ctx, sess.ID, journal.StatePublished, result); err != nil {
 		return err
 	}
-	ups, err := s.journal.SessionUploads(ctx, sess.ID)
-	if err != nil {
+	if err := s.deleteUploads(ctx, sess.ID); err != nil {
 		return err
 	}
-	for _, u := range ups {
-		s.removeUploadFiles(u.ID)
-		if err := s.journal.DeleteUpload(ctx, u.ID); err != nil {
-			return err
-		}
-	}
-	os.Remove(filepath.Join(s.tusDir, sess.ID)) // empty by now
 	if err := s.releaseSpool(ctx, sess); err != nil {
 		return err
 	}

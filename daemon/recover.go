@@ -298,14 +298,9 @@ func (s *Server) expire(ctx context.Context) error {
 	// may still ask about one it pushed until then).
 	for _, sess := range all {
 		if sess.State == journal.StateOpen && s.isRevoked(sess.Owner) {
-			// Made while its token was being revoked (see Admin.Revoke).
-			unlock := s.lockSession(sess.ID)
-			cur, err := s.journal.Get(ctx, sess.ID)
-			if err == nil && cur.State == journal.StateOpen {
-				err = s.endSession(ctx, cur, "token revoked")
-			}
-			unlock()
-			if err != nil {
+			// Revoked behind the daemon's back (in the journal of a stopped
+			// daemon) without its sessions being swept.
+			if err := s.abortIfOpen(ctx, sess.ID, "token revoked"); err != nil {
 				return err
 			}
 			continue

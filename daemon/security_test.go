@@ -305,11 +305,8 @@ func TestHostileInputs(t *testing.T) {
 			c.tree = name
 		}
 	}
-	for n := range traps(t) {
-		if obj, _ := traps(t)[n](); n == "flipped byte" {
-			c.file, _ = store.ParseObjectName(obj)
-		}
-	}
+	obj, _ := traps(t)["flipped byte"]()
+	c.file, _ = store.ParseObjectName(obj)
 	c.prodObjects = objectFiles(t, e.Repo)
 
 	published := false

@@ -72,20 +72,12 @@ func (s *Server) handleCreateSession(c echo.Context) error {
 	sess, created, err := s.journal.CreateOrResume(ctx, journal.Session{
 		Owner: id.Hash, OwnerName: id.DisplayName(), Refs: refs, Force: req.Force,
 	})
-	if err != nil {
-		return err
-	}
-	if s.isRevoked(id.Hash) {
-		// Revoked while this request was on its way: the revocation's
-		// sweep of open sessions may have missed this one.
-		unlock := s.lockSession(sess.ID)
-		err := s.endSession(ctx, sess, "token revoked")
-		unlock()
-		if err != nil {
-			return err
-		}
+	if errors.Is(err, journal.ErrRevoked) { // revoked while this request was on its way
 		s.metrics.authFailures.Inc()
 		return fail(http.StatusUnauthorized, "%v", errRevoked)
+	}
+	if err != nil {
+		return err
 	}
 	status := http.StatusOK
 	if created {
@@ -242,7 +234,22 @@ func (s *Server) handleAbort(c echo.Context) error {
 // otherwise they stay for the same token's next session until the janitor
 // releases them a TTL later, so a refused or aborted push loses nothing.
 func (s *Server) dropSession(ctx context.Context, sess journal.Session, st journal.State, result string, release bool) error {
-	ups, err := s.journal.SessionUploads(ctx, sess.ID)
+	if err := s.deleteUploads(ctx, sess.ID); err != nil {
+		return err
+	}
+	if release {
+		if err := s.releaseSpool(ctx, sess); err != nil {
+			return err
+		}
+	}
+	s.log.Info("session ended", "session", sess.ID, "state", st, "result", result)
+	return s.journal.SetState(ctx, sess.ID, st, result)
+}
+
+// deleteUploads deletes the session's uploads: their files, their journal
+// records and the session's upload directory.
+func (s *Server) deleteUploads(ctx context.Context, sessionID string) error {
+	ups, err := s.journal.SessionUploads(ctx, sessionID)
 	if err != nil {
 		return err
 	}
@@ -252,14 +259,20 @@ func (s *Server) dropSession(ctx context.Context, sess journal.Session, st journ
 			return err
 		}
 	}
-	os.Remove(filepath.Join(s.tusDir, sess.ID))
-	if release {
-		if err := s.releaseSpool(ctx, sess); err != nil {
-			return err
-		}
+	os.Remove(filepath.Join(s.tusDir, sessionID)) // empty by now
+	return nil
+}
+
+// abortIfOpen aborts the session with result if it is still open once its
+// lock is held; sessions in any other state are left alone.
+func (s *Server) abortIfOpen(ctx context.Context, id, result string) error {
+	unlock := s.lockSession(id)
+	defer unlock()
+	cur, err := s.journal.Get(ctx, id)
+	if err != nil || cur.State != journal.StateOpen {
+		return err
 	}
-	s.log.Info("session ended", "session", sess.ID, "state", st, "result", result)
-	return s.journal.SetState(ctx, sess.ID, st, result)
+	return s.dropSession(ctx, cur, journal.StateAborted, result, false)
 }
 
 // releaseSpool frees the spool objects only this session held, under the

@@ -168,7 +168,7 @@ func TestKill9DuringSignedPublish(t *testing.T) {
 	os.WriteFile(keyfile, []byte(base64.StdEncoding.EncodeToString(ed)+"\n"), 0o600)
 	updates := []api.RefUpdate{{Name: "main", New: fx.a}}
 	sum, _ := store.ParseChecksum(fx.a)
-	for _, fp := range []string{"after-intent", "after-sign", "after-refs", "after-summary"} {
+	for _, fp := range []string{"after-intent", "after-sign", "after-refs", "after-summary", "before-summary-signature"} {
 		t.Run(fp, func(t *testing.T) {
 			e := newEnv(t)
 			e.ExtraConfig = fmt.Sprintf("gpg_sign: [%s]\ngpg_homedir: %s\nsign_keyfiles: [%s]\n", key.ID, key.Home, keyfile)

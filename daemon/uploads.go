@@ -198,8 +198,8 @@ func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handle
 	if err != nil || sess.Owner != id.Hash {
 		return handler.HTTPResponse{}, none, tusError(http.StatusNotFound, api.Error{Error: "session not found"})
 	}
-	if sess.State != journal.StateOpen {
-		return handler.HTTPResponse{}, none, tusError(http.StatusConflict, api.Error{Error: fmt.Sprintf("session is %s", sess.State), Code: api.CodeSessionNotOpen})
+	if e := openOrConflict(sess); e != nil {
+		return handler.HTTPResponse{}, none, tusError(e.status, e.body)
 	}
 	name, err := store.ParseObjectName(obj)
 	if err != nil {
@@ -219,7 +219,6 @@ func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handle
 		return handler.HTTPResponse{}, none, tusError(http.StatusBadRequest, api.Error{Error: err.Error(), Object: obj})
 	}
 	if err := s.roomFor(hook.Upload.Size); err != nil {
-		s.metrics.noSpace.Inc()
 		return handler.HTTPResponse{}, none, tusError(http.StatusInsufficientStorage, api.Error{Error: err.Error(), Object: obj})
 	}
 	st, err := s.journal.ObjectState(ctx, sid, name.String())
@@ -463,9 +462,11 @@ func (s *Server) roomFor(n int64) error {
 	floor := s.spaceFloor
 	free, err := s.repo.FreeSpace()
 	if err != nil {
+		s.metrics.noSpace.Inc()
 		return err
 	}
 	if n < 0 || free < floor+uint64(n) {
+		s.metrics.noSpace.Inc()
 		return fmt.Errorf("the repository's filesystem has %d MiB free and keeps at least %d MiB (min-free-space): free some space and retry", free>>20, floor>>20)
 	}
 	return nil

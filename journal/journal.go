@@ -20,6 +20,8 @@ var (
 	// ErrInUse reports that another process (or another Open in this process)
 	// holds the database.
 	ErrInUse = errors.New("state dir in use")
+	// ErrRevoked reports that CreateOrResume was asked for by a revoked token.
+	ErrRevoked = errors.New("token revoked")
 	// ErrTooMany reports that Need would register more objects than allowed.
 	ErrTooMany = errors.New("too many objects in session")
 )

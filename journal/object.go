@@ -304,21 +304,7 @@ func (j *Journal) MarkRejected(ctx context.Context, sessionID, name, reason stri
 // spool index entry for name (created with size if missing). owner must be the
 // session's Owner and the session must be live. Bumps Updated.
 func (j *Journal) MarkVerified(ctx context.Context, sessionID, owner, name string, size int64) error {
-	if err := checkSessionID(sessionID); err != nil {
-		return fmt.Errorf("journal: mark verified: %w", err)
-	}
-	if err := checkOwner(owner); err != nil {
-		return fmt.Errorf("journal: mark verified: %w", err)
-	}
-	if err := checkName(name); err != nil {
-		return fmt.Errorf("journal: mark verified: %w", err)
-	}
-	if size < 0 {
-		return fmt.Errorf("journal: mark verified: negative size %d", size)
-	}
-	return j.batch(ctx, "mark verified", func(tx *bolt.Tx) error {
-		return markVerified(tx, sessionID, owner, name, size)
-	})
+	return j.MarkVerifiedMany(ctx, sessionID, owner, []VerifiedObject{{Name: name, Size: size}})
 }
 
 // markVerified is MarkVerified inside a transaction.

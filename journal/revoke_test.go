@@ -2,6 +2,7 @@ package journal
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -87,5 +88,44 @@ func TestSchemaUpgrade(t *testing.T) {
 			return nil
 		})
 		db.Close()
+	}
+}
+
+// Revocations come oldest first, whatever their keys' order.
+func TestRevocationsByTime(t *testing.T) {
+	ctx := context.Background()
+	j, _ := mustOpen(t)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	late, early := strings.Repeat("a", 64), strings.Repeat("f", 64) // keys in the other order
+	for owner, at := range map[string]time.Time{late: t0.Add(time.Hour), early: t0} {
+		if _, _, err := j.Revoke(ctx, Revocation{Owner: owner, Revoked: at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	revs, err := j.Revocations(ctx)
+	if err != nil || len(revs) != 2 || revs[0].Owner != early || revs[1].Owner != late {
+		t.Fatalf("revocations %+v, %v; want the earlier first", revs, err)
+	}
+}
+
+// A revoked token gets no new session, nor its open one back.
+func TestCreateAfterRevoke(t *testing.T) {
+	ctx := context.Background()
+	j, _ := mustOpen(t)
+	s := mustSession(t, j, ownerA, "app/a")
+	if _, _, err := j.Revoke(ctx, Revocation{Owner: ownerA}); err != nil {
+		t.Fatal(err)
+	}
+	for _, refs := range []string{"app/a", "app/b"} {
+		_, _, err := j.CreateOrResume(ctx, Session{Owner: ownerA, Refs: []RefUpdate{{Ref: refs, New: commit(1)}}})
+		if !errors.Is(err, ErrRevoked) {
+			t.Errorf("session for %s after the revocation: %v", refs, err)
+		}
+	}
+	if got := mustGet(t, j, s.ID); got.State != StateOpen {
+		t.Errorf("the open session became %s", got.State)
+	}
+	if _, _, err := j.CreateOrResume(ctx, Session{Owner: ownerB, Refs: []RefUpdate{{Ref: "app/a", New: commit(1)}}}); err != nil {
+		t.Errorf("another token: %v", err)
 	}
 }

@@ -81,6 +81,11 @@ func (j *Journal) CreateOrResume(ctx context.Context, s Session) (Session, bool,
 	)
 	err = j.update(ctx, "create session", func(tx *bolt.Tx) error {
 		created = false
+		// In the same transaction as the write, so that no session of a
+		// token slips past its revocation (Revoke, then a sweep).
+		if tx.Bucket(bucketRevoked).Get([]byte(s.Owner)) != nil {
+			return ErrRevoked
+		}
 		t := now()
 		if id := tx.Bucket(bucketResume).Get(key); id != nil {
 			old, err := getSession(tx, string(id))

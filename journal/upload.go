@@ -248,31 +248,24 @@ func putUpload(tx *bolt.Tx, u *Upload) error {
 	return tx.Bucket(bucketUploads).Put([]byte(u.ID), v)
 }
 
-// decodeAll decodes the JSON values of the keys of b that start with prefix.
-// loadAll decodes, in one read transaction, every record of bucket whose
-// key starts with prefix, and sorts them with sortFn.
+// loadAll decodes, in one read transaction, the JSON records of bucket
+// whose keys start with prefix, and sorts them with sortFn.
 func loadAll[T any](j *Journal, ctx context.Context, op string, bucket, prefix []byte, what string, sortFn func([]T)) ([]T, error) {
 	var out []T
-	err := j.view(ctx, op, func(tx *bolt.Tx) (err error) {
-		out, err = decodeAll[T](tx.Bucket(bucket), prefix, what)
-		return err
+	err := j.view(ctx, op, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucket).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			var x T
+			if err := json.Unmarshal(v, &x); err != nil {
+				return fmt.Errorf("%s %s: %w", what, k, err)
+			}
+			out = append(out, x)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	sortFn(out)
-	return out, nil
-}
-
-func decodeAll[T any](b *bolt.Bucket, prefix []byte, what string) ([]T, error) {
-	var out []T
-	c := b.Cursor()
-	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		var x T
-		if err := json.Unmarshal(v, &x); err != nil {
-			return nil, fmt.Errorf("%s %s: %w", what, k, err)
-		}
-		out = append(out, x)
-	}
 	return out, nil
 }

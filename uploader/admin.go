@@ -29,14 +29,11 @@ func NewAdmin(address, token, caFile string, retryTimeout time.Duration) (*Admin
 	if err != nil {
 		return nil, &PermanentError{Err: err}
 	}
-	if retryTimeout <= 0 {
-		retryTimeout = 30 * time.Second
-	}
 	return &Admin{c: c, budget: retryTimeout}, nil
 }
 
-func (a *Admin) do(ctx context.Context, method, path string, out any) error {
-	return classifyAdmin(a.c.retry(ctx, a.budget, func() error { return a.c.json(ctx, method, path, nil, out) }))
+func (a *Admin) do(ctx context.Context, method, path string, in, out any) error {
+	return classifyAdmin(a.c.retry(ctx, a.budget, func() error { return a.c.json(ctx, method, path, in, out) }))
 }
 
 // classifyAdmin turns refusals into messages that say what to do.
@@ -59,31 +56,31 @@ func (a *Admin) Sessions(ctx context.Context, all bool) ([]api.AdminSession, err
 	if all {
 		q = "?all=true"
 	}
-	return out, a.do(ctx, http.MethodGet, api.PathAdmin+"/sessions"+q, &out)
+	return out, a.do(ctx, http.MethodGet, api.PathAdmin+"/sessions"+q, nil, &out)
 }
 
 // Session shows one session.
 func (a *Admin) Session(ctx context.Context, id string) (api.AdminSession, error) {
 	var out api.AdminSession
-	return out, a.do(ctx, http.MethodGet, api.PathAdmin+"/sessions/"+url.PathEscape(id), &out)
+	return out, a.do(ctx, http.MethodGet, api.PathAdmin+"/sessions/"+url.PathEscape(id), nil, &out)
 }
 
 // Abort aborts an open session.
 func (a *Admin) Abort(ctx context.Context, id string) (api.AdminSession, error) {
 	var out api.AdminSession
-	return out, a.do(ctx, http.MethodDelete, api.PathAdmin+"/sessions/"+url.PathEscape(id), &out)
+	return out, a.do(ctx, http.MethodDelete, api.PathAdmin+"/sessions/"+url.PathEscape(id), nil, &out)
 }
 
 // Tokens lists the tokens.
 func (a *Admin) Tokens(ctx context.Context) ([]api.Token, error) {
 	var out []api.Token
-	return out, a.do(ctx, http.MethodGet, api.PathAdmin+"/tokens", &out)
+	return out, a.do(ctx, http.MethodGet, api.PathAdmin+"/tokens", nil, &out)
 }
 
 // Revoke revokes a token by name or ID.
 func (a *Admin) Revoke(ctx context.Context, which string) (api.Token, error) {
 	var out api.Token
-	return out, a.do(ctx, http.MethodDelete, api.PathAdmin+"/tokens/"+url.PathEscape(which), &out)
+	return out, a.do(ctx, http.MethodDelete, api.PathAdmin+"/tokens/"+url.PathEscape(which), nil, &out)
 }
 
 // Commit publishes a session: the token's own, or one uploaded by an
@@ -93,10 +90,7 @@ func (a *Admin) Revoke(ctx context.Context, which string) (api.Token, error) {
 // force (it may move refs backwards).
 func (a *Admin) Commit(ctx context.Context, id string, force bool) (api.Session, error) {
 	var out api.Session
-	path := api.PathSessions + "/" + url.PathEscape(id) + "/commit"
-	err := classifyAdmin(a.c.retry(ctx, a.budget, func() error {
-		return a.c.json(ctx, http.MethodPost, path, api.CommitRequest{Force: force}, &out)
-	}))
+	err := a.do(ctx, http.MethodPost, api.PathSessions+"/"+url.PathEscape(id)+"/commit", api.CommitRequest{Force: force}, &out)
 	if err != nil {
 		return out, fmt.Errorf("commit session %s: %w", id, err)
 	}

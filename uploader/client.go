@@ -69,8 +69,8 @@ func temporary(err error) bool {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		// Any other failure of the transport (refused, reset, closed,
-		// timed out) may pass.
-		return !errors.Is(ue.Err, context.Canceled)
+		// timed out) may pass; cancellation returned above.
+		return true
 	}
 	var ne net.Error
 	return errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||

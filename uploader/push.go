@@ -145,7 +145,7 @@ func Push(ctx context.Context, opts Options) (*Result, error) {
 		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if opts.Token == "" {
-		return nil, permanent("no token: pass --token or set OSTREE_UPLOAD_TOKEN")
+		return nil, permanent("no token: pass --token, --token-file or set OSTREE_UPLOAD_TOKEN")
 	}
 	c, err := newClient(opts.Address, opts.Token, opts.Jobs, opts.CACert)
 	if err != nil {

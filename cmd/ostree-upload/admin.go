@@ -218,33 +218,26 @@ func sessions(ctx context.Context, a adminAPI, verb, id string, all, asJSON bool
 	switch verb {
 	case "list":
 		ss, err := a.Sessions(ctx, all)
-		if err != nil {
-			return err
-		}
-		if asJSON {
-			return printJSON(w, ss)
-		}
-		printSessions(w, ss, time.Now())
-		return nil
+		return answer(w, asJSON, ss, err, printSessions)
 	case "show":
 		s, err := a.Session(ctx, id)
-		if err != nil {
-			return err
-		}
-		if asJSON {
-			return printJSON(w, s)
-		}
-		printSession(w, s, time.Now())
-		return nil
+		return answer(w, asJSON, s, err, printSession)
 	}
 	s, err := a.Abort(ctx, id)
-	if err != nil {
+	return answer(w, asJSON, s, err, func(w io.Writer, s api.AdminSession, _ time.Time) {
+		fmt.Fprintf(w, "aborted session %s of token %s (%s)\n", s.ID, s.Token, refNames(s.Refs))
+	})
+}
+
+// answer prints what an admin command got: as JSON, or for people.
+func answer[T any](w io.Writer, asJSON bool, v T, err error, human func(io.Writer, T, time.Time)) error {
+	switch {
+	case err != nil:
 		return err
+	case asJSON:
+		return printJSON(w, v)
 	}
-	if asJSON {
-		return printJSON(w, s)
-	}
-	fmt.Fprintf(w, "aborted session %s of token %s (%s)\n", s.ID, s.Token, refNames(s.Refs))
+	human(w, v, time.Now())
 	return nil
 }
 
@@ -267,19 +260,14 @@ func commitSession(ctx context.Context, o *adminFlags, id string, force bool, w 
 	}
 	defer a.Close()
 	s, err := a.(*uploader.Admin).Commit(ctx, id, force)
-	if err != nil {
-		return err
-	}
-	if o.json {
-		return printJSON(w, s)
-	}
-	for _, r := range s.Refs {
-		fmt.Fprintf(w, "%s: updated %s → %s\n", r.Name, short(r.Old), short(r.New))
-	}
-	if s.Result != "" && s.Result != "published" {
-		fmt.Fprintf(w, "%s\n", s.Result)
-	}
-	return nil
+	return answer(w, o.json, s, err, func(w io.Writer, s api.Session, _ time.Time) {
+		for _, r := range s.Refs {
+			fmt.Fprintf(w, "%s: updated %s → %s\n", r.Name, short(r.Old), short(r.New))
+		}
+		if s.Result != "" && s.Result != "published" {
+			fmt.Fprintf(w, "%s\n", s.Result)
+		}
+	})
 }
 
 var tokensCmd = &command{
@@ -319,25 +307,13 @@ var tokensCmd = &command{
 func tokens(ctx context.Context, a adminAPI, verb, which string, asJSON bool, w io.Writer) error {
 	if verb == "list" {
 		ts, err := a.Tokens(ctx)
-		if err != nil {
-			return err
-		}
-		if asJSON {
-			return printJSON(w, ts)
-		}
-		printTokens(w, ts, time.Now())
-		return nil
+		return answer(w, asJSON, ts, err, printTokens)
 	}
 	t, err := a.Revoke(ctx, which)
-	if err != nil {
-		return err
-	}
-	if asJSON {
-		return printJSON(w, t)
-	}
-	fmt.Fprintf(w, "revoked token %s (id %s) on %s by %s; it is refused from now on and its open sessions were aborted\n",
-		t.Name, t.ID, t.Revoked.UTC().Format(time.RFC3339), t.RevokedBy)
-	return nil
+	return answer(w, asJSON, t, err, func(w io.Writer, t api.Token, _ time.Time) {
+		fmt.Fprintf(w, "revoked token %s (id %s) on %s by %s; it is refused from now on and its open sessions were aborted\n",
+			t.Name, t.ID, t.Revoked.UTC().Format(time.RFC3339), t.RevokedBy)
+	})
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -44,11 +44,6 @@ type exitError struct {
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
-// errNotYet is what a subcommand that this version lacks returns.
-func errNotYet(name string) error {
-	return fmt.Errorf("'%s' is not available in this version of ostree-upload yet", name)
-}
-
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }

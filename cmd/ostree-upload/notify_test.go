@@ -7,14 +7,21 @@ import (
 	"time"
 )
 
-func TestSdNotify(t *testing.T) {
+// notifySocket plays systemd: a datagram socket named in NOTIFY_SOCKET.
+func notifySocket(t *testing.T) *net.UnixConn {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "notify")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	t.Setenv("NOTIFY_SOCKET", sock)
+	return conn
+}
+
+func TestSdNotify(t *testing.T) {
+	conn := notifySocket(t)
 	if err := sdNotify("READY=1"); err != nil {
 		t.Fatal(err)
 	}
@@ -30,13 +37,7 @@ func TestSdNotify(t *testing.T) {
 }
 
 func TestExtendStartup(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	t.Setenv("NOTIFY_SOCKET", sock)
+	conn := notifySocket(t)
 	done := extendStartup(20 * time.Millisecond)
 	buf := make([]byte, 128)
 	var got []string

@@ -59,13 +59,13 @@ var receiveCmd = &command{
 			if fs.Changed("state-dir") {
 				cfg.StateDir = *state
 			}
+			if (*tlsCert == "") != (*tlsKey == "") {
+				return usageError{errors.New("--tls-cert and --tls-key go together")}
+			}
 			if *pprofAddr != "" {
 				if err := servePprof(*pprofAddr); err != nil {
 					return err
 				}
-			}
-			if (*tlsCert == "") != (*tlsKey == "") {
-				return usageError{errors.New("--tls-cert and --tls-key go together")}
 			}
 			return receive(*cfgPath, cfg, *verbose, *tlsCert, *tlsKey)
 		})

@@ -342,6 +342,17 @@ func (p *parser) str(n *yaml.Node, key string) (s string, ok bool, err error) {
 	return n.Value, true, nil
 }
 
+// boolean sets *b from a true or false; null leaves it alone.
+func (p *parser) boolean(n *yaml.Node, key string, b *bool) error {
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(b) != nil {
+		return p.errorf(n, key, "must be true or false")
+	}
+	return nil
+}
+
 func kindName(n *yaml.Node) string {
 	switch n.Kind {
 	case yaml.MappingNode:
@@ -450,14 +461,7 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			}
 			cfg.GPGSign = list
 		case "gpg_verify":
-			if isNull(v) {
-				return nil
-			}
-			var b bool
-			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" || v.Decode(&b) != nil {
-				return p.errorf(v, key, "must be true or false")
-			}
-			cfg.GPGVerify = b
+			return p.boolean(v, key, &cfg.GPGVerify)
 		case "sign_keyfiles":
 			if isNull(v) {
 				return nil
@@ -473,12 +477,12 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			}
 			cfg.SignKeyfiles = list
 		case "update":
+			var b bool
 			if isNull(v) {
 				return nil
 			}
-			var b bool
-			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" || v.Decode(&b) != nil {
-				return p.errorf(v, key, "must be true or false")
+			if err := p.boolean(v, key, &b); err != nil {
+				return err
 			}
 			cfg.Update = &b
 		case "update_hook":
@@ -491,14 +495,7 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			}
 			cfg.UpdateHook = s
 		case "sign_verify":
-			if isNull(v) {
-				return nil
-			}
-			var b bool
-			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" || v.Decode(&b) != nil {
-				return p.errorf(v, key, "must be true or false")
-			}
-			cfg.SignVerify = b
+			return p.boolean(v, key, &cfg.SignVerify)
 		case "trusted_proxies":
 			if isNull(v) {
 				return nil

@@ -413,6 +413,9 @@ func TestScopesAndProxies(t *testing.T) {
 	}
 	ids := NewKeyring(cfg.Tokens).Identities()
 	want := [][]string{{ScopeUpload, ScopePublish}, {ScopeUpload}, {ScopePublish, ScopeAdmin}}
+	if len(ids) != len(want) {
+		t.Fatalf("%d identities, want %d", len(ids), len(want))
+	}
 	for i, id := range ids {
 		if !reflect.DeepEqual(id.Scopes, want[i]) {
 			t.Errorf("%s: scopes %q, want %q", id.Name, id.Scopes, want[i])
