@@ -136,12 +136,23 @@ func FuzzDecode(f *testing.F) {
 	f.Add("(tuuuusa(ayay))", header)
 	f.Add("a{sv}", []byte("k\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00u\x00\x0a\x0b"))
 	f.Add("(a(say)a(sayay))", []byte{})
+	for _, c := range viewCases() {
+		b, _ := Encode(MustParseType(c.typ), c.val)
+		f.Add(c.typ, b)
+		f.Add(c.typ, append(b, 0))
+	}
 	f.Fuzz(func(t *testing.T, ts string, b []byte) {
 		typ, err := ParseType(ts)
 		if err != nil {
 			return
 		}
 		v, err := DecodeNormal(typ, b)
+		if verr := Validate(typ, b); (verr == nil) != (err == nil) {
+			t.Fatalf("Validate says %v, DecodeNormal says %v", verr, err)
+		}
+		if _, derr := Decode(typ, b); (ValidateLoose(typ, b) == nil) != (derr == nil) {
+			t.Fatalf("ValidateLoose says %v, Decode says %v", ValidateLoose(typ, b), derr)
+		}
 		if err != nil {
 			return
 		}
