@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"fmt"
 	"math/bits"
 	"strings"
@@ -72,89 +73,112 @@ func validFilename(name string) error {
 	return nil
 }
 
-func checksumOf(v any, what string) (Checksum, error) {
+func checksumOf(b []byte, what string) (Checksum, error) {
 	var c Checksum
-	b, ok := v.([]byte)
-	if !ok || len(b) != len(c) {
+	if len(b) != len(c) {
 		return c, fmt.Errorf("%s: checksum of %d bytes", what, len(b))
 	}
 	copy(c[:], b)
 	return c, nil
 }
 
-// decodeMeta decodes b as t; strict additionally requires normal form.
-func decodeMeta(t *gvariant.Type, b []byte, strict bool) ([]any, error) {
-	var v any
-	var err error
+// viewMeta checks b as a value of type t in place (strict: also in normal
+// form) and returns a view of it.
+func viewMeta(t *gvariant.Type, b []byte, strict bool) (gvariant.View, error) {
+	check := gvariant.ValidateLoose
 	if strict {
-		v, err = gvariant.DecodeNormal(t, b)
-	} else {
-		v, err = gvariant.Decode(t, b)
+		check = gvariant.Validate
 	}
-	if err != nil {
-		return nil, err
+	if err := check(t, b); err != nil {
+		return gvariant.View{}, err
 	}
-	if l, ok := v.([]any); ok {
-		return l, nil
-	}
-	return []any{v}, nil
+	return gvariant.NewView(t, b), nil
 }
 
-// ParseDirTree parses and validates a dirtree object. With strict set, the
-// bytes must also be in normal form.
+// ParseDirTree parses and validates a dirtree object: at most
+// MaxDirTreeEntries entries with valid names and 32-byte checksums. With
+// strict set, the bytes must also be in normal form and the entries in
+// libostree's order (files, and subdirectories, each sorted by name, no name
+// twice); the check runs over the bytes in place, so a hostile dirtree costs
+// no memory beyond the Tree it describes.
 func ParseDirTree(b []byte, strict bool) (*Tree, error) {
-	v, err := decodeMeta(typeDirTree, b, strict)
+	v, err := viewMeta(typeDirTree, b, strict)
 	if err != nil {
 		return nil, fmt.Errorf("dirtree: %w", err)
 	}
-	files, dirs := v[0].([]any), v[1].([]any)
-	t := &Tree{Files: make([]TreeFile, 0, len(files)), Dirs: make([]TreeDir, 0, len(dirs))}
-	seen := make(map[string]struct{}, len(files)+len(dirs))
-	for _, f := range files {
-		e := f.([]any)
-		name := e[0].(string)
-		if err := validFilename(name); err != nil {
-			return nil, fmt.Errorf("dirtree: %w", err)
-		}
-		if _, dup := seen[name]; dup {
-			return nil, fmt.Errorf("dirtree: duplicate entry %q", name)
-		}
-		seen[name] = struct{}{}
-		sum, err := checksumOf(e[1], "dirtree file "+name)
-		if err != nil {
-			return nil, fmt.Errorf("dirtree: %w", err)
-		}
-		t.Files = append(t.Files, TreeFile{Name: name, Sum: sum})
+	files, dirs := v.Field(0), v.Field(1)
+	nf, nd := files.Len(), dirs.Len()
+	if nf+nd > MaxDirTreeEntries {
+		return nil, fmt.Errorf("dirtree: %d entries, more than %d", nf+nd, MaxDirTreeEntries)
 	}
-	for _, d := range dirs {
-		e := d.([]any)
-		name := e[0].(string)
-		if err := validFilename(name); err != nil {
-			return nil, fmt.Errorf("dirtree: %w", err)
+	t := &Tree{Files: make([]TreeFile, 0, nf), Dirs: make([]TreeDir, 0, nd)}
+	var prev []byte
+	for i := 0; i < nf; i++ {
+		e := files.Index(i)
+		name := e.Field(0).StrBytes()
+		if err := entryName(name, prev, i > 0, strict); err != nil {
+			return nil, err
 		}
-		if _, dup := seen[name]; dup {
-			return nil, fmt.Errorf("dirtree: duplicate entry %q", name)
-		}
-		seen[name] = struct{}{}
-		tree, err := checksumOf(e[1], "dirtree dir "+name)
+		prev = name
+		sum, err := checksumOf(e.Field(1).Raw(), "dirtree file")
 		if err != nil {
 			return nil, fmt.Errorf("dirtree: %w", err)
 		}
-		meta, err := checksumOf(e[2], "dirtree dir "+name)
+		t.Files = append(t.Files, TreeFile{Name: string(name), Sum: sum})
+	}
+	prev = nil
+	fi := 0 // the first file whose name is not below the current directory's
+	for i := 0; i < nd; i++ {
+		e := dirs.Index(i)
+		name := e.Field(0).StrBytes()
+		if err := entryName(name, prev, i > 0, strict); err != nil {
+			return nil, err
+		}
+		prev = name
+		if strict {
+			for fi < len(t.Files) && t.Files[fi].Name < string(name) {
+				fi++
+			}
+			if fi < len(t.Files) && t.Files[fi].Name == string(name) {
+				return nil, fmt.Errorf("dirtree: duplicate entry %q", name)
+			}
+		}
+		tree, err := checksumOf(e.Field(1).Raw(), "dirtree dir")
 		if err != nil {
 			return nil, fmt.Errorf("dirtree: %w", err)
 		}
-		t.Dirs = append(t.Dirs, TreeDir{Name: name, Tree: tree, Meta: meta})
+		meta, err := checksumOf(e.Field(2).Raw(), "dirtree dir")
+		if err != nil {
+			return nil, fmt.Errorf("dirtree: %w", err)
+		}
+		t.Dirs = append(t.Dirs, TreeDir{Name: string(name), Tree: tree, Meta: meta})
 	}
 	return t, nil
 }
 
+// entryName checks a dirtree entry's name and, when strict, that it sorts
+// after the previous entry's of the same list.
+func entryName(name, prev []byte, hasPrev, strict bool) error {
+	if err := validFilename(string(name)); err != nil {
+		return fmt.Errorf("dirtree: %w", err)
+	}
+	if strict && hasPrev {
+		switch c := bytes.Compare(prev, name); {
+		case c == 0:
+			return fmt.Errorf("dirtree: duplicate entry %q", name)
+		case c > 0:
+			return fmt.Errorf("dirtree: entry %q after %q: entries are not sorted by name", name, prev)
+		}
+	}
+	return nil
+}
+
 func validateDirMeta(b []byte) error {
-	v, err := decodeMeta(typeDirMeta, b, true)
+	v, err := viewMeta(typeDirMeta, b, true)
 	if err != nil {
 		return fmt.Errorf("dirmeta: %w", err)
 	}
-	mode := bits.ReverseBytes32(v[2].(uint32))
+	mode := bits.ReverseBytes32(v.Field(2).Uint32())
 	if mode&modeTypeMask != modeDir || mode&^(modeTypeMask|modePerms) != 0 {
 		return fmt.Errorf("dirmeta: mode %#o is not a directory", mode)
 	}
@@ -162,63 +186,65 @@ func validateDirMeta(b []byte) error {
 }
 
 // ParseCommit parses and validates a commit object. With strict set, the
-// bytes must also be in normal form.
+// bytes must also be in normal form. The check runs in place; only the
+// fields CommitInfo names are copied out.
 func ParseCommit(sum Checksum, b []byte, strict bool) (*CommitInfo, error) {
-	v, err := decodeMeta(typeCommit, b, strict)
+	v, err := viewMeta(typeCommit, b, strict)
 	if err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
 	c := &CommitInfo{Sum: sum}
-	if p := v[1].([]byte); len(p) != 0 {
+	if p := v.Field(1).Raw(); len(p) != 0 {
 		parent, err := checksumOf(p, "commit parent")
 		if err != nil {
 			return nil, fmt.Errorf("commit: %w", err)
 		}
 		c.Parent = &parent
 	}
-	for _, rel := range v[2].([]any) {
-		if _, err := checksumOf(rel.([]any)[1], "commit related"); err != nil {
+	related := v.Field(2)
+	for i := 0; i < related.Len(); i++ {
+		if _, err := checksumOf(related.Index(i).Field(1).Raw(), "commit related"); err != nil {
 			return nil, fmt.Errorf("commit: %w", err)
 		}
 	}
-	c.Subject, c.Body = v[3].(string), v[4].(string)
-	ts := bits.ReverseBytes64(v[5].(uint64))
+	c.Subject, c.Body = v.Field(3).Str(), v.Field(4).Str()
+	ts := bits.ReverseBytes64(v.Field(5).Uint64())
 	if ts > 1<<62 {
 		return nil, fmt.Errorf("commit: timestamp %d out of range", ts)
 	}
 	c.Timestamp = time.Unix(int64(ts), 0).UTC()
-	if c.RootTree, err = checksumOf(v[6], "commit root tree"); err != nil {
+	if c.RootTree, err = checksumOf(v.Field(6).Raw(), "commit root tree"); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
-	if c.RootMeta, err = checksumOf(v[7], "commit root meta"); err != nil {
+	if c.RootMeta, err = checksumOf(v.Field(7).Raw(), "commit root meta"); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
-	for _, kv := range v[0].([]any) {
-		e := kv.([]any)
-		val := e[1].(gvariant.Variant)
-		switch e[0].(string) {
+	meta := v.Field(0)
+	for i := 0; i < meta.Len(); i++ {
+		e := meta.Index(i)
+		switch string(e.Field(0).StrBytes()) {
 		case "ostree.ref-binding":
-			refs, ok := val.Value.([]any)
-			if !ok || val.Type.String() != "as" {
-				return nil, fmt.Errorf("commit: ostree.ref-binding of type %s, want as", val.Type)
+			val := e.Field(1).Variant()
+			if val.Type() == nil || val.Type().String() != "as" {
+				return nil, fmt.Errorf("commit: ostree.ref-binding of type %s, want as", typeName(val))
 			}
-			for _, r := range refs {
-				c.RefBindings = append(c.RefBindings, r.(string))
+			for j := 0; j < val.Len(); j++ {
+				c.RefBindings = append(c.RefBindings, val.Index(j).Str())
 			}
 		case "ostree.collection-binding":
-			s, ok := val.Value.(string)
-			if !ok || val.Type.String() != "s" {
-				return nil, fmt.Errorf("commit: ostree.collection-binding of type %s, want s", val.Type)
+			val := e.Field(1).Variant()
+			if val.Type() == nil || val.Type().String() != "s" {
+				return nil, fmt.Errorf("commit: ostree.collection-binding of type %s, want s", typeName(val))
 			}
-			c.CollectionBinding = s
+			c.CollectionBinding = val.Str()
 		}
 	}
 	return c, nil
 }
 
-func validateCommitMeta(b []byte) error {
-	if _, err := gvariant.DecodeNormal(typeCommitMeta, b); err != nil {
-		return fmt.Errorf("commitmeta: %w", err)
+func typeName(v gvariant.View) string {
+	if v.Type() == nil {
+		return "?"
 	}
-	return nil
+	return v.Type().String()
 }

@@ -57,12 +57,17 @@ type Staged struct {
 
 // Stage reads an object of size bytes from src and verifies it strictly
 // while writing it to a temporary file of r. It returns a *CorruptError for
-// invalid bytes and any other error for a failure of src or of the
-// filesystem; either way nothing is kept. Exactly size bytes are read from
-// src unless it fails. For spool repositories only.
-func (r *Repo) Stage(ctx context.Context, n ObjectName, src io.Reader, size int64) (*Staged, error) {
+// invalid bytes and any other error for a failure of src, of the filesystem
+// or of opts.Work; either way nothing is kept. Exactly size bytes are read
+// from src unless it fails. A metadata object is written out first and
+// checked from the file in one step of opts.Work, so that its bytes are held
+// in memory only while the step runs. For spool repositories only.
+func (r *Repo) Stage(ctx context.Context, n ObjectName, src io.Reader, size int64, opts VerifyOptions) (*Staged, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if limit := MaxSize(n.Type); limit > 0 && size > limit {
+		return nil, &CorruptError{Name: n, Reason: fmt.Sprintf("%d bytes, more than %d", size, limit)}
 	}
 	// The temporary file lives beside its final name: the rename stays in
 	// one directory, and the inode is allocated where it will stay.
@@ -77,14 +82,29 @@ func (r *Repo) Stage(ctx context.Context, n ObjectName, src io.Reader, size int6
 		return nil, fmt.Errorf("stage %s: %w", n, err)
 	}
 	st := &Staged{repo: r, tmp: f.Name()}
-	w := &writeErr{w: f}
-	info, err := Verify(n, io.TeeReader(io.LimitReader(src, size), w))
-	switch {
-	case w.err != nil:
-		err = fmt.Errorf("stage %s: %w", n, w.err)
-	case err == nil && info.Size != size:
-		err = fmt.Errorf("stage %s: %w", n, io.ErrUnexpectedEOF)
-	case err == nil:
+	var info Info
+	if n.Type == File {
+		w := &writeErr{w: f}
+		info, err = VerifyWith(n, io.TeeReader(io.LimitReader(src, size), w), opts)
+		switch {
+		case w.err != nil:
+			err = fmt.Errorf("stage %s: %w", n, w.err)
+		case err == nil && info.Size != size:
+			err = fmt.Errorf("stage %s: %w", n, io.ErrUnexpectedEOF)
+		}
+	} else {
+		var copied int64
+		copied, err = io.Copy(f, io.LimitReader(src, size))
+		switch {
+		case err != nil:
+			err = fmt.Errorf("stage %s: %w", n, err)
+		case copied != size:
+			err = fmt.Errorf("stage %s: %w", n, io.ErrUnexpectedEOF)
+		default:
+			info, err = VerifyFile(n, st.tmp, opts)
+		}
+	}
+	if err == nil {
 		err = f.Chmod(0o444)
 	}
 	if err = errors.Join(err, f.Close()); err != nil {

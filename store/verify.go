@@ -10,18 +10,14 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
+	"os"
 	"sync"
 
 	"github.com/ostree-upload/ostree-upload/store/internal/gvariant"
 )
 
-// Size limits enforced by the verifier.
-const (
-	MaxFileHeaderSize = 1 << 20   // the GVariant header of a .filez
-	MaxMetadataSize   = 128 << 20 // commit, dirtree, dirmeta (libostree's OSTREE_MAX_METADATA_SIZE)
-	MaxCommitMetaSize = 16 << 20  // detached commit metadata
-	maxSymlinkTarget  = 4096
-)
+// maxSymlinkTarget bounds a symlink object's target (Linux's PATH_MAX).
+const maxSymlinkTarget = 4096
 
 // CorruptError reports bytes that are not a valid object of the given name.
 type CorruptError struct {
@@ -49,14 +45,47 @@ type Info struct {
 	Mode        uint32
 }
 
+// VerifyOptions bound and pace one verification.
+type VerifyOptions struct {
+	// MaxContentSize bounds the content a file object's header declares
+	// (its uncompressed size); 0: no bound beyond the format's.
+	MaxContentSize int64
+	// Work, when set, is called before each step of CPU work: inflating
+	// and hashing about 1 MiB of a file's content, or checking the bytes of
+	// a metadata object (n is then their size). It may block (to share the
+	// CPU between clients); an error from it ends the verification with
+	// that error, which is not a *CorruptError.
+	Work func(n int64) error
+}
+
+// workStep is the content inflated and hashed between two calls of
+// VerifyOptions.Work.
+const workStep = 1 << 20
+
+func (o *VerifyOptions) work(n int64) error {
+	if o == nil || o.Work == nil {
+		return nil
+	}
+	return o.Work(n)
+}
+
 // Verify reads the archive-repo form of an object from r and checks it
 // strictly against name. It returns a *CorruptError for invalid bytes and
 // any other error for a failure of r.
 func Verify(name ObjectName, r io.Reader) (Info, error) {
+	return VerifyWith(name, r, VerifyOptions{})
+}
+
+// VerifyWith is Verify with limits and pacing.
+func VerifyWith(name ObjectName, r io.Reader, opts VerifyOptions) (Info, error) {
 	src := &countingReader{r: r}
-	info, err := verify(name, src)
+	info, err := verify(name, src, &opts)
 	if src.err != nil {
 		return Info{}, fmt.Errorf("read %s: %w", name, src.err)
+	}
+	var we *workError
+	if errors.As(err, &we) {
+		return Info{}, we.err
 	}
 	if err != nil {
 		return Info{}, &CorruptError{Name: name, Reason: err.Error()}
@@ -64,6 +93,35 @@ func Verify(name ObjectName, r io.Reader) (Info, error) {
 	info.Name, info.Size = name, src.n
 	return info, nil
 }
+
+// VerifyFile verifies the object stored in the file at path. A metadata
+// object is read whole only once opts.Work allows the step.
+func VerifyFile(name ObjectName, path string, opts VerifyOptions) (Info, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Info{}, err
+	}
+	defer f.Close()
+	if name.Type != File {
+		fi, err := f.Stat()
+		if err != nil {
+			return Info{}, err
+		}
+		if limit := MaxSize(name.Type); fi.Size() > limit {
+			return Info{}, &CorruptError{Name: name, Reason: fmt.Sprintf("larger than %d bytes", limit)}
+		}
+		if err := opts.work(fi.Size()); err != nil {
+			return Info{}, err
+		}
+		opts.Work = nil // this was the one step
+	}
+	return VerifyWith(name, bufio.NewReaderSize(f, 64<<10), opts)
+}
+
+// workError carries an error of VerifyOptions.Work through the verifier.
+type workError struct{ err error }
+
+func (e *workError) Error() string { return e.err.Error() }
 
 // countingReader counts bytes and remembers the first real read error, so
 // that an I/O failure is never mistaken for corruption.
@@ -82,35 +140,43 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func verify(name ObjectName, r io.Reader) (Info, error) {
-	switch name.Type {
-	case File:
-		return verifyFilez(name.Sum, r)
-	case DirTree, DirMeta, Commit:
-		b, err := readCapped(r, MaxMetadataSize)
-		if err != nil {
-			return Info{}, err
-		}
-		if sum := sha256.Sum256(b); sum != name.Sum {
-			return Info{}, fmt.Errorf("content hashes to %x", sum)
-		}
-		switch name.Type {
-		case DirTree:
-			_, err = ParseDirTree(b, true)
-		case DirMeta:
-			err = validateDirMeta(b)
-		case Commit:
-			_, err = ParseCommit(name.Sum, b, true)
-		}
-		return Info{}, err
-	case CommitMeta:
-		b, err := readCapped(r, MaxCommitMetaSize)
-		if err != nil {
-			return Info{}, err
-		}
-		return Info{}, validateCommitMeta(b)
+func verify(name ObjectName, r io.Reader, opts *VerifyOptions) (Info, error) {
+	if name.Type == File {
+		return verifyFilez(name.Sum, r, opts)
 	}
-	return Info{}, fmt.Errorf("cannot verify objects of type %d", name.Type)
+	limit := MaxSize(name.Type)
+	if limit == 0 {
+		return Info{}, fmt.Errorf("cannot verify objects of type %d", name.Type)
+	}
+	b, err := readCapped(r, limit)
+	if err != nil {
+		return Info{}, err
+	}
+	if err := opts.work(int64(len(b))); err != nil {
+		return Info{}, &workError{err}
+	}
+	return Info{}, verifyMeta(name, b)
+}
+
+// verifyMeta checks the bytes of a metadata object against its name.
+func verifyMeta(name ObjectName, b []byte) error {
+	if name.Type == CommitMeta {
+		return validateCommitMeta(b)
+	}
+	if sum := sha256.Sum256(b); sum != name.Sum {
+		return fmt.Errorf("content hashes to %x", sum)
+	}
+	switch name.Type {
+	case DirTree:
+		_, err := ParseDirTree(b, true)
+		return err
+	case DirMeta:
+		return validateDirMeta(b)
+	case Commit:
+		_, err := ParseCommit(name.Sum, b, true)
+		return err
+	}
+	return fmt.Errorf("cannot verify objects of type %d", name.Type)
 }
 
 func readCapped(r io.Reader, limit int64) ([]byte, error) {
@@ -136,7 +202,7 @@ var (
 // zero bytes, a normal-form (tuuuusa(ayay)) header, then (for regular files
 // only) one raw deflate stream that inflates to exactly the header's size and
 // ends at EOF. The checksum covers the canonical header and the content.
-func verifyFilez(want Checksum, r io.Reader) (Info, error) {
+func verifyFilez(want Checksum, r io.Reader, opts *VerifyOptions) (Info, error) {
 	// bufio.Reader is an io.ByteReader, so flate reads no byte past its stream.
 	br := bufReaders.Get().(*bufio.Reader)
 	br.Reset(r)
@@ -172,6 +238,9 @@ func verifyFilez(want Checksum, r io.Reader) (Info, error) {
 	if mode&^(modeTypeMask|modePerms) != 0 {
 		return Info{}, fmt.Errorf("mode %#o has unknown bits", mode)
 	}
+	if opts.MaxContentSize > 0 && size > uint64(opts.MaxContentSize) {
+		return Info{}, fmt.Errorf("header declares %d bytes of content, more than %d (max_object_size)", size, opts.MaxContentSize)
+	}
 	switch mode & modeTypeMask {
 	case modeReg:
 		if target != "" {
@@ -201,9 +270,17 @@ func verifyFilez(want Checksum, r io.Reader) (Info, error) {
 		fr := inflaters.Get().(io.ReadCloser)
 		fr.(flate.Resetter).Reset(br, nil)
 		buf := copyBufs.Get().(*[]byte)
-		n, err := io.CopyBuffer(h, io.LimitReader(fr, int64(min(size, 1<<62))+1), *buf)
+		var dst io.Writer = h
+		if opts.Work != nil {
+			dst = &pacedWriter{w: h, work: opts.Work}
+		}
+		n, err := io.CopyBuffer(dst, io.LimitReader(fr, int64(min(size, 1<<62))+1), *buf)
 		copyBufs.Put(buf)
 		inflaters.Put(fr)
+		var we *workError
+		if errors.As(err, &we) {
+			return Info{}, we
+		}
 		if err != nil {
 			return Info{}, fmt.Errorf("deflate stream: %w", err)
 		}
@@ -265,4 +342,22 @@ func (v *Verifier) Close() (Info, error) {
 	v.pw.Close()
 	<-v.done
 	return v.info, v.err
+}
+
+// pacedWriter calls work before each workStep bytes written through it.
+type pacedWriter struct {
+	w      io.Writer
+	work   func(int64) error
+	budget int
+}
+
+func (p *pacedWriter) Write(b []byte) (int, error) {
+	if p.budget <= 0 {
+		if err := p.work(workStep); err != nil {
+			return 0, &workError{err}
+		}
+		p.budget = workStep
+	}
+	p.budget -= len(b)
+	return p.w.Write(b)
 }
