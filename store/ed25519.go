@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/ostree-upload/ostree-upload/store/internal/gvariant"
@@ -105,50 +104,11 @@ func keyLines(path string) ([]keyLine, error) {
 // form. Existing entries and signatures are kept; a signature already
 // present is not added twice, so signing again changes nothing.
 func SignEd25519(meta, data []byte, keys []ed25519.PrivateKey) ([]byte, error) {
-	entries, err := decodeSignedMeta(meta)
-	if err != nil {
-		return nil, err
-	}
-	idx := -1
-	var sigs []any
-	if err := eachSigList(entries, Ed25519MetaKey, func(i int, s []any) { idx, sigs = i, s }); err != nil {
-		return nil, err
-	}
+	var sigs Signatures
 	for _, k := range keys {
-		sigs = addSig(sigs, ed25519.Sign(k, data))
+		sigs.Ed25519 = append(sigs.Ed25519, ed25519.Sign(k, data))
 	}
-	entry := []any{Ed25519MetaKey, gvariant.Variant{Type: typeSigs, Value: sigs}}
-	if idx >= 0 {
-		entries[idx] = entry
-	} else {
-		entries = append(entries, entry)
-	}
-	return gvariant.Encode(typeCommitMeta, entries)
-}
-
-// eachSigList calls fn with the index and the signatures of every entry of
-// entries (decoded "a{sv}") under key, which must hold an "aay".
-func eachSigList(entries []any, key string, fn func(i int, sigs []any)) error {
-	for i, e := range entries {
-		kv := e.([]any)
-		if kv[0].(string) != key {
-			continue
-		}
-		v := kv[1].(gvariant.Variant)
-		if v.Type.String() != "aay" {
-			return fmt.Errorf("%s holds a %s, not aay", key, v.Type)
-		}
-		fn(i, v.Value.([]any))
-	}
-	return nil
-}
-
-// addSig appends sig to sigs unless it is there already.
-func addSig(sigs []any, sig []byte) []any {
-	if slices.ContainsFunc(sigs, func(x any) bool { return bytes.Equal(x.([]byte), sig) }) {
-		return sigs
-	}
-	return append(sigs, sig)
+	return AddSignatures(meta, sigs)
 }
 
 // ErrNoValidSignature reports data without a valid signature by a trusted key.
@@ -157,80 +117,64 @@ var ErrNoValidSignature = errors.New("no valid ed25519 signature by a trusted ke
 // VerifyEd25519 checks that meta holds at least one signature of data by
 // one of trusted.
 func VerifyEd25519(meta, data []byte, trusted []ed25519.PublicKey) error {
-	entries, err := decodeSignedMeta(meta)
+	lists, err := signatureLists(meta)
 	if err != nil {
 		return err
 	}
-	var sigs []any
-	if err := eachSigList(entries, Ed25519MetaKey, func(_ int, s []any) { sigs = append(sigs, s...) }); err != nil {
-		return err
+	if len(lists.Ed25519) == 0 {
+		return fmt.Errorf("%w: not signed", ErrNoValidSignature)
 	}
-	for _, s := range sigs {
-		sig := s.([]byte)
+	if len(TrustedEd25519(lists.Ed25519, data, trusted)) > 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %d signatures, none valid for the trusted keys", ErrNoValidSignature, len(lists.Ed25519))
+}
+
+// TrustedEd25519 returns the signatures of sigs that are valid signatures of
+// data by one of trusted.
+func TrustedEd25519(sigs [][]byte, data []byte, trusted []ed25519.PublicKey) [][]byte {
+	var out [][]byte
+	for _, sig := range sigs {
 		for _, k := range trusted {
 			if len(sig) == ed25519.SignatureSize && ed25519.Verify(k, data, sig) {
-				return nil
+				out = append(out, sig)
+				break
 			}
 		}
 	}
-	if len(sigs) == 0 {
-		return fmt.Errorf("%w: not signed", ErrNoValidSignature)
-	}
-	return fmt.Errorf("%w: %d signatures, none valid for the trusted keys", ErrNoValidSignature, len(sigs))
+	return out
 }
 
-func decodeSignedMeta(meta []byte) ([]any, error) {
+// signatureLists reads the signature lists of detached metadata as a
+// repository holds it (normal form not required); other keys are ignored.
+func signatureLists(meta []byte) (Signatures, error) {
+	var s Signatures
 	if len(meta) == 0 {
-		return nil, nil
+		return s, nil
 	}
-	v, err := gvariant.Decode(typeCommitMeta, meta)
-	if err != nil {
-		return nil, fmt.Errorf("detached metadata: %w", err)
+	if err := gvariant.ValidateLoose(typeCommitMeta, meta); err != nil {
+		return s, fmt.Errorf("detached metadata: %w", err)
 	}
-	return v.([]any), nil
-}
-
-// MergeCommitMeta merges two "a{sv}" detached metadata: a's entries first,
-// then b's entries whose keys a lacks; signature lists ("aay" under the
-// same key in both) become the union of both. Either may be empty.
-func MergeCommitMeta(a, b []byte) ([]byte, error) {
-	ea, err := decodeSignedMeta(a)
-	if err != nil {
-		return nil, err
-	}
-	eb, err := decodeSignedMeta(b)
-	if err != nil {
-		return nil, err
-	}
-	if len(eb) == 0 {
-		if len(ea) == 0 {
-			return nil, nil
-		}
-		return gvariant.Encode(typeCommitMeta, ea)
-	}
-	at := map[string]int{}
-	for i, e := range ea {
-		at[e.([]any)[0].(string)] = i
-	}
-	for _, e := range eb {
-		kv := e.([]any)
-		i, ok := at[kv[0].(string)]
-		if !ok {
-			at[kv[0].(string)] = len(ea)
-			ea = append(ea, e)
+	v := gvariant.NewView(typeCommitMeta, meta)
+	for i := 0; i < v.Len(); i++ {
+		e := v.Index(i)
+		key := e.Field(0).Str()
+		if key != GPGMetaKey && key != Ed25519MetaKey {
 			continue
 		}
-		va, vb := ea[i].([]any)[1].(gvariant.Variant), kv[1].(gvariant.Variant)
-		if va.Type.String() != "aay" || vb.Type.String() != "aay" {
-			continue // not a signature list: the first one stays
+		val := e.Field(1).Variant()
+		if val.Type() == nil || val.Type().String() != "aay" {
+			return s, fmt.Errorf("detached metadata: %s holds a %s, not aay", key, typeName(val))
 		}
-		list := va.Value.([]any)
-		for _, s := range vb.Value.([]any) {
-			list = addSig(list, s.([]byte))
+		for j := 0; j < val.Len(); j++ {
+			if key == GPGMetaKey {
+				s.GPG = append(s.GPG, val.Index(j).Raw())
+			} else {
+				s.Ed25519 = append(s.Ed25519, val.Index(j).Raw())
+			}
 		}
-		ea[i] = []any{kv[0], gvariant.Variant{Type: typeSigs, Value: list}}
 	}
-	return gvariant.Encode(typeCommitMeta, ea)
+	return s, nil
 }
 
 // CommitObject returns the bytes of a commit object of r, which signatures
@@ -246,6 +190,15 @@ func (r *Repo) WriteCommitMeta(sum Checksum, meta []byte) error {
 		return err
 	}
 	return writeFileAtomic(r.ObjectPath(ObjectName{Sum: sum, Type: CommitMeta}), meta, 0o644)
+}
+
+// RemoveCommitMeta deletes a commit's detached metadata from r, durably.
+func (r *Repo) RemoveCommitMeta(sum Checksum) error {
+	path := r.ObjectPath(ObjectName{Sum: sum, Type: CommitMeta})
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove detached metadata of %s: %w", sum, err)
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 // SignSummaryEd25519 adds each key's signature of r's summary file to its

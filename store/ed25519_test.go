@@ -140,14 +140,19 @@ func TestEd25519SignMergesAndVerifies(t *testing.T) {
 	}
 }
 
-func TestMergeCommitMeta(t *testing.T) {
+// Production's detached metadata keeps every entry; a push adds only
+// signatures, each list a set, and the result stays within the limits.
+func TestAddSignatures(t *testing.T) {
 	_, k1, _ := ed25519.GenerateKey(nil)
 	_, k2, _ := ed25519.GenerateKey(nil)
 	data := []byte("commit")
-	a, _ := SignEd25519(nil, data, []ed25519.PrivateKey{k1})
-	b, _ := SignEd25519(nil, data, []ed25519.PrivateKey{k2})
-	b, _ = MergeCommitMeta(b, mustEncodeMeta(t, "xa.note", "s", "from the build"))
-	m, err := MergeCommitMeta(a, b)
+	prod, _ := SignEd25519(mustEncodeMeta(t, "xa.note", "s", "production's"), data, []ed25519.PrivateKey{k1})
+	pushed, _ := SignEd25519(mustEncodeMeta(t, "xa.evil", "s", "from the build"), data, []ed25519.PrivateKey{k1, k2})
+	sigs, err := SignaturesOf(pushed)
+	if err != nil || len(sigs.Ed25519) != 2 || len(sigs.GPG) != 0 {
+		t.Fatalf("signatures of the push: %+v, %v", sigs, err)
+	}
+	m, err := AddSignatures(prod, sigs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +161,7 @@ func TestMergeCommitMeta(t *testing.T) {
 		t.Fatal(err)
 	}
 	entries := v.([]any)
-	if len(entries) != 2 || len(entries[0].([]any)[1].(gvariant.Variant).Value.([]any)) != 2 || entries[1].([]any)[0] != "xa.note" {
+	if len(entries) != 2 || entries[0].([]any)[0] != "xa.note" || len(entries[1].([]any)[1].(gvariant.Variant).Value.([]any)) != 2 {
 		t.Fatalf("merged: %v", entries)
 	}
 	for _, k := range []ed25519.PrivateKey{k1, k2} {
@@ -164,11 +169,76 @@ func TestMergeCommitMeta(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if same, _ := MergeCommitMeta(m, a); !bytes.Equal(same, m) {
-		t.Error("merging a subset changed the metadata")
+	if same, _ := AddSignatures(m, sigs); !bytes.Equal(same, m) {
+		t.Error("adding signatures already there changed the metadata")
 	}
-	if none, err := MergeCommitMeta(nil, nil); none != nil || err != nil {
-		t.Errorf("merging nothing: %x %v", none, err)
+	if none, err := AddSignatures(nil, Signatures{}); none != nil || err != nil {
+		t.Errorf("adding nothing: %x %v", none, err)
+	}
+	// Over the limit: refused, whatever production already holds.
+	var many Signatures
+	for i := 0; i < MaxSignaturesPerKey; i++ {
+		many.Ed25519 = append(many.Ed25519, bytes.Repeat([]byte{byte(i)}, 64))
+	}
+	var le *MetaLimitError
+	if _, err := AddSignatures(m, many); !errors.As(err, &le) || le.Key != Ed25519MetaKey {
+		t.Fatalf("%d signatures: %v", MaxSignaturesPerKey+2, err)
+	}
+}
+
+// Merging is linear: the 64 signatures of the limit against the same
+// number in production, many times over, take milliseconds.
+func TestAddSignaturesIsLinear(t *testing.T) {
+	var a, b Signatures
+	for i := 0; i < MaxSignaturesPerKey/2; i++ {
+		a.Ed25519 = append(a.Ed25519, bytes.Repeat([]byte{byte(i)}, 64))
+		b.Ed25519 = append(b.Ed25519, bytes.Repeat([]byte{byte(i + 100)}, 64))
+	}
+	prod, err := AddSignatures(nil, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(10, func() {
+		if _, err := AddSignatures(prod, b); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 2000 {
+		t.Fatalf("%v allocations to merge 32 signatures into 32", allocs)
+	}
+}
+
+// Pushed detached metadata is checked as it arrives: only well-formed
+// signature lists within the limits.
+func TestSignaturesOfRefuses(t *testing.T) {
+	sigs := func(key string, entries ...[]byte) []byte {
+		var l []any
+		for _, e := range entries {
+			l = append(l, e)
+		}
+		return mustEncodeMeta(t, key, "aay", l)
+	}
+	var tooMany [][]byte
+	for i := 0; i <= MaxSignaturesPerKey; i++ {
+		tooMany = append(tooMany, bytes.Repeat([]byte{byte(i)}, 64))
+	}
+	for what, meta := range map[string][]byte{
+		"junk gpg":          sigs(GPGMetaKey, []byte("junk")),
+		"gpg literal data":  sigs(GPGMetaKey, []byte{0xcb, 3, 'b', 0, 0}),
+		"gpg cut short":     sigs(GPGMetaKey, []byte{0x88, 40, 4, 0}),
+		"empty gpg entry":   sigs(GPGMetaKey, nil),
+		"short ed25519":     sigs(Ed25519MetaKey, make([]byte, 63)),
+		"too many":          sigs(Ed25519MetaKey, tooMany...),
+		"ed25519 of type s": mustEncodeMeta(t, Ed25519MetaKey, "s", "x"),
+		"gpg of type ay":    mustEncodeMeta(t, GPGMetaKey, "ay", []byte{1}),
+		"not a{sv}":         []byte("garbage"),
+	} {
+		if _, err := SignaturesOf(meta); err == nil {
+			t.Errorf("%s: accepted", what)
+		}
+		if _, err := Verify(ObjectName{Type: CommitMeta}, bytes.NewReader(meta)); !IsCorrupt(err) {
+			t.Errorf("%s: Verify says %v", what, err)
+		}
 	}
 }
 

@@ -106,17 +106,38 @@ func (r *Repo) VerifyGPG(ctx context.Context, meta, data []byte, keyringDir, key
 
 // gpgSignatures concatenates the signature packets of meta's ostree.gpgsigs.
 func gpgSignatures(meta []byte) ([]byte, error) {
-	entries, err := decodeSignedMeta(meta)
+	lists, err := signatureLists(meta)
 	if err != nil {
 		return nil, err
 	}
 	var out bytes.Buffer
-	err = eachSigList(entries, GPGMetaKey, func(_ int, sigs []any) {
-		for _, s := range sigs {
-			out.Write(s.([]byte))
+	for _, s := range lists.GPG {
+		out.Write(s)
+	}
+	return out.Bytes(), nil
+}
+
+// TrustedGPG returns the entries of sigs (each an OpenPGP signature) that
+// hold a valid signature of data by a key of the keyrings in keyringDir
+// ("": libostree's system-wide trusted keyrings) or of the keyring file
+// keyring ("": none). Each entry is checked on its own.
+func (r *Repo) TrustedGPG(ctx context.Context, sigs [][]byte, data []byte, keyringDir, keyring string) ([][]byte, error) {
+	var out [][]byte
+	for _, sig := range sigs {
+		meta, err := AddSignatures(nil, Signatures{GPG: [][]byte{sig}})
+		if err != nil {
+			return nil, err
 		}
-	})
-	return out.Bytes(), err
+		err = r.VerifyGPG(ctx, meta, data, keyringDir, keyring)
+		if errors.Is(err, ErrNoValidGPGSignature) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sig)
+	}
+	return out, nil
 }
 
 // SignSummaryGPG adds a GPG signature of r's summary by each key to its

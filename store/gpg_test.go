@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/ostree-upload/ostree-upload/store/internal/gvariant"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
 
@@ -12,7 +13,7 @@ func TestGPGSignAndVerify(t *testing.T) {
 	other := storetest.NewGPGKey(t)
 	r := newArchive(t)
 	data := []byte("commit object bytes")
-	existing, _ := MergeCommitMeta(nil, mustEncodeMeta(t, "xa.note", "s", "kept"))
+	existing := mustEncodeMeta(t, "xa.note", "s", "kept")
 	meta, err := r.SignGPG(ctx, existing, data, []string{key.ID}, key.Home)
 	if err != nil {
 		t.Fatal(err)
@@ -20,9 +21,24 @@ func TestGPGSignAndVerify(t *testing.T) {
 	if err := r.VerifyGPG(ctx, meta, data, "", key.PublicRing); err != nil {
 		t.Fatalf("verify: %v", err)
 	}
-	// The other entries stay; ed25519 signatures can join the same metadata.
-	if merged, err := MergeCommitMeta(meta, existing); err != nil || string(merged) != string(meta) {
+	// The other entries stay.
+	if v, err := gvariant.Decode(typeCommitMeta, meta); err != nil || len(v.([]any)) != 2 {
 		t.Errorf("signing dropped an entry: %v", err)
+	}
+	// A real signature is a well-formed OpenPGP signature; each entry is
+	// judged on its own against the trusted keys.
+	sigs, err := SignaturesOf(meta)
+	if err != nil || len(sigs.GPG) != 1 {
+		t.Fatalf("signatures of signed metadata: %+v, %v", sigs, err)
+	}
+	other2, err := r.SignGPG(ctx, nil, data, []string{other.ID}, other.Home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigs2, _ := SignaturesOf(other2)
+	trusted, err := r.TrustedGPG(ctx, append(sigs.GPG, sigs2.GPG...), data, "", key.PublicRing)
+	if err != nil || len(trusted) != 1 || string(trusted[0]) != string(sigs.GPG[0]) {
+		t.Errorf("trusted entries: %d, %v", len(trusted), err)
 	}
 	for what, c := range map[string]struct {
 		meta, data []byte
