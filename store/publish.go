@@ -79,13 +79,42 @@ func (r *Repo) base(ctx context.Context, u RefUpdate) (*Checksum, error) {
 	return u.Old, nil
 }
 
+// Check tells whether a Publish of updates from spool can succeed as things
+// stand, without changing anything: every ref must still equal its Old (or
+// already its New: a publish finished by an earlier attempt), else a
+// *RefMovedError; each new commit must be complete in r and spool together,
+// else a *MissingError; its directories must be within the tree limits,
+// else an error matching ErrTreeLimit.
+func (r *Repo) Check(ctx context.Context, spool *Repo, updates []RefUpdate) error {
+	for _, u := range updates {
+		if err := ValidateRef(u.Ref); err != nil {
+			return err
+		}
+	}
+	if err := r.checkRefs(ctx, updates); err != nil {
+		return err
+	}
+	both := layers{r, spool}
+	for _, u := range updates {
+		b, err := r.base(ctx, u)
+		if err != nil {
+			return fmt.Errorf("publish %s: %w", u.Ref, err)
+		}
+		if err := missing(ctx, both, u.New, b, nil); err != nil {
+			return fmt.Errorf("publish %s: %w", u.Ref, err)
+		}
+	}
+	return nil
+}
+
 // Publish makes r's refs point at the new commits, all together or not at
-// all. It checks that every ref still equals its Old and that each new
-// commit is complete in r and spool together before touching r; then, in one
-// libostree transaction, imports what r lacks from spool (trusted: the spool
-// holds only verified objects; hard links when both share a filesystem),
-// re-checks each commit's closure in r alone, and sets the refs. The caller
-// serializes publishes to r.
+// all: in one libostree transaction, it imports what r lacks from spool
+// (trusted: the spool holds only verified objects; hard links when both
+// share a filesystem), re-checks each commit's closure in r alone,
+// re-checks that every ref still equals its Old and sets the refs. A commit
+// found incomplete gives a *MissingError and a moved ref a *RefMovedError,
+// with r's refs untouched. Call Check first to refuse what cannot succeed
+// before any transaction; the caller serializes publishes to r.
 func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate) error {
 	for _, u := range updates {
 		if err := ValidateRef(u.Ref); err != nil {
@@ -103,9 +132,6 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate) er
 			return fmt.Errorf("publish %s: %w", u.Ref, err)
 		}
 		bases[i] = b
-		if err := missing(ctx, both, u.New, b, nil); err != nil {
-			return fmt.Errorf("publish %s: %w", u.Ref, err)
-		}
 	}
 
 	txn, err := r.begin(ctx)

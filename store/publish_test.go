@@ -136,10 +136,12 @@ func TestPublishRefusalsTouchNothing(t *testing.T) {
 		if !dropped {
 			t.Fatalf("diff has no %s to drop", drop.Ext())
 		}
-		err := prod.Publish(ctx, spoolWith(t, build, partial), []RefUpdate{{Ref: "main", Old: &fx.a, New: fx.b}})
+		// Check refuses; Publish is only ever called after Check passed
+		// (a transaction may find objects that an aborted one staged).
+		err := prod.Check(ctx, spoolWith(t, build, partial), []RefUpdate{{Ref: "main", Old: &fx.a, New: fx.b}})
 		var me *MissingError
 		if !errors.As(err, &me) || me.Count == 0 {
-			t.Fatalf("without one %s: Publish = %v, want MissingError", drop.Ext(), err)
+			t.Fatalf("without one %s: Check = %v, want MissingError", drop.Ext(), err)
 		}
 	}
 	full := spoolWith(t, build, diff)
@@ -155,6 +157,9 @@ func TestPublishRefusalsTouchNothing(t *testing.T) {
 		var rm *RefMovedError
 		if err := prod.Publish(ctx, full, updates); !errors.As(err, &rm) {
 			t.Fatalf("%s: Publish = %v, want RefMovedError", name, err)
+		}
+		if err := prod.Check(ctx, full, updates); !errors.As(err, &rm) {
+			t.Fatalf("%s: Check = %v, want RefMovedError", name, err)
 		}
 	}
 	if err := prod.Publish(ctx, full, []RefUpdate{{Ref: "bad^ref", New: fx.b}}); err == nil {
@@ -203,12 +208,12 @@ func TestStage(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Short input, then corrupt input: nothing is kept.
-		if _, err := spool.Stage(ctx, n, bytes.NewReader(b[:len(b)-1]), int64(len(b))); err == nil {
+		if _, err := spool.Stage(ctx, n, bytes.NewReader(b[:len(b)-1]), int64(len(b)), VerifyOptions{}); err == nil {
 			t.Errorf("%s: short input accepted", n)
 		}
 		bad := append([]byte(nil), b...)
 		bad[len(bad)/2] ^= 1
-		if _, err := spool.Stage(ctx, n, bytes.NewReader(bad), int64(len(bad))); !IsCorrupt(err) {
+		if _, err := spool.Stage(ctx, n, bytes.NewReader(bad), int64(len(bad)), VerifyOptions{}); !IsCorrupt(err) {
 			t.Errorf("%s: flipped bit: err = %v, want corrupt", n, err)
 		}
 		if _, err := os.Stat(spool.ObjectPath(n)); !errors.Is(err, os.ErrNotExist) {
@@ -216,7 +221,7 @@ func TestStage(t *testing.T) {
 		}
 		// Only size bytes are read: what follows belongs to someone else.
 		src := bytes.NewReader(append(append([]byte(nil), b...), "next entry"...))
-		st, err := spool.Stage(ctx, n, src, int64(len(b)))
+		st, err := spool.Stage(ctx, n, src, int64(len(b)), VerifyOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"unsafe"
@@ -201,11 +202,21 @@ func (r *Repo) do(ctx context.Context, fn func(*C.OstreeRepo) error) error {
 	return fn(r.ptr)
 }
 
+// maxRefComponent bounds one "/"-separated part of a ref name: each is a
+// file or directory name under refs/heads (NAME_MAX).
+const maxRefComponent = 255
+
 // ValidateRef checks that name is a valid OSTree ref name (no "..", no
-// leading "/", no "^" or other revision syntax).
+// leading "/", no "^" or other revision syntax) of at most 1024 bytes,
+// each "/"-separated part at most 255.
 func ValidateRef(name string) error {
 	if name == "" || len(name) > 1024 {
-		return fmt.Errorf("invalid ref name %q", truncate(name))
+		return fmt.Errorf("invalid ref name %q: 1 to 1024 bytes", truncate(name))
+	}
+	for _, part := range strings.Split(name, "/") {
+		if len(part) > maxRefComponent {
+			return fmt.Errorf("invalid ref name %q: a part of %d bytes, more than %d", truncate(name), len(part), maxRefComponent)
+		}
 	}
 	cname := C.CString(name)
 	defer C.free(unsafe.Pointer(cname))
@@ -214,6 +225,57 @@ func ValidateRef(name string) error {
 		return fmt.Errorf("invalid ref name %q: %w", truncate(name), takeError(gerr))
 	}
 	return nil
+}
+
+// CollectionID is the repository's collection ID (core.collection-id), or
+// "" when it has none.
+func (r *Repo) CollectionID() string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.ptr == nil {
+		return ""
+	}
+	return C.GoString(C.ostree_repo_get_collection_id(r.ptr))
+}
+
+// RefConflict reports the first ref of refs that cannot live beside the
+// others or beside existing: refs are files under refs/heads, so no ref may
+// be a directory of another ("a" and "a/b"). It returns the two names, or
+// ok false when there is none.
+func RefConflict(refs []string, existing map[string]Checksum) (ref, other string, found bool) {
+	all := make(map[string]bool, len(refs)+len(existing))
+	for r := range existing {
+		all[r] = true
+	}
+	for _, r := range refs {
+		all[r] = true
+	}
+	sorted := make([]string, 0, len(all))
+	for r := range all {
+		sorted = append(sorted, r)
+	}
+	slices.Sort(sorted)
+	for _, r := range refs {
+		// A ref that is a directory of r: one of r's prefixes.
+		for i := strings.IndexByte(r, '/'); i >= 0; i = nextSlash(r, i) {
+			if all[r[:i]] {
+				return r, r[:i], true
+			}
+		}
+		// A ref below r: the first name after r+"/" in order.
+		dir := r + "/"
+		if i, _ := slices.BinarySearch(sorted, dir); i < len(sorted) && strings.HasPrefix(sorted[i], dir) {
+			return r, sorted[i], true
+		}
+	}
+	return "", "", false
+}
+
+func nextSlash(s string, after int) int {
+	if j := strings.IndexByte(s[after+1:], '/'); j >= 0 {
+		return after + 1 + j
+	}
+	return -1
 }
 
 // ListRefs returns every local ref and the commit it points at.

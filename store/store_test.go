@@ -231,3 +231,32 @@ func TestObjectNames(t *testing.T) {
 		}
 	}
 }
+
+func TestRefConflict(t *testing.T) {
+	existing := map[string]Checksum{"app/org.x/stable": {}, "main": {}}
+	for _, c := range []struct {
+		refs         []string
+		ref, other   string
+		wantConflict bool
+	}{
+		{[]string{"beta"}, "", "", false},
+		{[]string{"app/org.x/beta", "app/org.y/stable"}, "", "", false},
+		{[]string{"main/x"}, "main/x", "main", true},
+		{[]string{"app/org.x"}, "app/org.x", "app/org.x/stable", true},
+		{[]string{"x", "x/y"}, "x", "x/y", true},
+		{[]string{"a/b/c", "a"}, "a/b/c", "a", true},
+		{[]string{"main"}, "", "", false}, // the ref itself moves
+		{[]string{"mai", "main2"}, "", "", false},
+	} {
+		ref, other, found := RefConflict(c.refs, existing)
+		if found != c.wantConflict || ref != c.ref || other != c.other {
+			t.Errorf("%v: %q %q %v, want %q %q %v", c.refs, ref, other, found, c.ref, c.other, c.wantConflict)
+		}
+	}
+	if err := ValidateRef(strings.Repeat("a", 256)); err == nil {
+		t.Error("a ref part of 256 bytes is valid")
+	}
+	if err := ValidateRef("a/" + strings.Repeat("b", 255)); err != nil {
+		t.Error(err)
+	}
+}

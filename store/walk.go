@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // source is where a traversal reads metadata: one repo, or several layered.
@@ -55,12 +56,30 @@ func (s objectSet) add(n ObjectName) bool {
 	return true
 }
 
+// ErrTreeLimit reports a commit whose directory tree is beyond what the
+// store walks: deeper than MaxTreeDepth levels, or with more than
+// maxPendingDirs directories waiting to be walked at once.
+var ErrTreeLimit = errors.New("directory tree over the limits")
+
+// maxPendingDirs bounds the directories a walk holds waiting at once: the
+// sum, along one path from the root, of the subdirectories not walked yet.
+// Real trees stay far below it; it keeps a hostile tree (each level a
+// dirtree full of subdirectories) from costing gigabytes.
+const maxPendingDirs = 1 << 20
+
 // traversal walks commits through a source. When a metadata object cannot be
 // read, onMissing (if set) is told and its subtree skipped; otherwise the
-// walk fails.
+// walk fails. Walks keep their work on a stack of their own, never on the
+// goroutine's: only the directories waiting to be walked stay in memory,
+// not the trees above them.
 type traversal struct {
 	src       source
 	onMissing func(ObjectName) error
+	noLimit   bool // old side of a diff: what production holds, however deep
+	// heights holds, for each dirtree walked to its end, how many levels
+	// of directories it holds below itself: a tree met again deeper down
+	// is checked against MaxTreeDepth without being walked again.
+	heights map[Checksum]int
 }
 
 func (t *traversal) readTree(ctx context.Context, sum Checksum) (*Tree, error) {
@@ -103,44 +122,116 @@ func (t *traversal) walkCommit(ctx context.Context, sum Checksum, seen objectSet
 	if err := t.commitObjects(ctx, sum, seen, emit); err != nil {
 		return err
 	}
-	return t.walkDir(ctx, c.RootTree, c.RootMeta, seen, emit)
+	_, err = t.walkDir(ctx, c.RootTree, c.RootMeta, 0, seen, emit)
+	return err
+}
+
+// dirFrame is a directory on a walk's stack: waiting to be entered, or
+// (exit) entered, its subdirectories above it on the stack.
+type dirFrame struct {
+	tree, meta Checksum
+	depth      int  // levels below the root of the walk's commit
+	parent     int  // stack index of the parent's exit frame; -1 for the first
+	exit       bool // the directory's subdirectories are all above
+	below      int  // exit frames: levels of directories below, so far
+}
+
+func (t *traversal) tooDeep(depth int) error {
+	if t.noLimit || depth <= MaxTreeDepth {
+		return nil
+	}
+	return fmt.Errorf("%w: directories nest more than %d levels deep", ErrTreeLimit, MaxTreeDepth)
 }
 
 // walkDir emits a directory's dirmeta, dirtree and everything below it that
-// seen does not hold yet.
-func (t *traversal) walkDir(ctx context.Context, tree, meta Checksum, seen objectSet, emit func(ObjectName) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
+// seen does not hold yet, in preorder (parents before their children, each
+// directory's files before its subdirectories), and returns how many levels
+// of directories it holds below itself. depth is the directory's own depth
+// in its commit; no directory may be deeper than MaxTreeDepth.
+func (t *traversal) walkDir(ctx context.Context, tree, meta Checksum, depth int, seen objectSet, emit func(ObjectName) error) (int, error) {
+	if t.heights == nil {
+		t.heights = map[Checksum]int{}
 	}
-	if m := (ObjectName{Sum: meta, Type: DirMeta}); seen.add(m) {
-		if err := emit(m); err != nil {
-			return err
+	stack := []dirFrame{{tree: tree, meta: meta, depth: depth, parent: -1}}
+	top := -1 // the height of the first directory
+	done := func(parent, h int) {
+		if parent < 0 {
+			top = h
+		} else {
+			stack[parent].below = max(stack[parent].below, h+1)
 		}
 	}
-	dt := ObjectName{Sum: tree, Type: DirTree}
-	if !seen.add(dt) {
-		return nil
-	}
-	if err := emit(dt); err != nil {
-		return err
-	}
-	tr, err := t.readTree(ctx, tree)
-	if tr == nil {
-		return err
-	}
-	for _, f := range tr.Files {
-		if n := (ObjectName{Sum: f.Sum, Type: File}); seen.add(n) {
-			if err := emit(n); err != nil {
-				return err
+	for len(stack) > 0 {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		f := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if f.exit {
+			t.heights[f.tree] = f.below
+			done(f.parent, f.below)
+			continue
+		}
+		if err := t.tooDeep(f.depth); err != nil {
+			return 0, err
+		}
+		if m := (ObjectName{Sum: f.meta, Type: DirMeta}); seen.add(m) {
+			if err := emit(m); err != nil {
+				return 0, err
 			}
 		}
-	}
-	for _, d := range tr.Dirs {
-		if err := t.walkDir(ctx, d.Tree, d.Meta, seen, emit); err != nil {
-			return err
+		if h, ok := t.heights[f.tree]; ok {
+			if err := t.tooDeep(f.depth + h); err != nil {
+				return 0, err
+			}
+			done(f.parent, h)
+			continue
+		}
+		dt := ObjectName{Sum: f.tree, Type: DirTree}
+		if seen.add(dt) {
+			if err := emit(dt); err != nil {
+				return 0, err
+			}
+		}
+		tr, err := t.readTree(ctx, f.tree)
+		if tr == nil {
+			if err != nil {
+				return 0, err
+			}
+			t.heights[f.tree] = 0 // missing: reported, nothing below
+			done(f.parent, 0)
+			continue
+		}
+		for _, file := range tr.Files {
+			if n := (ObjectName{Sum: file.Sum, Type: File}); seen.add(n) {
+				if err := emit(n); err != nil {
+					return 0, err
+				}
+			}
+		}
+		stack = append(stack, dirFrame{tree: f.tree, depth: f.depth, parent: f.parent, exit: true})
+		exit := len(stack) - 1
+		pushed := make(map[Checksum]bool, len(tr.Dirs))
+		for i := len(tr.Dirs) - 1; i >= 0; i-- {
+			d := tr.Dirs[i]
+			if pushed[d.Tree] {
+				// A twin of a subdirectory pushed already: the same levels
+				// below, at the same depth; only its dirmeta is its own.
+				if m := (ObjectName{Sum: d.Meta, Type: DirMeta}); seen.add(m) {
+					if err := emit(m); err != nil {
+						return 0, err
+					}
+				}
+				continue
+			}
+			pushed[d.Tree] = true
+			stack = append(stack, dirFrame{tree: d.Tree, meta: d.Meta, depth: f.depth + 1, parent: exit})
+		}
+		if len(stack) > maxPendingDirs {
+			return 0, fmt.Errorf("%w: more than %d directories waiting to be walked", ErrTreeLimit, maxPendingDirs)
 		}
 	}
-	return nil
+	return top, nil
 }
 
 // diff emits the objects reachable from newc that its side-by-side walk
@@ -150,7 +241,8 @@ func (t *traversal) walkDir(ctx context.Context, tree, meta Checksum, seen objec
 // subtracted from each other, so renames and moves cost nothing; an object
 // that the new side adds to a changed part but that the old commit held only
 // inside an unchanged subtree is still emitted (present on both sides,
-// harmless to offer).
+// harmless to offer). The new side is held to MaxTreeDepth where it is
+// walked; the old side, already published, is not.
 func (t *traversal) diff(ctx context.Context, newc, oldc Checksum, emit func(ObjectName) error) error {
 	nc, err := t.readCommit(ctx, newc)
 	if nc == nil {
@@ -163,13 +255,12 @@ func (t *traversal) diff(ctx context.Context, newc, oldc Checksum, emit func(Obj
 	newSide, oldSide := objectSet{}, objectSet{}
 	var order []ObjectName
 	collect := func(n ObjectName) error { order = append(order, n); return nil }
-	ignore := func(ObjectName) error { return nil }
 	oldSide.add(ObjectName{Sum: oldc, Type: Commit})
 	if err := t.commitObjects(ctx, newc, newSide, collect); err != nil {
 		return err
 	}
-	d := &differ{t: t, newSide: newSide, oldSide: oldSide, collect: collect, ignore: ignore}
-	if err := d.pair(ctx, nc.RootTree, nc.RootMeta, oc.RootTree, oc.RootMeta); err != nil {
+	d := &differ{t: t, old: &traversal{src: t.src, noLimit: true}, newSide: newSide, oldSide: oldSide, collect: collect}
+	if err := d.run(ctx, pair{nc.RootTree, nc.RootMeta, oc.RootTree, oc.RootMeta, 0}); err != nil {
 		return err
 	}
 	for _, n := range order {
@@ -183,81 +274,120 @@ func (t *traversal) diff(ctx context.Context, newc, oldc Checksum, emit func(Obj
 }
 
 type differ struct {
-	t                *traversal
+	t, old           *traversal
 	newSide, oldSide objectSet
-	collect, ignore  func(ObjectName) error
+	collect          func(ObjectName) error
 }
 
-func (d *differ) pair(ctx context.Context, nt, nm, ot, om Checksum) error {
-	if nt == ot && nm == om {
-		return nil
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if nm != om {
-		if n := (ObjectName{Sum: nm, Type: DirMeta}); d.newSide.add(n) {
-			d.collect(n)
-		}
-		d.oldSide.add(ObjectName{Sum: om, Type: DirMeta})
-	}
-	if nt == ot {
-		return nil
-	}
-	ntn := ObjectName{Sum: nt, Type: DirTree}
-	if !d.newSide.add(ntn) {
-		return nil // this new tree was already compared elsewhere
-	}
-	d.collect(ntn)
-	d.oldSide.add(ObjectName{Sum: ot, Type: DirTree})
-	ntree, err := d.t.readTree(ctx, nt)
-	if ntree == nil {
-		return err
-	}
-	otree, err := d.t.src.ReadTree(ctx, ot)
-	if err != nil {
-		return fmt.Errorf("diff base: %w", err)
-	}
-	oldFiles := make(map[string]Checksum, len(otree.Files))
-	for _, f := range otree.Files {
-		oldFiles[f.Name] = f.Sum
-	}
-	for _, f := range ntree.Files {
-		if s, ok := oldFiles[f.Name]; ok && s == f.Sum {
-			delete(oldFiles, f.Name)
-			continue
-		}
-		if n := (ObjectName{Sum: f.Sum, Type: File}); d.newSide.add(n) {
-			d.collect(n)
-		}
-	}
-	for _, s := range oldFiles {
-		d.oldSide.add(ObjectName{Sum: s, Type: File})
-	}
-	oldDirs := make(map[string]TreeDir, len(otree.Dirs))
-	for _, od := range otree.Dirs {
-		oldDirs[od.Name] = od
-	}
-	for _, nd := range ntree.Dirs {
-		od, ok := oldDirs[nd.Name]
-		if !ok {
-			if err := d.t.walkDir(ctx, nd.Tree, nd.Meta, d.newSide, d.collect); err != nil {
-				return err
-			}
-			continue
-		}
-		delete(oldDirs, nd.Name)
-		if err := d.pair(ctx, nd.Tree, nd.Meta, od.Tree, od.Meta); err != nil {
+// pair is a directory present at the same path on both sides of a diff.
+type pair struct {
+	nt, nm, ot, om Checksum
+	depth          int
+}
+
+func ignore(ObjectName) error { return nil }
+
+// run compares pairs of directories, from a stack of its own.
+func (d *differ) run(ctx context.Context, first pair) error {
+	stack := []pair{first}
+	for len(stack) > 0 {
+		p := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		more, err := d.pair(ctx, p)
+		if err != nil {
 			return err
 		}
-	}
-	old := traversal{src: d.t.src}
-	for _, od := range oldDirs {
-		if err := old.walkDir(ctx, od.Tree, od.Meta, d.oldSide, d.ignore); err != nil {
-			return fmt.Errorf("diff base: %w", err)
+		stack = append(stack, more...)
+		if len(stack) > maxPendingDirs {
+			return fmt.Errorf("%w: more than %d directories waiting to be compared", ErrTreeLimit, maxPendingDirs)
 		}
 	}
 	return nil
+}
+
+// pair compares one pair of directories and returns the pairs of
+// subdirectories still to compare. Both trees' entries are sorted by name
+// (libostree writes them so, and the verifier requires it), so one pass
+// over each finds the entries of both; an old tree out of order only makes
+// the diff larger, never wrong.
+func (d *differ) pair(ctx context.Context, p pair) ([]pair, error) {
+	if p.nt == p.ot && p.nm == p.om {
+		return nil, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := d.t.tooDeep(p.depth); err != nil {
+		return nil, err
+	}
+	if p.nm != p.om {
+		if n := (ObjectName{Sum: p.nm, Type: DirMeta}); d.newSide.add(n) {
+			d.collect(n)
+		}
+		d.oldSide.add(ObjectName{Sum: p.om, Type: DirMeta})
+	}
+	if p.nt == p.ot {
+		return nil, nil
+	}
+	ntn := ObjectName{Sum: p.nt, Type: DirTree}
+	if !d.newSide.add(ntn) {
+		return nil, nil // this new tree was already compared elsewhere
+	}
+	d.collect(ntn)
+	d.oldSide.add(ObjectName{Sum: p.ot, Type: DirTree})
+	ntree, err := d.t.readTree(ctx, p.nt)
+	if ntree == nil {
+		return nil, err
+	}
+	otree, err := d.t.src.ReadTree(ctx, p.ot)
+	if err != nil {
+		return nil, fmt.Errorf("diff base: %w", err)
+	}
+	nf, of := ntree.Files, otree.Files
+	for i, j := 0, 0; i < len(nf) || j < len(of); {
+		switch {
+		case j == len(of) || i < len(nf) && nf[i].Name < of[j].Name:
+			if n := (ObjectName{Sum: nf[i].Sum, Type: File}); d.newSide.add(n) {
+				d.collect(n)
+			}
+			i++
+		case i == len(nf) || nf[i].Name > of[j].Name:
+			d.oldSide.add(ObjectName{Sum: of[j].Sum, Type: File})
+			j++
+		default:
+			if nf[i].Sum != of[j].Sum {
+				if n := (ObjectName{Sum: nf[i].Sum, Type: File}); d.newSide.add(n) {
+					d.collect(n)
+				}
+				d.oldSide.add(ObjectName{Sum: of[j].Sum, Type: File})
+			}
+			i++
+			j++
+		}
+	}
+	var more []pair
+	nd, od := ntree.Dirs, otree.Dirs
+	for i, j := 0, 0; i < len(nd) || j < len(od); {
+		switch {
+		case j == len(od) || i < len(nd) && nd[i].Name < od[j].Name:
+			if _, err := d.t.walkDir(ctx, nd[i].Tree, nd[i].Meta, p.depth+1, d.newSide, d.collect); err != nil {
+				return nil, err
+			}
+			i++
+		case i == len(nd) || nd[i].Name > od[j].Name:
+			if _, err := d.old.walkDir(ctx, od[j].Tree, od[j].Meta, 0, d.oldSide, ignore); err != nil {
+				return nil, fmt.Errorf("diff base: %w", err)
+			}
+			j++
+		default:
+			more = append(more, pair{nd[i].Tree, nd[i].Meta, od[j].Tree, od[j].Meta, p.depth + 1})
+			i++
+			j++
+		}
+	}
+	// Popped last first: keep the order of the names.
+	slices.Reverse(more)
+	return more, nil
 }
 
 // Walk calls fn once for every object reachable from commit: the commit, its
