@@ -22,9 +22,26 @@ var (
 	ErrInUse = errors.New("state dir in use")
 	// ErrRevoked reports that CreateOrResume was asked for by a revoked token.
 	ErrRevoked = errors.New("token revoked")
-	// ErrTooMany reports that Need would register more objects than allowed.
-	ErrTooMany = errors.New("too many objects in session")
+	// ErrTooMany reports that Need would register more objects than allowed,
+	// or CreateOrResume open more sessions than allowed (see TooManyError).
+	ErrTooMany = errors.New("too many")
 )
+
+// TooManyError reports a limit that Need or CreateOrResume would exceed. It
+// matches ErrTooMany.
+type TooManyError struct {
+	What  string // "objects in the session", "objects of the token's open sessions", "open sessions of the token"
+	Have  int
+	Adds  int
+	Limit int
+}
+
+func (e *TooManyError) Error() string {
+	return fmt.Sprintf("%d %s and %d more would exceed %d", e.Have, e.What, e.Adds, e.Limit)
+}
+
+// Is makes a *TooManyError match ErrTooMany.
+func (e *TooManyError) Is(target error) bool { return target == ErrTooMany }
 
 // errNotLive is returned by writes that would make a session that left the
 // live states hold spool entries again.
@@ -39,10 +56,11 @@ func (e *LiveUploadError) Error() string {
 	return "journal: object already has a live upload " + e.UploadID
 }
 
-// schemaVersion 2 added the revoked bucket. Version 1 journals are
-// upgraded when opened; binaries that know only version 1 then refuse the
-// journal rather than ignore its revocations.
-const schemaVersion = "2"
+// schemaVersion 2 added the revoked bucket, 3 the owners index of live
+// sessions and the due queue of ended ones. Older journals are upgraded when
+// opened; binaries that know only older versions then refuse the journal
+// rather than ignore what they do not know.
+const schemaVersion = "3"
 
 var (
 	bucketMeta       = []byte("meta")
@@ -55,9 +73,12 @@ var (
 	bucketLiveUpload = []byte("liveupload")
 	bucketIntents    = []byte("intents")
 	bucketRevoked    = []byte("revoked")
+	bucketOwners     = []byte("owners") // owner + "/" + session ID of each live session
+	bucketDue        = []byte("due")    // ended sessions' work by time (see Due)
 
 	allBuckets = [][]byte{bucketMeta, bucketSessions, bucketResume, bucketLive,
-		bucketObjects, bucketSpool, bucketUploads, bucketLiveUpload, bucketIntents, bucketRevoked}
+		bucketObjects, bucketSpool, bucketUploads, bucketLiveUpload, bucketIntents, bucketRevoked,
+		bucketOwners, bucketDue}
 
 	keyVersion = []byte("version")
 )
@@ -74,6 +95,17 @@ type Journal struct {
 	db        *bolt.DB
 	batchSize int          // keys per transaction in ReleaseSession/DeleteSessionObjects
 	lastTrim  atomic.Int64 // UnixNano of the last trim of the memory map
+
+	maxOwnerSessions atomic.Int64 // open sessions per owner; 0: no limit
+	maxOwnerObjects  atomic.Int64 // objects of an owner's open sessions; 0: no limit
+}
+
+// SetOwnerLimits bounds what one owner (token) may hold at once: its open
+// sessions (CreateOrResume) and the objects registered in them (Need);
+// 0 means no limit.
+func (j *Journal) SetOwnerLimits(sessions, objects int) {
+	j.maxOwnerSessions.Store(int64(sessions))
+	j.maxOwnerObjects.Store(int64(objects))
 }
 
 // Open opens or creates (mode 0600, with all buckets) the journal at path.
@@ -102,7 +134,10 @@ func Open(path string, lockTimeout time.Duration) (*Journal, error) {
 		}
 		meta := tx.Bucket(bucketMeta)
 		switch v := meta.Get(keyVersion); {
-		case v == nil, string(v) == "1":
+		case v == nil, string(v) == "1", string(v) == "2":
+			if err := indexSessions(tx); err != nil {
+				return fmt.Errorf("upgrade from schema %q: %w", v, err)
+			}
 			return meta.Put(keyVersion, []byte(schemaVersion))
 		case string(v) != schemaVersion:
 			return fmt.Errorf("unsupported schema version %q (want %q)", v, schemaVersion)

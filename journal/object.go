@@ -117,7 +117,8 @@ func objectsBucket(tx *bolt.Tx, id string, create bool) (*bolt.Bucket, error) {
 //   - otherwise registered as Wanted if new and returned as needed.
 //
 // If registering the new names would make Objects exceed max (max <= 0: no
-// limit), nothing changes and ErrTooMany is returned. The session must be
+// limit), or the objects of the owner's open sessions exceed the owner
+// limit (SetOwnerLimits), nothing changes and a *TooManyError is returned. The session must be
 // live. Bumps Updated. One transaction per call.
 func (j *Journal) Need(ctx context.Context, sessionID string, names []string, max int) ([]string, error) {
 	if err := checkSessionID(sessionID); err != nil {
@@ -153,8 +154,20 @@ func (j *Journal) Need(ctx context.Context, sessionID string, names []string, ma
 			}
 		}
 		if max > 0 && s.Objects+fresh > max {
-			return fmt.Errorf("session %s has %d objects, %d new would exceed %d: %w",
-				sessionID, s.Objects, fresh, max, ErrTooMany)
+			return &TooManyError{What: "objects in the session", Have: s.Objects, Adds: fresh, Limit: max}
+		}
+		if limit := int(j.maxOwnerObjects.Load()); limit > 0 && fresh > 0 {
+			have := 0
+			for _, id := range ownerSessions(tx, s.Owner) {
+				o, err := getSession(tx, id)
+				if err != nil {
+					return err
+				}
+				have += o.Objects
+			}
+			if have+fresh > limit {
+				return &TooManyError{What: "objects in the token's open sessions", Have: have, Adds: fresh, Limit: limit}
+			}
 		}
 		spool := tx.Bucket(bucketSpool).Bucket([]byte(s.Owner))
 		for _, n := range uniq {

@@ -49,7 +49,7 @@ func TestSchemaUpgrade(t *testing.T) {
 	for _, c := range []struct {
 		version string
 		ok      bool
-	}{{"1", true}, {"3", false}} {
+	}{{"1", true}, {"2", true}, {"4", false}} {
 		path := filepath.Join(t.TempDir(), "journal.db")
 		db, err := bolt.Open(path, 0o600, nil)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,6 +100,11 @@ func (j *Journal) CreateOrResume(ctx context.Context, s Session) (Session, bool,
 			}
 			// A stale key (should not happen): fall through and replace it.
 		}
+		if limit := int(j.maxOwnerSessions.Load()); limit > 0 {
+			if n := len(ownerSessions(tx, s.Owner)); n >= limit {
+				return &TooManyError{What: "open sessions of the token", Have: n, Adds: 1, Limit: limit}
+			}
+		}
 		sessions := tx.Bucket(bucketSessions)
 		id := newHexID()
 		for sessions.Get([]byte(id)) != nil {
@@ -122,6 +128,9 @@ func (j *Journal) CreateOrResume(ctx context.Context, s Session) (Session, bool,
 			return err
 		}
 		if err := tx.Bucket(bucketLive).Put([]byte(id), nil); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketOwners).Put(ownerKey(s.Owner, id), nil); err != nil {
 			return err
 		}
 		created = true
@@ -164,6 +173,7 @@ func (j *Journal) SetState(ctx context.Context, id string, st State, result stri
 		return fmt.Errorf("journal: set state: invalid state %q", st)
 	}
 	return j.update(ctx, "set state", func(tx *bolt.Tx) error {
+		t := now()
 		s, err := getSession(tx, id)
 		if err != nil {
 			return err
@@ -182,10 +192,20 @@ func (j *Journal) SetState(ctx context.Context, id string, st State, result stri
 			if err := tx.Bucket(bucketLive).Delete([]byte(id)); err != nil {
 				return err
 			}
+			if err := tx.Bucket(bucketOwners).Delete(ownerKey(s.Owner, id)); err != nil {
+				return err
+			}
+		}
+		if s.State.Live() && !st.Live() {
+			for _, k := range []DueKind{DueRelease, DueForget} {
+				if err := tx.Bucket(bucketDue).Put(dueKey(t, k, id), nil); err != nil {
+					return err
+				}
+			}
 		}
 		s.State = st
 		s.Result = result
-		s.Updated = now()
+		s.Updated = t
 		return putSession(tx, &s)
 	})
 }
@@ -346,4 +366,126 @@ func (j *Journal) LiveCount(ctx context.Context) (int, error) {
 		return nil
 	})
 	return n, err
+}
+
+// ownerKey is a session's key in the owners index.
+func ownerKey(owner, id string) []byte { return []byte(owner + "/" + id) }
+
+// ownerSessions lists the IDs of an owner's live sessions.
+func ownerSessions(tx *bolt.Tx, owner string) []string {
+	var ids []string
+	prefix := []byte(owner + "/")
+	c := tx.Bucket(bucketOwners).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		ids = append(ids, string(k[len(prefix):]))
+	}
+	return ids
+}
+
+// LiveSessions returns the open and publishing sessions, oldest first.
+// Its cost follows the number of live sessions, not of the sessions the
+// journal keeps.
+func (j *Journal) LiveSessions(ctx context.Context) ([]Session, error) {
+	var out []Session
+	err := j.view(ctx, "live sessions", func(tx *bolt.Tx) error {
+		out = nil
+		return tx.Bucket(bucketLive).ForEach(func(k, _ []byte) error {
+			s, err := getSession(tx, string(k))
+			if err != nil {
+				return err
+			}
+			out = append(out, s)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	sortSessions(out)
+	return out, nil
+}
+
+// DueKind is the work due on an ended session.
+type DueKind byte
+
+// Kinds of due work. Both are scheduled when a session ends, at its end.
+const (
+	DueRelease DueKind = 'r' // free its spool entries
+	DueForget  DueKind = 'f' // delete it from the journal
+)
+
+// Due is one piece of work due on an ended session at a time.
+type Due struct {
+	At      time.Time
+	Kind    DueKind
+	Session string
+}
+
+func dueKey(at time.Time, k DueKind, id string) []byte {
+	b := binary.BigEndian.AppendUint64(nil, uint64(at.UnixNano()))
+	return append(append(b, byte(k)), id...)
+}
+
+func parseDue(k []byte) (Due, bool) {
+	if len(k) != 8+1+32 {
+		return Due{}, false
+	}
+	return Due{At: time.Unix(0, int64(binary.BigEndian.Uint64(k))).UTC(), Kind: DueKind(k[8]), Session: string(k[9:])}, true
+}
+
+// DueBefore returns up to limit pieces of work due before t, earliest
+// first. Its cost follows what it returns, not the journal's history.
+func (j *Journal) DueBefore(ctx context.Context, t time.Time, limit int) ([]Due, error) {
+	var out []Due
+	end := binary.BigEndian.AppendUint64(nil, uint64(t.UnixNano()))
+	err := j.view(ctx, "due", func(tx *bolt.Tx) error {
+		out = nil
+		c := tx.Bucket(bucketDue).Cursor()
+		for k, _ := c.First(); k != nil && bytes.Compare(k[:min(8, len(k))], end) < 0 && len(out) < limit; k, _ = c.Next() {
+			if d, ok := parseDue(k); ok {
+				out = append(out, d)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Reschedule moves due work to another time.
+func (j *Journal) Reschedule(ctx context.Context, d Due, at time.Time) error {
+	return j.update(ctx, "reschedule", func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDue)
+		if err := b.Delete(dueKey(d.At, d.Kind, d.Session)); err != nil {
+			return err
+		}
+		return b.Put(dueKey(at, d.Kind, d.Session), nil)
+	})
+}
+
+// DoneDue removes due work once done.
+func (j *Journal) DoneDue(ctx context.Context, d Due) error {
+	return j.update(ctx, "done due", func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDue).Delete(dueKey(d.At, d.Kind, d.Session))
+	})
+}
+
+// indexSessions builds the owners index and the due queue of a journal of
+// an older schema: live sessions are indexed by owner, and ended ones get
+// their due work at the time they ended.
+func indexSessions(tx *bolt.Tx) error {
+	return tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
+		var s Session
+		if err := json.Unmarshal(v, &s); err != nil {
+			return fmt.Errorf("session %s: %w", k, err)
+		}
+		if s.State.Live() {
+			return tx.Bucket(bucketOwners).Put(ownerKey(s.Owner, s.ID), nil)
+		}
+		for _, kind := range []DueKind{DueRelease, DueForget} {
+			if err := tx.Bucket(bucketDue).Put(dueKey(s.Updated, kind, s.ID), nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
