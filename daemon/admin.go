@@ -49,7 +49,7 @@ func OpenAdmin(ctx context.Context, stateDir string, keyring *config.Keyring, lo
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{log: log, stateDir: stateDir, journal: j, tusDir: filepath.Join(stateDir, "uploads")}
+	s := &Server{log: log, stateDir: stateDir, journal: j, tusDir: filepath.Join(stateDir, "uploads"), life: ctx}
 	s.keyring.Store(keyring)
 	if err := s.loadRevoked(ctx); err != nil {
 		j.Close()
@@ -121,12 +121,54 @@ func (a *Admin) get(ctx context.Context, id string) (journal.Session, error) {
 	return sess, err
 }
 
+// Fail ends a session whose publish cannot finish (its intent is retried
+// and keeps failing): its intent is dropped and it becomes failed, its
+// verified objects kept for the token's next push until the TTL. A publish
+// moves the refs in one transaction, so no ref or a every ref of the
+// session moved; the result says which. by says who, for the log and the
+// session's result.
+func (a *Admin) Fail(ctx context.Context, id, by string) (api.AdminSession, error) {
+	unlock := a.s.lockSession(id)
+	defer unlock()
+	sess, err := a.get(ctx, id)
+	if err != nil {
+		return api.AdminSession{}, err
+	}
+	if sess.State != journal.StatePublishing {
+		return api.AdminSession{}, fail(http.StatusConflict, "session %s is %s, not publishing: only a publish that cannot finish is failed (abort an open session)", id, sess.State)
+	}
+	result := "publish failed by " + by
+	if a.s.repo != nil {
+		var moved []string
+		if refs, err := a.s.repo.ListRefs(ctx); err == nil {
+			for _, r := range sess.Refs {
+				if refs[r.Ref].String() == r.New {
+					moved = append(moved, r.Ref)
+				}
+			}
+		}
+		if len(moved) > 0 {
+			result += "; these refs had moved already: " + strings.Join(moved, " ")
+		} else {
+			result += "; no ref had moved"
+		}
+	}
+	a.s.log.Warn("publish failed by an operator", "session", id, "by", by, "result", result)
+	if err := a.s.journal.DeleteIntent(ctx, id); err != nil && !errors.Is(err, journal.ErrNotFound) {
+		return api.AdminSession{}, err
+	}
+	if err := a.s.dropSession(ctx, sess, journal.StateFailed, result, false); err != nil {
+		return api.AdminSession{}, err
+	}
+	return a.Session(ctx, id)
+}
+
 // endSession aborts an open session; the caller holds its lock.
 func (s *Server) endSession(ctx context.Context, sess journal.Session, result string) error {
 	switch sess.State {
 	case journal.StateOpen:
 	case journal.StatePublishing:
-		return fail(http.StatusConflict, "session %s is being published", sess.ID)
+		return fail(http.StatusConflict, "session %s is being published: if its publish can never finish, fail it (ostree-upload sessions fail %s)", sess.ID, sess.ID)
 	default:
 		return fail(http.StatusConflict, "session %s is already %s", sess.ID, sess.State)
 	}
@@ -324,6 +366,14 @@ func (s *Server) handleAdminSession(c echo.Context) error {
 
 func (s *Server) handleAdminAbort(c echo.Context) error {
 	out, err := s.Admin().Abort(c.Request().Context(), c.Param("id"), identity(c).DisplayName())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) handleAdminFail(c echo.Context) error {
+	out, err := s.Admin().Fail(c.Request().Context(), c.Param("id"), identity(c).DisplayName())
 	if err != nil {
 		return err
 	}

@@ -50,6 +50,11 @@ func (s *Server) trustedPeer(remoteAddr string) bool {
 	if err != nil {
 		return false
 	}
+	return s.trustedAddr(a)
+}
+
+// trustedAddr reports whether a is a trusted proxy's address.
+func (s *Server) trustedAddr(a netip.Addr) bool {
 	a = a.Unmap()
 	for _, p := range s.opts.TrustedProxies {
 		if p.Contains(a) {

@@ -54,12 +54,13 @@ func (s *Server) setupRoutes() {
 	e.HTTPErrorHandler = s.errorHandler
 	s.setupForwarding(e)
 	e.Use(s.requestLog)
+	e.Use(s.conns.perForwardedClient(s.trustedPeer))
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/ping", func(c echo.Context) error { return c.JSON(http.StatusOK, struct{}{}) })
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{})))
 
 	g := e.Group("/api/v1", s.auth)
-	sess := g.Group("", detach)
+	sess := g.Group("", detach, s.bodyDeadline)
 	upload, publish := needScope(config.ScopeUpload), needScope(config.ScopePublish)
 	sess.GET("/info", s.handleInfo)
 	sess.POST("/sessions", s.handleCreateSession, upload)
@@ -72,6 +73,7 @@ func (s *Server) setupRoutes() {
 	adm.GET("/sessions", s.handleAdminSessions)
 	adm.GET("/sessions/:id", s.handleAdminSession)
 	adm.DELETE("/sessions/:id", s.handleAdminAbort)
+	adm.POST("/sessions/:id/fail", s.handleAdminFail)
 	adm.GET("/tokens", s.handleAdminTokens)
 	adm.DELETE("/tokens/:name", s.handleAdminRevoke)
 	up := s.uploadGuard(http.StripPrefix(api.PathUploads, s.tus))
@@ -165,6 +167,16 @@ func needScope(scope string) echo.MiddlewareFunc {
 			}
 			return next(c)
 		}
+	}
+}
+
+// bodyDeadline gives a request of the API (not tus, whose uploads have
+// their own deadlines) BodyTimeout to send its body: a client that announces
+// a body and sends nothing is dropped then. Packs move it on as they read.
+func (s *Server) bodyDeadline(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		http.NewResponseController(c.Response().Writer).SetReadDeadline(time.Now().Add(s.opts.BodyTimeout))
+		return next(c)
 	}
 }
 

@@ -26,6 +26,7 @@ type metrics struct {
 	verifySeconds  prometheus.Histogram
 	publishSeconds prometheus.Histogram
 	lastPublish    prometheus.Gauge
+	connsLimited   *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -46,6 +47,9 @@ func newMetrics() *metrics {
 		return x
 	}
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	limited := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ostree_upload", Name: "connections_limited_total",
+		Help: "Connection limits that bit, by reason: total and client (a connection or request refused), evicted (an idle connection closed for a new one)."}, []string{"reason"})
+	r.MustRegister(limited)
 	return &metrics{
 		registry:       r,
 		sessions:       f("sessions_created_total", "Push sessions created."),
@@ -62,6 +66,7 @@ func newMetrics() *metrics {
 		verifySeconds:  h("verify_seconds", "Time to verify one object.", prometheus.ExponentialBuckets(0.0001, 4, 10)),
 		publishSeconds: h("publish_seconds", "Time to publish one session.", prometheus.ExponentialBuckets(0.01, 3, 10)),
 		lastPublish:    g("last_publish_timestamp_seconds", "When the last publish finished (Unix time; 0 = none since the start)."),
+		connsLimited:   limited,
 	}
 }
 

@@ -45,8 +45,9 @@ func (s *Server) handlePack(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	p := &packReader{s: s, sess: sess, sp: sp, seen: map[string]bool{}, done: make(chan struct{})}
-	body := &deadlineReader{r: c.Request().Body, rc: http.NewResponseController(c.Response().Writer), timeout: time.Minute}
+	p := &packReader{s: s, sess: sess, sp: sp, seen: map[string]bool{}, done: make(chan struct{}), work: s.verifying.worker(ctx, sess.Owner)}
+	// Reading the network gives up the verification slot.
+	body := &deadlineReader{r: c.Request().Body, rc: http.NewResponseController(c.Response().Writer), timeout: s.opts.BodyTimeout, wait: p.work.Release}
 	limited := &limitReader{r: body, n: s.opts.MaxPackSize}
 	s.packs.add(sess.ID, p)
 	go p.flushOld(ctx)
@@ -91,6 +92,7 @@ type packReader struct {
 	bad  string          // the entry a refusal is about
 	seen map[string]bool // names staged by this pack
 	done chan struct{}   // closed once the pack is read and flushed
+	work *worker         // the pack's share of the verification slots
 
 	mu         sync.Mutex // the reader adds to the batch, flushes come from anywhere
 	res        api.PackResult
@@ -228,6 +230,13 @@ func (p *packReader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) er
 	default:
 		return fail(http.StatusBadRequest, "pack entry %q: only regular files and directories are allowed, not type %q", hdr.Name, hdr.Typeflag)
 	}
+	for k := range hdr.PAXRecords {
+		// A sparse file's holes would be read as zeros that never crossed
+		// the network: a small pack could store gigabytes.
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return fail(http.StatusBadRequest, "pack entry %q: sparse files are not allowed", hdr.Name)
+		}
+	}
 	name, err := store.ParseObjectPath(clean)
 	if err != nil {
 		return fail(http.StatusBadRequest, "pack entry %q: %v", hdr.Name, err)
@@ -236,8 +245,9 @@ func (p *packReader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) er
 	if limit := p.s.sizeLimit(name.Type); hdr.Size > limit {
 		return fail(http.StatusRequestEntityTooLarge, "pack entry %s: %s objects are at most %d bytes", name, name.Type.Ext(), limit)
 	}
-	if err := commitMetaAllowed(p.sess, name); err != nil {
-		return fail(http.StatusBadRequest, "pack entry %s: %v", name, err)
+	if e := p.s.commitMetaAllowed(ctx, p.sess, name); e != nil {
+		e.body.Error = "pack entry " + name.String() + ": " + e.body.Error
+		return e
 	}
 	if reason, err := p.skip(ctx, name); err != nil || reason != "" {
 		if err == nil {
@@ -246,11 +256,15 @@ func (p *packReader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) er
 		return err
 	}
 	if err := p.s.roomFor(hdr.Size); err != nil {
-		return fail(http.StatusInsufficientStorage, "%v", err)
+		e := fail(http.StatusInsufficientStorage, "%v", err)
+		e.body.Code = api.CodeSpace
+		return e
 	}
-	// No verification slot is taken: the bytes come from the network as
-	// they are verified, and a slow client must not hold up others.
-	st, err := p.sp.repo.Stage(ctx, name, r, hdr.Size)
+	// A verification slot is held only while the entry's bytes are
+	// checked, never while the pack waits for the network: a slow client
+	// does not hold up others, and a bomb shares the CPU fairly.
+	st, err := p.sp.repo.Stage(ctx, name, r, hdr.Size, p.s.verifyOptions(p.work))
+	p.work.Release()
 	if store.IsCorrupt(err) {
 		p.s.metrics.rejected.Inc()
 		p.s.log.Warn("object rejected", "session", p.sess.ID, "object", name, "reason", err)
@@ -367,10 +381,14 @@ type deadlineReader struct {
 	r       io.Reader
 	rc      *http.ResponseController
 	timeout time.Duration
+	wait    func() // called before each read, which may wait for the client
 	err     error
 }
 
 func (d *deadlineReader) Read(b []byte) (int, error) {
+	if d.wait != nil {
+		d.wait()
+	}
 	d.rc.SetReadDeadline(time.Now().Add(d.timeout))
 	n, err := d.r.Read(b)
 	if err != nil && err != io.EOF && d.err == nil {

@@ -109,8 +109,11 @@ func updatesOf(sess journal.Session) ([]store.RefUpdate, error) {
 
 // checkUpdates refuses what clients would refuse or what would lose
 // history: a new commit the server does not hold, a commit bound to other
-// refs, and (unless forced) a move that is not a fast-forward.
+// refs or another collection (whatever force says: every libostree client
+// would refuse to pull it), and, unless forced, a move that is not a
+// fast-forward.
 func (s *Server) checkUpdates(ctx context.Context, sess journal.Session, sp *spool, updates []store.RefUpdate) error {
+	collection := s.repo.CollectionID()
 	for _, u := range updates {
 		nc, err := store.ReadCommitIn(ctx, u.New, s.repo, sp.repo)
 		if errors.Is(err, store.ErrNotFound) {
@@ -121,22 +124,17 @@ func (s *Server) checkUpdates(ctx context.Context, sess journal.Session, sp *spo
 		if err != nil {
 			return err
 		}
-		if s.opts.SignVerify || s.opts.GPGVerify {
-			if err := s.verifySigned(ctx, u.New, sp); err != nil {
-				e := fail(http.StatusUnprocessableEntity, "commit %s of ref %s: %v", u.New, u.Ref, err)
-				e.body.Ref, e.body.Code = u.Ref, api.CodeNotSigned
-				return e
-			}
-		}
-		if sess.Force {
-			continue
-		}
 		if len(nc.RefBindings) > 0 && !slices.Contains(nc.RefBindings, u.Ref) {
-			e := fail(http.StatusConflict, "commit %s is bound to refs %v, not %s (use force to publish anyway)", u.New, nc.RefBindings, u.Ref)
-			e.body.Ref = u.Ref
+			e := fail(http.StatusConflict, "commit %s is bound to refs %v, not %s: clients would refuse it under %s whatever --force says; commit it again bound to %s (ostree commit -b %s)", u.New, nc.RefBindings, u.Ref, u.Ref, u.Ref, u.Ref)
+			e.body.Ref, e.body.Code = u.Ref, api.CodeBinding
 			return e
 		}
-		if u.Old == nil || *u.Old == u.New {
+		if nc.CollectionBinding != "" && collection != "" && nc.CollectionBinding != collection {
+			e := fail(http.StatusConflict, "commit %s is bound to collection %s, and this repository is collection %s: clients would refuse it whatever --force says", u.New, nc.CollectionBinding, collection)
+			e.body.Ref, e.body.Code = u.Ref, api.CodeBinding
+			return e
+		}
+		if sess.Force || u.Old == nil || *u.Old == u.New {
 			continue
 		}
 		oc, err := store.ReadCommitIn(ctx, *u.Old, s.repo, sp.repo)
@@ -148,7 +146,7 @@ func (s *Server) checkUpdates(ctx context.Context, sess journal.Session, sp *spo
 			return err
 		}
 		if !ok || nc.Timestamp.Before(oc.Timestamp) {
-			e := fail(http.StatusConflict, "ref %s: %s is not a fast-forward of %s (use force to publish anyway)", u.Ref, u.New, u.Old)
+			e := fail(http.StatusConflict, "ref %s: %s is not a fast-forward of %s (push with --force to publish anyway)", u.Ref, u.New, u.Old)
 			e.body.Ref = u.Ref
 			return e
 		}
@@ -156,12 +154,219 @@ func (s *Server) checkUpdates(ctx context.Context, sess journal.Session, sp *spo
 	return nil
 }
 
-// publish moves a session's refs. A journaled intent makes the publish
-// survive a crash at any point: recovery (or the client's retry) runs this
-// again, and every step is idempotent.
+// publishPlan is what a publish adds to each new commit's detached
+// metadata: the pushed signatures it keeps.
+type publishPlan struct {
+	sigs map[store.Checksum]store.Signatures
+}
+
+// preparePublish runs every check that can refuse a publish, before its
+// intent is journaled and outside the publish lock, so that a refused
+// publish costs no other push anything and an intent, once written, can
+// always be finished: the refs still as the session saw them, no ref name
+// under another, the update rule and bindings, each new commit complete and
+// within the tree limits, its pushed signatures well-formed and within the
+// limits once merged, and the signatures the repository requires present.
+func (s *Server) preparePublish(ctx context.Context, sess journal.Session, sp *spool, updates []store.RefUpdate) (publishPlan, error) {
+	plan := publishPlan{sigs: map[store.Checksum]store.Signatures{}}
+	if err := s.checkRefNames(ctx, sess); err != nil {
+		return plan, err
+	}
+	if err := s.repo.Check(ctx, sp.repo, updates); err != nil {
+		return plan, err
+	}
+	if err := s.checkUpdates(ctx, sess, sp, updates); err != nil {
+		return plan, err
+	}
+	for _, u := range updates {
+		if _, ok := plan.sigs[u.New]; ok {
+			continue
+		}
+		sigs, err := s.pushedSignatures(ctx, sess, sp, u.New, true)
+		if err != nil {
+			e := fail(http.StatusUnprocessableEntity, "detached metadata of commit %s: %v", u.New, err)
+			e.body.Ref, e.body.Object = u.Ref, u.New.String()+".commitmeta"
+			return plan, e
+		}
+		plan.sigs[u.New] = sigs
+		meta, err := s.mergedMeta(ctx, u.New, sigs)
+		if err != nil {
+			return plan, metaLimit(u, err)
+		}
+		if s.opts.SignVerify || s.opts.GPGVerify {
+			if err := s.verifySigned(ctx, u.New, sp, meta); err != nil {
+				e := fail(http.StatusUnprocessableEntity, "commit %s of ref %s: %v", u.New, u.Ref, err)
+				e.body.Ref, e.body.Code = u.Ref, api.CodeNotSigned
+				return plan, e
+			}
+		}
+	}
+	return plan, nil
+}
+
+// checkLocked repeats, under the publish lock and just before the intent,
+// the checks another publish may have changed the answer to: the refs, ref
+// names, the scope of each commit's metadata and the merged metadata's
+// limits. They cost a few milliseconds.
+func (s *Server) checkLocked(ctx context.Context, sess journal.Session, sp *spool, updates []store.RefUpdate, plan *publishPlan) error {
+	if err := s.checkRefNames(ctx, sess); err != nil {
+		return err
+	}
+	refs, err := s.repo.ListRefs(ctx)
+	if err != nil {
+		return err
+	}
+	for _, u := range updates {
+		cur, ok := refs[u.Ref]
+		if !(ok && (cur == u.New || u.Old != nil && cur == *u.Old) || !ok && u.Old == nil) {
+			e := &store.RefMovedError{Ref: u.Ref, Want: u.Old}
+			if ok {
+				e.Got = &cur
+			}
+			return e
+		}
+		sigs := plan.sigs[u.New]
+		if sigs.Len() == 0 {
+			continue
+		}
+		if ref := s.lockedMetaRef(ctx, sess.Owner, u.New, refs); ref != "" {
+			s.log.Warn("pushed signatures left out: the commit is published under a ref the token may not push", "session", sess.ID, "commit", u.New, "ref", ref)
+			plan.sigs[u.New] = store.Signatures{}
+			continue
+		}
+		if _, err := s.mergedMeta(ctx, u.New, sigs); err != nil {
+			return metaLimit(u, err)
+		}
+	}
+	return nil
+}
+
+func metaLimit(u store.RefUpdate, err error) error {
+	var le *store.MetaLimitError
+	if !errors.As(err, &le) {
+		return err
+	}
+	e := fail(http.StatusUnprocessableEntity, "commit %s of ref %s: %v: push fewer signatures", u.New, u.Ref, err)
+	e.body.Ref, e.body.Code = u.Ref, api.CodeMetaLimit
+	return e
+}
+
+// checkRefNames refuses a session whose refs cannot exist beside each
+// other or beside production's: refs are files under refs/heads, so no ref
+// may be a directory of another.
+func (s *Server) checkRefNames(ctx context.Context, sess journal.Session) error {
+	refs, err := s.repo.ListRefs(ctx)
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(sess.Refs))
+	for i, r := range sess.Refs {
+		names[i] = r.Ref
+	}
+	if ref, other, found := store.RefConflict(names, refs); found {
+		e := fail(http.StatusConflict, "ref %s cannot exist beside ref %s (one would be a directory of the other): choose another name", ref, other)
+		e.body.Ref, e.body.Code = ref, api.CodeRefConflict
+		return e
+	}
+	return nil
+}
+
+// recoveryPlan is the plan of a publish whose intent is journaled already
+// (finished at start-up, or a commit repeated after a failure): the pushed
+// signatures checked again, without refusing anything; what no longer
+// passes is left out, so that the publish always finishes.
+func (s *Server) recoveryPlan(ctx context.Context, sess journal.Session, sp *spool, updates []store.RefUpdate) publishPlan {
+	plan := publishPlan{sigs: map[store.Checksum]store.Signatures{}}
+	for _, u := range updates {
+		sigs, err := s.pushedSignatures(ctx, sess, sp, u.New, false)
+		if err == nil {
+			_, err = s.mergedMeta(ctx, u.New, sigs)
+		}
+		if err != nil {
+			s.log.Warn("pushed signatures left out of an interrupted publish", "session", sess.ID, "commit", u.New, "err", err)
+			sigs = store.Signatures{}
+		}
+		plan.sigs[u.New] = sigs
+	}
+	return plan
+}
+
+// pushedSignatures returns what the session's push may add to a commit's
+// detached metadata: the signatures of the pushed .commitmeta (nothing
+// else of it), each well-formed, and, where the repository trusts
+// particular keys, only those that verify against them. Nothing at all when
+// production already publishes the commit under a ref the session's token
+// may not push (see lockedMetaRef). strict refuses malformed metadata;
+// otherwise it is left out.
+func (s *Server) pushedSignatures(ctx context.Context, sess journal.Session, sp *spool, sum store.Checksum, strict bool) (store.Signatures, error) {
+	var none store.Signatures
+	pushed, err := sp.repo.CommitMeta(ctx, sum)
+	if err != nil || len(pushed) == 0 {
+		return none, err
+	}
+	sigs, err := store.SignaturesOf(pushed)
+	if err != nil {
+		if strict {
+			return none, err
+		}
+		return none, nil
+	}
+	if sigs.Len() == 0 {
+		return none, nil
+	}
+	refs, err := s.repo.ListRefs(ctx)
+	if err != nil {
+		return none, err
+	}
+	if ref := s.lockedMetaRef(ctx, sess.Owner, sum, refs); ref != "" {
+		s.log.Warn("pushed signatures left out: the commit is published under a ref the token may not push", "session", sess.ID, "commit", sum, "ref", ref)
+		return none, nil
+	}
+	data, err := commitObject(ctx, sum, s.repo, sp.repo)
+	if err != nil {
+		return none, err
+	}
+	if len(s.opts.TrustedKeys) > 0 {
+		sigs.Ed25519 = store.TrustedEd25519(sigs.Ed25519, data, s.opts.TrustedKeys)
+	}
+	if len(sigs.GPG) > 0 && (s.opts.GPGVerify || s.opts.GPGTrustedKeys != "") {
+		if sigs.GPG, err = s.repo.TrustedGPG(ctx, sigs.GPG, data, "", s.opts.GPGTrustedKeys); err != nil {
+			return none, err
+		}
+	}
+	return sigs, nil
+}
+
+// lockedMetaRef returns a ref of production that points at commit sum and
+// that the token owner may not push, or "": the detached metadata of a
+// commit production publishes may be changed only by a token whose refs
+// cover every ref that points at it, since every client of those refs
+// verifies it.
+func (s *Server) lockedMetaRef(ctx context.Context, owner string, sum store.Checksum, refs map[string]store.Checksum) string {
+	id, ok := s.keyring.Load().Lookup(owner)
+	for ref, c := range refs {
+		if c == sum && (!ok || !id.AllowsRef(ref)) {
+			return ref
+		}
+	}
+	return ""
+}
+
+// mergedMeta is a commit's detached metadata as a publish would write it
+// before signing: production's, with sigs added.
+func (s *Server) mergedMeta(ctx context.Context, sum store.Checksum, sigs store.Signatures) ([]byte, error) {
+	prod, err := s.repo.CommitMeta(ctx, sum)
+	if err != nil {
+		return nil, err
+	}
+	return store.AddSignatures(prod, sigs)
+}
+
+// publish moves a session's refs. Every check that can refuse it runs
+// first (preparePublish, checkLocked); then a journaled intent makes the
+// publish survive a crash at any point: recovery (or the client's retry)
+// runs this again, and every step is idempotent.
 func (s *Server) publish(ctx context.Context, sess journal.Session) (err error) {
-	s.publishMu.Lock()
-	defer s.publishMu.Unlock()
 	defer func() {
 		var he *httpError
 		switch {
@@ -185,9 +390,17 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) (err error) 
 	if err != nil {
 		return err
 	}
+	var plan publishPlan
 	if sess.State == journal.StateOpen {
-		if err := s.checkUpdates(ctx, sess, sp, updates); err != nil {
-			return err
+		if plan, err = s.preparePublish(ctx, sess, sp, updates); err != nil {
+			return s.refused(ctx, sess, err)
+		}
+	}
+	s.publishMu.Lock()
+	defer s.publishMu.Unlock()
+	if sess.State == journal.StateOpen {
+		if err := s.checkLocked(ctx, sess, sp, updates, &plan); err != nil {
+			return s.refused(ctx, sess, err)
 		}
 		if err := s.journal.PutIntent(ctx, journal.Intent{Session: sess.ID, Refs: sess.Refs, Step: "refs", Created: time.Now()}); err != nil {
 			return err
@@ -195,13 +408,15 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) (err error) 
 		if err := s.journal.SetState(ctx, sess.ID, journal.StatePublishing, ""); err != nil {
 			return err
 		}
+	} else {
+		plan = s.recoveryPlan(ctx, sess, sp, updates)
 	}
 	failpoint("after-intent")
 	start := time.Now()
 	// Signatures go in before any ref points at the commits.
 	sp.mu.RLock()
 	for _, u := range updates {
-		if err = s.signCommit(ctx, u.New, sp); err != nil {
+		if err = s.signCommit(ctx, u.New, sp, plan.sigs[u.New]); err != nil {
 			break
 		}
 	}
@@ -216,29 +431,18 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) (err error) 
 	var moved *store.RefMovedError
 	var missing *store.MissingError
 	switch {
-	case errors.As(err, &moved):
-		s.log.Warn("publish refused", "session", sess.ID, "err", err)
+	case errors.As(err, &moved), errors.As(err, &missing):
 		if err := s.journal.DeleteIntent(ctx, sess.ID); err != nil {
 			return err
 		}
-		if err := s.dropSession(ctx, sess, journal.StateFailed, err.Error(), false); err != nil {
-			return err
+		if errors.As(err, &missing) {
+			// Back to open, so that the missing objects can be sent.
+			if err := s.journal.SetState(ctx, sess.ID, journal.StateOpen, err.Error()); err != nil {
+				return err
+			}
 		}
-		e := fail(http.StatusConflict, "%v: create a new session from the current state", err)
-		e.body.Ref = moved.Ref
-		return e
-	case errors.As(err, &missing):
-		if err := s.journal.DeleteIntent(ctx, sess.ID); err != nil {
-			return err
-		}
-		if err := s.journal.SetState(ctx, sess.ID, journal.StateOpen, err.Error()); err != nil {
-			return err
-		}
-		e := fail(http.StatusUnprocessableEntity, "%v: upload the missing objects and commit again", err)
-		for _, n := range missing.Missing {
-			e.body.Missing = append(e.body.Missing, n.String())
-		}
-		return e
+		sess.State = journal.StatePublishing
+		return s.refused(ctx, sess, err)
 	case err != nil:
 		return fmt.Errorf("publish session %s: %w", sess.ID, err)
 	}
@@ -261,6 +465,35 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) (err error) 
 	return nil
 }
 
+// refused turns what refused a publish into its answer: a ref that moved
+// ends the session (it can never publish) with 409; missing objects leave
+// it open with 422 listing them; a tree over the limits is 422.
+func (s *Server) refused(ctx context.Context, sess journal.Session, err error) error {
+	var moved *store.RefMovedError
+	var missing *store.MissingError
+	switch {
+	case errors.As(err, &moved):
+		s.log.Warn("publish refused", "session", sess.ID, "err", err)
+		if err := s.dropSession(ctx, sess, journal.StateFailed, err.Error(), false); err != nil {
+			return err
+		}
+		e := fail(http.StatusConflict, "%v: create a new session from the current state", err)
+		e.body.Ref = moved.Ref
+		return e
+	case errors.As(err, &missing):
+		e := fail(http.StatusUnprocessableEntity, "%v: upload the missing objects and commit again", err)
+		for _, n := range missing.Missing {
+			e.body.Missing = append(e.body.Missing, n.String())
+		}
+		return e
+	case errors.Is(err, store.ErrTreeLimit):
+		e := fail(http.StatusUnprocessableEntity, "%v: libostree's tools cannot handle such a commit; the session stays open", err)
+		e.body.Code = api.CodeTreeLimit
+		return e
+	}
+	return err
+}
+
 // finishPublish records success and frees the session's uploads and spool
 // entries (the objects now live in the repo). The intent goes last, so a
 // crash on the way is finished at the next start.
@@ -278,20 +511,6 @@ func (s *Server) finishPublish(ctx context.Context, sess journal.Session, result
 	return s.journal.DeleteIntent(ctx, sess.ID)
 }
 
-// commitMeta is a commit's detached metadata as it will be published: what
-// production has, merged with what was pushed.
-func (s *Server) commitMeta(ctx context.Context, sum store.Checksum, sp *spool) ([]byte, error) {
-	prod, err := s.repo.CommitMeta(ctx, sum)
-	if err != nil {
-		return nil, err
-	}
-	pushed, err := sp.repo.CommitMeta(ctx, sum)
-	if err != nil {
-		return nil, err
-	}
-	return store.MergeCommitMeta(prod, pushed)
-}
-
 func commitObject(ctx context.Context, sum store.Checksum, repos ...*store.Repo) ([]byte, error) {
 	for _, r := range repos {
 		b, err := r.CommitObject(ctx, sum)
@@ -302,14 +521,10 @@ func commitObject(ctx context.Context, sum store.Checksum, repos ...*store.Repo)
 	return nil, fmt.Errorf("commit %s: %w", sum, store.ErrNotFound)
 }
 
-// verifySigned checks that a new commit carries a valid signature by a
-// trusted key, in production's or the pushed detached metadata.
-func (s *Server) verifySigned(ctx context.Context, sum store.Checksum, sp *spool) error {
+// verifySigned checks that meta, a new commit's detached metadata as it
+// would be published, carries a valid signature by a trusted key.
+func (s *Server) verifySigned(ctx context.Context, sum store.Checksum, sp *spool, meta []byte) error {
 	data, err := commitObject(ctx, sum, s.repo, sp.repo)
-	if err != nil {
-		return err
-	}
-	meta, err := s.commitMeta(ctx, sum, sp)
 	if err != nil {
 		return err
 	}
@@ -324,11 +539,11 @@ func (s *Server) verifySigned(ctx context.Context, sum store.Checksum, sp *spool
 	return nil
 }
 
-// signCommit writes a new commit's detached metadata into production: the
-// merge of production's and the pushed one, signed with every configured
-// key. Running it again changes nothing.
-func (s *Server) signCommit(ctx context.Context, sum store.Checksum, sp *spool) error {
-	meta, err := s.commitMeta(ctx, sum, sp)
+// signCommit writes a new commit's detached metadata into production:
+// production's, with the push's signatures sigs added, signed with every
+// configured key. Running it again changes nothing.
+func (s *Server) signCommit(ctx context.Context, sum store.Checksum, sp *spool, sigs store.Signatures) error {
+	meta, err := s.mergedMeta(ctx, sum, sigs)
 	if err != nil {
 		return err
 	}
@@ -346,11 +561,9 @@ func (s *Server) signCommit(ctx context.Context, sum store.Checksum, sp *spool) 
 			return err
 		}
 	}
-	if meta == nil {
-		return nil
-	}
 	// libostree copies a commit's detached metadata along with the commit
-	// when it imports it from the spool: both copies must be the final one.
+	// when it imports it from the spool: both copies must be the final one
+	// (or, with nothing to publish, the spool's must go).
 	for _, r := range []*store.Repo{sp.repo, s.repo} {
 		if r == sp.repo {
 			if _, err := r.CommitObject(ctx, sum); errors.Is(err, store.ErrNotFound) {
@@ -361,10 +574,16 @@ func (s *Server) signCommit(ctx context.Context, sum store.Checksum, sp *spool) 
 		if err != nil {
 			return err
 		}
-		if !bytes.Equal(cur, meta) {
-			if err := r.WriteCommitMeta(sum, meta); err != nil {
-				return err
-			}
+		if bytes.Equal(cur, meta) {
+			continue
+		}
+		if meta == nil {
+			err = r.RemoveCommitMeta(sum)
+		} else {
+			err = r.WriteCommitMeta(sum, meta)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil

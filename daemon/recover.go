@@ -52,6 +52,8 @@ func (s *Server) recover(ctx context.Context) error {
 				}
 			} else if err := s.relocateUpload(u.ID, info); err != nil {
 				return err
+			} else {
+				s.ledger[u.ID] = u.Size // still to receive its bytes
 			}
 		}
 	}
@@ -288,47 +290,74 @@ func (s *Server) expire(ctx context.Context) error {
 			return err
 		}
 	}
-	// Sessions that ended unpublished kept their verified objects for the
-	// token's next push; a TTL after they ended, those are freed too.
-	all, err := s.journal.List(ctx)
+	// Revoked behind the daemon's back (in the journal of a stopped daemon)
+	// without its sessions being swept.
+	live, err := s.journal.LiveSessions(ctx)
 	if err != nil {
 		return err
 	}
-	// Ended sessions are forgotten after the retention period (a client
-	// may still ask about one it pushed until then).
-	for _, sess := range all {
+	for _, sess := range live {
 		if sess.State == journal.StateOpen && s.isRevoked(sess.Owner) {
-			// Revoked behind the daemon's back (in the journal of a stopped
-			// daemon) without its sessions being swept.
 			if err := s.abortIfOpen(ctx, sess.ID, "token revoked"); err != nil {
 				return err
 			}
-			continue
 		}
-		if !sess.State.Live() && time.Since(sess.Updated) > s.opts.SessionRetention {
-			if err := s.forget(ctx, sess); err != nil {
+	}
+	return s.doDue(ctx)
+}
+
+// doDue does the work due on ended sessions, taken from the journal's queue
+// by time, so that its cost follows what is due and not the history the
+// journal keeps: a TTL after a session ended unpublished, its verified
+// objects (kept for the token's next push) are freed (at once for the
+// others, which freed them already unless a crash cut that short); after the
+// retention period, the session is forgotten.
+func (s *Server) doDue(ctx context.Context) error {
+	const batch = 256
+	for {
+		due, err := s.journal.DueBefore(ctx, time.Now(), batch)
+		if err != nil {
+			return err
+		}
+		for _, d := range due {
+			if err := s.doOneDue(ctx, d); err != nil {
 				return err
 			}
-			continue
 		}
-		release := false
-		switch sess.State {
-		case journal.StatePublished, journal.StateExpired:
-			release = true // normally done already; finishes what a crash cut
-		case journal.StateFailed, journal.StateAborted:
-			release = time.Since(sess.Updated) > s.opts.SessionTTL
+		if len(due) < batch {
+			return nil
 		}
-		if !release {
-			continue
+	}
+}
+
+func (s *Server) doOneDue(ctx context.Context, d journal.Due) error {
+	sess, err := s.journal.Get(ctx, d.Session)
+	if errors.Is(err, journal.ErrNotFound) || err == nil && sess.State.Live() {
+		return s.journal.DoneDue(ctx, d)
+	}
+	if err != nil {
+		return err
+	}
+	at := sess.Updated
+	switch {
+	case d.Kind == journal.DueForget:
+		at = at.Add(s.opts.SessionRetention)
+	case sess.State == journal.StateFailed || sess.State == journal.StateAborted:
+		at = at.Add(s.opts.SessionTTL)
+	}
+	if time.Now().Before(at) {
+		return s.journal.Reschedule(ctx, d, at)
+	}
+	if d.Kind == journal.DueForget {
+		if err := s.forget(ctx, sess); err != nil {
+			return err
 		}
-		if objs, err := s.journal.Objects(ctx, sess.ID, "", 1); err != nil || len(objs) == 0 {
-			continue
-		}
+	} else if objs, err := s.journal.Objects(ctx, sess.ID, "", 1); err == nil && len(objs) > 0 {
 		if err := s.releaseSpool(ctx, sess); err != nil {
 			return err
 		}
 	}
-	return nil
+	return s.journal.DoneDue(ctx, d)
 }
 
 // forget deletes an ended session from the journal, after freeing whatever

@@ -207,7 +207,9 @@ func hostileInputs() []hostile {
 			return c.tus("PATCH", loc[strings.Index(loc, api.PathUploads):], []byte("xx"), "Upload-Offset", "5",
 				"Content-Type", "application/offset+octet-stream")
 		}},
-		{"length-over-limit", 413, func(c *catalogue) resp { return c.create(c.tree.String(), strconv.Itoa(store.MaxMetadataSize+1)) }},
+		{"length-over-limit", 413, func(c *catalogue) resp {
+			return c.create(c.tree.String(), strconv.FormatInt(store.MaxMetadataSize+1, 10))
+		}},
 		{"concatenation", 400, func(c *catalogue) resp {
 			return c.create(c.tree.String(), "10", "Upload-Concat", "final;"+api.PathUploads+"/"+c.sid+"/x")
 		}},

@@ -41,6 +41,11 @@ type Options struct {
 	MaxObjectsPerSession int
 	MaxObjectSize        int64
 	MaxPackSize          int64                // bytes of one pack request
+	MaxSessionsPerToken  int                  // open sessions of one token
+	MaxObjectsPerToken   int                  // objects in one token's open sessions
+	MaxConnections       int                  // connections at once
+	MaxClientConnections int                  // connections of one client address (requests, behind a trusted proxy)
+	BodyTimeout          time.Duration        // a request body that sends nothing for this long is dropped; default 1 minute
 	SignKeys             []ed25519.PrivateKey // sign every new commit and the summary with each
 	TrustedKeys          []ed25519.PublicKey  // with SignVerify: a new commit needs a signature by one of these
 	SignVerify           bool
@@ -68,6 +73,8 @@ type Server struct {
 	packs      livePacks
 	gpgOwnDir  string // keyring dir with the public halves of the gpg_sign keys
 	spaceFloor uint64 // free bytes the repo's filesystem must keep (min-free-space)
+	ledgerMu   sync.Mutex
+	ledger     map[string]int64 // open uploads and the bytes they declared
 	spoolsMu   sync.Mutex
 	spools     map[string]*spool
 	journal    *journal.Journal
@@ -78,17 +85,23 @@ type Server struct {
 	tus     *handler.Handler
 	echo    *echo.Echo
 	metrics *metrics
+	conns   *connLimiter
 
 	publishMu sync.Mutex      // one publish at a time into the repo
 	sessLocks [256]sync.Mutex // striped by session ID
 	upLocks   [256]sync.Mutex // striped by upload ID (taken inside a session lock)
-	verifying chan struct{}   // bounds concurrent verifications
+	verifying *fairShare      // bounds concurrent verifications, fairly between tokens
 
+	life     context.Context // ends with Close: background work and verifications stop
 	stop     context.CancelFunc
 	bg       sync.WaitGroup
 	closeMu  sync.Once
 	closeErr error
 }
+
+// verifySlice is how long a verification keeps its slot while another
+// waits: the most one token's work delays another's at each step.
+const verifySlice = 100 * time.Millisecond
 
 // journalFile is the journal's name in the state dir.
 const journalFile = "journal.db"
@@ -128,10 +141,26 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if opts.MaxPackSize <= 0 {
 		opts.MaxPackSize = 256 << 20
 	}
+	if opts.MaxSessionsPerToken <= 0 {
+		opts.MaxSessionsPerToken = config.DefaultMaxSessionsPerToken
+	}
+	if opts.MaxObjectsPerToken <= 0 {
+		opts.MaxObjectsPerToken = config.DefaultMaxObjectsPerToken
+	}
+	if opts.MaxConnections <= 0 {
+		opts.MaxConnections = config.DefaultMaxConnections
+	}
+	if opts.MaxClientConnections <= 0 {
+		opts.MaxClientConnections = config.DefaultMaxClientConnections
+	}
+	if opts.BodyTimeout <= 0 {
+		opts.BodyTimeout = time.Minute
+	}
 	if opts.StateDir == "" {
 		opts.StateDir = DefaultStateDir(opts.RepoPath)
 	}
-	s := &Server{opts: opts, log: opts.Logger, stateDir: opts.StateDir}
+	s := &Server{opts: opts, log: opts.Logger, stateDir: opts.StateDir, ledger: map[string]int64{}}
+	s.life, s.stop = context.WithCancel(context.Background())
 	s.keyring.Store(opts.Keyring)
 	if err := s.open(ctx); err != nil {
 		s.Close()
@@ -167,6 +196,7 @@ func (s *Server) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.journal.SetOwnerLimits(s.opts.MaxSessionsPerToken, s.opts.MaxObjectsPerToken)
 	if err := s.loadRevoked(ctx); err != nil {
 		return err
 	}
@@ -175,12 +205,13 @@ func (s *Server) open(ctx context.Context) error {
 		return fmt.Errorf("spools dir: %w", err)
 	}
 	s.spools = map[string]*spool{}
-	s.verifying = make(chan struct{}, max(2, runtime.NumCPU()))
+	s.verifying = newFairShare(max(2, runtime.NumCPU()), verifySlice)
 	s.tusDir = filepath.Join(s.stateDir, "uploads")
 	if err := os.MkdirAll(s.tusDir, 0o700); err != nil {
 		return fmt.Errorf("uploads dir: %w", err)
 	}
 	s.metrics = newMetrics()
+	s.conns = newConnLimiter(s.opts.MaxConnections, s.opts.MaxClientConnections, s.trustedAddr, s.log, s.metrics.connsLimited)
 	s.metrics.addGauges(func() (int, error) { return s.journal.LiveCount(context.Background()) }, s.repo.FreeSpace, s.log)
 	if err := s.setupTus(); err != nil {
 		return err
@@ -193,10 +224,8 @@ func (s *Server) open(ctx context.Context) error {
 		return fmt.Errorf("recovery: %w", err)
 	}
 	s.prepareSpools(ctx)
-	bgctx, cancel := context.WithCancel(context.Background())
-	s.stop = cancel
 	s.bg.Add(1)
-	go func() { defer s.bg.Done(); s.janitor(bgctx) }()
+	go func() { defer s.bg.Done(); s.janitor(s.life) }()
 	return nil
 }
 
@@ -268,9 +297,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		// Read and write timeouts stay 0: uploads run long; tusd manages
-		// per-read deadlines itself.
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		// per-read deadlines itself, the other routes have theirs.
+		ErrorLog:  slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnState: s.conns.state,
 	}
+	ln = s.conns.listener(ln)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

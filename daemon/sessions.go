@@ -17,6 +17,10 @@ import (
 // maxRefsPerSession bounds the ref updates of one session.
 const maxRefsPerSession = 1000
 
+// journalBytesPerName is what the journal may grow by for each object name
+// a negotiation registers (measured: 150 to 260 bytes), with room to spare.
+const journalBytesPerName = 512
+
 func (s *Server) handleCreateSession(c echo.Context) error {
 	ctx := c.Request().Context()
 	var req api.SessionRequest
@@ -32,8 +36,13 @@ func (s *Server) handleCreateSession(c echo.Context) error {
 		return fail(http.StatusBadRequest, "this daemon does not update the summary (update: false), so a session moves one ref, not %d", len(req.Refs))
 	}
 	id := identity(c)
+	prod, err := s.repo.ListRefs(ctx)
+	if err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	refs := make([]journal.RefUpdate, 0, len(req.Refs))
+	names := make([]string, 0, len(req.Refs))
 	for _, r := range req.Refs {
 		if err := store.ValidateRef(r.Name); err != nil {
 			return fail(http.StatusBadRequest, "%v", err)
@@ -55,19 +64,27 @@ func (s *Server) handleCreateSession(c echo.Context) error {
 			e.body.Ref = r.Name
 			return e
 		}
-		cur, ok, err := s.repo.ResolveRef(ctx, r.Name)
-		if err != nil {
-			return err
-		}
+		cur, ok := prod[r.Name]
 		if curStr := cur.String(); (ok && curStr != r.Old && curStr != r.New) || (!ok && r.Old != "") {
 			e := fail(http.StatusConflict, "ref %s is at %s, not %s: fetch the current state and retry", r.Name, refState(ok, cur), orNone(r.Old))
 			e.body.Ref = r.Name
 			return e
 		}
 		refs = append(refs, journal.RefUpdate{Ref: r.Name, Old: r.Old, New: r.New})
+		names = append(names, r.Name)
+	}
+	if ref, other, found := store.RefConflict(names, prod); found {
+		e := fail(http.StatusConflict, "ref %s cannot exist beside ref %s (one would be a directory of the other): choose another name", ref, other)
+		e.body.Ref, e.body.Code = ref, api.CodeRefConflict
+		return e
 	}
 	if req.DryRun {
 		return c.JSON(http.StatusOK, api.Session{State: api.StateDryRun, Refs: req.Refs, Force: req.Force})
+	}
+	if err := s.roomFor(int64(len(refs)+1) * journalBytesPerName * 4); err != nil {
+		e := fail(http.StatusInsufficientStorage, "%v", err)
+		e.body.Code = api.CodeSpace
+		return e
 	}
 	sess, created, err := s.journal.CreateOrResume(ctx, journal.Session{
 		Owner: id.Hash, OwnerName: id.DisplayName(), Refs: refs, Force: req.Force,
@@ -75,6 +92,11 @@ func (s *Server) handleCreateSession(c echo.Context) error {
 	if errors.Is(err, journal.ErrRevoked) { // revoked while this request was on its way
 		s.metrics.authFailures.Inc()
 		return fail(http.StatusUnauthorized, "%v", errRevoked)
+	}
+	if errors.Is(err, journal.ErrTooMany) {
+		e := fail(http.StatusTooManyRequests, "token %s has %d open sessions (max_sessions_per_token): publish or abort one first (ostree-upload sessions list)", id.DisplayName(), s.opts.MaxSessionsPerToken)
+		e.body.Code = api.CodeLimit
+		return e
 	}
 	if err != nil {
 		return err
@@ -171,27 +193,43 @@ func (s *Server) handleObjects(c echo.Context) error {
 	candidates := make([]string, 0, len(req.Objects))
 	for _, n := range req.Objects {
 		name, err := store.ParseObjectName(n)
-		if err == nil {
-			err = commitMetaAllowed(sess, name)
-		}
 		if err != nil {
 			e := fail(http.StatusBadRequest, "%v", err)
 			e.body.Object = n
 			return e
 		}
 		has := false
-		if name.Type != store.CommitMeta { // merged at publish, whatever production has
-			if has, err = s.repo.HasObject(ctx, name); err != nil {
-				return err
+		if name.Type == store.CommitMeta { // merged at publish, whatever production has
+			if e := s.commitMetaAllowed(ctx, sess, name); e != nil {
+				if e.body.Code != api.CodeMetaScope {
+					return e
+				}
+				// Production's stays: not needed from this token.
+				s.log.Info("detached metadata not taken: the commit is published under a ref the token may not push", "session", sess.ID, "object", n, "ref", e.body.Ref)
+				continue
 			}
+		} else if has, err = s.repo.HasObject(ctx, name); err != nil {
+			return err
 		}
 		if !has {
 			candidates = append(candidates, name.String())
 		}
 	}
+	// The journal grows by about journalBytesPerName for each new name.
+	if err := s.roomFor(int64(len(candidates)) * journalBytesPerName); err != nil {
+		e := fail(http.StatusInsufficientStorage, "%v", err)
+		e.body.Code = api.CodeSpace
+		return e
+	}
 	needed, err := s.journal.Need(ctx, sess.ID, candidates, s.opts.MaxObjectsPerSession)
-	if errors.Is(err, journal.ErrTooMany) {
-		return fail(http.StatusRequestEntityTooLarge, "session would hold more than %d objects (max_objects_per_session)", s.opts.MaxObjectsPerSession)
+	var tm *journal.TooManyError
+	if errors.As(err, &tm) {
+		if tm.What == "objects in the session" {
+			return fail(http.StatusRequestEntityTooLarge, "session would hold more than %d objects (max_objects_per_session)", s.opts.MaxObjectsPerSession)
+		}
+		e := fail(http.StatusRequestEntityTooLarge, "the open sessions of token %s would hold more than %d objects (max_objects_per_token): publish or abort some first", identity(c).DisplayName(), s.opts.MaxObjectsPerToken)
+		e.body.Code = api.CodeLimit
+		return e
 	}
 	if err != nil {
 		return err
@@ -254,6 +292,7 @@ func (s *Server) deleteUploads(ctx context.Context, sessionID string) error {
 		return err
 	}
 	for _, u := range ups {
+		s.unreserve(u.ID)
 		s.removeUploadFiles(u.ID)
 		if err := s.journal.DeleteUpload(ctx, u.ID); err != nil {
 			return err

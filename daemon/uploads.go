@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -49,7 +50,7 @@ func (s *Server) setupTus() error {
 		PreUploadTerminateCallback: s.preTerminate,
 		// Above the verify time of the largest allowed object.
 		AcquireLockTimeout: 2*time.Minute + time.Duration(s.opts.MaxObjectSize/(100<<20))*time.Second,
-		NetworkTimeout:     time.Minute,
+		NetworkTimeout:     s.opts.BodyTimeout,
 		Logger:             tusLogger(s.log.Handler().WithAttrs([]slog.Attr{slog.String("component", "tus")})),
 	})
 	if err != nil {
@@ -142,6 +143,14 @@ func (s *Server) uploadGuard(tus http.Handler) echo.HandlerFunc {
 		if up.State == journal.UploadVerified {
 			return s.answerVerified(c, up)
 		}
+		if req.Method == http.MethodPatch {
+			// The filesystem may have filled since the upload was created.
+			if err := s.roomFor(0); err != nil {
+				e := fail(http.StatusInsufficientStorage, "%v", err)
+				e.body.Object, e.body.Code = up.Object, api.CodeSpace
+				return e
+			}
+		}
 		tus.ServeHTTP(w, req)
 		return nil
 	}
@@ -215,11 +224,8 @@ func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handle
 		return handler.HTTPResponse{}, none, tusError(http.StatusRequestEntityTooLarge, api.Error{
 			Error: fmt.Sprintf("%s objects are at most %d bytes", name.Type.Ext(), limit), Object: obj})
 	}
-	if err := commitMetaAllowed(sess, name); err != nil {
-		return handler.HTTPResponse{}, none, tusError(http.StatusBadRequest, api.Error{Error: err.Error(), Object: obj})
-	}
-	if err := s.roomFor(hook.Upload.Size); err != nil {
-		return handler.HTTPResponse{}, none, tusError(http.StatusInsufficientStorage, api.Error{Error: err.Error(), Object: obj})
+	if e := s.commitMetaAllowed(ctx, sess, name); e != nil {
+		return handler.HTTPResponse{}, none, tusError(e.status, e.body)
 	}
 	st, err := s.journal.ObjectState(ctx, sid, name.String())
 	switch {
@@ -232,7 +238,13 @@ func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handle
 		return handler.HTTPResponse{}, none, tusError(http.StatusConflict, api.Error{Error: "object is already verified", Object: obj, Code: api.CodeVerified})
 	}
 	uid := newUploadID(sid)
+	if err := s.reserve(uid, hook.Upload.Size); err != nil {
+		return handler.HTTPResponse{}, none, tusError(http.StatusInsufficientStorage, api.Error{Error: err.Error(), Object: obj, Code: api.CodeSpace})
+	}
 	err = s.journal.AddUpload(ctx, journal.Upload{ID: uid, Session: sid, Object: name.String(), Size: hook.Upload.Size, State: journal.UploadOpen})
+	if err != nil {
+		s.unreserve(uid)
+	}
 	var live *journal.LiveUploadError
 	if errors.As(err, &live) {
 		return handler.HTTPResponse{}, none, tusError(http.StatusConflict, api.Error{
@@ -253,28 +265,46 @@ func settled(n store.ObjectName, st journal.ObjState) bool {
 
 // sizeLimit is the largest upload accepted for an object type.
 func (s *Server) sizeLimit(t store.ObjectType) int64 {
-	switch t {
-	case store.File:
+	if t == store.File {
 		return s.opts.MaxObjectSize
-	case store.CommitMeta:
-		return store.MaxCommitMetaSize
 	}
-	return store.MaxMetadataSize
+	return store.MaxSize(t)
+}
+
+// verifyOptions are the limits and the pacing of one verification by w: a
+// file's content may not exceed max_object_size, and CPU work is shared
+// fairly between tokens.
+func (s *Server) verifyOptions(w *worker) store.VerifyOptions {
+	return store.VerifyOptions{MaxContentSize: s.opts.MaxObjectSize, Work: w.Work}
 }
 
 // commitMetaAllowed accepts detached metadata only for a new commit of the
-// session: it is named after its commit, not its content, so anything else
-// could replace another push's signatures.
-func commitMetaAllowed(sess journal.Session, n store.ObjectName) error {
+// session (400 otherwise: it is named after its commit, not its content,
+// so anything else could replace another push's signatures), and only when
+// every ref of production that points at the commit is one the session's
+// token may push (403 with code commitmeta-scope otherwise: every client of
+// those refs verifies that metadata).
+func (s *Server) commitMetaAllowed(ctx context.Context, sess journal.Session, n store.ObjectName) *httpError {
 	if n.Type != store.CommitMeta {
 		return nil
 	}
-	for _, r := range sess.Refs {
-		if r.New == n.Sum.String() {
-			return nil
-		}
+	if !slices.ContainsFunc(sess.Refs, func(r journal.RefUpdate) bool { return r.New == n.Sum.String() }) {
+		e := fail(http.StatusBadRequest, "detached metadata %s is not for a new commit of this session", n)
+		e.body.Object = n.String()
+		return e
 	}
-	return fmt.Errorf("detached metadata %s is not for a new commit of this session", n)
+	refs, err := s.repo.ListRefs(ctx)
+	if err != nil {
+		e := fail(http.StatusServiceUnavailable, "cannot read the repository's refs: retry later")
+		e.retryAfter = 5
+		return e
+	}
+	if ref := s.lockedMetaRef(ctx, sess.Owner, n.Sum, refs); ref != "" {
+		e := fail(http.StatusForbidden, "commit %s is published as ref %s, which token %s may not push: its detached metadata stays as production has it; push without it", n.Sum, ref, sess.OwnerName)
+		e.body.Object, e.body.Ref, e.body.Code = n.String(), ref, api.CodeMetaScope
+		return e
+	}
+	return nil
 }
 
 // preFinish runs after the last byte arrived and before the response: the
@@ -302,6 +332,7 @@ func (s *Server) verdictError(up journal.Upload, err error) error {
 }
 
 func (s *Server) preTerminate(hook handler.HookEvent) (handler.HTTPResponse, error) {
+	s.unreserve(hook.Upload.ID)
 	if err := s.journal.DeleteUpload(context.WithoutCancel(hook.Context), hook.Upload.ID); err != nil {
 		return handler.HTTPResponse{}, err
 	}
@@ -340,10 +371,10 @@ func (s *Server) settle(ctx context.Context, up journal.Upload) error {
 	}
 	path := s.uploadPath(up.ID)
 	fromSpool := false
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		// A crash between the move into the spool and the journal entry.
-		if f, err = os.Open(sp.repo.ObjectPath(name)); err != nil {
+		path = sp.repo.ObjectPath(name)
+		if _, err := os.Stat(path); err != nil {
 			s.journal.DeleteUpload(ctx, up.ID)
 			return errUploadLost
 		}
@@ -352,11 +383,11 @@ func (s *Server) settle(ctx context.Context, up journal.Upload) error {
 		return err
 	}
 	failpoint("before-verdict")
-	s.verifying <- struct{}{}
+	defer s.unreserve(up.ID) // every byte is in: nothing more to promise
 	start := time.Now()
-	info, err := store.Verify(name, f)
-	<-s.verifying
-	f.Close()
+	w := s.verifying.worker(s.life, sess.Owner)
+	info, err := store.VerifyFile(name, path, s.verifyOptions(w))
+	w.Release()
 	s.metrics.verifySeconds.Observe(time.Since(start).Seconds())
 	if err == nil && info.Size != up.Size {
 		err = &store.CorruptError{Name: name, Reason: fmt.Sprintf("%d bytes, Upload-Length said %d", info.Size, up.Size)}
@@ -455,19 +486,59 @@ func (s *Server) complete(ctx context.Context, u journal.Upload) bool {
 
 // roomFor refuses to take n more bytes when that would leave the production
 // filesystem below its free-space floor (libostree's min-free-space-size or
-// -percent, read at start-up as libostree reads it): the spool shares that
+// -percent, read at start-up as libostree reads it) once every open upload
+// has received the bytes it declared: the spool and the journal share that
 // filesystem, and libostree does not check the objects it imports from
 // there by hard link.
 func (s *Server) roomFor(n int64) error {
+	s.ledgerMu.Lock()
+	defer s.ledgerMu.Unlock()
+	return s.roomForLocked(n)
+}
+
+func (s *Server) roomForLocked(n int64) error {
 	floor := s.spaceFloor
 	free, err := s.repo.FreeSpace()
 	if err != nil {
 		s.metrics.noSpace.Inc()
 		return err
 	}
-	if n < 0 || free < floor+uint64(n) {
+	reserved := s.reservedLocked()
+	if n < 0 || free < floor+uint64(reserved)+uint64(n) {
 		s.metrics.noSpace.Inc()
-		return fmt.Errorf("the repository's filesystem has %d MiB free and keeps at least %d MiB (min-free-space): free some space and retry", free>>20, floor>>20)
+		return fmt.Errorf("the repository's filesystem has %d MiB free, %d MiB of it promised to uploads in progress, and keeps at least %d MiB (min-free-space): free some space and retry", free>>20, reserved>>20, floor>>20)
 	}
 	return nil
+}
+
+// reserve takes room for an upload of size bytes, or refuses like roomFor:
+// declared lengths are promised, so that uploads created together cannot
+// each pass the check and together fill the filesystem.
+func (s *Server) reserve(id string, size int64) error {
+	s.ledgerMu.Lock()
+	defer s.ledgerMu.Unlock()
+	if err := s.roomForLocked(size); err != nil {
+		return err
+	}
+	s.ledger[id] = size
+	return nil
+}
+
+// unreserve drops an upload's promise (it is judged or gone).
+func (s *Server) unreserve(id string) {
+	s.ledgerMu.Lock()
+	delete(s.ledger, id)
+	s.ledgerMu.Unlock()
+}
+
+// reservedLocked is what open uploads still have to receive.
+func (s *Server) reservedLocked() int64 {
+	var sum int64
+	for id, size := range s.ledger {
+		if fi, err := os.Stat(s.uploadPath(id)); err == nil {
+			size -= fi.Size()
+		}
+		sum += max(size, 0)
+	}
+	return sum
 }

@@ -71,6 +71,12 @@ func (a *Admin) Abort(ctx context.Context, id string) (api.AdminSession, error) 
 	return out, a.do(ctx, http.MethodDelete, api.PathAdmin+"/sessions/"+url.PathEscape(id), nil, &out)
 }
 
+// Fail fails a session whose publish cannot finish.
+func (a *Admin) Fail(ctx context.Context, id string) (api.AdminSession, error) {
+	var out api.AdminSession
+	return out, a.do(ctx, http.MethodPost, api.PathAdmin+"/sessions/"+url.PathEscape(id)+"/fail", nil, &out)
+}
+
 // Tokens lists the tokens.
 func (a *Admin) Tokens(ctx context.Context) ([]api.Token, error) {
 	var out []api.Token

@@ -28,6 +28,7 @@ type adminAPI interface {
 	Sessions(ctx context.Context, all bool) ([]api.AdminSession, error)
 	Session(ctx context.Context, id string) (api.AdminSession, error)
 	Abort(ctx context.Context, id string) (api.AdminSession, error)
+	Fail(ctx context.Context, id string) (api.AdminSession, error)
 	Tokens(ctx context.Context) ([]api.Token, error)
 	Revoke(ctx context.Context, which string) (api.Token, error)
 	Close() error
@@ -38,6 +39,10 @@ type localAdmin struct{ *daemon.Admin }
 
 func (l localAdmin) Abort(ctx context.Context, id string) (api.AdminSession, error) {
 	return l.Admin.Abort(ctx, id, daemon.ByLocal)
+}
+
+func (l localAdmin) Fail(ctx context.Context, id string) (api.AdminSession, error) {
+	return l.Admin.Fail(ctx, id, daemon.ByLocal)
 }
 
 func (l localAdmin) Revoke(ctx context.Context, which string) (api.Token, error) {
@@ -164,8 +169,8 @@ func subcommand(args []string, verbs map[string]bool) (verb, arg string, err err
 
 var sessionsCmd = &command{
 	name:    "sessions",
-	summary: "List, show, abort or commit push sessions (admin)",
-	usage:   "list | show ID | abort ID | commit ID  [OPTIONS]",
+	summary: "List, show, abort, fail or commit push sessions (admin)",
+	usage:   "list | show ID | abort ID | fail ID | commit ID  [OPTIONS]",
 	example: `  # On the daemon's host, with a token that has the admin scope:
   export OSTREE_UPLOAD_TOKEN=$(cat /etc/ostree-upload/admin.token)
   ostree-upload sessions list -a https://ostree.example.com
@@ -182,14 +187,16 @@ var sessionsCmd = &command{
 
   list shows open and publishing sessions; --all adds the ended ones the
   daemon keeps (a week by default). abort deletes the session's partial
-  uploads; its verified objects stay for the token's next push.`,
+  uploads; its verified objects stay for the token's next push. fail ends
+  a publishing session whose publish keeps failing (the daemon's log says
+  why) and says which of its refs had moved.`,
 	flags: func(fs *pflag.FlagSet) func([]string) error {
 		o := &adminFlags{}
 		all := fs.Bool("all", false, "list: ended sessions too")
 		force := fs.Bool("force", false, "commit: agree to publish another token's session made with force (refs may move backwards)")
 		o.add(fs)
 		return func(args []string) error {
-			verb, id, err := subcommand(args, map[string]bool{"list": false, "show": true, "abort": true, "commit": true})
+			verb, id, err := subcommand(args, map[string]bool{"list": false, "show": true, "abort": true, "fail": true, "commit": true})
 			if err != nil {
 				return err
 			}
@@ -222,6 +229,11 @@ func sessions(ctx context.Context, a adminAPI, verb, id string, all, asJSON bool
 	case "show":
 		s, err := a.Session(ctx, id)
 		return answer(w, asJSON, s, err, printSession)
+	case "fail":
+		s, err := a.Fail(ctx, id)
+		return answer(w, asJSON, s, err, func(w io.Writer, s api.AdminSession, _ time.Time) {
+			fmt.Fprintf(w, "failed session %s of token %s (%s): %s\n", s.ID, s.Token, refNames(s.Refs), s.Result)
+		})
 	}
 	s, err := a.Abort(ctx, id)
 	return answer(w, asJSON, s, err, func(w io.Writer, s api.AdminSession, _ time.Time) {

@@ -167,6 +167,13 @@ const (
 	CodeNotSigned      = "not-signed"       // a new commit lacks a valid signature by a key the daemon trusts
 	CodeScope          = "scope"            // the token lacks the scope the request needs (403)
 	CodeForce          = "force"            // another token's session forces a ref: commit with force to agree (409)
+	CodeBinding        = "binding"          // the commit is bound to other refs or another collection: clients would refuse it (409)
+	CodeRefConflict    = "ref-conflict"     // a ref would be a directory of another ref, or the other way round (409)
+	CodeMetaLimit      = "commitmeta-limit" // the merged detached metadata would exceed its limits (422)
+	CodeTreeLimit      = "tree-limit"       // the commit's directories nest too deeply (422)
+	CodeLimit          = "limit"            // a limit of the token (open sessions, objects) is reached (429 or 413)
+	CodeSpace          = "space"            // the repository's filesystem is at its free-space floor (507)
+	CodeMetaScope      = "commitmeta-scope" // detached metadata of a commit published under a ref the token may not push (403)
 )
 
 // Error is the body of every error response of the API.

@@ -42,17 +42,25 @@ const (
 	DefaultMaxObjectsPerSession = 2000000
 	DefaultMaxObjectSize        = 16 * GiB
 	DefaultMaxPackSize          = 256 * MiB
+	DefaultMaxSessionsPerToken  = 32
+	DefaultMaxObjectsPerToken   = 4000000
+	DefaultMaxConnections       = 4096
+	DefaultMaxClientConnections = 256
 )
 
 // Config is the daemon's configuration.
 type Config struct {
-	Repo                 string   `yaml:"repo"`                    // production repository; default "repo"
-	Address              string   `yaml:"address"`                 // listen address; default ":8080"
-	StateDir             string   `yaml:"state_dir"`               // default "" (the daemon derives it)
-	SessionTTL           Duration `yaml:"session_ttl"`             // default 24h
-	MaxObjectsPerSession int      `yaml:"max_objects_per_session"` // default 2000000
-	MaxObjectSize        Size     `yaml:"max_object_size"`         // default 16 GiB
-	MaxPackSize          Size     `yaml:"max_pack_size"`           // default 256 MiB
+	Repo                 string   `yaml:"repo"`                       // production repository; default "repo"
+	Address              string   `yaml:"address"`                    // listen address; default ":8080"
+	StateDir             string   `yaml:"state_dir"`                  // default "" (the daemon derives it)
+	SessionTTL           Duration `yaml:"session_ttl"`                // default 24h
+	MaxObjectsPerSession int      `yaml:"max_objects_per_session"`    // default 2000000
+	MaxObjectSize        Size     `yaml:"max_object_size"`            // default 16 GiB
+	MaxPackSize          Size     `yaml:"max_pack_size"`              // default 256 MiB
+	MaxSessionsPerToken  int      `yaml:"max_sessions_per_token"`     // open sessions of one token; default 32
+	MaxObjectsPerToken   int      `yaml:"max_objects_per_token"`      // objects in one token's open sessions; default 4000000
+	MaxConnections       int      `yaml:"max_connections"`            // connections at once; default 4096
+	MaxClientConnections int      `yaml:"max_connections_per_client"` // connections of one client address; default 256
 	// Signing, with ostree-push's receiver's names.
 	GPGSign            []string `yaml:"gpg_sign"`            // key ids: every new commit and the summary are signed with each
 	GPGHomedir         string   `yaml:"gpg_homedir"`         // GnuPG home of those keys; default GnuPG's
@@ -103,6 +111,10 @@ func Default() *Config {
 		MaxObjectsPerSession: DefaultMaxObjectsPerSession,
 		MaxObjectSize:        DefaultMaxObjectSize,
 		MaxPackSize:          DefaultMaxPackSize,
+		MaxSessionsPerToken:  DefaultMaxSessionsPerToken,
+		MaxObjectsPerToken:   DefaultMaxObjectsPerToken,
+		MaxConnections:       DefaultMaxConnections,
+		MaxClientConnections: DefaultMaxClientConnections,
 	}
 }
 
@@ -157,6 +169,14 @@ func (c *Config) Validate() error {
 		return errors.New("max_object_size must be positive")
 	case c.MaxPackSize <= 0:
 		return errors.New("max_pack_size must be positive")
+	case c.MaxSessionsPerToken <= 0:
+		return errors.New("max_sessions_per_token must be positive")
+	case c.MaxObjectsPerToken <= 0:
+		return errors.New("max_objects_per_token must be positive")
+	case c.MaxConnections <= 0:
+		return errors.New("max_connections must be positive")
+	case c.MaxClientConnections <= 0:
+		return errors.New("max_connections_per_client must be positive")
 	case c.SignType != "" && c.SignType != "ed25519":
 		return fmt.Errorf("sign_type %q: only ed25519 is supported", c.SignType)
 	case c.SignVerify && c.SignTrustedKeyfile == "":
@@ -389,7 +409,7 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			if err := cfg.SessionTTL.UnmarshalYAML(v); err != nil {
 				return p.errorf(v, key, "%v", err)
 			}
-		case "max_objects_per_session":
+		case "max_objects_per_session", "max_sessions_per_token", "max_objects_per_token", "max_connections", "max_connections_per_client":
 			if isNull(v) {
 				return nil
 			}
@@ -400,7 +420,13 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			if n <= 0 {
 				return p.errorf(v, key, "must be positive")
 			}
-			cfg.MaxObjectsPerSession = n
+			*map[string]*int{
+				"max_objects_per_session":    &cfg.MaxObjectsPerSession,
+				"max_sessions_per_token":     &cfg.MaxSessionsPerToken,
+				"max_objects_per_token":      &cfg.MaxObjectsPerToken,
+				"max_connections":            &cfg.MaxConnections,
+				"max_connections_per_client": &cfg.MaxClientConnections,
+			}[key] = n
 		case "max_object_size":
 			if isNull(v) {
 				return nil

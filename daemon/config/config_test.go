@@ -53,6 +53,10 @@ session_ttl: 90m
 max_objects_per_session: 1000
 max_object_size: 500MB
 max_pack_size: 64MiB
+max_sessions_per_token: 8
+max_objects_per_token: 5000
+max_connections: 100
+max_connections_per_client: 10
 sign_type: ed25519
 sign_keyfiles: [/etc/ostree/release.key, /etc/ostree/backup.key]
 sign_verify: true
@@ -73,8 +77,8 @@ tokens:
 	want := &Config{
 		Repo: "/srv/repo", Address: "127.0.0.1:9000", StateDir: "/srv/state",
 		SessionTTL: Duration{90 * time.Minute}, MaxObjectsPerSession: 1000, MaxObjectSize: 500 * 1000 * 1000,
-		MaxPackSize: 64 * MiB,
-		SignType:    "ed25519", SignKeyfiles: []string{"/etc/ostree/release.key", "/etc/ostree/backup.key"},
+		MaxPackSize: 64 * MiB, MaxSessionsPerToken: 8, MaxObjectsPerToken: 5000, MaxConnections: 100, MaxClientConnections: 10,
+		SignType: "ed25519", SignKeyfiles: []string{"/etc/ostree/release.key", "/etc/ostree/backup.key"},
 		SignVerify: true, SignTrustedKeyfile: "/etc/ostree/builders.pub",
 		Tokens: []Token{
 			{SHA256: strings.Repeat("ab", 32), Name: "ci", Refs: []string{"app/*", "runtime/org.x/*/stable"}, Expires: &exp1},

@@ -47,19 +47,26 @@ type Env struct {
 	Retention   time.Duration // 0: the daemon's default
 	MaxObjects  int
 	MaxPackSize int64 // 0: the daemon's default
-	SignKeys    []ed25519.PrivateKey
-	TrustedKeys []ed25519.PublicKey
-	SignVerify  bool
-	NoUpdate    bool
-	GPGSign     []string
-	GPGHomedir  string
-	GPGVerify   bool
-	GPGTrusted  string
-	ExtraConfig string         // appended to the configuration file of StartProcess
-	ExtraTokens []config.Token // configured beside Tok and Narrow
-	UpdateHook  []string
-	Proxies     []netip.Prefix // trusted proxies
-	Logger      *slog.Logger   // nil: discarded unless OSTREE_UPLOAD_TEST_LOG is set
+	// Limits of the daemon; 0: its default.
+	MaxObjectSize        int64 // 0: 1 GiB here
+	MaxSessionsPerToken  int
+	MaxObjectsPerToken   int
+	MaxConnections       int
+	MaxClientConnections int
+	BodyTimeout          time.Duration
+	SignKeys             []ed25519.PrivateKey
+	TrustedKeys          []ed25519.PublicKey
+	SignVerify           bool
+	NoUpdate             bool
+	GPGSign              []string
+	GPGHomedir           string
+	GPGVerify            bool
+	GPGTrusted           string
+	ExtraConfig          string         // appended to the configuration file of StartProcess
+	ExtraTokens          []config.Token // configured beside Tok and Narrow
+	UpdateHook           []string
+	Proxies              []netip.Prefix // trusted proxies
+	Logger               *slog.Logger   // nil: discarded unless OSTREE_UPLOAD_TEST_LOG is set
 
 	addr string
 	srv  *daemon.Server
@@ -109,7 +116,9 @@ func (e *Env) Start() {
 	t := e.T
 	srv, err := daemon.New(context.Background(), daemon.Options{
 		RepoPath: e.Repo, StateDir: e.State, Keyring: config.NewKeyring(e.Tokens()),
-		SessionTTL: e.TTL, SessionRetention: e.Retention, MaxObjectsPerSession: e.MaxObjects, MaxObjectSize: 1 << 30, MaxPackSize: e.MaxPackSize, Version: "test",
+		SessionTTL: e.TTL, SessionRetention: e.Retention, MaxObjectsPerSession: e.MaxObjects, MaxObjectSize: e.maxObjectSize(), MaxPackSize: e.MaxPackSize, Version: "test",
+		MaxSessionsPerToken: e.MaxSessionsPerToken, MaxObjectsPerToken: e.MaxObjectsPerToken,
+		MaxConnections: e.MaxConnections, MaxClientConnections: e.MaxClientConnections, BodyTimeout: e.BodyTimeout,
 		SignKeys: e.SignKeys, TrustedKeys: e.TrustedKeys, SignVerify: e.SignVerify,
 		NoUpdate: e.NoUpdate, UpdateHook: e.UpdateHook,
 		GPGSign: e.GPGSign, GPGHomedir: e.GPGHomedir, GPGVerify: e.GPGVerify, GPGTrustedKeys: e.GPGTrusted,
@@ -123,6 +132,13 @@ func (e *Env) Start() {
 	e.srv, e.stop, e.done = srv, cancel, make(chan error, 1)
 	go func() { e.done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(e.Stop)
+}
+
+func (e *Env) maxObjectSize() int64 {
+	if e.MaxObjectSize > 0 {
+		return e.MaxObjectSize
+	}
+	return 1 << 30
 }
 
 func (e *Env) logger() *slog.Logger {
