@@ -366,3 +366,49 @@ func TestPackStalled(t *testing.T) {
 		t.Errorf("negotiation waited %s for the stalled pack", d)
 	}
 }
+
+// sparsePack is a pack of one PAX sparse entry (GNU sparse format 1.0) named
+// name: a few kilobytes that a tar reader expands to realsize bytes, all
+// but one of them a hole.
+func sparsePack(name string, realsize int64) []byte {
+	header := func(name string, typ byte, size int) []byte {
+		b := make([]byte, 512)
+		copy(b, name)
+		copy(b[100:], "0000644\x00")
+		copy(b[108:], "0000000\x00")
+		copy(b[116:], "0000000\x00")
+		copy(b[124:], fmt.Sprintf("%011o\x00", size))
+		copy(b[136:], "00000000000\x00")
+		b[156] = typ
+		copy(b[257:], "ustar\x0000")
+		copy(b[148:], "        ")
+		sum := 0
+		for _, c := range b {
+			sum += int(c)
+		}
+		copy(b[148:], fmt.Sprintf("%06o\x00 ", sum))
+		return b
+	}
+	pad := func(b []byte) []byte {
+		for len(b)%512 != 0 {
+			b = append(b, 0)
+		}
+		return b
+	}
+	record := func(k, v string) string {
+		for n := len(k) + len(v) + 3; ; {
+			s := fmt.Sprintf("%d %s=%s\n", n, k, v)
+			if len(s) == n {
+				return s
+			}
+			n = len(s)
+		}
+	}
+	recs := record("GNU.sparse.major", "1") + record("GNU.sparse.minor", "0") +
+		record("GNU.sparse.name", name) + record("GNU.sparse.realsize", fmt.Sprint(realsize))
+	data := append(pad([]byte(fmt.Sprintf("1\n%d\n1\n", realsize-1))), 'x')
+	out := append(header("PaxHeaders/x", 'x', len(recs)), pad([]byte(recs))...)
+	out = append(out, header("GNUSparseFile.0/x", '0', len(data))...)
+	out = append(out, pad(data)...)
+	return append(out, make([]byte, 1024)...)
+}

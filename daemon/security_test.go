@@ -2,8 +2,10 @@ package daemon_test
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +19,7 @@ import (
 	"github.com/ostree-upload/ostree-upload/daemon/config"
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
 
 // hostile is one row of docs/security.md: a hostile input and the status
@@ -28,7 +31,8 @@ type hostile struct {
 }
 
 // needsPublished lists the rows that need ref other published at C.
-var needsPublished = map[string]bool{"ref-moved-underneath": true, "non-fast-forward": true}
+var needsPublished = map[string]bool{"ref-moved-underneath": true, "non-fast-forward": true,
+	"commitmeta-of-others-ref": true, "ref-under-production-ref": true}
 
 // catalogue is the daemon the rows run against: a session of Tok on main
 // (A) with every object negotiated, and the ref other published at C.
@@ -42,7 +46,43 @@ type catalogue struct {
 	uploadOnly  token // scopes: upload
 	admin       token // scopes: admin
 	doomed      token // revoked by a row
+	beta        token // refs beta/*
+	spare       token // for the rows that exhaust a token's limits
 	prodObjects int   // files under production's objects/ before the rows
+
+	maxObjectSize int64
+}
+
+// spareSessions lists the spare token's open sessions.
+func (c *catalogue) spareSessions(out *[]api.Session) {
+	all, err := c.Server().Admin().Sessions(ctx, false)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, s := range all {
+		if s.Token == "spare" {
+			*out = append(*out, s.Session)
+		}
+	}
+}
+
+// stalledBody announces a JSON body and never sends it; it returns the
+// daemon's answer, parsed from the raw connection.
+func (c *catalogue) stalledBody() resp {
+	conn, err := net.Dial("tcp", strings.TrimPrefix(c.URL, "http://"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{", api.PathSessions, c.Tok.Secret)
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		c.t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return resp{status: res.StatusCode, header: res.Header, body: b}
 }
 
 func (c *catalogue) tus(method, path string, body []byte, h ...string) resp {
@@ -269,6 +309,81 @@ func hostileInputs() []hostile {
 		{"ref-moved-underneath", 409, func(c *catalogue) resp {
 			return c.open(`{"name":"other","old":"` + fx.a + `","new":"` + fx.b + `"}`)
 		}},
+		// Detached metadata.
+		{"commitmeta-of-others-ref", 403, func(c *catalogue) resp {
+			r := c.raw(c.beta, "POST", api.PathSessions, `{"refs":[`+ref("beta/x", fx.c)+`]}`)
+			var s api.Session
+			r.json(c.t, &s)
+			meta := commitMeta(c.t, store.Ed25519MetaKey, "aay", edSigs(1, 9))
+			return c.upload(c.beta, s.ID, fx.c+".commitmeta", meta)
+		}},
+		{"commitmeta-junk-gpg", 422, func(c *catalogue) resp {
+			c.names(fx.a + ".commitmeta")
+			return c.upload(c.Tok, c.sid, fx.a+".commitmeta", commitMeta(c.t, store.GPGMetaKey, "aay", []any{[]byte("junk")}))
+		}},
+		{"commitmeta-wrong-type", 422, func(c *catalogue) resp {
+			return c.upload(c.Tok, c.sid, fx.a+".commitmeta", commitMeta(c.t, store.Ed25519MetaKey, "s", "x"))
+		}},
+		{"commitmeta-too-many-signatures", 422, func(c *catalogue) resp {
+			return c.upload(c.Tok, c.sid, fx.a+".commitmeta", commitMeta(c.t, store.Ed25519MetaKey, "aay", edSigs(store.MaxSignaturesPerKey+1, 1)))
+		}},
+		{"commitmeta-over-limit", 413, func(c *catalogue) resp {
+			return c.create(fx.a+".commitmeta", strconv.FormatInt(store.MaxCommitMetaSize+1, 10))
+		}},
+		// Metadata objects.
+		{"dirtree-unsorted", 422, func(c *catalogue) resp {
+			name, data, err := storetest.DirTreeNamed([]string{"b", "a"}, 1)
+			if err != nil {
+				c.t.Fatal(err)
+			}
+			c.names(name)
+			return c.upload(c.Tok, c.sid, name, data)
+		}},
+		{"dirmeta-over-limit", 413, func(c *catalogue) resp {
+			return c.create(strings.Repeat("cd", 32)+".dirmeta", strconv.FormatInt(store.MaxDirMetaSize+1, 10))
+		}},
+		{"filez-declares-too-much", 422, func(c *catalogue) resp {
+			name, data := bomb(c.t, c.maxObjectSize+1<<20)
+			c.names(name)
+			return c.upload(c.Tok, c.sid, name, data)
+		}},
+		{"deep-tree", 422, func(c *catalogue) resp {
+			build, commit := deepBuild(c.t, store.MaxTreeDepth+1)
+			s := c.session(c.Tok, []api.RefUpdate{{Name: "deep", New: commit}}, false)
+			c.packAll(build, c.Tok, s.ID)
+			return c.doJSON(c.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
+		}},
+		// Ref names and bindings.
+		{"ref-under-ref", 409, func(c *catalogue) resp { return c.open(ref("x", fx.c) + "," + ref("x/y", fx.c)) }},
+		{"ref-under-production-ref", 409, func(c *catalogue) resp { return c.open(ref("other/y", fx.c)) }},
+		{"ref-part-too-long", 400, func(c *catalogue) resp { return c.open(ref("a/"+strings.Repeat("b", 256), fx.c)) }},
+		{"binding-with-force", 409, func(c *catalogue) resp { return c.push(c.Tok, []api.RefUpdate{{Name: "forced", New: fx.a}}, true) }},
+		// Resources.
+		{"pack-sparse", 400, func(c *catalogue) resp { return c.sendPack(c.Tok, c.sid, sparsePack(c.file.RelPath(), 1<<30)) }},
+		{"too-many-sessions", 429, func(c *catalogue) resp {
+			for i := 0; ; i++ {
+				r := c.raw(c.spare, "POST", api.PathSessions, `{"refs":[`+ref(fmt.Sprintf("s%d", i), fx.c)+`]}`)
+				if r.status != 201 || i > 100 {
+					return r
+				}
+			}
+		}},
+		{"too-many-token-objects", 413, func(c *catalogue) resp {
+			var sessions []api.Session
+			c.spareSessions(&sessions)
+			for i, s := range sessions {
+				names := make([]string, 1000)
+				for j := range names {
+					names[j] = fmt.Sprintf("%056x%08x.dirmeta", i, j)
+				}
+				r := c.doJSON(c.spare, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: names})
+				if r.status != 200 {
+					return r
+				}
+			}
+			return resp{}
+		}},
+		{"slow-json-body", 400, func(c *catalogue) resp { return c.stalledBody() }},
 		{"non-fast-forward", 409, func(c *catalogue) resp {
 			// A does not descend from C.
 			r := c.open(`{"name":"other","old":"` + fx.c + `","new":"` + fx.a + `"}`)
@@ -291,13 +406,18 @@ func TestHostileInputs(t *testing.T) {
 
 	e := newEnv(t)
 	e.MaxObjects = 2000
+	e.MaxSessionsPerToken, e.MaxObjectsPerToken, e.BodyTimeout = 8, 3000, 2*time.Second
 	expired := daemontest.NewToken(t)
 	past := time.Now().Add(-time.Hour)
-	c := &catalogue{env: e, expired: expired, uploadOnly: daemontest.NewToken(t), admin: daemontest.NewToken(t), doomed: daemontest.NewToken(t)}
+	c := &catalogue{env: e, expired: expired, uploadOnly: daemontest.NewToken(t), admin: daemontest.NewToken(t), doomed: daemontest.NewToken(t),
+		beta: daemontest.NewToken(t), spare: daemontest.NewToken(t), maxObjectSize: 64 << 20}
+	e.MaxObjectSize = c.maxObjectSize
 	e.ExtraTokens = []config.Token{{SHA256: expired.Hash, Name: "expired", Expires: &past},
 		{SHA256: c.uploadOnly.Hash, Name: "upload-only", Scopes: []string{config.ScopeUpload}},
 		{SHA256: c.admin.Hash, Name: "admin", Scopes: []string{config.ScopeAdmin}},
-		{SHA256: c.doomed.Hash, Name: "doomed"}}
+		{SHA256: c.doomed.Hash, Name: "doomed"},
+		{SHA256: c.beta.Hash, Name: "beta", Refs: []string{"beta/*"}},
+		{SHA256: c.spare.Hash, Name: "spare"}}
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	c.sid, c.needed = s.ID, e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/ostree-upload/ostree-upload/store/internal/gvariant"
+	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
 
 // nest makes levels nested directories named name under dir and a file in
@@ -232,5 +233,21 @@ func TestVerifyBoundsAndPacing(t *testing.T) {
 	}
 	if len(sizes) != 1 || sizes[0] != int64(len(tb)) {
 		t.Fatalf("steps %v for a dirtree of %d bytes", sizes, len(tb))
+	}
+}
+
+// The bomb the daemon's tests send is a real, valid object.
+func TestZeroFilezIsValid(t *testing.T) {
+	name, b, err := storetest.ZeroFilez(64 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := ParseObjectName(name)
+	info, err := Verify(n, bytes.NewReader(b))
+	if err != nil || info.ContentSize != 64<<20 {
+		t.Fatalf("%d bytes: %+v %v", len(b), info, err)
+	}
+	if len(b) > 100<<10 {
+		t.Fatalf("a bomb of %d bytes", len(b))
 	}
 }

@@ -102,6 +102,12 @@ func viewMeta(t *gvariant.Type, b []byte, strict bool) (gvariant.View, error) {
 // twice); the check runs over the bytes in place, so a hostile dirtree costs
 // no memory beyond the Tree it describes.
 func ParseDirTree(b []byte, strict bool) (*Tree, error) {
+	return parseDirTree(b, strict, true)
+}
+
+// parseDirTree is ParseDirTree; without build it only checks, and returns
+// an empty Tree.
+func parseDirTree(b []byte, strict, build bool) (*Tree, error) {
 	v, err := viewMeta(typeDirTree, b, strict)
 	if err != nil {
 		return nil, fmt.Errorf("dirtree: %w", err)
@@ -111,7 +117,10 @@ func ParseDirTree(b []byte, strict bool) (*Tree, error) {
 	if nf+nd > MaxDirTreeEntries {
 		return nil, fmt.Errorf("dirtree: %d entries, more than %d", nf+nd, MaxDirTreeEntries)
 	}
-	t := &Tree{Files: make([]TreeFile, 0, nf), Dirs: make([]TreeDir, 0, nd)}
+	t := &Tree{}
+	if build {
+		t.Files, t.Dirs = make([]TreeFile, 0, nf), make([]TreeDir, 0, nd)
+	}
 	var prev []byte
 	for i := 0; i < nf; i++ {
 		e := files.Index(i)
@@ -124,7 +133,9 @@ func ParseDirTree(b []byte, strict bool) (*Tree, error) {
 		if err != nil {
 			return nil, fmt.Errorf("dirtree: %w", err)
 		}
-		t.Files = append(t.Files, TreeFile{Name: string(name), Sum: sum})
+		if build {
+			t.Files = append(t.Files, TreeFile{Name: string(name), Sum: sum})
+		}
 	}
 	prev = nil
 	fi := 0 // the first file whose name is not below the current directory's
@@ -136,10 +147,10 @@ func ParseDirTree(b []byte, strict bool) (*Tree, error) {
 		}
 		prev = name
 		if strict {
-			for fi < len(t.Files) && t.Files[fi].Name < string(name) {
+			for fi < nf && bytes.Compare(files.Index(fi).Field(0).StrBytes(), name) < 0 {
 				fi++
 			}
-			if fi < len(t.Files) && t.Files[fi].Name == string(name) {
+			if fi < nf && bytes.Equal(files.Index(fi).Field(0).StrBytes(), name) {
 				return nil, fmt.Errorf("dirtree: duplicate entry %q", name)
 			}
 		}
@@ -151,7 +162,9 @@ func ParseDirTree(b []byte, strict bool) (*Tree, error) {
 		if err != nil {
 			return nil, fmt.Errorf("dirtree: %w", err)
 		}
-		t.Dirs = append(t.Dirs, TreeDir{Name: string(name), Tree: tree, Meta: meta})
+		if build {
+			t.Dirs = append(t.Dirs, TreeDir{Name: string(name), Tree: tree, Meta: meta})
+		}
 	}
 	return t, nil
 }

@@ -168,7 +168,7 @@ func verifyMeta(name ObjectName, b []byte) error {
 	}
 	switch name.Type {
 	case DirTree:
-		_, err := ParseDirTree(b, true)
+		_, err := parseDirTree(b, true, false)
 		return err
 	case DirMeta:
 		return validateDirMeta(b)

@@ -2,7 +2,6 @@ package uploader_test
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,26 +11,10 @@ import (
 	"github.com/ostree-upload/ostree-upload/uploader"
 )
 
-// smallDisk mounts a tmpfs of size (e.g. "20m") and returns its path; the
-// test is skipped where mounting is not allowed.
-func smallDisk(t *testing.T, size string) string {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small filesystem needs root")
-	}
-	dir := filepath.Join(t.TempDir(), "disk")
-	os.MkdirAll(dir, 0o755)
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
-	return dir
-}
-
-func resize(t *testing.T, dir, size string) {
-	if out, err := exec.Command("mount", "-o", "remount,size="+size, dir).CombinedOutput(); err != nil {
-		t.Fatalf("remount: %v %s", err, out)
-	}
-}
+var (
+	smallDisk = daemontest.SmallDisk
+	resize    = daemontest.Resize
+)
 
 // A production repo and state dir on a full filesystem: the push fails as
 // temporary, production is untouched, and the same push succeeds once

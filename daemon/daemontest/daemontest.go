@@ -332,3 +332,25 @@ func Objects(t testing.TB, repo, commit, base string) []store.ObjectName {
 	}
 	return out
 }
+
+// SmallDisk mounts a tmpfs of size (e.g. "20m") and returns its path; the
+// test is skipped where mounting is not allowed.
+func SmallDisk(t *testing.T, size string) string {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small filesystem needs root")
+	}
+	dir := filepath.Join(t.TempDir(), "disk")
+	os.MkdirAll(dir, 0o755)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	return dir
+}
+
+// Resize changes the size of a tmpfs mounted by SmallDisk.
+func Resize(t *testing.T, dir, size string) {
+	if out, err := exec.Command("mount", "-o", "remount,size="+size, dir).CombinedOutput(); err != nil {
+		t.Fatalf("remount: %v %s", err, out)
+	}
+}

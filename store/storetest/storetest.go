@@ -4,7 +4,13 @@ package storetest
 
 import (
 	"bytes"
+	"compress/flate"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"math/bits"
 	"math/rand"
 	"net"
 	"net/http"
@@ -15,6 +21,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ostree-upload/ostree-upload/store/internal/gvariant"
 )
 
 // Ostree runs the ostree CLI and returns its trimmed standard output.
@@ -235,4 +243,90 @@ func runMain(m *testing.M, setup func(dir string) error) int {
 		return 2
 	}
 	return m.Run()
+}
+
+// CommitMeta encodes detached metadata holding one key, whose value has
+// the GVariant type typ ("aay": a []any of []byte; "s": a string; …), the
+// way a client could send it, well-formed or not.
+func CommitMeta(key, typ string, value any) ([]byte, error) {
+	return gvariant.Encode(gvariant.MustParseType("a{sv}"), []any{[]any{key, gvariant.Variant{Type: gvariant.MustParseType(typ), Value: value}}})
+}
+
+// ZeroFilez returns the archive form (.filez) of a regular file of size
+// zero bytes, and its object name: a decompression bomb, about a
+// thousandth of its size, made from one compressed megabyte repeated.
+// size must be a multiple of 1 MiB, at least 3 MiB.
+func ZeroFilez(size int64) (string, []byte, error) {
+	const mib = 1 << 20
+	if size%mib != 0 || size < 3*mib {
+		return "", nil, fmt.Errorf("ZeroFilez: size %d is not 3 MiB or more in whole MiB", size)
+	}
+	var stream bytes.Buffer
+	w, _ := flate.NewWriter(&stream, flate.BestCompression)
+	zeros := make([]byte, mib)
+	var chunks [][]byte
+	for i := 0; i < 3; i++ {
+		start := stream.Len()
+		w.Write(zeros)
+		w.Flush()
+		chunks = append(chunks, bytes.Clone(stream.Bytes()[start:]))
+	}
+	if !bytes.Equal(chunks[1], chunks[2]) {
+		return "", nil, errors.New("ZeroFilez: compressed megabytes differ")
+	}
+	end := stream.Len()
+	w.Close()
+	final := bytes.Clone(stream.Bytes()[end:])
+	be32 := bits.ReverseBytes32
+	mode := be32(0o100644)
+	hdr, err := gvariant.Encode(gvariant.MustParseType("(tuuuusa(ayay))"), []any{bits.ReverseBytes64(uint64(size)), uint32(0), uint32(0), mode, uint32(0), "", []any{}})
+	if err != nil {
+		return "", nil, err
+	}
+	canon, err := gvariant.Encode(gvariant.MustParseType("(uuuusa(ayay))"), []any{uint32(0), uint32(0), mode, uint32(0), "", []any{}})
+	if err != nil {
+		return "", nil, err
+	}
+	h := sha256.New()
+	h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(canon))))
+	h.Write([]byte{0, 0, 0, 0})
+	h.Write(canon)
+	for i := int64(0); i < size/mib; i++ {
+		h.Write(zeros)
+	}
+	out := binary.BigEndian.AppendUint32(nil, uint32(len(hdr)))
+	out = append(append(out, 0, 0, 0, 0), hdr...)
+	out = append(out, chunks[0]...)
+	for i := int64(1); i < size/mib; i++ {
+		out = append(out, chunks[1]...)
+	}
+	out = append(out, final...)
+	return hex.EncodeToString(h.Sum(nil)) + ".filez", out, nil
+}
+
+// DirTree returns a dirtree object of n files named f0000000, f0000001, …
+// (sorted, as libostree writes them) whose checksums are made from seed,
+// and its object name: a valid dirtree as large as a test wants.
+func DirTree(n int, seed byte) (string, []byte, error) {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("f%07d", i)
+	}
+	return DirTreeNamed(names, seed)
+}
+
+// DirTreeNamed returns a dirtree object of files named names, in that
+// order, whose checksums are made from seed, and its object name.
+func DirTreeNamed(names []string, seed byte) (string, []byte, error) {
+	files := make([]any, len(names))
+	for i, name := range names {
+		sum := sha256.Sum256([]byte{seed, byte(i), byte(i >> 8), byte(i >> 16)})
+		files[i] = []any{name, sum[:]}
+	}
+	b, err := gvariant.Encode(gvariant.MustParseType("(a(say)a(sayay))"), []any{files, []any{}})
+	if err != nil {
+		return "", nil, err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]) + ".dirtree", b, nil
 }
