@@ -38,6 +38,7 @@ func wantScopeRefusal(t *testing.T, r resp, what string) {
 // An upload-only token uploads but cannot publish; a publish-only token
 // whose refs cover the session publishes it; no one else sees it.
 func TestScopes(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	builder, release, ops := daemontest.NewToken(t), daemontest.NewToken(t), daemontest.NewToken(t)
 	e.ExtraTokens = []config.Token{
@@ -116,6 +117,7 @@ func (b *syncBuffer) String() string {
 }
 
 func TestAdminAPI(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ops := daemontest.NewToken(t)
 	slashed := daemontest.NewToken(t)
@@ -240,6 +242,7 @@ func TestAdminAPI(t *testing.T) {
 
 // Forwarded headers count only from the configured proxies.
 func TestForwardedHeaders(t *testing.T) {
+	t.Parallel()
 	logs := &syncBuffer{}
 	e := newEnv(t)
 	e.Logger = slog.New(slog.NewTextHandler(logs, nil))

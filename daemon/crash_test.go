@@ -64,6 +64,7 @@ func waitKilled(t testing.TB, p *daemontest.Proc) {
 }
 
 func TestKill9AtEveryStep(t *testing.T) {
+	t.Parallel()
 	updates := []api.RefUpdate{{Name: "main", New: fx.a}, {Name: "other", New: fx.c}}
 	for _, fp := range []string{"before-verdict", "after-adopt", "after-intent", "after-refs", "after-summary", "before-intent-done"} {
 		t.Run(fp, func(t *testing.T) {

@@ -30,6 +30,7 @@ func flatpak(t *testing.T, env []string, args ...string) string {
 // A push of an app/ ref updates the repository as flatpak does (summary.idx,
 // the appstream branch), signed, and `flatpak remote-ls` lists the app.
 func TestFlatpakRepoUpdate(t *testing.T) {
+	t.Parallel()
 	env := flatpakEnv(t)
 	dir := t.TempDir()
 	app := filepath.Join(dir, "appdir")

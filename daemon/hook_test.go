@@ -12,6 +12,7 @@ import (
 // update_hook replaces the built-in summary update and gets the repository
 // and the refs; a failing hook is reported and leaves the publish in place.
 func TestUpdateHook(t *testing.T) {
+	t.Parallel()
 	out := filepath.Join(t.TempDir(), "hook.out")
 	e := newEnv(t)
 	e.UpdateHook = []string{"sh", "-c", `printf '%s\n%s\n%s\n%s\n' "$OSTREE_RECEIVE_REPO" "$OSTREE_RECEIVE_REFS" "$OSTREE_UPLOAD_SESSION" "$OSTREE_UPLOAD_COMMITS" > "$0"`, out}
@@ -55,6 +56,7 @@ func TestUpdateHook(t *testing.T) {
 // With update off there is no single publish point, so a session moves one
 // ref, and the summary is left alone.
 func TestUpdateOff(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.NoUpdate = true
 	e.Start()
@@ -74,6 +76,7 @@ func TestUpdateOff(t *testing.T) {
 // A daemon killed just before running update_hook runs it when it starts
 // again.
 func TestKill9BeforeHook(t *testing.T) {
+	t.Parallel()
 	out := filepath.Join(t.TempDir(), "hook.out")
 	e := newEnv(t)
 	e.ExtraConfig = "update_hook: sh -c 'echo \"$OSTREE_RECEIVE_REFS\" >> " + out + "'\n"

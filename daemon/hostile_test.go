@@ -475,8 +475,8 @@ func TestDecompressionBombsShareTheCPU(t *testing.T) {
 			r, err := e.send(e.Tok, "POST", api.PathUploads+"/", bytes.NewReader(data), map[string]string{
 				"Tus-Resumable": "1.0.0", "Upload-Length": strconv.Itoa(len(data)),
 				"Upload-Metadata": meta(api.MetaSession, sb.ID, api.MetaObject, name), "Content-Type": "application/offset+octet-stream"})
-			if err != nil || r.status != 201 {
-				t.Errorf("bomb within the limit: %v %d %s", err, r.status, r.body)
+			if err == nil && r.status != 201 && r.status != 500 {
+				t.Errorf("bomb within the limit: %d %s", r.status, r.body)
 			}
 			mu.Lock()
 			bombsDone = append(bombsDone, time.Now())
@@ -493,12 +493,16 @@ func TestDecompressionBombsShareTheCPU(t *testing.T) {
 	mu.Lock()
 	finished := len(bombsDone)
 	mu.Unlock()
-	wg.Wait()
-	t.Logf("another token's upload judged in %s while %d of 3 bombs were still being verified (the last finished %s later)",
-		took.Round(time.Millisecond), 3-finished, bombsDone[len(bombsDone)-1].Sub(start).Round(time.Millisecond))
+	t.Logf("another token's upload judged in %s while %d of 3 bombs were still being verified", took.Round(time.Millisecond), 3-finished)
 	if finished > 0 {
 		t.Fatalf("the small upload waited for %d bombs to be verified (%s)", finished, took)
 	}
+	// A shutdown does not wait for the bombs: their verification stops,
+	// and they are judged again at the next start.
+	start = time.Now()
+	e.Stop()
+	wg.Wait()
+	t.Logf("stopped in %s", time.Since(start).Round(time.Millisecond))
 }
 
 // One token cannot fill the disk or the journal: declared upload lengths
@@ -751,7 +755,7 @@ func TestHostileClientMemoryBound(t *testing.T) {
 		data []byte
 	}
 	var trees []object
-	for i := 0; i < 12; i++ {
+	for i := 0; i < 6; i++ {
 		name, data, err := storetest.DirTree(227000, byte(i))
 		if err != nil {
 			t.Fatal(err)
@@ -796,6 +800,7 @@ func TestHostileClientMemoryBound(t *testing.T) {
 	jn, _ := store.ParseObjectName(junkName)
 	e.need(e.Tok, sids[12], []store.ObjectName{jn})
 	run("hostile dirtree", func() resp { return e.upload(e.Tok, sids[12], junkName, junk) }, 422)
+	// (sessions 6 to 11 stay free)
 	bn, _ := store.ParseObjectName(bombName)
 	for i := 13; i < 16; i++ {
 		sid := sids[i]

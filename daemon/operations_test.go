@@ -21,6 +21,7 @@ import (
 // A state dir moved while the daemon is stopped keeps its partial
 // uploads: they resume from their offset at the new place.
 func TestMovedStateDir(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
@@ -175,6 +176,7 @@ func TestCommitWhileRepoLocked(t *testing.T) {
 // bind mount) is refused: links into the repository would fail and every
 // object would be copied.
 func TestStateDirOnAnotherMount(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("bind mounts need root")
 	}

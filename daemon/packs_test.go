@@ -70,6 +70,7 @@ func names(ns []store.ObjectName) []string {
 }
 
 func TestPacksPublish(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
@@ -124,6 +125,7 @@ func TestPacksPublish(t *testing.T) {
 }
 
 func TestPackRefusals(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.MaxPackSize = 1 << 20
 	e.Start()
@@ -273,6 +275,7 @@ func (e *env) partialPack(sid string, names []string, k int) net.Conn {
 // A pack cut in the middle of an entry keeps every entry before it; the
 // rest is needed again. A restart clears what was staged.
 func TestPackBrokenOff(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)

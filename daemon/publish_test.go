@@ -19,6 +19,7 @@ import (
 )
 
 func TestHealthAndAuth(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.Start()
 	want(t, e.do(token{}, "GET", "/healthz", nil, nil), 200)
@@ -50,6 +51,7 @@ func TestHealthAndAuth(t *testing.T) {
 }
 
 func TestPushPublishesAndIsIdempotent(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.Start()
 	r := e.push(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
@@ -78,6 +80,7 @@ func TestPushPublishesAndIsIdempotent(t *testing.T) {
 }
 
 func TestTwoSessionsOnDifferentRefs(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.Start()
 	s1 := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
@@ -99,6 +102,7 @@ func TestTwoSessionsOnDifferentRefs(t *testing.T) {
 }
 
 func TestResumeSameSession(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.Start()
 	u := []api.RefUpdate{{Name: "main", New: fx.a}}
@@ -166,6 +170,7 @@ func traps(t *testing.T) map[string]func() (string, []byte) {
 }
 
 func TestCorruptUploadsAreRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
@@ -190,6 +195,7 @@ func TestCorruptUploadsAreRefused(t *testing.T) {
 }
 
 func TestIsolationBetweenTokens(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.Start()
 	s1 := e.session(e.Tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
@@ -250,6 +256,7 @@ func TestIsolationBetweenTokens(t *testing.T) {
 // A PATCH cut by the network keeps its bytes across a daemon restart, and
 // the upload resumes from the offset HEAD reports.
 func TestInterruptedPatchResumesAfterRestart(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
@@ -312,6 +319,7 @@ func TestInterruptedPatchResumesAfterRestart(t *testing.T) {
 }
 
 func TestRefusalsChangeNothing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.Start()
 	want(t, e.push(e.Tok, []api.RefUpdate{{Name: "main", New: fx.b}}, false), 200)
@@ -369,6 +377,7 @@ func TestRefusalsChangeNothing(t *testing.T) {
 // Objects verified in a session that was refused (or aborted) count as
 // present for the same token's next session, not for another token's.
 func TestRefusedSessionLosesNothing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.Start()
 	s1 := e.session(e.Tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
@@ -398,6 +407,7 @@ func TestRefusedSessionLosesNothing(t *testing.T) {
 // Negotiation goes in batches, so a session may name far more objects than
 // one request carries.
 func TestNegotiationInBatches(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
@@ -423,6 +433,7 @@ func TestNegotiationInBatches(t *testing.T) {
 }
 
 func TestMaxObjectsPerSession(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.MaxObjects = 10
 	e.Start()
@@ -487,6 +498,7 @@ func TestExpiryFreesDisk(t *testing.T) {
 
 // One daemon per production repo and per state dir.
 func TestSecondDaemonRefuses(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.Start()
 	for name, state := range map[string]string{"same state dir": e.State, "other state dir": e.State + "2"} {
@@ -506,6 +518,7 @@ func TestSecondDaemonRefuses(t *testing.T) {
 // At start-up, upload files the journal does not know are deleted, and
 // journal uploads whose bytes are gone are forgotten (the client re-sends).
 func TestStartupReconciles(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
@@ -575,6 +588,7 @@ func TestTokensDoNotShareUploads(t *testing.T) {
 }
 
 func TestUploadMisuseRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)

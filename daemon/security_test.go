@@ -48,9 +48,11 @@ type catalogue struct {
 	doomed      token // revoked by a row
 	beta        token // refs beta/*
 	spare       token // for the rows that exhaust a token's limits
+	uploader    token // for the row that opens too many uploads
 	prodObjects int   // files under production's objects/ before the rows
 
 	maxObjectSize int64
+	key           *storetest.GPGKey // the daemon signs with it
 }
 
 // spareSessions lists the spare token's open sessions.
@@ -384,6 +386,24 @@ func hostileInputs() []hostile {
 			return resp{}
 		}},
 		{"slow-json-body", 400, func(c *catalogue) resp { return c.stalledBody() }},
+		{"too-many-live-uploads", 429, func(c *catalogue) resp {
+			r := c.raw(c.uploader, "POST", api.PathSessions, `{"refs":[`+ref("uploads", fx.c)+`]}`)
+			var s api.Session
+			r.json(c.t, &s)
+			names := make([]string, 300)
+			for i := range names {
+				names[i] = fmt.Sprintf("%064x.dirmeta", i+1)
+			}
+			want(c.t, c.doJSON(c.uploader, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: names}), 200)
+			for _, n := range names {
+				r := c.do(c.uploader, "POST", api.PathUploads+"/", nil, map[string]string{"Tus-Resumable": "1.0.0",
+					"Upload-Length": "10", "Upload-Metadata": meta(api.MetaSession, s.ID, api.MetaObject, n)})
+				if r.status != 201 {
+					return r
+				}
+			}
+			return resp{}
+		}},
 		{"non-fast-forward", 409, func(c *catalogue) resp {
 			// A does not descend from C.
 			r := c.open(`{"name":"other","old":"` + fx.c + `","new":"` + fx.a + `"}`)
@@ -401,6 +421,7 @@ func hostileInputs() []hostile {
 // each gets its documented status, the daemon keeps answering, nothing
 // reaches production, and the session the rows attacked still publishes.
 func TestHostileInputs(t *testing.T) {
+	t.Parallel()
 	rows := hostileInputs()
 	checkCatalogueDoc(t, rows)
 
@@ -410,14 +431,17 @@ func TestHostileInputs(t *testing.T) {
 	expired := daemontest.NewToken(t)
 	past := time.Now().Add(-time.Hour)
 	c := &catalogue{env: e, expired: expired, uploadOnly: daemontest.NewToken(t), admin: daemontest.NewToken(t), doomed: daemontest.NewToken(t),
-		beta: daemontest.NewToken(t), spare: daemontest.NewToken(t), maxObjectSize: 64 << 20}
+		beta: daemontest.NewToken(t), spare: daemontest.NewToken(t), uploader: daemontest.NewToken(t), maxObjectSize: 64 << 20}
 	e.MaxObjectSize = c.maxObjectSize
+	c.key = storetest.NewGPGKey(t)
+	e.GPGSign, e.GPGHomedir = []string{c.key.ID}, c.key.Home
 	e.ExtraTokens = []config.Token{{SHA256: expired.Hash, Name: "expired", Expires: &past},
 		{SHA256: c.uploadOnly.Hash, Name: "upload-only", Scopes: []string{config.ScopeUpload}},
 		{SHA256: c.admin.Hash, Name: "admin", Scopes: []string{config.ScopeAdmin}},
 		{SHA256: c.doomed.Hash, Name: "doomed"},
 		{SHA256: c.beta.Hash, Name: "beta", Refs: []string{"beta/*"}},
-		{SHA256: c.spare.Hash, Name: "spare"}}
+		{SHA256: c.spare.Hash, Name: "spare"},
+		{SHA256: c.uploader.Hash, Name: "uploader"}}
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	c.sid, c.needed = s.ID, e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
@@ -432,12 +456,15 @@ func TestHostileInputs(t *testing.T) {
 	c.prodObjects = objectFiles(t, e.Repo)
 
 	published := false
+	var otherMeta []byte
 	for _, row := range rows {
 		if needsPublished[row.id] && !published {
 			c.t = t
 			want(t, e.push(e.Tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false), 200)
 			c.prodObjects, published = objectFiles(t, e.Repo), true
+			otherMeta = prodCommitMeta(t, e.Repo, fx.c)
 		}
+		refs := e.Refs()
 		t.Run(row.id, func(t *testing.T) {
 			c.t = t
 			r := row.run(c)
@@ -449,6 +476,12 @@ func TestHostileInputs(t *testing.T) {
 			}
 			if n := objectFiles(t, e.Repo); n != c.prodObjects {
 				t.Fatalf("production objects: %d, were %d", n, c.prodObjects)
+			}
+			if got := e.Refs(); fmt.Sprint(got) != fmt.Sprint(refs) {
+				t.Fatalf("production refs: %v, were %v", got, refs)
+			}
+			if published && !bytes.Equal(prodCommitMeta(t, e.Repo, fx.c), otherMeta) {
+				t.Fatal("the detached metadata of other's commit changed")
 			}
 		})
 	}
@@ -479,6 +512,10 @@ func TestHostileInputs(t *testing.T) {
 	}
 	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+c.sid+"/commit", nil), 200)
 	e.CheckPublished(map[string]string{"main": fx.a, "other": fx.c})
+	// Clients that verify the daemon's signatures pull both.
+	for _, ref := range []string{"main", "other"} {
+		storetest.PullOverHTTPWith(t, e.Repo, ref, "--set=gpg-verify=true", "--gpg-import="+c.key.PublicArmor)
+	}
 }
 
 // checkCatalogueDoc holds docs/security.md's table and these rows to the

@@ -74,7 +74,7 @@ type Server struct {
 	gpgOwnDir  string // keyring dir with the public halves of the gpg_sign keys
 	spaceFloor uint64 // free bytes the repo's filesystem must keep (min-free-space)
 	ledgerMu   sync.Mutex
-	ledger     map[string]int64 // open uploads and the bytes they declared
+	ledger     map[string]*reservation // open uploads and the bytes they declared
 	spoolsMu   sync.Mutex
 	spools     map[string]*spool
 	journal    *journal.Journal
@@ -98,6 +98,10 @@ type Server struct {
 	closeMu  sync.Once
 	closeErr error
 }
+
+// maxLiveUploads bounds the tus uploads of one session that are not judged
+// yet; push keeps -j of them (8 by default) at once.
+const maxLiveUploads = 256
 
 // verifySlice is how long a verification keeps its slot while another
 // waits: the most one token's work delays another's at each step.
@@ -159,7 +163,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if opts.StateDir == "" {
 		opts.StateDir = DefaultStateDir(opts.RepoPath)
 	}
-	s := &Server{opts: opts, log: opts.Logger, stateDir: opts.StateDir, ledger: map[string]int64{}}
+	s := &Server{opts: opts, log: opts.Logger, stateDir: opts.StateDir, ledger: map[string]*reservation{}}
 	s.life, s.stop = context.WithCancel(context.Background())
 	s.keyring.Store(opts.Keyring)
 	if err := s.open(ctx); err != nil {
@@ -196,7 +200,8 @@ func (s *Server) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.journal.SetOwnerLimits(s.opts.MaxSessionsPerToken, s.opts.MaxObjectsPerToken)
+	s.journal.SetLimits(journal.Limits{SessionsPerOwner: s.opts.MaxSessionsPerToken,
+		ObjectsPerOwner: s.opts.MaxObjectsPerToken, LiveUploadsPerSession: maxLiveUploads})
 	if err := s.loadRevoked(ctx); err != nil {
 		return err
 	}
@@ -310,6 +315,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	s.log.Info("shutting down")
+	// Verifications in progress stop now (their uploads keep their bytes
+	// and are judged at the next start) rather than hold the shutdown.
+	s.stop()
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

@@ -246,6 +246,11 @@ func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handle
 		s.unreserve(uid)
 	}
 	var live *journal.LiveUploadError
+	var tm *journal.TooManyError
+	if errors.As(err, &tm) {
+		return handler.HTTPResponse{}, none, tusError(http.StatusTooManyRequests, api.Error{
+			Error: fmt.Sprintf("the session has %d uploads in progress: finish one first", tm.Have), Object: obj, Code: api.CodeLimit})
+	}
 	if errors.As(err, &live) {
 		return handler.HTTPResponse{}, none, tusError(http.StatusConflict, api.Error{
 			Error: "object already has an upload in this session", Object: obj, Upload: api.PathUploads + "/" + live.UploadID, Code: api.CodeLiveUpload})
@@ -520,7 +525,7 @@ func (s *Server) reserve(id string, size int64) error {
 	if err := s.roomForLocked(size); err != nil {
 		return err
 	}
-	s.ledger[id] = size
+	s.ledger[id] = &reservation{size: size}
 	return nil
 }
 
@@ -531,14 +536,27 @@ func (s *Server) unreserve(id string) {
 	s.ledgerMu.Unlock()
 }
 
-// reservedLocked is what open uploads still have to receive.
+// reservation is what an open upload declared, and what it had received
+// when last looked at.
+type reservation struct {
+	size, received int64
+	seen           time.Time
+}
+
+// reservedLocked is what open uploads still have to receive. The files are
+// looked at again at most every second, so that the check costs no system
+// call per upload when requests come quickly.
 func (s *Server) reservedLocked() int64 {
 	var sum int64
-	for id, size := range s.ledger {
-		if fi, err := os.Stat(s.uploadPath(id)); err == nil {
-			size -= fi.Size()
+	now := time.Now()
+	for id, r := range s.ledger {
+		if now.Sub(r.seen) > time.Second {
+			if fi, err := os.Stat(s.uploadPath(id)); err == nil {
+				r.received = fi.Size()
+			}
+			r.seen = now
 		}
-		sum += max(size, 0)
+		sum += max(r.size-r.received, 0)
 	}
 	return sum
 }

@@ -11,6 +11,7 @@ import (
 // TestCurlWalkthrough runs the shell blocks of docs/protocol.md's curl
 // walk-through, as written, against a real daemon, so the doc cannot rot.
 func TestCurlWalkthrough(t *testing.T) {
+	t.Parallel()
 	doc, err := os.ReadFile("../docs/protocol.md")
 	if err != nil {
 		t.Fatal(err)

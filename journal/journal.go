@@ -96,16 +96,24 @@ type Journal struct {
 	batchSize int          // keys per transaction in ReleaseSession/DeleteSessionObjects
 	lastTrim  atomic.Int64 // UnixNano of the last trim of the memory map
 
-	maxOwnerSessions atomic.Int64 // open sessions per owner; 0: no limit
-	maxOwnerObjects  atomic.Int64 // objects of an owner's open sessions; 0: no limit
+	limits atomic.Pointer[Limits]
 }
 
-// SetOwnerLimits bounds what one owner (token) may hold at once: its open
-// sessions (CreateOrResume) and the objects registered in them (Need);
-// 0 means no limit.
-func (j *Journal) SetOwnerLimits(sessions, objects int) {
-	j.maxOwnerSessions.Store(int64(sessions))
-	j.maxOwnerObjects.Store(int64(objects))
+// Limits bound what one owner (token) may hold at once; 0 means no limit.
+type Limits struct {
+	SessionsPerOwner      int // open sessions (CreateOrResume)
+	ObjectsPerOwner       int // objects registered in its open sessions (Need)
+	LiveUploadsPerSession int // open and received uploads of one session (AddUpload)
+}
+
+// SetLimits sets the limits that CreateOrResume, Need and AddUpload apply.
+func (j *Journal) SetLimits(l Limits) { j.limits.Store(&l) }
+
+func (j *Journal) limit() Limits {
+	if l := j.limits.Load(); l != nil {
+		return *l
+	}
+	return Limits{}
 }
 
 // Open opens or creates (mode 0600, with all buckets) the journal at path.

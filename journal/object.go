@@ -117,8 +117,8 @@ func objectsBucket(tx *bolt.Tx, id string, create bool) (*bolt.Bucket, error) {
 //   - otherwise registered as Wanted if new and returned as needed.
 //
 // If registering the new names would make Objects exceed max (max <= 0: no
-// limit), or the objects of the owner's open sessions exceed the owner
-// limit (SetOwnerLimits), nothing changes and a *TooManyError is returned. The session must be
+// limit), or the objects of the owner's open sessions exceed the owner's
+// limit (SetLimits), nothing changes and a *TooManyError is returned. The session must be
 // live. Bumps Updated. One transaction per call.
 func (j *Journal) Need(ctx context.Context, sessionID string, names []string, max int) ([]string, error) {
 	if err := checkSessionID(sessionID); err != nil {
@@ -156,7 +156,7 @@ func (j *Journal) Need(ctx context.Context, sessionID string, names []string, ma
 		if max > 0 && s.Objects+fresh > max {
 			return &TooManyError{What: "objects in the session", Have: s.Objects, Adds: fresh, Limit: max}
 		}
-		if limit := int(j.maxOwnerObjects.Load()); limit > 0 && fresh > 0 {
+		if limit := j.limit().ObjectsPerOwner; limit > 0 && fresh > 0 {
 			have := 0
 			for _, id := range ownerSessions(tx, s.Owner) {
 				o, err := getSession(tx, id)

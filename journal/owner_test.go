@@ -3,6 +3,7 @@ package journal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ import (
 func TestOwnerLimits(t *testing.T) {
 	ctx := context.Background()
 	j, _ := mustOpen(t)
-	j.SetOwnerLimits(2, 100)
+	j.SetLimits(Limits{SessionsPerOwner: 2, ObjectsPerOwner: 100})
 	s1 := mustSession(t, j, ownerA, "a")
 	s2 := mustSession(t, j, ownerA, "b")
 	_, _, err := j.CreateOrResume(ctx, Session{Owner: ownerA, Refs: []RefUpdate{{Ref: "c", New: commit(1)}}})
@@ -124,7 +125,7 @@ func TestUpgradeIndexesSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer j.Close()
-	j.SetOwnerLimits(1, 0)
+	j.SetLimits(Limits{SessionsPerOwner: 1})
 	if _, _, err := j.CreateOrResume(ctx, Session{Owner: ownerA, Refs: []RefUpdate{{Ref: "x", New: commit(1)}}}); !errors.Is(err, ErrTooMany) {
 		t.Fatalf("the live session of schema 2 does not count: %v", err)
 	}
@@ -135,5 +136,31 @@ func TestUpgradeIndexesSessions(t *testing.T) {
 	sessions, err := j.LiveSessions(ctx)
 	if err != nil || len(sessions) != 1 || sessions[0].ID != live.ID {
 		t.Fatalf("live: %+v %v", sessions, err)
+	}
+}
+
+// A session holds a bounded number of live uploads; a judged one frees
+// its place.
+func TestLiveUploadsPerSession(t *testing.T) {
+	ctx := context.Background()
+	j, _ := mustOpen(t)
+	j.SetLimits(Limits{LiveUploadsPerSession: 2})
+	s := mustSession(t, j, ownerA, "a")
+	id := func(i int) string { return s.ID + "/" + fmt.Sprintf("%032x", i) }
+	for i := 0; i < 2; i++ {
+		if err := j.AddUpload(ctx, Upload{ID: id(i), Session: s.ID, Object: obj(i), Size: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := j.AddUpload(ctx, Upload{ID: id(2), Session: s.ID, Object: obj(2), Size: 1})
+	var tm *TooManyError
+	if !errors.As(err, &tm) || tm.Limit != 2 {
+		t.Fatalf("third live upload: %v", err)
+	}
+	if err := j.MarkUploadVerified(ctx, id(0), ownerA, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.AddUpload(ctx, Upload{ID: id(2), Session: s.ID, Object: obj(2), Size: 1}); err != nil {
+		t.Fatalf("after one was verified: %v", err)
 	}
 }

@@ -100,7 +100,7 @@ func (j *Journal) CreateOrResume(ctx context.Context, s Session) (Session, bool,
 			}
 			// A stale key (should not happen): fall through and replace it.
 		}
-		if limit := int(j.maxOwnerSessions.Load()); limit > 0 {
+		if limit := j.limit().SessionsPerOwner; limit > 0 {
 			if n := len(ownerSessions(tx, s.Owner)); n >= limit {
 				return &TooManyError{What: "open sessions of the token", Have: n, Adds: 1, Limit: limit}
 			}

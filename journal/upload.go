@@ -44,7 +44,8 @@ func liveKey(sessionID, object string) []byte {
 // AddUpload records a new upload (State 0 means UploadOpen, a zero Created
 // means now). If the session already has an open or received upload for the
 // same Object, it returns a *LiveUploadError with that upload's ID and
-// changes nothing. The session must exist and the ID must be new.
+// changes nothing; if it has as many live uploads as the limit
+// (SetLimits), a *TooManyError. The session must exist and the ID must be new.
 func (j *Journal) AddUpload(ctx context.Context, u Upload) error {
 	sid, err := checkUploadID(u.ID)
 	if err != nil {
@@ -91,6 +92,16 @@ func (j *Journal) AddUpload(ctx context.Context, u Upload) error {
 			key := liveKey(u.Session, u.Object)
 			if other := slots.Get(key); other != nil {
 				return &LiveUploadError{UploadID: string(other)}
+			}
+			if limit := j.limit().LiveUploadsPerSession; limit > 0 {
+				n, prefix := 0, []byte(u.Session+"/")
+				c := slots.Cursor()
+				for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && n < limit; k, _ = c.Next() {
+					n++
+				}
+				if n >= limit {
+					return &TooManyError{What: "live uploads in the session", Have: n, Adds: 1, Limit: limit}
+				}
 			}
 			if err := slots.Put(key, []byte(u.ID)); err != nil {
 				return err

@@ -33,6 +33,7 @@ func writeKeyFile(t *testing.T, lines ...string) string {
 }
 
 func TestEd25519KnownVector(t *testing.T) {
+	t.Parallel()
 	secret := base64.StdEncoding.EncodeToString(append(append([]byte(nil), rfcSeed...), rfcPublic...))
 	keys, err := LoadEd25519Keys(writeKeyFile(t, "# release key", "", secret))
 	if err != nil || len(keys) != 1 {
@@ -66,6 +67,7 @@ func TestEd25519KnownVector(t *testing.T) {
 }
 
 func TestEd25519Keys(t *testing.T) {
+	t.Parallel()
 	bad := append(append([]byte(nil), rfcSeed...), rfcPublic...)
 	bad[40] ^= 1
 	for what, line := range map[string]string{
@@ -86,6 +88,7 @@ func TestEd25519Keys(t *testing.T) {
 }
 
 func TestEd25519SignMergesAndVerifies(t *testing.T) {
+	t.Parallel()
 	_, k1, _ := ed25519.GenerateKey(nil)
 	_, k2, _ := ed25519.GenerateKey(nil)
 	other, _, _ := ed25519.GenerateKey(nil)
@@ -143,6 +146,7 @@ func TestEd25519SignMergesAndVerifies(t *testing.T) {
 // Production's detached metadata keeps every entry; a push adds only
 // signatures, each list a set, and the result stays within the limits.
 func TestAddSignatures(t *testing.T) {
+	t.Parallel()
 	_, k1, _ := ed25519.GenerateKey(nil)
 	_, k2, _ := ed25519.GenerateKey(nil)
 	data := []byte("commit")
@@ -211,6 +215,7 @@ func TestAddSignaturesIsLinear(t *testing.T) {
 // Pushed detached metadata is checked as it arrives: only well-formed
 // signature lists within the limits.
 func TestSignaturesOfRefuses(t *testing.T) {
+	t.Parallel()
 	sigs := func(key string, entries ...[]byte) []byte {
 		var l []any
 		for _, e := range entries {

@@ -9,6 +9,7 @@ import (
 )
 
 func TestGPGSignAndVerify(t *testing.T) {
+	t.Parallel()
 	key := storetest.NewGPGKey(t)
 	other := storetest.NewGPGKey(t)
 	r := newArchive(t)

@@ -41,6 +41,7 @@ func refsOf(t testing.TB, r *Repo) map[string]Checksum {
 }
 
 func TestPublishColdThenIncremental(t *testing.T) {
+	t.Parallel()
 	build := openArchive(t, fx.build)
 	prod := newArchive(t)
 
@@ -91,6 +92,7 @@ func TestPublishColdThenIncremental(t *testing.T) {
 }
 
 func TestPublishSeveralRefsWithDetachedMetadata(t *testing.T) {
+	t.Parallel()
 	build := openArchive(t, fx.build)
 	prod := newArchive(t)
 	objs := walkSet(t, build, fx.a)
@@ -115,6 +117,7 @@ func TestPublishSeveralRefsWithDetachedMetadata(t *testing.T) {
 
 // A closure failure or a moved ref leaves refs and objects/ exactly as they were.
 func TestPublishRefusalsTouchNothing(t *testing.T) {
+	t.Parallel()
 	build := openArchive(t, fx.build)
 	prod := newArchive(t)
 	if err := prod.Publish(ctx, spoolWith(t, build, walkSet(t, build, fx.a)), []RefUpdate{{Ref: "main", New: fx.a}}); err != nil {
@@ -175,6 +178,7 @@ func TestPublishRefusalsTouchNothing(t *testing.T) {
 }
 
 func TestMissingReportsAbsentObjects(t *testing.T) {
+	t.Parallel()
 	build := openArchive(t, fx.build)
 	if err := Missing(ctx, fx.b, nil, build); err != nil {
 		t.Fatalf("complete commit: %v", err)
@@ -191,6 +195,7 @@ func TestMissingReportsAbsentObjects(t *testing.T) {
 }
 
 func TestStage(t *testing.T) {
+	t.Parallel()
 	build := openArchive(t, fx.build)
 	spool := newArchive(t)
 	var file, meta ObjectName

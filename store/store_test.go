@@ -29,6 +29,7 @@ func walkSet(t testing.TB, r *Repo, c Checksum) map[ObjectName]bool {
 }
 
 func TestOpenRefusesNonArchive(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "bare")
 	mustOstree(t, "init", "--mode=bare-user", "--repo="+dir)
 	_, err := OpenArchive(ctx, dir)
@@ -41,6 +42,7 @@ func TestOpenRefusesNonArchive(t *testing.T) {
 }
 
 func TestRefsAndCommits(t *testing.T) {
+	t.Parallel()
 	r := openArchive(t, fx.build)
 	refs, err := r.ListRefs(ctx)
 	if err != nil {
@@ -85,6 +87,7 @@ func TestRefsAndCommits(t *testing.T) {
 // The reachable set equals what ostree copies when it pulls the commit
 // into an empty repo.
 func TestWalkMatchesOstreePull(t *testing.T) {
+	t.Parallel()
 	r := openArchive(t, fx.build)
 	for _, c := range []Checksum{fx.a, fx.b, fx.other} {
 		dst := filepath.Join(t.TempDir(), "pulled")
@@ -102,6 +105,7 @@ func TestWalkMatchesOstreePull(t *testing.T) {
 }
 
 func TestDiffIsSetDifference(t *testing.T) {
+	t.Parallel()
 	r := openArchive(t, fx.build)
 	a, b := walkSet(t, r, fx.a), walkSet(t, r, fx.b)
 	want := map[ObjectName]bool{}
@@ -133,6 +137,7 @@ func TestDiffIsSetDifference(t *testing.T) {
 // only in an unchanged subtree is the one case the pruned diff over-reports:
 // such extras must still be reachable from the old commit.
 func TestDiffExtrasAreOld(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	repo := filepath.Join(dir, "r")
 	mustOstree(t, "init", "--mode=archive", "--repo="+repo)
@@ -186,6 +191,7 @@ func symDiff(a, b map[ObjectName]bool) []string {
 }
 
 func TestWalkStopsOnCallbackError(t *testing.T) {
+	t.Parallel()
 	r := openArchive(t, fx.build)
 	stop := errors.New("stop")
 	n := 0
@@ -207,6 +213,7 @@ func TestWalkStopsOnCallbackError(t *testing.T) {
 }
 
 func TestObjectNames(t *testing.T) {
+	t.Parallel()
 	good := "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 	for _, ext := range []string{"filez", "dirtree", "dirmeta", "commit", "commitmeta"} {
 		n, err := ParseObjectName(good + "." + ext)
@@ -233,6 +240,7 @@ func TestObjectNames(t *testing.T) {
 }
 
 func TestRefConflict(t *testing.T) {
+	t.Parallel()
 	existing := map[string]Checksum{"app/org.x/stable": {}, "main": {}}
 	for _, c := range []struct {
 		refs         []string

@@ -31,6 +31,7 @@ func allObjects(t testing.TB) map[ObjectName][]byte {
 }
 
 func TestVerifyAcceptsEveryRealObject(t *testing.T) {
+	t.Parallel()
 	kinds := map[string]int{}
 	for n, b := range allObjects(t) {
 		info, err := Verify(n, bytes.NewReader(b))
@@ -61,6 +62,7 @@ func TestVerifyAcceptsEveryRealObject(t *testing.T) {
 }
 
 func TestVerifierIncremental(t *testing.T) {
+	t.Parallel()
 	for n, b := range allObjects(t) {
 		v := NewVerifier(n)
 		for off := 0; off < len(b); off += 7 {
@@ -86,6 +88,7 @@ func TestVerifierIncremental(t *testing.T) {
 
 // Concurrent verification shares nothing (run under -race).
 func TestVerifyConcurrent(t *testing.T) {
+	t.Parallel()
 	objs := allObjects(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
@@ -168,6 +171,7 @@ func deflate(b []byte) []byte {
 func metaName(t ObjectType, b []byte) ObjectName { return ObjectName{Sum: sha256.Sum256(b), Type: t} }
 
 func TestVerifyRejectsTraps(t *testing.T) {
+	t.Parallel()
 	objs := allObjects(t)
 	var reg, link ObjectName
 	var regBytes, linkBytes, treeBytes, commitBytes []byte

@@ -20,6 +20,7 @@ var (
 // temporary, production is untouched, and the same push succeeds once
 // there is room.
 func TestDiskFull(t *testing.T) {
+	t.Parallel()
 	disk := smallDisk(t, "12m")
 	e := daemontest.New(t)
 	e.Repo, e.State = filepath.Join(disk, "repo"), filepath.Join(disk, "state")
@@ -46,6 +47,7 @@ func TestDiskFull(t *testing.T) {
 // moves, and once it is lowered the push completes without sending again
 // what was kept.
 func TestMinFreeSpaceRefusal(t *testing.T) {
+	t.Parallel()
 	disk := smallDisk(t, "100m")
 	e := daemontest.New(t)
 	e.Repo, e.State = filepath.Join(disk, "repo"), filepath.Join(disk, "state")

@@ -103,6 +103,7 @@ http {
 // URLs that name nginx's https address, and clients pulling the result
 // from the same nginx.
 func TestBehindNginx(t *testing.T) {
+	t.Parallel()
 	certFile, keyFile := selfSigned(t)
 	e := daemontest.New(t)
 	e.Proxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}

@@ -92,6 +92,7 @@ func packed(t testing.TB, commit, base string) int64 {
 }
 
 func TestColdNoopAndIncremental(t *testing.T) {
+	t.Parallel()
 	e := daemontest.New(t)
 	e.Start()
 	// Cold: main at A.
@@ -131,6 +132,7 @@ func partialRepo(t testing.TB, c string) string {
 // A fresh CI machine lacks the daemon's commit: the daemon still names only
 // what it lacks.
 func TestIncrementalWithoutOldCommit(t *testing.T) {
+	t.Parallel()
 	e := daemontest.New(t)
 	e.Start()
 	push(t, opts(e, e.URL, "other"))
@@ -147,6 +149,7 @@ func TestIncrementalWithoutOldCommit(t *testing.T) {
 }
 
 func TestRefusals(t *testing.T) {
+	t.Parallel()
 	e := daemontest.New(t)
 	e.Start()
 	for name, o := range map[string]uploader.Options{
@@ -195,6 +198,7 @@ func TestRefusals(t *testing.T) {
 }
 
 func TestConcurrentPushesOfDifferentRefs(t *testing.T) {
+	t.Parallel()
 	e := daemontest.New(t)
 	e.Start()
 	pushAtOnce(t, opts(e, e.URL, "main"), opts(e, e.URL, "other"))
@@ -359,6 +363,7 @@ func TestLinkFlap(t *testing.T) {
 
 // The command's exit codes and output, through the real binary.
 func TestCommandExitCodes(t *testing.T) {
+	t.Parallel()
 	e := daemontest.New(t)
 	e.Start()
 	run := func(env string, args ...string) (int, string, string) {
@@ -455,6 +460,7 @@ func TestLostAnswers(t *testing.T) {
 // also catches the daemon failing requests whose context a previous tus
 // request on the same kept-alive connection left cancelled.)
 func TestSamePushTwiceAtOnce(t *testing.T) {
+	t.Parallel()
 	e := daemontest.New(t)
 	e.Start()
 	pushAtOnce(t, opts(e, e.URL, "main"), opts(e, e.URL, "main"))

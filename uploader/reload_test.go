@@ -17,6 +17,7 @@ import (
 // SIGHUP rereads the tokens: a token added to the file starts working, one
 // removed stops, and a file that no longer loads keeps the old tokens.
 func TestReloadTokens(t *testing.T) {
+	t.Parallel()
 	e := daemontest.New(t)
 	cfg := e.WriteConfig()
 	addr := freeAddr(t)

@@ -49,6 +49,7 @@ func selfSigned(t *testing.T) (certFile, keyFile string) {
 // receive --tls-cert/--tls-key serves HTTPS; push --cacert trusts a
 // self-signed certificate, and without it refuses at once (exit 1).
 func TestTLS(t *testing.T) {
+	t.Parallel()
 	certFile, keyFile := selfSigned(t)
 	e := daemontest.New(t)
 	addr := freeAddr(t)
