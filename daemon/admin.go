@@ -14,8 +14,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/ostree-upload/ostree-upload/daemon/api"
-	"github.com/ostree-upload/ostree-upload/daemon/config"
+	"github.com/ostree-upload/ostree-upload/api"
+	"github.com/ostree-upload/ostree-upload/auth"
 	"github.com/ostree-upload/ostree-upload/journal"
 )
 
@@ -37,7 +37,7 @@ func (s *Server) Admin() *Admin { return &Admin{s: s} }
 
 // OpenAdmin opens the state dir of a stopped daemon. While the daemon runs,
 // its journal is locked and the error matches journal.ErrInUse.
-func OpenAdmin(ctx context.Context, stateDir string, keyring *config.Keyring, log *slog.Logger) (*Admin, error) {
+func OpenAdmin(ctx context.Context, stateDir string, keyring *auth.Keyring, log *slog.Logger) (*Admin, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -196,7 +196,7 @@ func (a *Admin) Tokens(ctx context.Context) ([]api.Token, error) {
 	for _, r := range revs {
 		t := byHash[r.Owner]
 		if t == nil {
-			nt := tokenView(config.Identity{Hash: r.Owner, Name: r.Name})
+			nt := tokenView(auth.Identity{Hash: r.Owner, Name: r.Name})
 			nt.Scopes = nil
 			t, byHash[r.Owner], order = &nt, &nt, append(order, r.Owner)
 		}
@@ -267,9 +267,9 @@ func (a *Admin) Revoke(ctx context.Context, which, by string) (api.Token, error)
 
 // findToken finds a configured token by name, by ID, by "token-" + ID or
 // by its whole hash.
-func (s *Server) findToken(which string) (config.Identity, error) {
+func (s *Server) findToken(which string) (auth.Identity, error) {
 	which = strings.TrimSpace(which)
-	var found []config.Identity
+	var found []auth.Identity
 	for _, id := range s.keyring.Load().Identities() {
 		if which != "" && (id.Name == which || id.DisplayName() == which || id.ID() == which || id.Hash == which) {
 			found = append(found, id)
@@ -277,14 +277,14 @@ func (s *Server) findToken(which string) (config.Identity, error) {
 	}
 	switch len(found) {
 	case 0:
-		return config.Identity{}, fail(http.StatusNotFound, "no configured token is named %q (give a name or an ID as tokens list shows them)", which)
+		return auth.Identity{}, fail(http.StatusNotFound, "no configured token is named %q (give a name or an ID as tokens list shows them)", which)
 	case 1:
 		return found[0], nil
 	}
-	return config.Identity{}, fail(http.StatusConflict, "%d tokens match %q; give the ID instead", len(found), which)
+	return auth.Identity{}, fail(http.StatusConflict, "%d tokens match %q; give the ID instead", len(found), which)
 }
 
-func tokenView(id config.Identity) api.Token {
+func tokenView(id auth.Identity) api.Token {
 	return api.Token{Name: id.DisplayName(), ID: id.ID(), Scopes: id.Scopes, Refs: id.Refs, Expires: id.Expires}
 }
 
@@ -301,7 +301,7 @@ func sessionHead(sess journal.Session) api.Session {
 }
 
 func adminView(v api.Session, sess journal.Session) api.AdminSession {
-	id := config.Identity{Hash: sess.Owner, Name: sess.OwnerName}
+	id := auth.Identity{Hash: sess.Owner, Name: sess.OwnerName}
 	return api.AdminSession{Session: v, Token: id.DisplayName(), TokenID: id.ID()}
 }
 

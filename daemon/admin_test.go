@@ -13,9 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ostree-upload/ostree-upload/api"
+	"github.com/ostree-upload/ostree-upload/auth"
+	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon"
-	"github.com/ostree-upload/ostree-upload/daemon/api"
-	"github.com/ostree-upload/ostree-upload/daemon/config"
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 	"github.com/ostree-upload/ostree-upload/journal"
 )
@@ -42,9 +43,9 @@ func TestScopes(t *testing.T) {
 	e := newEnv(t)
 	builder, release, ops := daemontest.NewToken(t), daemontest.NewToken(t), daemontest.NewToken(t)
 	e.ExtraTokens = []config.Token{
-		{SHA256: builder.Hash, Name: "builder", Scopes: []string{config.ScopeUpload}},
-		{SHA256: release.Hash, Name: "release", Scopes: []string{config.ScopePublish}, Refs: []string{"ma*"}},
-		{SHA256: ops.Hash, Name: "ops", Scopes: []string{config.ScopeAdmin}},
+		{SHA256: builder.Hash, Name: "builder", Scopes: []string{auth.ScopeUpload}},
+		{SHA256: release.Hash, Name: "release", Scopes: []string{auth.ScopePublish}, Refs: []string{"ma*"}},
+		{SHA256: ops.Hash, Name: "ops", Scopes: []string{auth.ScopeAdmin}},
 	}
 	e.Start()
 
@@ -121,7 +122,7 @@ func TestAdminAPI(t *testing.T) {
 	e := newEnv(t)
 	ops := daemontest.NewToken(t)
 	slashed := daemontest.NewToken(t)
-	e.ExtraTokens = []config.Token{{SHA256: ops.Hash, Name: "ops", Scopes: []string{config.ScopeAdmin}},
+	e.ExtraTokens = []config.Token{{SHA256: ops.Hash, Name: "ops", Scopes: []string{auth.ScopeAdmin}},
 		{SHA256: slashed.Hash, Name: "team/ci"}}
 	logs := &syncBuffer{}
 	e.Logger = slog.New(slog.NewTextHandler(logs, nil))
@@ -300,7 +301,7 @@ func TestRevokedStagedSession(t *testing.T) {
 	e := newEnv(t)
 	e.TTL = 20 * time.Second // the janitor looks every 5 s
 	builder := daemontest.NewToken(t)
-	e.ExtraTokens = []config.Token{{SHA256: builder.Hash, Name: "builder", Scopes: []string{config.ScopeUpload}}}
+	e.ExtraTokens = []config.Token{{SHA256: builder.Hash, Name: "builder", Scopes: []string{auth.ScopeUpload}}}
 	e.Start()
 	s := e.session(builder, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	if err := e.uploadAll(builder, s.ID, e.need(builder, s.ID, objectsOf(t, fx.a, ""))); err != nil {

@@ -22,8 +22,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ostree-upload/ostree-upload/daemon/api"
-	"github.com/ostree-upload/ostree-upload/daemon/config"
+	"github.com/ostree-upload/ostree-upload/api"
+	"github.com/ostree-upload/ostree-upload/auth"
+	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 	"github.com/ostree-upload/ostree-upload/store"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
@@ -676,7 +677,7 @@ func TestAdminFailsStuckPublish(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	admin := daemontest.NewToken(t)
-	e.ExtraTokens = []config.Token{{SHA256: admin.Hash, Name: "admin", Scopes: []string{config.ScopeAdmin}}}
+	e.ExtraTokens = []config.Token{{SHA256: admin.Hash, Name: "admin", Scopes: []string{auth.ScopeAdmin}}}
 	p := e.StartProcess(fx.bin, "after-intent")
 	build, c := newBuild(t, "x/y", 10, 1700000000, "x/y")
 	updates := []api.RefUpdate{{Name: "x/y", New: c}}

@@ -16,8 +16,8 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/ostree-upload/ostree-upload/daemon/api"
-	"github.com/ostree-upload/ostree-upload/daemon/config"
+	"github.com/ostree-upload/ostree-upload/api"
+	"github.com/ostree-upload/ostree-upload/auth"
 	"github.com/ostree-upload/ostree-upload/journal"
 )
 
@@ -30,8 +30,8 @@ var hex32 = regexp.MustCompile(`^[0-9a-f]{32}$`)
 type identityKey struct{}
 
 // identityOf returns the authenticated identity of a request context.
-func identityOf(ctx context.Context) (config.Identity, bool) {
-	id, ok := ctx.Value(identityKey{}).(config.Identity)
+func identityOf(ctx context.Context) (auth.Identity, bool) {
+	id, ok := ctx.Value(identityKey{}).(auth.Identity)
 	return id, ok
 }
 
@@ -61,7 +61,7 @@ func (s *Server) setupRoutes() {
 
 	g := e.Group("/api/v1", s.auth)
 	sess := g.Group("", detach, s.bodyDeadline)
-	upload, publish := needScope(config.ScopeUpload), needScope(config.ScopePublish)
+	upload, publish := needScope(auth.ScopeUpload), needScope(auth.ScopePublish)
 	sess.GET("/info", s.handleInfo)
 	sess.POST("/sessions", s.handleCreateSession, upload)
 	sess.GET("/sessions/:id", s.handleGetSession) // the owner, or a token that may publish it
@@ -69,7 +69,7 @@ func (s *Server) setupRoutes() {
 	sess.POST("/sessions/:id/objects", s.handleObjects, upload)
 	sess.POST("/sessions/:id/commit", s.handleCommit, publish)
 	sess.POST("/sessions/:id/packs", s.handlePack, upload)
-	adm := sess.Group(strings.TrimPrefix(api.PathAdmin, "/api/v1"), needScope(config.ScopeAdmin))
+	adm := sess.Group(strings.TrimPrefix(api.PathAdmin, "/api/v1"), needScope(auth.ScopeAdmin))
 	adm.GET("/sessions", s.handleAdminSessions)
 	adm.GET("/sessions/:id", s.handleAdminSession)
 	adm.DELETE("/sessions/:id", s.handleAdminAbort)
@@ -194,7 +194,7 @@ func detach(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-func identity(c echo.Context) config.Identity {
+func identity(c echo.Context) auth.Identity {
 	id, _ := identityOf(c.Request().Context())
 	return id
 }
@@ -282,9 +282,9 @@ func (s *Server) ownedSession(c echo.Context, publisher bool) (journal.Session, 
 // session: the session is staged (its owner may upload but not publish),
 // id has the publish scope, and id may push every ref of the session.
 // Sessions of tokens that can publish stay private to them.
-func (s *Server) mayPublish(id config.Identity, sess journal.Session) bool {
+func (s *Server) mayPublish(id auth.Identity, sess journal.Session) bool {
 	owner, ok := s.keyring.Load().Lookup(sess.Owner)
-	if !ok || owner.Can(config.ScopePublish) || !id.Can(config.ScopePublish) || s.isRevoked(sess.Owner) ||
+	if !ok || owner.Can(auth.ScopePublish) || !id.Can(auth.ScopePublish) || s.isRevoked(sess.Owner) ||
 		(owner.Expires != nil && owner.Expires.Before(time.Now())) {
 		return false
 	}

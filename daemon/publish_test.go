@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ostree-upload/ostree-upload/api"
+	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon"
-	"github.com/ostree-upload/ostree-upload/daemon/api"
-	"github.com/ostree-upload/ostree-upload/daemon/config"
 	"github.com/ostree-upload/ostree-upload/store"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 )

@@ -15,8 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ostree-upload/ostree-upload/daemon/api"
-	"github.com/ostree-upload/ostree-upload/daemon/config"
+	"github.com/ostree-upload/ostree-upload/api"
+	"github.com/ostree-upload/ostree-upload/auth"
+	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 	"github.com/ostree-upload/ostree-upload/store"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
@@ -436,8 +437,8 @@ func TestHostileInputs(t *testing.T) {
 	c.key = storetest.NewGPGKey(t)
 	e.GPGSign, e.GPGHomedir = []string{c.key.ID}, c.key.Home
 	e.ExtraTokens = []config.Token{{SHA256: expired.Hash, Name: "expired", Expires: &past},
-		{SHA256: c.uploadOnly.Hash, Name: "upload-only", Scopes: []string{config.ScopeUpload}},
-		{SHA256: c.admin.Hash, Name: "admin", Scopes: []string{config.ScopeAdmin}},
+		{SHA256: c.uploadOnly.Hash, Name: "upload-only", Scopes: []string{auth.ScopeUpload}},
+		{SHA256: c.admin.Hash, Name: "admin", Scopes: []string{auth.ScopeAdmin}},
 		{SHA256: c.doomed.Hash, Name: "doomed"},
 		{SHA256: c.beta.Hash, Name: "beta", Refs: []string{"beta/*"}},
 		{SHA256: c.spare.Hash, Name: "spare"},

@@ -26,7 +26,8 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/tus/tusd/v2/pkg/handler"
 
-	"github.com/ostree-upload/ostree-upload/daemon/config"
+	"github.com/ostree-upload/ostree-upload/auth"
+	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/journal"
 	"github.com/ostree-upload/ostree-upload/store"
 )
@@ -35,7 +36,7 @@ import (
 type Options struct {
 	RepoPath             string // production repo; created (archive mode) if missing
 	StateDir             string // "" = beside the repo: <dir>/.<name>.ostree-upload
-	Keyring              *config.Keyring
+	Keyring              *auth.Keyring
 	SessionTTL           time.Duration
 	SessionRetention     time.Duration // ended sessions are forgotten after this; default max(7 days, 7 TTLs)
 	MaxObjectsPerSession int
@@ -64,7 +65,7 @@ type Options struct {
 type Server struct {
 	opts      Options
 	log       *slog.Logger
-	keyring   atomic.Pointer[config.Keyring]
+	keyring   atomic.Pointer[auth.Keyring]
 	revoked   atomic.Pointer[revokedSet] // replaced whole under revokedMu
 	revokedMu sync.Mutex
 
@@ -286,7 +287,7 @@ func sameFilesystemAndOwner(repo, state string) error {
 func (s *Server) StateDir() string { return s.stateDir }
 
 // SetKeyring replaces the tokens (e.g. after the token file changed).
-func (s *Server) SetKeyring(k *config.Keyring) {
+func (s *Server) SetKeyring(k *auth.Keyring) {
 	s.keyring.Store(k)
 	s.prepareSpools(context.Background())
 }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/journal"
 	"github.com/ostree-upload/ostree-upload/store"
 )

@@ -3,11 +3,12 @@ package journal
 import (
 	"bufio"
 	"context"
-	bolt "go.etcd.io/bbolt"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // mappedKiB is the resident size of this process's mappings of path.

@@ -8,7 +8,7 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/api"
 )
 
 // Admin talks to a daemon's admin API (a token with the admin scope) and

@@ -4,9 +4,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/ostree-upload/ostree-upload/daemon/api"
 	"net/url"
 	"testing"
+
+	"github.com/ostree-upload/ostree-upload/api"
 )
 
 // Upload URLs the daemon answers are reduced to a path on the configured

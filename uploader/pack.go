@@ -10,7 +10,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/store"
 )
 

@@ -18,7 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/store"
 )
 

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ostree-upload/ostree-upload/daemon/config"
+	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 )
 

@@ -9,8 +9,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/ostree-upload/ostree-upload/daemon/api"
-	"github.com/ostree-upload/ostree-upload/daemon/config"
+	"github.com/ostree-upload/ostree-upload/api"
+	"github.com/ostree-upload/ostree-upload/auth"
+	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
@@ -81,9 +82,9 @@ func TestAdminCommands(t *testing.T) {
 	e := daemontest.New(t)
 	builder, release, ops := daemontest.NewToken(t), daemontest.NewToken(t), daemontest.NewToken(t)
 	e.ExtraTokens = []config.Token{
-		{SHA256: builder.Hash, Name: "builder", Scopes: []string{config.ScopeUpload}},
-		{SHA256: release.Hash, Name: "release", Scopes: []string{config.ScopePublish}},
-		{SHA256: ops.Hash, Name: "ops", Scopes: []string{config.ScopeAdmin}},
+		{SHA256: builder.Hash, Name: "builder", Scopes: []string{auth.ScopeUpload}},
+		{SHA256: release.Hash, Name: "release", Scopes: []string{auth.ScopePublish}},
+		{SHA256: ops.Hash, Name: "ops", Scopes: []string{auth.ScopeAdmin}},
 	}
 	e.Start()
 	t.Setenv("OSTREE_UPLOAD_TOKEN", "")

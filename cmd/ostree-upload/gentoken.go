@@ -9,7 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ostree-upload/ostree-upload/daemon/config"
+	"github.com/ostree-upload/ostree-upload/auth"
+	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/spf13/pflag"
 )
 
@@ -55,15 +56,15 @@ type gentokenOptions struct {
 // gentoken adds a new token to the configuration file; the secret goes
 // alone to stdout, everything else to stderr.
 func gentoken(o *gentokenOptions, stdout, stderr io.Writer) error {
-	if err := config.CheckName(o.name); err != nil {
+	if err := auth.CheckName(o.name); err != nil {
 		return usageError{fmt.Errorf("--name: %w", err)}
 	}
 	for _, g := range o.refs {
-		if err := config.CheckGlob(g); err != nil {
+		if err := auth.CheckGlob(g); err != nil {
 			return usageError{fmt.Errorf("--ref: %w", err)}
 		}
 	}
-	if err := config.CheckScopes(o.scopes); err != nil {
+	if err := auth.CheckScopes(o.scopes); err != nil {
 		return usageError{fmt.Errorf("--scope: %w", err)}
 	}
 	if o.expires < 0 {
@@ -81,7 +82,7 @@ func gentoken(o *gentokenOptions, stdout, stderr io.Writer) error {
 		debugf("%s does not exist; creating it", o.config)
 	}
 
-	secret, hash, err := config.Generate()
+	secret, hash, err := auth.Generate()
 	if err != nil {
 		return fmt.Errorf("generating a token: %w", err)
 	}
@@ -100,7 +101,7 @@ func gentoken(o *gentokenOptions, stdout, stderr io.Writer) error {
 		debugf("%s now holds %d token(s)", o.config, len(cfg.Tokens))
 	}
 
-	id := config.Identity{Hash: hash, Name: o.name}
+	id := auth.Identity{Hash: hash, Name: o.name}
 	file := o.config
 	if isNew {
 		file += " (new file)"
@@ -116,7 +117,7 @@ func gentoken(o *gentokenOptions, stdout, stderr io.Writer) error {
 	}
 	scopes := o.scopes
 	if scopes == nil {
-		scopes = config.DefaultScopes
+		scopes = auth.DefaultScopes
 	}
 	fmt.Fprintf(stderr, "  scopes %s; refs %s; %s\n", strings.Join(scopes, ","), refs, expires)
 	_, err = fmt.Fprintln(stdout, secret)

@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ostree-upload/ostree-upload/daemon/config"
+	"github.com/ostree-upload/ostree-upload/auth"
+	"github.com/ostree-upload/ostree-upload/config"
 )
 
 // runGentoken runs gentoken; see runCmd.
@@ -52,7 +53,7 @@ func TestGentoken(t *testing.T) {
 		t.Fatalf("stdout %q should be the secret alone", stdout)
 	}
 	if !strings.Contains(stderr, "added token ci to "+file) || strings.Contains(stderr, secret) ||
-		strings.Contains(stderr, config.Hash(secret)) {
+		strings.Contains(stderr, auth.Hash(secret)) {
 		t.Errorf("stderr %q", stderr)
 	}
 	content, _ := os.ReadFile(file)
@@ -71,7 +72,7 @@ func TestGentoken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id.Name != "ci" || !reflect.DeepEqual(id.Refs, []string{"app/*"}) || id.Hash != config.Hash(secret) {
+	if id.Name != "ci" || !reflect.DeepEqual(id.Refs, []string{"app/*"}) || id.Hash != auth.Hash(secret) {
 		t.Errorf("identity %+v", id)
 	}
 	if id.Expires == nil || id.Expires.Sub(time.Now()) < 719*time.Hour || id.Expires.Sub(time.Now()) > 721*time.Hour {

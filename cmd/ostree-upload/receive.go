@@ -21,8 +21,8 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon"
-	"github.com/ostree-upload/ostree-upload/daemon/config"
 	"github.com/ostree-upload/ostree-upload/store"
 )
 

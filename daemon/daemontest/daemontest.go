@@ -18,8 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ostree-upload/ostree-upload/auth"
+	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon"
-	"github.com/ostree-upload/ostree-upload/daemon/config"
 	"github.com/ostree-upload/ostree-upload/store"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
@@ -29,7 +30,7 @@ type Token struct{ Secret, Hash string }
 
 // NewToken makes a fresh token.
 func NewToken(t testing.TB) Token {
-	s, h, err := config.Generate()
+	s, h, err := auth.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}

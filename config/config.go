@@ -20,14 +20,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
+	"github.com/ostree-upload/ostree-upload/auth"
 	"gopkg.in/yaml.v3"
 )
 
@@ -90,10 +90,22 @@ type Token struct {
 	Created string     `yaml:"created,omitempty"` // kept as text (lirios wrote RFC3339)
 }
 
+// Keyring is the keyring of the tokens of the file.
+func (c *Config) Keyring() *auth.Keyring { return NewKeyring(c.Tokens) }
+
+// NewKeyring is the keyring of token entries.
+func NewKeyring(tokens []Token) *auth.Keyring {
+	toks := make([]auth.Token, len(tokens))
+	for i, t := range tokens {
+		toks[i] = auth.Token{SHA256: t.secretHash(), Name: t.Name, Refs: t.Refs, Scopes: t.Scopes, Expires: t.Expires}
+	}
+	return auth.NewKeyring(toks)
+}
+
 // secretHash is the hex SHA-256 of the token's secret.
 func (t *Token) secretHash() string {
 	if t.Token != "" {
-		return Hash(t.Token)
+		return auth.Hash(t.Token)
 	}
 	return t.SHA256
 }
@@ -207,34 +219,6 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// CheckGlob reports whether glob is a valid ref glob: non-empty, printable
-// ASCII without whitespace.
-func CheckGlob(glob string) error {
-	if glob == "" {
-		return errors.New("ref glob must not be empty")
-	}
-	for i := 0; i < len(glob); i++ {
-		if c := glob[i]; c <= ' ' || c > '~' {
-			return fmt.Errorf("ref glob %q may only hold printable ASCII characters without spaces", glob)
-		}
-	}
-	return nil
-}
-
-// CheckName reports whether name is acceptable as a token name: valid
-// UTF-8 without control characters. The empty name means unnamed.
-func CheckName(name string) error {
-	if !utf8.ValidString(name) {
-		return errors.New("token name must be valid UTF-8")
-	}
-	for _, r := range name {
-		if unicode.IsControl(r) {
-			return errors.New("token name must not contain control characters")
-		}
-	}
-	return nil
-}
-
 var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // checkToken validates one entry; field is "" or ".key".
@@ -247,15 +231,15 @@ func checkToken(t *Token) (field, msg string) {
 	case t.SHA256 != "" && !sha256Hex.MatchString(t.SHA256):
 		return ".sha256", "must be 64 lower-case hexadecimal digits"
 	}
-	if err := CheckName(t.Name); err != nil {
+	if err := auth.CheckName(t.Name); err != nil {
 		return ".name", err.Error()
 	}
 	for i, g := range t.Refs {
-		if err := CheckGlob(g); err != nil {
+		if err := auth.CheckGlob(g); err != nil {
 			return fmt.Sprintf(".refs[%d]", i), err.Error()
 		}
 	}
-	if err := CheckScopes(t.Scopes); err != nil {
+	if err := auth.CheckScopes(t.Scopes); err != nil {
 		return ".scopes", err.Error()
 	}
 	return "", ""
@@ -646,7 +630,7 @@ func (p *parser) token(m *yaml.Node, prefix string) (Token, map[string]*yaml.Nod
 				return nil
 			}
 			if v.Kind != yaml.SequenceNode {
-				return p.errorf(v, full, "must be a list of scopes (%s)", strings.Join(AllScopes, ", "))
+				return p.errorf(v, full, "must be a list of scopes (%s)", strings.Join(auth.AllScopes, ", "))
 			}
 			t.Scopes = []string{}
 			for j, r := range v.Content {
@@ -683,4 +667,25 @@ func parseTime(s string) (time.Time, error) {
 		return t, nil
 	}
 	return time.Time{}, fmt.Errorf("%q is not a time like 2026-01-02T15:04:05Z", s)
+}
+
+// ParsePrefix parses an entry of trusted_proxies: an IP address (a
+// single-address range) or a CIDR range.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR range", s)
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 { // peers are compared unmapped
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR range", s)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ostree-upload/ostree-upload/auth"
 )
 
 func readFile(t *testing.T, path string) string {
@@ -24,7 +26,7 @@ func readFile(t *testing.T, path string) string {
 // is in the directory.
 func appendNew(t *testing.T, path string, tok Token) (secret string) {
 	t.Helper()
-	secret, hash, err := Generate()
+	secret, hash, err := auth.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +105,7 @@ func TestAppendLirios(t *testing.T) {
 	secret := appendNew(t, path, Token{Name: "ci"})
 	got := readFile(t, path)
 	entry := checkInserted(t, got, "# Tokens for ostree-upload\n"+liriosFile, "# end of tokens\n")
-	if !strings.HasPrefix(entry, "- sha256: \""+Hash(secret)+"\"\n  name: \"ci\"\n  created: \"") {
+	if !strings.HasPrefix(entry, "- sha256: \""+auth.Hash(secret)+"\"\n  name: \"ci\"\n  created: \"") {
 		t.Errorf("entry %q", entry)
 	}
 	// The lirios token still works.
@@ -208,7 +210,7 @@ func TestAppendSymlink(t *testing.T) {
 	if err := os.Symlink(path, link); err != nil {
 		t.Skip(err)
 	}
-	secret, hash, _ := Generate()
+	secret, hash, _ := auth.Generate()
 	if err := AppendToken(link, Token{SHA256: hash}); err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +228,7 @@ func TestAppendSymlink(t *testing.T) {
 
 // Whatever fails leaves the file as it was, with no temporary file about.
 func TestAppendLeavesFileUntouched(t *testing.T) {
-	hash := Hash("x")
+	hash := auth.Hash("x")
 	cases := []struct {
 		name, orig string
 		tok        Token
@@ -238,7 +240,7 @@ func TestAppendLeavesFileUntouched(t *testing.T) {
 		{"document end", "repo: r\n...\n", Token{SHA256: hash}, "invalid"},
 		{"anchored tokens", "tokens: &t []\n", Token{SHA256: hash}, "anchor"},
 		{"invalid original", "repo: r\nbogus: 1\n", Token{SHA256: hash}, "unknown key"},
-		{"duplicate name", liriosFile + "- sha256: " + Hash("y") + "\n  name: ci\n", Token{SHA256: hash, Name: "ci"}, "already named"},
+		{"duplicate name", liriosFile + "- sha256: " + auth.Hash("y") + "\n  name: ci\n", Token{SHA256: hash, Name: "ci"}, "already named"},
 		{"bad glob", "", Token{SHA256: hash, Refs: []string{"a b"}}, "printable"},
 		{"bad sha256", "", Token{SHA256: "ABC"}, "sha256"},
 		{"no secret", "", Token{Name: "n"}, "sha256"},
@@ -272,24 +274,24 @@ func TestAppendClearTokenStoresHash(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := readFile(t, path)
-	if strings.Contains(got, "clear-secret") || !strings.Contains(got, Hash("clear-secret")) {
+	if strings.Contains(got, "clear-secret") || !strings.Contains(got, auth.Hash("clear-secret")) {
 		t.Errorf("content %q", got)
 	}
 }
 
 func TestAppendScopes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ostree-upload.yaml")
-	appendNew(t, path, Token{Name: "ops", Scopes: []string{ScopeAdmin}})
+	appendNew(t, path, Token{Name: "ops", Scopes: []string{auth.ScopeAdmin}})
 	appendNew(t, path, Token{Name: "ci"})
 	cfg, err := Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(cfg.Tokens[0].Scopes, []string{ScopeAdmin}) || cfg.Tokens[1].Scopes != nil {
+	if !reflect.DeepEqual(cfg.Tokens[0].Scopes, []string{auth.ScopeAdmin}) || cfg.Tokens[1].Scopes != nil {
 		t.Errorf("scopes read back: %q, %q", cfg.Tokens[0].Scopes, cfg.Tokens[1].Scopes)
 	}
 	before := readFile(t, path)
-	if err := AppendToken(path, Token{SHA256: Hash("x"), Scopes: []string{"root"}}); err == nil || !strings.Contains(err.Error(), "unknown scope") {
+	if err := AppendToken(path, Token{SHA256: auth.Hash("x"), Scopes: []string{"root"}}); err == nil || !strings.Contains(err.Error(), "unknown scope") {
 		t.Errorf("bad scope: %v", err)
 	}
 	if readFile(t, path) != before {

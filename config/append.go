@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/ostree-upload/ostree-upload/auth"
 	"gopkg.in/yaml.v3"
 )
 
@@ -32,7 +33,7 @@ var ErrDuplicateName = errors.New("token name already used")
 // exactly the old tokens followed by t; otherwise it is left untouched.
 func AppendToken(path string, t Token) error {
 	if t.Token != "" {
-		h := Hash(t.Token)
+		h := auth.Hash(t.Token)
 		if t.SHA256 != "" && t.SHA256 != h {
 			return errors.New("token and sha256 disagree")
 		}
@@ -41,15 +42,15 @@ func AppendToken(path string, t Token) error {
 	if !sha256Hex.MatchString(t.SHA256) {
 		return errors.New("new token: sha256 must be 64 lower-case hexadecimal digits")
 	}
-	if err := CheckName(t.Name); err != nil {
+	if err := auth.CheckName(t.Name); err != nil {
 		return fmt.Errorf("new token: %w", err)
 	}
 	for _, g := range t.Refs {
-		if err := CheckGlob(g); err != nil {
+		if err := auth.CheckGlob(g); err != nil {
 			return fmt.Errorf("new token: %w", err)
 		}
 	}
-	if err := CheckScopes(t.Scopes); err != nil {
+	if err := auth.CheckScopes(t.Scopes); err != nil {
 		return fmt.Errorf("new token: scopes: %w", err)
 	}
 	if t.Expires != nil {

@@ -1,4 +1,6 @@
-package config
+// Package auth authenticates API tokens: secrets and their hashes, the
+// keyring of configured tokens, identities with their scopes and ref globs.
+package auth
 
 import (
 	"crypto/rand"
@@ -7,8 +9,13 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"regexp"
 	"slices"
+	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Authentication errors.
@@ -118,21 +125,28 @@ type Keyring struct {
 	entries []keyEntry
 }
 
-// NewKeyring builds a keyring from token entries (normally Config.Tokens,
-// already validated by Load). Entries with neither a secret nor a valid
-// sha256 can never match and are left out.
+// Token is what authentication knows of a configured token.
+type Token struct {
+	SHA256  string   // hex SHA-256 of the secret
+	Name    string   // "" when unnamed
+	Refs    []string // ref globs; empty = all refs
+	Scopes  []string // nil = DefaultScopes
+	Expires *time.Time
+}
+
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// NewKeyring builds a keyring from tokens (already validated, normally by
+// the configuration's loading). Entries without a valid sha256 can never
+// match and are left out.
 func NewKeyring(tokens []Token) *Keyring {
 	k := &Keyring{}
 	for _, t := range tokens {
 		var e keyEntry
-		switch {
-		case t.Token != "":
-			e.sum = sha256.Sum256([]byte(t.Token))
-		case sha256Hex.MatchString(t.SHA256):
-			hex.Decode(e.sum[:], []byte(t.SHA256))
-		default:
+		if !sha256Hex.MatchString(t.SHA256) {
 			continue
 		}
+		hex.Decode(e.sum[:], []byte(t.SHA256))
 		e.id = Identity{
 			Hash:   hex.EncodeToString(e.sum[:]),
 			Name:   t.Name,
@@ -214,4 +228,47 @@ func (i Identity) clone() Identity {
 		i.Expires = &exp
 	}
 	return i
+}
+
+// Current holds the keyring in use, replaced whole when the tokens are
+// reloaded. Its zero value holds an empty keyring.
+type Current struct{ p atomic.Pointer[Keyring] }
+
+// Load returns the keyring in use.
+func (c *Current) Load() *Keyring {
+	if k := c.p.Load(); k != nil {
+		return k
+	}
+	return &Keyring{}
+}
+
+// Store replaces the keyring.
+func (c *Current) Store(k *Keyring) { c.p.Store(k) }
+
+// CheckGlob reports whether glob is a valid ref glob: non-empty, printable
+// ASCII without whitespace.
+func CheckGlob(glob string) error {
+	if glob == "" {
+		return errors.New("ref glob must not be empty")
+	}
+	for i := 0; i < len(glob); i++ {
+		if c := glob[i]; c <= ' ' || c > '~' {
+			return fmt.Errorf("ref glob %q may only hold printable ASCII characters without spaces", glob)
+		}
+	}
+	return nil
+}
+
+// CheckName reports whether name is acceptable as a token name: valid
+// UTF-8 without control characters. The empty name means unnamed.
+func CheckName(name string) error {
+	if !utf8.ValidString(name) {
+		return errors.New("token name must be valid UTF-8")
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) {
+			return errors.New("token name must not contain control characters")
+		}
+	}
+	return nil
 }

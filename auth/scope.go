@@ -1,13 +1,12 @@
-package config
+package auth
 
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strings"
 
-	"github.com/ostree-upload/ostree-upload/daemon/api"
+	"github.com/ostree-upload/ostree-upload/api"
 )
 
 // Scopes say what a token may do.
@@ -61,25 +60,4 @@ func effectiveScopes(scopes []string) []string {
 		}
 	}
 	return out
-}
-
-// ParsePrefix parses an entry of trusted_proxies: an IP address (a
-// single-address range) or a CIDR range.
-func ParsePrefix(s string) (netip.Prefix, error) {
-	s = strings.TrimSpace(s)
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR range", s)
-		}
-		if p.Addr().Is4In6() && p.Bits() >= 96 { // peers are compared unmapped
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-		}
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR range", s)
-	}
-	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
