@@ -17,7 +17,7 @@ import (
 
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
-	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
 
@@ -136,12 +136,12 @@ func (e *env) session(tok token, refs []api.RefUpdate, force bool) api.Session {
 }
 
 // objectsOf lists what the build repo holds for commit (against base, if set).
-func objectsOf(t testing.TB, commit, base string) []store.ObjectName {
+func objectsOf(t testing.TB, commit, base string) []object.Name {
 	t.Helper()
 	return daemontest.Objects(t, fx.build, commit, base)
 }
 
-func objectBytes(t testing.TB, n store.ObjectName) []byte {
+func objectBytes(t testing.TB, n object.Name) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(fx.build, filepath.FromSlash(n.RelPath())))
 	if err != nil {
@@ -150,7 +150,7 @@ func objectBytes(t testing.TB, n store.ObjectName) []byte {
 	return b
 }
 
-func (e *env) need(tok token, sid string, names []store.ObjectName) []string {
+func (e *env) need(tok token, sid string, names []object.Name) []string {
 	e.t.Helper()
 	var strs []string
 	for _, n := range names {
@@ -192,7 +192,7 @@ func (e *env) upload(tok token, sid, obj string, data []byte) resp {
 func (e *env) push(tok token, updates []api.RefUpdate, force bool) resp {
 	e.t.Helper()
 	s := e.session(tok, updates, force)
-	var names []store.ObjectName
+	var names []object.Name
 	for _, u := range updates {
 		names = append(names, objectsOf(e.t, u.New, "")...)
 	}
@@ -233,7 +233,7 @@ func (e *env) uploadAll(tok token, sid string, names []string) error {
 		go func() {
 			defer wg.Done()
 			for n := range work {
-				name, _ := store.ParseObjectName(n)
+				name, _ := object.ParseName(n)
 				data := objectBytes(e.t, name)
 				r, err := e.send(tok, "POST", api.PathUploads+"/", bytes.NewReader(data), map[string]string{
 					"Tus-Resumable":   "1.0.0",

@@ -113,7 +113,7 @@ func (f *fairShare) worker(ctx context.Context, owner string) *worker {
 	return &worker{f: f, ctx: ctx, owner: owner}
 }
 
-// Work is store.VerifyOptions.Work: it holds a slot for the next step of
+// Work is object.VerifyOptions.Work: it holds a slot for the next step of
 // work, taking one in turn, and gives it up first when its time slice is
 // over and others wait.
 func (w *worker) Work(int64) error {

@@ -20,7 +20,7 @@ import (
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/journal"
-	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
 // FuzzPackPath: a pack entry name is accepted only as a clean relative
@@ -41,7 +41,7 @@ func FuzzPackPath(f *testing.F) {
 		if strings.HasPrefix(p, "/") || p == ".." || strings.HasPrefix(p, "../") || path.Clean(p) != p {
 			t.Fatalf("%q accepted as %q", name, p)
 		}
-		if n, err := store.ParseObjectPath(p); err == nil && n.RelPath() != p {
+		if n, err := object.ParsePath(p); err == nil && n.RelPath() != p {
 			t.Fatalf("%q names %s at %q", name, n, n.RelPath())
 		}
 	})
@@ -68,7 +68,7 @@ func FuzzUploadPath(f *testing.F) {
 // documented answer (never a 5xx), the daemon keeps answering, and nothing
 // ever reaches production's objects/.
 func FuzzPackTar(f *testing.F) {
-	wanted := store.ObjectName{Type: store.File}
+	wanted := object.Name{Type: object.File}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	tw.WriteHeader(&tar.Header{Name: "objects/", Typeflag: tar.TypeDir, Mode: 0o755})

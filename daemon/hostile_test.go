@@ -27,6 +27,7 @@ import (
 	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
 
@@ -70,7 +71,7 @@ func (e *env) pushFrom(build string, tok token, updates []api.RefUpdate, force b
 // needed in one pack.
 func (e *env) packFrom(build string, tok token, sid string, updates []api.RefUpdate) {
 	e.t.Helper()
-	var names []store.ObjectName
+	var names []object.Name
 	for _, u := range updates {
 		names = append(names, daemontest.Objects(e.t, build, u.New, "")...)
 	}
@@ -129,7 +130,7 @@ func TestMetadataOfOtherRefsStaysPut(t *testing.T) {
 		t.Fatal("the daemon did not sign main's commit")
 	}
 
-	sum, _ := store.ParseChecksum(c1)
+	sum, _ := object.ParseChecksum(c1)
 	b, _ := store.OpenArchive(ctx, build)
 	defer b.Close()
 	data, _ := b.CommitObject(ctx, sum)
@@ -137,11 +138,11 @@ func TestMetadataOfOtherRefsStaysPut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	junk := commitMeta(t, store.GPGMetaKey, "aay", []any{[]byte("junk")})
+	junk := commitMeta(t, object.GPGMetaKey, "aay", []any{[]byte("junk")})
 	metaName := c1 + ".commitmeta"
 
 	s := e.session(beta, []api.RefUpdate{{Name: "beta/x", New: c1}}, true)
-	if needed := e.need(beta, s.ID, []store.ObjectName{{Sum: sum, Type: store.CommitMeta}}); len(needed) != 0 {
+	if needed := e.need(beta, s.ID, []object.Name{{Sum: sum, Type: object.CommitMeta}}); len(needed) != 0 {
 		t.Fatalf("negotiation asks for %v", needed)
 	}
 	for what, meta := range map[string][]byte{"a real signature": signed, "junk": junk} {
@@ -167,12 +168,12 @@ func TestMetadataOfOtherRefsStaysPut(t *testing.T) {
 	// are refused as they arrive, well-formed ones are merged; keys other
 	// than signatures never reach production.
 	build2, c2 := newBuild(t, "main", 5, 1700000100)
-	sum2, _ := store.ParseChecksum(c2)
+	sum2, _ := object.ParseChecksum(c2)
 	s2 := e.session(e.Tok, []api.RefUpdate{{Name: "main", Old: c1, New: c2}}, true) // not a descendant of c1
 	e.packFrom(build2, e.Tok, s2.ID, []api.RefUpdate{{Name: "main", New: c2}})
 	name2 := c2 + ".commitmeta"
-	e.need(e.Tok, s2.ID, []store.ObjectName{{Sum: sum2, Type: store.CommitMeta}})
-	r := e.upload(e.Tok, s2.ID, name2, commitMeta(t, store.GPGMetaKey, "aay", []any{[]byte("junk")}))
+	e.need(e.Tok, s2.ID, []object.Name{{Sum: sum2, Type: object.CommitMeta}})
+	r := e.upload(e.Tok, s2.ID, name2, commitMeta(t, object.GPGMetaKey, "aay", []any{[]byte("junk")}))
 	if r.status != 422 || !strings.Contains(string(r.body), "OpenPGP") {
 		t.Fatalf("junk signature: %d %s", r.status, r.body)
 	}
@@ -208,21 +209,21 @@ func TestOnlyTrustedSignaturesAreKept(t *testing.T) {
 	e.TrustedKeys = []ed25519.PublicKey{trusted.Public().(ed25519.PublicKey)}
 	e.Start()
 	build, c := newBuild(t, "main", 5, 1700000000)
-	sum, _ := store.ParseChecksum(c)
+	sum, _ := object.ParseChecksum(c)
 	b, _ := store.OpenArchive(ctx, build)
 	defer b.Close()
 	data, _ := b.CommitObject(ctx, sum)
-	meta, err := store.SignEd25519(nil, data, []ed25519.PrivateKey{trusted, stranger})
+	meta, err := object.SignEd25519(nil, data, []ed25519.PrivateKey{trusted, stranger})
 	if err != nil {
 		t.Fatal(err)
 	}
 	updates := []api.RefUpdate{{Name: "main", New: c}}
 	s := e.session(e.Tok, updates, false)
 	e.packFrom(build, e.Tok, s.ID, updates)
-	e.need(e.Tok, s.ID, []store.ObjectName{{Sum: sum, Type: store.CommitMeta}})
+	e.need(e.Tok, s.ID, []object.Name{{Sum: sum, Type: object.CommitMeta}})
 	want(t, e.upload(e.Tok, s.ID, c+".commitmeta", meta), 201)
 	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil), 200)
-	got, err := store.SignaturesOf(prodCommitMeta(t, e.Repo, c))
+	got, err := object.SignaturesOf(prodCommitMeta(t, e.Repo, c))
 	if err != nil || len(got.Ed25519) != 1 || !ed25519.Verify(trusted.Public().(ed25519.PublicKey), data, got.Ed25519[0]) {
 		t.Fatalf("published signatures: %d, %v", len(got.Ed25519), err)
 	}
@@ -247,26 +248,26 @@ func TestSignatureMergeIsBounded(t *testing.T) {
 	e.ExtraTokens = []config.Token{{SHA256: second.Hash, Name: "second"}}
 	e.Start()
 	build, c := newBuild(t, "main", 5, 1700000000)
-	sum, _ := store.ParseChecksum(c)
+	sum, _ := object.ParseChecksum(c)
 	name := c + ".commitmeta"
 
 	s1 := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: c}}, false)
 	e.packFrom(build, e.Tok, s1.ID, []api.RefUpdate{{Name: "main", New: c}})
-	e.need(e.Tok, s1.ID, []store.ObjectName{{Sum: sum, Type: store.CommitMeta}})
-	huge := commitMeta(t, store.Ed25519MetaKey, "aay", edSigs(80000, 1))
+	e.need(e.Tok, s1.ID, []object.Name{{Sum: sum, Type: object.CommitMeta}})
+	huge := commitMeta(t, object.Ed25519MetaKey, "aay", edSigs(80000, 1))
 	want(t, e.upload(e.Tok, s1.ID, name, huge), 413)
-	r := e.upload(e.Tok, s1.ID, name, commitMeta(t, store.Ed25519MetaKey, "aay", edSigs(store.MaxSignaturesPerKey+1, 1)))
+	r := e.upload(e.Tok, s1.ID, name, commitMeta(t, object.Ed25519MetaKey, "aay", edSigs(object.MaxSignaturesPerKey+1, 1)))
 	if r.status != 422 || !strings.Contains(string(r.body), "more than") {
-		t.Fatalf("%d signatures: %d %s", store.MaxSignaturesPerKey+1, r.status, r.body)
+		t.Fatalf("%d signatures: %d %s", object.MaxSignaturesPerKey+1, r.status, r.body)
 	}
-	want(t, e.upload(e.Tok, s1.ID, name, commitMeta(t, store.Ed25519MetaKey, "aay", edSigs(40, 1))), 201)
+	want(t, e.upload(e.Tok, s1.ID, name, commitMeta(t, object.Ed25519MetaKey, "aay", edSigs(40, 1))), 201)
 	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s1.ID+"/commit", nil), 200)
 	before := prodCommitMeta(t, e.Repo, c)
 
 	s2 := e.session(second, []api.RefUpdate{{Name: "stable", New: c}}, false)
 	e.packFrom(build, second, s2.ID, []api.RefUpdate{{Name: "stable", New: c}})
-	e.need(second, s2.ID, []store.ObjectName{{Sum: sum, Type: store.CommitMeta}})
-	want(t, e.upload(second, s2.ID, name, commitMeta(t, store.Ed25519MetaKey, "aay", edSigs(40, 2))), 201)
+	e.need(second, s2.ID, []object.Name{{Sum: sum, Type: object.CommitMeta}})
+	want(t, e.upload(second, s2.ID, name, commitMeta(t, object.Ed25519MetaKey, "aay", edSigs(40, 2))), 201)
 	start := time.Now()
 	r = e.doJSON(second, "POST", api.PathSessions+"/"+s2.ID+"/commit", nil)
 	took := time.Since(start)
@@ -335,12 +336,12 @@ func TestRefNamesAndTypesRefusedEarly(t *testing.T) {
 
 	// Wrong types in detached metadata.
 	sa := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
-	sumA, _ := store.ParseChecksum(fx.a)
-	e.need(e.Tok, sa.ID, []store.ObjectName{{Sum: sumA, Type: store.CommitMeta}})
+	sumA, _ := object.ParseChecksum(fx.a)
+	e.need(e.Tok, sa.ID, []object.Name{{Sum: sumA, Type: object.CommitMeta}})
 	for what, meta := range map[string][]byte{
-		"ed25519 as a string": commitMeta(t, store.Ed25519MetaKey, "s", "x"),
-		"ed25519 of 63 bytes": commitMeta(t, store.Ed25519MetaKey, "aay", []any{make([]byte, 63)}),
-		"gpg as bytes":        commitMeta(t, store.GPGMetaKey, "ay", []byte{1, 2}),
+		"ed25519 as a string": commitMeta(t, object.Ed25519MetaKey, "s", "x"),
+		"ed25519 of 63 bytes": commitMeta(t, object.Ed25519MetaKey, "aay", []any{make([]byte, 63)}),
+		"gpg as bytes":        commitMeta(t, object.GPGMetaKey, "ay", []byte{1, 2}),
 	} {
 		if r := e.upload(e.Tok, sa.ID, fx.a+".commitmeta", meta); r.status != 422 {
 			t.Errorf("%s: %d %s", what, r.status, r.body)
@@ -373,13 +374,13 @@ func deepBuild(t *testing.T, levels int) (string, string) {
 // one pack.
 func (e *env) packAll(build string, tok token, sid string) {
 	e.t.Helper()
-	var all []store.ObjectName
+	var all []object.Name
 	filepath.Walk(filepath.Join(build, "objects"), func(p string, fi os.FileInfo, err error) error {
 		if err != nil || fi.IsDir() {
 			return err
 		}
 		rel, _ := filepath.Rel(build, p)
-		if n, err := store.ParseObjectPath(filepath.ToSlash(rel)); err == nil {
+		if n, err := object.ParsePath(filepath.ToSlash(rel)); err == nil {
 			all = append(all, n)
 		}
 		return nil
@@ -400,7 +401,7 @@ func TestDeepTreeRefused(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.Start()
-	build, c := deepBuild(t, store.MaxTreeDepth+1)
+	build, c := deepBuild(t, object.MaxTreeDepth+1)
 	updates := []api.RefUpdate{{Name: "deep", New: c}}
 	s := e.session(e.Tok, updates, false)
 	// The client's own walk refuses the tree: send every object of the
@@ -422,7 +423,7 @@ func TestDeepTreeRefused(t *testing.T) {
 		t.Fatalf("session %s", sv.State)
 	}
 	// At the limit, it publishes.
-	build, c = deepBuild(t, store.MaxTreeDepth)
+	build, c = deepBuild(t, object.MaxTreeDepth)
 	want(t, e.pushFrom(build, e.Tok, []api.RefUpdate{{Name: "deep", New: c}}, false), 200)
 	storetest.MustOstree(t, "fsck", "--repo="+e.Repo)
 }
@@ -451,8 +452,8 @@ func TestDecompressionBombsShareTheCPU(t *testing.T) {
 	e.Start()
 	big, bigData := bomb(t, 3<<30)
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
-	bigName, _ := store.ParseObjectName(big)
-	e.need(e.Tok, s.ID, []store.ObjectName{bigName})
+	bigName, _ := object.ParseName(big)
+	e.need(e.Tok, s.ID, []object.Name{bigName})
 	start := time.Now()
 	r := e.upload(e.Tok, s.ID, big, bigData)
 	if r.status != 422 || !strings.Contains(string(r.body), "max_object_size") {
@@ -463,13 +464,13 @@ func TestDecompressionBombsShareTheCPU(t *testing.T) {
 	// Three bombs of 2 GiB, in three sessions: more than the verification
 	// slots.
 	name, data := bomb(t, 2<<30)
-	n, _ := store.ParseObjectName(name)
+	n, _ := object.ParseName(name)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var bombsDone []time.Time
 	for i := 0; i < 3; i++ {
 		sb := e.session(e.Tok, []api.RefUpdate{{Name: fmt.Sprintf("bomb%d", i), New: fx.a}}, false)
-		e.need(e.Tok, sb.ID, []store.ObjectName{n})
+		e.need(e.Tok, sb.ID, []object.Name{n})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -487,7 +488,7 @@ func TestDecompressionBombsShareTheCPU(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // the bombs are being verified
 	so := e.session(other, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
 	needed := e.need(other, so.ID, objectsOf(t, fx.c, ""))
-	small, _ := store.ParseObjectName(needed[len(needed)-1])
+	small, _ := object.ParseName(needed[len(needed)-1])
 	start = time.Now()
 	want(t, e.upload(other, so.ID, small.String(), objectBytes(t, small)), 201)
 	took := time.Since(start)
@@ -518,9 +519,9 @@ func TestTokenCannotExhaustSpaceOrJournal(t *testing.T) {
 	e.MaxSessionsPerToken, e.MaxObjectsPerToken = 3, 2500
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
-	names := []store.ObjectName{}
+	names := []object.Name{}
 	for i := 0; i < 3; i++ {
-		n, _ := store.ParseObjectName(fmt.Sprintf("%064x.filez", i+1))
+		n, _ := object.ParseName(fmt.Sprintf("%064x.filez", i+1))
 		names = append(names, n)
 	}
 	e.need(e.Tok, s.ID, names)
@@ -553,9 +554,9 @@ func TestTokenCannotExhaustSpaceOrJournal(t *testing.T) {
 	}
 	// Names cost journal space too: a batch the filesystem cannot take is
 	// refused before it is registered.
-	many := make([]store.ObjectName, api.MaxNamesPerRequest)
+	many := make([]object.Name, api.MaxNamesPerRequest)
 	for i := range many {
-		many[i], _ = store.ParseObjectName(fmt.Sprintf("%064x.dirmeta", i+100))
+		many[i], _ = object.ParseName(fmt.Sprintf("%064x.dirmeta", i+100))
 	}
 	r = e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: names2(many)})
 	if r.status != 507 {
@@ -581,7 +582,7 @@ func TestTokenCannotExhaustSpaceOrJournal(t *testing.T) {
 	}
 }
 
-func names2(ns []store.ObjectName) []string { return names(ns) }
+func names2(ns []object.Name) []string { return names(ns) }
 
 // A flood of connections that send nothing cannot keep a client out: past
 // max_connections the oldest idle connections make room. A request body
@@ -751,29 +752,29 @@ func TestHostileClientMemoryBound(t *testing.T) {
 	if len(sids) < 12 {
 		t.Fatalf("%d sessions", len(sids))
 	}
-	type object struct {
+	type blob struct {
 		name string
 		data []byte
 	}
-	var trees []object
+	var trees []blob
 	for i := 0; i < 6; i++ {
 		name, data, err := storetest.DirTree(227000, byte(i))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if int64(len(data)) > store.MaxMetadataSize {
+		if int64(len(data)) > object.MaxMetadataSize {
 			t.Fatalf("dirtree of %d bytes", len(data))
 		}
-		trees = append(trees, object{name, data})
+		trees = append(trees, blob{name, data})
 	}
-	junk := bytes.Repeat([]byte{0xff, 0, 0, 0}, int(store.MaxMetadataSize/4))
+	junk := bytes.Repeat([]byte{0xff, 0, 0, 0}, int(object.MaxMetadataSize/4))
 	junkName := fmt.Sprintf("%x.dirtree", sha256Sum(junk))
 	bombName, bombData := bomb(t, 2<<30)
-	metaSigs := make([]any, store.MaxSignaturesPerKey)
+	metaSigs := make([]any, object.MaxSignaturesPerKey)
 	for i := range metaSigs {
 		metaSigs[i] = bytes.Repeat([]byte{byte(i)}, 16000)
 	}
-	bigMeta := commitMeta(t, store.GPGMetaKey, "aay", metaSigs)
+	bigMeta := commitMeta(t, object.GPGMetaKey, "aay", metaSigs)
 
 	var wg sync.WaitGroup
 	run := func(what string, f func() resp, status ...int) {
@@ -788,8 +789,8 @@ func TestHostileClientMemoryBound(t *testing.T) {
 	}
 	for i, tr := range trees {
 		sid := sids[i]
-		n, _ := store.ParseObjectName(tr.name)
-		e.need(e.Tok, sid, []store.ObjectName{n})
+		n, _ := object.ParseName(tr.name)
+		e.need(e.Tok, sid, []object.Name{n})
 		if i%2 == 0 {
 			run("dirtree upload", func() resp { return e.upload(e.Tok, sid, tr.name, tr.data) }, 201)
 		} else {
@@ -798,18 +799,18 @@ func TestHostileClientMemoryBound(t *testing.T) {
 			}, 200)
 		}
 	}
-	jn, _ := store.ParseObjectName(junkName)
-	e.need(e.Tok, sids[12], []store.ObjectName{jn})
+	jn, _ := object.ParseName(junkName)
+	e.need(e.Tok, sids[12], []object.Name{jn})
 	run("hostile dirtree", func() resp { return e.upload(e.Tok, sids[12], junkName, junk) }, 422)
 	// (sessions 6 to 11 stay free)
-	bn, _ := store.ParseObjectName(bombName)
+	bn, _ := object.ParseName(bombName)
 	for i := 13; i < 16; i++ {
 		sid := sids[i]
-		e.need(e.Tok, sid, []store.ObjectName{bn})
+		e.need(e.Tok, sid, []object.Name{bn})
 		run("bomb", func() resp { return e.upload(e.Tok, sid, bombName, bombData) }, 201)
 	}
-	sumA, _ := store.ParseChecksum(fx.a)
-	e.need(e.Tok, sids[16], []store.ObjectName{{Sum: sumA, Type: store.CommitMeta}})
+	sumA, _ := object.ParseChecksum(fx.a)
+	e.need(e.Tok, sids[16], []object.Name{{Sum: sumA, Type: object.CommitMeta}})
 	run("detached metadata at its size limit", func() resp { return e.upload(e.Tok, sids[16], fx.a+".commitmeta", bigMeta) }, 413, 422)
 	for i := 17; i < 22; i++ {
 		sid := sids[i]
@@ -835,7 +836,7 @@ func TestHostileClientMemoryBound(t *testing.T) {
 		c.Close()
 	}
 	// The deep tree, published last (its walk is the publish's).
-	build, c := deepBuild(t, store.MaxTreeDepth+1)
+	build, c := deepBuild(t, object.MaxTreeDepth+1)
 	want(t, e.do(e.Tok, "DELETE", api.PathSessions+"/"+sids[len(sids)-1], nil, nil), 204)
 	ds := e.session(e.Tok, []api.RefUpdate{{Name: "deep", New: c}}, true)
 	e.packAll(build, e.Tok, ds.ID)

@@ -13,7 +13,7 @@ import (
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon"
-	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 	"golang.org/x/sys/unix"
 )
@@ -26,10 +26,10 @@ func TestMovedStateDir(t *testing.T) {
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
-	var big store.ObjectName
+	var big object.Name
 	var data []byte
 	for _, n := range needed { // the largest object, to cut in two
-		name, _ := store.ParseObjectName(n)
+		name, _ := object.ParseName(n)
 		if b := objectBytes(t, name); len(b) > len(data) {
 			big, data = name, b
 		}
@@ -78,7 +78,7 @@ func TestLongUploadKeepsSession(t *testing.T) {
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
-	name, _ := store.ParseObjectName(needed[0])
+	name, _ := object.ParseName(needed[0])
 	data := objectBytes(t, name)
 	r := e.do(e.Tok, "POST", api.PathUploads+"/", nil, map[string]string{
 		"Tus-Resumable": "1.0.0", "Upload-Length": strconv.Itoa(len(data)),
@@ -123,7 +123,7 @@ func TestCommitWhileRepoLocked(t *testing.T) {
 	}
 	// A partial upload of the commit's detached metadata (which may be
 	// sent again until the publish).
-	cm := e.need(e.Tok, s.ID, []store.ObjectName{{Sum: mustSum(t, fx.a), Type: store.CommitMeta}})
+	cm := e.need(e.Tok, s.ID, []object.Name{{Sum: mustSum(t, fx.a), Type: object.CommitMeta}})
 	if len(cm) != 1 {
 		t.Fatalf("detached metadata not needed: %v", cm)
 	}

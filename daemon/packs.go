@@ -16,6 +16,7 @@ import (
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/journal"
 	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
 // A pack's verified entries are made durable and journaled together, once
@@ -64,7 +65,7 @@ func (s *Server) handlePack(c echo.Context) error {
 		case limited.over:
 			he = fail(http.StatusRequestEntityTooLarge, "pack is over %d bytes", s.opts.MaxPackSize)
 		case errors.As(err, &he):
-		case store.IsCorrupt(err):
+		case object.IsCorrupt(err):
 			he = fail(http.StatusUnprocessableEntity, "%v", err)
 		case body.err != nil:
 			// The client went away or stalled: nobody reads an answer.
@@ -237,7 +238,7 @@ func (p *packReader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) er
 			return fail(http.StatusBadRequest, "pack entry %q: sparse files are not allowed", hdr.Name)
 		}
 	}
-	name, err := store.ParseObjectPath(clean)
+	name, err := object.ParsePath(clean)
 	if err != nil {
 		return fail(http.StatusBadRequest, "pack entry %q: %v", hdr.Name, err)
 	}
@@ -265,7 +266,7 @@ func (p *packReader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) er
 	// does not hold up others, and a bomb shares the CPU fairly.
 	st, err := p.sp.repo.Stage(ctx, name, r, hdr.Size, p.s.verifyOptions(p.work))
 	p.work.Release()
-	if store.IsCorrupt(err) {
+	if object.IsCorrupt(err) {
 		p.s.metrics.rejected.Inc()
 		p.s.log.Warn("object rejected", "session", p.sess.ID, "object", name, "reason", err)
 		return errors.Join(err, p.s.journal.MarkRejected(ctx, p.sess.ID, name.String(), err.Error()))
@@ -300,7 +301,7 @@ func packPath(name string) (string, bool) {
 }
 
 // skip says why an object of a pack is not needed, or "" if it is.
-func (p *packReader) skip(ctx context.Context, name store.ObjectName) (string, error) {
+func (p *packReader) skip(ctx context.Context, name object.Name) (string, error) {
 	if p.seen[name.String()] {
 		return "duplicate entry", nil
 	}
@@ -316,7 +317,7 @@ func (p *packReader) skip(ctx context.Context, name store.ObjectName) (string, e
 	return "", nil
 }
 
-func (p *packReader) skipped(name store.ObjectName, reason string) {
+func (p *packReader) skipped(name object.Name, reason string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.res.Skipped++

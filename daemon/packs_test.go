@@ -16,6 +16,7 @@ import (
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
 // entry is one tar entry of a pack under test.
@@ -25,7 +26,7 @@ type entry struct {
 }
 
 // objEntry is the entry of a build-repo object, named as in an archive repo.
-func objEntry(t testing.TB, n store.ObjectName) entry {
+func objEntry(t testing.TB, n object.Name) entry {
 	b := objectBytes(t, n)
 	return entry{tar.Header{Name: n.RelPath(), Size: int64(len(b)), Mode: 0o644, Typeflag: tar.TypeReg}, b}
 }
@@ -61,7 +62,7 @@ func (e *env) sendPack(tok token, sid string, body []byte) resp {
 	return e.do(tok, "POST", api.PacksPath(sid), bytes.NewReader(body), map[string]string{"Content-Type": "application/x-tar"})
 }
 
-func names(ns []store.ObjectName) []string {
+func names(ns []object.Name) []string {
 	var out []string
 	for _, n := range ns {
 		out = append(out, n.String())
@@ -77,7 +78,7 @@ func TestPacksPublish(t *testing.T) {
 	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
 	// Three packs, one per header format, with directory entries, an object
 	// the session did not ask for, and a duplicate.
-	var extra store.ObjectName
+	var extra object.Name
 	for _, n := range objectsOf(t, fx.c, "") {
 		if !slices.Contains(needed, n.String()) {
 			extra = n
@@ -90,7 +91,7 @@ func TestPacksPublish(t *testing.T) {
 		entries := []entry{dirEntry("./"), dirEntry("objects/")}
 		for j, n := range needed {
 			if j%len(formats) == i {
-				name, _ := store.ParseObjectName(n)
+				name, _ := object.ParseName(n)
 				entries = append(entries, objEntry(t, name))
 			}
 		}
@@ -132,16 +133,16 @@ func TestPackRefusals(t *testing.T) {
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	all := objectsOf(t, fx.a, "")
 	e.need(e.Tok, s.ID, all)
-	var small []store.ObjectName // objects to put before each bad entry
+	var small []object.Name // objects to put before each bad entry
 	for _, n := range all {
 		if fi, err := os.Stat(filepath.Join(fx.build, n.RelPath())); err == nil && fi.Size() < 4096 {
 			small = append(small, n)
 		}
 	}
 	good := func(i int) entry { return objEntry(t, small[i]) }
-	var file store.ObjectName // a file object no good entry of a case is
+	var file object.Name // a file object no good entry of a case is
 	for _, n := range small[20:] {
-		if n.Type == store.File {
+		if n.Type == object.File {
 			file = n
 			break
 		}
@@ -172,17 +173,17 @@ func TestPackRefusals(t *testing.T) {
 			en.data[len(en.data)-3] ^= 0xff
 			return en
 		}(), status: 422},
-		{what: "commitmeta of another commit", bad: entry{tar.Header{Name: store.ObjectName{Sum: mustSum(t, fx.b), Type: store.CommitMeta}.RelPath(), Size: 1, Mode: 0o644, Typeflag: tar.TypeReg}, []byte("x")}, status: 400},
+		{what: "commitmeta of another commit", bad: entry{tar.Header{Name: object.Name{Sum: mustSum(t, fx.b), Type: object.CommitMeta}.RelPath(), Size: 1, Mode: 0o644, Typeflag: tar.TypeReg}, []byte("x")}, status: 400},
 		{what: "oversized entry", raw: func() []byte {
 			// Only the header: the daemon refuses before any data.
 			var buf bytes.Buffer
 			tw := tar.NewWriter(&buf)
-			tw.WriteHeader(&tar.Header{Name: store.ObjectName{Sum: file.Sum, Type: store.DirTree}.RelPath(), Size: store.MaxMetadataSize + 1, Mode: 0o644, Typeflag: tar.TypeReg})
+			tw.WriteHeader(&tar.Header{Name: object.Name{Sum: file.Sum, Type: object.DirTree}.RelPath(), Size: object.MaxMetadataSize + 1, Mode: 0o644, Typeflag: tar.TypeReg})
 			return buf.Bytes()
 		}(), status: 413},
 		{what: "not a tar", raw: bytes.Repeat([]byte("garbage!"), 200), status: 400},
 		{what: "truncated tar", raw: func() []byte { p := pack(t, tar.FormatPAX, good(2)); return p[:700] }(), status: 400},
-		{what: "over max_pack_size", raw: pack(t, tar.FormatUSTAR, entry{tar.Header{Name: store.ObjectName{Type: store.File}.RelPath(), Size: 2 << 20, Mode: 0o644, Typeflag: tar.TypeReg}, make([]byte, 2<<20)}), status: 413},
+		{what: "over max_pack_size", raw: pack(t, tar.FormatUSTAR, entry{tar.Header{Name: object.Name{Type: object.File}.RelPath(), Size: 2 << 20, Mode: 0o644, Typeflag: tar.TypeReg}, make([]byte, 2<<20)}), status: 413},
 	}
 	for i, c := range cases {
 		body := c.raw
@@ -216,7 +217,7 @@ func TestPackRefusals(t *testing.T) {
 	var rest []entry
 	size := 0
 	for _, n := range e.need(e.Tok, s.ID, all) {
-		name, _ := store.ParseObjectName(n)
+		name, _ := object.ParseName(n)
 		en := objEntry(t, name)
 		if size+len(en.data) > 1<<19 {
 			want(t, e.sendPack(e.Tok, s.ID, pack(t, tar.FormatUnknown, rest...)), 200)
@@ -233,8 +234,8 @@ func TestPackRefusals(t *testing.T) {
 	want(t, e.sendPack(e.Tok, s.ID, pack(t, tar.FormatUnknown, good(0))), 409)
 }
 
-func mustSum(t testing.TB, s string) store.Checksum {
-	c, err := store.ParseChecksum(s)
+func mustSum(t testing.TB, s string) object.Checksum {
+	c, err := object.ParseChecksum(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +246,7 @@ func mustSum(t testing.TB, s string) store.Checksum {
 func entriesOf(t testing.TB, names []string) []entry {
 	var entries []entry
 	for _, n := range names {
-		name, _ := store.ParseObjectName(n)
+		name, _ := object.ParseName(n)
 		entries = append(entries, objEntry(t, name))
 	}
 	return entries

@@ -19,6 +19,7 @@ import (
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/journal"
 	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
 // failpointName names a point in the publish path where tests kill the
@@ -92,11 +93,11 @@ func updatesOf(sess journal.Session) ([]store.RefUpdate, error) {
 	for _, r := range sess.Refs {
 		u := store.RefUpdate{Ref: r.Ref}
 		var err error
-		if u.New, err = store.ParseChecksum(r.New); err != nil {
+		if u.New, err = object.ParseChecksum(r.New); err != nil {
 			return nil, err
 		}
 		if r.Old != "" {
-			old, err := store.ParseChecksum(r.Old)
+			old, err := object.ParseChecksum(r.Old)
 			if err != nil {
 				return nil, err
 			}
@@ -157,7 +158,7 @@ func (s *Server) checkUpdates(ctx context.Context, sess journal.Session, sp *spo
 // publishPlan is what a publish adds to each new commit's detached
 // metadata: the pushed signatures it keeps.
 type publishPlan struct {
-	sigs map[store.Checksum]store.Signatures
+	sigs map[object.Checksum]object.Signatures
 }
 
 // preparePublish runs every check that can refuse a publish, before its
@@ -168,7 +169,7 @@ type publishPlan struct {
 // within the tree limits, its pushed signatures well-formed and within the
 // limits once merged, and the signatures the repository requires present.
 func (s *Server) preparePublish(ctx context.Context, sess journal.Session, sp *spool, updates []store.RefUpdate) (publishPlan, error) {
-	plan := publishPlan{sigs: map[store.Checksum]store.Signatures{}}
+	plan := publishPlan{sigs: map[object.Checksum]object.Signatures{}}
 	if err := s.checkRefNames(ctx, sess); err != nil {
 		return plan, err
 	}
@@ -231,7 +232,7 @@ func (s *Server) checkLocked(ctx context.Context, sess journal.Session, sp *spoo
 		}
 		if ref := s.lockedMetaRef(ctx, sess.Owner, u.New, refs); ref != "" {
 			s.log.Warn("pushed signatures left out: the commit is published under a ref the token may not push", "session", sess.ID, "commit", u.New, "ref", ref)
-			plan.sigs[u.New] = store.Signatures{}
+			plan.sigs[u.New] = object.Signatures{}
 			continue
 		}
 		if _, err := s.mergedMeta(ctx, u.New, sigs); err != nil {
@@ -242,7 +243,7 @@ func (s *Server) checkLocked(ctx context.Context, sess journal.Session, sp *spoo
 }
 
 func metaLimit(u store.RefUpdate, err error) error {
-	var le *store.MetaLimitError
+	var le *object.MetaLimitError
 	if !errors.As(err, &le) {
 		return err
 	}
@@ -276,7 +277,7 @@ func (s *Server) checkRefNames(ctx context.Context, sess journal.Session) error 
 // signatures checked again, without refusing anything; what no longer
 // passes is left out, so that the publish always finishes.
 func (s *Server) recoveryPlan(ctx context.Context, sess journal.Session, sp *spool, updates []store.RefUpdate) publishPlan {
-	plan := publishPlan{sigs: map[store.Checksum]store.Signatures{}}
+	plan := publishPlan{sigs: map[object.Checksum]object.Signatures{}}
 	for _, u := range updates {
 		sigs, err := s.pushedSignatures(ctx, sess, sp, u.New, false)
 		if err == nil {
@@ -284,7 +285,7 @@ func (s *Server) recoveryPlan(ctx context.Context, sess journal.Session, sp *spo
 		}
 		if err != nil {
 			s.log.Warn("pushed signatures left out of an interrupted publish", "session", sess.ID, "commit", u.New, "err", err)
-			sigs = store.Signatures{}
+			sigs = object.Signatures{}
 		}
 		plan.sigs[u.New] = sigs
 	}
@@ -298,13 +299,13 @@ func (s *Server) recoveryPlan(ctx context.Context, sess journal.Session, sp *spo
 // production already publishes the commit under a ref the session's token
 // may not push (see lockedMetaRef). strict refuses malformed metadata;
 // otherwise it is left out.
-func (s *Server) pushedSignatures(ctx context.Context, sess journal.Session, sp *spool, sum store.Checksum, strict bool) (store.Signatures, error) {
-	var none store.Signatures
+func (s *Server) pushedSignatures(ctx context.Context, sess journal.Session, sp *spool, sum object.Checksum, strict bool) (object.Signatures, error) {
+	var none object.Signatures
 	pushed, err := sp.repo.CommitMeta(ctx, sum)
 	if err != nil || len(pushed) == 0 {
 		return none, err
 	}
-	sigs, err := store.SignaturesOf(pushed)
+	sigs, err := object.SignaturesOf(pushed)
 	if err != nil {
 		if strict {
 			return none, err
@@ -327,7 +328,7 @@ func (s *Server) pushedSignatures(ctx context.Context, sess journal.Session, sp 
 		return none, err
 	}
 	if len(s.opts.TrustedKeys) > 0 {
-		sigs.Ed25519 = store.TrustedEd25519(sigs.Ed25519, data, s.opts.TrustedKeys)
+		sigs.Ed25519 = object.TrustedEd25519(sigs.Ed25519, data, s.opts.TrustedKeys)
 	}
 	if len(sigs.GPG) > 0 && (s.opts.GPGVerify || s.opts.GPGTrustedKeys != "") {
 		if sigs.GPG, err = s.repo.TrustedGPG(ctx, sigs.GPG, data, "", s.opts.GPGTrustedKeys); err != nil {
@@ -342,7 +343,7 @@ func (s *Server) pushedSignatures(ctx context.Context, sess journal.Session, sp 
 // commit production publishes may be changed only by a token whose refs
 // cover every ref that points at it, since every client of those refs
 // verifies it.
-func (s *Server) lockedMetaRef(ctx context.Context, owner string, sum store.Checksum, refs map[string]store.Checksum) string {
+func (s *Server) lockedMetaRef(ctx context.Context, owner string, sum object.Checksum, refs map[string]object.Checksum) string {
 	id, ok := s.keyring.Load().Lookup(owner)
 	for ref, c := range refs {
 		if c == sum && (!ok || !id.AllowsRef(ref)) {
@@ -354,12 +355,12 @@ func (s *Server) lockedMetaRef(ctx context.Context, owner string, sum store.Chec
 
 // mergedMeta is a commit's detached metadata as a publish would write it
 // before signing: production's, with sigs added.
-func (s *Server) mergedMeta(ctx context.Context, sum store.Checksum, sigs store.Signatures) ([]byte, error) {
+func (s *Server) mergedMeta(ctx context.Context, sum object.Checksum, sigs object.Signatures) ([]byte, error) {
 	prod, err := s.repo.CommitMeta(ctx, sum)
 	if err != nil {
 		return nil, err
 	}
-	return store.AddSignatures(prod, sigs)
+	return object.AddSignatures(prod, sigs)
 }
 
 // publish moves a session's refs. Every check that can refuse it runs
@@ -511,7 +512,7 @@ func (s *Server) finishPublish(ctx context.Context, sess journal.Session, result
 	return s.journal.DeleteIntent(ctx, sess.ID)
 }
 
-func commitObject(ctx context.Context, sum store.Checksum, repos ...*store.Repo) ([]byte, error) {
+func commitObject(ctx context.Context, sum object.Checksum, repos ...*store.Repo) ([]byte, error) {
 	for _, r := range repos {
 		b, err := r.CommitObject(ctx, sum)
 		if !errors.Is(err, store.ErrNotFound) {
@@ -523,7 +524,7 @@ func commitObject(ctx context.Context, sum store.Checksum, repos ...*store.Repo)
 
 // verifySigned checks that meta, a new commit's detached metadata as it
 // would be published, carries a valid signature by a trusted key.
-func (s *Server) verifySigned(ctx context.Context, sum store.Checksum, sp *spool, meta []byte) error {
+func (s *Server) verifySigned(ctx context.Context, sum object.Checksum, sp *spool, meta []byte) error {
 	data, err := commitObject(ctx, sum, s.repo, sp.repo)
 	if err != nil {
 		return err
@@ -534,7 +535,7 @@ func (s *Server) verifySigned(ctx context.Context, sum store.Checksum, sp *spool
 		}
 	}
 	if s.opts.SignVerify {
-		return store.VerifyEd25519(meta, data, s.opts.TrustedKeys)
+		return object.VerifyEd25519(meta, data, s.opts.TrustedKeys)
 	}
 	return nil
 }
@@ -542,7 +543,7 @@ func (s *Server) verifySigned(ctx context.Context, sum store.Checksum, sp *spool
 // signCommit writes a new commit's detached metadata into production:
 // production's, with the push's signatures sigs added, signed with every
 // configured key. Running it again changes nothing.
-func (s *Server) signCommit(ctx context.Context, sum store.Checksum, sp *spool, sigs store.Signatures) error {
+func (s *Server) signCommit(ctx context.Context, sum object.Checksum, sp *spool, sigs object.Signatures) error {
 	meta, err := s.mergedMeta(ctx, sum, sigs)
 	if err != nil {
 		return err
@@ -557,7 +558,7 @@ func (s *Server) signCommit(ctx context.Context, sum store.Checksum, sp *spool, 
 				return err
 			}
 		}
-		if meta, err = store.SignEd25519(meta, data, s.opts.SignKeys); err != nil {
+		if meta, err = object.SignEd25519(meta, data, s.opts.SignKeys); err != nil {
 			return err
 		}
 	}

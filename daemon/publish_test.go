@@ -14,7 +14,7 @@ import (
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon"
-	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
 
@@ -110,7 +110,7 @@ func TestResumeSameSession(t *testing.T) {
 	names := objectsOf(t, fx.a, "")
 	needed := e.need(e.Tok, s1.ID, names)
 	for _, n := range needed[:len(needed)/2] {
-		name, _ := store.ParseObjectName(n)
+		name, _ := object.ParseName(n)
 		want(t, e.upload(e.Tok, s1.ID, n, objectBytes(t, name)), 201)
 	}
 	e.Restart()
@@ -126,21 +126,21 @@ func TestResumeSameSession(t *testing.T) {
 // trap turns a real .filez into a corrupt one in a way libostree's own
 // checks would accept.
 func traps(t *testing.T) map[string]func() (string, []byte) {
-	var reg, link store.ObjectName
+	var reg, link object.Name
 	for _, n := range objectsOf(t, fx.a, "") {
-		if n.Type != store.File {
+		if n.Type != object.File {
 			continue
 		}
 		b := objectBytes(t, n)
 		hlen := binary.BigEndian.Uint32(b)
 		mode := binary.BigEndian.Uint32(b[8+16:])
-		if mode&0o170000 == 0o120000 && link == (store.ObjectName{}) {
+		if mode&0o170000 == 0o120000 && link == (object.Name{}) {
 			link = n
-		} else if mode&0o170000 == 0o100000 && len(b) > 2000 && hlen < 64 && reg == (store.ObjectName{}) {
+		} else if mode&0o170000 == 0o100000 && len(b) > 2000 && hlen < 64 && reg == (object.Name{}) {
 			reg = n
 		}
 	}
-	if reg == (store.ObjectName{}) || link == (store.ObjectName{}) {
+	if reg == (object.Name{}) || link == (object.Name{}) {
 		t.Fatal("fixture lacks a regular file or a symlink")
 	}
 	orig, lorig := objectBytes(t, reg), objectBytes(t, link)
@@ -206,7 +206,7 @@ func TestIsolationBetweenTokens(t *testing.T) {
 	names := objectsOf(t, fx.c, "")
 	needed := e.need(e.Tok, s1.ID, names)
 	e.need(e.Narrow, s2.ID, names)
-	obj, _ := store.ParseObjectName(needed[0])
+	obj, _ := object.ParseName(needed[0])
 	data := objectBytes(t, obj)
 	// An upload of s1 left open halfway.
 	r := e.do(e.Tok, "POST", api.PathUploads+"/", nil, map[string]string{
@@ -264,7 +264,7 @@ func TestInterruptedPatchResumesAfterRestart(t *testing.T) {
 	var obj string
 	var data []byte
 	for _, n := range needed {
-		name, _ := store.ParseObjectName(n)
+		name, _ := object.ParseName(n)
 		if b := objectBytes(t, name); len(b) > 30000 {
 			obj, data = n, b
 			break
@@ -411,9 +411,9 @@ func TestNegotiationInBatches(t *testing.T) {
 	e := newEnv(t)
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
-	names := make([]store.ObjectName, 3*api.MaxNamesPerRequest+7)
+	names := make([]object.Name, 3*api.MaxNamesPerRequest+7)
 	for i := range names {
-		names[i].Type = store.File
+		names[i].Type = object.File
 		binary.BigEndian.PutUint64(names[i].Sum[:], uint64(i)+1)
 	}
 	if got := e.need(e.Tok, s.ID, names); len(got) != len(names) {
@@ -457,9 +457,9 @@ func TestExpiryFreesDisk(t *testing.T) {
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
-	first, _ := store.ParseObjectName(needed[0])
+	first, _ := object.ParseName(needed[0])
 	want(t, e.upload(e.Tok, s.ID, needed[0], objectBytes(t, first)), 201)
-	second, _ := store.ParseObjectName(needed[1])
+	second, _ := object.ParseName(needed[1])
 	data := objectBytes(t, second)
 	want(t, e.do(e.Tok, "POST", api.PathUploads+"/", strings.NewReader(string(data[:len(data)/2])), map[string]string{
 		"Tus-Resumable": "1.0.0", "Upload-Length": strconv.Itoa(len(data)), "Content-Type": "application/offset+octet-stream",
@@ -613,7 +613,7 @@ func TestUploadMisuseRefused(t *testing.T) {
 	}{
 		"concatenation final":    {hdr(tree, 10, "Upload-Concat", "final;"+api.PathUploads+"/"+s.ID+"/../x/y"), 0},
 		"concatenation partial":  {hdr(tree, 10, "Upload-Concat", "partial"), 0},
-		"metadata over its cap":  {hdr(tree, store.MaxMetadataSize+1), 413},
+		"metadata over its cap":  {hdr(tree, object.MaxMetadataSize+1), 413},
 		"deferred length":        {map[string]string{"Tus-Resumable": "1.0.0", "Upload-Defer-Length": "1", "Upload-Metadata": meta(api.MetaSession, s.ID, api.MetaObject, tree)}, 0},
 		"foreign commitmeta":     {hdr(fx.c+".commitmeta", 10), 0},
 		"unnegotiated object":    {hdr(strings.Repeat("ab", 32)+".filez", 10), 409},

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ostree-upload/ostree-upload/journal"
 	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
 // recover brings the state dir back in line with the journal after a stop
@@ -35,7 +36,7 @@ func (s *Server) recover(ctx context.Context) error {
 		case u.State == journal.UploadVerified:
 			s.removeUploadFiles(u.ID)
 		case s.complete(ctx, u):
-			if err := s.settle(ctx, u); err != nil && !store.IsCorrupt(err) && !errors.Is(err, errUploadLost) {
+			if err := s.settle(ctx, u); err != nil && !object.IsCorrupt(err) && !errors.Is(err, errUploadLost) {
 				return fmt.Errorf("verify upload %s: %w", u.ID, err)
 			}
 		default:
@@ -201,7 +202,7 @@ func (s *Server) sweepSpools(ctx context.Context) error {
 				return err
 			}
 			rel, _ := filepath.Rel(root, p)
-			name, err := store.ParseObjectPath(filepath.ToSlash(rel))
+			name, err := object.ParsePath(filepath.ToSlash(rel))
 			if err != nil {
 				return nil
 			}

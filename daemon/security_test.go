@@ -19,7 +19,7 @@ import (
 	"github.com/ostree-upload/ostree-upload/auth"
 	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
-	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
 
@@ -41,8 +41,8 @@ type catalogue struct {
 	*env
 	sid         string
 	needed      []string
-	file        store.ObjectName // a regular .filez the session needs
-	tree        store.ObjectName // a dirtree the session needs
+	file        object.Name // a regular .filez the session needs
+	tree        object.Name // a dirtree the session needs
 	expired     token
 	uploadOnly  token // scopes: upload
 	admin       token // scopes: admin
@@ -251,7 +251,7 @@ func hostileInputs() []hostile {
 				"Content-Type", "application/offset+octet-stream")
 		}},
 		{"length-over-limit", 413, func(c *catalogue) resp {
-			return c.create(c.tree.String(), strconv.FormatInt(store.MaxMetadataSize+1, 10))
+			return c.create(c.tree.String(), strconv.FormatInt(object.MaxMetadataSize+1, 10))
 		}},
 		{"concatenation", 400, func(c *catalogue) resp {
 			return c.create(c.tree.String(), "10", "Upload-Concat", "final;"+api.PathUploads+"/"+c.sid+"/x")
@@ -288,7 +288,7 @@ func hostileInputs() []hostile {
 		{"pack-absolute-path", 400, func(c *catalogue) resp { return c.packHeader("/"+c.file.RelPath(), tar.TypeReg, 0) }},
 		{"pack-dot-dot", 400, func(c *catalogue) resp { return c.packHeader("objects/../../"+c.file.RelPath(), tar.TypeReg, 0) }},
 		{"pack-not-an-object", 400, func(c *catalogue) resp { return c.packHeader("config", tar.TypeReg, 0) }},
-		{"pack-oversized-entry", 413, func(c *catalogue) resp { return c.packHeader(c.tree.RelPath(), tar.TypeReg, store.MaxMetadataSize+1) }},
+		{"pack-oversized-entry", 413, func(c *catalogue) resp { return c.packHeader(c.tree.RelPath(), tar.TypeReg, object.MaxMetadataSize+1) }},
 		{"pack-not-tar", 400, func(c *catalogue) resp {
 			return c.sendPack(c.Tok, c.sid, bytes.Repeat([]byte("not a tar archive "), 100))
 		}},
@@ -317,21 +317,21 @@ func hostileInputs() []hostile {
 			r := c.raw(c.beta, "POST", api.PathSessions, `{"refs":[`+ref("beta/x", fx.c)+`]}`)
 			var s api.Session
 			r.json(c.t, &s)
-			meta := commitMeta(c.t, store.Ed25519MetaKey, "aay", edSigs(1, 9))
+			meta := commitMeta(c.t, object.Ed25519MetaKey, "aay", edSigs(1, 9))
 			return c.upload(c.beta, s.ID, fx.c+".commitmeta", meta)
 		}},
 		{"commitmeta-junk-gpg", 422, func(c *catalogue) resp {
 			c.names(fx.a + ".commitmeta")
-			return c.upload(c.Tok, c.sid, fx.a+".commitmeta", commitMeta(c.t, store.GPGMetaKey, "aay", []any{[]byte("junk")}))
+			return c.upload(c.Tok, c.sid, fx.a+".commitmeta", commitMeta(c.t, object.GPGMetaKey, "aay", []any{[]byte("junk")}))
 		}},
 		{"commitmeta-wrong-type", 422, func(c *catalogue) resp {
-			return c.upload(c.Tok, c.sid, fx.a+".commitmeta", commitMeta(c.t, store.Ed25519MetaKey, "s", "x"))
+			return c.upload(c.Tok, c.sid, fx.a+".commitmeta", commitMeta(c.t, object.Ed25519MetaKey, "s", "x"))
 		}},
 		{"commitmeta-too-many-signatures", 422, func(c *catalogue) resp {
-			return c.upload(c.Tok, c.sid, fx.a+".commitmeta", commitMeta(c.t, store.Ed25519MetaKey, "aay", edSigs(store.MaxSignaturesPerKey+1, 1)))
+			return c.upload(c.Tok, c.sid, fx.a+".commitmeta", commitMeta(c.t, object.Ed25519MetaKey, "aay", edSigs(object.MaxSignaturesPerKey+1, 1)))
 		}},
 		{"commitmeta-over-limit", 413, func(c *catalogue) resp {
-			return c.create(fx.a+".commitmeta", strconv.FormatInt(store.MaxCommitMetaSize+1, 10))
+			return c.create(fx.a+".commitmeta", strconv.FormatInt(object.MaxCommitMetaSize+1, 10))
 		}},
 		// Metadata objects.
 		{"dirtree-unsorted", 422, func(c *catalogue) resp {
@@ -343,7 +343,7 @@ func hostileInputs() []hostile {
 			return c.upload(c.Tok, c.sid, name, data)
 		}},
 		{"dirmeta-over-limit", 413, func(c *catalogue) resp {
-			return c.create(strings.Repeat("cd", 32)+".dirmeta", strconv.FormatInt(store.MaxDirMetaSize+1, 10))
+			return c.create(strings.Repeat("cd", 32)+".dirmeta", strconv.FormatInt(object.MaxDirMetaSize+1, 10))
 		}},
 		{"filez-declares-too-much", 422, func(c *catalogue) resp {
 			name, data := bomb(c.t, c.maxObjectSize+1<<20)
@@ -351,7 +351,7 @@ func hostileInputs() []hostile {
 			return c.upload(c.Tok, c.sid, name, data)
 		}},
 		{"deep-tree", 422, func(c *catalogue) resp {
-			build, commit := deepBuild(c.t, store.MaxTreeDepth+1)
+			build, commit := deepBuild(c.t, object.MaxTreeDepth+1)
 			s := c.session(c.Tok, []api.RefUpdate{{Name: "deep", New: commit}}, false)
 			c.packAll(build, c.Tok, s.ID)
 			return c.doJSON(c.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
@@ -447,13 +447,13 @@ func TestHostileInputs(t *testing.T) {
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	c.sid, c.needed = s.ID, e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
 	for _, n := range c.needed {
-		name, _ := store.ParseObjectName(n)
-		if name.Type == store.DirTree && c.tree == (store.ObjectName{}) {
+		name, _ := object.ParseName(n)
+		if name.Type == object.DirTree && c.tree == (object.Name{}) {
 			c.tree = name
 		}
 	}
 	obj, _ := traps(t)["flipped byte"]()
-	c.file, _ = store.ParseObjectName(obj)
+	c.file, _ = object.ParseName(obj)
 	c.prodObjects = objectFiles(t, e.Repo)
 
 	published := false

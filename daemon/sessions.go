@@ -12,6 +12,7 @@ import (
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/journal"
 	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
 // maxRefsPerSession bounds the ref updates of one session.
@@ -51,11 +52,11 @@ func (s *Server) handleCreateSession(c echo.Context) error {
 			return fail(http.StatusBadRequest, "ref %s named twice", r.Name)
 		}
 		seen[r.Name] = true
-		if _, err := store.ParseChecksum(r.New); err != nil {
+		if _, err := object.ParseChecksum(r.New); err != nil {
 			return fail(http.StatusBadRequest, "ref %s: new: %v", r.Name, err)
 		}
 		if r.Old != "" {
-			if _, err := store.ParseChecksum(r.Old); err != nil {
+			if _, err := object.ParseChecksum(r.Old); err != nil {
 				return fail(http.StatusBadRequest, "ref %s: old: %v", r.Name, err)
 			}
 		}
@@ -116,7 +117,7 @@ func (s *Server) handleCreateSession(c echo.Context) error {
 	return c.JSON(status, out)
 }
 
-func refState(ok bool, c store.Checksum) string {
+func refState(ok bool, c object.Checksum) string {
 	if !ok {
 		return "absent"
 	}
@@ -192,14 +193,14 @@ func (s *Server) handleObjects(c echo.Context) error {
 	s.packs.settle(ctx, sess.ID, packSettleWait)
 	candidates := make([]string, 0, len(req.Objects))
 	for _, n := range req.Objects {
-		name, err := store.ParseObjectName(n)
+		name, err := object.ParseName(n)
 		if err != nil {
 			e := fail(http.StatusBadRequest, "%v", err)
 			e.body.Object = n
 			return e
 		}
 		has := false
-		if name.Type == store.CommitMeta { // merged at publish, whatever production has
+		if name.Type == object.CommitMeta { // merged at publish, whatever production has
 			if e := s.commitMetaAllowed(ctx, sess, name); e != nil {
 				if e.body.Code != api.CodeMetaScope {
 					return e
@@ -325,7 +326,7 @@ func (s *Server) releaseSpool(ctx context.Context, sess journal.Session) error {
 	sp.mu.Lock()
 	freed, err := s.journal.ReleaseSession(ctx, sess.ID, sess.Owner)
 	for _, n := range freed {
-		name, perr := store.ParseObjectName(n)
+		name, perr := object.ParseName(n)
 		if perr != nil {
 			continue
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
 
@@ -52,21 +53,21 @@ func TestEd25519SignAndVerify(t *testing.T) {
 	s := e.commitUnsigned(updates, "not signed")
 
 	// A signature by an untrusted key does not do either.
-	sum, _ := store.ParseChecksum(fx.a)
-	commit, err := os.ReadFile(filepath.Join(fx.build, store.ObjectName{Sum: sum, Type: store.Commit}.RelPath()))
+	sum, _ := object.ParseChecksum(fx.a)
+	commit, err := os.ReadFile(filepath.Join(fx.build, object.Name{Sum: sum, Type: object.Commit}.RelPath()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	metaName := store.ObjectName{Sum: sum, Type: store.CommitMeta}
-	wrong, _ := store.SignEd25519(nil, commit, []ed25519.PrivateKey{server})
-	e.need(e.Tok, s.ID, []store.ObjectName{metaName})
+	metaName := object.Name{Sum: sum, Type: object.CommitMeta}
+	wrong, _ := object.SignEd25519(nil, commit, []ed25519.PrivateKey{server})
+	e.need(e.Tok, s.ID, []object.Name{metaName})
 	want(t, e.upload(e.Tok, s.ID, metaName.String(), wrong), 201)
 	if r := e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil); r.status != 422 {
 		t.Fatalf("commit signed by an untrusted key: %d %s", r.status, r.body)
 	}
 
 	// The builder signs it: the push goes through in a new session.
-	signed, _ := store.SignEd25519(nil, commit, []ed25519.PrivateKey{builder})
+	signed, _ := object.SignEd25519(nil, commit, []ed25519.PrivateKey{builder})
 	s2 := e.session(e.Tok, updates, false)
 	e.need(e.Tok, s2.ID, append(objectsOf(t, fx.a, ""), metaName))
 	if r := e.upload(e.Tok, s2.ID, metaName.String(), signed); r.status != 201 {
@@ -86,7 +87,7 @@ func TestEd25519SignAndVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	for who, pub := range map[string]ed25519.PublicKey{"builder": builderPub, "daemon": serverPub} {
-		if err := store.VerifyEd25519(meta, commit, []ed25519.PublicKey{pub}); err != nil {
+		if err := object.VerifyEd25519(meta, commit, []ed25519.PublicKey{pub}); err != nil {
 			t.Errorf("published commit lacks the %s's signature: %v", who, err)
 		}
 	}
@@ -98,7 +99,7 @@ func TestEd25519SignAndVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.VerifyEd25519(sig, summary, []ed25519.PublicKey{serverPub}); err != nil {
+	if err := object.VerifyEd25519(sig, summary, []ed25519.PublicKey{serverPub}); err != nil {
 		t.Fatalf("summary.sig: %v", err)
 	}
 	// A repeated commit answers the same and changes nothing.
@@ -126,7 +127,7 @@ func TestGPGSignAndVerify(t *testing.T) {
 
 	// The builder signs the commit (as `ostree gpg-sign` would) and sends
 	// its detached metadata again.
-	sum, _ := store.ParseChecksum(fx.a)
+	sum, _ := object.ParseChecksum(fx.a)
 	build, err := store.OpenArchive(ctx, fx.build)
 	if err != nil {
 		t.Fatal(err)
@@ -140,8 +141,8 @@ func TestGPGSignAndVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	metaName := store.ObjectName{Sum: sum, Type: store.CommitMeta}
-	e.need(e.Tok, s.ID, []store.ObjectName{metaName})
+	metaName := object.Name{Sum: sum, Type: object.CommitMeta}
+	e.need(e.Tok, s.ID, []object.Name{metaName})
 	want(t, e.upload(e.Tok, s.ID, metaName.String(), signed), 201)
 	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil), 200)
 
@@ -170,7 +171,7 @@ func TestKill9DuringSignedPublish(t *testing.T) {
 	keyfile := filepath.Join(t.TempDir(), "ed25519.key")
 	os.WriteFile(keyfile, []byte(base64.StdEncoding.EncodeToString(ed)+"\n"), 0o600)
 	updates := []api.RefUpdate{{Name: "main", New: fx.a}}
-	sum, _ := store.ParseChecksum(fx.a)
+	sum, _ := object.ParseChecksum(fx.a)
 	for _, fp := range []string{"after-intent", "after-sign", "after-refs", "after-summary", "before-summary-signature"} {
 		t.Run(fp, func(t *testing.T) {
 			e := newEnv(t)
@@ -195,13 +196,13 @@ func TestKill9DuringSignedPublish(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sigs, err := store.SignaturesOf(meta)
+			sigs, err := object.SignaturesOf(meta)
 			if err != nil || len(sigs.GPG) != 1 || len(sigs.Ed25519) != 1 {
 				t.Fatalf("after %s: %d GPG and %d ed25519 signatures, want one each (%v)", fp, len(sigs.GPG), len(sigs.Ed25519), err)
 			}
 			summary, _ := os.ReadFile(filepath.Join(e.Repo, "summary"))
 			sig, _ := os.ReadFile(filepath.Join(e.Repo, "summary.sig"))
-			if err := store.VerifyEd25519(sig, summary, []ed25519.PublicKey{ed.Public().(ed25519.PublicKey)}); err != nil {
+			if err := object.VerifyEd25519(sig, summary, []ed25519.PublicKey{ed.Public().(ed25519.PublicKey)}); err != nil {
 				t.Fatalf("summary.sig after %s: %v", fp, err)
 			}
 			if meta, _ := prod.CommitMeta(ctx, sum); meta == nil {

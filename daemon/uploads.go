@@ -24,7 +24,7 @@ import (
 
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/journal"
-	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
 // uploadPath matches the only upload URLs there are: /<session>/<upload>,
@@ -210,7 +210,7 @@ func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handle
 	if e := openOrConflict(sess); e != nil {
 		return handler.HTTPResponse{}, none, tusError(e.status, e.body)
 	}
-	name, err := store.ParseObjectName(obj)
+	name, err := object.ParseName(obj)
 	if err != nil {
 		return handler.HTTPResponse{}, none, tusError(http.StatusBadRequest, api.Error{Error: "Upload-Metadata object: " + err.Error(), Object: obj})
 	}
@@ -264,23 +264,23 @@ func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handle
 // settled reports whether an object of a session takes no more bytes: it is
 // verified, and it is not detached metadata, which is named after its
 // commit rather than its content and so may be sent again.
-func settled(n store.ObjectName, st journal.ObjState) bool {
-	return st == journal.ObjVerified && n.Type != store.CommitMeta
+func settled(n object.Name, st journal.ObjState) bool {
+	return st == journal.ObjVerified && n.Type != object.CommitMeta
 }
 
 // sizeLimit is the largest upload accepted for an object type.
-func (s *Server) sizeLimit(t store.ObjectType) int64 {
-	if t == store.File {
+func (s *Server) sizeLimit(t object.Type) int64 {
+	if t == object.File {
 		return s.opts.MaxObjectSize
 	}
-	return store.MaxSize(t)
+	return object.MaxSize(t)
 }
 
 // verifyOptions are the limits and the pacing of one verification by w: a
 // file's content may not exceed max_object_size, and CPU work is shared
 // fairly between tokens.
-func (s *Server) verifyOptions(w *worker) store.VerifyOptions {
-	return store.VerifyOptions{MaxContentSize: s.opts.MaxObjectSize, Work: w.Work}
+func (s *Server) verifyOptions(w *worker) object.VerifyOptions {
+	return object.VerifyOptions{MaxContentSize: s.opts.MaxObjectSize, Work: w.Work}
 }
 
 // commitMetaAllowed accepts detached metadata only for a new commit of the
@@ -289,8 +289,8 @@ func (s *Server) verifyOptions(w *worker) store.VerifyOptions {
 // every ref of production that points at the commit is one the session's
 // token may push (403 with code commitmeta-scope otherwise: every client of
 // those refs verifies that metadata).
-func (s *Server) commitMetaAllowed(ctx context.Context, sess journal.Session, n store.ObjectName) *httpError {
-	if n.Type != store.CommitMeta {
+func (s *Server) commitMetaAllowed(ctx context.Context, sess journal.Session, n object.Name) *httpError {
+	if n.Type != object.CommitMeta {
 		return nil
 	}
 	if !slices.ContainsFunc(sess.Refs, func(r journal.RefUpdate) bool { return r.New == n.Sum.String() }) {
@@ -327,7 +327,7 @@ func (s *Server) preFinish(hook handler.HookEvent) (handler.HTTPResponse, error)
 }
 
 func (s *Server) verdictError(up journal.Upload, err error) error {
-	if store.IsCorrupt(err) {
+	if object.IsCorrupt(err) {
 		return tusError(http.StatusUnprocessableEntity, api.Error{Error: err.Error(), Object: up.Object})
 	}
 	if errors.Is(err, errUploadLost) {
@@ -366,7 +366,7 @@ func (s *Server) settle(ctx context.Context, up journal.Upload) error {
 	if err != nil {
 		return err
 	}
-	name, err := store.ParseObjectName(up.Object)
+	name, err := object.ParseName(up.Object)
 	if err != nil {
 		return err
 	}
@@ -391,13 +391,13 @@ func (s *Server) settle(ctx context.Context, up journal.Upload) error {
 	defer s.unreserve(up.ID) // every byte is in: nothing more to promise
 	start := time.Now()
 	w := s.verifying.worker(s.life, sess.Owner)
-	info, err := store.VerifyFile(name, path, s.verifyOptions(w))
+	info, err := object.VerifyFile(name, path, s.verifyOptions(w))
 	w.Release()
 	s.metrics.verifySeconds.Observe(time.Since(start).Seconds())
 	if err == nil && info.Size != up.Size {
-		err = &store.CorruptError{Name: name, Reason: fmt.Sprintf("%d bytes, Upload-Length said %d", info.Size, up.Size)}
+		err = &object.CorruptError{Name: name, Reason: fmt.Sprintf("%d bytes, Upload-Length said %d", info.Size, up.Size)}
 	}
-	if store.IsCorrupt(err) {
+	if object.IsCorrupt(err) {
 		s.metrics.rejected.Inc()
 		s.log.Warn("object rejected", "session", up.Session, "object", up.Object, "reason", err)
 		if fromSpool {
@@ -452,7 +452,7 @@ func (s *Server) settleSession(ctx context.Context, sid string) error {
 		if !s.complete(ctx, u) {
 			continue
 		}
-		if err := s.settle(ctx, u); err != nil && !store.IsCorrupt(err) && !errors.Is(err, errUploadLost) {
+		if err := s.settle(ctx, u); err != nil && !object.IsCorrupt(err) && !errors.Is(err, errUploadLost) {
 			return err
 		}
 	}
@@ -479,7 +479,7 @@ func (s *Server) complete(ctx context.Context, u journal.Upload) bool {
 		if err != nil {
 			return false
 		}
-		name, err := store.ParseObjectName(u.Object)
+		name, err := object.ParseName(u.Object)
 		if err != nil {
 			return false
 		}

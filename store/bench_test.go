@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
 // Benchmark fixtures are built on first use, outside the test fixtures.
@@ -15,12 +17,12 @@ var bfx struct {
 	once      sync.Once
 	err       error
 	repo      string
-	large     ObjectName // a 64 MiB incompressible file
-	largeZ    ObjectName // a 64 MiB file that deflate halves
-	largeSize int64      // their uncompressed size
-	small     Checksum   // commit of 5,000 small files
-	treeA     Checksum   // 20,000 files
-	treeB     Checksum   // treeA with ~1 % of the files changed
+	large     object.Name     // a 64 MiB incompressible file
+	largeZ    object.Name     // a 64 MiB file that deflate halves
+	largeSize int64           // their uncompressed size
+	small     object.Checksum // commit of 5,000 small files
+	treeA     object.Checksum // 20,000 files
+	treeB     object.Checksum // treeA with ~1 % of the files changed
 }
 
 func benchFixtures(b *testing.B) {
@@ -71,8 +73,8 @@ func buildBenchFixtures() error {
 	if err != nil {
 		return err
 	}
-	bfx.large = ObjectName{Sum: files.Files[0].Sum, Type: File}
-	bfx.largeZ = ObjectName{Sum: files.Files[1].Sum, Type: File}
+	bfx.large = object.Name{Sum: files.Files[0].Sum, Type: object.File}
+	bfx.largeZ = object.Name{Sum: files.Files[1].Sum, Type: object.File}
 	small := filepath.Join(dir, "small")
 	for i := 0; i < 5000; i++ {
 		p := filepath.Join(small, fmt.Sprintf("d%02d", i%50), fmt.Sprintf("f%04d", i))
@@ -112,14 +114,14 @@ func BenchmarkVerifyLargeFile(b *testing.B) {
 	b.Run("compressible", func(b *testing.B) { benchVerifyFile(b, r, bfx.largeZ) })
 }
 
-func benchVerifyFile(b *testing.B, r *Repo, n ObjectName) {
+func benchVerifyFile(b *testing.B, r *Repo, n object.Name) {
 	b.SetBytes(bfx.largeSize)
 	for i := 0; i < b.N; i++ {
 		f, err := os.Open(r.ObjectPath(n))
 		if err != nil {
 			b.Fatal(err)
 		}
-		_, err = Verify(n, f)
+		_, err = object.Verify(n, f)
 		f.Close()
 		if err != nil {
 			b.Fatal(err)
@@ -132,10 +134,10 @@ func benchVerifyFile(b *testing.B, r *Repo, n ObjectName) {
 func BenchmarkVerifySmallObjects(b *testing.B) {
 	benchFixtures(b)
 	r := openArchive(b, bfx.repo)
-	var names []ObjectName
+	var names []object.Name
 	var data [][]byte
-	r.Walk(ctx, bfx.small, func(n ObjectName) error {
-		if n.Type == File {
+	r.Walk(ctx, bfx.small, func(n object.Name) error {
+		if n.Type == object.File {
 			d, err := os.ReadFile(r.ObjectPath(n))
 			if err != nil {
 				return err
@@ -150,7 +152,7 @@ func BenchmarkVerifySmallObjects(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		for j, n := range names {
-			if _, err := Verify(n, bytes.NewReader(data[j])); err != nil {
+			if _, err := object.Verify(n, bytes.NewReader(data[j])); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -164,7 +166,7 @@ func benchTraverse(b *testing.B, diff bool) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		n := 0
-		count := func(ObjectName) error { n++; return nil }
+		count := func(object.Name) error { n++; return nil }
 		var err error
 		if diff {
 			err = r.Diff(ctx, bfx.treeB, bfx.treeA, count)

@@ -8,15 +8,16 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/ostree-upload/ostree-upload/store/object"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
 
 // fx holds repositories built once for the whole package.
 var fx struct {
 	dir   string
-	build string   // archive repo: commits A and B on ref "main"
-	a, b  Checksum // B's parent is A
-	other Checksum // a commit on ref "other" with symlinks and xattrs only
+	build string          // archive repo: commits A and B on ref "main"
+	a, b  object.Checksum // B's parent is A
+	other object.Checksum // a commit on ref "other" with symlinks and xattrs only
 }
 
 func TestMain(m *testing.M) {
@@ -35,12 +36,12 @@ var (
 )
 
 // commitTree commits dir to ref in repo and returns the commit checksum.
-func commitTree(repo, ref, dir string, ts int64, extra ...string) (Checksum, error) {
+func commitTree(repo, ref, dir string, ts int64, extra ...string) (object.Checksum, error) {
 	out, err := storetest.CommitTree(repo, ref, dir, ts, extra...)
 	if err != nil {
-		return Checksum{}, err
+		return object.Checksum{}, err
 	}
-	return ParseChecksum(out)
+	return object.ParseChecksum(out)
 }
 
 func buildFixtures(dir string) error {
@@ -72,16 +73,16 @@ func buildFixtures(dir string) error {
 }
 
 // repoObjects lists the object files of an archive repo by name.
-func repoObjects(t testing.TB, repo string) map[ObjectName]int64 {
+func repoObjects(t testing.TB, repo string) map[object.Name]int64 {
 	t.Helper()
-	out := map[ObjectName]int64{}
+	out := map[object.Name]int64{}
 	root := filepath.Join(repo, "objects")
 	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
 		if err != nil || fi.IsDir() {
 			return err
 		}
 		rel, _ := filepath.Rel(repo, p)
-		n, err := ParseObjectPath(filepath.ToSlash(rel))
+		n, err := object.ParsePath(filepath.ToSlash(rel))
 		if err != nil {
 			return err
 		}
@@ -94,7 +95,7 @@ func repoObjects(t testing.TB, repo string) map[ObjectName]int64 {
 	return out
 }
 
-func sortedNames(s map[ObjectName]bool) []string {
+func sortedNames(s map[object.Name]bool) []string {
 	var out []string
 	for n := range s {
 		out = append(out, n.String())
@@ -125,7 +126,7 @@ func newArchive(t testing.TB) *Repo {
 
 // copyObject places an object file from one archive repo into another, as
 // the daemon places verified objects into its spool.
-func copyObject(t testing.TB, from, to *Repo, n ObjectName) {
+func copyObject(t testing.TB, from, to *Repo, n object.Name) {
 	t.Helper()
 	b, err := os.ReadFile(from.ObjectPath(n))
 	if err != nil {

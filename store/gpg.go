@@ -12,11 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"unsafe"
-)
 
-// GPGMetaKey is the key of GPG signatures in detached metadata and in
-// summary.sig: an "aay" of OpenPGP signature packets.
-const GPGMetaKey = "ostree.gpgsigs"
+	"github.com/ostree-upload/ostree-upload/store/object"
+)
 
 func cBytes(b []byte) (*C.guint8, C.gsize) {
 	if len(b) == 0 {
@@ -106,7 +104,7 @@ func (r *Repo) VerifyGPG(ctx context.Context, meta, data []byte, keyringDir, key
 
 // gpgSignatures concatenates the signature packets of meta's ostree.gpgsigs.
 func gpgSignatures(meta []byte) ([]byte, error) {
-	lists, err := signatureLists(meta)
+	lists, err := object.SignatureLists(meta)
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +122,7 @@ func gpgSignatures(meta []byte) ([]byte, error) {
 func (r *Repo) TrustedGPG(ctx context.Context, sigs [][]byte, data []byte, keyringDir, keyring string) ([][]byte, error) {
 	var out [][]byte
 	for _, sig := range sigs {
-		meta, err := AddSignatures(nil, Signatures{GPG: [][]byte{sig}})
+		meta, err := object.AddSignatures(nil, object.Signatures{GPG: [][]byte{sig}})
 		if err != nil {
 			return nil, err
 		}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/ostree-upload/ostree-upload/store/internal/gvariant"
+	"github.com/ostree-upload/ostree-upload/store/object"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
 
@@ -14,7 +15,10 @@ func TestGPGSignAndVerify(t *testing.T) {
 	other := storetest.NewGPGKey(t)
 	r := newArchive(t)
 	data := []byte("commit object bytes")
-	existing := mustEncodeMeta(t, "xa.note", "s", "kept")
+	existing, err := storetest.CommitMeta("xa.note", "s", "kept")
+	if err != nil {
+		t.Fatal(err)
+	}
 	meta, err := r.SignGPG(ctx, existing, data, []string{key.ID}, key.Home)
 	if err != nil {
 		t.Fatal(err)
@@ -23,12 +27,12 @@ func TestGPGSignAndVerify(t *testing.T) {
 		t.Fatalf("verify: %v", err)
 	}
 	// The other entries stay.
-	if v, err := gvariant.Decode(typeCommitMeta, meta); err != nil || len(v.([]any)) != 2 {
+	if v, err := gvariant.Decode(gvariant.MustParseType("a{sv}"), meta); err != nil || len(v.([]any)) != 2 {
 		t.Errorf("signing dropped an entry: %v", err)
 	}
 	// A real signature is a well-formed OpenPGP signature; each entry is
 	// judged on its own against the trusted keys.
-	sigs, err := SignaturesOf(meta)
+	sigs, err := object.SignaturesOf(meta)
 	if err != nil || len(sigs.GPG) != 1 {
 		t.Fatalf("signatures of signed metadata: %+v, %v", sigs, err)
 	}
@@ -36,7 +40,7 @@ func TestGPGSignAndVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sigs2, _ := SignaturesOf(other2)
+	sigs2, _ := object.SignaturesOf(other2)
 	trusted, err := r.TrustedGPG(ctx, append(sigs.GPG, sigs2.GPG...), data, "", key.PublicRing)
 	if err != nil || len(trusted) != 1 || string(trusted[0]) != string(sigs.GPG[0]) {
 		t.Errorf("trusted entries: %d, %v", len(trusted), err)

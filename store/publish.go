@@ -11,24 +11,26 @@ import (
 	"errors"
 	"fmt"
 	"unsafe"
+
+	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
 // RefUpdate moves Ref from Old (nil: the ref must not exist) to New.
 type RefUpdate struct {
 	Ref string
-	Old *Checksum
-	New Checksum
+	Old *object.Checksum
+	New object.Checksum
 }
 
 // RefMovedError reports a ref that no longer equals the Old its update named.
 type RefMovedError struct {
 	Ref  string
-	Want *Checksum
-	Got  *Checksum
+	Want *object.Checksum
+	Got  *object.Checksum
 }
 
 func (e *RefMovedError) Error() string {
-	str := func(c *Checksum) string {
+	str := func(c *object.Checksum) string {
 		if c == nil {
 			return "absent"
 		}
@@ -62,7 +64,7 @@ func (r *Repo) checkRefs(ctx context.Context, updates []RefUpdate) error {
 
 // base returns the commit a ref update can be diffed against in r: its Old,
 // when r holds that commit completely.
-func (r *Repo) base(ctx context.Context, u RefUpdate) (*Checksum, error) {
+func (r *Repo) base(ctx context.Context, u RefUpdate) (*object.Checksum, error) {
 	if u.Old == nil || *u.Old == u.New {
 		return nil, nil
 	}
@@ -125,7 +127,7 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate) er
 		return err
 	}
 	both := layers{r, spool}
-	bases := make([]*Checksum, len(updates))
+	bases := make([]*object.Checksum, len(updates))
 	for i, u := range updates {
 		b, err := r.base(ctx, u)
 		if err != nil {
@@ -140,7 +142,7 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate) er
 	}
 	defer txn.abort()
 	for i, u := range updates {
-		importMissing := func(n ObjectName) error {
+		importMissing := func(n object.Name) error {
 			has, err := r.HasObject(ctx, n)
 			if err != nil || has {
 				return err
@@ -185,7 +187,7 @@ func (r *Repo) begin(ctx context.Context) (*txn, error) {
 	return &txn{r: r}, nil
 }
 
-func (t *txn) importFrom(ctx context.Context, from *Repo, n ObjectName) error {
+func (t *txn) importFrom(ctx context.Context, from *Repo, n object.Name) error {
 	csum := C.CString(n.Sum.String())
 	defer C.free(unsafe.Pointer(csum))
 	from.mu.RLock()
@@ -206,7 +208,7 @@ func (t *txn) importFrom(ctx context.Context, from *Repo, n ObjectName) error {
 	return nil
 }
 
-func (t *txn) setRef(ref string, sum Checksum) {
+func (t *txn) setRef(ref string, sum object.Checksum) {
 	cref := C.CString(ref)
 	defer C.free(unsafe.Pointer(cref))
 	csum := C.CString(sum.String())

@@ -9,11 +9,13 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
 // spoolWith returns a new archive repo holding the given objects of the
 // build repo, as the daemon's spool would after verifying an upload.
-func spoolWith(t testing.TB, build *Repo, objs map[ObjectName]bool) *Repo {
+func spoolWith(t testing.TB, build *Repo, objs map[object.Name]bool) *Repo {
 	t.Helper()
 	spool := newArchive(t)
 	for n := range objs {
@@ -22,16 +24,16 @@ func spoolWith(t testing.TB, build *Repo, objs map[ObjectName]bool) *Repo {
 	return spool
 }
 
-func diffSet(t testing.TB, r *Repo, newc, oldc Checksum) map[ObjectName]bool {
+func diffSet(t testing.TB, r *Repo, newc, oldc object.Checksum) map[object.Name]bool {
 	t.Helper()
-	s := map[ObjectName]bool{}
-	if err := r.Diff(ctx, newc, oldc, func(n ObjectName) error { s[n] = true; return nil }); err != nil {
+	s := map[object.Name]bool{}
+	if err := r.Diff(ctx, newc, oldc, func(n object.Name) error { s[n] = true; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-func refsOf(t testing.TB, r *Repo) map[string]Checksum {
+func refsOf(t testing.TB, r *Repo) map[string]object.Checksum {
 	t.Helper()
 	refs, err := r.ListRefs(ctx)
 	if err != nil {
@@ -49,7 +51,7 @@ func TestPublishColdThenIncremental(t *testing.T) {
 	if err := prod.Publish(ctx, spool, []RefUpdate{{Ref: "main", New: fx.a}}); err != nil {
 		t.Fatal(err)
 	}
-	if got := refsOf(t, prod); !reflect.DeepEqual(got, map[string]Checksum{"main": fx.a}) {
+	if got := refsOf(t, prod); !reflect.DeepEqual(got, map[string]object.Checksum{"main": fx.a}) {
 		t.Fatalf("refs after cold publish: %v", got)
 	}
 	c, err := prod.ReadCommit(ctx, fx.a)
@@ -104,7 +106,7 @@ func TestPublishSeveralRefsWithDetachedMetadata(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := refsOf(t, prod); !reflect.DeepEqual(got, map[string]Checksum{"main": fx.a, "other": fx.other}) {
+	if got := refsOf(t, prod); !reflect.DeepEqual(got, map[string]object.Checksum{"main": fx.a, "other": fx.other}) {
 		t.Fatalf("refs: %v", got)
 	}
 	meta, err := prod.CommitMeta(ctx, fx.other)
@@ -126,8 +128,8 @@ func TestPublishRefusalsTouchNothing(t *testing.T) {
 	refsBefore, objsBefore := refsOf(t, prod), repoObjects(t, prod.Path())
 
 	diff := diffSet(t, build, fx.b, fx.a)
-	for _, drop := range []ObjectType{File, DirTree, DirMeta, Commit} {
-		partial := map[ObjectName]bool{}
+	for _, drop := range []object.Type{object.File, object.DirTree, object.DirMeta, object.Commit} {
+		partial := map[object.Name]bool{}
 		dropped := false
 		for n := range diff {
 			if n.Type == drop && !dropped {
@@ -189,7 +191,7 @@ func TestMissingReportsAbsentObjects(t *testing.T) {
 	empty := newArchive(t)
 	err := Missing(ctx, fx.b, nil, empty)
 	var me *MissingError
-	if !errors.As(err, &me) || me.Count != 1 || me.Missing[0] != (ObjectName{Sum: fx.b, Type: Commit}) {
+	if !errors.As(err, &me) || me.Count != 1 || me.Missing[0] != (object.Name{Sum: fx.b, Type: object.Commit}) {
 		t.Fatalf("empty repo: %v", err)
 	}
 }
@@ -198,27 +200,27 @@ func TestStage(t *testing.T) {
 	t.Parallel()
 	build := openArchive(t, fx.build)
 	spool := newArchive(t)
-	var file, meta ObjectName
+	var file, meta object.Name
 	for n := range walkSet(t, build, fx.a) {
 		switch {
-		case n.Type == File && file == (ObjectName{}):
+		case n.Type == object.File && file == (object.Name{}):
 			file = n
-		case n.Type == DirTree && meta == (ObjectName{}):
+		case n.Type == object.DirTree && meta == (object.Name{}):
 			meta = n
 		}
 	}
-	for _, n := range []ObjectName{file, meta} {
+	for _, n := range []object.Name{file, meta} {
 		b, err := os.ReadFile(build.ObjectPath(n))
 		if err != nil {
 			t.Fatal(err)
 		}
 		// Short input, then corrupt input: nothing is kept.
-		if _, err := spool.Stage(ctx, n, bytes.NewReader(b[:len(b)-1]), int64(len(b)), VerifyOptions{}); err == nil {
+		if _, err := spool.Stage(ctx, n, bytes.NewReader(b[:len(b)-1]), int64(len(b)), object.VerifyOptions{}); err == nil {
 			t.Errorf("%s: short input accepted", n)
 		}
 		bad := append([]byte(nil), b...)
 		bad[len(bad)/2] ^= 1
-		if _, err := spool.Stage(ctx, n, bytes.NewReader(bad), int64(len(bad)), VerifyOptions{}); !IsCorrupt(err) {
+		if _, err := spool.Stage(ctx, n, bytes.NewReader(bad), int64(len(bad)), object.VerifyOptions{}); !object.IsCorrupt(err) {
 			t.Errorf("%s: flipped bit: err = %v, want corrupt", n, err)
 		}
 		if _, err := os.Stat(spool.ObjectPath(n)); !errors.Is(err, os.ErrNotExist) {
@@ -226,7 +228,7 @@ func TestStage(t *testing.T) {
 		}
 		// Only size bytes are read: what follows belongs to someone else.
 		src := bytes.NewReader(append(append([]byte(nil), b...), "next entry"...))
-		st, err := spool.Stage(ctx, n, src, int64(len(b)), VerifyOptions{})
+		st, err := spool.Stage(ctx, n, src, int64(len(b)), object.VerifyOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

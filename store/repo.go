@@ -22,6 +22,7 @@ import (
 	"sync"
 	"unsafe"
 
+	"github.com/ostree-upload/ostree-upload/store/object"
 	"github.com/ostreedev/ostree-go/pkg/otbuiltin"
 )
 
@@ -211,18 +212,18 @@ const maxRefComponent = 255
 // each "/"-separated part at most 255.
 func ValidateRef(name string) error {
 	if name == "" || len(name) > 1024 {
-		return fmt.Errorf("invalid ref name %q: 1 to 1024 bytes", truncate(name))
+		return fmt.Errorf("invalid ref name %q: 1 to 1024 bytes", shorten(name))
 	}
 	for _, part := range strings.Split(name, "/") {
 		if len(part) > maxRefComponent {
-			return fmt.Errorf("invalid ref name %q: a part of %d bytes, more than %d", truncate(name), len(part), maxRefComponent)
+			return fmt.Errorf("invalid ref name %q: a part of %d bytes, more than %d", shorten(name), len(part), maxRefComponent)
 		}
 	}
 	cname := C.CString(name)
 	defer C.free(unsafe.Pointer(cname))
 	var gerr *C.GError
 	if C.ostree_validate_rev(cname, &gerr) == 0 {
-		return fmt.Errorf("invalid ref name %q: %w", truncate(name), takeError(gerr))
+		return fmt.Errorf("invalid ref name %q: %w", shorten(name), takeError(gerr))
 	}
 	return nil
 }
@@ -242,7 +243,7 @@ func (r *Repo) CollectionID() string {
 // others or beside existing: refs are files under refs/heads, so no ref may
 // be a directory of another ("a" and "a/b"). It returns the two names, or
 // ok false when there is none.
-func RefConflict(refs []string, existing map[string]Checksum) (ref, other string, found bool) {
+func RefConflict(refs []string, existing map[string]object.Checksum) (ref, other string, found bool) {
 	all := make(map[string]bool, len(refs)+len(existing))
 	for r := range existing {
 		all[r] = true
@@ -279,8 +280,8 @@ func nextSlash(s string, after int) int {
 }
 
 // ListRefs returns every local ref and the commit it points at.
-func (r *Repo) ListRefs(ctx context.Context) (map[string]Checksum, error) {
-	out := make(map[string]Checksum)
+func (r *Repo) ListRefs(ctx context.Context) (map[string]object.Checksum, error) {
+	out := make(map[string]object.Checksum)
 	err := r.do(ctx, func(p *C.OstreeRepo) error {
 		var gerr *C.GError
 		v := C.ou_list_refs(p, &gerr)
@@ -290,7 +291,7 @@ func (r *Repo) ListRefs(ctx context.Context) (map[string]Checksum, error) {
 		defer C.g_strfreev(v)
 		strs := unsafe.Slice(v, 1<<30)
 		for i := 0; strs[i] != nil; i += 2 {
-			sum, err := ParseChecksum(C.GoString(strs[i+1]))
+			sum, err := object.ParseChecksum(C.GoString(strs[i+1]))
 			if err != nil {
 				return err
 			}
@@ -306,7 +307,7 @@ func (r *Repo) ListRefs(ctx context.Context) (map[string]Checksum, error) {
 
 // ResolveRef returns the commit a ref points at; ok is false when the ref
 // does not exist.
-func (r *Repo) ResolveRef(ctx context.Context, ref string) (sum Checksum, ok bool, err error) {
+func (r *Repo) ResolveRef(ctx context.Context, ref string) (sum object.Checksum, ok bool, err error) {
 	if err := ValidateRef(ref); err != nil {
 		return sum, false, err
 	}
@@ -322,7 +323,7 @@ func (r *Repo) ResolveRef(ctx context.Context, ref string) (sum Checksum, ok boo
 			return nil
 		}
 		defer C.g_free(C.gpointer(unsafe.Pointer(out)))
-		sum, err = ParseChecksum(C.GoString(out))
+		sum, err = object.ParseChecksum(C.GoString(out))
 		ok = err == nil
 		return err
 	})
@@ -334,7 +335,7 @@ func (r *Repo) ResolveRef(ctx context.Context, ref string) (sum Checksum, ok boo
 
 // HasObject reports whether the repository (or its open transaction) holds
 // the object.
-func (r *Repo) HasObject(ctx context.Context, name ObjectName) (bool, error) {
+func (r *Repo) HasObject(ctx context.Context, name object.Name) (bool, error) {
 	csum := C.CString(name.Sum.String())
 	defer C.free(unsafe.Pointer(csum))
 	var has C.gboolean
@@ -352,12 +353,12 @@ func (r *Repo) HasObject(ctx context.Context, name ObjectName) (bool, error) {
 }
 
 // ObjectPath is where the object's loose file lives in the repository.
-func (r *Repo) ObjectPath(name ObjectName) string {
+func (r *Repo) ObjectPath(name object.Name) string {
 	return filepath.Join(r.path, filepath.FromSlash(name.RelPath()))
 }
 
 // ObjectSize is the size of the object's loose file.
-func (r *Repo) ObjectSize(name ObjectName) (int64, error) {
+func (r *Repo) ObjectSize(name object.Name) (int64, error) {
 	fi, err := os.Stat(r.ObjectPath(name))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -375,7 +376,7 @@ func takeBytes(data *C.guint8, n C.gsize) []byte {
 }
 
 // loadMeta returns the bytes of a dirtree or dirmeta object.
-func (r *Repo) loadMeta(ctx context.Context, name ObjectName) ([]byte, error) {
+func (r *Repo) loadMeta(ctx context.Context, name object.Name) ([]byte, error) {
 	csum := C.CString(name.Sum.String())
 	defer C.free(unsafe.Pointer(csum))
 	var b []byte
@@ -396,12 +397,12 @@ func (r *Repo) loadMeta(ctx context.Context, name ObjectName) ([]byte, error) {
 }
 
 // ReadTree loads and parses a dirtree object.
-func (r *Repo) ReadTree(ctx context.Context, sum Checksum) (*Tree, error) {
-	b, err := r.loadMeta(ctx, ObjectName{Sum: sum, Type: DirTree})
+func (r *Repo) ReadTree(ctx context.Context, sum object.Checksum) (*object.Tree, error) {
+	b, err := r.loadMeta(ctx, object.Name{Sum: sum, Type: object.DirTree})
 	if err != nil {
 		return nil, err
 	}
-	t, err := ParseDirTree(b, false)
+	t, err := object.ParseDirTree(b, false)
 	if err != nil {
 		return nil, fmt.Errorf("dirtree %s in %s: %w", sum, r.path, err)
 	}
@@ -409,7 +410,7 @@ func (r *Repo) ReadTree(ctx context.Context, sum Checksum) (*Tree, error) {
 }
 
 // ReadCommit loads and parses a commit object.
-func (r *Repo) ReadCommit(ctx context.Context, sum Checksum) (*CommitInfo, error) {
+func (r *Repo) ReadCommit(ctx context.Context, sum object.Checksum) (*object.CommitInfo, error) {
 	csum := C.CString(sum.String())
 	defer C.free(unsafe.Pointer(csum))
 	var b []byte
@@ -427,7 +428,7 @@ func (r *Repo) ReadCommit(ctx context.Context, sum Checksum) (*CommitInfo, error
 	if err != nil {
 		return nil, fmt.Errorf("load commit %s: %w", sum, err)
 	}
-	c, err := ParseCommit(sum, b, false)
+	c, err := object.ParseCommit(sum, b, false)
 	if err != nil {
 		return nil, fmt.Errorf("commit %s in %s: %w", sum, r.path, err)
 	}
@@ -436,7 +437,7 @@ func (r *Repo) ReadCommit(ctx context.Context, sum Checksum) (*CommitInfo, error
 }
 
 // CommitMeta returns a commit's detached metadata, or nil if it has none.
-func (r *Repo) CommitMeta(ctx context.Context, sum Checksum) ([]byte, error) {
+func (r *Repo) CommitMeta(ctx context.Context, sum object.Checksum) ([]byte, error) {
 	csum := C.CString(sum.String())
 	defer C.free(unsafe.Pointer(csum))
 	var b []byte
@@ -472,4 +473,12 @@ func (r *Repo) RegenerateSummary(ctx context.Context) error {
 		return fmt.Errorf("regenerate summary of %s: %w", r.path, err)
 	}
 	return nil
+}
+
+// shorten cuts a name for a message.
+func shorten(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
 }

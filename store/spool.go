@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/ostree-upload/ostree-upload/store/object"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,7 +22,7 @@ import (
 // synced, so a nil return means the object is durable. path must be on r's
 // filesystem. Adopt is for a spool repository, never for production: it
 // trusts the caller to have verified the bytes.
-func (r *Repo) Adopt(ctx context.Context, n ObjectName, path string) error {
+func (r *Repo) Adopt(ctx context.Context, n object.Name, path string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -50,7 +51,7 @@ func (r *Repo) Adopt(ctx context.Context, n ObjectName, path string) error {
 // Staged is a verified object in a temporary file of a spool repository,
 // not yet in its objects/.
 type Staged struct {
-	Info Info
+	Info object.Info
 	repo *Repo
 	tmp  string
 }
@@ -62,12 +63,12 @@ type Staged struct {
 // from src unless it fails. A metadata object is written out first and
 // checked from the file in one step of opts.Work, so that its bytes are held
 // in memory only while the step runs. For spool repositories only.
-func (r *Repo) Stage(ctx context.Context, n ObjectName, src io.Reader, size int64, opts VerifyOptions) (*Staged, error) {
+func (r *Repo) Stage(ctx context.Context, n object.Name, src io.Reader, size int64, opts object.VerifyOptions) (*Staged, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if limit := MaxSize(n.Type); limit > 0 && size > limit {
-		return nil, &CorruptError{Name: n, Reason: fmt.Sprintf("%d bytes, more than %d", size, limit)}
+	if limit := object.MaxSize(n.Type); limit > 0 && size > limit {
+		return nil, &object.CorruptError{Name: n, Reason: fmt.Sprintf("%d bytes, more than %d", size, limit)}
 	}
 	// The temporary file lives beside its final name: the rename stays in
 	// one directory, and the inode is allocated where it will stay.
@@ -82,10 +83,10 @@ func (r *Repo) Stage(ctx context.Context, n ObjectName, src io.Reader, size int6
 		return nil, fmt.Errorf("stage %s: %w", n, err)
 	}
 	st := &Staged{repo: r, tmp: f.Name()}
-	var info Info
-	if n.Type == File {
+	var info object.Info
+	if n.Type == object.File {
 		w := &writeErr{w: f}
-		info, err = VerifyWith(n, io.TeeReader(io.LimitReader(src, size), w), opts)
+		info, err = object.VerifyWith(n, io.TeeReader(io.LimitReader(src, size), w), opts)
 		switch {
 		case w.err != nil:
 			err = fmt.Errorf("stage %s: %w", n, w.err)
@@ -101,7 +102,7 @@ func (r *Repo) Stage(ctx context.Context, n ObjectName, src io.Reader, size int6
 		case copied != size:
 			err = fmt.Errorf("stage %s: %w", n, io.ErrUnexpectedEOF)
 		default:
-			info, err = VerifyFile(n, st.tmp, opts)
+			info, err = object.VerifyFile(n, st.tmp, opts)
 		}
 	}
 	if err == nil {
@@ -181,7 +182,7 @@ func (r *Repo) MakeObjectDirs() error {
 
 // Remove deletes object n's loose file from r if present. For spool
 // repositories only.
-func (r *Repo) Remove(n ObjectName) error {
+func (r *Repo) Remove(n object.Name) error {
 	if err := os.Remove(r.ObjectPath(n)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove %s: %w", n, err)
 	}
@@ -197,7 +198,7 @@ func syncDir(dir string) error {
 }
 
 // ReadCommitIn reads a commit from the first of repos that has it.
-func ReadCommitIn(ctx context.Context, sum Checksum, repos ...*Repo) (*CommitInfo, error) {
+func ReadCommitIn(ctx context.Context, sum object.Checksum, repos ...*Repo) (*object.CommitInfo, error) {
 	return layers(repos).ReadCommit(ctx, sum)
 }
 
@@ -207,7 +208,7 @@ const maxAncestry = 100000
 // IsAncestor reports whether ancestor is descendant or is reachable from it
 // through parent links of commit objects held in repos. A missing commit
 // ends the search with false.
-func IsAncestor(ctx context.Context, ancestor, descendant Checksum, repos ...*Repo) (bool, error) {
+func IsAncestor(ctx context.Context, ancestor, descendant object.Checksum, repos ...*Repo) (bool, error) {
 	cur := descendant
 	for i := 0; i < maxAncestry; i++ {
 		if cur == ancestor {

@@ -8,14 +8,16 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
 var ctx = context.Background()
 
-func walkSet(t testing.TB, r *Repo, c Checksum) map[ObjectName]bool {
+func walkSet(t testing.TB, r *Repo, c object.Checksum) map[object.Name]bool {
 	t.Helper()
-	s := map[ObjectName]bool{}
-	err := r.Walk(ctx, c, func(n ObjectName) error {
+	s := map[object.Name]bool{}
+	err := r.Walk(ctx, c, func(n object.Name) error {
 		if s[n] {
 			t.Errorf("Walk emitted %s twice", n)
 		}
@@ -48,7 +50,7 @@ func TestRefsAndCommits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]Checksum{"main": fx.b, "other": fx.other}
+	want := map[string]object.Checksum{"main": fx.b, "other": fx.other}
 	if !reflect.DeepEqual(refs, want) {
 		t.Fatalf("ListRefs = %v, want %v", refs, want)
 	}
@@ -73,13 +75,13 @@ func TestRefsAndCommits(t *testing.T) {
 	if len(c.RefBindings) != 1 || c.RefBindings[0] != "main" {
 		t.Fatalf("ref bindings %v, want [main]", c.RefBindings)
 	}
-	if _, err := r.ReadCommit(ctx, Checksum{1}); !errors.Is(err, ErrNotFound) {
+	if _, err := r.ReadCommit(ctx, object.Checksum{1}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("ReadCommit(missing) = %v, want ErrNotFound", err)
 	}
-	if ok, err := r.HasObject(ctx, ObjectName{Sum: fx.a, Type: Commit}); !ok || err != nil {
+	if ok, err := r.HasObject(ctx, object.Name{Sum: fx.a, Type: object.Commit}); !ok || err != nil {
 		t.Fatalf("HasObject(A) = %v %v", ok, err)
 	}
-	if n, err := r.ObjectSize(ObjectName{Sum: fx.a, Type: Commit}); err != nil || n == 0 {
+	if n, err := r.ObjectSize(object.Name{Sum: fx.a, Type: object.Commit}); err != nil || n == 0 {
 		t.Fatalf("ObjectSize(A) = %v %v", n, err)
 	}
 }
@@ -89,11 +91,11 @@ func TestRefsAndCommits(t *testing.T) {
 func TestWalkMatchesOstreePull(t *testing.T) {
 	t.Parallel()
 	r := openArchive(t, fx.build)
-	for _, c := range []Checksum{fx.a, fx.b, fx.other} {
+	for _, c := range []object.Checksum{fx.a, fx.b, fx.other} {
 		dst := filepath.Join(t.TempDir(), "pulled")
 		mustOstree(t, "init", "--mode=archive", "--repo="+dst)
 		mustOstree(t, "pull-local", "--repo="+dst, fx.build, c.String())
-		want := map[ObjectName]bool{}
+		want := map[object.Name]bool{}
 		for n := range repoObjects(t, dst) {
 			want[n] = true
 		}
@@ -108,14 +110,14 @@ func TestDiffIsSetDifference(t *testing.T) {
 	t.Parallel()
 	r := openArchive(t, fx.build)
 	a, b := walkSet(t, r, fx.a), walkSet(t, r, fx.b)
-	want := map[ObjectName]bool{}
+	want := map[object.Name]bool{}
 	for n := range b {
 		if !a[n] {
 			want[n] = true
 		}
 	}
-	got := map[ObjectName]bool{}
-	if err := r.Diff(ctx, fx.b, fx.a, func(n ObjectName) error { got[n] = true; return nil }); err != nil {
+	got := map[object.Name]bool{}
+	if err := r.Diff(ctx, fx.b, fx.a, func(n object.Name) error { got[n] = true; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -127,7 +129,7 @@ func TestDiffIsSetDifference(t *testing.T) {
 	}
 	// Diff against itself is empty.
 	n := 0
-	r.Diff(ctx, fx.b, fx.b, func(ObjectName) error { n++; return nil })
+	r.Diff(ctx, fx.b, fx.b, func(object.Name) error { n++; return nil })
 	if n != 0 {
 		t.Fatalf("Diff(B, B) emitted %d objects", n)
 	}
@@ -157,11 +159,11 @@ func TestDiffExtrasAreOld(t *testing.T) {
 	}
 	r := openArchive(t, repo)
 	oldSet, newSet := walkSet(t, r, old), walkSet(t, r, newc)
-	err = r.Diff(ctx, newc, old, func(n ObjectName) error {
+	err = r.Diff(ctx, newc, old, func(n object.Name) error {
 		if !newSet[n] {
 			t.Errorf("Diff emitted %s, not reachable from the new commit", n)
 		}
-		if oldSet[n] && n.Type != File {
+		if oldSet[n] && n.Type != object.File {
 			t.Errorf("Diff emitted old %s", n)
 		}
 		return nil
@@ -171,8 +173,8 @@ func TestDiffExtrasAreOld(t *testing.T) {
 	}
 }
 
-func symDiff(a, b map[ObjectName]bool) []string {
-	d := map[ObjectName]bool{}
+func symDiff(a, b map[object.Name]bool) []string {
+	d := map[object.Name]bool{}
 	for n := range a {
 		if !b[n] {
 			d[n] = true
@@ -195,7 +197,7 @@ func TestWalkStopsOnCallbackError(t *testing.T) {
 	r := openArchive(t, fx.build)
 	stop := errors.New("stop")
 	n := 0
-	err := r.Walk(ctx, fx.a, func(ObjectName) error {
+	err := r.Walk(ctx, fx.a, func(object.Name) error {
 		n++
 		if n == 5 {
 			return stop
@@ -207,41 +209,14 @@ func TestWalkStopsOnCallbackError(t *testing.T) {
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := r.Walk(cctx, fx.a, func(ObjectName) error { return nil }); !errors.Is(err, context.Canceled) {
+	if err := r.Walk(cctx, fx.a, func(object.Name) error { return nil }); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Walk with cancelled context = %v", err)
-	}
-}
-
-func TestObjectNames(t *testing.T) {
-	t.Parallel()
-	good := "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-	for _, ext := range []string{"filez", "dirtree", "dirmeta", "commit", "commitmeta"} {
-		n, err := ParseObjectName(good + "." + ext)
-		if err != nil || n.String() != good+"."+ext {
-			t.Fatalf("ParseObjectName(%s) = %v, %v", ext, n, err)
-		}
-		if p, err := ParseObjectPath(n.RelPath()); err != nil || p != n {
-			t.Fatalf("ParseObjectPath(%s) = %v, %v", n.RelPath(), p, err)
-		}
-	}
-	for _, bad := range []string{
-		good, good + ".file", good + ".FILEZ", strings.ToUpper(good) + ".filez", good[:63] + ".filez",
-		good + "0.filez", "../" + good[3:] + ".filez", good[:62] + "/x.filez", good + ".filez.x", "",
-	} {
-		if _, err := ParseObjectName(bad); err == nil {
-			t.Errorf("ParseObjectName(%q) accepted", bad)
-		}
-	}
-	for _, bad := range []string{"objects/01/" + good + ".filez", "objects/0/" + good[1:] + ".filez", "/objects/01/" + good[2:] + ".filez", "objects/01/../" + good[2:] + ".filez"} {
-		if _, err := ParseObjectPath(bad); err == nil {
-			t.Errorf("ParseObjectPath(%q) accepted", bad)
-		}
 	}
 }
 
 func TestRefConflict(t *testing.T) {
 	t.Parallel()
-	existing := map[string]Checksum{"app/org.x/stable": {}, "main": {}}
+	existing := map[string]object.Checksum{"app/org.x/stable": {}, "main": {}}
 	for _, c := range []struct {
 		refs         []string
 		ref, other   string

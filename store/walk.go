@@ -5,13 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
 // source is where a traversal reads metadata: one repo, or several layered.
 type source interface {
-	ReadCommit(ctx context.Context, sum Checksum) (*CommitInfo, error)
-	ReadTree(ctx context.Context, sum Checksum) (*Tree, error)
-	HasObject(ctx context.Context, name ObjectName) (bool, error)
+	ReadCommit(ctx context.Context, sum object.Checksum) (*object.CommitInfo, error)
+	ReadTree(ctx context.Context, sum object.Checksum) (*object.Tree, error)
+	HasObject(ctx context.Context, name object.Name) (bool, error)
 }
 
 // layers reads from the first repo that has an object.
@@ -28,15 +30,15 @@ func firstOf[T any](ctx context.Context, l layers, read func(*Repo) (T, error)) 
 	return zero, ErrNotFound
 }
 
-func (l layers) ReadCommit(ctx context.Context, sum Checksum) (*CommitInfo, error) {
-	return firstOf(ctx, l, func(r *Repo) (*CommitInfo, error) { return r.ReadCommit(ctx, sum) })
+func (l layers) ReadCommit(ctx context.Context, sum object.Checksum) (*object.CommitInfo, error) {
+	return firstOf(ctx, l, func(r *Repo) (*object.CommitInfo, error) { return r.ReadCommit(ctx, sum) })
 }
 
-func (l layers) ReadTree(ctx context.Context, sum Checksum) (*Tree, error) {
-	return firstOf(ctx, l, func(r *Repo) (*Tree, error) { return r.ReadTree(ctx, sum) })
+func (l layers) ReadTree(ctx context.Context, sum object.Checksum) (*object.Tree, error) {
+	return firstOf(ctx, l, func(r *Repo) (*object.Tree, error) { return r.ReadTree(ctx, sum) })
 }
 
-func (l layers) HasObject(ctx context.Context, name ObjectName) (bool, error) {
+func (l layers) HasObject(ctx context.Context, name object.Name) (bool, error) {
 	for _, r := range l {
 		if ok, err := r.HasObject(ctx, name); ok || err != nil {
 			return ok, err
@@ -45,10 +47,10 @@ func (l layers) HasObject(ctx context.Context, name ObjectName) (bool, error) {
 	return false, nil
 }
 
-type objectSet map[ObjectName]struct{}
+type objectSet map[object.Name]struct{}
 
 // add inserts n and reports whether it was new.
-func (s objectSet) add(n ObjectName) bool {
+func (s objectSet) add(n object.Name) bool {
 	if _, ok := s[n]; ok {
 		return false
 	}
@@ -74,39 +76,39 @@ const maxPendingDirs = 1 << 20
 // not the trees above them.
 type traversal struct {
 	src       source
-	onMissing func(ObjectName) error
+	onMissing func(object.Name) error
 	noLimit   bool // old side of a diff: what production holds, however deep
 	// heights holds, for each dirtree walked to its end, how many levels
 	// of directories it holds below itself: a tree met again deeper down
 	// is checked against MaxTreeDepth without being walked again.
-	heights map[Checksum]int
+	heights map[object.Checksum]int
 }
 
-func (t *traversal) readTree(ctx context.Context, sum Checksum) (*Tree, error) {
+func (t *traversal) readTree(ctx context.Context, sum object.Checksum) (*object.Tree, error) {
 	tree, err := t.src.ReadTree(ctx, sum)
 	if err != nil && errors.Is(err, ErrNotFound) && t.onMissing != nil {
-		return nil, t.onMissing(ObjectName{Sum: sum, Type: DirTree})
+		return nil, t.onMissing(object.Name{Sum: sum, Type: object.DirTree})
 	}
 	return tree, err
 }
 
-func (t *traversal) readCommit(ctx context.Context, sum Checksum) (*CommitInfo, error) {
+func (t *traversal) readCommit(ctx context.Context, sum object.Checksum) (*object.CommitInfo, error) {
 	c, err := t.src.ReadCommit(ctx, sum)
 	if err != nil && errors.Is(err, ErrNotFound) && t.onMissing != nil {
-		return nil, t.onMissing(ObjectName{Sum: sum, Type: Commit})
+		return nil, t.onMissing(object.Name{Sum: sum, Type: object.Commit})
 	}
 	return c, err
 }
 
 // commitObjects emits a commit and its detached metadata if present.
-func (t *traversal) commitObjects(ctx context.Context, sum Checksum, seen objectSet, emit func(ObjectName) error) error {
-	if !seen.add(ObjectName{Sum: sum, Type: Commit}) {
+func (t *traversal) commitObjects(ctx context.Context, sum object.Checksum, seen objectSet, emit func(object.Name) error) error {
+	if !seen.add(object.Name{Sum: sum, Type: object.Commit}) {
 		return nil
 	}
-	if err := emit(ObjectName{Sum: sum, Type: Commit}); err != nil {
+	if err := emit(object.Name{Sum: sum, Type: object.Commit}); err != nil {
 		return err
 	}
-	cm := ObjectName{Sum: sum, Type: CommitMeta}
+	cm := object.Name{Sum: sum, Type: object.CommitMeta}
 	has, err := t.src.HasObject(ctx, cm)
 	if err != nil || !has || !seen.add(cm) {
 		return err
@@ -114,7 +116,7 @@ func (t *traversal) commitObjects(ctx context.Context, sum Checksum, seen object
 	return emit(cm)
 }
 
-func (t *traversal) walkCommit(ctx context.Context, sum Checksum, seen objectSet, emit func(ObjectName) error) error {
+func (t *traversal) walkCommit(ctx context.Context, sum object.Checksum, seen objectSet, emit func(object.Name) error) error {
 	c, err := t.readCommit(ctx, sum)
 	if c == nil {
 		return err
@@ -129,7 +131,7 @@ func (t *traversal) walkCommit(ctx context.Context, sum Checksum, seen objectSet
 // dirFrame is a directory on a walk's stack: waiting to be entered, or
 // (exit) entered, its subdirectories above it on the stack.
 type dirFrame struct {
-	tree, meta Checksum
+	tree, meta object.Checksum
 	depth      int  // levels below the root of the walk's commit
 	parent     int  // stack index of the parent's exit frame; -1 for the first
 	exit       bool // the directory's subdirectories are all above
@@ -137,10 +139,10 @@ type dirFrame struct {
 }
 
 func (t *traversal) tooDeep(depth int) error {
-	if t.noLimit || depth <= MaxTreeDepth {
+	if t.noLimit || depth <= object.MaxTreeDepth {
 		return nil
 	}
-	return fmt.Errorf("%w: directories nest more than %d levels deep", ErrTreeLimit, MaxTreeDepth)
+	return fmt.Errorf("%w: directories nest more than %d levels deep", ErrTreeLimit, object.MaxTreeDepth)
 }
 
 // walkDir emits a directory's dirmeta, dirtree and everything below it that
@@ -148,9 +150,9 @@ func (t *traversal) tooDeep(depth int) error {
 // directory's files before its subdirectories), and returns how many levels
 // of directories it holds below itself. depth is the directory's own depth
 // in its commit; no directory may be deeper than MaxTreeDepth.
-func (t *traversal) walkDir(ctx context.Context, tree, meta Checksum, depth int, seen objectSet, emit func(ObjectName) error) (int, error) {
+func (t *traversal) walkDir(ctx context.Context, tree, meta object.Checksum, depth int, seen objectSet, emit func(object.Name) error) (int, error) {
 	if t.heights == nil {
-		t.heights = map[Checksum]int{}
+		t.heights = map[object.Checksum]int{}
 	}
 	stack := []dirFrame{{tree: tree, meta: meta, depth: depth, parent: -1}}
 	top := -1 // the height of the first directory
@@ -175,7 +177,7 @@ func (t *traversal) walkDir(ctx context.Context, tree, meta Checksum, depth int,
 		if err := t.tooDeep(f.depth); err != nil {
 			return 0, err
 		}
-		if m := (ObjectName{Sum: f.meta, Type: DirMeta}); seen.add(m) {
+		if m := (object.Name{Sum: f.meta, Type: object.DirMeta}); seen.add(m) {
 			if err := emit(m); err != nil {
 				return 0, err
 			}
@@ -187,7 +189,7 @@ func (t *traversal) walkDir(ctx context.Context, tree, meta Checksum, depth int,
 			done(f.parent, h)
 			continue
 		}
-		dt := ObjectName{Sum: f.tree, Type: DirTree}
+		dt := object.Name{Sum: f.tree, Type: object.DirTree}
 		if seen.add(dt) {
 			if err := emit(dt); err != nil {
 				return 0, err
@@ -203,7 +205,7 @@ func (t *traversal) walkDir(ctx context.Context, tree, meta Checksum, depth int,
 			continue
 		}
 		for _, file := range tr.Files {
-			if n := (ObjectName{Sum: file.Sum, Type: File}); seen.add(n) {
+			if n := (object.Name{Sum: file.Sum, Type: object.File}); seen.add(n) {
 				if err := emit(n); err != nil {
 					return 0, err
 				}
@@ -211,13 +213,13 @@ func (t *traversal) walkDir(ctx context.Context, tree, meta Checksum, depth int,
 		}
 		stack = append(stack, dirFrame{tree: f.tree, depth: f.depth, parent: f.parent, exit: true})
 		exit := len(stack) - 1
-		pushed := make(map[Checksum]bool, len(tr.Dirs))
+		pushed := make(map[object.Checksum]bool, len(tr.Dirs))
 		for i := len(tr.Dirs) - 1; i >= 0; i-- {
 			d := tr.Dirs[i]
 			if pushed[d.Tree] {
 				// A twin of a subdirectory pushed already: the same levels
 				// below, at the same depth; only its dirmeta is its own.
-				if m := (ObjectName{Sum: d.Meta, Type: DirMeta}); seen.add(m) {
+				if m := (object.Name{Sum: d.Meta, Type: object.DirMeta}); seen.add(m) {
 					if err := emit(m); err != nil {
 						return 0, err
 					}
@@ -243,7 +245,7 @@ func (t *traversal) walkDir(ctx context.Context, tree, meta Checksum, depth int,
 // inside an unchanged subtree is still emitted (present on both sides,
 // harmless to offer). The new side is held to MaxTreeDepth where it is
 // walked; the old side, already published, is not.
-func (t *traversal) diff(ctx context.Context, newc, oldc Checksum, emit func(ObjectName) error) error {
+func (t *traversal) diff(ctx context.Context, newc, oldc object.Checksum, emit func(object.Name) error) error {
 	nc, err := t.readCommit(ctx, newc)
 	if nc == nil {
 		return err
@@ -253,9 +255,9 @@ func (t *traversal) diff(ctx context.Context, newc, oldc Checksum, emit func(Obj
 		return fmt.Errorf("diff base: %w", err)
 	}
 	newSide, oldSide := objectSet{}, objectSet{}
-	var order []ObjectName
-	collect := func(n ObjectName) error { order = append(order, n); return nil }
-	oldSide.add(ObjectName{Sum: oldc, Type: Commit})
+	var order []object.Name
+	collect := func(n object.Name) error { order = append(order, n); return nil }
+	oldSide.add(object.Name{Sum: oldc, Type: object.Commit})
 	if err := t.commitObjects(ctx, newc, newSide, collect); err != nil {
 		return err
 	}
@@ -276,16 +278,16 @@ func (t *traversal) diff(ctx context.Context, newc, oldc Checksum, emit func(Obj
 type differ struct {
 	t, old           *traversal
 	newSide, oldSide objectSet
-	collect          func(ObjectName) error
+	collect          func(object.Name) error
 }
 
 // pair is a directory present at the same path on both sides of a diff.
 type pair struct {
-	nt, nm, ot, om Checksum
+	nt, nm, ot, om object.Checksum
 	depth          int
 }
 
-func ignore(ObjectName) error { return nil }
+func ignore(object.Name) error { return nil }
 
 // run compares pairs of directories, from a stack of its own.
 func (d *differ) run(ctx context.Context, first pair) error {
@@ -321,20 +323,20 @@ func (d *differ) pair(ctx context.Context, p pair) ([]pair, error) {
 		return nil, err
 	}
 	if p.nm != p.om {
-		if n := (ObjectName{Sum: p.nm, Type: DirMeta}); d.newSide.add(n) {
+		if n := (object.Name{Sum: p.nm, Type: object.DirMeta}); d.newSide.add(n) {
 			d.collect(n)
 		}
-		d.oldSide.add(ObjectName{Sum: p.om, Type: DirMeta})
+		d.oldSide.add(object.Name{Sum: p.om, Type: object.DirMeta})
 	}
 	if p.nt == p.ot {
 		return nil, nil
 	}
-	ntn := ObjectName{Sum: p.nt, Type: DirTree}
+	ntn := object.Name{Sum: p.nt, Type: object.DirTree}
 	if !d.newSide.add(ntn) {
 		return nil, nil // this new tree was already compared elsewhere
 	}
 	d.collect(ntn)
-	d.oldSide.add(ObjectName{Sum: p.ot, Type: DirTree})
+	d.oldSide.add(object.Name{Sum: p.ot, Type: object.DirTree})
 	ntree, err := d.t.readTree(ctx, p.nt)
 	if ntree == nil {
 		return nil, err
@@ -347,19 +349,19 @@ func (d *differ) pair(ctx context.Context, p pair) ([]pair, error) {
 	for i, j := 0, 0; i < len(nf) || j < len(of); {
 		switch {
 		case j == len(of) || i < len(nf) && nf[i].Name < of[j].Name:
-			if n := (ObjectName{Sum: nf[i].Sum, Type: File}); d.newSide.add(n) {
+			if n := (object.Name{Sum: nf[i].Sum, Type: object.File}); d.newSide.add(n) {
 				d.collect(n)
 			}
 			i++
 		case i == len(nf) || nf[i].Name > of[j].Name:
-			d.oldSide.add(ObjectName{Sum: of[j].Sum, Type: File})
+			d.oldSide.add(object.Name{Sum: of[j].Sum, Type: object.File})
 			j++
 		default:
 			if nf[i].Sum != of[j].Sum {
-				if n := (ObjectName{Sum: nf[i].Sum, Type: File}); d.newSide.add(n) {
+				if n := (object.Name{Sum: nf[i].Sum, Type: object.File}); d.newSide.add(n) {
 					d.collect(n)
 				}
-				d.oldSide.add(ObjectName{Sum: of[j].Sum, Type: File})
+				d.oldSide.add(object.Name{Sum: of[j].Sum, Type: object.File})
 			}
 			i++
 			j++
@@ -392,7 +394,7 @@ func (d *differ) pair(ctx context.Context, p pair) ([]pair, error) {
 
 // Walk calls fn once for every object reachable from commit: the commit, its
 // detached metadata if present, then dirmetas, dirtrees and files top-down.
-func (r *Repo) Walk(ctx context.Context, commit Checksum, fn func(ObjectName) error) error {
+func (r *Repo) Walk(ctx context.Context, commit object.Checksum, fn func(object.Name) error) error {
 	t := traversal{src: r}
 	return t.walkCommit(ctx, commit, objectSet{}, fn)
 }
@@ -400,15 +402,15 @@ func (r *Repo) Walk(ctx context.Context, commit Checksum, fn func(ObjectName) er
 // Diff calls fn for the objects reachable from newc and not from oldc, as
 // found by a side-by-side walk that skips equal subtrees (see traversal.diff).
 // oldc must be complete in r.
-func (r *Repo) Diff(ctx context.Context, newc, oldc Checksum, fn func(ObjectName) error) error {
+func (r *Repo) Diff(ctx context.Context, newc, oldc object.Checksum, fn func(object.Name) error) error {
 	t := traversal{src: r}
 	return t.diff(ctx, newc, oldc, fn)
 }
 
 // MissingError lists objects a commit needs that are absent.
 type MissingError struct {
-	Commit  Checksum
-	Missing []ObjectName // the first few
+	Commit  object.Checksum
+	Missing []object.Name // the first few
 	Count   int
 }
 
@@ -421,9 +423,9 @@ func (e *MissingError) Error() string {
 // missing checks the closure of commit in src: every reachable object, or
 // with base set every object of its diff against base (which must be
 // complete in src), must be present. It returns a *MissingError otherwise.
-func missing(ctx context.Context, src source, commit Checksum, base *Checksum, each func(ObjectName) error) error {
+func missing(ctx context.Context, src source, commit object.Checksum, base *object.Checksum, each func(object.Name) error) error {
 	me := &MissingError{Commit: commit}
-	note := func(n ObjectName) error {
+	note := func(n object.Name) error {
 		if len(me.Missing) < maxListedMissing {
 			me.Missing = append(me.Missing, n)
 		}
@@ -431,8 +433,8 @@ func missing(ctx context.Context, src source, commit Checksum, base *Checksum, e
 		return nil
 	}
 	t := traversal{src: src, onMissing: note}
-	check := func(n ObjectName) error {
-		if n.Type == DirTree || n.Type == Commit {
+	check := func(n object.Name) error {
+		if n.Type == object.DirTree || n.Type == object.Commit {
 			// Present iff readable: a missing one reaches note via onMissing.
 		} else if has, err := src.HasObject(ctx, n); err != nil {
 			return err
@@ -462,6 +464,6 @@ func missing(ctx context.Context, src source, commit Checksum, base *Checksum, e
 // Missing returns a *MissingError if any object reachable from commit is
 // absent from every one of repos, nil if the commit is complete. With base
 // set (a commit complete in repos), only its diff against base is checked.
-func Missing(ctx context.Context, commit Checksum, base *Checksum, repos ...*Repo) error {
+func Missing(ctx context.Context, commit object.Checksum, base *object.Checksum, repos ...*Repo) error {
 	return missing(ctx, layers(repos), commit, base, nil)
 }

@@ -24,7 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
-	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 	"github.com/ostree-upload/ostree-upload/uploader"
 )
@@ -142,7 +142,7 @@ func verifyAllObjects(t *testing.T, repo string) int {
 			return err
 		}
 		rel, _ := filepath.Rel(repo, p)
-		name, err := store.ParseObjectPath(filepath.ToSlash(rel))
+		name, err := object.ParsePath(filepath.ToSlash(rel))
 		if err != nil {
 			return fmt.Errorf("stray file %s in objects/", rel)
 		}
@@ -151,7 +151,7 @@ func verifyAllObjects(t *testing.T, repo string) int {
 			return err
 		}
 		defer f.Close()
-		if _, err := store.Verify(name, f); err != nil {
+		if _, err := object.Verify(name, f); err != nil {
 			return err
 		}
 		n++
@@ -315,7 +315,7 @@ func runFault(t *testing.T, kind string, frac float64, point string, clean, budg
 	n := verifyAllObjects(t, e.Repo)
 	summary, _ := os.ReadFile(filepath.Join(e.Repo, "summary"))
 	sig, _ := os.ReadFile(filepath.Join(e.Repo, "summary.sig"))
-	if err := store.VerifyEd25519(sig, summary, []ed25519.PublicKey{faultSigner.Public().(ed25519.PublicKey)}); err != nil {
+	if err := object.VerifyEd25519(sig, summary, []ed25519.PublicKey{faultSigner.Public().(ed25519.PublicKey)}); err != nil {
 		t.Errorf("summary after the fault: %v", err)
 	}
 	if sent := c.up.Load(); kind != "racing-push" && sent > budget {

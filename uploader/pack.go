@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/ostree-upload/ostree-upload/api"
-	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
 // By default objects up to packEntryMax bytes travel in packs of about
@@ -39,14 +39,14 @@ func packSize(sizes []int64) int64 {
 
 // work is one unit for an upload stream: a large object or a pack.
 type work struct {
-	obj   store.ObjectName // when pack is nil
-	pack  []store.ObjectName
+	obj   object.Name // when pack is nil
+	pack  []object.Name
 	bytes int64
 }
 
 // packWork groups small objects (of the given sizes) into packs of about
 // target bytes each.
-func packWork(objs []store.ObjectName, sizes []int64, target int64) []work {
+func packWork(objs []object.Name, sizes []int64, target int64) []work {
 	var out []work
 	var cur work
 	for i, n := range objs {
@@ -66,7 +66,7 @@ func packWork(objs []store.ObjectName, sizes []int64, target int64) []work {
 
 // writePack writes objs of the local repository, of the given sizes, to w
 // as a ustar archive named as in an archive repository.
-func (p *pusher) writePack(w io.Writer, objs []store.ObjectName, sizes []int64) error {
+func (p *pusher) writePack(w io.Writer, objs []object.Name, sizes []int64) error {
 	tw := tar.NewWriter(w)
 	for i, n := range objs {
 		if err := p.writeEntry(tw, n, sizes[i]); err != nil {
@@ -78,7 +78,7 @@ func (p *pusher) writePack(w io.Writer, objs []store.ObjectName, sizes []int64) 
 
 var packTime = time.Unix(0, 0)
 
-func (p *pusher) writeEntry(tw *tar.Writer, n store.ObjectName, size int64) error {
+func (p *pusher) writeEntry(tw *tar.Writer, n object.Name, size int64) error {
 	f, err := os.Open(p.repo.ObjectPath(n))
 	if err != nil {
 		return &PermanentError{Err: fmt.Errorf("local object %s: %w", n, err)}
@@ -100,7 +100,7 @@ func (p *pusher) writeEntry(tw *tar.Writer, n store.ObjectName, size int64) erro
 // sendPack sends objs in packs until the daemon holds every one of them.
 // After a failure it asks the daemon which objects it still needs and sends
 // only those.
-func (p *pusher) sendPack(ctx context.Context, objs []store.ObjectName) error {
+func (p *pusher) sendPack(ctx context.Context, objs []object.Name) error {
 	pending := objs
 	first := true
 	err := p.c.retryProgress(ctx, p.opts.RetryTimeout, func(progress func()) error {
@@ -156,7 +156,7 @@ func (p *pusher) countSent(n int) {
 }
 
 // postPack streams one pack of objs to the daemon.
-func (p *pusher) postPack(ctx context.Context, objs []store.ObjectName) (api.PackResult, error) {
+func (p *pusher) postPack(ctx context.Context, objs []object.Name) (api.PackResult, error) {
 	sizes := make([]int64, len(objs))
 	for i, n := range objs {
 		s, err := p.size(n)

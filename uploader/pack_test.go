@@ -5,7 +5,7 @@ import (
 	"bytes"
 	"testing"
 
-	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
 func TestPackSizeMatchesTar(t *testing.T) {
@@ -13,7 +13,7 @@ func TestPackSizeMatchesTar(t *testing.T) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for i, s := range sizes {
-		n := store.ObjectName{Sum: store.Checksum{byte(i)}, Type: store.CommitMeta} // the longest name
+		n := object.Name{Sum: object.Checksum{byte(i)}, Type: object.CommitMeta} // the longest name
 		if err := tw.WriteHeader(&tar.Header{Name: n.RelPath(), Size: s, Mode: 0o644, ModTime: packTime, Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}); err != nil {
 			t.Fatal(err)
 		}
@@ -26,10 +26,10 @@ func TestPackSizeMatchesTar(t *testing.T) {
 }
 
 func TestPackWork(t *testing.T) {
-	var objs []store.ObjectName
-	size := map[store.ObjectName]int64{}
+	var objs []object.Name
+	size := map[object.Name]int64{}
 	for i := range 10000 {
-		n := store.ObjectName{Sum: store.Checksum{byte(i), byte(i >> 8)}, Type: store.File}
+		n := object.Name{Sum: object.Checksum{byte(i), byte(i >> 8)}, Type: object.File}
 		objs = append(objs, n)
 		size[n] = int64(i%7) * 1000
 	}
@@ -49,9 +49,9 @@ func TestPackWork(t *testing.T) {
 		t.Fatalf("packs hold %d of %d objects", seen, len(objs))
 	}
 	// One object over the target still travels, alone.
-	big := store.ObjectName{Type: store.File}
+	big := object.Name{Type: object.File}
 	size[big] = 2 << 20
-	if ws := packWork([]store.ObjectName{objs[1], big, objs[2]}, []int64{size[objs[1]], size[big], size[objs[2]]}, 1<<20); len(ws) != 3 {
+	if ws := packWork([]object.Name{objs[1], big, objs[2]}, []int64{size[objs[1]], size[big], size[objs[2]]}, 1<<20); len(ws) != 3 {
 		t.Fatalf("%d packs, want 3", len(ws))
 	}
 }

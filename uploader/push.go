@@ -20,6 +20,7 @@ import (
 
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
 // Options configure a push.
@@ -369,7 +370,7 @@ func (p *pusher) refUpdates(ctx context.Context, info api.Info) ([]api.RefUpdate
 	return updates, nil
 }
 
-func refList(m map[string]store.Checksum) string {
+func refList(m map[string]object.Checksum) string {
 	var names []string
 	for r := range m {
 		names = append(names, r)
@@ -385,10 +386,10 @@ func refList(m map[string]store.Checksum) string {
 // daemon's commit when this repository holds it completely, else every
 // object of the new commit; plus the commits between new and old, which let
 // the daemon see the fast-forward.
-func (p *pusher) plan(ctx context.Context, updates []api.RefUpdate, server map[string]string) ([]store.ObjectName, error) {
-	seen := map[store.ObjectName]bool{}
-	var names []store.ObjectName
-	add := func(n store.ObjectName) error {
+func (p *pusher) plan(ctx context.Context, updates []api.RefUpdate, server map[string]string) ([]object.Name, error) {
+	seen := map[object.Name]bool{}
+	var names []object.Name
+	add := func(n object.Name) error {
 		if !seen[n] {
 			seen[n] = true
 			names = append(names, n)
@@ -396,7 +397,7 @@ func (p *pusher) plan(ctx context.Context, updates []api.RefUpdate, server map[s
 		return nil
 	}
 	for _, u := range updates {
-		newc, _ := store.ParseChecksum(u.New)
+		newc, _ := object.ParseChecksum(u.New)
 		var err error
 		base, haveBase := p.localBase(ctx, u.Old)
 		if haveBase {
@@ -416,17 +417,17 @@ func (p *pusher) plan(ctx context.Context, updates []api.RefUpdate, server map[s
 				break
 			}
 			cur = *c.Parent
-			add(store.ObjectName{Sum: cur, Type: store.Commit})
+			add(object.Name{Sum: cur, Type: object.Commit})
 		}
 	}
 	return names, nil
 }
 
-func (p *pusher) localBase(ctx context.Context, old string) (store.Checksum, bool) {
+func (p *pusher) localBase(ctx context.Context, old string) (object.Checksum, bool) {
 	if old == "" {
-		return store.Checksum{}, false
+		return object.Checksum{}, false
 	}
-	c, err := store.ParseChecksum(old)
+	c, err := object.ParseChecksum(old)
 	if err != nil {
 		return c, false
 	}
@@ -435,8 +436,8 @@ func (p *pusher) localBase(ctx context.Context, old string) (store.Checksum, boo
 }
 
 // negotiate asks the daemon which objects it still needs, in batches.
-func (p *pusher) negotiate(ctx context.Context, names []store.ObjectName) ([]store.ObjectName, error) {
-	var needed []store.ObjectName
+func (p *pusher) negotiate(ctx context.Context, names []object.Name) ([]object.Name, error) {
+	var needed []object.Name
 	for i := 0; i < len(names); i += api.MaxNamesPerRequest {
 		batch := names[i:min(i+api.MaxNamesPerRequest, len(names))]
 		req := api.ObjectsRequest{Objects: make([]string, len(batch))}
@@ -450,7 +451,7 @@ func (p *pusher) negotiate(ctx context.Context, names []store.ObjectName) ([]sto
 			return nil, err
 		}
 		for _, s := range res.Needed {
-			n, err := store.ParseObjectName(s)
+			n, err := object.ParseName(s)
 			if err != nil {
 				return nil, fmt.Errorf("daemon answered a bad object name: %w", err)
 			}
@@ -462,7 +463,7 @@ func (p *pusher) negotiate(ctx context.Context, names []store.ObjectName) ([]sto
 
 // size is the size of a local object. It is not cached: a million sizes
 // would cost more memory than the stat calls cost time.
-func (p *pusher) size(n store.ObjectName) (int64, error) {
+func (p *pusher) size(n object.Name) (int64, error) {
 	s, err := p.repo.ObjectSize(n)
 	if err != nil {
 		return 0, &PermanentError{Err: fmt.Errorf("local object %s: %w (run ostree fsck on %s)", n, err, p.opts.Repo)}
@@ -475,14 +476,14 @@ func (p *pusher) size(n store.ObjectName) (int64, error) {
 // partial ones), the rest in packs, the largest work first so that the
 // small packs fill the streams at the end. uploads are the session's
 // unfinished uploads, as the daemon last reported them.
-func (p *pusher) uploadAll(ctx context.Context, needed []store.ObjectName, uploads []api.Upload) error {
+func (p *pusher) uploadAll(ctx context.Context, needed []object.Name, uploads []api.Upload) error {
 	live := map[string]string{}
 	for _, u := range uploads {
 		live[u.Object] = u.URL
 	}
 	var total int64
 	var items []work
-	var small []store.ObjectName
+	var small []object.Name
 	var smallSizes []int64
 	for _, n := range needed {
 		s, err := p.size(n)
@@ -544,7 +545,7 @@ const smallObject = 1 << 20
 
 // upload sends one object, resuming from the daemon's offset after any
 // failure, until it is verified or fails permanently.
-func (p *pusher) upload(ctx context.Context, n store.ObjectName, url string) error {
+func (p *pusher) upload(ctx context.Context, n object.Name, url string) error {
 	size, err := p.size(n)
 	if err != nil {
 		return err

@@ -23,7 +23,7 @@ import (
 
 	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon"
-	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
 var receiveCmd = &command{
@@ -113,7 +113,7 @@ func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile
 	}
 	var signKeys []ed25519.PrivateKey
 	for _, f := range cfg.SignKeyfiles {
-		keys, err := store.LoadEd25519Keys(f)
+		keys, err := object.LoadEd25519Keys(f)
 		if err != nil {
 			return fmt.Errorf("sign_keyfiles: %w", err)
 		}
@@ -122,7 +122,7 @@ func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile
 	var trusted []ed25519.PublicKey
 	if cfg.SignTrustedKeyfile != "" {
 		var err error
-		if trusted, err = store.LoadEd25519PublicKeys(cfg.SignTrustedKeyfile); err != nil {
+		if trusted, err = object.LoadEd25519PublicKeys(cfg.SignTrustedKeyfile); err != nil {
 			return fmt.Errorf("sign_trustedkeyfile: %w", err)
 		}
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon"
 	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
 
@@ -308,7 +309,7 @@ func BuildBinary(dir string) (string, error) {
 
 // Objects lists the objects of commit in the archive repository repo: all
 // reachable ones, or with base set the pruned diff against base.
-func Objects(t testing.TB, repo, commit, base string) []store.ObjectName {
+func Objects(t testing.TB, repo, commit, base string) []object.Name {
 	t.Helper()
 	ctx := context.Background()
 	r, err := store.OpenArchive(ctx, repo)
@@ -316,16 +317,16 @@ func Objects(t testing.TB, repo, commit, base string) []store.ObjectName {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	c, err := store.ParseChecksum(commit)
+	c, err := object.ParseChecksum(commit)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []store.ObjectName
-	add := func(n store.ObjectName) error { out = append(out, n); return nil }
+	var out []object.Name
+	add := func(n object.Name) error { out = append(out, n); return nil }
 	if base == "" {
 		err = r.Walk(ctx, c, add)
 	} else {
-		b, _ := store.ParseChecksum(base)
+		b, _ := object.ParseChecksum(base)
 		err = r.Diff(ctx, c, b, add)
 	}
 	if err != nil {

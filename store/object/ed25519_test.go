@@ -1,4 +1,4 @@
-package store
+package object
 
 import (
 	"bytes"
@@ -241,7 +241,7 @@ func TestSignaturesOfRefuses(t *testing.T) {
 		if _, err := SignaturesOf(meta); err == nil {
 			t.Errorf("%s: accepted", what)
 		}
-		if _, err := Verify(ObjectName{Type: CommitMeta}, bytes.NewReader(meta)); !IsCorrupt(err) {
+		if _, err := Verify(Name{Type: CommitMeta}, bytes.NewReader(meta)); !IsCorrupt(err) {
 			t.Errorf("%s: Verify says %v", what, err)
 		}
 	}

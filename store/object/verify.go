@@ -1,4 +1,4 @@
-package store
+package object
 
 import (
 	"bufio"
@@ -21,7 +21,7 @@ const maxSymlinkTarget = 4096
 
 // CorruptError reports bytes that are not a valid object of the given name.
 type CorruptError struct {
-	Name   ObjectName
+	Name   Name
 	Reason string
 }
 
@@ -38,7 +38,7 @@ func IsCorrupt(err error) bool {
 
 // Info describes a verified object.
 type Info struct {
-	Name ObjectName
+	Name Name
 	Size int64 // bytes of the object as stored in an archive repo
 	// For File objects: the uncompressed content length and the st_mode.
 	ContentSize uint64
@@ -72,12 +72,12 @@ func (o *VerifyOptions) work(n int64) error {
 // Verify reads the archive-repo form of an object from r and checks it
 // strictly against name. It returns a *CorruptError for invalid bytes and
 // any other error for a failure of r.
-func Verify(name ObjectName, r io.Reader) (Info, error) {
+func Verify(name Name, r io.Reader) (Info, error) {
 	return VerifyWith(name, r, VerifyOptions{})
 }
 
 // VerifyWith is Verify with limits and pacing.
-func VerifyWith(name ObjectName, r io.Reader, opts VerifyOptions) (Info, error) {
+func VerifyWith(name Name, r io.Reader, opts VerifyOptions) (Info, error) {
 	src := &countingReader{r: r}
 	info, err := verify(name, src, &opts)
 	if src.err != nil {
@@ -96,7 +96,7 @@ func VerifyWith(name ObjectName, r io.Reader, opts VerifyOptions) (Info, error) 
 
 // VerifyFile verifies the object stored in the file at path. A metadata
 // object is read whole only once opts.Work allows the step.
-func VerifyFile(name ObjectName, path string, opts VerifyOptions) (Info, error) {
+func VerifyFile(name Name, path string, opts VerifyOptions) (Info, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return Info{}, err
@@ -140,7 +140,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func verify(name ObjectName, r io.Reader, opts *VerifyOptions) (Info, error) {
+func verify(name Name, r io.Reader, opts *VerifyOptions) (Info, error) {
 	if name.Type == File {
 		return verifyFilez(name.Sum, r, opts)
 	}
@@ -159,7 +159,7 @@ func verify(name ObjectName, r io.Reader, opts *VerifyOptions) (Info, error) {
 }
 
 // verifyMeta checks the bytes of a metadata object against its name.
-func verifyMeta(name ObjectName, b []byte) error {
+func verifyMeta(name Name, b []byte) error {
 	if name.Type == CommitMeta {
 		return validateCommitMeta(b)
 	}
@@ -313,7 +313,7 @@ type Verifier struct {
 }
 
 // NewVerifier starts verifying an object named name. The caller must Close it.
-func NewVerifier(name ObjectName) *Verifier {
+func NewVerifier(name Name) *Verifier {
 	pr, pw := io.Pipe()
 	v := &Verifier{pw: pw, done: make(chan struct{})}
 	go func() {

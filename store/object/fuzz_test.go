@@ -1,4 +1,4 @@
-package store
+package object
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 // bytes are split into writes.
 func FuzzVerify(f *testing.F) {
 	objs := allObjects(f)
-	var names []ObjectName
+	var names []Name
 	for n, b := range objs {
 		if len(b) < 4096 && len(names) < 64 {
 			names = append(names, n)
@@ -48,7 +48,7 @@ func FuzzParseObjectName(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		n, err := ParseObjectName(s)
+		n, err := ParseName(s)
 		if err != nil {
 			return
 		}
@@ -59,7 +59,7 @@ func FuzzParseObjectName(f *testing.F) {
 		if !strings.HasPrefix(p, "objects/") || strings.Contains(p, "..") || strings.Count(p, "/") != 2 {
 			t.Fatalf("%q gives the path %q", s, p)
 		}
-		if back, err := ParseObjectPath(p); err != nil || back != n {
+		if back, err := ParsePath(p); err != nil || back != n {
 			t.Fatalf("path %q parses as %v, %v", p, back, err)
 		}
 	})

@@ -1,4 +1,4 @@
-package store
+package object
 
 import (
 	"bytes"
@@ -7,28 +7,12 @@ import (
 	"encoding/binary"
 	"io"
 	"math/bits"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/ostree-upload/ostree-upload/store/internal/gvariant"
 )
-
-// allObjects returns every object file of the fixture build repo.
-func allObjects(t testing.TB) map[ObjectName][]byte {
-	t.Helper()
-	r := openArchive(t, fx.build)
-	out := map[ObjectName][]byte{}
-	for n := range repoObjects(t, fx.build) {
-		b, err := os.ReadFile(r.ObjectPath(n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[n] = b
-	}
-	return out
-}
 
 func TestVerifyAcceptsEveryRealObject(t *testing.T) {
 	t.Parallel()
@@ -75,7 +59,7 @@ func TestVerifierIncremental(t *testing.T) {
 		}
 	}
 	// Garbage is refused while it is written, before Close.
-	n := ObjectName{Type: File}
+	n := Name{Type: File}
 	v := NewVerifier(n)
 	_, err := v.Write(append([]byte{0, 0x20, 0, 0, 0, 0, 0, 0}, make([]byte, 64<<10)...))
 	if err == nil || !IsCorrupt(err) {
@@ -136,7 +120,7 @@ func parseHeader(t testing.TB, b []byte) (fileHeader, []byte) {
 
 // buildFilez serialises a header and payload and returns the bytes with the
 // name libostree would give them, so a test isolates one check at a time.
-func buildFilez(t testing.TB, h fileHeader, payload []byte) (ObjectName, []byte) {
+func buildFilez(t testing.TB, h fileHeader, payload []byte) (Name, []byte) {
 	t.Helper()
 	be32 := bits.ReverseBytes32
 	hdr, err := gvariant.Encode(typeFileHeader, []any{bits.ReverseBytes64(h.size), be32(h.uid), be32(h.gid), be32(h.mode), be32(h.rdev), h.target, h.xattrs})
@@ -152,7 +136,7 @@ func buildFilez(t testing.TB, h fileHeader, payload []byte) (ObjectName, []byte)
 		r := flate.NewReader(bytes.NewReader(payload))
 		io.Copy(sum, r)
 	}
-	var n ObjectName
+	var n Name
 	n.Type = File
 	sum.Sum(n.Sum[:0])
 	out := binary.BigEndian.AppendUint32(nil, uint32(len(hdr)))
@@ -168,19 +152,19 @@ func deflate(b []byte) []byte {
 	return buf.Bytes()
 }
 
-func metaName(t ObjectType, b []byte) ObjectName { return ObjectName{Sum: sha256.Sum256(b), Type: t} }
+func metaName(t Type, b []byte) Name { return Name{Sum: sha256.Sum256(b), Type: t} }
 
 func TestVerifyRejectsTraps(t *testing.T) {
 	t.Parallel()
 	objs := allObjects(t)
-	var reg, link ObjectName
+	var reg, link Name
 	var regBytes, linkBytes, treeBytes, commitBytes []byte
-	var tree ObjectName
+	var tree Name
 	for n, b := range objs {
 		switch {
-		case n.Type == File && len(b) > 1000 && reg == (ObjectName{}):
+		case n.Type == File && len(b) > 1000 && reg == (Name{}):
 			reg, regBytes = n, b
-		case n.Type == File && len(b) < 200 && link == (ObjectName{}) && strings.Contains(string(b[32:]), "f0"):
+		case n.Type == File && len(b) < 200 && link == (Name{}) && strings.Contains(string(b[32:]), "f0"):
 			if h, _ := parseHeader(t, b); h.mode&modeTypeMask == modeLink {
 				link, linkBytes = n, b
 			}
@@ -190,7 +174,7 @@ func TestVerifyRejectsTraps(t *testing.T) {
 			commitBytes = b
 		}
 	}
-	if reg == (ObjectName{}) || link == (ObjectName{}) || tree == (ObjectName{}) || commitBytes == nil {
+	if reg == (Name{}) || link == (Name{}) || tree == (Name{}) || commitBytes == nil {
 		t.Fatal("fixture lacks a regular file, a symlink, a dirtree or a commit")
 	}
 	h, payload := parseHeader(t, regBytes)
@@ -202,7 +186,7 @@ func TestVerifyRejectsTraps(t *testing.T) {
 	}
 
 	type trap struct {
-		name ObjectName
+		name Name
 		b    []byte
 		want string // part of the reason
 	}
@@ -269,8 +253,8 @@ func TestVerifyRejectsTraps(t *testing.T) {
 			n, b := buildFilez(t, x, nil)
 			return trap{n, b, "symlink with size"}
 		}(),
-		"wrong name":           {ObjectName{Sum: sha256.Sum256([]byte("x")), Type: File}, regBytes, "hashes to"},
-		"metadata as a file":   {ObjectName{Sum: tree.Sum, Type: File}, treeBytes, ""},
+		"wrong name":           {Name{Sum: sha256.Sum256([]byte("x")), Type: File}, regBytes, "hashes to"},
+		"metadata as a file":   {Name{Sum: tree.Sum, Type: File}, treeBytes, ""},
 		"non-normal header":    {reg, nonNormalHeader(regBytes), "header"},
 		"dirtree flipped byte": {tree, flip(treeBytes, 10), "hashes to"},
 		"dirtree truncated":    {tree, treeBytes[:len(treeBytes)-1], "hashes to"},
@@ -303,8 +287,8 @@ func TestVerifyRejectsTraps(t *testing.T) {
 			b := []byte("this is not a commit")
 			return trap{metaName(Commit, b), b, "commit"}
 		}(),
-		"commitmeta garbage": {ObjectName{Sum: reg.Sum, Type: CommitMeta}, []byte("\x01\x02garbage"), "commitmeta"},
-		"commitmeta oversized": {ObjectName{Sum: reg.Sum, Type: CommitMeta},
+		"commitmeta garbage": {Name{Sum: reg.Sum, Type: CommitMeta}, []byte("\x01\x02garbage"), "commitmeta"},
+		"commitmeta oversized": {Name{Sum: reg.Sum, Type: CommitMeta},
 			make([]byte, MaxCommitMetaSize+1), "larger than"},
 	}
 	for what, tr := range traps {

@@ -1,4 +1,4 @@
-package store
+package object
 
 import (
 	"encoding/binary"
@@ -56,6 +56,18 @@ func validateCommitMeta(b []byte) error {
 		if _, err := sigList(key, e.Field(1).Variant()); err != nil {
 			return fmt.Errorf("commitmeta: %w", err)
 		}
+	}
+	return nil
+}
+
+// CheckCommitMeta checks detached metadata as a repository may hold it: an
+// "a{sv}" of at most MaxCommitMetaSize bytes (normal form not required).
+func CheckCommitMeta(b []byte) error {
+	if int64(len(b)) > MaxCommitMetaSize {
+		return fmt.Errorf("commitmeta: %d bytes, more than %d", len(b), MaxCommitMetaSize)
+	}
+	if err := gvariant.ValidateLoose(typeCommitMeta, b); err != nil {
+		return fmt.Errorf("commitmeta: %w", err)
 	}
 	return nil
 }

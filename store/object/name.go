@@ -1,4 +1,4 @@
-package store
+package object
 
 import (
 	"encoding/hex"
@@ -6,20 +6,20 @@ import (
 	"strings"
 )
 
-// ObjectType is the kind of an OSTree object as it is stored in an archive repo.
-type ObjectType uint8
+// Type is the kind of an OSTree object as it is stored in an archive repo.
+type Type uint8
 
 // Object types; the values are libostree's OstreeObjectType.
 const (
-	File       ObjectType = 1 // content, stored as .filez in archive repos
-	DirTree    ObjectType = 2
-	DirMeta    ObjectType = 3
-	Commit     ObjectType = 4
-	CommitMeta ObjectType = 6 // detached metadata, named after its commit
+	File       Type = 1 // content, stored as .filez in archive repos
+	DirTree    Type = 2
+	DirMeta    Type = 3
+	Commit     Type = 4
+	CommitMeta Type = 6 // detached metadata, named after its commit
 )
 
 // Ext returns the loose-object file extension of t in an archive repo.
-func (t ObjectType) Ext() string {
+func (t Type) Ext() string {
 	switch t {
 	case File:
 		return "filez"
@@ -36,9 +36,9 @@ func (t ObjectType) Ext() string {
 }
 
 // IsMeta reports whether t is a metadata object (sha256 of its bytes is its name).
-func (t ObjectType) IsMeta() bool { return t == DirTree || t == DirMeta || t == Commit }
+func (t Type) IsMeta() bool { return t == DirTree || t == DirMeta || t == Commit }
 
-func typeFromExt(ext string) (ObjectType, bool) {
+func typeFromExt(ext string) (Type, bool) {
 	switch ext {
 	case "filez":
 		return File, true
@@ -82,48 +82,48 @@ func truncate(s string) string {
 	return s
 }
 
-// ObjectName identifies one object: its checksum and type.
-type ObjectName struct {
+// Name identifies one object: its checksum and type.
+type Name struct {
 	Sum  Checksum
-	Type ObjectType
+	Type Type
 }
 
 // String returns the name as "<checksum>.<ext>".
-func (n ObjectName) String() string { return n.Sum.String() + "." + n.Type.Ext() }
+func (n Name) String() string { return n.Sum.String() + "." + n.Type.Ext() }
 
 // RelPath is the object's path inside a repo: "objects/ab/cdef….ext".
-func (n ObjectName) RelPath() string {
+func (n Name) RelPath() string {
 	s := n.Sum.String()
 	return "objects/" + s[:2] + "/" + s[2:] + "." + n.Type.Ext()
 }
 
-// ParseObjectName parses "<64 lower-case hex>.<ext>" with ext one of filez,
+// ParseName parses "<64 lower-case hex>.<ext>" with ext one of filez,
 // dirtree, dirmeta, commit, commitmeta.
-func ParseObjectName(s string) (ObjectName, error) {
+func ParseName(s string) (Name, error) {
 	sum, ext, ok := strings.Cut(s, ".")
 	if !ok {
-		return ObjectName{}, fmt.Errorf("object name %q: no type extension", truncate(s))
+		return Name{}, fmt.Errorf("object name %q: no type extension", truncate(s))
 	}
 	t, ok := typeFromExt(ext)
 	if !ok {
-		return ObjectName{}, fmt.Errorf("object name %q: unknown type %q", truncate(s), truncate(ext))
+		return Name{}, fmt.Errorf("object name %q: unknown type %q", truncate(s), truncate(ext))
 	}
 	c, err := ParseChecksum(sum)
 	if err != nil {
-		return ObjectName{}, fmt.Errorf("object name: %w", err)
+		return Name{}, fmt.Errorf("object name: %w", err)
 	}
-	return ObjectName{Sum: c, Type: t}, nil
+	return Name{Sum: c, Type: t}, nil
 }
 
-// ParseObjectPath parses an archive-repo relative path "objects/ab/cdef….ext".
-func ParseObjectPath(p string) (ObjectName, error) {
+// ParsePath parses an archive-repo relative path "objects/ab/cdef….ext".
+func ParsePath(p string) (Name, error) {
 	rest, ok := strings.CutPrefix(p, "objects/")
 	if !ok || len(rest) < 3 || rest[2] != '/' {
-		return ObjectName{}, fmt.Errorf("object path %q: want objects/xx/…", truncate(p))
+		return Name{}, fmt.Errorf("object path %q: want objects/xx/…", truncate(p))
 	}
-	n, err := ParseObjectName(rest[:2] + rest[3:])
+	n, err := ParseName(rest[:2] + rest[3:])
 	if err != nil {
-		return ObjectName{}, fmt.Errorf("object path %q: %w", truncate(p), err)
+		return Name{}, fmt.Errorf("object path %q: %w", truncate(p), err)
 	}
 	return n, nil
 }

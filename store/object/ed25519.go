@@ -1,15 +1,13 @@
-package store
+package object
 
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/ostree-upload/ostree-upload/store/internal/gvariant"
@@ -117,7 +115,7 @@ var ErrNoValidSignature = errors.New("no valid ed25519 signature by a trusted ke
 // VerifyEd25519 checks that meta holds at least one signature of data by
 // one of trusted.
 func VerifyEd25519(meta, data []byte, trusted []ed25519.PublicKey) error {
-	lists, err := signatureLists(meta)
+	lists, err := SignatureLists(meta)
 	if err != nil {
 		return err
 	}
@@ -145,9 +143,9 @@ func TrustedEd25519(sigs [][]byte, data []byte, trusted []ed25519.PublicKey) [][
 	return out
 }
 
-// signatureLists reads the signature lists of detached metadata as a
+// SignatureLists reads the signature lists of detached metadata as a
 // repository holds it (normal form not required); other keys are ignored.
-func signatureLists(meta []byte) (Signatures, error) {
+func SignatureLists(meta []byte) (Signatures, error) {
 	var s Signatures
 	if len(meta) == 0 {
 		return s, nil
@@ -177,88 +175,6 @@ func signatureLists(meta []byte) (Signatures, error) {
 	return s, nil
 }
 
-// CommitObject returns the bytes of a commit object of r, which signatures
-// cover.
-func (r *Repo) CommitObject(ctx context.Context, sum Checksum) ([]byte, error) {
-	return r.loadMeta(ctx, ObjectName{Sum: sum, Type: Commit})
-}
-
-// WriteCommitMeta replaces a commit's detached metadata in r, durably: a
-// reader sees the old file or the new one.
-func (r *Repo) WriteCommitMeta(sum Checksum, meta []byte) error {
-	if err := validateCommitMeta(meta); err != nil {
-		return err
-	}
-	return writeFileAtomic(r.ObjectPath(ObjectName{Sum: sum, Type: CommitMeta}), meta, 0o644)
-}
-
-// RemoveCommitMeta deletes a commit's detached metadata from r, durably.
-func (r *Repo) RemoveCommitMeta(sum Checksum) error {
-	path := r.ObjectPath(ObjectName{Sum: sum, Type: CommitMeta})
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove detached metadata of %s: %w", sum, err)
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-// SignSummaryEd25519 adds each key's signature of r's summary file to its
-// summary.sig (made if missing), as libostree's ed25519 signer does.
-func (r *Repo) SignSummaryEd25519(keys []ed25519.PrivateKey) error {
-	return r.signSummary(func(old, summary []byte) ([]byte, error) { return SignEd25519(old, summary, keys) })
-}
-
-// signSummary replaces r's summary.sig with what sign makes of the current
-// one (nil if missing) and the summary's bytes.
-func (r *Repo) signSummary(sign func(old, summary []byte) ([]byte, error)) error {
-	summary, err := readFileCapped(filepath.Join(r.path, "summary"), MaxMetadataSize)
-	if err != nil {
-		return fmt.Errorf("sign summary: %w", err)
-	}
-	sigPath := filepath.Join(r.path, "summary.sig")
-	old, err := readFileCapped(sigPath, MaxCommitMetaSize)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("sign summary: %w", err)
-	}
-	signed, err := sign(old, summary)
-	if err != nil {
-		return fmt.Errorf("sign summary: %w", err)
-	}
-	return writeFileAtomic(sigPath, signed, 0o644)
-}
-
-func readFileCapped(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := readCapped(f, limit)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return b, nil
-}
-
-// writeFileAtomic writes data to a temporary file beside path, syncs it,
-// renames it over path and syncs the directory.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, TempPrefix+"*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	err = errors.Join(err, f.Chmod(mode), f.Sync(), f.Close())
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(dir)
-}
+// GPGMetaKey is the key of GPG signatures in detached metadata and in
+// summary.sig: an "aay" of OpenPGP signature packets.
+const GPGMetaKey = "ostree.gpgsigs"

@@ -1,9 +1,4 @@
-package store
-
-/*
-#include <ostree.h>
-*/
-import "C"
+package object
 
 // Limits on what one object may hold. Each is what real repositories need,
 // with room to spare, and no more: every one of them is a size or count a
@@ -11,10 +6,10 @@ import "C"
 // follow from them.
 const (
 	// MaxMetadataSize bounds commit and dirtree objects: libostree's own
-	// OSTREE_MAX_METADATA_SIZE as installed here (10 MiB in libostree
-	// 2022.7), above which libostree refuses to load or pull them. A Flatpak
+	// OSTREE_MAX_METADATA_SIZE (10 MiB up to libostree 2022.7 at least),
+	// above which its clients refuse to load or pull them. A Flatpak
 	// runtime commit with ostree.sizes for 200,000 files is about 9 MB.
-	MaxMetadataSize = int64(C.OSTREE_MAX_METADATA_SIZE)
+	MaxMetadataSize = 10 << 20
 	// MaxDirMetaSize bounds dirmeta objects: ownership, mode and extended
 	// attributes of a directory, like the header of a file.
 	MaxDirMetaSize = MaxFileHeaderSize
@@ -43,7 +38,7 @@ const (
 
 // MaxSize is the largest stored size of an object of type t; 0 for file
 // objects, whose limit is the daemon's max_object_size.
-func MaxSize(t ObjectType) int64 {
+func MaxSize(t Type) int64 {
 	switch t {
 	case Commit, DirTree:
 		return MaxMetadataSize
