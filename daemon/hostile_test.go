@@ -29,6 +29,7 @@ import (
 	"github.com/ostree-upload/ostree-upload/store"
 	"github.com/ostree-upload/ostree-upload/store/object"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
+	"golang.org/x/sys/unix"
 )
 
 // newBuild makes an archive build repository with a commit of a small
@@ -507,10 +508,11 @@ func TestDecompressionBombsShareTheCPU(t *testing.T) {
 	t.Logf("stopped in %s", time.Since(start).Round(time.Millisecond))
 }
 
-// One token cannot fill the disk or the journal: declared upload lengths
-// are promised, so uploads created together cannot overrun the free-space
-// floor; each PATCH checks again; negotiation checks room for the journal;
-// and open sessions and their names are bounded per token.
+// One token cannot fill the disk or the journal: uploads receiving bytes
+// together check the free-space floor every few megabytes, so whatever
+// they declared they stop at it (507, keeping their bytes) and every other
+// token still has the room the floor keeps; negotiation checks room for
+// the journal; open sessions and their names are bounded per token.
 func TestTokenCannotExhaustSpaceOrJournal(t *testing.T) {
 	t.Parallel()
 	disk := daemontest.SmallDisk(t, "64m")
@@ -529,28 +531,65 @@ func TestTokenCannotExhaustSpaceOrJournal(t *testing.T) {
 	for _, n := range names {
 		r := e.do(e.Tok, "POST", api.PathUploads+"/", nil, map[string]string{"Tus-Resumable": "1.0.0",
 			"Upload-Length": strconv.Itoa(25 << 20), "Upload-Metadata": meta(api.MetaSession, s.ID, api.MetaObject, n.String())})
-		if r.status == 201 {
-			created = append(created, r.header.Get("Location"))
-			continue
-		}
-		if r.status != 507 || apiError(t, r).Code != api.CodeSpace {
-			t.Fatalf("upload %d: %d %s", len(created)+1, r.status, r.body)
+		want(t, r, 201)
+		created = append(created, r.header.Get("Location"))
+	}
+	// Three uploads of 25 MiB at once on a 64 MiB filesystem.
+	var wg sync.WaitGroup
+	statuses := make([]int, len(created))
+	for i, loc := range created {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			loc = loc[strings.Index(loc, api.PathUploads):]
+			r, err := e.send(e.Tok, "PATCH", loc, bytes.NewReader(make([]byte, 25<<20)), map[string]string{"Tus-Resumable": "1.0.0",
+				"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			statuses[i] = r.status
+		}()
+	}
+	wg.Wait()
+	refused := 0
+	for _, st := range statuses {
+		switch st {
+		case 204, 422: // all bytes in (then judged: they are not the object)
+		case 507:
+			refused++
+		default:
+			t.Errorf("PATCH answered %d", st)
 		}
 	}
-	if len(created) != 2 {
-		t.Fatalf("%d uploads of 25 MiB promised on a 64 MiB filesystem", len(created))
+	var fs unix.Statfs_t
+	unix.Statfs(disk, &fs)
+	free := int64(fs.Bavail) * int64(fs.Bsize)
+	floor := int64(fs.Blocks) * int64(fs.Bsize) * 3 / 100
+	t.Logf("PATCHes: %v; %d MiB free, floor %d MiB", statuses, free>>20, floor>>20)
+	if refused == 0 || free < floor {
+		t.Fatalf("%d of 3 uploads stopped; %d bytes free, floor %d", refused, free, floor)
 	}
 	// Something else fills the filesystem: the next PATCH is refused and
 	// keeps what it had.
 	filler := filepath.Join(disk, "filler")
-	if out, err := exec.Command("fallocate", "-l", "30m", filler).CombinedOutput(); err != nil {
-		t.Fatalf("fallocate: %v %s", err, out)
-	}
-	loc := created[0][strings.Index(created[0], api.PathUploads):]
-	r := e.do(e.Tok, "PATCH", loc, bytes.NewReader(make([]byte, 1<<20)), map[string]string{"Tus-Resumable": "1.0.0",
-		"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
-	if r.status != 507 {
-		t.Fatalf("PATCH onto a full filesystem: %d %s", r.status, r.body)
+	exec.Command("fallocate", "-l", fmt.Sprint(free-floor), filler).Run()
+	for i, loc := range created {
+		if statuses[i] != 507 {
+			continue
+		}
+		loc = loc[strings.Index(loc, api.PathUploads):]
+		h := e.do(e.Tok, "HEAD", loc, nil, map[string]string{"Tus-Resumable": "1.0.0"})
+		off := h.header.Get("Upload-Offset")
+		r := e.do(e.Tok, "PATCH", loc, bytes.NewReader(make([]byte, 1<<20)), map[string]string{"Tus-Resumable": "1.0.0",
+			"Upload-Offset": off, "Content-Type": "application/offset+octet-stream"})
+		if r.status != 507 || apiError(t, r).Code != api.CodeSpace {
+			t.Fatalf("PATCH onto a full filesystem: %d %s", r.status, r.body)
+		}
+		if h2 := e.do(e.Tok, "HEAD", loc, nil, map[string]string{"Tus-Resumable": "1.0.0"}); h2.header.Get("Upload-Offset") != off {
+			t.Fatalf("offset %s became %s", off, h2.header.Get("Upload-Offset"))
+		}
+		break
 	}
 	// Names cost journal space too: a batch the filesystem cannot take is
 	// refused before it is registered.
@@ -558,7 +597,7 @@ func TestTokenCannotExhaustSpaceOrJournal(t *testing.T) {
 	for i := range many {
 		many[i], _ = object.ParseName(fmt.Sprintf("%064x.dirmeta", i+100))
 	}
-	r = e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: names2(many)})
+	r := e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: names2(many)})
 	if r.status != 507 {
 		t.Fatalf("negotiation on a full filesystem: %d %s", r.status, r.body)
 	}
@@ -850,3 +889,31 @@ func TestHostileClientMemoryBound(t *testing.T) {
 }
 
 func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
+
+// The daemon's own signatures always fit: pushed signatures are refused
+// before the intent when they leave no room for them, so that a publish,
+// once it starts, finishes.
+func TestDaemonSignaturesHaveRoom(t *testing.T) {
+	t.Parallel()
+	_, key, _ := ed25519.GenerateKey(nil)
+	e := newEnv(t)
+	e.SignKeys = []ed25519.PrivateKey{key}
+	e.Start()
+	build, c := newBuild(t, "main", 5, 1700000000)
+	sum, _ := object.ParseChecksum(c)
+	updates := []api.RefUpdate{{Name: "main", New: c}}
+	s := e.session(e.Tok, updates, false)
+	e.packFrom(build, e.Tok, s.ID, updates)
+	e.need(e.Tok, s.ID, []object.Name{{Sum: sum, Type: object.CommitMeta}})
+	want(t, e.upload(e.Tok, s.ID, c+".commitmeta", commitMeta(t, object.Ed25519MetaKey, "aay", edSigs(object.MaxSignaturesPerKey, 3))), 201)
+	r := e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
+	if r.status != 422 || apiError(t, r).Code != api.CodeMetaLimit {
+		t.Fatalf("64 pushed signatures and the daemon's: %d %s", r.status, r.body)
+	}
+	want(t, e.upload(e.Tok, s.ID, c+".commitmeta", commitMeta(t, object.Ed25519MetaKey, "aay", edSigs(object.MaxSignaturesPerKey-1, 3))), 201)
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil), 200)
+	sigs, err := object.SignaturesOf(prodCommitMeta(t, e.Repo, c))
+	if err != nil || len(sigs.Ed25519) != object.MaxSignaturesPerKey {
+		t.Fatalf("published: %d signatures, %v", len(sigs.Ed25519), err)
+	}
+}

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -354,13 +353,14 @@ func (s *Server) lockedMetaRef(ctx context.Context, owner string, sum object.Che
 }
 
 // mergedMeta is a commit's detached metadata as a publish would write it
-// before signing: production's, with sigs added.
+// before signing: production's, with sigs added, leaving room under the
+// limits for the daemon's own signatures.
 func (s *Server) mergedMeta(ctx context.Context, sum object.Checksum, sigs object.Signatures) ([]byte, error) {
 	prod, err := s.repo.CommitMeta(ctx, sum)
 	if err != nil {
 		return nil, err
 	}
-	return object.AddSignatures(prod, sigs)
+	return object.AddSignaturesLeaving(prod, sigs, s.signRoom())
 }
 
 // publish moves a session's refs. Every check that can refuse it runs
@@ -414,20 +414,19 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) (err error) 
 	}
 	failpoint("after-intent")
 	start := time.Now()
-	// Signatures go in before any ref points at the commits.
-	sp.mu.RLock()
+	// Signatures go in with the refs' transaction, over whatever the
+	// spool's copy of a commit's detached metadata says.
+	detached := map[object.Checksum][]byte{}
 	for _, u := range updates {
-		if err = s.signCommit(ctx, u.New, sp, plan.sigs[u.New]); err != nil {
-			break
+		meta, err := s.finalMeta(ctx, u.New, sp, plan.sigs[u.New])
+		if err != nil {
+			return fmt.Errorf("publish session %s: %w", sess.ID, err)
 		}
-	}
-	sp.mu.RUnlock()
-	if err != nil {
-		return fmt.Errorf("publish session %s: %w", sess.ID, err)
+		detached[u.New] = meta
 	}
 	failpoint("after-sign")
 	sp.mu.RLock() // the session's objects stay in the spool until imported
-	err = s.repo.Publish(ctx, sp.repo, updates)
+	err = s.repo.Publish(ctx, sp.repo, updates, detached)
 	sp.mu.RUnlock()
 	var moved *store.RefMovedError
 	var missing *store.MissingError
@@ -540,54 +539,42 @@ func (s *Server) verifySigned(ctx context.Context, sum object.Checksum, sp *spoo
 	return nil
 }
 
-// signCommit writes a new commit's detached metadata into production:
+// finalMeta is a new commit's detached metadata as a publish writes it:
 // production's, with the push's signatures sigs added, signed with every
-// configured key. Running it again changes nothing.
-func (s *Server) signCommit(ctx context.Context, sum object.Checksum, sp *spool, sigs object.Signatures) error {
-	meta, err := s.mergedMeta(ctx, sum, sigs)
+// configured key. Computing it again after a crash signs nothing twice.
+func (s *Server) finalMeta(ctx context.Context, sum object.Checksum, sp *spool, sigs object.Signatures) ([]byte, error) {
+	meta, err := s.repo.CommitMeta(ctx, sum)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if m, err := object.AddSignaturesLeaving(meta, sigs, s.signRoom()); err == nil {
+		meta = m
+	} else {
+		// Production's changed behind the daemon's back since the checks:
+		// the pushed signatures are left out rather than the publish.
+		s.log.Warn("pushed signatures left out", "commit", sum, "err", err)
 	}
 	if len(s.opts.SignKeys) > 0 || len(s.opts.GPGSign) > 0 {
 		data, err := commitObject(ctx, sum, s.repo, sp.repo)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if len(s.opts.GPGSign) > 0 && !s.gpgSigned(ctx, meta, data) {
 			if meta, err = s.repo.SignGPG(ctx, meta, data, s.opts.GPGSign, s.opts.GPGHomedir); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		if meta, err = object.SignEd25519(meta, data, s.opts.SignKeys); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	// libostree copies a commit's detached metadata along with the commit
-	// when it imports it from the spool: both copies must be the final one
-	// (or, with nothing to publish, the spool's must go).
-	for _, r := range []*store.Repo{sp.repo, s.repo} {
-		if r == sp.repo {
-			if _, err := r.CommitObject(ctx, sum); errors.Is(err, store.ErrNotFound) {
-				continue
-			}
-		}
-		cur, err := r.CommitMeta(ctx, sum)
-		if err != nil {
-			return err
-		}
-		if bytes.Equal(cur, meta) {
-			continue
-		}
-		if meta == nil {
-			err = r.RemoveCommitMeta(sum)
-		} else {
-			err = r.WriteCommitMeta(sum, meta)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return meta, nil
+}
+
+// signRoom is the room a merge of pushed signatures leaves for the
+// daemon's own: an entry per key, and bytes for GPG signatures.
+func (s *Server) signRoom() object.Room {
+	return object.Room{GPG: len(s.opts.GPGSign), Ed25519: len(s.opts.SignKeys), Bytes: len(s.opts.GPGSign)*2048 + len(s.opts.SignKeys)*80}
 }
 
 // updateMetadata runs after the refs moved: the built-in update (the

@@ -53,8 +53,6 @@ func (s *Server) recover(ctx context.Context) error {
 				}
 			} else if err := s.relocateUpload(u.ID, info); err != nil {
 				return err
-			} else {
-				s.ledger[u.ID] = &reservation{size: u.Size} // still to receive its bytes
 			}
 		}
 	}

@@ -72,10 +72,9 @@ type Server struct {
 	repo       *store.Repo // production
 	spoolDir   string      // one spool (archive repo of verified objects) per token
 	packs      livePacks
-	gpgOwnDir  string // keyring dir with the public halves of the gpg_sign keys
-	spaceFloor uint64 // free bytes the repo's filesystem must keep (min-free-space)
-	ledgerMu   sync.Mutex
-	ledger     map[string]*reservation // open uploads and the bytes they declared
+	gpgOwnDir  string       // keyring dir with the public halves of the gpg_sign keys
+	spaceFloor uint64       // free bytes the repo's filesystem must keep (min-free-space)
+	writers    atomic.Int64 // uploads receiving bytes now (see spaceReader)
 	spoolsMu   sync.Mutex
 	spools     map[string]*spool
 	journal    *journal.Journal
@@ -164,7 +163,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if opts.StateDir == "" {
 		opts.StateDir = DefaultStateDir(opts.RepoPath)
 	}
-	s := &Server{opts: opts, log: opts.Logger, stateDir: opts.StateDir, ledger: map[string]*reservation{}}
+	s := &Server{opts: opts, log: opts.Logger, stateDir: opts.StateDir}
 	s.life, s.stop = context.WithCancel(context.Background())
 	s.keyring.Store(opts.Keyring)
 	if err := s.open(ctx); err != nil {

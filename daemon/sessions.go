@@ -293,7 +293,6 @@ func (s *Server) deleteUploads(ctx context.Context, sessionID string) error {
 		return err
 	}
 	for _, u := range ups {
-		s.unreserve(u.ID)
 		s.removeUploadFiles(u.ID)
 		if err := s.journal.DeleteUpload(ctx, u.ID); err != nil {
 			return err

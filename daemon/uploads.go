@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -108,6 +109,10 @@ func (s *Server) uploadGuard(tus http.Handler) echo.HandlerFunc {
 			if req.Method != http.MethodPost && req.Method != http.MethodOptions {
 				return fail(http.StatusMethodNotAllowed, "only POST creates uploads")
 			}
+			if req.Method == http.MethodPost && req.ContentLength != 0 {
+				s.serveBytes(tus, w, req, "") // creation with upload
+				return nil
+			}
 			tus.ServeHTTP(w, req)
 			return nil
 		}
@@ -144,12 +149,8 @@ func (s *Server) uploadGuard(tus http.Handler) echo.HandlerFunc {
 			return s.answerVerified(c, up)
 		}
 		if req.Method == http.MethodPatch {
-			// The filesystem may have filled since the upload was created.
-			if err := s.roomFor(0); err != nil {
-				e := fail(http.StatusInsufficientStorage, "%v", err)
-				e.body.Object, e.body.Code = up.Object, api.CodeSpace
-				return e
-			}
+			s.serveBytes(tus, w, req, up.Object)
+			return nil
 		}
 		tus.ServeHTTP(w, req)
 		return nil
@@ -237,14 +238,11 @@ func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handle
 	case settled(name, st):
 		return handler.HTTPResponse{}, none, tusError(http.StatusConflict, api.Error{Error: "object is already verified", Object: obj, Code: api.CodeVerified})
 	}
-	uid := newUploadID(sid)
-	if err := s.reserve(uid, hook.Upload.Size); err != nil {
+	if err := s.roomFor(hook.Upload.Size); err != nil {
 		return handler.HTTPResponse{}, none, tusError(http.StatusInsufficientStorage, api.Error{Error: err.Error(), Object: obj, Code: api.CodeSpace})
 	}
+	uid := newUploadID(sid)
 	err = s.journal.AddUpload(ctx, journal.Upload{ID: uid, Session: sid, Object: name.String(), Size: hook.Upload.Size, State: journal.UploadOpen})
-	if err != nil {
-		s.unreserve(uid)
-	}
 	var live *journal.LiveUploadError
 	var tm *journal.TooManyError
 	if errors.As(err, &tm) {
@@ -337,7 +335,6 @@ func (s *Server) verdictError(up journal.Upload, err error) error {
 }
 
 func (s *Server) preTerminate(hook handler.HookEvent) (handler.HTTPResponse, error) {
-	s.unreserve(hook.Upload.ID)
 	if err := s.journal.DeleteUpload(context.WithoutCancel(hook.Context), hook.Upload.ID); err != nil {
 		return handler.HTTPResponse{}, err
 	}
@@ -388,7 +385,6 @@ func (s *Server) settle(ctx context.Context, up journal.Upload) error {
 		return err
 	}
 	failpoint("before-verdict")
-	defer s.unreserve(up.ID) // every byte is in: nothing more to promise
 	start := time.Now()
 	w := s.verifying.worker(s.life, sess.Owner)
 	info, err := object.VerifyFile(name, path, s.verifyOptions(w))
@@ -491,72 +487,61 @@ func (s *Server) complete(ctx context.Context, u journal.Upload) bool {
 
 // roomFor refuses to take n more bytes when that would leave the production
 // filesystem below its free-space floor (libostree's min-free-space-size or
-// -percent, read at start-up as libostree reads it) once every open upload
-// has received the bytes it declared: the spool and the journal share that
-// filesystem, and libostree does not check the objects it imports from
-// there by hard link.
+// -percent, read at start-up as libostree reads it), keeping a window free
+// for every upload receiving bytes at this moment: the spool and the
+// journal share that filesystem, and libostree does not check the objects
+// it imports from there by hard link.
 func (s *Server) roomFor(n int64) error {
-	s.ledgerMu.Lock()
-	defer s.ledgerMu.Unlock()
-	return s.roomForLocked(n)
-}
-
-func (s *Server) roomForLocked(n int64) error {
 	floor := s.spaceFloor
 	free, err := s.repo.FreeSpace()
 	if err != nil {
 		s.metrics.noSpace.Inc()
 		return err
 	}
-	reserved := s.reservedLocked()
-	if n < 0 || free < floor+uint64(reserved)+uint64(n) {
+	windows := s.writers.Load() * spaceWindow
+	if n < 0 || free < floor+uint64(windows)+uint64(n) {
 		s.metrics.noSpace.Inc()
-		return fmt.Errorf("the repository's filesystem has %d MiB free, %d MiB of it promised to uploads in progress, and keeps at least %d MiB (min-free-space): free some space and retry", free>>20, reserved>>20, floor>>20)
+		return fmt.Errorf("the repository's filesystem has %d MiB free and keeps at least %d MiB (min-free-space): free some space and retry", free>>20, floor>>20)
 	}
 	return nil
 }
 
-// reserve takes room for an upload of size bytes, or refuses like roomFor:
-// declared lengths are promised, so that uploads created together cannot
-// each pass the check and together fill the filesystem.
-func (s *Server) reserve(id string, size int64) error {
-	s.ledgerMu.Lock()
-	defer s.ledgerMu.Unlock()
-	if err := s.roomForLocked(size); err != nil {
-		return err
-	}
-	s.ledger[id] = &reservation{size: size}
-	return nil
+// spaceWindow is what an upload may write between two checks of the
+// free-space floor.
+const spaceWindow = 8 << 20
+
+// spaceReader is the body of a request that appends to an upload: before
+// each window of bytes it lets through, it checks that the filesystem
+// keeps its floor with a window free for every upload receiving bytes, so
+// that uploads together never cross it, whatever they declared. A refusal
+// ends the request with 507; the bytes written so far stay.
+type spaceReader struct {
+	io.ReadCloser
+	s      *Server
+	object string
+	left   int64
 }
 
-// unreserve drops an upload's promise (it is judged or gone).
-func (s *Server) unreserve(id string) {
-	s.ledgerMu.Lock()
-	delete(s.ledger, id)
-	s.ledgerMu.Unlock()
-}
-
-// reservation is what an open upload declared, and what it had received
-// when last looked at.
-type reservation struct {
-	size, received int64
-	seen           time.Time
-}
-
-// reservedLocked is what open uploads still have to receive. The files are
-// looked at again at most every second, so that the check costs no system
-// call per upload when requests come quickly.
-func (s *Server) reservedLocked() int64 {
-	var sum int64
-	now := time.Now()
-	for id, r := range s.ledger {
-		if now.Sub(r.seen) > time.Second {
-			if fi, err := os.Stat(s.uploadPath(id)); err == nil {
-				r.received = fi.Size()
-			}
-			r.seen = now
+func (r *spaceReader) Read(b []byte) (int, error) {
+	if r.left <= 0 {
+		if err := r.s.roomFor(0); err != nil {
+			return 0, tusError(http.StatusInsufficientStorage, api.Error{Error: err.Error(), Object: r.object, Code: api.CodeSpace})
 		}
-		sum += max(r.size-r.received, 0)
+		r.left = spaceWindow
 	}
-	return sum
+	if int64(len(b)) > r.left {
+		b = b[:r.left]
+	}
+	n, err := r.ReadCloser.Read(b)
+	r.left -= int64(n)
+	return n, err
+}
+
+// serveBytes runs tus on a request that carries upload bytes, counted
+// among the uploads receiving bytes and checked against the floor.
+func (s *Server) serveBytes(tus http.Handler, w http.ResponseWriter, req *http.Request, object string) {
+	s.writers.Add(1)
+	defer s.writers.Add(-1)
+	req.Body = &spaceReader{ReadCloser: req.Body, s: s, object: object}
+	tus.ServeHTTP(w, req)
 }

@@ -264,6 +264,9 @@ func (j *Journal) ObjectState(ctx context.Context, sessionID, name string) (ObjS
 // setObject is the common part of MarkReceived and MarkRejected: it registers
 // the object if needed and sets its state, leaving Verified objects alone.
 func (j *Journal) setObject(ctx context.Context, op, sessionID, name string, st ObjState, reason string) error {
+	if len(reason) > maxReason {
+		reason = reason[:maxReason] + "…"
+	}
 	if err := checkSessionID(sessionID); err != nil {
 		return fmt.Errorf("journal: %s: %w", op, err)
 	}
@@ -305,8 +308,11 @@ func (j *Journal) MarkReceived(ctx context.Context, sessionID, name string) erro
 	return j.setObject(ctx, "mark received", sessionID, name, ObjReceived, "")
 }
 
-// MarkRejected records that the object was refused, with the reason
-// (registering it if needed). A Verified object stays Verified. Bumps Updated.
+// maxReason bounds the reason kept for a rejected object.
+const maxReason = 1024
+
+// MarkRejected records that the object was refused, with the reason (its
+// first 1,024 bytes; registering the object if needed). A Verified object stays Verified. Bumps Updated.
 func (j *Journal) MarkRejected(ctx context.Context, sessionID, name, reason string) error {
 	return j.setObject(ctx, "mark rejected", sessionID, name, ObjRejected, reason)
 }

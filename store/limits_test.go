@@ -101,3 +101,25 @@ func TestWalkOfDeepTreeIsFlat(t *testing.T) {
 		t.Fatalf("walked %d objects", n)
 	}
 }
+
+// A tree met again deeper down is checked there too when a diff skips it
+// as compared already: a subtree of 200 levels at depth 1, new, and again
+// below 60 levels of a directory the old commit has.
+func TestDiffChecksDepthOfTreesMetAgain(t *testing.T) {
+	t.Parallel()
+	r := newArchive(t)
+	root := t.TempDir()
+	old := filepath.Join(root, "old")
+	nest(t, filepath.Join(nest(t, filepath.Join(old, "b"), "z", 60), "s"), "x", 1)
+	oldc := commitDir(t, r, old)
+	nw := filepath.Join(root, "new")
+	nest(t, filepath.Join(nw, "a"), "d", 200)
+	nest(t, filepath.Join(nest(t, filepath.Join(nw, "b"), "z", 60), "s"), "d", 200)
+	c := commitDir(t, r, nw)
+	if err := r.Walk(ctx, c, func(object.Name) error { return nil }); !errors.Is(err, ErrTreeLimit) {
+		t.Errorf("walk: %v", err)
+	}
+	if err := Missing(ctx, c, &oldc, r); !errors.Is(err, ErrTreeLimit) {
+		t.Errorf("closure check against the old commit: %v", err)
+	}
+}

@@ -115,9 +115,12 @@ func (r *Repo) Check(ctx context.Context, spool *Repo, updates []RefUpdate) erro
 // share a filesystem), re-checks each commit's closure in r alone,
 // re-checks that every ref still equals its Old and sets the refs. A commit
 // found incomplete gives a *MissingError and a moved ref a *RefMovedError,
-// with r's refs untouched. Call Check first to refuse what cannot succeed
-// before any transaction; the caller serializes publishes to r.
-func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate) error {
+// with r's refs untouched. detached gives the detached metadata (nil: none)
+// that the commits it names get, written in the same transaction after
+// the imports, so that what an import copied from the spool never stays.
+// Call Check first to refuse what cannot succeed before any transaction;
+// the caller serializes publishes to r.
+func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, detached map[object.Checksum][]byte) error {
 	for _, u := range updates {
 		if err := ValidateRef(u.Ref); err != nil {
 			return err
@@ -154,6 +157,13 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate) er
 		}
 		if err := missing(ctx, r, u.New, bases[i], nil); err != nil {
 			return fmt.Errorf("publish %s: after import: %w", u.Ref, err)
+		}
+	}
+	// Detached metadata goes into the transaction last, over whatever an
+	// import copied along with its commit.
+	for sum, meta := range detached {
+		if err := txn.writeCommitMeta(ctx, sum, meta); err != nil {
+			return err
 		}
 	}
 	if err := r.checkRefs(ctx, updates); err != nil {
@@ -204,6 +214,28 @@ func (t *txn) importFrom(ctx context.Context, from *Repo, n object.Name) error {
 	})
 	if err != nil {
 		return fmt.Errorf("import %s: %w", n, err)
+	}
+	return nil
+}
+
+func (t *txn) writeCommitMeta(ctx context.Context, sum object.Checksum, meta []byte) error {
+	if len(meta) > 0 {
+		if err := object.CheckCommitMeta(meta); err != nil {
+			return err
+		}
+	}
+	csum := C.CString(sum.String())
+	defer C.free(unsafe.Pointer(csum))
+	err := t.r.do(ctx, func(p *C.OstreeRepo) error {
+		d, n := cBytes(meta)
+		var gerr *C.GError
+		if C.ou_write_commitmeta(p, csum, d, n, &gerr) == 0 {
+			return takeError(gerr)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("write detached metadata of %s: %w", sum, err)
 	}
 	return nil
 }

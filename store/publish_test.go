@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/ostree-upload/ostree-upload/store/object"
+	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
 
 // spoolWith returns a new archive repo holding the given objects of the
@@ -48,7 +49,7 @@ func TestPublishColdThenIncremental(t *testing.T) {
 	prod := newArchive(t)
 
 	spool := spoolWith(t, build, walkSet(t, build, fx.a))
-	if err := prod.Publish(ctx, spool, []RefUpdate{{Ref: "main", New: fx.a}}); err != nil {
+	if err := prod.Publish(ctx, spool, []RefUpdate{{Ref: "main", New: fx.a}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := refsOf(t, prod); !reflect.DeepEqual(got, map[string]object.Checksum{"main": fx.a}) {
@@ -77,7 +78,7 @@ func TestPublishColdThenIncremental(t *testing.T) {
 
 	// Incremental: the spool holds only the diff.
 	spool2 := spoolWith(t, build, diffSet(t, build, fx.b, fx.a))
-	if err := prod.Publish(ctx, spool2, []RefUpdate{{Ref: "main", Old: &fx.a, New: fx.b}}); err != nil {
+	if err := prod.Publish(ctx, spool2, []RefUpdate{{Ref: "main", Old: &fx.a, New: fx.b}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := refsOf(t, prod); got["main"] != fx.b {
@@ -102,7 +103,7 @@ func TestPublishSeveralRefsWithDetachedMetadata(t *testing.T) {
 		objs[n] = true
 	}
 	spool := spoolWith(t, build, objs)
-	err := prod.Publish(ctx, spool, []RefUpdate{{Ref: "main", New: fx.a}, {Ref: "other", New: fx.other}})
+	err := prod.Publish(ctx, spool, []RefUpdate{{Ref: "main", New: fx.a}, {Ref: "other", New: fx.other}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,12 +118,41 @@ func TestPublishSeveralRefsWithDetachedMetadata(t *testing.T) {
 	pullOverHTTP(t, prod.Path(), "other")
 }
 
+// The detached metadata a publish is given replaces, in its transaction,
+// whatever the import copied from the spool along with the commit; an
+// empty one leaves the commit without any.
+func TestPublishWritesGivenDetachedMetadata(t *testing.T) {
+	t.Parallel()
+	build := openArchive(t, fx.build)
+	spool := spoolWith(t, build, walkSet(t, build, fx.other))
+	final, err := storetest.CommitMeta("ostree.sign.ed25519", "aay", []any{make([]byte, 64)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prod := newArchive(t)
+	err = prod.Publish(ctx, spool, []RefUpdate{{Ref: "other", New: fx.other}}, map[object.Checksum][]byte{fx.other: final})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta, _ := prod.CommitMeta(ctx, fx.other); !bytes.Equal(meta, final) {
+		t.Fatalf("published detached metadata %x, want %x", meta, final)
+	}
+	prod2 := newArchive(t)
+	if err := prod2.Publish(ctx, spool, []RefUpdate{{Ref: "other", New: fx.other}}, map[object.Checksum][]byte{fx.other: nil}); err != nil {
+		t.Fatal(err)
+	}
+	if meta, _ := prod2.CommitMeta(ctx, fx.other); len(meta) != 0 {
+		t.Fatalf("detached metadata %x, want none", meta)
+	}
+	mustOstree(t, "fsck", "--repo="+prod2.Path())
+}
+
 // A closure failure or a moved ref leaves refs and objects/ exactly as they were.
 func TestPublishRefusalsTouchNothing(t *testing.T) {
 	t.Parallel()
 	build := openArchive(t, fx.build)
 	prod := newArchive(t)
-	if err := prod.Publish(ctx, spoolWith(t, build, walkSet(t, build, fx.a)), []RefUpdate{{Ref: "main", New: fx.a}}); err != nil {
+	if err := prod.Publish(ctx, spoolWith(t, build, walkSet(t, build, fx.a)), []RefUpdate{{Ref: "main", New: fx.a}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	refsBefore, objsBefore := refsOf(t, prod), repoObjects(t, prod.Path())
@@ -160,14 +190,14 @@ func TestPublishRefusalsTouchNothing(t *testing.T) {
 			updates = updates[1:]
 		}
 		var rm *RefMovedError
-		if err := prod.Publish(ctx, full, updates); !errors.As(err, &rm) {
+		if err := prod.Publish(ctx, full, updates, nil); !errors.As(err, &rm) {
 			t.Fatalf("%s: Publish = %v, want RefMovedError", name, err)
 		}
 		if err := prod.Check(ctx, full, updates); !errors.As(err, &rm) {
 			t.Fatalf("%s: Check = %v, want RefMovedError", name, err)
 		}
 	}
-	if err := prod.Publish(ctx, full, []RefUpdate{{Ref: "bad^ref", New: fx.b}}); err == nil {
+	if err := prod.Publish(ctx, full, []RefUpdate{{Ref: "bad^ref", New: fx.b}}, nil); err == nil {
 		t.Fatal("Publish accepted an invalid ref name")
 	}
 	if got := refsOf(t, prod); !reflect.DeepEqual(got, refsBefore) {

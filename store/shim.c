@@ -126,3 +126,16 @@ ou_gpg_verify_data (OstreeRepo *repo, const guint8 *data, gsize len,
     return FALSE;
   return ostree_gpg_verify_result_require_valid_signature (result, error);
 }
+
+gboolean
+ou_write_commitmeta (OstreeRepo *repo, const char *csum, const guint8 *data,
+                     gsize len, GError **error)
+{
+  g_autoptr(GVariant) v = NULL;
+  if (len > 0)
+    {
+      g_autoptr(GBytes) b = g_bytes_new (data, len);
+      v = g_variant_ref_sink (g_variant_new_from_bytes (G_VARIANT_TYPE ("a{sv}"), b, FALSE));
+    }
+  return ostree_repo_write_commit_detached_metadata (repo, csum, v, NULL, error);
+}

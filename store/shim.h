@@ -38,4 +38,9 @@ gboolean ou_gpg_verify_data (OstreeRepo *repo, const guint8 *data, gsize len,
                              const guint8 *sigs, gsize sigs_len, const char *keyringdir,
                              const char *keyring, GError **error);
 
+/* Writes a commit's detached metadata (data, len: an a{sv}; len 0: none),
+ * into the open transaction's staging if there is one. */
+gboolean ou_write_commitmeta (OstreeRepo *repo, const char *csum, const guint8 *data,
+                              gsize len, GError **error);
+
 #endif

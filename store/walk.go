@@ -333,7 +333,11 @@ func (d *differ) pair(ctx context.Context, p pair) ([]pair, error) {
 	}
 	ntn := object.Name{Sum: p.nt, Type: object.DirTree}
 	if !d.newSide.add(ntn) {
-		return nil, nil // this new tree was already compared elsewhere
+		// This new tree was already compared elsewhere, maybe at a
+		// shallower place: only its depth here is still to check.
+		again := traversal{src: d.t.src, onMissing: func(object.Name) error { return nil }, heights: d.t.heights}
+		_, err := again.walkDir(ctx, p.nt, p.nm, p.depth, objectSet{}, ignore)
+		return nil, err
 	}
 	d.collect(ntn)
 	d.oldSide.add(object.Name{Sum: p.ot, Type: object.DirTree})

@@ -100,13 +100,14 @@ func keyLines(path string) ([]keyLine, error) {
 // SignEd25519 adds each key's signature of data to the "a{sv}" metadata
 // meta (nil or empty: none yet) and returns the new metadata in normal
 // form. Existing entries and signatures are kept; a signature already
-// present is not added twice, so signing again changes nothing.
+// present is not added twice, so signing again changes nothing. The
+// limits of pushed signatures do not apply: the keys are the signer's own.
 func SignEd25519(meta, data []byte, keys []ed25519.PrivateKey) ([]byte, error) {
 	var sigs Signatures
 	for _, k := range keys {
 		sigs.Ed25519 = append(sigs.Ed25519, ed25519.Sign(k, data))
 	}
-	return AddSignatures(meta, sigs)
+	return addSignatures(meta, sigs, nil)
 }
 
 // ErrNoValidSignature reports data without a valid signature by a trusted key.

@@ -114,12 +114,15 @@ func TestVerifyBoundsAndPacing(t *testing.T) {
 	if !IsCorrupt(err) || !strings.Contains(err.Error(), "more than") {
 		t.Fatalf("content over the limit: %v", err)
 	}
-	steps := 0
-	if _, err := VerifyWith(n, bytes.NewReader(b), VerifyOptions{MaxContentSize: 5 << 20, Work: func(int64) error { steps++; return nil }}); err != nil {
+	var steps, total, largest int64
+	if _, err := VerifyWith(n, bytes.NewReader(b), VerifyOptions{MaxContentSize: 5 << 20, Work: func(n int64) error {
+		steps, total, largest = steps+1, total+n, max(largest, n)
+		return nil
+	}}); err != nil {
 		t.Fatal(err)
 	}
-	if steps < 5 || steps > 7 {
-		t.Fatalf("%d steps for 5 MiB of content", steps)
+	if total != 5<<20 || largest > 32<<10 {
+		t.Fatalf("%d steps of up to %d bytes for %d bytes of content", steps, largest, total)
 	}
 	stop := errors.New("stop")
 	steps = 0

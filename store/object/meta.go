@@ -95,12 +95,12 @@ func viewMeta(t *gvariant.Type, b []byte, strict bool) (gvariant.View, error) {
 	return gvariant.NewView(t, b), nil
 }
 
-// ParseDirTree parses and validates a dirtree object: at most
-// MaxDirTreeEntries entries with valid names and 32-byte checksums. With
-// strict set, the bytes must also be in normal form and the entries in
-// libostree's order (files, and subdirectories, each sorted by name, no name
-// twice); the check runs over the bytes in place, so a hostile dirtree costs
-// no memory beyond the Tree it describes.
+// ParseDirTree parses and validates a dirtree object: entries with valid
+// names and 32-byte checksums. With strict set (objects as they arrive),
+// the bytes must also be in normal form, hold at most MaxDirTreeEntries
+// entries, in libostree's order (files, and subdirectories, each sorted by
+// name, no name twice); the check runs over the bytes in place, so a
+// hostile dirtree costs no memory beyond the Tree it describes.
 func ParseDirTree(b []byte, strict bool) (*Tree, error) {
 	return parseDirTree(b, strict, true)
 }
@@ -114,7 +114,7 @@ func parseDirTree(b []byte, strict, build bool) (*Tree, error) {
 	}
 	files, dirs := v.Field(0), v.Field(1)
 	nf, nd := files.Len(), dirs.Len()
-	if nf+nd > MaxDirTreeEntries {
+	if strict && nf+nd > MaxDirTreeEntries {
 		return nil, fmt.Errorf("dirtree: %d entries, more than %d", nf+nd, MaxDirTreeEntries)
 	}
 	t := &Tree{}

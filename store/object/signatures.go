@@ -138,6 +138,13 @@ func SignaturesOf(meta []byte) (Signatures, error) {
 	return s, nil
 }
 
+// Room is what a merge of pushed signatures leaves free under the limits
+// for signatures still to come: the daemon's own, added when it publishes.
+type Room struct {
+	GPG, Ed25519 int // entries
+	Bytes        int
+}
+
 // AddSignatures returns detached metadata meta (nil: none) with sigs added:
 // each signature list becomes the union of what meta has and what sigs
 // brings, in that order, and every other entry of meta stays as it is. When
@@ -145,12 +152,24 @@ func SignaturesOf(meta []byte) (Signatures, error) {
 // limits is refused with a *MetaLimitError. The cost is linear in the
 // number of signatures.
 func AddSignatures(meta []byte, sigs Signatures) ([]byte, error) {
+	return addSignatures(meta, sigs, &Room{})
+}
+
+// AddSignaturesLeaving is AddSignatures that also keeps room free under
+// the limits.
+func AddSignaturesLeaving(meta []byte, sigs Signatures, room Room) ([]byte, error) {
+	return addSignatures(meta, sigs, &room)
+}
+
+// addSignatures merges; room nil means no limits (the daemon's own
+// signatures, whose number its configuration bounds).
+func addSignatures(meta []byte, sigs Signatures, room *Room) ([]byte, error) {
 	if sigs.Len() == 0 {
 		return meta, nil
 	}
 	var entries []any
 	if len(meta) > 0 {
-		if int64(len(meta)) > MaxCommitMetaSize {
+		if room != nil && int64(len(meta)) > MaxCommitMetaSize {
 			return nil, &MetaLimitError{Count: len(meta), Limit: MaxCommitMetaSize}
 		}
 		v, err := gvariant.Decode(typeCommitMeta, meta)
@@ -163,7 +182,8 @@ func AddSignatures(meta []byte, sigs Signatures) ([]byte, error) {
 	for _, l := range []struct {
 		key  string
 		sigs [][]byte
-	}{{GPGMetaKey, sigs.GPG}, {Ed25519MetaKey, sigs.Ed25519}} {
+		room int
+	}{{GPGMetaKey, sigs.GPG, roomOf(room).GPG}, {Ed25519MetaKey, sigs.Ed25519, roomOf(room).Ed25519}} {
 		if len(l.sigs) == 0 {
 			continue
 		}
@@ -194,8 +214,8 @@ func AddSignatures(meta []byte, sigs Signatures) ([]byte, error) {
 		if !added {
 			continue
 		}
-		if len(list) > MaxSignaturesPerKey {
-			return nil, &MetaLimitError{Key: l.key, Count: len(list), Limit: MaxSignaturesPerKey}
+		if room != nil && len(list)+l.room > MaxSignaturesPerKey {
+			return nil, &MetaLimitError{Key: l.key, Count: len(list) + l.room, Limit: MaxSignaturesPerKey}
 		}
 		entry := []any{l.key, gvariant.Variant{Type: typeSigs, Value: list}}
 		if idx >= 0 {
@@ -212,10 +232,17 @@ func AddSignatures(meta []byte, sigs Signatures) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if int64(len(out)) > MaxCommitMetaSize {
-		return nil, &MetaLimitError{Count: len(out), Limit: MaxCommitMetaSize}
+	if room != nil && int64(len(out)+room.Bytes) > MaxCommitMetaSize {
+		return nil, &MetaLimitError{Count: len(out) + room.Bytes, Limit: MaxCommitMetaSize}
 	}
 	return out, nil
+}
+
+func roomOf(r *Room) Room {
+	if r == nil {
+		return Room{}
+	}
+	return *r
 }
 
 // checkGPGSignature checks that sig is one or more OpenPGP signature packets

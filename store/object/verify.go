@@ -51,16 +51,13 @@ type VerifyOptions struct {
 	// (its uncompressed size); 0: no bound beyond the format's.
 	MaxContentSize int64
 	// Work, when set, is called before each step of CPU work: inflating
-	// and hashing about 1 MiB of a file's content, or checking the bytes of
-	// a metadata object (n is then their size). It may block (to share the
-	// CPU between clients); an error from it ends the verification with
-	// that error, which is not a *CorruptError.
+	// and hashing the next piece of a file's content (at most 32 KiB), or
+	// checking the bytes of a metadata object (n is then their size). It
+	// may block (to share the CPU between clients), so it should be cheap
+	// when it does not; an error from it ends the verification with that
+	// error, which is not a *CorruptError.
 	Work func(n int64) error
 }
-
-// workStep is the content inflated and hashed between two calls of
-// VerifyOptions.Work.
-const workStep = 1 << 20
 
 func (o *VerifyOptions) work(n int64) error {
 	if o == nil || o.Work == nil {
@@ -344,20 +341,16 @@ func (v *Verifier) Close() (Info, error) {
 	return v.info, v.err
 }
 
-// pacedWriter calls work before each workStep bytes written through it.
+// pacedWriter calls work before every write through it, so that no
+// inflating and hashing happens outside a step Work allowed.
 type pacedWriter struct {
-	w      io.Writer
-	work   func(int64) error
-	budget int
+	w    io.Writer
+	work func(int64) error
 }
 
 func (p *pacedWriter) Write(b []byte) (int, error) {
-	if p.budget <= 0 {
-		if err := p.work(workStep); err != nil {
-			return 0, &workError{err}
-		}
-		p.budget = workStep
+	if err := p.work(int64(len(b))); err != nil {
+		return 0, &workError{err}
 	}
-	p.budget -= len(b)
 	return p.w.Write(b)
 }

@@ -151,6 +151,9 @@ func decodeVariant(t *Type, b []byte, depth int) (any, error) {
 	if i < 0 {
 		return nil, errAt(t, "variant without type")
 	}
+	if len(b)-i-1 > MaxVariantType {
+		return nil, errAt(t, "variant type of %d bytes, more than %d", len(b)-i-1, MaxVariantType)
+	}
 	vt, err := ParseType(string(b[i+1:]))
 	if err != nil {
 		return nil, errAt(t, "variant type %q: %v", b[i+1:], err)

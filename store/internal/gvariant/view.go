@@ -6,6 +6,10 @@ import (
 	"unicode/utf8"
 )
 
+// MaxVariantType bounds the type string of a variant ("v") value: parsing
+// a type costs memory per character, and real values' types are short.
+const MaxVariantType = 256
+
 // Validate checks that b is the normal-form serialisation of a value of type
 // t, exactly as DecodeNormal would, but in place: it allocates nothing that
 // grows with b, so a hostile value costs its bytes and no more.
@@ -47,6 +51,9 @@ func check(t *Type, b []byte, depth int, normal bool) error {
 		i := bytes.LastIndexByte(b, 0)
 		if i < 0 {
 			return errAt(t, "variant without type")
+		}
+		if len(b)-i-1 > MaxVariantType {
+			return errAt(t, "variant type of %d bytes, more than %d", len(b)-i-1, MaxVariantType)
 		}
 		vt, err := ParseType(string(b[i+1:]))
 		if err != nil {
@@ -312,7 +319,7 @@ func (v View) Uint64() uint64 {
 // string is bad).
 func (v View) Variant() View {
 	i := bytes.LastIndexByte(v.b, 0)
-	if i < 0 {
+	if i < 0 || len(v.b)-i-1 > MaxVariantType {
 		return View{}
 	}
 	vt, err := ParseType(string(v.b[i+1:]))

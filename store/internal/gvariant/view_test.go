@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -133,5 +135,37 @@ func TestValidateDoesNotAllocate(t *testing.T) {
 	})
 	if allocs > 10 {
 		t.Fatalf("%v allocations to validate 20,000 entries", allocs)
+	}
+}
+
+// A variant's type string is parsed into a value per character: a long one
+// is refused before it is parsed.
+func TestLongVariantTypeRefused(t *testing.T) {
+	typ := MustParseType("a{sv}")
+	long := "(" + strings.Repeat("y", 1<<20) + ")"
+	vals := make([]any, 1<<20)
+	for i := range vals {
+		vals[i] = uint8(0)
+	}
+	b, err := Encode(typ, []any{[]any{"k", Variant{Type: MustParseType(long), Value: vals}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	err = Validate(typ, b)
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+		t.Fatalf("refusing a %d-byte variant type allocated %d bytes", len(long), grew)
+	}
+	if len(err.Error()) > 1000 {
+		t.Fatalf("an error of %d bytes", len(err.Error()))
+	}
+	if _, err := Decode(typ, b); err == nil {
+		t.Fatal("Decode accepted it")
 	}
 }
