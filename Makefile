@@ -82,12 +82,12 @@ bench-smoke: deps bench-deps build $(BENCH_BIN)
 FUZZTIME ?= 2m
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./store/internal/gvariant/
-	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) ./store/
-	$(GO) test -run '^$$' -fuzz FuzzParseObjectName -fuzztime $(FUZZTIME) ./store/
-	$(GO) test -run '^$$' -fuzz '^FuzzPackPath$$' -fuzztime $(FUZZTIME) ./daemon/
-	$(GO) test -run '^$$' -fuzz '^FuzzUploadPath$$' -fuzztime $(FUZZTIME) ./daemon/
-	$(GO) test -run '^$$' -fuzz '^FuzzPackTar$$' -fuzztime $(FUZZTIME) ./daemon/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(FUZZTIME) ./daemon/
+	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) ./store/object/
+	$(GO) test -run '^$$' -fuzz FuzzParseObjectName -fuzztime $(FUZZTIME) ./store/object/
+	$(GO) test -run '^$$' -fuzz '^FuzzPackPath$$' -fuzztime $(FUZZTIME) ./repository/
+	$(GO) test -run '^$$' -fuzz '^FuzzPackTar$$' -fuzztime $(FUZZTIME) ./repository/
+	$(GO) test -run '^$$' -fuzz '^FuzzUploadPath$$' -fuzztime $(FUZZTIME) ./daemon/httpapi/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(FUZZTIME) ./daemon/httpapi/
 
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 

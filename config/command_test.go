@@ -29,10 +29,10 @@ func TestLoadUpdateKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.UpdateOn() || cfg.UpdateHook != "/usr/local/bin/publish 'my repo'" {
-		t.Fatalf("update %v, hook %q", cfg.UpdateOn(), cfg.UpdateHook)
+	if cfg.Update || !reflect.DeepEqual(cfg.UpdateHook, []string{"/usr/local/bin/publish", "my repo"}) {
+		t.Fatalf("update %v, hook %q", cfg.Update, cfg.UpdateHook)
 	}
-	if cfg, err := Load(writeFile(t, "repo: r\n")); err != nil || !cfg.UpdateOn() {
+	if cfg, err := Load(writeFile(t, "repo: r\n")); err != nil || !cfg.Update {
 		t.Fatalf("update defaults to on: %v %v", cfg, err)
 	}
 	if _, err := Load(writeFile(t, "update_hook: \"sh -c 'unterminated\"\n")); err == nil {

@@ -46,6 +46,7 @@ const (
 	DefaultMaxObjectsPerToken   = 4000000
 	DefaultMaxConnections       = 4096
 	DefaultMaxClientConnections = 256
+	DefaultBodyTimeout          = time.Minute
 )
 
 // Config is the daemon's configuration.
@@ -54,6 +55,8 @@ type Config struct {
 	Address              string   `yaml:"address"`                    // listen address; default ":8080"
 	StateDir             string   `yaml:"state_dir"`                  // default "" (the daemon derives it)
 	SessionTTL           Duration `yaml:"session_ttl"`                // default 24h
+	SessionRetention     Duration `yaml:"session_retention"`          // ended sessions are forgotten after it; default max(7 days, 7 TTLs)
+	BodyTimeout          Duration `yaml:"body_timeout"`               // a request body that sends nothing this long is dropped; default 1m
 	MaxObjectsPerSession int      `yaml:"max_objects_per_session"`    // default 2000000
 	MaxObjectSize        Size     `yaml:"max_object_size"`            // default 16 GiB
 	MaxPackSize          Size     `yaml:"max_pack_size"`              // default 256 MiB
@@ -70,12 +73,12 @@ type Config struct {
 	SignKeyfiles       []string `yaml:"sign_keyfiles"`       // secret key files: every new commit and the summary are signed with each key
 	SignVerify         bool     `yaml:"sign_verify"`         // refuse commits without a valid signature by a trusted key
 	SignTrustedKeyfile string   `yaml:"sign_trustedkeyfile"` // public keys sign_verify trusts
-	Update             *bool    `yaml:"update"`              // regenerate the summary after a publish; default true
-	UpdateHook         string   `yaml:"update_hook"`         // run instead of the built-in update
+	Update             bool     `yaml:"update"`              // regenerate the summary after a publish; default true
+	UpdateHook         []string `yaml:"update_hook"`         // run instead of the built-in update: the command, split as a shell would
 	// TrustedProxies are the addresses (IPs or CIDRs) whose X-Forwarded-*
 	// and Forwarded headers are believed; from anyone else they are dropped.
-	TrustedProxies []string `yaml:"trusted_proxies"`
-	Tokens         []Token  `yaml:"tokens"`
+	TrustedProxies []netip.Prefix `yaml:"trusted_proxies"`
+	Tokens         []Token        `yaml:"tokens"`
 }
 
 // Token is one API token entry of the configuration file. Exactly one of
@@ -110,9 +113,14 @@ func (t *Token) secretHash() string {
 	return t.SHA256
 }
 
-// UpdateOn reports whether the repository's metadata is updated after a
-// publish (the update key, default true).
-func (c *Config) UpdateOn() bool { return c.Update == nil || *c.Update }
+// Retention is how long ended sessions are kept: session_retention, or
+// max(7 days, 7 TTLs) when it is not set.
+func (c *Config) Retention() time.Duration {
+	if c.SessionRetention.Duration > 0 {
+		return c.SessionRetention.Duration
+	}
+	return max(7*24*time.Hour, 7*c.SessionTTL.Duration)
+}
 
 // Default returns the configuration used for absent keys.
 func Default() *Config {
@@ -127,6 +135,8 @@ func Default() *Config {
 		MaxObjectsPerToken:   DefaultMaxObjectsPerToken,
 		MaxConnections:       DefaultMaxConnections,
 		MaxClientConnections: DefaultMaxClientConnections,
+		BodyTimeout:          Duration{DefaultBodyTimeout},
+		Update:               true,
 	}
 }
 
@@ -175,6 +185,10 @@ func (c *Config) Validate() error {
 		return errors.New("address must not be empty")
 	case c.SessionTTL.Duration <= 0:
 		return errors.New("session_ttl must be positive")
+	case c.SessionRetention.Duration < 0:
+		return errors.New("session_retention must not be negative")
+	case c.BodyTimeout.Duration <= 0:
+		return errors.New("body_timeout must be positive")
 	case c.MaxObjectsPerSession <= 0:
 		return errors.New("max_objects_per_session must be positive")
 	case c.MaxObjectSize <= 0:
@@ -193,11 +207,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("sign_type %q: only ed25519 is supported", c.SignType)
 	case c.SignVerify && c.SignTrustedKeyfile == "":
 		return errors.New("sign_verify needs sign_trustedkeyfile")
-	}
-	for _, a := range c.TrustedProxies {
-		if _, err := ParsePrefix(a); err != nil {
-			return fmt.Errorf("trusted_proxies: %w", err)
-		}
 	}
 	names := map[string]int{}
 	secrets := map[string]int{}
@@ -386,11 +395,12 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			default:
 				cfg.StateDir = s
 			}
-		case "session_ttl":
+		case "session_ttl", "session_retention", "body_timeout":
 			if isNull(v) {
 				return nil
 			}
-			if err := cfg.SessionTTL.UnmarshalYAML(v); err != nil {
+			d := map[string]*Duration{"session_ttl": &cfg.SessionTTL, "session_retention": &cfg.SessionRetention, "body_timeout": &cfg.BodyTimeout}[key]
+			if err := d.UnmarshalYAML(v); err != nil {
 				return p.errorf(v, key, "%v", err)
 			}
 		case "max_objects_per_session", "max_sessions_per_token", "max_objects_per_token", "max_connections", "max_connections_per_client":
@@ -487,23 +497,17 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			}
 			cfg.SignKeyfiles = list
 		case "update":
-			var b bool
-			if isNull(v) {
-				return nil
-			}
-			if err := p.boolean(v, key, &b); err != nil {
-				return err
-			}
-			cfg.Update = &b
+			return p.boolean(v, key, &cfg.Update)
 		case "update_hook":
 			s, ok, err := p.str(v, key)
 			if err != nil || !ok {
 				return err
 			}
-			if _, err := SplitCommand(s); err != nil {
+			argv, err := SplitCommand(s)
+			if err != nil {
 				return p.errorf(v, key, "%v", err)
 			}
-			cfg.UpdateHook = s
+			cfg.UpdateHook = argv
 		case "sign_verify":
 			return p.boolean(v, key, &cfg.SignVerify)
 		case "trusted_proxies":
@@ -515,11 +519,12 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 				return p.errorf(v, key, "must be a list of IP addresses or CIDR ranges")
 			}
 			for _, a := range list {
-				if _, err := ParsePrefix(a); err != nil {
+				prefix, err := ParsePrefix(a)
+				if err != nil {
 					return p.errorf(v, key, "%v", err)
 				}
+				cfg.TrustedProxies = append(cfg.TrustedProxies, prefix)
 			}
-			cfg.TrustedProxies = list
 		case "tokens":
 			return p.tokens(v, cfg)
 		default:

@@ -2,7 +2,9 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -59,6 +61,8 @@ max_sessions_per_token: 8
 max_objects_per_token: 5000
 max_connections: 100
 max_connections_per_client: 10
+session_retention: 48h
+body_timeout: 30s
 sign_type: ed25519
 sign_keyfiles: [/etc/ostree/release.key, /etc/ostree/backup.key]
 sign_verify: true
@@ -80,6 +84,7 @@ tokens:
 		Repo: "/srv/repo", Address: "127.0.0.1:9000", StateDir: "/srv/state",
 		SessionTTL: Duration{90 * time.Minute}, MaxObjectsPerSession: 1000, MaxObjectSize: 500 * 1000 * 1000,
 		MaxPackSize: 64 * MiB, MaxSessionsPerToken: 8, MaxObjectsPerToken: 5000, MaxConnections: 100, MaxClientConnections: 10,
+		SessionRetention: Duration{48 * time.Hour}, BodyTimeout: Duration{30 * time.Second}, Update: true,
 		SignType: "ed25519", SignKeyfiles: []string{"/etc/ostree/release.key", "/etc/ostree/backup.key"},
 		SignVerify: true, SignTrustedKeyfile: "/etc/ostree/builders.pub",
 		Tokens: []Token{
@@ -349,8 +354,8 @@ func TestScopesAndProxies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"127.0.0.1", "10.1.2.3/8", "::1"}; !reflect.DeepEqual(cfg.TrustedProxies, want) {
-		t.Errorf("trusted_proxies = %q", cfg.TrustedProxies)
+	if got := fmt.Sprint(cfg.TrustedProxies); got != "[127.0.0.1/32 10.0.0.0/8 ::1/128]" {
+		t.Errorf("trusted_proxies = %s", got)
 	}
 	if p, _ := ParsePrefix("10.1.2.3/8"); p.String() != "10.0.0.0/8" {
 		t.Errorf("ParsePrefix masks to %v", p)
@@ -380,5 +385,29 @@ func TestScopesAndProxies(t *testing.T) {
 	}
 	if ci.ID() != auth.Hash("up")[:12] || ci.DisplayName() != "ci" {
 		t.Errorf("ID %q, name %q", ci.ID(), ci.DisplayName())
+	}
+}
+
+// A configuration written out loads back to the same values.
+func TestWriteLoadsBack(t *testing.T) {
+	c := Default()
+	c.StateDir, c.SessionRetention, c.BodyTimeout = "/srv/state", Duration{72 * time.Hour}, Duration{5 * time.Second}
+	c.MaxSessionsPerToken, c.MaxObjectSize = 3, 5*MiB
+	c.GPGSign, c.GPGHomedir, c.GPGVerify = []string{"ABCD"}, "/gpg", true
+	c.SignKeyfiles, c.Update = []string{"/k"}, false
+	c.UpdateHook = []string{"sh", "-c", `echo "it's" $X`, "arg with space"}
+	p1, _ := ParsePrefix("10.0.0.0/8")
+	c.TrustedProxies = []netip.Prefix{p1}
+	c.Tokens = []Token{{SHA256: strings.Repeat("ab", 32), Name: "ci", Refs: []string{"app/*"}, Scopes: []string{auth.ScopeUpload}}}
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := c.Write(path); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, c) {
+		t.Fatalf("loaded back\n%+v\nwrote\n%+v", got, c)
 	}
 }

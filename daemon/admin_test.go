@@ -19,6 +19,7 @@ import (
 	"github.com/ostree-upload/ostree-upload/daemon"
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 	"github.com/ostree-upload/ostree-upload/journal"
+	"github.com/ostree-upload/ostree-upload/repository"
 )
 
 // apiError decodes an error answer.
@@ -213,27 +214,29 @@ func TestAdminAPI(t *testing.T) {
 	want(t, e.doJSON(e.Narrow, "GET", api.PathInfo, nil), 401)
 
 	// With the daemon running, its state dir is locked.
-	kr := config.NewKeyring(e.Tokens())
-	if _, err := daemon.OpenAdmin(context.Background(), e.State, kr, nil); !errors.Is(err, journal.ErrInUse) {
+	cfg := e.Effective()
+	if _, err := daemon.OpenAdmin(context.Background(), cfg, nil); !errors.Is(err, journal.ErrInUse) {
 		t.Fatalf("OpenAdmin beside the daemon: %v", err)
 	}
 	// Stopped, the state dir answers, and a revocation there holds once the
 	// daemon is back, by ID this time.
 	e.Stop()
-	a, err := daemon.OpenAdmin(context.Background(), e.State, kr, nil)
+	a, err := daemon.OpenAdmin(context.Background(), cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ss, err := a.Sessions(context.Background(), true); err != nil || len(ss) != 2 {
 		t.Fatalf("offline sessions: %+v, %v", ss, err)
 	}
-	if tk, err := a.Revoke(context.Background(), e.Tok.Hash[:12], daemon.ByLocal); err != nil || tk.Name != "ci" || tk.RevokedBy != "local" {
+	if tk, err := a.Revoke(context.Background(), e.Tok.Hash[:12], repository.ByLocal); err != nil || tk.Name != "ci" || tk.RevokedBy != "local" {
 		t.Fatalf("offline revoke: %+v, %v", tk, err)
 	}
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := daemon.OpenAdmin(context.Background(), filepath.Join(t.TempDir(), "nothing"), kr, nil); err == nil || !strings.Contains(err.Error(), "no journal") {
+	nothing := *cfg
+	nothing.StateDir = filepath.Join(t.TempDir(), "nothing")
+	if _, err := daemon.OpenAdmin(context.Background(), &nothing, nil); err == nil || !strings.Contains(err.Error(), "no journal") {
 		t.Fatalf("OpenAdmin of an empty dir: %v", err)
 	}
 	e.Start()
@@ -280,7 +283,7 @@ func TestForwardedHeaders(t *testing.T) {
 		{"another proxy", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, false},
 		{"from the proxy", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32")}, true},
 	} {
-		e.Proxies = c.proxies
+		e.Config.TrustedProxies = c.proxies
 		e.Start()
 		loc, line := create(c.name)
 		if c.trusted {
@@ -299,7 +302,7 @@ func TestForwardedHeaders(t *testing.T) {
 // commit, and the janitor aborts it.
 func TestRevokedStagedSession(t *testing.T) {
 	e := newEnv(t)
-	e.TTL = 20 * time.Second // the janitor looks every 5 s
+	e.Config.SessionTTL = config.Duration{Duration: 20 * time.Second} // the janitor looks every 5 s
 	builder := daemontest.NewToken(t)
 	e.ExtraTokens = []config.Token{{SHA256: builder.Hash, Name: "builder", Scopes: []string{auth.ScopeUpload}}}
 	e.Start()
@@ -322,10 +325,10 @@ func TestRevokedStagedSession(t *testing.T) {
 	if refs := e.Refs(); len(refs) != 0 {
 		t.Fatalf("a revoked token's session was published: %v", refs)
 	}
-	a := e.Server().Admin()
+	a := e.Service()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		got, err := a.Session(context.Background(), s.ID)
+		got, err := a.AdminSession(context.Background(), s.ID)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -48,7 +48,7 @@ func TestFlatpakRepoUpdate(t *testing.T) {
 
 	key := storetest.NewGPGKey(t)
 	e := newEnv(t)
-	e.GPGSign, e.GPGHomedir = []string{key.ID}, key.Home
+	e.Config.GPGSign, e.Config.GPGHomedir = []string{key.ID}, key.Home
 	e.Start()
 	push := exec.Command(fx.bin, "push", "-q", "-r", build, "-a", e.URL, "-b", refs[0])
 	push.Env = append(env, "OSTREE_UPLOAD_TOKEN="+e.Tok.Secret)

@@ -15,7 +15,7 @@ func TestUpdateHook(t *testing.T) {
 	t.Parallel()
 	out := filepath.Join(t.TempDir(), "hook.out")
 	e := newEnv(t)
-	e.UpdateHook = []string{"sh", "-c", `printf '%s\n%s\n%s\n%s\n' "$OSTREE_RECEIVE_REPO" "$OSTREE_RECEIVE_REFS" "$OSTREE_UPLOAD_SESSION" "$OSTREE_UPLOAD_COMMITS" > "$0"`, out}
+	e.Config.UpdateHook = []string{"sh", "-c", `printf '%s\n%s\n%s\n%s\n' "$OSTREE_RECEIVE_REPO" "$OSTREE_RECEIVE_REFS" "$OSTREE_UPLOAD_SESSION" "$OSTREE_UPLOAD_COMMITS" > "$0"`, out}
 	e.Start()
 	updates := []api.RefUpdate{{Name: "main", New: fx.a}, {Name: "other", New: fx.c}}
 	s := e.session(e.Tok, updates, false)
@@ -38,7 +38,7 @@ func TestUpdateHook(t *testing.T) {
 
 	// A failing hook: the refs move all the same, and the answer says so.
 	e.Stop()
-	e.UpdateHook = []string{"sh", "-c", "echo cannot reach the CDN >&2; exit 3"}
+	e.Config.UpdateHook = []string{"sh", "-c", "echo cannot reach the CDN >&2; exit 3"}
 	e.Start()
 	next := []api.RefUpdate{{Name: "main", Old: fx.a, New: fx.b}}
 	r := e.push(e.Tok, next, false)
@@ -58,7 +58,7 @@ func TestUpdateHook(t *testing.T) {
 func TestUpdateOff(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.NoUpdate = true
+	e.Config.Update = false
 	e.Start()
 	r := e.doJSON(e.Tok, "POST", api.PathSessions, api.SessionRequest{Refs: []api.RefUpdate{{Name: "main", New: fx.a}, {Name: "other", New: fx.c}}})
 	if r.status != 400 || !strings.Contains(string(r.body), "one ref") {
@@ -79,7 +79,7 @@ func TestKill9BeforeHook(t *testing.T) {
 	t.Parallel()
 	out := filepath.Join(t.TempDir(), "hook.out")
 	e := newEnv(t)
-	e.ExtraConfig = "update_hook: sh -c 'echo \"$OSTREE_RECEIVE_REFS\" >> " + out + "'\n"
+	e.Config.UpdateHook = []string{"sh", "-c", `echo "$OSTREE_RECEIVE_REFS" >> ` + out}
 	p := e.StartProcess(fx.bin, "before-hook")
 	updates := []api.RefUpdate{{Name: "main", New: fx.a}}
 	if st := e.tryPush(e.Tok, updates); st == 200 {

@@ -119,7 +119,7 @@ func TestMetadataOfOtherRefsStaysPut(t *testing.T) {
 	e := newEnv(t)
 	beta := daemontest.NewToken(t)
 	e.ExtraTokens = []config.Token{{SHA256: beta.Hash, Name: "beta", Refs: []string{"beta/*"}}}
-	e.GPGSign, e.GPGHomedir = []string{key.ID}, key.Home
+	e.Config.GPGSign, e.Config.GPGHomedir = []string{key.ID}, key.Home
 	e.Start()
 	// A commit bound to main and beta/x (GPG-verifying clients require a
 	// binding): each token may publish it under its own ref.
@@ -207,7 +207,7 @@ func TestOnlyTrustedSignaturesAreKept(t *testing.T) {
 	_, trusted, _ := ed25519.GenerateKey(nil)
 	_, stranger, _ := ed25519.GenerateKey(nil)
 	e := newEnv(t)
-	e.TrustedKeys = []ed25519.PublicKey{trusted.Public().(ed25519.PublicKey)}
+	e.Trust(trusted.Public().(ed25519.PublicKey))
 	e.Start()
 	build, c := newBuild(t, "main", 5, 1700000000)
 	sum, _ := object.ParseChecksum(c)
@@ -319,7 +319,7 @@ func TestRefNamesAndTypesRefusedEarly(t *testing.T) {
 			t.Errorf("%s: %d %s", what, r.status, r.body)
 		}
 	}
-	if n, err := e.Server().Admin().Sessions(ctx, true); err != nil || len(n) != 3 {
+	if n, err := e.Service().Sessions(ctx, true); err != nil || len(n) != 3 {
 		t.Fatalf("sessions journaled: %d %v", len(n), err)
 	}
 	// A ref of production created under a session's ref after the session
@@ -331,7 +331,7 @@ func TestRefNamesAndTypesRefusedEarly(t *testing.T) {
 	if r.status != 409 || apiError(t, r).Code != api.CodeRefConflict {
 		t.Fatalf("commit beside late/sub: %d %s", r.status, r.body)
 	}
-	if n, _ := e.Server().Admin().Sessions(ctx, false); len(n) != 3 {
+	if n, _ := e.Service().Sessions(ctx, false); len(n) != 3 {
 		t.Fatalf("open sessions: %d", len(n))
 	}
 
@@ -447,11 +447,11 @@ func bomb(t testing.TB, size int64) (string, []byte) {
 func TestDecompressionBombsShareTheCPU(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.MaxObjectSize = 2 << 30
+	e.Config.MaxObjectSize = config.Size(6 << 30)
 	other := daemontest.NewToken(t)
 	e.ExtraTokens = []config.Token{{SHA256: other.Hash, Name: "other"}}
 	e.Start()
-	big, bigData := bomb(t, 3<<30)
+	big, bigData := bomb(t, 7<<30)
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	bigName, _ := object.ParseName(big)
 	e.need(e.Tok, s.ID, []object.Name{bigName})
@@ -460,11 +460,11 @@ func TestDecompressionBombsShareTheCPU(t *testing.T) {
 	if r.status != 422 || !strings.Contains(string(r.body), "max_object_size") {
 		t.Fatalf("bomb over max_object_size: %d %s", r.status, r.body)
 	}
-	t.Logf("%d-byte bomb declaring 3 GiB refused in %s", len(bigData), time.Since(start).Round(time.Millisecond))
+	t.Logf("%d-byte bomb declaring 7 GiB refused in %s", len(bigData), time.Since(start).Round(time.Millisecond))
 
-	// Three bombs of 2 GiB, in three sessions: more than the verification
-	// slots.
-	name, data := bomb(t, 2<<30)
+	// Three bombs of 6 GiB (a few seconds each to verify, cut short at
+	// the end), in three sessions: more than the verification slots.
+	name, data := bomb(t, 6<<30)
 	n, _ := object.ParseName(name)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -518,7 +518,7 @@ func TestTokenCannotExhaustSpaceOrJournal(t *testing.T) {
 	disk := daemontest.SmallDisk(t, "64m")
 	e := newEnv(t)
 	e.Repo, e.State = filepath.Join(disk, "repo"), filepath.Join(disk, "state")
-	e.MaxSessionsPerToken, e.MaxObjectsPerToken = 3, 2500
+	e.Config.MaxSessionsPerToken, e.Config.MaxObjectsPerToken = 3, 2500
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	names := []object.Name{}
@@ -630,7 +630,7 @@ func names2(ns []object.Name) []string { return names(ns) }
 func TestConnectionFloodAndSlowBodies(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.MaxConnections, e.MaxClientConnections, e.BodyTimeout = 500, 400, 2*time.Second
+	e.Config.MaxConnections, e.Config.MaxClientConnections, e.Config.BodyTimeout = 500, 400, config.Duration{Duration: 2 * time.Second}
 	e.Start()
 	addr := strings.TrimPrefix(e.URL, "http://")
 	var flood []net.Conn
@@ -678,7 +678,7 @@ func TestConnectionFloodAndSlowBodies(t *testing.T) {
 		return string(b), time.Since(start)
 	}
 	out, took := slow("")
-	if took > e.BodyTimeout+3*time.Second {
+	if took > e.Config.BodyTimeout.Duration+3*time.Second {
 		t.Fatalf("a stalled body held its connection %s", took)
 	}
 	t.Logf("stalled JSON body dropped after %s: %.40q", took.Round(time.Millisecond), out)
@@ -689,8 +689,8 @@ func TestConnectionFloodAndSlowBodies(t *testing.T) {
 func TestForwardedClientsAreBoundedEach(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.MaxClientConnections, e.BodyTimeout = 2, 3*time.Second
-	e.Proxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	e.Config.MaxClientConnections, e.Config.BodyTimeout = 2, config.Duration{Duration: 3 * time.Second}
+	e.Config.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	e.Start()
 	addr := strings.TrimPrefix(e.URL, "http://")
 	for i := 0; i < 2; i++ {
@@ -775,6 +775,7 @@ func vmHWM(t testing.TB, pid int) int64 {
 func TestHostileClientMemoryBound(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
+	e.Config.MaxObjectSize = config.DefaultMaxObjectSize
 	p := e.StartProcess(fx.bin, "")
 	pid := p.Cmd.Process.Pid
 	var sids []string
@@ -897,7 +898,7 @@ func TestDaemonSignaturesHaveRoom(t *testing.T) {
 	t.Parallel()
 	_, key, _ := ed25519.GenerateKey(nil)
 	e := newEnv(t)
-	e.SignKeys = []ed25519.PrivateKey{key}
+	e.SignWith(key)
 	e.Start()
 	build, c := newBuild(t, "main", 5, 1700000000)
 	sum, _ := object.ParseChecksum(c)

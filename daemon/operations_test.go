@@ -74,7 +74,7 @@ func TestMovedStateDir(t *testing.T) {
 // not expire; once the bytes stop, it does.
 func TestLongUploadKeepsSession(t *testing.T) {
 	e := newEnv(t)
-	e.TTL = time.Second
+	e.Config.SessionTTL = config.Duration{Duration: time.Second}
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
@@ -193,9 +193,9 @@ func TestStateDirOnAnotherMount(t *testing.T) {
 	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
 	e := newEnv(t)
 	storetest.MustOstree(t, "init", "--mode=archive", "--repo="+e.Repo)
-	_, err := daemon.New(context.Background(), daemon.Options{
-		RepoPath: e.Repo, StateDir: filepath.Join(mnt, "state"), Keyring: config.NewKeyring(e.Tokens()),
-	})
+	cfg := e.Effective()
+	cfg.StateDir = filepath.Join(mnt, "state")
+	_, err := daemon.New(context.Background(), cfg, nil, "test")
 	if err == nil || !strings.Contains(err.Error(), "different mounts") {
 		t.Fatalf("state dir behind a bind mount: %v", err)
 	}

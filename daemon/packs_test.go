@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ostree-upload/ostree-upload/api"
+	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 	"github.com/ostree-upload/ostree-upload/store"
 	"github.com/ostree-upload/ostree-upload/store/object"
@@ -128,7 +129,7 @@ func TestPacksPublish(t *testing.T) {
 func TestPackRefusals(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.MaxPackSize = 1 << 20
+	e.Config.MaxPackSize = config.Size(1 << 20)
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	all := objectsOf(t, fx.a, "")

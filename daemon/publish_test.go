@@ -435,7 +435,7 @@ func TestNegotiationInBatches(t *testing.T) {
 func TestMaxObjectsPerSession(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.MaxObjects = 10
+	e.Config.MaxObjectsPerSession = 10
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	names := objectsOf(t, fx.a, "")
@@ -453,7 +453,7 @@ func TestMaxObjectsPerSession(t *testing.T) {
 
 func TestExpiryFreesDisk(t *testing.T) {
 	e := newEnv(t)
-	e.TTL = time.Second
+	e.Config.SessionTTL = config.Duration{Duration: time.Second}
 	e.Start()
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
 	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
@@ -502,13 +502,16 @@ func TestSecondDaemonRefuses(t *testing.T) {
 	e := newEnv(t)
 	e.Start()
 	for name, state := range map[string]string{"same state dir": e.State, "other state dir": e.State + "2"} {
-		_, err := daemon.New(ctx, daemon.Options{RepoPath: e.Repo, StateDir: state, Keyring: config.NewKeyring(e.Tokens())})
+		cfg := e.Effective()
+		cfg.StateDir = state
+		_, err := daemon.New(ctx, cfg, nil, "test")
 		if err == nil || !strings.Contains(err.Error(), "in use") {
 			t.Errorf("%s: second daemon: %v", name, err)
 		}
 	}
-	other := newEnv(t)
-	_, err := daemon.New(ctx, daemon.Options{RepoPath: other.Repo, StateDir: "/dev/shm/ou-state-test", Keyring: config.NewKeyring(e.Tokens())})
+	cfg := newEnv(t).Effective()
+	cfg.StateDir = "/dev/shm/ou-state-test"
+	_, err := daemon.New(ctx, cfg, nil, "test")
 	os.RemoveAll("/dev/shm/ou-state-test")
 	if err == nil || !strings.Contains(err.Error(), "not on the filesystem") {
 		t.Errorf("state dir on another filesystem: %v", err)
@@ -550,7 +553,7 @@ func TestStartupReconciles(t *testing.T) {
 // disappear when the other token's session expires.
 func TestTokensDoNotShareUploads(t *testing.T) {
 	e := newEnv(t)
-	e.TTL = time.Second
+	e.Config.SessionTTL = config.Duration{Duration: time.Second}
 	e.Start()
 	names := objectsOf(t, fx.c, "")
 	sA := e.session(e.Tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false)
@@ -632,7 +635,7 @@ func TestUploadMisuseRefused(t *testing.T) {
 // Ended sessions are forgotten after the retention period.
 func TestEndedSessionsAreForgotten(t *testing.T) {
 	e := newEnv(t)
-	e.TTL, e.Retention = time.Second, 2*time.Second
+	e.Config.SessionTTL, e.Config.SessionRetention = config.Duration{Duration: time.Second}, config.Duration{Duration: 2 * time.Second}
 	e.Start()
 	want(t, e.push(e.Tok, []api.RefUpdate{{Name: "other", New: fx.c}}, false), 200)
 	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)

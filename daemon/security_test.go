@@ -58,7 +58,7 @@ type catalogue struct {
 
 // spareSessions lists the spare token's open sessions.
 func (c *catalogue) spareSessions(out *[]api.Session) {
-	all, err := c.Server().Admin().Sessions(ctx, false)
+	all, err := c.Service().Sessions(ctx, false)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -427,15 +427,15 @@ func TestHostileInputs(t *testing.T) {
 	checkCatalogueDoc(t, rows)
 
 	e := newEnv(t)
-	e.MaxObjects = 2000
-	e.MaxSessionsPerToken, e.MaxObjectsPerToken, e.BodyTimeout = 8, 3000, 2*time.Second
+	e.Config.MaxObjectsPerSession = 2000
+	e.Config.MaxSessionsPerToken, e.Config.MaxObjectsPerToken, e.Config.BodyTimeout = 8, 3000, config.Duration{Duration: 2 * time.Second}
 	expired := daemontest.NewToken(t)
 	past := time.Now().Add(-time.Hour)
 	c := &catalogue{env: e, expired: expired, uploadOnly: daemontest.NewToken(t), admin: daemontest.NewToken(t), doomed: daemontest.NewToken(t),
 		beta: daemontest.NewToken(t), spare: daemontest.NewToken(t), uploader: daemontest.NewToken(t), maxObjectSize: 64 << 20}
-	e.MaxObjectSize = c.maxObjectSize
+	e.Config.MaxObjectSize = config.Size(c.maxObjectSize)
 	c.key = storetest.NewGPGKey(t)
-	e.GPGSign, e.GPGHomedir = []string{c.key.ID}, c.key.Home
+	e.Config.GPGSign, e.Config.GPGHomedir = []string{c.key.ID}, c.key.Home
 	e.ExtraTokens = []config.Token{{SHA256: expired.Hash, Name: "expired", Expires: &past},
 		{SHA256: c.uploadOnly.Hash, Name: "upload-only", Scopes: []string{auth.ScopeUpload}},
 		{SHA256: c.admin.Hash, Name: "admin", Scopes: []string{auth.ScopeAdmin}},

@@ -4,7 +4,6 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,7 +45,9 @@ func TestEd25519SignAndVerify(t *testing.T) {
 	builderPub, builder, _ := ed25519.GenerateKey(nil)
 	serverPub, server, _ := ed25519.GenerateKey(nil)
 	e := newEnv(t)
-	e.SignKeys, e.TrustedKeys, e.SignVerify = []ed25519.PrivateKey{server}, []ed25519.PublicKey{builderPub}, true
+	e.SignWith(server)
+	e.Trust(builderPub)
+	e.Config.SignVerify = true
 	e.Start()
 
 	updates := []api.RefUpdate{{Name: "main", New: fx.a}}
@@ -120,7 +121,7 @@ func TestGPGSignAndVerify(t *testing.T) {
 	t.Parallel()
 	builder, server := storetest.NewGPGKey(t), storetest.NewGPGKey(t)
 	e := newEnv(t)
-	e.GPGSign, e.GPGHomedir, e.GPGVerify, e.GPGTrusted = []string{server.ID}, server.Home, true, builder.PublicRing
+	e.Config.GPGSign, e.Config.GPGHomedir, e.Config.GPGVerify, e.Config.GPGTrustedKeys = []string{server.ID}, server.Home, true, builder.PublicRing
 	e.Start()
 	updates := []api.RefUpdate{{Name: "main", New: fx.a}}
 	s := e.commitUnsigned(updates, "GPG")
@@ -175,7 +176,7 @@ func TestKill9DuringSignedPublish(t *testing.T) {
 	for _, fp := range []string{"after-intent", "after-sign", "after-refs", "after-summary", "before-summary-signature"} {
 		t.Run(fp, func(t *testing.T) {
 			e := newEnv(t)
-			e.ExtraConfig = fmt.Sprintf("gpg_sign: [%s]\ngpg_homedir: %s\nsign_keyfiles: [%s]\n", key.ID, key.Home, keyfile)
+			e.Config.GPGSign, e.Config.GPGHomedir, e.Config.SignKeyfiles = []string{key.ID}, key.Home, []string{keyfile}
 			p := e.StartProcess(fx.bin, fp)
 			if st := e.tryPush(e.Tok, updates); st == 200 {
 				t.Fatalf("push succeeded through failpoint %s", fp)

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 	"github.com/ostree-upload/ostree-upload/store/object"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
@@ -206,9 +207,9 @@ func runFault(t *testing.T, kind string, frac float64, point string, clean, budg
 	if err := os.WriteFile(keyfile, []byte(base64.StdEncoding.EncodeToString(faultSigner)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.ExtraConfig = "sign_keyfiles: [" + keyfile + "]\n"
+	e.Config.SignKeyfiles = []string{keyfile}
 	if kind == "abandoned" {
-		e.ExtraConfig += "session_ttl: 2s\n"
+		e.Config.SessionTTL = config.Duration{Duration: 2 * time.Second}
 	}
 	failpoint := ""
 	if kind == "daemon-kill" {

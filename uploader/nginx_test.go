@@ -106,7 +106,7 @@ func TestBehindNginx(t *testing.T) {
 	t.Parallel()
 	certFile, keyFile := selfSigned(t)
 	e := daemontest.New(t)
-	e.Proxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	e.Config.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	e.Start()
 	addr := startNginx(t, strings.TrimPrefix(e.URL, "http://"), certFile, keyFile, e.Repo)
 	url := "https://" + addr

@@ -19,6 +19,7 @@ import (
 	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon"
 	"github.com/ostree-upload/ostree-upload/journal"
+	"github.com/ostree-upload/ostree-upload/repository"
 	"github.com/ostree-upload/ostree-upload/uploader"
 )
 
@@ -35,18 +36,22 @@ type adminAPI interface {
 }
 
 // localAdmin answers from the state dir, acting as "local".
-type localAdmin struct{ *daemon.Admin }
+type localAdmin struct{ *repository.Service }
+
+func (l localAdmin) Session(ctx context.Context, id string) (api.AdminSession, error) {
+	return l.Service.AdminSession(ctx, id)
+}
 
 func (l localAdmin) Abort(ctx context.Context, id string) (api.AdminSession, error) {
-	return l.Admin.Abort(ctx, id, daemon.ByLocal)
+	return l.Service.AbortSession(ctx, id, repository.ByLocal)
 }
 
 func (l localAdmin) Fail(ctx context.Context, id string) (api.AdminSession, error) {
-	return l.Admin.Fail(ctx, id, daemon.ByLocal)
+	return l.Service.FailSession(ctx, id, repository.ByLocal)
 }
 
 func (l localAdmin) Revoke(ctx context.Context, which string) (api.Token, error) {
-	return l.Admin.Revoke(ctx, which, daemon.ByLocal)
+	return l.Service.Revoke(ctx, which, repository.ByLocal)
 }
 
 // adminFlags are the flags of the admin commands: where to ask, and how to
@@ -129,13 +134,9 @@ func (o *adminFlags) open(ctx context.Context) (adminAPI, error) {
 	if o.stateDir != "" {
 		cfg.StateDir = o.stateDir
 	}
-	dir := cfg.StateDir
-	if dir == "" {
-		dir = daemon.DefaultStateDir(cfg.Repo)
-	}
-	a, err := daemon.OpenAdmin(ctx, dir, config.NewKeyring(cfg.Tokens), nil)
+	a, err := daemon.OpenAdmin(ctx, cfg, nil)
 	if errors.Is(err, journal.ErrInUse) {
-		return nil, fmt.Errorf("the daemon is running (it holds %s): ask it instead, with -a URL and a token with the admin scope", dir)
+		return nil, fmt.Errorf("the daemon is running (it holds %s): ask it instead, with -a URL and a token with the admin scope", repository.StateDirOf(cfg))
 	}
 	if err != nil {
 		return nil, err

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -23,7 +21,6 @@ import (
 
 	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon"
-	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
 var receiveCmd = &command{
@@ -104,62 +101,8 @@ func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	var hook []string
-	if cfg.UpdateHook != "" {
-		var err error
-		if hook, err = config.SplitCommand(cfg.UpdateHook); err != nil {
-			return fmt.Errorf("update_hook: %w", err)
-		}
-	}
-	var signKeys []ed25519.PrivateKey
-	for _, f := range cfg.SignKeyfiles {
-		keys, err := object.LoadEd25519Keys(f)
-		if err != nil {
-			return fmt.Errorf("sign_keyfiles: %w", err)
-		}
-		signKeys = append(signKeys, keys...)
-	}
-	var trusted []ed25519.PublicKey
-	if cfg.SignTrustedKeyfile != "" {
-		var err error
-		if trusted, err = object.LoadEd25519PublicKeys(cfg.SignTrustedKeyfile); err != nil {
-			return fmt.Errorf("sign_trustedkeyfile: %w", err)
-		}
-	}
-	var proxies []netip.Prefix
-	for _, a := range cfg.TrustedProxies {
-		p, err := config.ParsePrefix(a)
-		if err != nil {
-			return fmt.Errorf("trusted_proxies: %w", err)
-		}
-		proxies = append(proxies, p)
-	}
 	recovered := extendStartup(20 * time.Second)
-	srv, err := daemon.New(ctx, daemon.Options{
-		RepoPath:             cfg.Repo,
-		StateDir:             cfg.StateDir,
-		Keyring:              config.NewKeyring(cfg.Tokens),
-		SessionTTL:           cfg.SessionTTL.Duration,
-		MaxObjectsPerSession: cfg.MaxObjectsPerSession,
-		MaxObjectSize:        int64(cfg.MaxObjectSize),
-		MaxPackSize:          int64(cfg.MaxPackSize),
-		MaxSessionsPerToken:  cfg.MaxSessionsPerToken,
-		MaxObjectsPerToken:   cfg.MaxObjectsPerToken,
-		MaxConnections:       cfg.MaxConnections,
-		MaxClientConnections: cfg.MaxClientConnections,
-		SignKeys:             signKeys,
-		TrustedKeys:          trusted,
-		SignVerify:           cfg.SignVerify,
-		GPGSign:              cfg.GPGSign,
-		GPGHomedir:           cfg.GPGHomedir,
-		GPGVerify:            cfg.GPGVerify,
-		GPGTrustedKeys:       cfg.GPGTrustedKeys,
-		NoUpdate:             !cfg.UpdateOn(),
-		UpdateHook:           hook,
-		TrustedProxies:       proxies,
-		Version:              version,
-		Logger:               log,
-	})
+	srv, err := daemon.New(ctx, cfg, log, version)
 	recovered()
 	if err != nil {
 		return err
@@ -189,7 +132,7 @@ func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile
 				log.Error("reloading tokens failed; keeping the old ones", "err", err)
 				continue
 			}
-			srv.SetKeyring(config.NewKeyring(c.Tokens))
+			srv.SetKeyring(c.Keyring())
 			if certs != nil {
 				if err := certs.reload(); err != nil {
 					log.Error("reloading the TLS certificate failed; keeping the old one", "err", err)

@@ -5,22 +5,24 @@ package daemontest
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ostree-upload/ostree-upload/auth"
 	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon"
+	"github.com/ostree-upload/ostree-upload/repository"
 	"github.com/ostree-upload/ostree-upload/store"
 	"github.com/ostree-upload/ostree-upload/store/object"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
@@ -45,33 +47,16 @@ type Env struct {
 	Repo, State string
 	URL         string // http://127.0.0.1:port once started
 	Tok, Narrow Token
-	TTL         time.Duration
-	Retention   time.Duration // 0: the daemon's default
-	MaxObjects  int
-	MaxPackSize int64 // 0: the daemon's default
-	// Limits of the daemon; 0: its default.
-	MaxObjectSize        int64 // 0: 1 GiB here
-	MaxSessionsPerToken  int
-	MaxObjectsPerToken   int
-	MaxConnections       int
-	MaxClientConnections int
-	BodyTimeout          time.Duration
-	SignKeys             []ed25519.PrivateKey
-	TrustedKeys          []ed25519.PublicKey
-	SignVerify           bool
-	NoUpdate             bool
-	GPGSign              []string
-	GPGHomedir           string
-	GPGVerify            bool
-	GPGTrusted           string
-	ExtraConfig          string         // appended to the configuration file of StartProcess
-	ExtraTokens          []config.Token // configured beside Tok and Narrow
-	UpdateHook           []string
-	Proxies              []netip.Prefix // trusted proxies
-	Logger               *slog.Logger   // nil: discarded unless OSTREE_UPLOAD_TEST_LOG is set
+	// Config is the daemon's configuration, as a configuration file would
+	// give it: the defaults with test-sized limits (a TTL of an hour,
+	// 100,000 objects a session, 1 GiB objects). Tests change it before
+	// Start; Repo, StateDir and Tokens come from the Env.
+	Config      *config.Config
+	ExtraTokens []config.Token // configured beside Tok and Narrow
+	Logger      *slog.Logger   // nil: discarded unless OSTREE_UPLOAD_TEST_LOG is set
 
 	addr string
-	srv  *daemon.Server
+	d    *daemon.Daemon
 	stop context.CancelFunc
 	done chan error
 }
@@ -79,8 +64,52 @@ type Env struct {
 // New prepares (but does not start) a daemon with an empty state.
 func New(t testing.TB) *Env {
 	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.SessionTTL = config.Duration{Duration: time.Hour}
+	cfg.MaxObjectsPerSession = 100000
+	cfg.MaxObjectSize = 1 << 30
 	return &Env{T: t, Repo: filepath.Join(dir, "repo"), State: filepath.Join(dir, "state"),
-		Tok: NewToken(t), Narrow: NewToken(t), TTL: time.Hour, MaxObjects: 100000}
+		Tok: NewToken(t), Narrow: NewToken(t), Config: cfg}
+}
+
+// Effective is the configuration the daemon runs with: Config with the
+// Env's directories and tokens.
+func (e *Env) Effective() *config.Config {
+	c := *e.Config
+	c.Repo, c.StateDir, c.Tokens = e.Repo, e.State, e.Tokens()
+	return &c
+}
+
+// SignWith makes the daemon sign with these ed25519 keys (a key file in
+// the test's directory, in sign_keyfiles).
+func (e *Env) SignWith(keys ...ed25519.PrivateKey) {
+	var lines []string
+	for _, k := range keys {
+		lines = append(lines, base64.StdEncoding.EncodeToString(k))
+	}
+	e.Config.SignKeyfiles = append(e.Config.SignKeyfiles, e.keyFile("sign", lines))
+}
+
+// Trust makes the daemon trust these ed25519 public keys
+// (sign_trustedkeyfile).
+func (e *Env) Trust(keys ...ed25519.PublicKey) {
+	var lines []string
+	for _, k := range keys {
+		lines = append(lines, base64.StdEncoding.EncodeToString(k))
+	}
+	e.Config.SignTrustedKeyfile = e.keyFile("trusted", lines)
+}
+
+func (e *Env) keyFile(kind string, lines []string) string {
+	f, err := os.CreateTemp(e.T.TempDir(), kind+"-*.key")
+	if err == nil {
+		_, err = f.WriteString(strings.Join(lines, "\n") + "\n")
+		err = errors.Join(err, f.Close())
+	}
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	return f.Name()
 }
 
 // Tokens are the daemon's configured tokens.
@@ -116,31 +145,15 @@ func (e *Env) listen() net.Listener {
 // ran already.
 func (e *Env) Start() {
 	t := e.T
-	srv, err := daemon.New(context.Background(), daemon.Options{
-		RepoPath: e.Repo, StateDir: e.State, Keyring: config.NewKeyring(e.Tokens()),
-		SessionTTL: e.TTL, SessionRetention: e.Retention, MaxObjectsPerSession: e.MaxObjects, MaxObjectSize: e.maxObjectSize(), MaxPackSize: e.MaxPackSize, Version: "test",
-		MaxSessionsPerToken: e.MaxSessionsPerToken, MaxObjectsPerToken: e.MaxObjectsPerToken,
-		MaxConnections: e.MaxConnections, MaxClientConnections: e.MaxClientConnections, BodyTimeout: e.BodyTimeout,
-		SignKeys: e.SignKeys, TrustedKeys: e.TrustedKeys, SignVerify: e.SignVerify,
-		NoUpdate: e.NoUpdate, UpdateHook: e.UpdateHook,
-		GPGSign: e.GPGSign, GPGHomedir: e.GPGHomedir, GPGVerify: e.GPGVerify, GPGTrustedKeys: e.GPGTrusted,
-		TrustedProxies: e.Proxies, Logger: e.logger(),
-	})
+	d, err := daemon.New(context.Background(), e.Effective(), e.logger(), "test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ln := e.listen()
 	ctx, cancel := context.WithCancel(context.Background())
-	e.srv, e.stop, e.done = srv, cancel, make(chan error, 1)
-	go func() { e.done <- srv.Serve(ctx, ln) }()
+	e.d, e.stop, e.done = d, cancel, make(chan error, 1)
+	go func() { e.done <- d.Serve(ctx, ln) }()
 	t.Cleanup(e.Stop)
-}
-
-func (e *Env) maxObjectSize() int64 {
-	if e.MaxObjectSize > 0 {
-		return e.MaxObjectSize
-	}
-	return 1 << 30
 }
 
 func (e *Env) logger() *slog.Logger {
@@ -158,18 +171,21 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// Server is the running in-process daemon (nil when stopped).
-func (e *Env) Server() *daemon.Server { return e.srv }
+// Daemon is the running in-process daemon (nil when stopped).
+func (e *Env) Daemon() *daemon.Daemon { return e.d }
+
+// Service is the running in-process daemon's repository service.
+func (e *Env) Service() *repository.Service { return e.d.Service() }
 
 // Stop shuts the in-process daemon down gracefully.
 func (e *Env) Stop() {
-	if e.srv == nil {
+	if e.d == nil {
 		return
 	}
 	e.stop()
 	<-e.done
-	e.srv.Close()
-	e.srv = nil
+	e.d.Close()
+	e.d = nil
 }
 
 // Restart stops and starts the in-process daemon on the same address.
@@ -185,26 +201,11 @@ type Proc struct {
 	done chan error
 }
 
-// WriteConfig writes the daemon's configuration file with its tokens.
+// WriteConfig writes the daemon's configuration file.
 func (e *Env) WriteConfig() string {
 	path := filepath.Join(filepath.Dir(e.Repo), "ostree-upload.yaml")
-	if _, err := os.Stat(path); err == nil {
-		return path
-	}
-	for _, tk := range e.Tokens() {
-		if err := config.AppendToken(path, tk); err != nil {
-			e.T.Fatal(err)
-		}
-	}
-	if e.ExtraConfig != "" {
-		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-		if err == nil {
-			_, err = f.WriteString(e.ExtraConfig)
-			err = errors.Join(err, f.Close())
-		}
-		if err != nil {
-			e.T.Fatal(err)
-		}
+	if err := e.Effective().Write(path); err != nil {
+		e.T.Fatal(err)
 	}
 	return path
 }
@@ -220,7 +221,7 @@ func (e *Env) StartProcess(bin, failpoint string) *Proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "receive", "-c", e.WriteConfig(), "-r", e.Repo, "--state-dir", e.State, "-a", e.addr)
+	cmd := exec.Command(bin, "receive", "-c", e.WriteConfig(), "-a", e.addr)
 	cmd.Env = append(os.Environ(), "OSTREE_UPLOAD_FAILPOINT="+failpoint)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -297,10 +298,11 @@ func (e *Env) CheckPublished(want map[string]string) {
 	}
 }
 
-// BuildBinary builds the ostree-upload command into dir and returns its path.
+// BuildBinary builds the ostree-upload command, with failpoints, into dir
+// and returns its path.
 func BuildBinary(dir string) (string, error) {
 	bin := filepath.Join(dir, "ostree-upload")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/ostree-upload/ostree-upload/cmd/ostree-upload").CombinedOutput()
+	out, err := exec.Command("go", "build", "-tags", "failpoints", "-o", bin, "github.com/ostree-upload/ostree-upload/cmd/ostree-upload").CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("build: %v: %s", err, out)
 	}

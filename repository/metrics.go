@@ -1,15 +1,12 @@
-package daemon
+package repository
 
 import (
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/tus/tusd/v2/pkg/handler"
-	"github.com/tus/tusd/v2/pkg/prometheuscollector"
 )
 
-// metrics are the daemon's Prometheus metrics, tusd's included.
+// metrics are the service's Prometheus metrics.
 type metrics struct {
 	registry       *prometheus.Registry
 	sessions       prometheus.Counter
@@ -22,15 +19,17 @@ type metrics struct {
 	hookFailures   prometheus.Counter
 	publishErrors  prometheus.Counter
 	noSpace        prometheus.Counter
-	authFailures   prometheus.Counter
 	verifySeconds  prometheus.Histogram
 	publishSeconds prometheus.Histogram
 	lastPublish    prometheus.Gauge
-	connsLimited   *prometheus.CounterVec
 }
 
-func newMetrics() *metrics {
-	r := prometheus.NewRegistry()
+// newMetrics registers the service's metrics in r (nil: a registry of
+// their own).
+func newMetrics(r *prometheus.Registry) *metrics {
+	if r == nil {
+		r = prometheus.NewRegistry()
+	}
 	f := func(name, help string) prometheus.Counter {
 		c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ostree_upload", Name: name, Help: help})
 		r.MustRegister(c)
@@ -46,10 +45,6 @@ func newMetrics() *metrics {
 		r.MustRegister(x)
 		return x
 	}
-	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	limited := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ostree_upload", Name: "connections_limited_total",
-		Help: "Connection limits that bit, by reason: total and client (a connection or request refused), evicted (an idle connection closed for a new one)."}, []string{"reason"})
-	r.MustRegister(limited)
 	return &metrics{
 		registry:       r,
 		sessions:       f("sessions_created_total", "Push sessions created."),
@@ -62,11 +57,9 @@ func newMetrics() *metrics {
 		hookFailures:   f("update_hook_failures_total", "Runs of update_hook that failed (the refs stayed published)."),
 		publishErrors:  f("publish_errors_total", "Publishes that failed on the daemon's side (repository locked, I/O, signing); refusals of the client's request are not counted."),
 		noSpace:        f("space_refusals_total", "Uploads and packs refused with 507: the repository's filesystem is at its free-space floor."),
-		authFailures:   f("auth_failures_total", "Requests with a missing, unknown or expired token."),
 		verifySeconds:  h("verify_seconds", "Time to verify one object.", prometheus.ExponentialBuckets(0.0001, 4, 10)),
 		publishSeconds: h("publish_seconds", "Time to publish one session.", prometheus.ExponentialBuckets(0.01, 3, 10)),
 		lastPublish:    g("last_publish_timestamp_seconds", "When the last publish finished (Unix time; 0 = none since the start)."),
-		connsLimited:   limited,
 	}
 }
 
@@ -88,8 +81,4 @@ func (m *metrics) addGauges(live func() (int, error), free func() (uint64, error
 	add("sessions_open", "Open and publishing push sessions.", func() (float64, error) { n, err := live(); return float64(n), err })
 	add("repo_free_bytes", "Free bytes of the production repository's filesystem, for unprivileged users.",
 		func() (float64, error) { n, err := free(); return float64(n), err })
-}
-
-func (m *metrics) addTus(h *handler.Handler) {
-	m.registry.MustRegister(prometheuscollector.New(h.Metrics))
 }

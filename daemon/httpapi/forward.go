@@ -1,4 +1,4 @@
-package daemon
+package httpapi
 
 import (
 	"net"
@@ -16,11 +16,11 @@ var forwardedHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Pro
 // peer is one of Options.TrustedProxies. From any other peer these headers
 // are deleted before anything reads them.
 func (s *Server) setupForwarding(e *echo.Echo) {
-	if len(s.opts.TrustedProxies) == 0 {
+	if len(s.cfg.TrustedProxies) == 0 {
 		e.IPExtractor = echo.ExtractIPDirect()
 	} else {
 		opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
-		for _, p := range s.opts.TrustedProxies {
+		for _, p := range s.cfg.TrustedProxies {
 			opts = append(opts, echo.TrustIPRange(prefixNet(p)))
 		}
 		e.IPExtractor = echo.ExtractIPFromXFFHeader(opts...)
@@ -39,7 +39,7 @@ func (s *Server) setupForwarding(e *echo.Echo) {
 
 // trustedPeer reports whether remoteAddr (host:port) is a trusted proxy.
 func (s *Server) trustedPeer(remoteAddr string) bool {
-	if len(s.opts.TrustedProxies) == 0 {
+	if len(s.cfg.TrustedProxies) == 0 {
 		return false
 	}
 	host, _, err := net.SplitHostPort(remoteAddr)
@@ -56,7 +56,7 @@ func (s *Server) trustedPeer(remoteAddr string) bool {
 // trustedAddr reports whether a is a trusted proxy's address.
 func (s *Server) trustedAddr(a netip.Addr) bool {
 	a = a.Unmap()
-	for _, p := range s.opts.TrustedProxies {
+	for _, p := range s.cfg.TrustedProxies {
 		if p.Contains(a) {
 			return true
 		}

@@ -1,4 +1,4 @@
-package daemon
+package repository
 
 import (
 	"bytes"
@@ -15,7 +15,6 @@ import (
 	"github.com/tus/tusd/v2/pkg/filestore"
 
 	"github.com/ostree-upload/ostree-upload/journal"
-	"github.com/ostree-upload/ostree-upload/store"
 	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
@@ -24,7 +23,7 @@ import (
 // whose bytes are gone are forgotten (the client sends them again),
 // complete uploads without a verdict are judged, and unfinished publishes
 // are finished.
-func (s *Server) recover(ctx context.Context) error {
+func (s *Service) recover(ctx context.Context) error {
 	ups, err := s.journal.AllUploads(ctx)
 	if err != nil {
 		return err
@@ -81,7 +80,7 @@ func (s *Server) recover(ctx context.Context) error {
 // relocateUpload points tusd's info file of an upload at where its files
 // are now. tusd records absolute paths, which a move of the state dir
 // leaves pointing at the old place.
-func (s *Server) relocateUpload(id string, info []byte) error {
+func (s *Service) relocateUpload(id string, info []byte) error {
 	var fi map[string]any
 	dec := json.NewDecoder(bytes.NewReader(info))
 	dec.UseNumber() // sizes and offsets come back as they were
@@ -115,7 +114,7 @@ func (s *Server) relocateUpload(id string, info []byte) error {
 
 // receiving reports whether an upload of the session got bytes within d:
 // a single large upload over a slow link keeps its session alive.
-func (s *Server) receiving(ctx context.Context, sessionID string, d time.Duration) bool {
+func (s *Service) receiving(ctx context.Context, sessionID string, d time.Duration) bool {
 	ups, err := s.journal.SessionUploads(ctx, sessionID)
 	if err != nil {
 		return false
@@ -131,7 +130,7 @@ func (s *Server) receiving(ctx context.Context, sessionID string, d time.Duratio
 // finishIntents completes interrupted publishes. One that fails now (the
 // repo locked by an admin's prune, a full disk) is logged and retried by
 // the janitor; it does not keep the daemon from starting.
-func (s *Server) finishIntents(ctx context.Context) {
+func (s *Service) finishIntents(ctx context.Context) {
 	intents, err := s.journal.Intents(ctx)
 	if err != nil {
 		s.log.Error("reading publish intents", "err", err)
@@ -155,7 +154,7 @@ func (s *Server) finishIntents(ctx context.Context) {
 	}
 }
 
-func (s *Server) finishIntent(ctx context.Context, in journal.Intent) error {
+func (s *Service) finishIntent(ctx context.Context, in journal.Intent) error {
 	sess, err := s.journal.Get(ctx, in.Session)
 	if err != nil {
 		return err
@@ -170,61 +169,21 @@ func (s *Server) finishIntent(ctx context.Context, in journal.Intent) error {
 	return s.journal.DeleteIntent(ctx, sess.ID)
 }
 
-// sweepSpools deletes spool files the journal does not know: left by a
-// crash between a rename into the spool and its journal entry (once that
-// upload was forgotten, or in a pack batch not yet journaled), and staged
-// pack entries.
-func (s *Server) sweepSpools(ctx context.Context) error {
-	owners, err := os.ReadDir(s.spoolDir)
-	if err != nil {
-		return err
-	}
+// sweepSpools deletes spool files the journal does not know (see
+// spool.Set.Sweep), keeping those unjudged uploads may still claim.
+func (s *Service) sweepSpools(ctx context.Context) error {
 	claimed, err := s.claimedBySpoolOwner(ctx)
 	if err != nil {
 		s.log.Warn("not sweeping spools: cannot read uploads", "err", err)
 		return nil // when in doubt, keep every file
 	}
-	for _, o := range owners {
-		if !ownerRE.MatchString(o.Name()) {
-			continue
-		}
-		root := filepath.Join(s.spoolDir, o.Name())
-		// Objects a pack staged when the daemon stopped; nothing is staged
-		// before start-up ends.
-		staged, _ := filepath.Glob(filepath.Join(root, "objects", "*", store.TempPrefix+"*"))
-		for _, p := range staged {
-			os.Remove(p)
-		}
-		err := filepath.WalkDir(filepath.Join(root, "objects"), func(p string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
-				return err
-			}
-			rel, _ := filepath.Rel(root, p)
-			name, err := object.ParsePath(filepath.ToSlash(rel))
-			if err != nil {
-				return nil
-			}
-			has, err := s.journal.SpoolHas(ctx, o.Name(), name.String())
-			if err != nil || has {
-				return err
-			}
-			if claimed[o.Name()+"/"+name.String()] {
-				return nil
-			}
-			s.log.Info("deleting spool object unknown to the journal", "object", name)
-			return os.Remove(p)
-		})
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-	}
-	return nil
+	return s.spools.Sweep(ctx, claimed)
 }
 
 // claimedBySpoolOwner lists, as "<owner>/<object>", the objects that
 // unverified uploads are about to claim from a spool (a verdict cut short
 // after the rename into the spool).
-func (s *Server) claimedBySpoolOwner(ctx context.Context) (map[string]bool, error) {
+func (s *Service) claimedBySpoolOwner(ctx context.Context) (map[string]bool, error) {
 	ups, err := s.journal.AllUploads(ctx)
 	if err != nil {
 		return nil, err
@@ -249,8 +208,8 @@ func (s *Server) claimedBySpoolOwner(ctx context.Context) (map[string]bool, erro
 }
 
 // janitor expires idle sessions until ctx is done.
-func (s *Server) janitor(ctx context.Context) {
-	every := min(max(s.opts.SessionTTL/4, time.Second), time.Minute)
+func (s *Service) janitor(ctx context.Context) {
+	every := min(max(s.cfg.SessionTTL.Duration/4, time.Second), time.Minute)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -268,19 +227,19 @@ func (s *Server) janitor(ctx context.Context) {
 
 // expire ends live sessions idle for longer than the TTL and frees their
 // uploads and spool entries.
-func (s *Server) expire(ctx context.Context) error {
-	idle, err := s.journal.Idle(ctx, time.Now().Add(-s.opts.SessionTTL))
+func (s *Service) expire(ctx context.Context) error {
+	idle, err := s.journal.Idle(ctx, time.Now().Add(-s.cfg.SessionTTL.Duration))
 	if err != nil {
 		return err
 	}
 	for _, sess := range idle {
 		unlock := s.lockSession(sess.ID)
 		cur, err := s.journal.Get(ctx, sess.ID)
-		if err == nil && cur.State == journal.StateOpen && time.Since(cur.Updated) > s.opts.SessionTTL {
-			if s.receiving(ctx, cur.ID, s.opts.SessionTTL) {
+		if err == nil && cur.State == journal.StateOpen && time.Since(cur.Updated) > s.cfg.SessionTTL.Duration {
+			if s.receiving(ctx, cur.ID, s.cfg.SessionTTL.Duration) {
 				err = s.journal.Touch(ctx, cur.ID)
 			} else {
-				err = s.dropSession(ctx, cur, journal.StateExpired, "idle for more than "+s.opts.SessionTTL.String(), true)
+				err = s.dropSession(ctx, cur, journal.StateExpired, "idle for more than "+s.cfg.SessionTTL.Duration.String(), true)
 				s.metrics.expired.Inc()
 			}
 		}
@@ -296,7 +255,7 @@ func (s *Server) expire(ctx context.Context) error {
 		return err
 	}
 	for _, sess := range live {
-		if sess.State == journal.StateOpen && s.isRevoked(sess.Owner) {
+		if sess.State == journal.StateOpen && s.Revoked(sess.Owner) {
 			if err := s.abortIfOpen(ctx, sess.ID, "token revoked"); err != nil {
 				return err
 			}
@@ -311,7 +270,7 @@ func (s *Server) expire(ctx context.Context) error {
 // objects (kept for the token's next push) are freed (at once for the
 // others, which freed them already unless a crash cut that short); after the
 // retention period, the session is forgotten.
-func (s *Server) doDue(ctx context.Context) error {
+func (s *Service) doDue(ctx context.Context) error {
 	const batch = 256
 	for {
 		due, err := s.journal.DueBefore(ctx, time.Now(), batch)
@@ -329,7 +288,7 @@ func (s *Server) doDue(ctx context.Context) error {
 	}
 }
 
-func (s *Server) doOneDue(ctx context.Context, d journal.Due) error {
+func (s *Service) doOneDue(ctx context.Context, d journal.Due) error {
 	sess, err := s.journal.Get(ctx, d.Session)
 	if errors.Is(err, journal.ErrNotFound) || err == nil && sess.State.Live() {
 		return s.journal.DoneDue(ctx, d)
@@ -340,9 +299,9 @@ func (s *Server) doOneDue(ctx context.Context, d journal.Due) error {
 	at := sess.Updated
 	switch {
 	case d.Kind == journal.DueForget:
-		at = at.Add(s.opts.SessionRetention)
+		at = at.Add(s.cfg.Retention())
 	case sess.State == journal.StateFailed || sess.State == journal.StateAborted:
-		at = at.Add(s.opts.SessionTTL)
+		at = at.Add(s.cfg.SessionTTL.Duration)
 	}
 	if time.Now().Before(at) {
 		return s.journal.Reschedule(ctx, d, at)
@@ -361,7 +320,7 @@ func (s *Server) doOneDue(ctx context.Context, d journal.Due) error {
 
 // forget deletes an ended session from the journal, after freeing whatever
 // it still holds.
-func (s *Server) forget(ctx context.Context, sess journal.Session) error {
+func (s *Service) forget(ctx context.Context, sess journal.Session) error {
 	unlock := s.lockSession(sess.ID)
 	defer unlock()
 	if err := s.dropSession(ctx, sess, sess.State, sess.Result, true); err != nil {

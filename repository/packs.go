@@ -1,20 +1,20 @@
-package daemon
+package repository
 
 import (
 	"archive/tar"
 	"context"
 	"errors"
 	"io"
-	"net/http"
 	"path"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/ostree-upload/ostree-upload/api"
+	"github.com/ostree-upload/ostree-upload/auth"
 	"github.com/ostree-upload/ostree-upload/journal"
+	"github.com/ostree-upload/ostree-upload/service"
+	"github.com/ostree-upload/ostree-upload/spool"
 	"github.com/ostree-upload/ostree-upload/store"
 	"github.com/ostree-upload/ostree-upload/store/object"
 )
@@ -28,28 +28,29 @@ const (
 	maxPackSkips     = 100 // skipped entries listed in a PackResult
 )
 
-// handlePack reads a tar of objects (POST /api/v1/sessions/{id}/packs) and
-// verifies each entry as it arrives. Verified entries are kept in batches:
-// staged, renamed into the spool, synced with one syncfs and journaled in one
-// transaction. A pack that breaks off loses at most the entries of the last
-// batch still unread; one refused for a bad entry keeps those before it.
-func (s *Server) handlePack(c echo.Context) error {
-	sess, err := s.ownedSession(c, false)
+// ReceivePack reads a tar of objects from body and verifies each entry as
+// it arrives (see service.Repository). Verified entries are kept in
+// batches: staged, renamed into the spool, synced with one syncfs and
+// journaled in one transaction. A pack that breaks off loses at most the
+// entries of the last batch still unread; one refused for a bad entry
+// keeps those before it.
+func (s *Service) ReceivePack(ctx context.Context, id auth.Identity, sid string, r io.Reader) (api.PackResult, error) {
+	sess, err := s.ownedSession(ctx, id, sid, false)
 	if err != nil {
-		return err
+		return api.PackResult{}, err
 	}
 	if e := openOrConflict(sess); e != nil {
-		return e
+		return api.PackResult{}, e
 	}
-	ctx := context.WithoutCancel(c.Request().Context()) // flush what arrived
+	ctx = context.WithoutCancel(ctx) // flush what arrived
 	sp, err := s.spoolFor(ctx, sess.Owner)
 	if err != nil {
-		return err
+		return api.PackResult{}, err
 	}
-	p := &packReader{s: s, sess: sess, sp: sp, seen: map[string]bool{}, done: make(chan struct{}), work: s.verifying.worker(ctx, sess.Owner)}
+	p := &packReader{s: s, sess: sess, sp: sp, seen: map[string]bool{}, done: make(chan struct{}), work: s.verifying.worker(s.life, sess.Owner)}
 	// Reading the network gives up the verification slot.
-	body := &deadlineReader{r: c.Request().Body, rc: http.NewResponseController(c.Response().Writer), timeout: s.opts.BodyTimeout, wait: p.work.Release}
-	limited := &limitReader{r: body, n: s.opts.MaxPackSize}
+	body := &bodyReader{r: r, wait: p.work.Release}
+	limited := &limitReader{r: body, n: int64(s.cfg.MaxPackSize)}
 	s.packs.add(sess.ID, p)
 	go p.flushOld(ctx)
 	err = p.read(ctx, tar.NewReader(limited))
@@ -59,37 +60,38 @@ func (s *Server) handlePack(c echo.Context) error {
 	close(p.done)
 	s.packs.remove(sess.ID, p)
 	s.metrics.packs.Inc()
+	p.work.Release()
 	if err != nil {
-		var he *httpError
+		var he *service.Error
 		switch {
 		case limited.over:
-			he = fail(http.StatusRequestEntityTooLarge, "pack is over %d bytes", s.opts.MaxPackSize)
+			he = refuse(service.TooLarge, "pack is over %d bytes", int64(s.cfg.MaxPackSize))
 		case errors.As(err, &he):
 		case object.IsCorrupt(err):
-			he = fail(http.StatusUnprocessableEntity, "%v", err)
+			he = refuse(service.Unprocessable, "%v", err)
 		case body.err != nil:
 			// The client went away or stalled: nobody reads an answer.
 			s.log.Info("pack broke off", "session", sess.ID, "stored", p.stored(), "err", body.err)
-			return fail(http.StatusBadRequest, "pack broke off: %v", body.err)
+			return api.PackResult{}, refuse(service.Invalid, "pack broke off: %v", body.err)
 		case errors.As(err, new(*tarError)) || errors.Is(err, io.ErrUnexpectedEOF):
-			he = fail(http.StatusBadRequest, "pack is not a valid tar: %v", err)
+			he = refuse(service.Invalid, "pack is not a valid tar: %v", err)
 		default:
-			return err
+			return api.PackResult{}, err
 		}
-		he.body.Object, he.body.Stored = p.bad, p.stored()
-		return he
+		he.Body.Object, he.Body.Stored = p.bad, p.stored()
+		return api.PackResult{}, he
 	}
 	io.Copy(io.Discard, io.LimitReader(body, 64<<10)) // tar's record padding
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return c.JSON(http.StatusOK, p.res)
+	return p.res, nil
 }
 
 // packReader is the state of one pack being read.
 type packReader struct {
-	s    *Server
+	s    *Service
 	sess journal.Session
-	sp   *spool
+	sp   *spool.Spool
 	bad  string          // the entry a refusal is about
 	seen map[string]bool // names staged by this pack
 	done chan struct{}   // closed once the pack is read and flushed
@@ -221,7 +223,7 @@ func (p *packReader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) er
 	p.bad = hdr.Name
 	clean, ok := packPath(hdr.Name)
 	if !ok {
-		return fail(http.StatusBadRequest, "pack entry %q: not a relative path inside the pack", hdr.Name)
+		return refuse(service.Invalid, "pack entry %q: not a relative path inside the pack", hdr.Name)
 	}
 	switch hdr.Typeflag {
 	case tar.TypeDir:
@@ -229,25 +231,25 @@ func (p *packReader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) er
 		return nil
 	case tar.TypeReg, tar.TypeRegA:
 	default:
-		return fail(http.StatusBadRequest, "pack entry %q: only regular files and directories are allowed, not type %q", hdr.Name, hdr.Typeflag)
+		return refuse(service.Invalid, "pack entry %q: only regular files and directories are allowed, not type %q", hdr.Name, hdr.Typeflag)
 	}
 	for k := range hdr.PAXRecords {
 		// A sparse file's holes would be read as zeros that never crossed
 		// the network: a small pack could store gigabytes.
 		if strings.HasPrefix(k, "GNU.sparse.") {
-			return fail(http.StatusBadRequest, "pack entry %q: sparse files are not allowed", hdr.Name)
+			return refuse(service.Invalid, "pack entry %q: sparse files are not allowed", hdr.Name)
 		}
 	}
 	name, err := object.ParsePath(clean)
 	if err != nil {
-		return fail(http.StatusBadRequest, "pack entry %q: %v", hdr.Name, err)
+		return refuse(service.Invalid, "pack entry %q: %v", hdr.Name, err)
 	}
 	p.bad = name.String()
 	if limit := p.s.sizeLimit(name.Type); hdr.Size > limit {
-		return fail(http.StatusRequestEntityTooLarge, "pack entry %s: %s objects are at most %d bytes", name, name.Type.Ext(), limit)
+		return refuse(service.TooLarge, "pack entry %s: %s objects are at most %d bytes", name, name.Type.Ext(), limit)
 	}
 	if e := p.s.commitMetaAllowed(ctx, p.sess, name); e != nil {
-		e.body.Error = "pack entry " + name.String() + ": " + e.body.Error
+		e.Body.Error = "pack entry " + name.String() + ": " + e.Body.Error
 		return e
 	}
 	if reason, err := p.skip(ctx, name); err != nil || reason != "" {
@@ -257,14 +259,14 @@ func (p *packReader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) er
 		return err
 	}
 	if err := p.s.roomFor(hdr.Size); err != nil {
-		e := fail(http.StatusInsufficientStorage, "%v", err)
-		e.body.Code = api.CodeSpace
+		e := refuse(service.NoSpace, "%v", err)
+		e.Body.Code = api.CodeSpace
 		return e
 	}
 	// A verification slot is held only while the entry's bytes are
 	// checked, never while the pack waits for the network: a slow client
 	// does not hold up others, and a bomb shares the CPU fairly.
-	st, err := p.sp.repo.Stage(ctx, name, r, hdr.Size, p.s.verifyOptions(p.work))
+	st, err := p.sp.Stage(ctx, name, r, hdr.Size, p.s.verifyOptions(p.work))
 	p.work.Release()
 	if object.IsCorrupt(err) {
 		p.s.metrics.rejected.Inc()
@@ -328,8 +330,7 @@ func (p *packReader) skipped(name object.Name, reason string) {
 }
 
 // flush makes the staged objects durable in the spool and journals them as
-// verified. The spool lock is held from the first rename to the journal
-// entry, so that a release cannot unlink an object being adopted.
+// verified (see spool.Spool.AdmitStaged).
 func (p *packReader) flush(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -338,29 +339,12 @@ func (p *packReader) flush(ctx context.Context) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	committed := 0
-	defer func() {
-		for _, st := range batch[committed:] {
-			st.Discard()
-		}
-	}()
-	vs := make([]journal.VerifiedObject, len(batch))
+	if err := p.sp.AdmitStaged(ctx, p.sess.ID, batch); err != nil {
+		return err
+	}
 	var bytes int64
-	p.sp.mu.RLock()
-	defer p.sp.mu.RUnlock()
-	for i, st := range batch {
-		if err := st.Commit(); err != nil {
-			return err
-		}
-		committed++
-		vs[i] = journal.VerifiedObject{Name: st.Info.Name.String(), Size: st.Info.Size}
+	for _, st := range batch {
 		bytes += st.Info.Size
-	}
-	if err := p.sp.repo.Sync(ctx); err != nil {
-		return err
-	}
-	if err := p.s.journal.MarkVerifiedMany(ctx, p.sess.ID, p.sess.Owner, vs); err != nil {
-		return err
 	}
 	p.res.Stored += len(batch)
 	p.res.Bytes += bytes
@@ -375,25 +359,20 @@ type tarError struct{ err error }
 func (e *tarError) Error() string { return e.err.Error() }
 func (e *tarError) Unwrap() error { return e.err }
 
-// deadlineReader reads a request body, moving the connection's read
-// deadline forward before each read so that a stalled client is dropped
-// while a slow one is not. It remembers the first read error.
-type deadlineReader struct {
-	r       io.Reader
-	rc      *http.ResponseController
-	timeout time.Duration
-	wait    func() // called before each read, which may wait for the client
-	err     error
+// bodyReader reads a pack's body, giving up the verification slot before
+// each read (which may wait for the client), and remembers the first read
+// error: the body's own failure, not the pack's.
+type bodyReader struct {
+	r    io.Reader
+	wait func()
+	err  error
 }
 
-func (d *deadlineReader) Read(b []byte) (int, error) {
-	if d.wait != nil {
-		d.wait()
-	}
-	d.rc.SetReadDeadline(time.Now().Add(d.timeout))
-	n, err := d.r.Read(b)
-	if err != nil && err != io.EOF && d.err == nil {
-		d.err = err
+func (b *bodyReader) Read(p []byte) (int, error) {
+	b.wait()
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
 	}
 	return n, err
 }

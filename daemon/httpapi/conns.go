@@ -1,4 +1,4 @@
-package daemon
+package httpapi
 
 import (
 	"log/slog"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/ostree-upload/ostree-upload/service"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -202,8 +203,8 @@ func (l *connLimiter) perForwardedClient(peerTrusted func(string) bool) echo.Mid
 				l.mu.Lock()
 				l.note("client", netip.Addr{})
 				l.mu.Unlock()
-				e := fail(http.StatusTooManyRequests, "client %s has %d requests in progress (max_connections_per_client): retry later", client, l.perClient)
-				e.retryAfter = 1
+				e := service.Refuse(service.TooMany, "client %s has %d requests in progress (max_connections_per_client): retry later", client, l.perClient)
+				e.RetryAfter = time.Second
 				return e
 			}
 			l.requests[client]++

@@ -1,90 +1,71 @@
-package daemon
+package repository
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/ostree-upload/ostree-upload/api"
+	"github.com/ostree-upload/ostree-upload/auth"
+	"github.com/ostree-upload/ostree-upload/internal/failpoint"
 	"github.com/ostree-upload/ostree-upload/journal"
+	"github.com/ostree-upload/ostree-upload/service"
+	"github.com/ostree-upload/ostree-upload/spool"
 	"github.com/ostree-upload/ostree-upload/store"
 	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
-// failpointName names a point in the publish path where tests kill the
-// daemon (OSTREE_UPLOAD_FAILPOINT=<name>): the process dies with SIGKILL
-// there, exactly as an operator's kill -9 would.
-var failpointName = os.Getenv("OSTREE_UPLOAD_FAILPOINT")
-
-func failpoint(name string) {
-	if failpointName == name {
-		syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		select {}
-	}
-}
-
-func (s *Server) handleCommit(c echo.Context) error {
-	ctx := c.Request().Context()
-	var req api.CommitRequest
-	if err := decodeOptionalJSON(c, &req); err != nil {
-		return err
-	}
-	sess, unlock, err := s.lockedSession(c, true)
+// Commit publishes a session of the token, or a staged session it may
+// publish; force agrees to another token's forced session (see
+// service.Repository).
+func (s *Service) Commit(ctx context.Context, id auth.Identity, sid string, force bool) (api.Session, error) {
+	sess, unlock, err := s.lockedSession(ctx, id, sid, true)
 	if err != nil {
-		return err
+		return api.Session{}, err
 	}
 	defer unlock()
 	switch sess.State {
 	case journal.StatePublished:
 		// Idempotent: repeating a successful commit returns the same answer.
 	case journal.StateOpen, journal.StatePublishing:
-		id := identity(c)
 		for _, r := range sess.Refs {
 			if !id.AllowsRef(r.Ref) {
-				e := fail(http.StatusForbidden, "token %s may not push ref %s", id.DisplayName(), r.Ref)
-				e.body.Ref = r.Ref
-				return e
+				e := refuse(service.Forbidden, "token %s may not push ref %s", id.DisplayName(), r.Ref)
+				e.Body.Ref = r.Ref
+				return api.Session{}, e
 			}
 		}
 		if sess.Owner != id.Hash {
-			if sess.Force && !req.Force {
-				e := fail(http.StatusConflict, "session %s of token %s was made with force: it may move refs backwards or to unrelated commits; commit with force to agree", sess.ID, sess.OwnerName)
-				e.body.Code = api.CodeForce
-				return e
+			if sess.Force && !force {
+				e := refuse(service.Conflict, "session %s of token %s was made with force: it may move refs backwards or to unrelated commits; commit with force to agree", sess.ID, sess.OwnerName)
+				e.Body.Code = api.CodeForce
+				return api.Session{}, e
 			}
 			s.log.Info("publishing another token's session", "session", sess.ID, "token", id.DisplayName(), "owner", sess.OwnerName)
 		}
 		if err := s.settleSession(ctx, sess.ID); err != nil {
-			return err
+			return api.Session{}, err
 		}
 		if err := s.publish(context.WithoutCancel(ctx), sess); err != nil {
-			var he *httpError
-			if sess.Owner != id.Hash && errors.As(err, &he) && len(he.body.Missing) > 0 {
-				he.body.Error += fmt.Sprintf("; only token %s can send them: rerun its push --no-publish, then commit again", sess.OwnerName)
+			var he *service.Error
+			if sess.Owner != id.Hash && errors.As(err, &he) && len(he.Body.Missing) > 0 {
+				he.Body.Error += fmt.Sprintf("; only token %s can send them: rerun its push --no-publish, then commit again", sess.OwnerName)
 			}
-			return err
+			return api.Session{}, err
 		}
 	default:
-		return fail(http.StatusConflict, "session is %s: %s", sess.State, sess.Result)
+		return api.Session{}, refuse(service.Conflict, "session is %s: %s", sess.State, sess.Result)
 	}
 	if sess, err = s.journal.Get(ctx, sess.ID); err != nil {
-		return err
+		return api.Session{}, err
 	}
-	out, err := s.sessionView(ctx, sess)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, out)
+	return s.sessionView(ctx, sess)
 }
 
 func updatesOf(sess journal.Session) ([]store.RefUpdate, error) {
@@ -112,42 +93,42 @@ func updatesOf(sess journal.Session) ([]store.RefUpdate, error) {
 // refs or another collection (whatever force says: every libostree client
 // would refuse to pull it), and, unless forced, a move that is not a
 // fast-forward.
-func (s *Server) checkUpdates(ctx context.Context, sess journal.Session, sp *spool, updates []store.RefUpdate) error {
+func (s *Service) checkUpdates(ctx context.Context, sess journal.Session, sp *spool.Spool, updates []store.RefUpdate) error {
 	collection := s.repo.CollectionID()
 	for _, u := range updates {
-		nc, err := store.ReadCommitIn(ctx, u.New, s.repo, sp.repo)
+		nc, err := store.ReadCommitIn(ctx, u.New, s.repo, sp.Repo())
 		if errors.Is(err, store.ErrNotFound) {
-			e := fail(http.StatusUnprocessableEntity, "commit %s of ref %s has not been uploaded", u.New, u.Ref)
-			e.body.Ref, e.body.Missing = u.Ref, []string{u.New.String() + ".commit"}
+			e := refuse(service.Unprocessable, "commit %s of ref %s has not been uploaded", u.New, u.Ref)
+			e.Body.Ref, e.Body.Missing = u.Ref, []string{u.New.String() + ".commit"}
 			return e
 		}
 		if err != nil {
 			return err
 		}
 		if len(nc.RefBindings) > 0 && !slices.Contains(nc.RefBindings, u.Ref) {
-			e := fail(http.StatusConflict, "commit %s is bound to refs %v, not %s: clients would refuse it under %s whatever --force says; commit it again bound to %s (ostree commit -b %s)", u.New, nc.RefBindings, u.Ref, u.Ref, u.Ref, u.Ref)
-			e.body.Ref, e.body.Code = u.Ref, api.CodeBinding
+			e := refuse(service.Conflict, "commit %s is bound to refs %v, not %s: clients would refuse it under %s whatever --force says; commit it again bound to %s (ostree commit -b %s)", u.New, nc.RefBindings, u.Ref, u.Ref, u.Ref, u.Ref)
+			e.Body.Ref, e.Body.Code = u.Ref, api.CodeBinding
 			return e
 		}
 		if nc.CollectionBinding != "" && collection != "" && nc.CollectionBinding != collection {
-			e := fail(http.StatusConflict, "commit %s is bound to collection %s, and this repository is collection %s: clients would refuse it whatever --force says", u.New, nc.CollectionBinding, collection)
-			e.body.Ref, e.body.Code = u.Ref, api.CodeBinding
+			e := refuse(service.Conflict, "commit %s is bound to collection %s, and this repository is collection %s: clients would refuse it whatever --force says", u.New, nc.CollectionBinding, collection)
+			e.Body.Ref, e.Body.Code = u.Ref, api.CodeBinding
 			return e
 		}
 		if sess.Force || u.Old == nil || *u.Old == u.New {
 			continue
 		}
-		oc, err := store.ReadCommitIn(ctx, *u.Old, s.repo, sp.repo)
+		oc, err := store.ReadCommitIn(ctx, *u.Old, s.repo, sp.Repo())
 		if err != nil {
 			return err
 		}
-		ok, err := store.IsAncestor(ctx, *u.Old, u.New, s.repo, sp.repo)
+		ok, err := store.IsAncestor(ctx, *u.Old, u.New, s.repo, sp.Repo())
 		if err != nil {
 			return err
 		}
 		if !ok || nc.Timestamp.Before(oc.Timestamp) {
-			e := fail(http.StatusConflict, "ref %s: %s is not a fast-forward of %s (push with --force to publish anyway)", u.Ref, u.New, u.Old)
-			e.body.Ref = u.Ref
+			e := refuse(service.Conflict, "ref %s: %s is not a fast-forward of %s (push with --force to publish anyway)", u.Ref, u.New, u.Old)
+			e.Body.Ref = u.Ref
 			return e
 		}
 	}
@@ -167,12 +148,12 @@ type publishPlan struct {
 // under another, the update rule and bindings, each new commit complete and
 // within the tree limits, its pushed signatures well-formed and within the
 // limits once merged, and the signatures the repository requires present.
-func (s *Server) preparePublish(ctx context.Context, sess journal.Session, sp *spool, updates []store.RefUpdate) (publishPlan, error) {
+func (s *Service) preparePublish(ctx context.Context, sess journal.Session, sp *spool.Spool, updates []store.RefUpdate) (publishPlan, error) {
 	plan := publishPlan{sigs: map[object.Checksum]object.Signatures{}}
 	if err := s.checkRefNames(ctx, sess); err != nil {
 		return plan, err
 	}
-	if err := s.repo.Check(ctx, sp.repo, updates); err != nil {
+	if err := s.repo.Check(ctx, sp.Repo(), updates); err != nil {
 		return plan, err
 	}
 	if err := s.checkUpdates(ctx, sess, sp, updates); err != nil {
@@ -184,8 +165,8 @@ func (s *Server) preparePublish(ctx context.Context, sess journal.Session, sp *s
 		}
 		sigs, err := s.pushedSignatures(ctx, sess, sp, u.New, true)
 		if err != nil {
-			e := fail(http.StatusUnprocessableEntity, "detached metadata of commit %s: %v", u.New, err)
-			e.body.Ref, e.body.Object = u.Ref, u.New.String()+".commitmeta"
+			e := refuse(service.Unprocessable, "detached metadata of commit %s: %v", u.New, err)
+			e.Body.Ref, e.Body.Object = u.Ref, u.New.String()+".commitmeta"
 			return plan, e
 		}
 		plan.sigs[u.New] = sigs
@@ -193,10 +174,10 @@ func (s *Server) preparePublish(ctx context.Context, sess journal.Session, sp *s
 		if err != nil {
 			return plan, metaLimit(u, err)
 		}
-		if s.opts.SignVerify || s.opts.GPGVerify {
+		if s.cfg.SignVerify || s.cfg.GPGVerify {
 			if err := s.verifySigned(ctx, u.New, sp, meta); err != nil {
-				e := fail(http.StatusUnprocessableEntity, "commit %s of ref %s: %v", u.New, u.Ref, err)
-				e.body.Ref, e.body.Code = u.Ref, api.CodeNotSigned
+				e := refuse(service.Unprocessable, "commit %s of ref %s: %v", u.New, u.Ref, err)
+				e.Body.Ref, e.Body.Code = u.Ref, api.CodeNotSigned
 				return plan, e
 			}
 		}
@@ -208,7 +189,7 @@ func (s *Server) preparePublish(ctx context.Context, sess journal.Session, sp *s
 // the checks another publish may have changed the answer to: the refs, ref
 // names, the scope of each commit's metadata and the merged metadata's
 // limits. They cost a few milliseconds.
-func (s *Server) checkLocked(ctx context.Context, sess journal.Session, sp *spool, updates []store.RefUpdate, plan *publishPlan) error {
+func (s *Service) checkLocked(ctx context.Context, sess journal.Session, sp *spool.Spool, updates []store.RefUpdate, plan *publishPlan) error {
 	if err := s.checkRefNames(ctx, sess); err != nil {
 		return err
 	}
@@ -246,15 +227,15 @@ func metaLimit(u store.RefUpdate, err error) error {
 	if !errors.As(err, &le) {
 		return err
 	}
-	e := fail(http.StatusUnprocessableEntity, "commit %s of ref %s: %v: push fewer signatures", u.New, u.Ref, err)
-	e.body.Ref, e.body.Code = u.Ref, api.CodeMetaLimit
+	e := refuse(service.Unprocessable, "commit %s of ref %s: %v: push fewer signatures", u.New, u.Ref, err)
+	e.Body.Ref, e.Body.Code = u.Ref, api.CodeMetaLimit
 	return e
 }
 
 // checkRefNames refuses a session whose refs cannot exist beside each
 // other or beside production's: refs are files under refs/heads, so no ref
 // may be a directory of another.
-func (s *Server) checkRefNames(ctx context.Context, sess journal.Session) error {
+func (s *Service) checkRefNames(ctx context.Context, sess journal.Session) error {
 	refs, err := s.repo.ListRefs(ctx)
 	if err != nil {
 		return err
@@ -264,8 +245,8 @@ func (s *Server) checkRefNames(ctx context.Context, sess journal.Session) error 
 		names[i] = r.Ref
 	}
 	if ref, other, found := store.RefConflict(names, refs); found {
-		e := fail(http.StatusConflict, "ref %s cannot exist beside ref %s (one would be a directory of the other): choose another name", ref, other)
-		e.body.Ref, e.body.Code = ref, api.CodeRefConflict
+		e := refuse(service.Conflict, "ref %s cannot exist beside ref %s (one would be a directory of the other): choose another name", ref, other)
+		e.Body.Ref, e.Body.Code = ref, api.CodeRefConflict
 		return e
 	}
 	return nil
@@ -275,7 +256,7 @@ func (s *Server) checkRefNames(ctx context.Context, sess journal.Session) error 
 // (finished at start-up, or a commit repeated after a failure): the pushed
 // signatures checked again, without refusing anything; what no longer
 // passes is left out, so that the publish always finishes.
-func (s *Server) recoveryPlan(ctx context.Context, sess journal.Session, sp *spool, updates []store.RefUpdate) publishPlan {
+func (s *Service) recoveryPlan(ctx context.Context, sess journal.Session, sp *spool.Spool, updates []store.RefUpdate) publishPlan {
 	plan := publishPlan{sigs: map[object.Checksum]object.Signatures{}}
 	for _, u := range updates {
 		sigs, err := s.pushedSignatures(ctx, sess, sp, u.New, false)
@@ -298,9 +279,9 @@ func (s *Server) recoveryPlan(ctx context.Context, sess journal.Session, sp *spo
 // production already publishes the commit under a ref the session's token
 // may not push (see lockedMetaRef). strict refuses malformed metadata;
 // otherwise it is left out.
-func (s *Server) pushedSignatures(ctx context.Context, sess journal.Session, sp *spool, sum object.Checksum, strict bool) (object.Signatures, error) {
+func (s *Service) pushedSignatures(ctx context.Context, sess journal.Session, sp *spool.Spool, sum object.Checksum, strict bool) (object.Signatures, error) {
 	var none object.Signatures
-	pushed, err := sp.repo.CommitMeta(ctx, sum)
+	pushed, err := sp.Repo().CommitMeta(ctx, sum)
 	if err != nil || len(pushed) == 0 {
 		return none, err
 	}
@@ -322,15 +303,15 @@ func (s *Server) pushedSignatures(ctx context.Context, sess journal.Session, sp 
 		s.log.Warn("pushed signatures left out: the commit is published under a ref the token may not push", "session", sess.ID, "commit", sum, "ref", ref)
 		return none, nil
 	}
-	data, err := commitObject(ctx, sum, s.repo, sp.repo)
+	data, err := commitObject(ctx, sum, s.repo, sp.Repo())
 	if err != nil {
 		return none, err
 	}
-	if len(s.opts.TrustedKeys) > 0 {
-		sigs.Ed25519 = object.TrustedEd25519(sigs.Ed25519, data, s.opts.TrustedKeys)
+	if len(s.trustedKeys) > 0 {
+		sigs.Ed25519 = object.TrustedEd25519(sigs.Ed25519, data, s.trustedKeys)
 	}
-	if len(sigs.GPG) > 0 && (s.opts.GPGVerify || s.opts.GPGTrustedKeys != "") {
-		if sigs.GPG, err = s.repo.TrustedGPG(ctx, sigs.GPG, data, "", s.opts.GPGTrustedKeys); err != nil {
+	if len(sigs.GPG) > 0 && (s.cfg.GPGVerify || s.cfg.GPGTrustedKeys != "") {
+		if sigs.GPG, err = s.repo.TrustedGPG(ctx, sigs.GPG, data, "", s.cfg.GPGTrustedKeys); err != nil {
 			return none, err
 		}
 	}
@@ -342,8 +323,8 @@ func (s *Server) pushedSignatures(ctx context.Context, sess journal.Session, sp 
 // commit production publishes may be changed only by a token whose refs
 // cover every ref that points at it, since every client of those refs
 // verifies it.
-func (s *Server) lockedMetaRef(ctx context.Context, owner string, sum object.Checksum, refs map[string]object.Checksum) string {
-	id, ok := s.keyring.Load().Lookup(owner)
+func (s *Service) lockedMetaRef(ctx context.Context, owner string, sum object.Checksum, refs map[string]object.Checksum) string {
+	id, ok := s.tokens.Load().Lookup(owner)
 	for ref, c := range refs {
 		if c == sum && (!ok || !id.AllowsRef(ref)) {
 			return ref
@@ -355,7 +336,7 @@ func (s *Server) lockedMetaRef(ctx context.Context, owner string, sum object.Che
 // mergedMeta is a commit's detached metadata as a publish would write it
 // before signing: production's, with sigs added, leaving room under the
 // limits for the daemon's own signatures.
-func (s *Server) mergedMeta(ctx context.Context, sum object.Checksum, sigs object.Signatures) ([]byte, error) {
+func (s *Service) mergedMeta(ctx context.Context, sum object.Checksum, sigs object.Signatures) ([]byte, error) {
 	prod, err := s.repo.CommitMeta(ctx, sum)
 	if err != nil {
 		return nil, err
@@ -367,16 +348,16 @@ func (s *Server) mergedMeta(ctx context.Context, sum object.Checksum, sigs objec
 // first (preparePublish, checkLocked); then a journaled intent makes the
 // publish survive a crash at any point: recovery (or the client's retry)
 // runs this again, and every step is idempotent.
-func (s *Server) publish(ctx context.Context, sess journal.Session) (err error) {
+func (s *Service) publish(ctx context.Context, sess journal.Session) (err error) {
 	defer func() {
-		var he *httpError
+		var he *service.Error
 		switch {
 		case err == nil || errors.As(err, &he):
 		case errors.Is(err, store.ErrLocked):
 			s.metrics.publishErrors.Inc()
 			s.log.Warn("publish waits: the repository is locked by another process", "session", sess.ID, "err", err)
-			e := fail(http.StatusServiceUnavailable, "the production repository is locked by another process (an ostree prune?); the commit is safe to repeat: retry later")
-			e.retryAfter = 30
+			e := refuse(service.Unavailable, "the production repository is locked by another process (an ostree prune?); the commit is safe to repeat: retry later")
+			e.RetryAfter = time.Second * 30
 			err = e
 		default:
 			s.metrics.publishErrors.Inc()
@@ -412,7 +393,7 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) (err error) 
 	} else {
 		plan = s.recoveryPlan(ctx, sess, sp, updates)
 	}
-	failpoint("after-intent")
+	failpoint.Hit("after-intent")
 	start := time.Now()
 	// Signatures go in with the refs' transaction, over whatever the
 	// spool's copy of a commit's detached metadata says.
@@ -424,10 +405,9 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) (err error) 
 		}
 		detached[u.New] = meta
 	}
-	failpoint("after-sign")
-	sp.mu.RLock() // the session's objects stay in the spool until imported
-	err = s.repo.Publish(ctx, sp.repo, updates, detached)
-	sp.mu.RUnlock()
+	failpoint.Hit("after-sign")
+	// The session's objects stay in the spool until imported.
+	err = sp.Read(func(r *store.Repo) error { return s.repo.Publish(ctx, r, updates, detached) })
 	var moved *store.RefMovedError
 	var missing *store.MissingError
 	switch {
@@ -446,7 +426,7 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) (err error) 
 	case err != nil:
 		return fmt.Errorf("publish session %s: %w", sess.ID, err)
 	}
-	failpoint("after-refs")
+	failpoint.Hit("after-refs")
 	if err := s.journal.PutIntent(ctx, journal.Intent{Session: sess.ID, Refs: sess.Refs, Step: "summary", Created: time.Now()}); err != nil {
 		return err
 	}
@@ -454,7 +434,7 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) (err error) 
 	if err != nil {
 		return err
 	}
-	failpoint("after-summary")
+	failpoint.Hit("after-summary")
 	s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
 	if err := s.finishPublish(ctx, sess, result); err != nil {
 		return err
@@ -468,7 +448,7 @@ func (s *Server) publish(ctx context.Context, sess journal.Session) (err error) 
 // refused turns what refused a publish into its answer: a ref that moved
 // ends the session (it can never publish) with 409; missing objects leave
 // it open with 422 listing them; a tree over the limits is 422.
-func (s *Server) refused(ctx context.Context, sess journal.Session, err error) error {
+func (s *Service) refused(ctx context.Context, sess journal.Session, err error) error {
 	var moved *store.RefMovedError
 	var missing *store.MissingError
 	switch {
@@ -477,18 +457,18 @@ func (s *Server) refused(ctx context.Context, sess journal.Session, err error) e
 		if err := s.dropSession(ctx, sess, journal.StateFailed, err.Error(), false); err != nil {
 			return err
 		}
-		e := fail(http.StatusConflict, "%v: create a new session from the current state", err)
-		e.body.Ref = moved.Ref
+		e := refuse(service.Conflict, "%v: create a new session from the current state", err)
+		e.Body.Ref = moved.Ref
 		return e
 	case errors.As(err, &missing):
-		e := fail(http.StatusUnprocessableEntity, "%v: upload the missing objects and commit again", err)
+		e := refuse(service.Unprocessable, "%v: upload the missing objects and commit again", err)
 		for _, n := range missing.Missing {
-			e.body.Missing = append(e.body.Missing, n.String())
+			e.Body.Missing = append(e.Body.Missing, n.String())
 		}
 		return e
 	case errors.Is(err, store.ErrTreeLimit):
-		e := fail(http.StatusUnprocessableEntity, "%v: libostree's tools cannot handle such a commit; the session stays open", err)
-		e.body.Code = api.CodeTreeLimit
+		e := refuse(service.Unprocessable, "%v: libostree's tools cannot handle such a commit; the session stays open", err)
+		e.Body.Code = api.CodeTreeLimit
 		return e
 	}
 	return err
@@ -497,7 +477,7 @@ func (s *Server) refused(ctx context.Context, sess journal.Session, err error) e
 // finishPublish records success and frees the session's uploads and spool
 // entries (the objects now live in the repo). The intent goes last, so a
 // crash on the way is finished at the next start.
-func (s *Server) finishPublish(ctx context.Context, sess journal.Session, result string) error {
+func (s *Service) finishPublish(ctx context.Context, sess journal.Session, result string) error {
 	if err := s.journal.SetState(ctx, sess.ID, journal.StatePublished, result); err != nil {
 		return err
 	}
@@ -507,7 +487,7 @@ func (s *Server) finishPublish(ctx context.Context, sess journal.Session, result
 	if err := s.releaseSpool(ctx, sess); err != nil {
 		return err
 	}
-	failpoint("before-intent-done")
+	failpoint.Hit("before-intent-done")
 	return s.journal.DeleteIntent(ctx, sess.ID)
 }
 
@@ -523,18 +503,18 @@ func commitObject(ctx context.Context, sum object.Checksum, repos ...*store.Repo
 
 // verifySigned checks that meta, a new commit's detached metadata as it
 // would be published, carries a valid signature by a trusted key.
-func (s *Server) verifySigned(ctx context.Context, sum object.Checksum, sp *spool, meta []byte) error {
-	data, err := commitObject(ctx, sum, s.repo, sp.repo)
+func (s *Service) verifySigned(ctx context.Context, sum object.Checksum, sp *spool.Spool, meta []byte) error {
+	data, err := commitObject(ctx, sum, s.repo, sp.Repo())
 	if err != nil {
 		return err
 	}
-	if s.opts.GPGVerify {
-		if err := s.repo.VerifyGPG(ctx, meta, data, "", s.opts.GPGTrustedKeys); err != nil {
+	if s.cfg.GPGVerify {
+		if err := s.repo.VerifyGPG(ctx, meta, data, "", s.cfg.GPGTrustedKeys); err != nil {
 			return err
 		}
 	}
-	if s.opts.SignVerify {
-		return object.VerifyEd25519(meta, data, s.opts.TrustedKeys)
+	if s.cfg.SignVerify {
+		return object.VerifyEd25519(meta, data, s.trustedKeys)
 	}
 	return nil
 }
@@ -542,7 +522,7 @@ func (s *Server) verifySigned(ctx context.Context, sum object.Checksum, sp *spoo
 // finalMeta is a new commit's detached metadata as a publish writes it:
 // production's, with the push's signatures sigs added, signed with every
 // configured key. Computing it again after a crash signs nothing twice.
-func (s *Server) finalMeta(ctx context.Context, sum object.Checksum, sp *spool, sigs object.Signatures) ([]byte, error) {
+func (s *Service) finalMeta(ctx context.Context, sum object.Checksum, sp *spool.Spool, sigs object.Signatures) ([]byte, error) {
 	meta, err := s.repo.CommitMeta(ctx, sum)
 	if err != nil {
 		return nil, err
@@ -554,17 +534,17 @@ func (s *Server) finalMeta(ctx context.Context, sum object.Checksum, sp *spool, 
 		// the pushed signatures are left out rather than the publish.
 		s.log.Warn("pushed signatures left out", "commit", sum, "err", err)
 	}
-	if len(s.opts.SignKeys) > 0 || len(s.opts.GPGSign) > 0 {
-		data, err := commitObject(ctx, sum, s.repo, sp.repo)
+	if len(s.signKeys) > 0 || len(s.cfg.GPGSign) > 0 {
+		data, err := commitObject(ctx, sum, s.repo, sp.Repo())
 		if err != nil {
 			return nil, err
 		}
-		if len(s.opts.GPGSign) > 0 && !s.gpgSigned(ctx, meta, data) {
-			if meta, err = s.repo.SignGPG(ctx, meta, data, s.opts.GPGSign, s.opts.GPGHomedir); err != nil {
+		if len(s.cfg.GPGSign) > 0 && !s.gpgSigned(ctx, meta, data) {
+			if meta, err = s.repo.SignGPG(ctx, meta, data, s.cfg.GPGSign, s.cfg.GPGHomedir); err != nil {
 				return nil, err
 			}
 		}
-		if meta, err = object.SignEd25519(meta, data, s.opts.SignKeys); err != nil {
+		if meta, err = object.SignEd25519(meta, data, s.signKeys); err != nil {
 			return nil, err
 		}
 	}
@@ -573,8 +553,8 @@ func (s *Server) finalMeta(ctx context.Context, sum object.Checksum, sp *spool, 
 
 // signRoom is the room a merge of pushed signatures leaves for the
 // daemon's own: an entry per key, and bytes for GPG signatures.
-func (s *Server) signRoom() object.Room {
-	return object.Room{GPG: len(s.opts.GPGSign), Ed25519: len(s.opts.SignKeys), Bytes: len(s.opts.GPGSign)*2048 + len(s.opts.SignKeys)*80}
+func (s *Service) signRoom() object.Room {
+	return object.Room{GPG: len(s.cfg.GPGSign), Ed25519: len(s.signKeys), Bytes: len(s.cfg.GPGSign)*2048 + len(s.signKeys)*80}
 }
 
 // updateMetadata runs after the refs moved: the built-in update (the
@@ -582,12 +562,12 @@ func (s *Server) signRoom() object.Room {
 // configured update_hook instead, or nothing with update off. A failing hook
 // is logged and reported in the session's result; it does not undo the
 // publish. Every branch may run again after a crash.
-func (s *Server) updateMetadata(ctx context.Context, sess journal.Session) (string, error) {
+func (s *Service) updateMetadata(ctx context.Context, sess journal.Session) (string, error) {
 	switch {
-	case s.opts.NoUpdate:
+	case !s.cfg.Update:
 		return "", nil
-	case len(s.opts.UpdateHook) > 0:
-		failpoint("before-hook")
+	case len(s.cfg.UpdateHook) > 0:
+		failpoint.Hit("before-hook")
 		if err := s.runUpdateHook(ctx, sess); err != nil {
 			s.metrics.hookFailures.Inc()
 			s.log.Error("update_hook failed; the refs are published", "session", sess.ID, "err", err)
@@ -609,15 +589,15 @@ func (s *Server) updateMetadata(ctx context.Context, sess journal.Session) (stri
 		if err := s.repo.RegenerateSummary(ctx); err != nil {
 			return "", err
 		}
-		failpoint("before-summary-signature")
-		if len(s.opts.GPGSign) > 0 {
-			if err := s.repo.SignSummaryGPG(ctx, s.opts.GPGSign, s.opts.GPGHomedir); err != nil {
+		failpoint.Hit("before-summary-signature")
+		if len(s.cfg.GPGSign) > 0 {
+			if err := s.repo.SignSummaryGPG(ctx, s.cfg.GPGSign, s.cfg.GPGHomedir); err != nil {
 				return "", err
 			}
 		}
 	}
-	if len(s.opts.SignKeys) > 0 {
-		if err := s.repo.SignSummaryEd25519(s.opts.SignKeys); err != nil {
+	if len(s.signKeys) > 0 {
+		if err := s.repo.SignSummaryEd25519(s.signKeys); err != nil {
 			return "", err
 		}
 	}
@@ -627,7 +607,7 @@ func (s *Server) updateMetadata(ctx context.Context, sess journal.Session) (stri
 // gpgSigned reports whether meta already holds a valid GPG signature of data
 // by the daemon's own keys (a publish run again after a crash), judged with
 // their public keys alone.
-func (s *Server) gpgSigned(ctx context.Context, meta, data []byte) bool {
+func (s *Service) gpgSigned(ctx context.Context, meta, data []byte) bool {
 	if s.gpgOwnDir == "" {
 		return false
 	}
@@ -637,20 +617,20 @@ func (s *Server) gpgSigned(ctx context.Context, meta, data []byte) bool {
 // exportOwnGPGKeys writes the public halves of the gpg_sign keys into a
 // keyring directory of the state dir, which also proves at start-up that
 // gpg_homedir holds them.
-func (s *Server) exportOwnGPGKeys(ctx context.Context) error {
-	if len(s.opts.GPGSign) == 0 {
+func (s *Service) exportOwnGPGKeys(ctx context.Context) error {
+	if len(s.cfg.GPGSign) == 0 {
 		return nil
 	}
 	args := []string{"--batch", "--export"}
-	if s.opts.GPGHomedir != "" {
-		args = append([]string{"--homedir", s.opts.GPGHomedir}, args...)
+	if s.cfg.GPGHomedir != "" {
+		args = append([]string{"--homedir", s.cfg.GPGHomedir}, args...)
 	}
-	out, err := exec.CommandContext(ctx, "gpg", append(args, s.opts.GPGSign...)...).Output()
+	out, err := exec.CommandContext(ctx, "gpg", append(args, s.cfg.GPGSign...)...).Output()
 	if err != nil {
 		return fmt.Errorf("gpg_sign: exporting the public keys with gpg: %w", err)
 	}
 	if len(out) == 0 {
-		return fmt.Errorf("gpg_sign: gpg_homedir %q holds none of the keys %v", s.opts.GPGHomedir, s.opts.GPGSign)
+		return fmt.Errorf("gpg_sign: gpg_homedir %q holds none of the keys %v", s.cfg.GPGHomedir, s.cfg.GPGSign)
 	}
 	dir := filepath.Join(s.stateDir, "gpg-own")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -670,7 +650,7 @@ const updateHookTimeout = 30 * time.Minute
 // absolute path) and OSTREE_RECEIVE_REFS (the refs, space-separated), as
 // ostree-push's receiver sets them, plus OSTREE_UPLOAD_SESSION and
 // OSTREE_UPLOAD_COMMITS (ref=commit pairs).
-func (s *Server) runUpdateHook(ctx context.Context, sess journal.Session) error {
+func (s *Service) runUpdateHook(ctx context.Context, sess journal.Session) error {
 	repo, err := filepath.Abs(s.repo.Path())
 	if err != nil {
 		return err
@@ -685,10 +665,10 @@ func (s *Server) runUpdateHook(ctx context.Context, sess journal.Session) error 
 		"OSTREE_RECEIVE_REPO=" + repo,
 		"OSTREE_RECEIVE_REFS=" + strings.Join(refs, " "),
 		"OSTREE_UPLOAD_SESSION=" + sess.ID,
-		"OSTREE_UPLOAD_COMMITS=" + strings.Join(commits, " ")}, s.opts.UpdateHook...)
+		"OSTREE_UPLOAD_COMMITS=" + strings.Join(commits, " ")}, s.cfg.UpdateHook...)
 	s.log.Info("update_hook ran", "session", sess.ID, "duration", time.Since(start).Round(time.Millisecond), "err", err, "output", out)
 	if err != nil {
-		return fmt.Errorf("%s: %w", s.opts.UpdateHook[0], err)
+		return fmt.Errorf("%s: %w", s.cfg.UpdateHook[0], err)
 	}
 	return nil
 }
@@ -723,7 +703,7 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 func (t *tailBuffer) String() string { return strings.TrimSpace(string(t.b)) }
 
 // isFlatpakRepo reports whether the repository holds Flatpak refs.
-func (s *Server) isFlatpakRepo(ctx context.Context) (bool, error) {
+func (s *Service) isFlatpakRepo(ctx context.Context) (bool, error) {
 	refs, err := s.repo.ListRefs(ctx)
 	if err != nil {
 		return false, err
@@ -738,13 +718,13 @@ func (s *Server) isFlatpakRepo(ctx context.Context) (bool, error) {
 
 // flatpakUpdateRepo runs `flatpak build-update-repo` on the repository, with
 // the GPG signing options, as ostree-push's receiver does.
-func (s *Server) flatpakUpdateRepo(ctx context.Context) error {
+func (s *Service) flatpakUpdateRepo(ctx context.Context) error {
 	argv := []string{"flatpak", "build-update-repo"}
-	for _, k := range s.opts.GPGSign {
+	for _, k := range s.cfg.GPGSign {
 		argv = append(argv, "--gpg-sign="+k)
 	}
-	if len(s.opts.GPGSign) > 0 && s.opts.GPGHomedir != "" {
-		argv = append(argv, "--gpg-homedir="+s.opts.GPGHomedir)
+	if len(s.cfg.GPGSign) > 0 && s.cfg.GPGHomedir != "" {
+		argv = append(argv, "--gpg-homedir="+s.cfg.GPGHomedir)
 	}
 	if out, err := runCommand(ctx, nil, append(argv, s.repo.Path())...); err != nil {
 		return fmt.Errorf("flatpak build-update-repo: %w: %s", err, out)

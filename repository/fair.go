@@ -1,4 +1,4 @@
-package daemon
+package repository
 
 import (
 	"context"

@@ -1,0 +1,427 @@
+// Package httpapi serves a repository's service over HTTP: the JSON API
+// with echo, the tus uploads with tusd, authentication, and the limits of
+// connections and request bodies. It only translates: every decision is
+// the service's, and every refusal maps to a status in one table
+// (errors.go).
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/tus/tusd/v2/pkg/handler"
+
+	"github.com/ostree-upload/ostree-upload/api"
+	"github.com/ostree-upload/ostree-upload/auth"
+	"github.com/ostree-upload/ostree-upload/config"
+	"github.com/ostree-upload/ostree-upload/service"
+)
+
+// Env is what a Server gets besides the service and the configuration.
+type Env struct {
+	Log      *slog.Logger
+	Tokens   *auth.Current        // the keyring in use
+	Registry *prometheus.Registry // served at /metrics; its own metrics go there too
+}
+
+// Server is the HTTP transport of one repository's service.
+type Server struct {
+	svc    service.Repository
+	cfg    *config.Config
+	log    *slog.Logger
+	tokens *auth.Current
+
+	echo  *echo.Echo
+	tus   *handler.Handler
+	conns *connLimiter
+
+	authFailures prometheus.Counter
+	registry     *prometheus.Registry
+}
+
+// maxJSONBody bounds API request bodies (an objects batch of
+// api.MaxNamesPerRequest names is about 0.8 MB).
+const maxJSONBody = 4 << 20
+
+// New builds the transport of svc.
+func New(svc service.Repository, cfg *config.Config, env Env) (*Server, error) {
+	if env.Log == nil {
+		env.Log = slog.New(slog.DiscardHandler)
+	}
+	if env.Registry == nil {
+		env.Registry = prometheus.NewRegistry()
+	}
+	s := &Server{svc: svc, cfg: cfg, log: env.Log, tokens: env.Tokens, registry: env.Registry}
+	s.authFailures = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ostree_upload", Name: "auth_failures_total",
+		Help: "Requests with a missing, unknown, expired or revoked token."})
+	limited := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ostree_upload", Name: "connections_limited_total",
+		Help: "Connection limits that bit, by reason: total and client (a connection or request refused), evicted (an idle connection closed for a new one)."}, []string{"reason"})
+	env.Registry.MustRegister(s.authFailures, limited)
+	s.conns = newConnLimiter(cfg.MaxConnections, cfg.MaxClientConnections, s.trustedAddr, s.log, limited)
+	if err := s.setupTus(); err != nil {
+		return nil, err
+	}
+	s.setupRoutes()
+	return s, nil
+}
+
+// Handler is the transport's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Serve answers requests on ln until ctx is done, then shuts down
+// gracefully: new requests are refused and in-flight ones get a few
+// seconds. stopping (if set) is called as the shutdown begins.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, stopping func()) error {
+	srv := &http.Server{
+		Handler:           s.echo,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// Read and write timeouts stay 0: uploads run long; tusd manages
+		// per-read deadlines itself, the other routes have theirs.
+		ErrorLog:  slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnState: s.conns.state,
+	}
+	ln = s.conns.listener(ln)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down")
+	if stopping != nil {
+		stopping()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+type identityKey struct{}
+
+// identityOf returns the authenticated identity of a request context.
+func identityOf(ctx context.Context) (auth.Identity, bool) {
+	id, ok := ctx.Value(identityKey{}).(auth.Identity)
+	return id, ok
+}
+
+func identity(c echo.Context) auth.Identity {
+	id, _ := identityOf(c.Request().Context())
+	return id
+}
+
+func (s *Server) setupRoutes() {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.errorHandler
+	s.setupForwarding(e)
+	e.Use(s.requestLog)
+	e.Use(s.conns.perForwardedClient(s.trustedPeer))
+	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	e.GET("/ping", func(c echo.Context) error { return c.JSON(http.StatusOK, struct{}{}) })
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})))
+
+	g := e.Group("/api/v1", s.auth)
+	sess := g.Group("", detach, s.bodyDeadline)
+	upload, publish := needScope(auth.ScopeUpload), needScope(auth.ScopePublish)
+	sess.GET("/info", s.handleInfo)
+	sess.POST("/sessions", s.handleCreateSession, upload)
+	sess.GET("/sessions/:id", s.handleGetSession) // the owner, or a token that may publish it
+	sess.DELETE("/sessions/:id", s.handleAbort, upload)
+	sess.POST("/sessions/:id/objects", s.handleObjects, upload)
+	sess.POST("/sessions/:id/commit", s.handleCommit, publish)
+	sess.POST("/sessions/:id/packs", s.handlePack, upload)
+	adm := sess.Group(strings.TrimPrefix(api.PathAdmin, "/api/v1"), needScope(auth.ScopeAdmin))
+	adm.GET("/sessions", s.handleAdminSessions)
+	adm.GET("/sessions/:id", s.handleAdminSession)
+	adm.DELETE("/sessions/:id", s.handleAdminAbort)
+	adm.POST("/sessions/:id/fail", s.handleAdminFail)
+	adm.GET("/tokens", s.handleAdminTokens)
+	adm.DELETE("/tokens/:name", s.handleAdminRevoke)
+	up := s.uploadGuard(http.StripPrefix(api.PathUploads, s.tus))
+	g.Any("/uploads", up, upload)
+	g.Any("/uploads/", up, upload)
+	g.Any("/uploads/*", up, upload)
+	s.echo = e
+}
+
+// requestLog logs one line per request. It never logs headers, so tokens
+// stay out of the logs.
+func (s *Server) requestLog(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		req := c.Request()
+		attrs := []any{"method", req.Method, "path", req.URL.Path, "status", c.Response().Status,
+			"bytes_out", c.Response().Size, "duration", time.Since(start).Round(time.Microsecond), "remote", c.RealIP()}
+		if id, ok := identityOf(req.Context()); ok {
+			attrs = append(attrs, "token", id.DisplayName())
+		}
+		s.log.Info("request", attrs...)
+		return nil
+	}
+}
+
+// auth authenticates "Authorization: Bearer <token>" and puts the identity
+// into the request context (where tusd's hooks find it too).
+func (s *Server) auth(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		scheme, secret, _ := strings.Cut(req.Header.Get("Authorization"), " ")
+		if !strings.EqualFold(scheme, "bearer") || strings.TrimSpace(secret) == "" {
+			return service.Refuse(service.Unauthenticated, "missing bearer token")
+		}
+		id, err := s.tokens.Load().Authenticate(strings.TrimSpace(secret), time.Now())
+		if err == nil && s.svc.Revoked(id.Hash) {
+			err = errRevoked
+		}
+		if err != nil {
+			return service.Refuse(service.Unauthenticated, "%v", err)
+		}
+		c.SetRequest(req.WithContext(context.WithValue(req.Context(), identityKey{}, id)))
+		return next(c)
+	}
+}
+
+var errRevoked = errors.New("token revoked")
+
+// needScope refuses, with code scope, a token without scope.
+func needScope(scope string) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			id := identity(c)
+			if !id.Can(scope) {
+				e := service.Refuse(service.Forbidden, "token %s lacks the %s scope (it has: %s)", id.DisplayName(), scope, strings.Join(id.Scopes, ", "))
+				e.Body.Code = api.CodeScope
+				return e
+			}
+			return next(c)
+		}
+	}
+}
+
+// bodyDeadline gives a request of the API (not tus, whose uploads have
+// their own deadlines) body_timeout to send its body: a client that
+// announces a body and sends nothing is dropped then. Packs move it on as
+// they read.
+func (s *Server) bodyDeadline(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		http.NewResponseController(c.Response().Writer).SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout.Duration))
+		return next(c)
+	}
+}
+
+// detach runs a session API handler on a context that the connection's
+// fate does not cancel. These handlers are short journal operations (or a
+// publish, which must finish anyway). After tusd has served a request with
+// a body, later requests on the same kept-alive connection were seen to
+// arrive with their context already cancelled; tusd's own hooks tolerate
+// that (they run on a delayed copy), these handlers must too.
+func detach(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		c.SetRequest(req.WithContext(context.WithoutCancel(req.Context())))
+		return next(c)
+	}
+}
+
+// decodeJSON reads a bounded JSON body strictly.
+func decodeJSON(c echo.Context, v any) error {
+	body := http.MaxBytesReader(c.Response(), c.Request().Body, maxJSONBody)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return service.Refuse(service.TooLarge, "request body over %d bytes", maxJSONBody)
+		}
+		return service.Refuse(service.Invalid, "bad JSON body: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return service.Refuse(service.Invalid, "bad JSON body: data after the object")
+	}
+	return nil
+}
+
+// decodeOptionalJSON is decodeJSON for a body that may be empty.
+func decodeOptionalJSON(c echo.Context, v any) error {
+	req := c.Request()
+	body, err := io.ReadAll(io.LimitReader(req.Body, maxJSONBody+1))
+	if err != nil {
+		return service.Refuse(service.Invalid, "reading the body: %v", err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	return decodeJSON(c, v)
+}
+
+func ctxOf(c echo.Context) context.Context { return c.Request().Context() }
+
+func (s *Server) handleInfo(c echo.Context) error {
+	out, err := s.svc.Info(ctxOf(c), identity(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) handleCreateSession(c echo.Context) error {
+	var req api.SessionRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	out, created, err := s.svc.CreateSession(ctxOf(c), identity(c), req)
+	if err != nil {
+		return err
+	}
+	if created {
+		return c.JSON(http.StatusCreated, out)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) handleGetSession(c echo.Context) error {
+	out, err := s.svc.Session(ctxOf(c), identity(c), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) handleObjects(c echo.Context) error {
+	var req api.ObjectsRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	needed, err := s.svc.Negotiate(ctxOf(c), identity(c), c.Param("id"), req.Objects)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, api.ObjectsResponse{Needed: needed})
+}
+
+func (s *Server) handleAbort(c echo.Context) error {
+	if err := s.svc.Abort(ctxOf(c), identity(c), c.Param("id")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) handleCommit(c echo.Context) error {
+	var req api.CommitRequest
+	if err := decodeOptionalJSON(c, &req); err != nil {
+		return err
+	}
+	out, err := s.svc.Commit(ctxOf(c), identity(c), c.Param("id"), req.Force)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// handlePack passes a pack's body to the service, moving the connection's
+// read deadline forward before each read so that a stalled client is
+// dropped while a slow one is not.
+func (s *Server) handlePack(c echo.Context) error {
+	body := &deadlineReader{r: c.Request().Body, rc: http.NewResponseController(c.Response().Writer), timeout: s.cfg.BodyTimeout.Duration}
+	out, err := s.svc.ReceivePack(ctxOf(c), identity(c), c.Param("id"), body)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// deadlineReader reads a request body, moving the connection's read
+// deadline forward before each read.
+type deadlineReader struct {
+	r       io.Reader
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (d *deadlineReader) Read(b []byte) (int, error) {
+	d.rc.SetReadDeadline(time.Now().Add(d.timeout))
+	return d.r.Read(b)
+}
+
+// The admin API.
+
+func (s *Server) handleAdminSessions(c echo.Context) error {
+	all := c.QueryParam("all")
+	if all != "" && all != "true" && all != "false" {
+		return service.Refuse(service.Invalid, "all must be true or false")
+	}
+	out, err := s.svc.Sessions(ctxOf(c), all == "true")
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) handleAdminSession(c echo.Context) error {
+	out, err := s.svc.AdminSession(ctxOf(c), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) handleAdminAbort(c echo.Context) error {
+	out, err := s.svc.AbortSession(ctxOf(c), c.Param("id"), identity(c).DisplayName())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) handleAdminFail(c echo.Context) error {
+	out, err := s.svc.FailSession(ctxOf(c), c.Param("id"), identity(c).DisplayName())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) handleAdminTokens(c echo.Context) error {
+	out, err := s.svc.Tokens(ctxOf(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) handleAdminRevoke(c echo.Context) error {
+	name, err := url.PathUnescape(c.Param("name")) // echo leaves escapes in when the path has them
+	if err != nil {
+		return service.Refuse(service.Invalid, "bad token name in the path")
+	}
+	out, err := s.svc.Revoke(ctxOf(c), name, identity(c).DisplayName())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}

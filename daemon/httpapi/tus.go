@@ -1,0 +1,212 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/tus/tusd/v2/pkg/filestore"
+	"github.com/tus/tusd/v2/pkg/handler"
+	"github.com/tus/tusd/v2/pkg/memorylocker"
+	"github.com/tus/tusd/v2/pkg/prometheuscollector"
+
+	"github.com/ostree-upload/ostree-upload/api"
+	"github.com/ostree-upload/ostree-upload/service"
+)
+
+var jsonMarshal = json.Marshal
+
+// uploadPath matches the only upload URLs there are: /<session>/<upload>,
+// 32 lower-case hex each, with no escaping of any kind.
+var uploadPath = regexp.MustCompile(`^/([0-9a-f]{32})/([0-9a-f]{32})$`)
+
+// setupTus mounts tusd over the service's upload directory: filestore,
+// in-memory locks (one daemon), no concatenation, no downloads, and the
+// service's hooks.
+func (s *Server) setupTus() error {
+	composer := handler.NewStoreComposer()
+	fs := filestore.New(s.svc.UploadDir())
+	fs.DirModePerm, fs.FileModePerm = 0o700, 0o600
+	fs.UseIn(composer)
+	memorylocker.New().UseIn(composer)
+	maxObject := int64(s.cfg.MaxObjectSize)
+	h, err := handler.NewHandler(handler.Config{
+		BasePath:                   api.PathUploads + "/",
+		StoreComposer:              composer,
+		MaxSize:                    maxObject,
+		DisableDownload:            true,
+		RespectForwardedHeaders:    len(s.cfg.TrustedProxies) > 0, // only trusted peers' reach tusd
+		DisableConcatenation:       true,                          // it takes upload IDs from a header, past the guard
+		Cors:                       &handler.CorsConfig{Disable: true},
+		PreUploadCreateCallback:    s.preCreate,
+		PreFinishResponseCallback:  s.preFinish,
+		PreUploadTerminateCallback: s.preTerminate,
+		// Above the verify time of the largest allowed object.
+		AcquireLockTimeout: 2*time.Minute + time.Duration(maxObject/(100<<20))*time.Second,
+		NetworkTimeout:     s.cfg.BodyTimeout.Duration,
+		Logger:             tusLogger(s.log.Handler().WithAttrs([]slog.Attr{slog.String("component", "tus")})),
+	})
+	if err != nil {
+		return fmt.Errorf("tus handler: %w", err)
+	}
+	s.tus = h
+	s.registry.MustRegister(prometheuscollector.New(h.Metrics))
+	return nil
+}
+
+// uploadGuard admits a request to tusd only for the creation endpoint or an
+// upload ID of exactly the daemon's form that belongs to a session of the
+// caller's token; everything else is 404, so no path trick reaches the
+// filestore. Verified uploads (whose bytes have moved to a spool) are
+// answered from the service.
+func (s *Server) uploadGuard(tus http.Handler) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req, w := c.Request(), c.Response()
+		// tusd replaces a POST's method with X-HTTP-Method-Override after
+		// this guard has run: apply it here, so that the guard judges the
+		// method tusd will serve.
+		if o := req.Header.Get("X-HTTP-Method-Override"); o != "" {
+			if req.Method == http.MethodPost {
+				req.Method = o
+			}
+			req.Header.Del("X-HTTP-Method-Override")
+		}
+		rest := strings.TrimPrefix(req.URL.EscapedPath(), api.PathUploads)
+		if rest == "" || rest == "/" {
+			if req.Method != http.MethodPost && req.Method != http.MethodOptions {
+				return service.Refuse(service.NotAllowed, "only POST creates uploads")
+			}
+			if req.Method == http.MethodPost && req.ContentLength != 0 {
+				s.serveBytes(tus, w, req, "") // creation with upload
+				return nil
+			}
+			tus.ServeHTTP(w, req)
+			return nil
+		}
+		m := uploadPath.FindStringSubmatch(rest)
+		if m == nil || req.URL.Path != api.PathUploads+rest {
+			return service.Refuse(service.NotFound, "upload not found")
+		}
+		ctx := context.WithoutCancel(req.Context()) // see detach
+		st, err := s.svc.Upload(ctx, identity(c), m[1]+"/"+m[2], req.Method)
+		if err != nil {
+			return err
+		}
+		if st.Verified {
+			return answerVerified(c, st)
+		}
+		if req.Method == http.MethodPatch {
+			s.serveBytes(tus, w, req, st.Object)
+			return nil
+		}
+		tus.ServeHTTP(w, req)
+		return nil
+	}
+}
+
+// answerVerified answers tus requests for an upload whose object is
+// verified (and, for DELETE, already forgotten by the service).
+func answerVerified(c echo.Context, st service.UploadState) error {
+	h := c.Response().Header()
+	h.Set("Tus-Resumable", "1.0.0")
+	h.Set("Cache-Control", "no-store")
+	size := strconv.FormatInt(st.Size, 10)
+	switch c.Request().Method {
+	case http.MethodHead:
+		h.Set("Upload-Offset", size)
+		h.Set("Upload-Length", size)
+		return c.NoContent(http.StatusOK)
+	case http.MethodPatch:
+		if c.Request().Header.Get("Upload-Offset") != size {
+			e := service.Refuse(service.Conflict, "upload is complete and verified: offset is %s", size)
+			e.Body.Code = api.CodeVerified
+			return e
+		}
+		h.Set("Upload-Offset", size)
+		return c.NoContent(http.StatusNoContent)
+	case http.MethodDelete:
+		return c.NoContent(http.StatusNoContent)
+	}
+	return service.Refuse(service.NotAllowed, "method not allowed")
+}
+
+// serveBytes runs tus on a request that carries upload bytes, counted
+// among the uploads receiving bytes and checked against the free-space
+// floor as they arrive.
+func (s *Server) serveBytes(tus http.Handler, w http.ResponseWriter, req *http.Request, object string) {
+	done := s.svc.Receiving()
+	defer done()
+	req.Body = &spaceReader{ReadCloser: req.Body, s: s, object: object}
+	tus.ServeHTTP(w, req)
+}
+
+// spaceReader is the body of a request that brings upload bytes: before
+// each service.SpaceWindow bytes it lets through, the service checks the
+// free-space floor. A refusal ends the request with its answer (507); the
+// bytes written so far stay.
+type spaceReader struct {
+	io.ReadCloser
+	s      *Server
+	object string
+	left   int64
+}
+
+func (r *spaceReader) Read(b []byte) (int, error) {
+	if r.left <= 0 {
+		if err := r.s.svc.RoomForBytes(); err != nil {
+			if e, ok := service.AsError(err); ok && r.object != "" {
+				e.Body.Object = r.object
+			}
+			return 0, r.s.tusError(err)
+		}
+		r.left = service.SpaceWindow
+	}
+	if int64(len(b)) > r.left {
+		b = b[:r.left]
+	}
+	n, err := r.ReadCloser.Read(b)
+	r.left -= int64(n)
+	return n, err
+}
+
+// preCreate asks the service to authorize an upload and give it its ID.
+func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handler.FileInfoChanges, error) {
+	var none handler.FileInfoChanges
+	id, ok := identityOf(hook.Context)
+	if !ok {
+		return handler.HTTPResponse{}, none, s.tusError(service.Refuse(service.Unauthenticated, "missing bearer token"))
+	}
+	up := hook.Upload
+	uid, err := s.svc.CreateUpload(hook.Context, id, service.UploadRequest{
+		Session: up.MetaData[api.MetaSession], Object: up.MetaData[api.MetaObject], Size: up.Size,
+		Deferred: up.SizeIsDeferred, Concatenation: up.IsPartial || up.IsFinal,
+	})
+	if err != nil {
+		return handler.HTTPResponse{}, none, s.tusError(err)
+	}
+	return handler.HTTPResponse{}, handler.FileInfoChanges{ID: uid}, nil
+}
+
+// preFinish runs after the last byte arrived and before the answer: the
+// client learns the verdict in the answer of its last PATCH (or POST).
+func (s *Server) preFinish(hook handler.HookEvent) (handler.HTTPResponse, error) {
+	if err := s.svc.FinishUpload(hook.Context, hook.Upload.ID); err != nil {
+		return handler.HTTPResponse{}, s.tusError(err)
+	}
+	return handler.HTTPResponse{}, nil
+}
+
+func (s *Server) preTerminate(hook handler.HookEvent) (handler.HTTPResponse, error) {
+	if err := s.svc.TerminateUpload(hook.Context, hook.Upload.ID); err != nil {
+		return handler.HTTPResponse{}, s.tusError(err)
+	}
+	return handler.HTTPResponse{}, nil
+}

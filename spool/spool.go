@@ -1,0 +1,246 @@
+// Package spool keeps each token's verified objects until a publish takes
+// them: one archive repository per token, on the production repository's
+// filesystem (so that publishing hard-links instead of copying), whose
+// files the journal knows.
+//
+// The protocol that keeps the two in step, whatever instant a crash
+// strikes:
+//   - admitting: the bytes are made durable in the spool's objects/ first,
+//     then journaled as verified, both under the spool's read lock;
+//   - releasing: the journal gives the entries up first, then their files
+//     are unlinked, under the write lock, so that no admission of the same
+//     object interleaves;
+//   - sweeping, at start-up: a file the journal does not know is a crash's
+//     leftover and goes.
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+
+	"github.com/ostree-upload/ostree-upload/internal/failpoint"
+	"github.com/ostree-upload/ostree-upload/journal"
+	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
+)
+
+// Set is the spools of every token, under one directory.
+type Set struct {
+	dir string
+	j   *journal.Journal
+	log *slog.Logger
+
+	mu     sync.Mutex
+	spools map[string]*Spool
+}
+
+// OpenSet opens (creating it if missing) the directory of the spools.
+func OpenSet(dir string, j *journal.Journal, log *slog.Logger) (*Set, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("spools: %w", err)
+	}
+	return &Set{dir: dir, j: j, log: log, spools: map[string]*Spool{}}, nil
+}
+
+var ownerRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// For returns the spool of a token (its identity hash), opening or
+// creating it on first use.
+func (s *Set) For(ctx context.Context, owner string) (*Spool, error) {
+	if !ownerRE.MatchString(owner) {
+		return nil, fmt.Errorf("bad spool owner %q", owner)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sp, ok := s.spools[owner]; ok {
+		return sp, nil
+	}
+	path := filepath.Join(s.dir, owner)
+	var r *store.Repo
+	var err error
+	if _, statErr := os.Stat(filepath.Join(path, "config")); errors.Is(statErr, os.ErrNotExist) {
+		r, err = store.Create(ctx, path, store.ModeArchive)
+	} else {
+		r, err = store.OpenArchive(ctx, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	if err := r.MakeObjectDirs(); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	sp := &Spool{repo: r, owner: owner, j: s.j, log: s.log}
+	s.spools[owner] = sp
+	return sp, nil
+}
+
+// Close closes every open spool.
+func (s *Set) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for _, sp := range s.spools {
+		errs = append(errs, sp.repo.Close())
+	}
+	s.spools = map[string]*Spool{}
+	return errors.Join(errs...)
+}
+
+// Sweep deletes the spool files the journal does not know: left by a crash
+// between a rename into the spool and its journal entry, and staged pack
+// entries. claimed names, as "<owner>/<object>", files that unjudged
+// uploads may still claim. Call it only at start-up, before anything is
+// admitted.
+func (s *Set) Sweep(ctx context.Context, claimed map[string]bool) error {
+	owners, err := os.ReadDir(s.dir)
+	if err != nil {
+		return err
+	}
+	for _, o := range owners {
+		if !ownerRE.MatchString(o.Name()) {
+			continue
+		}
+		root := filepath.Join(s.dir, o.Name())
+		// Objects a pack staged when the daemon stopped.
+		staged, _ := filepath.Glob(filepath.Join(root, "objects", "*", store.TempPrefix+"*"))
+		for _, p := range staged {
+			os.Remove(p)
+		}
+		err := filepath.WalkDir(filepath.Join(root, "objects"), func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			rel, _ := filepath.Rel(root, p)
+			name, err := object.ParsePath(filepath.ToSlash(rel))
+			if err != nil {
+				return nil
+			}
+			has, err := s.j.SpoolHas(ctx, o.Name(), name.String())
+			if err != nil || has || claimed[o.Name()+"/"+name.String()] {
+				return err
+			}
+			s.log.Info("deleting spool object unknown to the journal", "object", name)
+			return os.Remove(p)
+		})
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Spool is one token's verified objects.
+type Spool struct {
+	repo  *store.Repo
+	owner string
+	j     *journal.Journal
+	log   *slog.Logger
+	// mu keeps releases (journal, then unlink) from racing admissions
+	// (rename, then journal) and publishes (import): admitting and
+	// reading take it shared, releasing exclusively.
+	mu sync.RWMutex
+}
+
+// Owner is the token the spool belongs to.
+func (sp *Spool) Owner() string { return sp.owner }
+
+// ObjectPath is where the spool keeps an object.
+func (sp *Spool) ObjectPath(n object.Name) string { return sp.repo.ObjectPath(n) }
+
+// Repo is the spool's repository, for reads that may race a release (an
+// object released meanwhile reads as absent); Read holds releases off.
+func (sp *Spool) Repo() *store.Repo { return sp.repo }
+
+// Read runs fn on the spool's repository while no release can unlink its
+// objects (a publish importing from it, a check reading it).
+func (sp *Spool) Read(fn func(*store.Repo) error) error {
+	sp.mu.RLock()
+	defer sp.mu.RUnlock()
+	return fn(sp.repo)
+}
+
+// Stage reads and verifies an object from src into a temporary file of the
+// spool (see store.Repo.Stage); AdmitStaged admits it.
+func (sp *Spool) Stage(ctx context.Context, n object.Name, src io.Reader, size int64, opts object.VerifyOptions) (*store.Staged, error) {
+	return sp.repo.Stage(ctx, n, src, size, opts)
+}
+
+// AdmitFile admits the verified file at path (a finished upload of
+// uploadID, on the spool's filesystem) as object n of a session: durable in
+// the spool, then journaled as verified. A file already in the spool (a
+// verdict cut short after the rename) is admitted where it is.
+func (sp *Spool) AdmitFile(ctx context.Context, uploadID string, n object.Name, path string, size int64) error {
+	sp.mu.RLock()
+	defer sp.mu.RUnlock()
+	if path != sp.repo.ObjectPath(n) {
+		if err := sp.repo.Adopt(ctx, n, path); err != nil {
+			return err
+		}
+	}
+	failpoint.Hit("after-adopt")
+	return sp.j.MarkUploadVerified(ctx, uploadID, sp.owner, size)
+}
+
+// AdmitStaged admits verified staged objects of a session: renamed into
+// the spool, made durable with one sync, journaled together. Those not
+// admitted are discarded.
+func (sp *Spool) AdmitStaged(ctx context.Context, session string, staged []*store.Staged) (err error) {
+	committed := 0
+	defer func() {
+		for _, st := range staged[committed:] {
+			st.Discard()
+		}
+	}()
+	sp.mu.RLock()
+	defer sp.mu.RUnlock()
+	vs := make([]journal.VerifiedObject, len(staged))
+	for i, st := range staged {
+		if err := st.Commit(); err != nil {
+			return err
+		}
+		committed++
+		vs[i] = journal.VerifiedObject{Name: st.Info.Name.String(), Size: st.Info.Size}
+	}
+	if err := sp.repo.Sync(ctx); err != nil {
+		return err
+	}
+	return sp.j.MarkVerifiedMany(ctx, session, sp.owner, vs)
+}
+
+// Reject removes an object's file that was found corrupt.
+func (sp *Spool) Reject(n object.Name) {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	sp.repo.Remove(n)
+}
+
+// Release frees the spool entries only this session held (their files
+// go) and deletes the session's object records. An interrupted release is
+// finished by the next one.
+func (sp *Spool) Release(ctx context.Context, session string) error {
+	sp.mu.Lock()
+	freed, err := sp.j.ReleaseSession(ctx, session, sp.owner)
+	for _, n := range freed {
+		name, perr := object.ParseName(n)
+		if perr != nil {
+			continue
+		}
+		if rerr := sp.repo.Remove(name); rerr != nil {
+			sp.log.Warn("cannot free spool object", "object", n, "err", rerr)
+		}
+	}
+	sp.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return sp.j.DeleteSessionObjects(ctx, session)
+}
