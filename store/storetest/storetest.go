@@ -256,7 +256,16 @@ func CommitMeta(key, typ string, value any) ([]byte, error) {
 // zero bytes, and its object name: a decompression bomb, about a
 // thousandth of its size, made from one compressed megabyte repeated.
 // size must be a multiple of 1 MiB, at least 3 MiB.
-func ZeroFilez(size int64) (string, []byte, error) {
+func ZeroFilez(size int64) (string, []byte, error) { return zeroFilez(size, true) }
+
+// ZeroFilezData is ZeroFilez without the name, which costs hashing the
+// whole content: for bombs refused before their content is looked at.
+func ZeroFilezData(size int64) ([]byte, error) {
+	_, b, err := zeroFilez(size, false)
+	return b, err
+}
+
+func zeroFilez(size int64, named bool) (string, []byte, error) {
 	const mib = 1 << 20
 	if size%mib != 0 || size < 3*mib {
 		return "", nil, fmt.Errorf("ZeroFilez: size %d is not 3 MiB or more in whole MiB", size)
@@ -291,7 +300,7 @@ func ZeroFilez(size int64) (string, []byte, error) {
 	h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(canon))))
 	h.Write([]byte{0, 0, 0, 0})
 	h.Write(canon)
-	for i := int64(0); i < size/mib; i++ {
+	for i := int64(0); named && i < size/mib; i++ {
 		h.Write(zeros)
 	}
 	out := binary.BigEndian.AppendUint32(nil, uint32(len(hdr)))
