@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ostree-upload/ostree-upload/api"
+	"github.com/ostree-upload/ostree-upload/api/client"
 	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
@@ -103,7 +104,7 @@ func (p *pusher) writeEntry(tw *tar.Writer, n object.Name, size int64) error {
 func (p *pusher) sendPack(ctx context.Context, objs []object.Name) error {
 	pending := objs
 	first := true
-	err := p.c.retryProgress(ctx, p.opts.RetryTimeout, func(progress func()) error {
+	err := p.c.RetryProgress(ctx, p.opts.RetryTimeout, func(progress func()) error {
 		if !first {
 			still, err := p.negotiate(ctx, pending)
 			if err != nil {
@@ -121,7 +122,7 @@ func (p *pusher) sendPack(ctx context.Context, objs []object.Name) error {
 		}
 		res, err := p.postPack(ctx, pending)
 		if err != nil {
-			var he *HTTPError
+			var he *client.HTTPError
 			if errors.As(err, &he) && he.Body.Stored > 0 {
 				progress()
 			}
@@ -134,12 +135,12 @@ func (p *pusher) sendPack(ctx context.Context, objs []object.Name) error {
 		pending = nil
 		return nil
 	})
-	var he *HTTPError
+	var he *client.HTTPError
 	switch {
 	case errors.As(err, &he) && he.Status == http.StatusUnprocessableEntity:
 		return permanent("the daemon refused local object %s as corrupt (%s): run 'ostree fsck' on %s", he.Body.Object, he.Body.Error, p.opts.Repo)
 	case errors.As(err, &he) && he.Status == http.StatusConflict && he.Body.Code == api.CodeSessionNotOpen:
-		return errSessionNotOpen
+		return client.ErrSessionNotOpen
 	case err != nil:
 		return fmt.Errorf("pack of %d objects: %w", len(pending), err)
 	}
@@ -172,8 +173,7 @@ func (p *pusher) postPack(ctx context.Context, objs []object.Name) (api.PackResu
 		pw.CloseWithError(err)
 		werr <- err
 	}()
-	var res api.PackResult
-	err := p.c.call(ctx, http.MethodPost, api.PacksPath(p.sid), p.prog.count(pr), packSize(sizes), "application/x-tar", &res)
+	res, err := p.c.SendPack(ctx, p.sid, p.prog.count(pr), packSize(sizes))
 	pr.CloseWithError(errors.New("request ended"))
 	if wErr := <-werr; wErr != nil {
 		var pe *PermanentError

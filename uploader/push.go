@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ostree-upload/ostree-upload/api"
+	"github.com/ostree-upload/ostree-upload/api/client"
 	"github.com/ostree-upload/ostree-upload/store"
 	"github.com/ostree-upload/ostree-upload/store/object"
 )
@@ -78,29 +79,21 @@ type Phases struct {
 
 // PermanentError is a refusal that a rerun will not change (bad token,
 // non-fast-forward, corrupt local object…): exit code 1.
-type PermanentError struct{ Err error }
-
-func (e *PermanentError) Error() string { return e.Err.Error() }
-func (e *PermanentError) Unwrap() error { return e.Err }
+type PermanentError = client.PermanentError
 
 // Temporary reports whether rerunning the same push may succeed (the daemon
 // or the link was down for longer than the retry budget): exit code 75.
-func Temporary(err error) bool {
-	var pe *PermanentError
-	return err != nil && !errors.As(err, &pe)
-}
+func Temporary(err error) bool { return client.Temporary(err) }
 
-func permanent(format string, args ...any) error {
-	return &PermanentError{Err: fmt.Errorf(format, args...)}
-}
+var permanent = client.Permanent
 
 // classify turns permanent HTTP refusals into *PermanentError.
 func classify(err error) error {
 	var pe *PermanentError
-	if err == nil || errors.As(err, &pe) || temporary(err) || errors.Is(err, context.Canceled) {
+	if err == nil || errors.As(err, &pe) || client.Retryable(err) || errors.Is(err, context.Canceled) {
 		return err
 	}
-	var he *HTTPError
+	var he *client.HTTPError
 	if errors.As(err, &he) {
 		switch he.Status {
 		case http.StatusUnauthorized:
@@ -118,7 +111,7 @@ type pusher struct {
 	opts Options
 	log  *slog.Logger
 	repo *store.Repo
-	c    *client
+	c    *client.Client
 	prog *progress
 	res  Result
 	sid  string
@@ -148,7 +141,7 @@ func Push(ctx context.Context, opts Options) (*Result, error) {
 	if opts.Token == "" {
 		return nil, permanent("no token: pass --token, --token-file or set OSTREE_UPLOAD_TOKEN")
 	}
-	c, err := newClient(opts.Address, opts.Token, opts.Jobs, opts.CACert)
+	c, err := client.New(opts.Address, opts.Token, opts.Jobs, opts.CACert)
 	if err != nil {
 		return nil, &PermanentError{Err: err}
 	}
@@ -157,13 +150,13 @@ func Push(ctx context.Context, opts Options) (*Result, error) {
 		return nil, &PermanentError{Err: err}
 	}
 	defer repo.Close()
-	c.log = opts.Log
+	c.SetLog(opts.Log)
 	p := &pusher{opts: opts, log: opts.Log, repo: repo, c: c}
 	err = p.run(ctx)
 	if err != nil && ctx.Err() != nil {
 		err = ctx.Err() // interrupted (SIGINT, SIGTERM): a rerun resumes
 	}
-	p.res.Retries = c.retries.Load()
+	p.res.Retries = c.Retries()
 	p.res.Duration = time.Since(start)
 	if p.prog != nil {
 		p.prog.stop(&p.res)
@@ -180,8 +173,10 @@ func (p *pusher) run(ctx context.Context) error {
 		p.log.Info("pruned the local repository", "objects", n)
 	}
 	var info api.Info
-	if err := p.c.retry(ctx, p.opts.RetryTimeout, func() error {
-		return p.c.json(ctx, http.MethodGet, api.PathInfo, nil, &info)
+	if err := p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
+		var err error
+		info, err = p.c.Info(ctx)
+		return err
 	}); err != nil {
 		return err
 	}
@@ -200,8 +195,10 @@ func (p *pusher) run(ctx context.Context) error {
 		return p.dryRun(ctx, updates)
 	}
 	var sess api.Session
-	if err := p.c.retry(ctx, p.opts.RetryTimeout, func() error {
-		return p.c.json(ctx, http.MethodPost, api.PathSessions, api.SessionRequest{Refs: updates, Force: p.opts.Force}, &sess)
+	if err := p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
+		var err error
+		sess, err = p.c.CreateSession(ctx, api.SessionRequest{Refs: updates, Force: p.opts.Force})
+		return err
 	}); err != nil {
 		return err
 	}
@@ -234,13 +231,15 @@ func (p *pusher) run(ctx context.Context) error {
 		// concurrent run of the same push (or aborted): the commit says.
 		t = time.Now()
 		if attempt > 0 { // the uploads of the session's answer are stale
-			if err := p.c.retry(ctx, p.opts.RetryTimeout, func() error {
-				return p.c.json(ctx, http.MethodGet, api.PathSessions+"/"+p.sid, nil, &sess)
+			if err := p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
+				var err error
+				sess, err = p.c.Session(ctx, p.sid)
+				return err
 			}); err != nil {
 				return err
 			}
 		}
-		if err := p.uploadAll(ctx, needed, sess.Uploads); err != nil && !errors.Is(err, errSessionNotOpen) {
+		if err := p.uploadAll(ctx, needed, sess.Uploads); err != nil && !errors.Is(err, client.ErrSessionNotOpen) {
 			return err
 		}
 		p.res.Phases.Upload += time.Since(t)
@@ -258,11 +257,13 @@ func (p *pusher) run(ctx context.Context) error {
 			break
 		}
 		t = time.Now()
-		err = p.c.retry(ctx, p.opts.RetryTimeout, func() error {
-			return p.c.json(ctx, http.MethodPost, api.PathSessions+"/"+p.sid+"/commit", nil, &sess)
+		err = p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
+			var err error
+			sess, err = p.c.Commit(ctx, p.sid, false)
+			return err
 		})
 		p.res.Phases.Commit += time.Since(t)
-		var he *HTTPError
+		var he *client.HTTPError
 		if errors.As(err, &he) && he.Body.Code == api.CodeNotSigned {
 			return permanent("the daemon refused to publish: %s (sign the commit with a key it trusts)", he.Body.Error)
 		}
@@ -310,8 +311,10 @@ func (p *pusher) checkScopes(t *api.Token) error {
 func (p *pusher) uploaded(ctx context.Context) (bool, error) {
 	var sess api.Session
 	for i := 0; ; i++ {
-		if err := p.c.retry(ctx, p.opts.RetryTimeout, func() error {
-			return p.c.json(ctx, http.MethodGet, api.PathSessions+"/"+p.sid, nil, &sess)
+		if err := p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
+			var err error
+			sess, err = p.c.Session(ctx, p.sid)
+			return err
 		}); err != nil {
 			return false, err
 		}
@@ -445,8 +448,10 @@ func (p *pusher) negotiate(ctx context.Context, names []object.Name) ([]object.N
 			req.Objects[j] = n.String()
 		}
 		var res api.ObjectsResponse
-		if err := p.c.retry(ctx, p.opts.RetryTimeout, func() error {
-			return p.c.json(ctx, http.MethodPost, api.PathSessions+"/"+p.sid+"/objects", req, &res)
+		if err := p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
+			var err error
+			res.Needed, err = p.c.Negotiate(ctx, p.sid, req.Objects)
+			return err
 		}); err != nil {
 			return nil, err
 		}
@@ -556,48 +561,48 @@ func (p *pusher) upload(ctx context.Context, n object.Name, url string) error {
 	}
 	defer f.Close()
 	lastOffset := int64(-1)
-	err = p.c.retryProgress(ctx, p.opts.RetryTimeout, func(progress func()) error {
+	err = p.c.RetryProgress(ctx, p.opts.RetryTimeout, func(progress func()) error {
 		if url == "" {
 			var body io.Reader
 			if size <= smallObject {
 				body = p.prog.count(io.NewSectionReader(f, 0, size))
 			}
-			u, err := p.c.create(ctx, p.sid, n.String(), size, body)
+			u, err := p.c.CreateUpload(ctx, p.sid, n.String(), size, body)
 			switch {
-			case err == nil && body != nil, errors.Is(err, errVerified):
+			case err == nil && body != nil, errors.Is(err, client.ErrVerified):
 				return nil // all bytes arrived and were verified
-			case err == nil, errors.Is(err, errLiveUpload), errors.Is(err, errNotComplete):
+			case err == nil, errors.Is(err, client.ErrLiveUpload), errors.Is(err, client.ErrNotComplete):
 				url = u
 			default:
 				return err
 			}
 		}
-		off, err := p.c.offset(ctx, url)
+		off, err := p.c.Offset(ctx, url)
 		if err == nil && off > lastOffset {
 			if lastOffset >= 0 {
 				progress()
 			}
 			lastOffset = off
 		}
-		if errors.Is(err, errUploadGone) {
+		if errors.Is(err, client.ErrUploadGone) {
 			url = ""
-			return &HTTPError{Status: http.StatusServiceUnavailable, Body: api.Error{Error: "upload vanished; creating it again"}}
+			return &client.HTTPError{Status: http.StatusServiceUnavailable, Body: api.Error{Error: "upload vanished; creating it again"}}
 		}
 		if err != nil || off == size {
 			return err
 		}
-		err = p.c.patch(ctx, url, off, p.prog.count(io.NewSectionReader(f, off, size-off)), size-off)
-		if errors.Is(err, errUploadGone) {
+		err = p.c.Patch(ctx, url, off, p.prog.count(io.NewSectionReader(f, off, size-off)), size-off)
+		if errors.Is(err, client.ErrUploadGone) {
 			url = ""
-			return &HTTPError{Status: http.StatusServiceUnavailable, Body: api.Error{Error: "upload vanished; creating it again"}}
+			return &client.HTTPError{Status: http.StatusServiceUnavailable, Body: api.Error{Error: "upload vanished; creating it again"}}
 		}
 		return err
 	})
-	var he *HTTPError
+	var he *client.HTTPError
 	if errors.As(err, &he) && he.Status == http.StatusUnprocessableEntity {
 		return permanent("the daemon refused local object %s as corrupt (%s): run 'ostree fsck' on %s", n, he.Body.Error, p.opts.Repo)
 	}
-	if errors.Is(err, errSessionNotOpen) {
+	if errors.Is(err, client.ErrSessionNotOpen) {
 		return err
 	}
 	if err != nil {
@@ -611,9 +616,9 @@ func (p *pusher) upload(ctx context.Context, n object.Name, url string) error {
 }
 
 func (p *pusher) dryRun(ctx context.Context, updates []api.RefUpdate) error {
-	var sess api.Session
-	if err := p.c.retry(ctx, p.opts.RetryTimeout, func() error {
-		return p.c.json(ctx, http.MethodPost, api.PathSessions, api.SessionRequest{Refs: updates, Force: p.opts.Force, DryRun: true}, &sess)
+	if err := p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
+		_, err := p.c.CreateSession(ctx, api.SessionRequest{Refs: updates, Force: p.opts.Force, DryRun: true})
+		return err
 	}); err != nil {
 		return err
 	}

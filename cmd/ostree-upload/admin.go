@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ostree-upload/ostree-upload/api"
+	"github.com/ostree-upload/ostree-upload/api/client"
 	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon"
 	"github.com/ostree-upload/ostree-upload/journal"
@@ -122,7 +123,7 @@ func (o *adminFlags) open(ctx context.Context) (adminAPI, error) {
 		if err != nil {
 			return nil, err
 		}
-		return uploader.NewAdmin(o.address, tok, o.cacert, 30*time.Second)
+		return client.NewAdmin(o.address, tok, o.cacert, 30*time.Second)
 	}
 	cfg, err := config.Load(o.config)
 	if err != nil {
@@ -272,7 +273,7 @@ func commitSession(ctx context.Context, o *adminFlags, id string, force bool, w 
 		return err
 	}
 	defer a.Close()
-	s, err := a.(*uploader.Admin).Commit(ctx, id, force)
+	s, err := a.(*client.Admin).Commit(ctx, id, force)
 	return answer(w, o.json, s, err, func(w io.Writer, s api.Session, _ time.Time) {
 		for _, r := range s.Refs {
 			fmt.Fprintf(w, "%s: updated %s → %s\n", r.Name, short(r.Old), short(r.New))

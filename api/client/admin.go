@@ -1,4 +1,4 @@
-package uploader
+package client
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 // commits sessions by ID (a token with the publish scope). Failures of
 // the network and 5xx answers are retried for the retry budget.
 type Admin struct {
-	c      *client
+	c      *Client
 	budget time.Duration
 }
 
@@ -23,9 +23,9 @@ type Admin struct {
 // a PEM file of CAs trusted beside the system's.
 func NewAdmin(address, token, caFile string, retryTimeout time.Duration) (*Admin, error) {
 	if token == "" {
-		return nil, permanent("no token: pass --token, --token-file or set OSTREE_UPLOAD_TOKEN")
+		return nil, Permanent("no token: pass --token, --token-file or set OSTREE_UPLOAD_TOKEN")
 	}
-	c, err := newClient(address, token, 1, caFile)
+	c, err := New(address, token, 1, caFile)
 	if err != nil {
 		return nil, &PermanentError{Err: err}
 	}
@@ -33,7 +33,7 @@ func NewAdmin(address, token, caFile string, retryTimeout time.Duration) (*Admin
 }
 
 func (a *Admin) do(ctx context.Context, method, path string, in, out any) error {
-	return classifyAdmin(a.c.retry(ctx, a.budget, func() error { return a.c.json(ctx, method, path, in, out) }))
+	return classifyAdmin(a.c.Retry(ctx, a.budget, func() error { return a.c.JSON(ctx, method, path, in, out) }))
 }
 
 // classifyAdmin turns refusals into messages that say what to do.
@@ -43,9 +43,9 @@ func classifyAdmin(err error) error {
 	case !errors.As(err, &he) || he.Status >= 500:
 		return err
 	case he.Status == http.StatusUnauthorized:
-		return permanent("the daemon refused the token (%s)", he.Body.Error)
+		return Permanent("the daemon refused the token (%s)", he.Body.Error)
 	}
-	return permanent("%s", he.Body.Error)
+	return Permanent("%s", he.Body.Error)
 }
 
 // Sessions lists the open and publishing sessions; with all, the ended

@@ -1,4 +1,4 @@
-package uploader
+package client
 
 import (
 	"crypto/x509"
@@ -15,19 +15,19 @@ import (
 func TestUploadPath(t *testing.T) {
 	id := "/api/v1/uploads/0123456789abcdef0123456789abcdef/fedcba9876543210fedcba9876543210"
 	for _, base := range []string{"https://ostree.example.com", "https://ostree.example.com/push"} {
-		c, err := newClient(base, "t", 1, "")
+		c, err := New(base, "t", 1, "")
 		if err != nil {
 			t.Fatal(err)
 		}
 		prefix, _ := url.Parse(base)
 		for _, loc := range []string{id, "http://127.0.0.1:8080" + id, "http://evil.example" + prefix.Path + id} {
-			p, err := c.uploadPath(loc)
-			if err != nil || c.url(p) != base+id {
-				t.Errorf("base %s, Location %s: %q, %v", base, loc, c.url(p), err)
+			p, err := c.UploadPath(loc)
+			if err != nil || c.URL(p) != base+id {
+				t.Errorf("base %s, Location %s: %q, %v", base, loc, c.URL(p), err)
 			}
 		}
 		for _, bad := range []string{"/etc/passwd", id + "/..", "/api/v1/uploads/../sessions", id[:len(id)-1], ""} {
-			if _, err := c.uploadPath(bad); err == nil {
+			if _, err := c.UploadPath(bad); err == nil {
 				t.Errorf("accepted %q", bad)
 			}
 		}
@@ -47,11 +47,11 @@ func TestTemporary(t *testing.T) {
 		&HTTPError{Status: 400, Body: api.Error{Error: "ERR_UPLOAD_INTERRUPTED: upload has been interrupted by another request for this upload resource"}}: true,
 		&HTTPError{Status: 400, Body: api.Error{Error: "bad JSON body"}}:                                                                                   false,
 		&HTTPError{Status: 401}: false,
-		errStalled:              true,
+		ErrStalled:              true,
 		errors.New("anything"):  false,
 	} {
-		if got := temporary(err); got != want {
-			t.Errorf("temporary(%v) = %v, want %v", err, got, want)
+		if got := Retryable(err); got != want {
+			t.Errorf("Retryable(%v) = %v, want %v", err, got, want)
 		}
 	}
 }

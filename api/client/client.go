@@ -1,4 +1,7 @@
-package uploader
+// Package client calls a receive daemon's API: the JSON calls, tus uploads
+// and packs of a push, and the administration calls, retrying what may pass.
+// It imports only the wire types.
+package client
 
 import (
 	"bytes"
@@ -40,9 +43,9 @@ func (e *HTTPError) Error() string {
 	return fmt.Sprintf("%s %s: %d %s", e.Method, e.Path, e.Status, msg)
 }
 
-// temporary reports whether err may go away by retrying: network failures,
+// Retryable reports whether err may go away by retrying: network failures,
 // timeouts and server-side errors. Refusals (4xx) are permanent.
-func temporary(err error) bool {
+func Retryable(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false
 	}
@@ -74,12 +77,12 @@ func temporary(err error) bool {
 	}
 	var ne net.Error
 	return errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
-		errors.Is(err, errStalled) || strings.Contains(err.Error(), "connection reset") ||
+		errors.Is(err, ErrStalled) || strings.Contains(err.Error(), "connection reset") ||
 		strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "broken pipe")
 }
 
-// client talks to one daemon with one token.
-type client struct {
+// Client talks to one daemon with one token.
+type Client struct {
 	base  *url.URL
 	token string
 	http  *http.Client
@@ -89,7 +92,7 @@ type client struct {
 	log     *slog.Logger
 }
 
-func newClient(address, token string, jobs int, caFile string) (*client, error) {
+func New(address, token string, jobs int, caFile string) (*Client, error) {
 	u, err := url.Parse(strings.TrimRight(address, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("address %q: want http://host:port or https://host:port", address)
@@ -112,11 +115,11 @@ func newClient(address, token string, jobs int, caFile string) (*client, error) 
 	tr.MaxIdleConnsPerHost = jobs + 2
 	tr.ResponseHeaderTimeout = 5 * time.Minute // the daemon verifies before it answers the last PATCH
 	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	return &client{base: u, token: token, http: &http.Client{Transport: tr}, stall: time.Minute}, nil
+	return &Client{base: u, token: token, http: &http.Client{Transport: tr}, stall: time.Minute}, nil
 }
 
 // url is the daemon's address (with any path prefix) followed by an API path.
-func (c *client) url(p string) string { return c.base.String() + p }
+func (c *Client) URL(p string) string { return c.base.String() + p }
 
 var uploadPathRE = regexp.MustCompile(`^/api/v1/uploads/[0-9a-f]{32}/[0-9a-f]{32}$`)
 
@@ -125,7 +128,7 @@ var uploadPathRE = regexp.MustCompile(`^/api/v1/uploads/[0-9a-f]{32}/[0-9a-f]{32
 // path is kept: the daemon builds absolute URLs from the Host and scheme it
 // saw, which behind a proxy may name plain HTTP or another host, and the
 // token must only ever go to the configured address.
-func (c *client) uploadPath(loc string) (string, error) {
+func (c *Client) UploadPath(loc string) (string, error) {
 	u, err := url.Parse(loc)
 	if err != nil {
 		return "", &PermanentError{Err: fmt.Errorf("daemon answered a bad upload URL %q", loc)}
@@ -137,14 +140,14 @@ func (c *client) uploadPath(loc string) (string, error) {
 	return p, nil
 }
 
-var errStalled = errors.New("no progress on the connection")
+var ErrStalled = errors.New("no progress on the connection")
 
 // maxAnswer bounds what is read of one answer of the daemon.
 const maxAnswer = 64 << 20
 
 // send makes one request; body is read at most once. Non-2xx answers become
 // *HTTPError. The request is cut when its body stalls for c.stall.
-func (c *client) send(ctx context.Context, method, path string, body io.Reader, size int64, hdr map[string]string) (*http.Response, []byte, error) {
+func (c *Client) send(ctx context.Context, method, path string, body io.Reader, size int64, hdr map[string]string) (*http.Response, []byte, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wd *watchdog
@@ -153,7 +156,7 @@ func (c *client) send(ctx context.Context, method, path string, body io.Reader, 
 		body = wd
 		go wd.watch(ctx, c.stall, cancel)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.url(path), body)
+	req, err := http.NewRequestWithContext(ctx, method, c.URL(path), body)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -166,7 +169,7 @@ func (c *client) send(ctx context.Context, method, path string, body io.Reader, 
 	}
 	res, err := c.http.Do(req)
 	if err != nil {
-		if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
+		if cause := context.Cause(ctx); errors.Is(cause, ErrStalled) {
 			err = fmt.Errorf("%s %s: %w", method, path, cause)
 		}
 		return nil, nil, err
@@ -219,7 +222,7 @@ func (w *watchdog) watch(ctx context.Context, limit time.Duration, cancel contex
 				return
 			}
 			if time.Since(time.Unix(0, last)) > limit {
-				cancel(errStalled)
+				cancel(ErrStalled)
 				return
 			}
 		}
@@ -227,20 +230,20 @@ func (w *watchdog) watch(ctx context.Context, limit time.Duration, cancel contex
 }
 
 // json makes an API call with a JSON body (nil for none) and decodes the answer.
-func (c *client) json(ctx context.Context, method, path string, in, out any) error {
+func (c *Client) JSON(ctx context.Context, method, path string, in, out any) error {
 	if in == nil {
-		return c.call(ctx, method, path, nil, 0, "", out)
+		return c.Call(ctx, method, path, nil, 0, "", out)
 	}
 	b, err := json.Marshal(in)
 	if err != nil {
 		return err
 	}
-	return c.call(ctx, method, path, bytes.NewReader(b), int64(len(b)), "application/json", out)
+	return c.Call(ctx, method, path, bytes.NewReader(b), int64(len(b)), "application/json", out)
 }
 
 // call makes an API call with a body of size bytes of contentType and
 // decodes the JSON answer into out (unless nil).
-func (c *client) call(ctx context.Context, method, path string, body io.Reader, size int64, contentType string, out any) error {
+func (c *Client) Call(ctx context.Context, method, path string, body io.Reader, size int64, contentType string, out any) error {
 	hdr := map[string]string{}
 	if contentType != "" {
 		hdr["Content-Type"] = contentType
@@ -260,15 +263,15 @@ func (c *client) call(ctx context.Context, method, path string, body io.Reader, 
 // retry runs fn until it succeeds, fails permanently, or keeps failing
 // temporarily for longer than budget after its first failure; waits grow
 // exponentially with jitter.
-func (c *client) retry(ctx context.Context, budget time.Duration, fn func() error) error {
-	return c.retryProgress(ctx, budget, func(func()) error { return fn() })
+func (c *Client) Retry(ctx context.Context, budget time.Duration, fn func() error) error {
+	return c.RetryProgress(ctx, budget, func(func()) error { return fn() })
 }
 
 // retryProgress is retry for work that can report progress: an attempt
 // that calls progress (e.g. the daemon's offset grew) starts the budget
 // and the backoff afresh, so a long upload over a link that drops now and
 // then keeps going.
-func (c *client) retryProgress(ctx context.Context, budget time.Duration, fn func(progress func()) error) error {
+func (c *Client) RetryProgress(ctx context.Context, budget time.Duration, fn func(progress func()) error) error {
 	var firstFailure time.Time
 	wait := 200 * time.Millisecond
 	for {
@@ -277,7 +280,7 @@ func (c *client) retryProgress(ctx context.Context, budget time.Duration, fn fun
 		if progressed {
 			firstFailure, wait = time.Time{}, 200*time.Millisecond
 		}
-		if err == nil || !temporary(err) || ctx.Err() != nil {
+		if err == nil || !Retryable(err) || ctx.Err() != nil {
 			return err
 		}
 		if firstFailure.IsZero() {
@@ -301,11 +304,11 @@ func (c *client) retryProgress(ctx context.Context, budget time.Duration, fn fun
 }
 
 var (
-	errVerified       = errors.New("object already verified")
-	errSessionNotOpen = errors.New("session is not open any more")
-	errLiveUpload     = errors.New("object already has a live upload")
-	errUploadGone     = errors.New("upload no longer exists")
-	errNotComplete    = errors.New("upload not complete")
+	ErrVerified       = errors.New("object already verified")
+	ErrSessionNotOpen = errors.New("session is not open any more")
+	ErrLiveUpload     = errors.New("object already has a live upload")
+	ErrUploadGone     = errors.New("upload no longer exists")
+	ErrNotComplete    = errors.New("upload not complete")
 )
 
 func tusMeta(session, object string) string {
@@ -315,8 +318,8 @@ func tusMeta(session, object string) string {
 
 // create starts an upload; with a body, it sends all bytes in the same
 // request. It returns the upload's path, or the live upload's path with
-// errLiveUpload.
-func (c *client) create(ctx context.Context, session, object string, size int64, body io.Reader) (string, error) {
+// ErrLiveUpload.
+func (c *Client) CreateUpload(ctx context.Context, session, object string, size int64, body io.Reader) (string, error) {
 	hdr := map[string]string{
 		"Tus-Resumable":   "1.0.0",
 		"Upload-Length":   strconv.FormatInt(size, 10),
@@ -330,36 +333,36 @@ func (c *client) create(ctx context.Context, session, object string, size int64,
 	if errors.As(err, &he) && he.Status == http.StatusConflict {
 		switch {
 		case he.Body.Code == api.CodeVerified:
-			return "", errVerified // e.g. the answer to an earlier try was lost
+			return "", ErrVerified // e.g. the answer to an earlier try was lost
 		case he.Body.Code == api.CodeSessionNotOpen:
-			return "", errSessionNotOpen
+			return "", ErrSessionNotOpen
 		case he.Body.Upload != "":
-			p, perr := c.uploadPath(he.Body.Upload)
+			p, perr := c.UploadPath(he.Body.Upload)
 			if perr != nil {
 				return "", perr
 			}
-			return p, errLiveUpload
+			return p, ErrLiveUpload
 		}
 	}
 	if err != nil {
 		return "", err
 	}
-	loc, err := c.uploadPath(res.Header.Get("Location"))
+	loc, err := c.UploadPath(res.Header.Get("Location"))
 	if err != nil {
 		return "", err
 	}
 	if body != nil && res.Header.Get("Upload-Offset") != strconv.FormatInt(size, 10) {
-		return loc, errNotComplete
+		return loc, ErrNotComplete
 	}
 	return loc, nil
 }
 
 // offset asks how many bytes of an upload the daemon holds.
-func (c *client) offset(ctx context.Context, upload string) (int64, error) {
+func (c *Client) Offset(ctx context.Context, upload string) (int64, error) {
 	res, _, err := c.send(ctx, http.MethodHead, upload, nil, 0, map[string]string{"Tus-Resumable": "1.0.0"})
 	var he *HTTPError
 	if errors.As(err, &he) && (he.Status == http.StatusNotFound || he.Status == http.StatusGone) {
-		return 0, errUploadGone
+		return 0, ErrUploadGone
 	}
 	if err != nil {
 		return 0, err
@@ -368,7 +371,7 @@ func (c *client) offset(ctx context.Context, upload string) (int64, error) {
 }
 
 // patch appends n bytes of r at offset.
-func (c *client) patch(ctx context.Context, upload string, offset int64, r io.Reader, n int64) error {
+func (c *Client) Patch(ctx context.Context, upload string, offset int64, r io.Reader, n int64) error {
 	_, _, err := c.send(ctx, http.MethodPatch, upload, r, n, map[string]string{
 		"Tus-Resumable": "1.0.0",
 		"Upload-Offset": strconv.FormatInt(offset, 10),
@@ -378,9 +381,9 @@ func (c *client) patch(ctx context.Context, upload string, offset int64, r io.Re
 	if errors.As(err, &he) {
 		switch {
 		case he.Status == http.StatusNotFound, he.Status == http.StatusGone:
-			return errUploadGone
+			return ErrUploadGone
 		case he.Status == http.StatusConflict && he.Body.Code == api.CodeSessionNotOpen:
-			return errSessionNotOpen
+			return ErrSessionNotOpen
 		case he.Status == http.StatusConflict && he.Body.Code == api.CodeVerified:
 			return nil
 		case he.Status == http.StatusConflict:
@@ -390,3 +393,28 @@ func (c *client) patch(ctx context.Context, upload string, offset int64, r io.Re
 	}
 	return err
 }
+
+// PermanentError is a refusal that a rerun will not change (bad token,
+// non-fast-forward, corrupt local object…).
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Temporary reports whether running the same work again may succeed: err
+// is not a *PermanentError.
+func Temporary(err error) bool {
+	var pe *PermanentError
+	return err != nil && !errors.As(err, &pe)
+}
+
+// Permanent is a *PermanentError with a message.
+func Permanent(format string, args ...any) error {
+	return &PermanentError{Err: fmt.Errorf(format, args...)}
+}
+
+// SetLog makes the client log its retries.
+func (c *Client) SetLog(log *slog.Logger) { c.log = log }
+
+// Retries is how many times the client retried a call.
+func (c *Client) Retries() int64 { return c.retries.Load() }
