@@ -29,7 +29,7 @@ func TestLoadUpdateKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Update || !reflect.DeepEqual(cfg.UpdateHook, []string{"/usr/local/bin/publish", "my repo"}) {
+	if cfg.Update || !reflect.DeepEqual(cfg.UpdateHook, Command{"/usr/local/bin/publish", "my repo"}) {
 		t.Fatalf("update %v, hook %q", cfg.Update, cfg.UpdateHook)
 	}
 	if cfg, err := Load(writeFile(t, "repo: r\n")); err != nil || !cfg.Update {

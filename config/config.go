@@ -51,34 +51,34 @@ const (
 
 // Config is the daemon's configuration.
 type Config struct {
-	Repo                 string   `yaml:"repo"`                       // production repository; default "repo"
-	Address              string   `yaml:"address"`                    // listen address; default ":8080"
-	StateDir             string   `yaml:"state_dir"`                  // default "" (the daemon derives it)
-	SessionTTL           Duration `yaml:"session_ttl"`                // default 24h
-	SessionRetention     Duration `yaml:"session_retention"`          // ended sessions are forgotten after it; default max(7 days, 7 TTLs)
-	BodyTimeout          Duration `yaml:"body_timeout"`               // a request body that sends nothing this long is dropped; default 1m
-	MaxObjectsPerSession int      `yaml:"max_objects_per_session"`    // default 2000000
-	MaxObjectSize        Size     `yaml:"max_object_size"`            // default 16 GiB
-	MaxPackSize          Size     `yaml:"max_pack_size"`              // default 256 MiB
-	MaxSessionsPerToken  int      `yaml:"max_sessions_per_token"`     // open sessions of one token; default 32
-	MaxObjectsPerToken   int      `yaml:"max_objects_per_token"`      // objects in one token's open sessions; default 4000000
-	MaxConnections       int      `yaml:"max_connections"`            // connections at once; default 4096
-	MaxClientConnections int      `yaml:"max_connections_per_client"` // connections of one client address; default 256
+	Repo                 string   `yaml:"repo"`                        // production repository; default "repo"
+	Address              string   `yaml:"address"`                     // listen address; default ":8080"
+	StateDir             string   `yaml:"state_dir,omitempty"`         // default "" (the daemon derives it)
+	SessionTTL           Duration `yaml:"session_ttl"`                 // default 24h
+	SessionRetention     Duration `yaml:"session_retention,omitempty"` // ended sessions are forgotten after it; default max(7 days, 7 TTLs)
+	BodyTimeout          Duration `yaml:"body_timeout"`                // a request body that sends nothing this long is dropped; default 1m
+	MaxObjectsPerSession int      `yaml:"max_objects_per_session"`     // default 2000000
+	MaxObjectSize        Size     `yaml:"max_object_size"`             // default 16 GiB
+	MaxPackSize          Size     `yaml:"max_pack_size"`               // default 256 MiB
+	MaxSessionsPerToken  int      `yaml:"max_sessions_per_token"`      // open sessions of one token; default 32
+	MaxObjectsPerToken   int      `yaml:"max_objects_per_token"`       // objects in one token's open sessions; default 4000000
+	MaxConnections       int      `yaml:"max_connections"`             // connections at once; default 4096
+	MaxClientConnections int      `yaml:"max_connections_per_client"`  // connections of one client address; default 256
 	// Signing, with ostree-push's receiver's names.
-	GPGSign            []string `yaml:"gpg_sign"`            // key ids: every new commit and the summary are signed with each
-	GPGHomedir         string   `yaml:"gpg_homedir"`         // GnuPG home of those keys; default GnuPG's
-	GPGVerify          bool     `yaml:"gpg_verify"`          // refuse commits without a valid GPG signature by a trusted key
-	GPGTrustedKeys     string   `yaml:"gpg_trustedkeys"`     // keyring trusted beside libostree's system-wide ones
-	SignType           string   `yaml:"sign_type"`           // "ed25519" (the only type); default "ed25519"
-	SignKeyfiles       []string `yaml:"sign_keyfiles"`       // secret key files: every new commit and the summary are signed with each key
-	SignVerify         bool     `yaml:"sign_verify"`         // refuse commits without a valid signature by a trusted key
-	SignTrustedKeyfile string   `yaml:"sign_trustedkeyfile"` // public keys sign_verify trusts
-	Update             bool     `yaml:"update"`              // regenerate the summary after a publish; default true
-	UpdateHook         []string `yaml:"update_hook"`         // run instead of the built-in update: the command, split as a shell would
+	GPGSign            []string `yaml:"gpg_sign,omitempty"`            // key ids: every new commit and the summary are signed with each
+	GPGHomedir         string   `yaml:"gpg_homedir,omitempty"`         // GnuPG home of those keys; default GnuPG's
+	GPGVerify          bool     `yaml:"gpg_verify"`                    // refuse commits without a valid GPG signature by a trusted key
+	GPGTrustedKeys     string   `yaml:"gpg_trustedkeys,omitempty"`     // keyring trusted beside libostree's system-wide ones
+	SignType           string   `yaml:"sign_type,omitempty"`           // "ed25519" (the only type); default "ed25519"
+	SignKeyfiles       []string `yaml:"sign_keyfiles,omitempty"`       // secret key files: every new commit and the summary are signed with each key
+	SignVerify         bool     `yaml:"sign_verify"`                   // refuse commits without a valid signature by a trusted key
+	SignTrustedKeyfile string   `yaml:"sign_trustedkeyfile,omitempty"` // public keys sign_verify trusts
+	Update             bool     `yaml:"update"`                        // regenerate the summary after a publish; default true
+	UpdateHook         Command  `yaml:"update_hook,omitempty"`         // run instead of the built-in update
 	// TrustedProxies are the addresses (IPs or CIDRs) whose X-Forwarded-*
 	// and Forwarded headers are believed; from anyone else they are dropped.
-	TrustedProxies []netip.Prefix `yaml:"trusted_proxies"`
-	Tokens         []Token        `yaml:"tokens"`
+	TrustedProxies []netip.Prefix `yaml:"trusted_proxies,omitempty"`
+	Tokens         []Token        `yaml:"tokens,omitempty"`
 }
 
 // Token is one API token entry of the configuration file. Exactly one of

@@ -10,50 +10,7 @@ import (
 
 // Marshal writes the configuration as a file Load reads back to the same
 // values, every key spelled out.
-func (c *Config) Marshal() ([]byte, error) {
-	proxies := make([]string, len(c.TrustedProxies))
-	for i, p := range c.TrustedProxies {
-		proxies[i] = p.String()
-	}
-	hook := make([]string, len(c.UpdateHook))
-	for i, a := range c.UpdateHook {
-		hook[i] = shellQuote(a)
-	}
-	doc := struct {
-		Repo                 string   `yaml:"repo"`
-		Address              string   `yaml:"address"`
-		StateDir             string   `yaml:"state_dir,omitempty"`
-		SessionTTL           Duration `yaml:"session_ttl"`
-		SessionRetention     Duration `yaml:"session_retention,omitempty"`
-		BodyTimeout          Duration `yaml:"body_timeout"`
-		MaxObjectsPerSession int      `yaml:"max_objects_per_session"`
-		MaxObjectSize        Size     `yaml:"max_object_size"`
-		MaxPackSize          Size     `yaml:"max_pack_size"`
-		MaxSessionsPerToken  int      `yaml:"max_sessions_per_token"`
-		MaxObjectsPerToken   int      `yaml:"max_objects_per_token"`
-		MaxConnections       int      `yaml:"max_connections"`
-		MaxClientConnections int      `yaml:"max_connections_per_client"`
-		GPGSign              []string `yaml:"gpg_sign,omitempty"`
-		GPGHomedir           string   `yaml:"gpg_homedir,omitempty"`
-		GPGVerify            bool     `yaml:"gpg_verify"`
-		GPGTrustedKeys       string   `yaml:"gpg_trustedkeys,omitempty"`
-		SignType             string   `yaml:"sign_type,omitempty"`
-		SignKeyfiles         []string `yaml:"sign_keyfiles,omitempty"`
-		SignVerify           bool     `yaml:"sign_verify"`
-		SignTrustedKeyfile   string   `yaml:"sign_trustedkeyfile,omitempty"`
-		Update               bool     `yaml:"update"`
-		UpdateHook           string   `yaml:"update_hook,omitempty"`
-		TrustedProxies       []string `yaml:"trusted_proxies,omitempty"`
-		Tokens               []Token  `yaml:"tokens,omitempty"`
-	}{
-		c.Repo, c.Address, c.StateDir, c.SessionTTL, c.SessionRetention, c.BodyTimeout,
-		c.MaxObjectsPerSession, c.MaxObjectSize, c.MaxPackSize, c.MaxSessionsPerToken, c.MaxObjectsPerToken,
-		c.MaxConnections, c.MaxClientConnections,
-		c.GPGSign, c.GPGHomedir, c.GPGVerify, c.GPGTrustedKeys, c.SignType, c.SignKeyfiles, c.SignVerify, c.SignTrustedKeyfile,
-		c.Update, strings.Join(hook, " "), proxies, c.Tokens,
-	}
-	return yaml.Marshal(doc)
-}
+func (c *Config) Marshal() ([]byte, error) { return yaml.Marshal(c) }
 
 // Write writes the configuration to path (mode 0600), replacing it.
 func (c *Config) Write(path string) error {
@@ -62,6 +19,20 @@ func (c *Config) Write(path string) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return os.WriteFile(path, b, 0o600)
+}
+
+// Command is a command line: the program and its arguments, written in
+// the file as one string split as a shell would (without expansion).
+type Command []string
+
+// MarshalYAML implements yaml.Marshaler: the arguments quoted so that
+// SplitCommand gives them back.
+func (c Command) MarshalYAML() (any, error) {
+	quoted := make([]string, len(c))
+	for i, a := range c {
+		quoted[i] = shellQuote(a)
+	}
+	return strings.Join(quoted, " "), nil
 }
 
 // shellQuote quotes an argument so that SplitCommand gives it back.
