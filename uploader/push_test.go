@@ -389,9 +389,22 @@ func TestCommandExitCodes(t *testing.T) {
 		t.Fatalf("daemon down: exit %d: %s", code, stderr)
 	}
 	statsFile := filepath.Join(t.TempDir(), "stats.json")
-	code, stdout, stderr := run(e.Tok.Secret, "upload", "-r", fx.Build, "-a", e.URL, "-b", "other", "--prune", "--stats-json", statsFile)
+	// --prune prunes the build repository: a copy of the shared fixture
+	// (hard links), whose orphan commit D goes.
+	build := filepath.Join(t.TempDir(), "build")
+	if out, err := exec.Command("cp", "-al", fx.Build, build).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	orphan := filepath.Join(build, "objects", fx.D[:2], fx.D[2:]+".commit")
+	if _, err := os.Stat(orphan); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := run(e.Tok.Secret, "upload", "-r", build, "-a", e.URL, "-b", "other", "--prune", "--stats-json", statsFile)
 	if code != 0 || !strings.Contains(stdout, "other: updated (new) → "+fx.C[:12]) || !strings.Contains(stderr, "sent ") {
 		t.Fatalf("push: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(orphan); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("--prune left the orphan commit: %v", err)
 	}
 	var stats struct {
 		Objects, Sent, Packs int
