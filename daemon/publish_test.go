@@ -14,6 +14,7 @@ import (
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon"
+	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 	"github.com/ostree-upload/ostree-upload/store/object"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
@@ -510,9 +511,8 @@ func TestSecondDaemonRefuses(t *testing.T) {
 		}
 	}
 	cfg := newEnv(t).Effective()
-	cfg.StateDir = "/dev/shm/ou-state-test"
+	cfg.StateDir = filepath.Join(daemontest.SmallDisk(t, "16m"), "state")
 	_, err := daemon.New(ctx, cfg, nil, "test")
-	os.RemoveAll("/dev/shm/ou-state-test")
 	if err == nil || !strings.Contains(err.Error(), "not on the filesystem") {
 		t.Errorf("state dir on another filesystem: %v", err)
 	}
