@@ -814,7 +814,7 @@ func TestHostileClientMemoryBound(t *testing.T) {
 	}
 	junk := bytes.Repeat([]byte{0xff, 0, 0, 0}, int(object.MaxMetadataSize/4))
 	junkName := fmt.Sprintf("%x.dirtree", sha256Sum(junk))
-	bombName, bombData := bomb(t, 2<<30)
+	bombName, bombData := bomb(t, 512<<20)
 	metaSigs := make([]any, object.MaxSignaturesPerKey)
 	for i := range metaSigs {
 		metaSigs[i] = bytes.Repeat([]byte{byte(i)}, 16000)

@@ -157,7 +157,7 @@ func (s *Service) open(ctx context.Context, reg *prometheus.Registry) error {
 	if s.spaceFloor, err = s.repo.FreeSpaceFloor(); err != nil {
 		return fmt.Errorf("production repo: %w", err)
 	}
-	if s.repoLock, err = lockDir(s.repo.Path()); err != nil {
+	if s.repoLock, err = lockDir(ctx, s.repo.Path()); err != nil {
 		return fmt.Errorf("production repo %s is in use by another ostree-upload daemon: %w", s.repo.Path(), err)
 	}
 	if err := os.MkdirAll(s.stateDir, 0o700); err != nil {
@@ -228,17 +228,36 @@ func (s *Service) loadKeys() error {
 	return nil
 }
 
-// lockDir takes an exclusive flock on a directory, failing at once if held.
-func lockDir(dir string) (*os.File, error) {
+// lockWait is how long a starting daemon waits for the repository's lock.
+// A predecessor that is exiting (a restart), or a child process of this one
+// between fork and exec (which briefly shares every descriptor), holds it
+// for a moment; another live daemon holds it for good.
+const lockWait = 3 * time.Second
+
+// lockDir takes an exclusive flock on a directory, waiting up to lockWait
+// while it is held.
+func lockDir(ctx context.Context, dir string) (*os.File, error) {
 	f, err := os.Open(dir)
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		return nil, err
+	deadline := time.Now().Add(lockWait)
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	return f, nil
 }
 
 // sameFilesystemAndOwner refuses a state dir from which libostree could not
