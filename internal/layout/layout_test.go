@@ -3,6 +3,7 @@
 package layout
 
 import (
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -66,5 +67,20 @@ func TestOnlyStoreUsesCgo(t *testing.T) {
 		if n != "0" && pkg != "store" {
 			t.Errorf("%s has %s cgo files", pkg, n)
 		}
+	}
+}
+
+// The object model (names, verifier, GVariant, ed25519), the wire types and
+// their client build without cgo.
+func TestPureGoPackagesBuildWithoutCgo(t *testing.T) {
+	t.Parallel()
+	pkgs := []string{"store/object", "store/internal/gvariant", "api", "api/client", "auth", "config", "journal"}
+	for i, p := range pkgs {
+		pkgs[i] = module + p
+	}
+	cmd := exec.Command("go", append([]string{"build"}, pkgs...)...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("CGO_ENABLED=0 go build: %v\n%s", err, out)
 	}
 }
