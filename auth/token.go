@@ -32,7 +32,8 @@ const SecretPrefix = "ou_"
 type Identity struct {
 	Hash    string
 	Name    string
-	Refs    []string // ref globs; empty = all refs
+	Repos   []string // repository globs (names on the wire); empty = every repository
+	Refs    []string // ref globs, within those repositories; empty = all refs
 	Scopes  []string // what it may do (ScopeUpload, …), in AllScopes order
 	Expires *time.Time
 }
@@ -63,6 +64,21 @@ func (i Identity) AllowsRef(ref string) bool {
 	}
 	for _, g := range i.Refs {
 		if MatchGlob(g, ref) {
+			return true
+		}
+	}
+	return false
+}
+
+// AllowsRepo reports whether the token may act on the repository named
+// repo; no globs means every repository. The repository of a
+// one-repository daemon is named "", which only "*" matches.
+func (i Identity) AllowsRepo(repo string) bool {
+	if len(i.Repos) == 0 {
+		return true
+	}
+	for _, g := range i.Repos {
+		if MatchGlob(g, repo) {
 			return true
 		}
 	}
@@ -129,6 +145,7 @@ type Keyring struct {
 type Token struct {
 	SHA256  string   // hex SHA-256 of the secret
 	Name    string   // "" when unnamed
+	Repos   []string // repository globs; empty = every repository
 	Refs    []string // ref globs; empty = all refs
 	Scopes  []string // nil = DefaultScopes
 	Expires *time.Time
@@ -150,6 +167,7 @@ func NewKeyring(tokens []Token) *Keyring {
 		e.id = Identity{
 			Hash:   hex.EncodeToString(e.sum[:]),
 			Name:   t.Name,
+			Repos:  slices.Clone(t.Repos),
 			Refs:   slices.Clone(t.Refs),
 			Scopes: effectiveScopes(t.Scopes),
 		}
@@ -221,6 +239,7 @@ func (k *Keyring) Identities() []Identity {
 }
 
 func (i Identity) clone() Identity {
+	i.Repos = slices.Clone(i.Repos)
 	i.Refs = slices.Clone(i.Refs)
 	i.Scopes = slices.Clone(i.Scopes)
 	if i.Expires != nil {
