@@ -14,6 +14,7 @@ const (
 	PathSessions = "/api/v1/sessions"
 	PathUploads  = "/api/v1/uploads"
 	PathAdmin    = "/api/v1/admin" // needs a token with the admin scope
+	PathPromote  = "/api/v1/promote"
 )
 
 // Token scopes.
@@ -22,6 +23,17 @@ const (
 	ScopePublish = "publish" // commit its own sessions, and upload-only tokens' sessions of refs it may push
 	ScopeAdmin   = "admin"   // the admin API
 )
+
+// RepoPath is an API path p (one of the Path constants, or a path under
+// them) in the repository named name: "/name" + p, or p for the repository
+// of a one-repository daemon (name ""). A client whose address already
+// names the repository (https://host/beta) uses p alone.
+func RepoPath(name, p string) string {
+	if name == "" {
+		return p
+	}
+	return "/" + name + p
+}
 
 // PacksPath is where a session's packs are posted: a tar of objects named as
 // in an archive repository (objects/ab/cdef….filez).
@@ -44,14 +56,23 @@ type Info struct {
 	Refs     map[string]string `json:"refs"` // ref name -> commit checksum
 	Limits   Limits            `json:"limits"`
 	Token    *Token            `json:"token,omitempty"` // the caller's token
+	// Repository is the name of the repository answering ("" for the
+	// repository of a one-repository daemon).
+	Repository string `json:"repository,omitempty"`
+	// Repositories lists the repositories the token may act on, by name:
+	// each is reached at the daemon's address followed by "/" + its name.
+	// A daemon of several repositories answers its unprefixed
+	// /api/v1/info with this list and no refs.
+	Repositories []string `json:"repositories,omitempty"`
 }
 
 // Token describes an API token: never its secret, nor the whole hash.
 type Token struct {
-	Name    string     `json:"name"`           // its name, or "token-" + ID when unnamed
-	ID      string     `json:"id"`             // the first 12 hex digits of the secret's SHA-256
-	Scopes  []string   `json:"scopes"`         // ScopeUpload, ScopePublish, ScopeAdmin
-	Refs    []string   `json:"refs,omitempty"` // ref globs it may push; empty = all
+	Name    string     `json:"name"`            // its name, or "token-" + ID when unnamed
+	ID      string     `json:"id"`              // the first 12 hex digits of the secret's SHA-256
+	Scopes  []string   `json:"scopes"`          // ScopeUpload, ScopePublish, ScopeAdmin
+	Repos   []string   `json:"repos,omitempty"` // repository globs it may act on; empty = all
+	Refs    []string   `json:"refs,omitempty"`  // ref globs it may push; empty = all
 	Expires *time.Time `json:"expires,omitempty"`
 	// Admin listings only.
 	Configured   bool       `json:"configured"`           // in the daemon's configuration file
@@ -59,6 +80,33 @@ type Token struct {
 	RevokedBy    string     `json:"revoked_by,omitempty"` // by which token ("local": by a command on the server)
 	OpenSessions int        `json:"open_sessions"`
 	LastActivity *time.Time `json:"last_activity,omitempty"` // of its latest session
+}
+
+// TokenRequest is the body of POST /api/v1/admin/tokens: a new token for a
+// CI job, within the scope of the admin token that asks. Absent fields
+// take the asking token's repositories and refs, the scopes upload and
+// publish, and an hour.
+type TokenRequest struct {
+	Name      string   `json:"name,omitempty"`       // default "ci-" + its ID
+	Repos     []string `json:"repos,omitempty"`      // repository names or globs
+	Refs      []string `json:"refs,omitempty"`       // ref globs
+	Scopes    []string `json:"scopes,omitempty"`     // upload and publish only
+	ExpiresIn int64    `json:"expires_in,omitempty"` // seconds, at most MaxMintedLifetime
+}
+
+// MaxMintedLifetime bounds the lifetime of a token minted over the API, in
+// seconds (7 days); DefaultMintedLifetime is its lifetime when the request
+// names none (an hour).
+const (
+	MaxMintedLifetime     = 7 * 24 * 3600
+	DefaultMintedLifetime = 3600
+)
+
+// MintedToken answers a TokenRequest: the token, and its secret, shown
+// this once.
+type MintedToken struct {
+	Token
+	Secret string `json:"secret"`
 }
 
 // AdminSession is a session as the admin API shows it: with its token.
@@ -89,6 +137,18 @@ type SessionRequest struct {
 	Refs   []RefUpdate `json:"refs"`
 	Force  bool        `json:"force,omitempty"`   // allow non-fast-forward updates
 	DryRun bool        `json:"dry_run,omitempty"` // check only; create nothing
+}
+
+// PromoteRequest is the body of POST /api/v1/promote in the destination
+// repository: publish there a commit already published in a repository
+// of the same daemon (or the same one), without sending its objects.
+type PromoteRequest struct {
+	From   string `json:"from,omitempty"`   // the source repository's name; "" = the destination itself
+	Ref    string `json:"ref"`              // the source ref, whose commit is promoted
+	Commit string `json:"commit,omitempty"` // the commit Ref must point at (refused if it moved); "" = whatever it points at
+	To     string `json:"to,omitempty"`     // the destination ref; "" = Ref
+	Force  bool   `json:"force,omitempty"`  // as a push's --force
+	DryRun bool   `json:"dry_run,omitempty"`
 }
 
 // Session states.
@@ -174,6 +234,7 @@ const (
 	CodeLimit          = "limit"            // a limit of the token (open sessions, objects) is reached (429 or 413)
 	CodeSpace          = "space"            // the repository's filesystem is at its free-space floor (507)
 	CodeMetaScope      = "commitmeta-scope" // detached metadata of a commit published under a ref the token may not push (403)
+	CodeNoRepository   = "no-repository"    // no such repository, or not one the token may use (404)
 )
 
 // Error is the body of every error response of the API.

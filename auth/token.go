@@ -16,6 +16,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/ostree-upload/ostree-upload/api"
 )
 
 // Authentication errors.
@@ -40,6 +42,12 @@ type Identity struct {
 
 // Can reports whether the token has scope.
 func (i Identity) Can(scope string) bool { return slices.Contains(i.Scopes, scope) }
+
+// View is the token as the API shows it: never its secret, nor the whole
+// hash.
+func (i Identity) View() api.Token {
+	return api.Token{Name: i.DisplayName(), ID: i.ID(), Scopes: i.Scopes, Repos: i.Repos, Refs: i.Refs, Expires: i.Expires}
+}
 
 // ID is the short form of Hash shown to operators (its first 12 digits).
 func (i Identity) ID() string {

@@ -215,13 +215,13 @@ func TestAdminAPI(t *testing.T) {
 
 	// With the daemon running, its state dir is locked.
 	cfg := e.Effective()
-	if _, err := daemon.OpenAdmin(context.Background(), cfg, nil); !errors.Is(err, journal.ErrInUse) {
+	if _, err := daemon.OpenAdmin(context.Background(), cfg, "", nil); !errors.Is(err, journal.ErrInUse) {
 		t.Fatalf("OpenAdmin beside the daemon: %v", err)
 	}
 	// Stopped, the state dir answers, and a revocation there holds once the
 	// daemon is back, by ID this time.
 	e.Stop()
-	a, err := daemon.OpenAdmin(context.Background(), cfg, nil)
+	a, err := daemon.OpenAdmin(context.Background(), cfg, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +236,7 @@ func TestAdminAPI(t *testing.T) {
 	}
 	nothing := *cfg
 	nothing.StateDir = filepath.Join(t.TempDir(), "nothing")
-	if _, err := daemon.OpenAdmin(context.Background(), &nothing, nil); err == nil || !strings.Contains(err.Error(), "no journal") {
+	if _, err := daemon.OpenAdmin(context.Background(), &nothing, "", nil); err == nil || !strings.Contains(err.Error(), "no journal") {
 		t.Fatalf("OpenAdmin of an empty dir: %v", err)
 	}
 	e.Start()

@@ -1,13 +1,19 @@
-// Package daemon is the receive daemon: the service of a production
-// repository (package repository) behind its HTTP transport (package
+// Package daemon is the receive daemon: the service of each production
+// repository (package repository) behind the HTTP transport (package
 // httpapi), built from the configuration.
 package daemon
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -16,64 +22,165 @@ import (
 	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon/httpapi"
 	"github.com/ostree-upload/ostree-upload/repository"
+	"github.com/ostree-upload/ostree-upload/service"
 )
 
 // Daemon is a receive daemon ready to serve.
 type Daemon struct {
-	svc    *repository.Service
-	http   *httpapi.Server
-	tokens *auth.Current
+	repos   map[string]*repository.Service // by name on the wire
+	names   []string                       // sorted
+	catalog *service.Catalog
+	http    *httpapi.Server
+	tokens  *auth.Current
+	mint    *minter
 }
 
-// New opens the repository's service from cfg (see repository.Open) and
-// builds its HTTP transport.
+// New opens the service of every repository cfg serves (see
+// repository.Open and config.Repositories) and builds their HTTP
+// transport. Two entries that are one repository are refused.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version string) (*Daemon, error) {
 	if log == nil {
 		log = slog.Default()
+	}
+	list, err := cfg.Repositories()
+	if err != nil {
+		return nil, err
 	}
 	tokens := &auth.Current{}
 	tokens.Store(cfg.Keyring())
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	svc, err := repository.Open(ctx, cfg, repository.Env{Log: log, Tokens: tokens, Registry: reg, Version: version})
+	seen := map[string]string{}
+	for _, r := range list {
+		id := idOf(r.Config.Repo)
+		if other, dup := seen[id]; dup {
+			return nil, fmt.Errorf("repositories %q and %q are the same directory (%s): serve it once", other, r.Name, r.Config.Repo)
+		}
+		seen[id] = r.Name
+	}
+	d := &Daemon{repos: map[string]*repository.Service{}, tokens: tokens}
+	d.mint = &minter{d: d, log: log}
+	for _, r := range list {
+		svc, err := repository.Open(ctx, r.Config, repository.Env{Name: r.Name, Log: log, Tokens: tokens, Registry: reg, Version: version})
+		if err != nil {
+			d.Close()
+			return nil, repoError(r.Name, err)
+		}
+		d.repos[r.Name] = svc
+		d.names = append(d.names, r.Name)
+	}
+	services := map[string]service.Repository{}
+	for name, svc := range d.repos {
+		services[name] = svc
+	}
+	d.catalog = service.NewCatalog(services)
+	d.http, err = httpapi.New(d.catalog, cfg, httpapi.Env{Log: log, Tokens: tokens, Registry: reg, Version: version, Minter: d.mint})
 	if err != nil {
+		d.Close()
 		return nil, err
 	}
-	h, err := httpapi.New(svc, cfg, httpapi.Env{Log: log, Tokens: tokens, Registry: reg})
-	if err != nil {
-		svc.Close()
-		return nil, err
-	}
-	return &Daemon{svc: svc, http: h, tokens: tokens}, nil
+	return d, nil
 }
 
-// OpenAdmin opens the state dir of a stopped daemon for the administration
-// commands. While the daemon runs, its journal is locked and the error
+// repoError names the repository in an error of a daemon of several.
+func repoError(name string, err error) error {
+	if name == "" {
+		return err
+	}
+	return fmt.Errorf("repository %s: %w", name, err)
+}
+
+// idOf identifies a directory whatever path reaches it (symbolic links,
+// bind mounts): its device and inode, or its absolute path while it does
+// not exist yet.
+func idOf(path string) string {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err == nil {
+		return fmt.Sprintf("inode %d:%d", st.Dev, st.Ino)
+	}
+	abs, _ := filepath.Abs(path)
+	return "path " + abs
+}
+
+// ErrNoSuchRepository is OpenAdmin's answer for a name the configuration
+// does not serve.
+var ErrNoSuchRepository = errors.New("no such repository")
+
+// OpenAdmin opens the state dir of a stopped daemon's repository for the
+// administration commands: the repository named name, or, when name is a
+// path, the one at that path; "" is the only repository of a daemon that
+// serves one. While the daemon runs, its journal is locked and the error
 // matches journal.ErrInUse.
-func OpenAdmin(ctx context.Context, cfg *config.Config, log *slog.Logger) (*repository.Service, error) {
-	return repository.Open(ctx, cfg, repository.Env{Log: log, Offline: true})
+func OpenAdmin(ctx context.Context, cfg *config.Config, name string, log *slog.Logger) (*repository.Service, error) {
+	list, err := cfg.Repositories()
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, r := range list {
+		names = append(names, r.Name)
+		if r.Name == name || (name == "" && len(list) == 1) || samePath(r.Config.Repo, name) {
+			return repository.Open(ctx, r.Config, repository.Env{Name: r.Name, Log: log, Offline: true})
+		}
+	}
+	if name == "" {
+		return nil, fmt.Errorf("the configuration serves %d repositories (%s): name one with --repo", len(list), strings.Join(names, ", "))
+	}
+	return nil, fmt.Errorf("%w %q: the configuration serves %s", ErrNoSuchRepository, name, strings.Join(names, ", "))
+}
+
+func samePath(repo, path string) bool {
+	if path == "" || !strings.ContainsRune(path, os.PathSeparator) && !strings.HasPrefix(path, ".") {
+		return false
+	}
+	a, err1 := filepath.Abs(repo)
+	b, err2 := filepath.Abs(path)
+	return err1 == nil && err2 == nil && a == b
 }
 
 // Serve answers requests on ln until ctx is done, then shuts down
 // gracefully; verifications in progress stop at once.
 func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
-	return d.http.Serve(ctx, ln, d.svc.Stop)
+	return d.http.Serve(ctx, ln, func() {
+		for _, svc := range d.repos {
+			svc.Stop()
+		}
+	})
 }
 
 // Handler is the daemon's HTTP handler.
 func (d *Daemon) Handler() http.Handler { return d.http.Handler() }
 
-// Service is the repository's service.
-func (d *Daemon) Service() *repository.Service { return d.svc }
+// Names lists the repositories' names, sorted ("" alone for a daemon of
+// one repository).
+func (d *Daemon) Names() []string { return d.names }
 
-// StateDir is the directory holding the journal, uploads and spools.
-func (d *Daemon) StateDir() string { return d.svc.StateDir() }
+// Repository is the service of the repository named name.
+func (d *Daemon) Repository(name string) (*repository.Service, bool) {
+	svc, ok := d.repos[name]
+	return svc, ok
+}
+
+// Service is the service of the first repository (the only one of a daemon
+// of one repository).
+func (d *Daemon) Service() *repository.Service { return d.repos[d.names[0]] }
+
+// StateDir is the state dir of the first repository.
+func (d *Daemon) StateDir() string { return d.Service().StateDir() }
 
 // SetKeyring replaces the tokens (the configuration file changed).
 func (d *Daemon) SetKeyring(k *auth.Keyring) {
 	d.tokens.Store(k)
-	d.svc.TokensChanged()
+	for _, svc := range d.repos {
+		svc.TokensChanged()
+	}
 }
 
-// Close releases the repository, the journal and their locks.
-func (d *Daemon) Close() error { return d.svc.Close() }
+// Close releases the repositories, the journals and their locks.
+func (d *Daemon) Close() error {
+	var errs []error
+	for _, svc := range d.repos {
+		errs = append(errs, svc.Close())
+	}
+	return errors.Join(errs...)
+}

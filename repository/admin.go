@@ -234,7 +234,7 @@ func (s *Service) findToken(which string) (auth.Identity, error) {
 }
 
 func tokenView(id auth.Identity) api.Token {
-	return api.Token{Name: id.DisplayName(), ID: id.ID(), Scopes: id.Scopes, Refs: id.Refs, Expires: id.Expires}
+	return id.View()
 }
 
 // sessionHead is the API form of a session without its uploads.

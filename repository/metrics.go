@@ -8,7 +8,7 @@ import (
 
 // metrics are the service's Prometheus metrics.
 type metrics struct {
-	registry       *prometheus.Registry
+	registry       prometheus.Registerer
 	sessions       prometheus.Counter
 	published      prometheus.Counter
 	expired        prometheus.Counter
@@ -26,7 +26,7 @@ type metrics struct {
 
 // newMetrics registers the service's metrics in r (nil: a registry of
 // their own).
-func newMetrics(r *prometheus.Registry) *metrics {
+func newMetrics(r prometheus.Registerer) *metrics {
 	if r == nil {
 		r = prometheus.NewRegistry()
 	}

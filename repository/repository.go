@@ -33,9 +33,13 @@ import (
 
 // Env is what a Service gets besides its configuration.
 type Env struct {
+	// Name is the repository's name on the wire ("" for the repository of
+	// a one-repository daemon): in its logs, its metrics' repo label and
+	// its info.
+	Name     string
 	Log      *slog.Logger
-	Tokens   *auth.Current        // the keyring in use; SetKeyring of the daemon replaces it
-	Registry *prometheus.Registry // where its metrics go; nil: a registry of its own
+	Tokens   *auth.Current         // the keyring in use; SetKeyring of the daemon replaces it
+	Registry prometheus.Registerer // where its metrics go; nil: a registry of its own
 	Version  string
 	// Offline opens the state of a stopped daemon for the administration
 	// commands: nothing is recovered, no background work runs, and no
@@ -45,6 +49,7 @@ type Env struct {
 
 // Service is one repository's service.
 type Service struct {
+	name    string
 	cfg     *config.Config
 	log     *slog.Logger
 	tokens  *auth.Current
@@ -124,7 +129,13 @@ func Open(ctx context.Context, cfg *config.Config, env Env) (*Service, error) {
 		env.Tokens = &auth.Current{}
 		env.Tokens.Store(cfg.Keyring())
 	}
-	s := &Service{cfg: cfg, log: env.Log, tokens: env.Tokens, version: env.Version, stateDir: StateDirOf(cfg)}
+	if env.Name != "" {
+		env.Log = env.Log.With("repo", env.Name)
+		if env.Registry != nil {
+			env.Registry = prometheus.WrapRegistererWith(prometheus.Labels{"repo": env.Name}, env.Registry)
+		}
+	}
+	s := &Service{name: env.Name, cfg: cfg, log: env.Log, tokens: env.Tokens, version: env.Version, stateDir: StateDirOf(cfg)}
 	s.life, s.stop = context.WithCancel(context.Background())
 	s.tusDir = filepath.Join(s.stateDir, "uploads")
 	var err error
@@ -140,7 +151,7 @@ func Open(ctx context.Context, cfg *config.Config, env Env) (*Service, error) {
 	return s, nil
 }
 
-func (s *Service) open(ctx context.Context, reg *prometheus.Registry) error {
+func (s *Service) open(ctx context.Context, reg prometheus.Registerer) error {
 	if err := s.loadKeys(); err != nil {
 		return err
 	}
@@ -297,6 +308,9 @@ func sameFilesystemAndOwner(repo, state string) error {
 
 // StateDir is the directory holding the journal, uploads and spools.
 func (s *Service) StateDir() string { return s.stateDir }
+
+// Path is the production repository's path.
+func (s *Service) Path() string { return s.cfg.Repo }
 
 // UploadDir is where the tus store keeps the uploads' files.
 func (s *Service) UploadDir() string { return s.tusDir }

@@ -316,10 +316,11 @@ func (s *Service) Info(ctx context.Context, id auth.Identity) (api.Info, error) 
 		return api.Info{}, err
 	}
 	out := api.Info{
-		Protocol: api.ProtocolVersion,
-		Version:  s.version,
-		Mode:     "archive",
-		Refs:     make(map[string]string, len(refs)),
+		Repository: s.name,
+		Protocol:   api.ProtocolVersion,
+		Version:    s.version,
+		Mode:       "archive",
+		Refs:       make(map[string]string, len(refs)),
 		Limits: api.Limits{
 			MaxObjectsPerSession: s.cfg.MaxObjectsPerSession,
 			MaxObjectSize:        int64(s.cfg.MaxObjectSize),

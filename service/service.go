@@ -44,6 +44,9 @@ type Repository interface {
 	// ReceivePack reads a pack (a tar of objects) from body and keeps
 	// every entry it verifies. A refusal carries how many were kept.
 	ReceivePack(ctx context.Context, id auth.Identity, sid string, body io.Reader) (api.PackResult, error)
+	// Promote publishes here a commit that the repository from publishes
+	// (from may be this one), without its objects crossing the network.
+	Promote(ctx context.Context, id auth.Identity, from Repository, req api.PromoteRequest) (api.Session, error)
 
 	Uploads
 	Admin

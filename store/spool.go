@@ -12,6 +12,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
+	"time"
 
 	"github.com/ostree-upload/ostree-upload/store/object"
 	"golang.org/x/sys/unix"
@@ -247,4 +249,55 @@ func (r *Repo) Prune(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("prune %s: %w", r.path, err)
 	}
 	return pruned, nil
+}
+
+// StageLink stages object n of the repository from into r by a hard link
+// (a copy when the two are on different filesystems), for AdmitStaged. It
+// is not verified again: from is a production repository of the daemon,
+// whose objects were verified as they arrived.
+func (r *Repo) StageLink(ctx context.Context, n object.Name, from *Repo) (*Staged, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	src := from.ObjectPath(n)
+	fi, err := os.Stat(src)
+	if err != nil {
+		return nil, fmt.Errorf("stage %s from %s: %w", n, from.Path(), err)
+	}
+	dir := filepath.Dir(r.ObjectPath(n))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("stage %s: %w", n, err)
+	}
+	for i := 0; ; i++ {
+		tmp := filepath.Join(dir, fmt.Sprintf("%slink-%d-%d", TempPrefix, os.Getpid(), time.Now().UnixNano()+int64(i)))
+		err = os.Link(src, tmp)
+		if errors.Is(err, os.ErrExist) && i < 3 {
+			continue
+		}
+		if errors.Is(err, syscall.EXDEV) {
+			err = copyFile(src, tmp)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("stage %s from %s: %w", n, from.Path(), err)
+		}
+		return &Staged{repo: r, tmp: tmp, Info: object.Info{Name: n, Size: fi.Size()}}, nil
+	}
+}
+
+// copyFile copies src to a new file dst, read-only, synced.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if err = errors.Join(err, out.Sync(), out.Close()); err != nil {
+		os.Remove(dst)
+	}
+	return err
 }

@@ -89,6 +89,20 @@ func (a *Admin) Revoke(ctx context.Context, which string) (api.Token, error) {
 	return out, a.do(ctx, http.MethodDelete, api.PathAdmin+"/tokens/"+url.PathEscape(which), nil, &out)
 }
 
+// Mint makes a token for a CI job, within this admin token's scope; the
+// answer holds its secret, shown this once.
+func (a *Admin) Mint(ctx context.Context, req api.TokenRequest) (api.MintedToken, error) {
+	var out api.MintedToken
+	return out, a.do(ctx, http.MethodPost, api.PathAdmin+"/tokens", req, &out)
+}
+
+// Promote publishes in the repository of the address a commit already
+// published in the daemon's repository req.From.
+func (a *Admin) Promote(ctx context.Context, req api.PromoteRequest) (api.Session, error) {
+	var out api.Session
+	return out, a.do(ctx, http.MethodPost, api.PathPromote, req, &out)
+}
+
 // Commit publishes a session: the token's own, or one uploaded by an
 // upload-only token, if this token has the publish scope and may push
 // every ref of it.

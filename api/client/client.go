@@ -121,20 +121,22 @@ func New(address, token string, jobs int, caFile string) (*Client, error) {
 // url is the daemon's address (with any path prefix) followed by an API path.
 func (c *Client) URL(p string) string { return c.base.String() + p }
 
-var uploadPathRE = regexp.MustCompile(`^/api/v1/uploads/[0-9a-f]{32}/[0-9a-f]{32}$`)
+var uploadPathRE = regexp.MustCompile(`/api/v1/uploads/[0-9a-f]{32}/[0-9a-f]{32}$`)
 
 // uploadPath turns an upload URL the daemon answered (a Location header, or
 // a path in a 409) into an upload path on the configured address. Only the
-// path is kept: the daemon builds absolute URLs from the Host and scheme it
-// saw, which behind a proxy may name plain HTTP or another host, and the
-// token must only ever go to the configured address.
+// upload's own part of the path is kept: the daemon builds absolute URLs
+// from the Host and scheme it saw and the repository's name, which behind a
+// proxy may name plain HTTP, another host or lack the proxy's path prefix,
+// and the token must only ever go to the configured address (which names
+// the repository).
 func (c *Client) UploadPath(loc string) (string, error) {
 	u, err := url.Parse(loc)
 	if err != nil {
 		return "", &PermanentError{Err: fmt.Errorf("daemon answered a bad upload URL %q", loc)}
 	}
-	p := strings.TrimPrefix(u.Path, strings.TrimRight(c.base.Path, "/"))
-	if !uploadPathRE.MatchString(p) {
+	p := uploadPathRE.FindString(u.Path)
+	if p == "" {
 		return "", &PermanentError{Err: fmt.Errorf("daemon answered an unexpected upload URL %q", loc)}
 	}
 	return p, nil

@@ -11,16 +11,18 @@ import (
 )
 
 // Upload URLs the daemon answers are reduced to a path on the configured
-// address: the token never follows a scheme or host the daemon made up.
+// address: the token never follows a scheme or host the daemon made up, and
+// a repository's upload URL behind a proxy's path prefix (which the daemon
+// does not know) still lands on the configured address.
 func TestUploadPath(t *testing.T) {
 	id := "/api/v1/uploads/0123456789abcdef0123456789abcdef/fedcba9876543210fedcba9876543210"
-	for _, base := range []string{"https://ostree.example.com", "https://ostree.example.com/push"} {
+	for _, base := range []string{"https://ostree.example.com", "https://ostree.example.com/push", "https://ostree.example.com/ostree/beta"} {
 		c, err := New(base, "t", 1, "")
 		if err != nil {
 			t.Fatal(err)
 		}
 		prefix, _ := url.Parse(base)
-		for _, loc := range []string{id, "http://127.0.0.1:8080" + id, "http://evil.example" + prefix.Path + id} {
+		for _, loc := range []string{id, "http://127.0.0.1:8080" + id, "http://evil.example" + prefix.Path + id, "http://127.0.0.1:8080/beta" + id} {
 			p, err := c.UploadPath(loc)
 			if err != nil || c.URL(p) != base+id {
 				t.Errorf("base %s, Location %s: %q, %v", base, loc, c.URL(p), err)

@@ -71,7 +71,7 @@ func (o *adminFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&o.tokenFile, "token-file", "", "read the API token from this file")
 	fs.StringVar(&o.cacert, "cacert", "", "trust the daemon's certificate when it is signed by this PEM CA")
 	fs.StringVarP(&o.config, "config", "c", "", "with the daemon stopped: its configuration file; read its state dir instead of asking it")
-	fs.StringVarP(&o.repo, "repo", "r", "", "with -c: the production repo, if receive got it with -r (locates the default state dir)")
+	fs.StringVarP(&o.repo, "repo", "r", "", "with -c: the production repo, if receive got it with -r (locates the default state dir); with a configuration of several repositories, the name of one")
 	fs.StringVar(&o.stateDir, "state-dir", "", "with -c: the daemon's state dir, if receive got it with --state-dir")
 	fs.BoolVar(&o.json, "json", false, "print JSON")
 }
@@ -129,13 +129,17 @@ func (o *adminFlags) open(ctx context.Context) (adminAPI, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.repo != "" {
+	name := "" // the repository of a daemon of several: -r names it
+	switch {
+	case o.repo != "" && cfg.Root != "":
+		name = o.repo
+	case o.repo != "":
 		cfg.Repo = o.repo
 	}
 	if o.stateDir != "" {
 		cfg.StateDir = o.stateDir
 	}
-	a, err := daemon.OpenAdmin(ctx, cfg, nil)
+	a, err := daemon.OpenAdmin(ctx, cfg, name, nil)
 	if errors.Is(err, journal.ErrInUse) {
 		return nil, fmt.Errorf("the daemon is running (it holds %s): ask it instead, with -a URL and a token with the admin scope", repository.StateDirOf(cfg))
 	}
@@ -286,10 +290,14 @@ func commitSession(ctx context.Context, o *adminFlags, id string, force bool, w 
 
 var tokensCmd = &command{
 	name:    "tokens",
-	summary: "List or revoke API tokens (admin)",
-	usage:   "list | revoke NAME|ID  [OPTIONS]",
+	summary: "List, create or revoke API tokens (admin)",
+	usage:   "list | create | revoke NAME|ID  [OPTIONS]",
 	example: `  ostree-upload tokens list -a https://ostree.example.com --token-file admin.token
   ostree-upload tokens revoke ci-old -a https://ostree.example.com --token-file admin.token
+
+  # A token for one CI job: one repository, its refs, an hour:
+  export OSTREE_UPLOAD_TOKEN=$(ostree-upload tokens create -a https://ostree.example.com \
+      --token-file admin.token --repo beta --ref 'app/org.example.App/*' --expires-in 1h)
 
   # With the daemon stopped:
   ostree-upload tokens revoke ci-old -c /etc/ostree-upload/ostree-upload.yaml --state-dir /srv/ostree/.repo.ostree-upload
@@ -301,10 +309,15 @@ var tokensCmd = &command{
 	flags: func(fs *pflag.FlagSet) func([]string) error {
 		o := &adminFlags{}
 		o.add(fs)
+		m := &mintOptions{}
+		m.add(fs)
 		return func(args []string) error {
-			verb, which, err := subcommand(args, map[string]bool{"list": false, "revoke": true})
+			verb, which, err := subcommand(args, map[string]bool{"list": false, "revoke": true, "create": false})
 			if err != nil {
 				return err
+			}
+			if verb == "create" {
+				return mintToken(o, m, os.Stdout)
 			}
 			ctx, stop := adminContext()
 			defer stop()

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -34,16 +35,20 @@ var receiveCmd = &command{
   .<repo name>.ostree-upload beside the repo and must be on its filesystem.
   SIGHUP reloads the tokens; SIGTERM and SIGINT stop gracefully.`,
 	flags: func(fs *pflag.FlagSet) func([]string) error {
-		cfgPath := fs.StringP("config", "c", "ostree-upload.yaml", "configuration file")
+		cfgPath := fs.StringP("config", "c", "", "configuration file (default: the first found of ./ostree-upload.yaml, $OSTREE_UPLOAD_CONF, ~/.config/ostree-upload/ostree-upload.yaml, /etc/ostree-upload/ostree-upload.yaml, $OSTREE_RECEIVE_CONF, ~/.config/ostree/ostree-receive.conf, /etc/ostree/ostree-receive.conf)")
 		repo := fs.StringP("repo", "r", "repo", "production OSTree repository (archive mode; created if missing)")
 		addr := fs.StringP("address", "a", ":8080", "address to listen on")
 		state := fs.String("state-dir", "", "directory for the journal, uploads and spool (default: beside the repo)")
-		verbose := fs.BoolP("verbose", "v", false, "print debug messages")
+		verbose := fs.BoolP("verbose", "v", false, "print debug messages (whatever log_level says)")
 		tlsCert := fs.String("tls-cert", "", "serve HTTPS with this PEM certificate (chain); reloaded on SIGHUP")
 		tlsKey := fs.String("tls-key", "", "the PEM private key of --tls-cert")
 		pprofAddr := fs.String("pprof", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; never expose it")
 		return noArgs("receive", func() error {
-			cfg, err := loadConfig(*cfgPath)
+			path, err := configPath(fs, *cfgPath)
+			if err != nil {
+				return err
+			}
+			cfg, err := loadConfig(path)
 			if err != nil {
 				return err
 			}
@@ -64,7 +69,7 @@ var receiveCmd = &command{
 					return err
 				}
 			}
-			return receive(*cfgPath, cfg, *verbose, *tlsCert, *tlsKey)
+			return receive(path, cfg, *verbose, *tlsCert, *tlsKey)
 		})
 	},
 }
@@ -91,8 +96,22 @@ func newLogger(verbose bool) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
+// receiveLogger is the daemon's logger, at the configuration's log_level
+// or at debug with -v; it starts with the configuration's warnings.
+func receiveLogger(cfg *config.Config, verbose bool, w io.Writer) *slog.Logger {
+	level := cfg.LogLevel
+	if verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	for _, warning := range cfg.Warnings {
+		log.Warn(warning)
+	}
+	return log
+}
+
 func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile string) error {
-	log := newLogger(verbose)
+	log := receiveLogger(cfg, verbose, os.Stderr)
 	if os.Getenv("GOGC") == "" {
 		// A long-running daemon whose garbage comes in bursts (a pack's
 		// journal batch, a publish's walks): collect at half the heap
@@ -108,6 +127,7 @@ func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile
 		return err
 	}
 	defer srv.Close()
+	srv.SetConfigFile(cfgPath) // tokens minted over the API are kept there
 	ln, err := net.Listen("tcp", cfg.Address)
 	if err != nil {
 		return err
@@ -120,7 +140,11 @@ func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile
 		}
 		ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get})
 	}
-	log.Info("listening", "address", ln.Addr().String(), "repo", cfg.Repo, "state_dir", srv.StateDir(), "tokens", len(cfg.Tokens), "version", version)
+	for _, name := range srv.Names() {
+		svc, _ := srv.Repository(name)
+		log.Info("serving", "repository", name, "path", svc.Path(), "state_dir", svc.StateDir())
+	}
+	log.Info("listening", "address", ln.Addr().String(), "repositories", len(srv.Names()), "tokens", len(cfg.Tokens), "version", version)
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -21,7 +21,6 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/tus/tusd/v2/pkg/handler"
 
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/auth"
@@ -29,22 +28,35 @@ import (
 	"github.com/ostree-upload/ostree-upload/service"
 )
 
-// Env is what a Server gets besides the service and the configuration.
+// Env is what a Server gets besides the services and the configuration.
 type Env struct {
 	Log      *slog.Logger
 	Tokens   *auth.Current        // the keyring in use
 	Registry *prometheus.Registry // served at /metrics; its own metrics go there too
+	Version  string               // the daemon's, in the info of a daemon of several repositories
+	Minter   Minter               // nil: tokens are not minted over the API
 }
 
-// Server is the HTTP transport of one repository's service.
+// Minter makes tokens for CI jobs over the admin API.
+type Minter interface {
+	// Mint makes a token within the scope of the admin token by; its
+	// refusals are *service.Error values.
+	Mint(ctx context.Context, by auth.Identity, req api.TokenRequest) (api.MintedToken, error)
+}
+
+// Server is the HTTP transport of the repositories' services. The API of
+// the repository named NAME is under /NAME/api/v1/; that of the repository
+// of a one-repository daemon (named "") under /api/v1/.
 type Server struct {
-	svc    service.Repository
-	cfg    *config.Config
-	log    *slog.Logger
-	tokens *auth.Current
+	catalog *service.Catalog
+	cfg     *config.Config
+	log     *slog.Logger
+	tokens  *auth.Current
+	version string
+	minter  Minter
 
 	echo  *echo.Echo
-	tus   *handler.Handler
+	tus   map[string]*repoTus // by repository name
 	conns *connLimiter
 
 	authFailures prometheus.Counter
@@ -55,23 +67,29 @@ type Server struct {
 // api.MaxNamesPerRequest names is about 0.8 MB).
 const maxJSONBody = 4 << 20
 
-// New builds the transport of svc.
-func New(svc service.Repository, cfg *config.Config, env Env) (*Server, error) {
+// New builds the transport of the catalog's repositories.
+func New(catalog *service.Catalog, cfg *config.Config, env Env) (*Server, error) {
 	if env.Log == nil {
 		env.Log = slog.New(slog.DiscardHandler)
 	}
 	if env.Registry == nil {
 		env.Registry = prometheus.NewRegistry()
 	}
-	s := &Server{svc: svc, cfg: cfg, log: env.Log, tokens: env.Tokens, registry: env.Registry}
+	s := &Server{catalog: catalog, cfg: cfg, log: env.Log, tokens: env.Tokens, version: env.Version, registry: env.Registry, minter: env.Minter,
+		tus: map[string]*repoTus{}}
 	s.authFailures = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ostree_upload", Name: "auth_failures_total",
 		Help: "Requests with a missing, unknown, expired or revoked token."})
 	limited := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ostree_upload", Name: "connections_limited_total",
 		Help: "Connection limits that bit, by reason: total and client (a connection or request refused), evicted (an idle connection closed for a new one)."}, []string{"reason"})
 	env.Registry.MustRegister(s.authFailures, limited)
 	s.conns = newConnLimiter(cfg.MaxConnections, cfg.MaxClientConnections, s.trustedAddr, s.log, limited)
-	if err := s.setupTus(); err != nil {
-		return nil, err
+	for _, name := range catalog.Names() {
+		svc, _ := catalog.Get(name)
+		t, err := s.newTus(name, svc)
+		if err != nil {
+			return nil, err
+		}
+		s.tus[name] = t
 	}
 	s.setupRoutes()
 	return s, nil
@@ -134,6 +152,7 @@ func (s *Server) setupRoutes() {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.errorHandler
 	s.setupForwarding(e)
+	e.Pre(routeRepository)
 	e.Use(s.requestLog)
 	e.Use(s.conns.perForwardedClient(s.trustedPeer))
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
@@ -150,14 +169,16 @@ func (s *Server) setupRoutes() {
 	sess.POST("/sessions/:id/objects", s.handleObjects, upload)
 	sess.POST("/sessions/:id/commit", s.handleCommit, publish)
 	sess.POST("/sessions/:id/packs", s.handlePack, upload)
+	sess.POST("/promote", s.handlePromote, upload, publish)
 	adm := sess.Group(strings.TrimPrefix(api.PathAdmin, "/api/v1"), needScope(auth.ScopeAdmin))
 	adm.GET("/sessions", s.handleAdminSessions)
 	adm.GET("/sessions/:id", s.handleAdminSession)
 	adm.DELETE("/sessions/:id", s.handleAdminAbort)
 	adm.POST("/sessions/:id/fail", s.handleAdminFail)
 	adm.GET("/tokens", s.handleAdminTokens)
+	adm.POST("/tokens", s.handleMint)
 	adm.DELETE("/tokens/:name", s.handleAdminRevoke)
-	up := s.uploadGuard(http.StripPrefix(api.PathUploads, s.tus))
+	up := s.uploadGuard
 	g.Any("/uploads", up, upload)
 	g.Any("/uploads/", up, upload)
 	g.Any("/uploads/*", up, upload)
@@ -194,9 +215,6 @@ func (s *Server) auth(next echo.HandlerFunc) echo.HandlerFunc {
 			return service.Refuse(service.Unauthenticated, "missing bearer token")
 		}
 		id, err := s.tokens.Load().Authenticate(strings.TrimSpace(secret), time.Now())
-		if err == nil && s.svc.Revoked(id.Hash) {
-			err = errRevoked
-		}
 		if err != nil {
 			return service.Refuse(service.Unauthenticated, "%v", err)
 		}
@@ -204,8 +222,6 @@ func (s *Server) auth(next echo.HandlerFunc) echo.HandlerFunc {
 		return next(c)
 	}
 }
-
-var errRevoked = errors.New("token revoked")
 
 // needScope refuses, with code scope, a token without scope.
 func needScope(scope string) echo.MiddlewareFunc {
@@ -281,20 +297,39 @@ func decodeOptionalJSON(c echo.Context, v any) error {
 
 func ctxOf(c echo.Context) context.Context { return c.Request().Context() }
 
+// handleInfo describes the repository; the unprefixed info of a daemon of
+// several repositories lists those the token may use.
 func (s *Server) handleInfo(c echo.Context) error {
-	out, err := s.svc.Info(ctxOf(c), identity(c))
+	id := identity(c)
+	if repositoryOf(c) == "" && !s.catalog.Single() {
+		t := id.View()
+		return c.JSON(http.StatusOK, api.Info{Protocol: api.ProtocolVersion, Version: s.version, Mode: "archive",
+			Refs: map[string]string{}, Token: &t, Repositories: s.catalog.Visible(id)})
+	}
+	svc, err := s.repository(c)
 	if err != nil {
 		return err
+	}
+	out, err := svc.Info(ctxOf(c), id)
+	if err != nil {
+		return err
+	}
+	if !s.catalog.Single() {
+		out.Repositories = s.catalog.Visible(id)
 	}
 	return c.JSON(http.StatusOK, out)
 }
 
 func (s *Server) handleCreateSession(c echo.Context) error {
+	svc, err := s.repository(c)
+	if err != nil {
+		return err
+	}
 	var req api.SessionRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
-	out, created, err := s.svc.CreateSession(ctxOf(c), identity(c), req)
+	out, created, err := svc.CreateSession(ctxOf(c), identity(c), req)
 	if err != nil {
 		return err
 	}
@@ -305,7 +340,11 @@ func (s *Server) handleCreateSession(c echo.Context) error {
 }
 
 func (s *Server) handleGetSession(c echo.Context) error {
-	out, err := s.svc.Session(ctxOf(c), identity(c), c.Param("id"))
+	svc, err := s.repository(c)
+	if err != nil {
+		return err
+	}
+	out, err := svc.Session(ctxOf(c), identity(c), c.Param("id"))
 	if err != nil {
 		return err
 	}
@@ -313,11 +352,15 @@ func (s *Server) handleGetSession(c echo.Context) error {
 }
 
 func (s *Server) handleObjects(c echo.Context) error {
+	svc, err := s.repository(c)
+	if err != nil {
+		return err
+	}
 	var req api.ObjectsRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
-	needed, err := s.svc.Negotiate(ctxOf(c), identity(c), c.Param("id"), req.Objects)
+	needed, err := svc.Negotiate(ctxOf(c), identity(c), c.Param("id"), req.Objects)
 	if err != nil {
 		return err
 	}
@@ -325,18 +368,26 @@ func (s *Server) handleObjects(c echo.Context) error {
 }
 
 func (s *Server) handleAbort(c echo.Context) error {
-	if err := s.svc.Abort(ctxOf(c), identity(c), c.Param("id")); err != nil {
+	svc, err := s.repository(c)
+	if err != nil {
+		return err
+	}
+	if err := svc.Abort(ctxOf(c), identity(c), c.Param("id")); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
 }
 
 func (s *Server) handleCommit(c echo.Context) error {
+	svc, err := s.repository(c)
+	if err != nil {
+		return err
+	}
 	var req api.CommitRequest
 	if err := decodeOptionalJSON(c, &req); err != nil {
 		return err
 	}
-	out, err := s.svc.Commit(ctxOf(c), identity(c), c.Param("id"), req.Force)
+	out, err := svc.Commit(ctxOf(c), identity(c), c.Param("id"), req.Force)
 	if err != nil {
 		return err
 	}
@@ -347,8 +398,12 @@ func (s *Server) handleCommit(c echo.Context) error {
 // read deadline forward before each read so that a stalled client is
 // dropped while a slow one is not.
 func (s *Server) handlePack(c echo.Context) error {
+	svc, err := s.repository(c)
+	if err != nil {
+		return err
+	}
 	body := &deadlineReader{r: c.Request().Body, rc: http.NewResponseController(c.Response().Writer), timeout: s.cfg.BodyTimeout.Duration}
-	out, err := s.svc.ReceivePack(ctxOf(c), identity(c), c.Param("id"), body)
+	out, err := svc.ReceivePack(ctxOf(c), identity(c), c.Param("id"), body)
 	if err != nil {
 		return err
 	}
@@ -371,11 +426,15 @@ func (d *deadlineReader) Read(b []byte) (int, error) {
 // The admin API.
 
 func (s *Server) handleAdminSessions(c echo.Context) error {
+	svc, err := s.repository(c)
+	if err != nil {
+		return err
+	}
 	all := c.QueryParam("all")
 	if all != "" && all != "true" && all != "false" {
 		return service.Refuse(service.Invalid, "all must be true or false")
 	}
-	out, err := s.svc.Sessions(ctxOf(c), all == "true")
+	out, err := svc.Sessions(ctxOf(c), all == "true")
 	if err != nil {
 		return err
 	}
@@ -383,7 +442,11 @@ func (s *Server) handleAdminSessions(c echo.Context) error {
 }
 
 func (s *Server) handleAdminSession(c echo.Context) error {
-	out, err := s.svc.AdminSession(ctxOf(c), c.Param("id"))
+	svc, err := s.repository(c)
+	if err != nil {
+		return err
+	}
+	out, err := svc.AdminSession(ctxOf(c), c.Param("id"))
 	if err != nil {
 		return err
 	}
@@ -391,7 +454,11 @@ func (s *Server) handleAdminSession(c echo.Context) error {
 }
 
 func (s *Server) handleAdminAbort(c echo.Context) error {
-	out, err := s.svc.AbortSession(ctxOf(c), c.Param("id"), identity(c).DisplayName())
+	svc, err := s.repository(c)
+	if err != nil {
+		return err
+	}
+	out, err := svc.AbortSession(ctxOf(c), c.Param("id"), identity(c).DisplayName())
 	if err != nil {
 		return err
 	}
@@ -399,7 +466,11 @@ func (s *Server) handleAdminAbort(c echo.Context) error {
 }
 
 func (s *Server) handleAdminFail(c echo.Context) error {
-	out, err := s.svc.FailSession(ctxOf(c), c.Param("id"), identity(c).DisplayName())
+	svc, err := s.repository(c)
+	if err != nil {
+		return err
+	}
+	out, err := svc.FailSession(ctxOf(c), c.Param("id"), identity(c).DisplayName())
 	if err != nil {
 		return err
 	}
@@ -407,7 +478,11 @@ func (s *Server) handleAdminFail(c echo.Context) error {
 }
 
 func (s *Server) handleAdminTokens(c echo.Context) error {
-	out, err := s.svc.Tokens(ctxOf(c))
+	svc, err := s.repository(c)
+	if err != nil {
+		return err
+	}
+	out, err := svc.Tokens(ctxOf(c))
 	if err != nil {
 		return err
 	}
@@ -415,13 +490,69 @@ func (s *Server) handleAdminTokens(c echo.Context) error {
 }
 
 func (s *Server) handleAdminRevoke(c echo.Context) error {
+	svc, err := s.repository(c)
+	if err != nil {
+		return err
+	}
 	name, err := url.PathUnescape(c.Param("name")) // echo leaves escapes in when the path has them
 	if err != nil {
 		return service.Refuse(service.Invalid, "bad token name in the path")
 	}
-	out, err := s.svc.Revoke(ctxOf(c), name, identity(c).DisplayName())
+	out, err := svc.Revoke(ctxOf(c), name, identity(c).DisplayName())
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, out)
+}
+
+// handleMint makes a token for a CI job. Asked under a repository's path
+// without repositories named, the token is for that repository.
+func (s *Server) handleMint(c echo.Context) error {
+	if s.minter == nil {
+		return service.Refuse(service.NotFound, "this daemon does not mint tokens")
+	}
+	var req api.TokenRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	if name := repositoryOf(c); name != "" {
+		if _, err := s.repository(c); err != nil {
+			return err
+		}
+		if len(req.Repos) == 0 {
+			req.Repos = []string{name}
+		}
+	}
+	out, err := s.minter.Mint(ctxOf(c), identity(c), req)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, out)
+}
+
+// handlePromote publishes in the addressed repository a commit of another
+// (or the same) repository the token may use.
+func (s *Server) handlePromote(c echo.Context) error {
+	svc, err := s.repository(c)
+	if err != nil {
+		return err
+	}
+	var req api.PromoteRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	from := svc
+	if req.From != repositoryOf(c) {
+		if from, err = s.catalog.For(identity(c), req.From); err != nil {
+			return err
+		}
+	}
+	out, err := svc.Promote(ctxOf(c), identity(c), from, req)
+	if err != nil {
+		return err
+	}
+	if req.DryRun {
+		return c.JSON(http.StatusOK, out)
+	}
+	return c.JSON(http.StatusCreated, out)
 }

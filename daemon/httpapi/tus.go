@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tus/tusd/v2/pkg/filestore"
 	"github.com/tus/tusd/v2/pkg/handler"
 	"github.com/tus/tusd/v2/pkg/memorylocker"
@@ -28,38 +29,51 @@ var jsonMarshal = json.Marshal
 // 32 lower-case hex each, with no escaping of any kind.
 var uploadPath = regexp.MustCompile(`^/([0-9a-f]{32})/([0-9a-f]{32})$`)
 
-// setupTus mounts tusd over the service's upload directory: filestore,
+// repoTus is the tus endpoint of one repository.
+type repoTus struct {
+	s       *Server
+	name    string
+	svc     service.Repository
+	handler http.Handler // tusd, under its base path
+}
+
+// newTus mounts tusd over a repository's upload directory: filestore,
 // in-memory locks (one daemon), no concatenation, no downloads, and the
-// service's hooks.
-func (s *Server) setupTus() error {
+// service's hooks. Its upload URLs name the repository.
+func (s *Server) newTus(name string, svc service.Repository) (*repoTus, error) {
+	t := &repoTus{s: s, name: name, svc: svc}
 	composer := handler.NewStoreComposer()
-	fs := filestore.New(s.svc.UploadDir())
+	fs := filestore.New(svc.UploadDir())
 	fs.DirModePerm, fs.FileModePerm = 0o700, 0o600
 	fs.UseIn(composer)
 	memorylocker.New().UseIn(composer)
 	maxObject := int64(s.cfg.MaxObjectSize)
 	h, err := handler.NewHandler(handler.Config{
-		BasePath:                   api.PathUploads + "/",
+		BasePath:                   api.RepoPath(name, api.PathUploads) + "/",
 		StoreComposer:              composer,
 		MaxSize:                    maxObject,
 		DisableDownload:            true,
 		RespectForwardedHeaders:    len(s.cfg.TrustedProxies) > 0, // only trusted peers' reach tusd
 		DisableConcatenation:       true,                          // it takes upload IDs from a header, past the guard
 		Cors:                       &handler.CorsConfig{Disable: true},
-		PreUploadCreateCallback:    s.preCreate,
-		PreFinishResponseCallback:  s.preFinish,
-		PreUploadTerminateCallback: s.preTerminate,
+		PreUploadCreateCallback:    t.preCreate,
+		PreFinishResponseCallback:  t.preFinish,
+		PreUploadTerminateCallback: t.preTerminate,
 		// Above the verify time of the largest allowed object.
 		AcquireLockTimeout: 2*time.Minute + time.Duration(maxObject/(100<<20))*time.Second,
 		NetworkTimeout:     s.cfg.BodyTimeout.Duration,
 		Logger:             tusLogger(s.log.Handler().WithAttrs([]slog.Attr{slog.String("component", "tus")})),
 	})
 	if err != nil {
-		return fmt.Errorf("tus handler: %w", err)
+		return nil, fmt.Errorf("tus handler: %w", err)
 	}
-	s.tus = h
-	s.registry.MustRegister(prometheuscollector.New(h.Metrics))
-	return nil
+	t.handler = http.StripPrefix(api.PathUploads, h)
+	var reg prometheus.Registerer = s.registry
+	if name != "" {
+		reg = prometheus.WrapRegistererWith(prometheus.Labels{"repo": name}, reg)
+	}
+	reg.MustRegister(prometheuscollector.New(h.Metrics))
+	return t, nil
 }
 
 // uploadGuard admits a request to tusd only for the creation endpoint or an
@@ -67,49 +81,53 @@ func (s *Server) setupTus() error {
 // caller's token; everything else is 404, so no path trick reaches the
 // filestore. Verified uploads (whose bytes have moved to a spool) are
 // answered from the service.
-func (s *Server) uploadGuard(tus http.Handler) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		req, w := c.Request(), c.Response()
-		// tusd replaces a POST's method with X-HTTP-Method-Override after
-		// this guard has run: apply it here, so that the guard judges the
-		// method tusd will serve.
-		if o := req.Header.Get("X-HTTP-Method-Override"); o != "" {
-			if req.Method == http.MethodPost {
-				req.Method = o
-			}
-			req.Header.Del("X-HTTP-Method-Override")
+func (s *Server) uploadGuard(c echo.Context) error {
+	svc, err := s.repository(c)
+	if err != nil {
+		return err
+	}
+	t := s.tus[repositoryOf(c)]
+	tus := t.handler
+	req, w := c.Request(), c.Response()
+	// tusd replaces a POST's method with X-HTTP-Method-Override after
+	// this guard has run: apply it here, so that the guard judges the
+	// method tusd will serve.
+	if o := req.Header.Get("X-HTTP-Method-Override"); o != "" {
+		if req.Method == http.MethodPost {
+			req.Method = o
 		}
-		rest := strings.TrimPrefix(req.URL.EscapedPath(), api.PathUploads)
-		if rest == "" || rest == "/" {
-			if req.Method != http.MethodPost && req.Method != http.MethodOptions {
-				return service.Refuse(service.NotAllowed, "only POST creates uploads")
-			}
-			if req.Method == http.MethodPost && req.ContentLength != 0 {
-				s.serveBytes(tus, w, req, "") // creation with upload
-				return nil
-			}
-			tus.ServeHTTP(w, req)
-			return nil
+		req.Header.Del("X-HTTP-Method-Override")
+	}
+	rest := strings.TrimPrefix(req.URL.EscapedPath(), api.PathUploads)
+	if rest == "" || rest == "/" {
+		if req.Method != http.MethodPost && req.Method != http.MethodOptions {
+			return service.Refuse(service.NotAllowed, "only POST creates uploads")
 		}
-		m := uploadPath.FindStringSubmatch(rest)
-		if m == nil || req.URL.Path != api.PathUploads+rest {
-			return service.Refuse(service.NotFound, "upload not found")
-		}
-		ctx := context.WithoutCancel(req.Context()) // see detach
-		st, err := s.svc.Upload(ctx, identity(c), m[1]+"/"+m[2], req.Method)
-		if err != nil {
-			return err
-		}
-		if st.Verified {
-			return answerVerified(c, st)
-		}
-		if req.Method == http.MethodPatch {
-			s.serveBytes(tus, w, req, st.Object)
+		if req.Method == http.MethodPost && req.ContentLength != 0 {
+			t.serveBytes(w, req, "") // creation with upload
 			return nil
 		}
 		tus.ServeHTTP(w, req)
 		return nil
 	}
+	m := uploadPath.FindStringSubmatch(rest)
+	if m == nil || req.URL.Path != api.PathUploads+rest {
+		return service.Refuse(service.NotFound, "upload not found")
+	}
+	ctx := context.WithoutCancel(req.Context()) // see detach
+	st, err := svc.Upload(ctx, identity(c), m[1]+"/"+m[2], req.Method)
+	if err != nil {
+		return err
+	}
+	if st.Verified {
+		return answerVerified(c, st)
+	}
+	if req.Method == http.MethodPatch {
+		t.serveBytes(w, req, st.Object)
+		return nil
+	}
+	tus.ServeHTTP(w, req)
+	return nil
 }
 
 // answerVerified answers tus requests for an upload whose object is
@@ -141,11 +159,11 @@ func answerVerified(c echo.Context, st service.UploadState) error {
 // serveBytes runs tus on a request that carries upload bytes, counted
 // among the uploads receiving bytes and checked against the free-space
 // floor as they arrive.
-func (s *Server) serveBytes(tus http.Handler, w http.ResponseWriter, req *http.Request, object string) {
-	done := s.svc.Receiving()
+func (t *repoTus) serveBytes(w http.ResponseWriter, req *http.Request, object string) {
+	done := t.svc.Receiving()
 	defer done()
-	req.Body = &spaceReader{ReadCloser: req.Body, s: s, object: object}
-	tus.ServeHTTP(w, req)
+	req.Body = &spaceReader{ReadCloser: req.Body, t: t, object: object}
+	t.handler.ServeHTTP(w, req)
 }
 
 // spaceReader is the body of a request that brings upload bytes: before
@@ -154,18 +172,18 @@ func (s *Server) serveBytes(tus http.Handler, w http.ResponseWriter, req *http.R
 // bytes written so far stay.
 type spaceReader struct {
 	io.ReadCloser
-	s      *Server
+	t      *repoTus
 	object string
 	left   int64
 }
 
 func (r *spaceReader) Read(b []byte) (int, error) {
 	if r.left <= 0 {
-		if err := r.s.svc.RoomForBytes(); err != nil {
+		if err := r.t.svc.RoomForBytes(); err != nil {
 			if e, ok := service.AsError(err); ok && r.object != "" {
 				e.Body.Object = r.object
 			}
-			return 0, r.s.tusError(err)
+			return 0, r.t.s.tusError(err)
 		}
 		r.left = service.SpaceWindow
 	}
@@ -178,35 +196,35 @@ func (r *spaceReader) Read(b []byte) (int, error) {
 }
 
 // preCreate asks the service to authorize an upload and give it its ID.
-func (s *Server) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handler.FileInfoChanges, error) {
+func (t *repoTus) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handler.FileInfoChanges, error) {
 	var none handler.FileInfoChanges
 	id, ok := identityOf(hook.Context)
 	if !ok {
-		return handler.HTTPResponse{}, none, s.tusError(service.Refuse(service.Unauthenticated, "missing bearer token"))
+		return handler.HTTPResponse{}, none, t.s.tusError(service.Refuse(service.Unauthenticated, "missing bearer token"))
 	}
 	up := hook.Upload
-	uid, err := s.svc.CreateUpload(hook.Context, id, service.UploadRequest{
+	uid, err := t.svc.CreateUpload(hook.Context, id, service.UploadRequest{
 		Session: up.MetaData[api.MetaSession], Object: up.MetaData[api.MetaObject], Size: up.Size,
 		Deferred: up.SizeIsDeferred, Concatenation: up.IsPartial || up.IsFinal,
 	})
 	if err != nil {
-		return handler.HTTPResponse{}, none, s.tusError(err)
+		return handler.HTTPResponse{}, none, t.s.tusError(err)
 	}
 	return handler.HTTPResponse{}, handler.FileInfoChanges{ID: uid}, nil
 }
 
 // preFinish runs after the last byte arrived and before the answer: the
 // client learns the verdict in the answer of its last PATCH (or POST).
-func (s *Server) preFinish(hook handler.HookEvent) (handler.HTTPResponse, error) {
-	if err := s.svc.FinishUpload(hook.Context, hook.Upload.ID); err != nil {
-		return handler.HTTPResponse{}, s.tusError(err)
+func (t *repoTus) preFinish(hook handler.HookEvent) (handler.HTTPResponse, error) {
+	if err := t.svc.FinishUpload(hook.Context, hook.Upload.ID); err != nil {
+		return handler.HTTPResponse{}, t.s.tusError(err)
 	}
 	return handler.HTTPResponse{}, nil
 }
 
-func (s *Server) preTerminate(hook handler.HookEvent) (handler.HTTPResponse, error) {
-	if err := s.svc.TerminateUpload(hook.Context, hook.Upload.ID); err != nil {
-		return handler.HTTPResponse{}, s.tusError(err)
+func (t *repoTus) preTerminate(hook handler.HookEvent) (handler.HTTPResponse, error) {
+	if err := t.svc.TerminateUpload(hook.Context, hook.Upload.ID); err != nil {
+		return handler.HTTPResponse{}, t.s.tusError(err)
 	}
 	return handler.HTTPResponse{}, nil
 }
