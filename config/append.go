@@ -26,9 +26,9 @@ var ErrDuplicateName = errors.New("token name already used")
 // without rewriting any existing byte: other entries, keys, comments and
 // formatting stay as they are. A missing file is created with mode 0600.
 //
-// Only the secret's SHA-256 is written, with the name, refs, expiry (RFC
-// 3339) and creation time (now, RFC 3339 UTC); if t carries a clear-text
-// Token, its hash is stored instead. The file is replaced atomically,
+// Only the secret's SHA-256 is written, with the name, repository and ref
+// globs, scopes, expiry (RFC 3339) and creation time (now, RFC 3339 UTC);
+// if t carries a clear-text Token, its hash is stored instead. The file is replaced atomically,
 // keeping its mode and owner, and only if the result loads and holds
 // exactly the old tokens followed by t; otherwise it is left untouched.
 func AppendToken(path string, t Token) error {
@@ -45,6 +45,11 @@ func AppendToken(path string, t Token) error {
 	if err := auth.CheckName(t.Name); err != nil {
 		return fmt.Errorf("new token: %w", err)
 	}
+	for _, g := range t.Repos {
+		if err := checkRepoGlob(g); err != nil {
+			return fmt.Errorf("new token: %w", err)
+		}
+	}
 	for _, g := range t.Refs {
 		if err := auth.CheckGlob(g); err != nil {
 			return fmt.Errorf("new token: %w", err)
@@ -57,6 +62,7 @@ func AppendToken(path string, t Token) error {
 		exp := t.Expires.UTC().Truncate(time.Second)
 		t.Expires = &exp
 	}
+	t.Repos = slices.Clone(t.Repos)
 	t.Refs = slices.Clone(t.Refs)
 	t.Scopes = slices.Clone(t.Scopes)
 	t.Created = time.Now().UTC().Format(time.RFC3339)
@@ -134,6 +140,7 @@ func AppendToken(path string, t Token) error {
 func sameConfig(a, b *Config) bool {
 	x, y := *a, *b
 	x.Tokens, y.Tokens = nil, nil
+	x.Warnings, y.Warnings = nil, nil // they hold line numbers
 	return reflect.DeepEqual(x, y)
 }
 
@@ -144,7 +151,7 @@ func sameTokens(a, b []Token) bool {
 	for i := range a {
 		x, y := a[i], b[i]
 		if x.Token != y.Token || x.SHA256 != y.SHA256 || x.Name != y.Name || x.Created != y.Created ||
-			!slices.Equal(x.Refs, y.Refs) || !slices.Equal(x.Scopes, y.Scopes) || (x.Scopes == nil) != (y.Scopes == nil) || (x.Expires == nil) != (y.Expires == nil) ||
+			!slices.Equal(x.Repos, y.Repos) || !slices.Equal(x.Refs, y.Refs) || !slices.Equal(x.Scopes, y.Scopes) || (x.Scopes == nil) != (y.Scopes == nil) || (x.Expires == nil) != (y.Expires == nil) ||
 			x.Expires != nil && !x.Expires.Equal(*y.Expires) {
 			return false
 		}
@@ -314,6 +321,12 @@ func entry(t Token, dash, inner int, nl string) string {
 	b.WriteString("sha256: " + strconv.Quote(t.SHA256) + nl)
 	if t.Name != "" {
 		b.WriteString(pad + "name: " + strconv.Quote(t.Name) + nl)
+	}
+	if len(t.Repos) > 0 {
+		b.WriteString(pad + "repos:" + nl)
+		for _, r := range t.Repos {
+			b.WriteString(pad + "  - " + strconv.Quote(r) + nl)
+		}
 	}
 	if len(t.Refs) > 0 {
 		b.WriteString(pad + "refs:" + nl)

@@ -298,3 +298,35 @@ func TestAppendScopes(t *testing.T) {
 		t.Error("a refused token changed the file")
 	}
 }
+
+// A token's repository globs are written, in an ostree-push file too,
+// whose comments and keys stay as they are.
+func TestAppendRepos(t *testing.T) {
+	orig, err := os.ReadFile("testdata/ostree-receive.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := writeFile(t, string(orig))
+	secret := appendNew(t, path, Token{Name: "beta", Repos: []string{"beta", "team/*"}, Refs: []string{"app/*"}})
+	got := readFile(t, path)
+	entry := checkInserted(t, got, string(orig), "")
+	want := "tokens:\n- sha256: \"" + auth.Hash(secret) + "\"\n  name: \"beta\"\n  repos:\n    - \"beta\"\n    - \"team/*\"\n  refs:\n    - \"app/*\"\n  created: \""
+	if !strings.HasPrefix(entry, want) {
+		t.Errorf("entry %q\nwant %q…", entry, want)
+	}
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := NewKeyring(cfg.Tokens).Authenticate(secret, time.Now())
+	if err != nil || !reflect.DeepEqual(id.Repos, []string{"beta", "team/*"}) || !id.AllowsRepo("team/x") || id.AllowsRepo("stable") {
+		t.Errorf("identity %+v, %v", id, err)
+	}
+	before := readFile(t, path)
+	if err := AppendToken(path, Token{SHA256: auth.Hash("x"), Repos: []string{"be ta"}}); err == nil || !strings.Contains(err.Error(), "repository glob") {
+		t.Errorf("bad repository glob: %v", err)
+	}
+	if readFile(t, path) != before {
+		t.Error("a refused token changed the file")
+	}
+}

@@ -10,6 +10,11 @@
 // New tokens are stored as the SHA-256 of their secret only (see
 // AppendToken); clear-text "token" entries are still accepted.
 //
+// It also reads ostree-push's ostree-receive.conf: the same publishing
+// keys, root and repos (several repositories, see Repositories), YAML 1.1
+// booleans (yes, no, on, off) and ostree-push's log levels. Find looks for
+// either file when none is named.
+//
 // Loading is strict: unknown keys and bad values stop with an error that
 // names the file, the line and the key. Error messages never contain
 // secrets or their hashes.
@@ -20,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"os"
 	"regexp"
@@ -50,35 +56,49 @@ const (
 )
 
 // Config is the daemon's configuration.
+//
+// The yaml tag of a field is its key. A field tagged scope:"daemon" is a
+// daemon-wide key; every other key may also be set for one repository in a
+// repos entry (see Overrides).
 type Config struct {
-	Repo                 string   `yaml:"repo"`                        // production repository; default "repo"
-	Address              string   `yaml:"address"`                     // listen address; default ":8080"
-	StateDir             string   `yaml:"state_dir,omitempty"`         // default "" (the daemon derives it)
-	SessionTTL           Duration `yaml:"session_ttl"`                 // default 24h
-	SessionRetention     Duration `yaml:"session_retention,omitempty"` // ended sessions are forgotten after it; default max(7 days, 7 TTLs)
-	BodyTimeout          Duration `yaml:"body_timeout"`                // a request body that sends nothing this long is dropped; default 1m
-	MaxObjectsPerSession int      `yaml:"max_objects_per_session"`     // default 2000000
-	MaxObjectSize        Size     `yaml:"max_object_size"`             // default 16 GiB
-	MaxPackSize          Size     `yaml:"max_pack_size"`               // default 256 MiB
-	MaxSessionsPerToken  int      `yaml:"max_sessions_per_token"`      // open sessions of one token; default 32
-	MaxObjectsPerToken   int      `yaml:"max_objects_per_token"`       // objects in one token's open sessions; default 4000000
-	MaxConnections       int      `yaml:"max_connections"`             // connections at once; default 4096
-	MaxClientConnections int      `yaml:"max_connections_per_client"`  // connections of one client address; default 256
+	Repo                 string   `yaml:"repo,omitempty" scope:"daemon"`             // production repository of a file without root; default "repo"
+	Address              string   `yaml:"address" scope:"daemon"`                    // listen address; default ":8080"
+	StateDir             string   `yaml:"state_dir,omitempty"`                       // default "" (the daemon derives it)
+	SessionTTL           Duration `yaml:"session_ttl"`                               // default 24h
+	SessionRetention     Duration `yaml:"session_retention,omitempty"`               // ended sessions are forgotten after it; default max(7 days, 7 TTLs)
+	BodyTimeout          Duration `yaml:"body_timeout" scope:"daemon"`               // a request body that sends nothing this long is dropped; default 1m
+	MaxObjectsPerSession int      `yaml:"max_objects_per_session"`                   // default 2000000
+	MaxObjectSize        Size     `yaml:"max_object_size"`                           // default 16 GiB
+	MaxPackSize          Size     `yaml:"max_pack_size"`                             // default 256 MiB
+	MaxSessionsPerToken  int      `yaml:"max_sessions_per_token"`                    // open sessions of one token; default 32
+	MaxObjectsPerToken   int      `yaml:"max_objects_per_token"`                     // objects in one token's open sessions; default 4000000
+	MaxConnections       int      `yaml:"max_connections" scope:"daemon"`            // connections at once; default 4096
+	MaxClientConnections int      `yaml:"max_connections_per_client" scope:"daemon"` // connections of one client address; default 256
 	// Signing, with ostree-push's receiver's names.
 	GPGSign            []string `yaml:"gpg_sign,omitempty"`            // key ids: every new commit and the summary are signed with each
 	GPGHomedir         string   `yaml:"gpg_homedir,omitempty"`         // GnuPG home of those keys; default GnuPG's
 	GPGVerify          bool     `yaml:"gpg_verify"`                    // refuse commits without a valid GPG signature by a trusted key
-	GPGTrustedKeys     string   `yaml:"gpg_trustedkeys,omitempty"`     // keyring trusted beside libostree's system-wide ones
+	GPGTrustedKeys     string   `yaml:"gpg_trustedkeys,omitempty"`     // keyring trusted beside libostree's system-wide ones; Repositories fills in ostree-push's default
 	SignType           string   `yaml:"sign_type,omitempty"`           // "ed25519" (the only type); default "ed25519"
 	SignKeyfiles       []string `yaml:"sign_keyfiles,omitempty"`       // secret key files: every new commit and the summary are signed with each key
 	SignVerify         bool     `yaml:"sign_verify"`                   // refuse commits without a valid signature by a trusted key
-	SignTrustedKeyfile string   `yaml:"sign_trustedkeyfile,omitempty"` // public keys sign_verify trusts
+	SignTrustedKeyfile string   `yaml:"sign_trustedkeyfile,omitempty"` // public keys sign_verify trusts; Repositories fills in ostree-push's default
 	Update             bool     `yaml:"update"`                        // regenerate the summary after a publish; default true
 	UpdateHook         Command  `yaml:"update_hook,omitempty"`         // run instead of the built-in update
 	// TrustedProxies are the addresses (IPs or CIDRs) whose X-Forwarded-*
 	// and Forwarded headers are believed; from anyone else they are dropped.
-	TrustedProxies []netip.Prefix `yaml:"trusted_proxies,omitempty"`
-	Tokens         []Token        `yaml:"tokens,omitempty"`
+	TrustedProxies []netip.Prefix `yaml:"trusted_proxies,omitempty" scope:"daemon"`
+	Tokens         []Token        `yaml:"tokens,omitempty" scope:"daemon"`
+	LogLevel       slog.Level     `yaml:"log_level" scope:"daemon"` // the daemon's log level; default Info
+	// Root is the directory the repositories' names are relative to; ""
+	// for none (a file with the one repository Repo).
+	Root string `yaml:"root,omitempty" scope:"daemon"`
+	// Repos are the repos entries, keyed by the repository's path as
+	// written (relative to Root, or absolute under it).
+	Repos map[string]Overrides `yaml:"repos,omitempty" scope:"daemon"`
+	// Warnings are sentences about keys accepted but ignored (force,
+	// dry_run), each starting with the file and line; not a key.
+	Warnings []string `yaml:"-"`
 }
 
 // Token is one API token entry of the configuration file. Exactly one of
@@ -87,6 +107,7 @@ type Token struct {
 	Token   string     `yaml:"token,omitempty"`   // clear-text secret (lirios/ostree-upload format); accepted, never written by us
 	SHA256  string     `yaml:"sha256,omitempty"`  // hex SHA-256 of the secret
 	Name    string     `yaml:"name,omitempty"`    // for logs and revocation; unique when set
+	Repos   []string   `yaml:"repos,omitempty"`   // globs of the repositories (names on the wire) it may act on; empty = all
 	Refs    []string   `yaml:"refs,omitempty"`    // ref globs the token may push; empty = all refs
 	Scopes  []string   `yaml:"scopes,omitempty"`  // what the token may do; nil = DefaultScopes
 	Expires *time.Time `yaml:"expires,omitempty"` // nil = never
@@ -100,7 +121,7 @@ func (c *Config) Keyring() *auth.Keyring { return NewKeyring(c.Tokens) }
 func NewKeyring(tokens []Token) *auth.Keyring {
 	toks := make([]auth.Token, len(tokens))
 	for i, t := range tokens {
-		toks[i] = auth.Token{SHA256: t.secretHash(), Name: t.Name, Refs: t.Refs, Scopes: t.Scopes, Expires: t.Expires}
+		toks[i] = auth.Token{SHA256: t.secretHash(), Name: t.Name, Repos: t.Repos, Refs: t.Refs, Scopes: t.Scopes, Expires: t.Expires}
 	}
 	return auth.NewKeyring(toks)
 }
@@ -136,6 +157,7 @@ func Default() *Config {
 		MaxConnections:       DefaultMaxConnections,
 		MaxClientConnections: DefaultMaxClientConnections,
 		BodyTimeout:          Duration{DefaultBodyTimeout},
+		SignType:             "ed25519",
 		Update:               true,
 	}
 }
@@ -179,7 +201,7 @@ func Load(path string) (*Config, error) {
 // does the same with line numbers.
 func (c *Config) Validate() error {
 	switch {
-	case c.Repo == "":
+	case c.Repo == "" && c.Root == "":
 		return errors.New("repo must not be empty")
 	case c.Address == "":
 		return errors.New("address must not be empty")
@@ -205,8 +227,17 @@ func (c *Config) Validate() error {
 		return errors.New("max_connections_per_client must be positive")
 	case c.SignType != "" && c.SignType != "ed25519":
 		return fmt.Errorf("sign_type %q: only ed25519 is supported", c.SignType)
-	case c.SignVerify && c.SignTrustedKeyfile == "":
-		return errors.New("sign_verify needs sign_trustedkeyfile")
+	case c.Root == "" && len(c.Repos) > 0:
+		return errors.New("repos needs root, the directory the repositories' names are relative to")
+	case c.Root != "" && c.Repo != DefaultRepo && c.Repo != "":
+		return fmt.Errorf("repo %s and root %s: root serves the repositories under it, repo the one repository of a file without root; use one or the other", c.Repo, c.Root)
+	}
+	// sign_verify without sign_trustedkeyfile is checked by Repositories,
+	// once ostree-push's default keyfiles are looked for.
+	if c.Root != "" {
+		if _, err := c.listed(); err != nil {
+			return err
+		}
 	}
 	names := map[string]int{}
 	secrets := map[string]int{}
@@ -243,6 +274,11 @@ func checkToken(t *Token) (field, msg string) {
 	if err := auth.CheckName(t.Name); err != nil {
 		return ".name", err.Error()
 	}
+	for i, g := range t.Repos {
+		if err := checkRepoGlob(g); err != nil {
+			return fmt.Sprintf(".repos[%d]", i), err.Error()
+		}
+	}
 	for i, g := range t.Refs {
 		if err := auth.CheckGlob(g); err != nil {
 			return fmt.Sprintf(".refs[%d]", i), err.Error()
@@ -252,6 +288,15 @@ func checkToken(t *Token) (field, msg string) {
 		return ".scopes", err.Error()
 	}
 	return "", ""
+}
+
+// checkRepoGlob checks a glob of repository names: the syntax of ref
+// globs.
+func checkRepoGlob(g string) error {
+	if err := auth.CheckGlob(g); err != nil {
+		return errors.New(strings.Replace(err.Error(), "ref glob", "repository glob", 1))
+	}
+	return nil
 }
 
 // parse decodes and validates data; root is the top-level mapping, or nil
@@ -290,16 +335,30 @@ func parse(data []byte, file string) (*Config, *yaml.Node, error) {
 	if err := p.config(root, cfg); err != nil {
 		return nil, nil, err
 	}
-	if cfg.SignVerify && cfg.SignTrustedKeyfile == "" {
-		return nil, nil, p.errorf(root, "sign_verify", "needs sign_trustedkeyfile, the public keys to trust")
+	if err := p.checkRepos(root, cfg); err != nil {
+		return nil, nil, err
 	}
 	return cfg, root, nil
 }
 
-type parser struct{ file string }
+type parser struct {
+	file   string
+	prefix string // the key of the mapping being parsed, e.g. "repos.beta"; "" at the top level
+}
 
 func (p *parser) errorf(n *yaml.Node, key, format string, args ...any) error {
-	return &Error{File: p.file, Line: n.Line, Key: key, Msg: fmt.Sprintf(format, args...)}
+	return &Error{File: p.file, Line: n.Line, Key: p.key(key), Msg: fmt.Sprintf(format, args...)}
+}
+
+// key is key inside the mapping being parsed, e.g. "repos.beta.update".
+func (p *parser) key(key string) string {
+	switch {
+	case p.prefix == "":
+		return key
+	case key == "":
+		return p.prefix
+	}
+	return p.prefix + "." + key
 }
 
 // pairs walks a mapping, rejecting odd keys and duplicates; fn gets the
@@ -355,14 +414,28 @@ func (p *parser) str(n *yaml.Node, key string) (s string, ok bool, err error) {
 	return n.Value, true, nil
 }
 
-// boolean sets *b from a true or false; null leaves it alone.
+// yaml11Bools are YAML 1.1's booleans, which ostree-push's files use.
+var yaml11Bools = map[string]bool{
+	"y": true, "Y": true, "yes": true, "Yes": true, "YES": true,
+	"n": false, "N": false, "no": false, "No": false, "NO": false,
+	"true": true, "True": true, "TRUE": true,
+	"false": false, "False": false, "FALSE": false,
+	"on": true, "On": true, "ON": true,
+	"off": false, "Off": false, "OFF": false,
+}
+
+// boolean sets *b from a true or false (or a YAML 1.1 yes, no, on, off,
+// y, n, unquoted); null leaves it alone.
 func (p *parser) boolean(n *yaml.Node, key string, b *bool) error {
 	if isNull(n) {
 		return nil
 	}
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(b) != nil {
-		return p.errorf(n, key, "must be true or false")
+	plain := n.Style&(yaml.TaggedStyle|yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0
+	v, ok := yaml11Bools[n.Value]
+	if n.Kind != yaml.ScalarNode || !ok || !plain && n.ShortTag() != "!!bool" {
+		return p.errorf(n, key, "must be true or false (or yes/no)")
 	}
+	*b = v
 	return nil
 }
 
@@ -479,7 +552,10 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 					return p.errorf(v, key, "bad key id %q", id)
 				}
 			}
-			cfg.GPGSign = list
+			cfg.GPGSign = nil // [] is none
+			if len(list) > 0 {
+				cfg.GPGSign = list
+			}
 		case "gpg_verify":
 			return p.boolean(v, key, &cfg.GPGVerify)
 		case "sign_keyfiles":
@@ -495,7 +571,10 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 					return p.errorf(v, key, "empty file name")
 				}
 			}
-			cfg.SignKeyfiles = list
+			cfg.SignKeyfiles = nil // [] is none
+			if len(list) > 0 {
+				cfg.SignKeyfiles = list
+			}
 		case "update":
 			return p.boolean(v, key, &cfg.Update)
 		case "update_hook":
@@ -527,6 +606,35 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			}
 		case "tokens":
 			return p.tokens(v, cfg)
+		case "log_level":
+			s, ok, err := p.str(v, key)
+			if err != nil || !ok {
+				return err
+			}
+			if cfg.LogLevel, err = parseLogLevel(s); err != nil {
+				return p.errorf(v, key, "%v", err)
+			}
+		case "force", "dry_run":
+			// ostree-push's receiver's options, which would act on every
+			// push: here a push asks for them itself.
+			var on bool
+			if err := p.boolean(v, key, &on); err != nil || !on {
+				return err
+			}
+			what, flag := "force", "--force"
+			if key == "dry_run" {
+				what, flag = "a dry run", "--dry-run"
+			}
+			cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s:%d: %s: %s is ignored: %s is asked for per push (ostree-upload push %s)",
+				p.file, v.Line, p.key(key), v.Value, what, flag))
+		case "root":
+			s, _, err := p.str(v, key)
+			if err != nil {
+				return err
+			}
+			cfg.Root = s // null or "" = none
+		case "repos":
+			return p.repos(v, cfg)
 		default:
 			return p.errorf(k, showKey(key), "unknown key")
 		}
@@ -560,11 +668,10 @@ func (p *parser) tokens(v *yaml.Node, cfg *Config) error {
 			if n := lines[strings.TrimPrefix(field, ".")]; n != nil {
 				line = n
 			}
-			if strings.HasPrefix(field, ".refs[") {
-				line = lines["refs"]
-				idx, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(field, ".refs["), "]"))
-				if lines["refs"] != nil && idx < len(lines["refs"].Content) {
-					line = lines["refs"].Content[idx]
+			if list, idx, ok := strings.Cut(strings.TrimPrefix(field, "."), "["); ok && lines[list] != nil {
+				line = lines[list]
+				if i, _ := strconv.Atoi(strings.TrimSuffix(idx, "]")); i < len(line.Content) {
+					line = line.Content[i]
 				}
 			}
 			return p.errorf(line, key+field, "%s", msg)
@@ -609,14 +716,18 @@ func (p *parser) token(m *yaml.Node, prefix string) (Token, map[string]*yaml.Nod
 			default:
 				t.Created = s
 			}
-		case "refs":
+		case "refs", "repos":
 			if isNull(v) {
 				return nil
 			}
-			if v.Kind != yaml.SequenceNode {
-				return p.errorf(v, full, "must be a list of ref globs")
+			what, list := "ref", &t.Refs
+			if key == "repos" {
+				what, list = "repository", &t.Repos
 			}
-			t.Refs = []string{}
+			if v.Kind != yaml.SequenceNode {
+				return p.errorf(v, full, "must be a list of %s globs", what)
+			}
+			*list = []string{}
 			for j, r := range v.Content {
 				for r.Kind == yaml.AliasNode && r.Alias != nil {
 					r = r.Alias
@@ -628,7 +739,7 @@ func (p *parser) token(m *yaml.Node, prefix string) (Token, map[string]*yaml.Nod
 				if !ok {
 					return p.errorf(r, fmt.Sprintf("%s[%d]", full, j), "must not be empty")
 				}
-				t.Refs = append(t.Refs, s)
+				*list = append(*list, s)
 			}
 		case "scopes":
 			if isNull(v) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -151,7 +152,6 @@ func TestStrict(t *testing.T) {
 		{"gpg sign type", "sign_type: gpg\n", 1, "sign_type", "only ed25519"},
 		{"key files not a list", "sign_keyfiles: /k\n", 1, "sign_keyfiles", "list"},
 		{"verify not a bool", "sign_verify: sure\n", 1, "sign_verify", "true or false"},
-		{"verify without keys", "sign_verify: true\n", 1, "sign_verify", "sign_trustedkeyfile"},
 		{"gpg key ids not a list", "gpg_sign: {a: b}\n", 1, "gpg_sign", "list of key ids"},
 		{"gpg key id with a blank", "gpg_sign: ['AB CD']\n", 1, "gpg_sign", "bad key id"},
 		{"gpg_verify not a bool", "gpg_verify: 1\n", 1, "gpg_verify", "true or false"},
@@ -181,6 +181,9 @@ func TestStrict(t *testing.T) {
 		{"scopes not a list", "tokens:\n- token: a\n  scopes: admin\n", 3, "tokens[0].scopes", "list of scopes"},
 		{"proxy not an address", "trusted_proxies: [10.0.0.1, nginx]\n", 1, "trusted_proxies", `"nginx" is not an IP address`},
 		{"proxies not a list", "trusted_proxies: 10.0.0.1\n", 1, "trusted_proxies", "list"},
+		{"token repos not a list", "tokens:\n- token: a\n  repos: beta\n", 3, "tokens[0].repos", "list of repository globs"},
+		{"token repo glob with a blank", "tokens:\n- token: a\n  repos:\n  - beta\n  - \"be ta\"\n", 5, "tokens[0].repos[1]", "repository glob"},
+		{"empty token repo glob", "tokens:\n- token: a\n  repos: [\"\"]\n", 3, "tokens[0].repos[0]", "must not be empty"},
 	}
 	for _, c := range cases {
 		path := writeFile(t, c.content)
@@ -409,5 +412,29 @@ func TestWriteLoadsBack(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, c) {
 		t.Fatalf("loaded back\n%+v\nwrote\n%+v", got, c)
+	}
+}
+
+// Tokens may be limited to repositories.
+func TestTokenRepos(t *testing.T) {
+	cfg, err := Load(writeFile(t, "tokens:\n- token: a\n  name: team\n  repos: [\"team/*\", extra]\n- token: b\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cfg.Tokens[0].Repos, []string{"team/*", "extra"}) || cfg.Tokens[1].Repos != nil {
+		t.Fatalf("tokens %+v", cfg.Tokens)
+	}
+	k := NewKeyring(cfg.Tokens)
+	id, err := k.Authenticate("a", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for repo, want := range map[string]bool{"team/x": true, "team/x/y": true, "extra": true, "other": false, "": false, "extras": false} {
+		if id.AllowsRepo(repo) != want {
+			t.Errorf("AllowsRepo(%q) = %v", repo, !want)
+		}
+	}
+	if id, _ := k.Authenticate("b", time.Now()); !id.AllowsRepo("anything") || !id.AllowsRepo("") {
+		t.Error("a token without repos is limited")
 	}
 }

@@ -9,8 +9,16 @@ import (
 )
 
 // Marshal writes the configuration as a file Load reads back to the same
-// values, every key spelled out.
-func (c *Config) Marshal() ([]byte, error) { return yaml.Marshal(c) }
+// values, every key spelled out (but repo, which a file with root does not
+// have).
+func (c *Config) Marshal() ([]byte, error) {
+	if c.Root != "" {
+		d := *c
+		d.Repo = ""
+		return yaml.Marshal(&d)
+	}
+	return yaml.Marshal(c)
+}
 
 // Write writes the configuration to path (mode 0600), replacing it.
 func (c *Config) Write(path string) error {
