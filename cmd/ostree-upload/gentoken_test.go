@@ -155,3 +155,102 @@ func TestGentokenHelp(t *testing.T) {
 		}
 	}
 }
+
+func TestGentokenRepos(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "ostree-upload.yaml")
+	code, stdout, stderr := runGentoken(t, "-c", file, "--name", "team", "--repo", "beta", "--repo", "team/*", "--ref", "app/*")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stderr, "repositories beta team/*; refs app/*") {
+		t.Errorf("stderr %q", stderr)
+	}
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := cfg.Keyring().Authenticate(strings.TrimSuffix(stdout, "\n"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(id.Repos, []string{"beta", "team/*"}) || !id.AllowsRepo("team/x") || id.AllowsRepo("stable") || id.AllowsRepo("") {
+		t.Errorf("identity %+v", id)
+	}
+	before, _ := os.ReadFile(file)
+	for _, bad := range []string{"", "be ta"} {
+		if code, _, stderr := runGentoken(t, "-c", file, "--repo", bad); code != exitUsage || !strings.Contains(stderr, "--repo") {
+			t.Errorf("--repo %q: exit %d, %s", bad, code, stderr)
+		}
+	}
+	if after, _ := os.ReadFile(file); !bytes.Equal(before, after) {
+		t.Error("a refused gentoken changed the file")
+	}
+}
+
+// Without -c, receive and gentoken use the file config.Find finds: here
+// ostree-push's, through $OSTREE_RECEIVE_CONF; -c still wins.
+func TestConfigSearch(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	t.Setenv("HOME", filepath.Join(dir, "home"))
+	t.Setenv("XDG_CONFIG_HOME", "")
+	t.Setenv("OSTREE_UPLOAD_CONF", "")
+	receiveConf := filepath.Join(dir, "ostree-receive.conf")
+	os.WriteFile(receiveConf, []byte("# ostree-push's file\nroot: null\ngpg_verify: no\nupdate: yes\nrepos: {}\nlog_level: INFO\n"), 0o600)
+	t.Setenv("OSTREE_RECEIVE_CONF", receiveConf)
+
+	if code, _, stderr := runCmd(t, "receive"); code != exitFail || !strings.Contains(stderr, receiveConf+" has no tokens: add one with: ostree-upload gentoken -c "+receiveConf) {
+		t.Errorf("receive: exit %d, %s", code, stderr)
+	}
+	code, stdout, stderr := runGentoken(t, "--name", "ci")
+	if code != exitOK || !strings.Contains(stderr, "added token ci to "+receiveConf) {
+		t.Fatalf("gentoken: exit %d, %s", code, stderr)
+	}
+	cfg, err := config.Load(receiveConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cfg.Keyring().Authenticate(strings.TrimSuffix(stdout, "\n"), time.Now()); err != nil {
+		t.Error(err)
+	}
+	if content, _ := os.ReadFile(receiveConf); !strings.HasPrefix(string(content), "# ostree-push's file\nroot: null\n") {
+		t.Errorf("the file's own lines changed:\n%s", content)
+	}
+
+	other := filepath.Join(dir, "other.yaml")
+	if code, _, stderr := runGentoken(t, "-c", other); code != exitOK || !strings.Contains(stderr, "to "+other+" (new file)") {
+		t.Errorf("gentoken -c: exit %d, %s", code, stderr)
+	}
+
+	t.Setenv("OSTREE_UPLOAD_CONF", filepath.Join(dir, "missing.yaml"))
+	for _, cmd := range []string{"receive", "gentoken"} {
+		if code, _, stderr := runCmd(t, cmd); code != exitFail || !strings.Contains(stderr, "$OSTREE_UPLOAD_CONF names "+filepath.Join(dir, "missing.yaml")) {
+			t.Errorf("%s with a missing $OSTREE_UPLOAD_CONF: exit %d, %s", cmd, code, stderr)
+		}
+	}
+}
+
+// receive logs at log_level, or debug with -v, and starts with the
+// configuration's warnings.
+func TestReceiveLogger(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "ostree-upload.yaml")
+	os.WriteFile(file, []byte("log_level: WARNING\nforce: yes\n"), 0o600)
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	log := receiveLogger(cfg, false, &out)
+	log.Info("hidden")
+	log.Warn("shown")
+	got := out.String()
+	if !strings.Contains(got, "level=WARN msg=\""+file+":2: force: yes is ignored: force is asked for per push (ostree-upload push --force)\"") ||
+		strings.Contains(got, "hidden") || !strings.Contains(got, "msg=shown") {
+		t.Errorf("log:\n%s", got)
+	}
+	out.Reset()
+	receiveLogger(cfg, true, &out).Debug("debug")
+	if !strings.Contains(out.String(), "msg=debug") {
+		t.Errorf("-v: %s", out.String())
+	}
+}
