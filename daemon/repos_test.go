@@ -306,8 +306,20 @@ func TestMintedTokens(t *testing.T) {
 	if st, _ := mint(r.beta, `{}`); st != 403 { // no admin scope
 		t.Errorf("mint by a token without admin: %d", st)
 	}
+	// The command line: the secret alone on stdout.
+	cmd := exec.Command(fx.bin, "tokens", "create", "-a", r.url, "--name", "job-2", "--repo", "beta", "--ref", "app/*", "--expires-in", "10m")
+	cmd.Env = append(os.Environ(), "OSTREE_UPLOAD_TOKEN="+r.all.Secret)
+	secret, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("tokens create: %v", err)
+	}
+	job2 := daemontest.Token{Secret: strings.TrimSpace(string(secret))}
+	var info api.Info
+	if st := r.get(t, job2, "/beta"+api.PathInfo, &info); st != 200 || info.Token.Name != "job-2" || strings.Join(info.Token.Repos, ",") != "beta" {
+		t.Fatalf("token from tokens create: %d %+v", st, info.Token)
+	}
 	cfg, err := config.Load(r.file)
-	if err != nil || len(cfg.Tokens) != 3 || cfg.Tokens[2].Name != "job-1" || strings.Contains(mustRead(t, r.file), m.Secret) {
+	if err != nil || len(cfg.Tokens) != 4 || cfg.Tokens[2].Name != "job-1" || strings.Contains(mustRead(t, r.file), m.Secret) {
 		t.Fatalf("the configuration file after minting: %v %+v", err, cfg)
 	}
 	// Revocation works on it as on the others.
