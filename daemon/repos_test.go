@@ -363,3 +363,99 @@ func TestSameRepositoryTwiceRefused(t *testing.T) {
 		t.Fatalf("same repository twice: %v", err)
 	}
 }
+
+// A daemon started from a file in ostree-push's shape behaves as that file
+// says there: yes/no booleans, repos: overrides keyed by relative and
+// absolute paths under root (signing for one, update: no for the other),
+// and a server-wide force: yes that lets no push move a ref backwards.
+func TestOstreeReceiveConfServes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	root := filepath.Join(dir, "srv")
+	os.Mkdir(root, 0o755)
+	_, key, _ := ed25519.GenerateKey(nil)
+	kf := filepath.Join(dir, "foo.ed25519")
+	os.WriteFile(kf, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600)
+	tok := daemontest.NewToken(t)
+	file := filepath.Join(dir, "ostree-receive.conf")
+	conf := fmt.Sprintf(`# in ostree-push's shape
+root: %s
+gpg_verify: no
+sign_verify: no
+update: yes
+log_level: INFO
+force: yes
+dry_run: no
+repos:
+  foo:
+    sign_keyfiles: [%s]
+  %s/path/to/bar:
+    update: no
+tokens:
+- sha256: %s
+  name: ci
+`, root, kf, root, tok.Hash)
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0], "force") {
+		t.Fatalf("warnings: %q", cfg.Warnings)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := daemon.New(ctx, cfg, nil, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(d.Names(), ","); got != "foo,path/to/bar" {
+		t.Fatalf("repositories %q", got)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { d.Serve(ctx, ln); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; d.Close() })
+	url := "http://" + ln.Addr().String()
+	push := func(repo, build, ref string) (string, error) {
+		cmd := exec.Command(fx.bin, "push", "-a", url+"/"+repo, "-r", build, "-b", ref)
+		cmd.Env = append(os.Environ(), "OSTREE_UPLOAD_TOKEN="+tok.Secret)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	build, c := newBuild(t, "app/main", 10, 1700000000, "app/main")
+	for _, repo := range []string{"foo", "path/to/bar"} {
+		if out, err := push(repo, build, "app/main"); err != nil {
+			t.Fatalf("push to %s: %v\n%s", repo, err, out)
+		}
+		path := filepath.Join(root, repo)
+		if got := strings.TrimSpace(storetest.MustOstree(t, "rev-parse", "--repo="+path, "app/main")); got != c {
+			t.Fatalf("%s: app/main = %s", repo, got)
+		}
+		storetest.MustOstree(t, "fsck", "--repo="+path)
+	}
+	// foo signs (its override) and updates its summary; bar does neither.
+	fooSigs, _ := object.SignaturesOf(prodCommitMeta(t, filepath.Join(root, "foo"), c))
+	barSigs, _ := object.SignaturesOf(prodCommitMeta(t, filepath.Join(root, "path/to/bar"), c))
+	if len(fooSigs.Ed25519) != 1 || len(barSigs.Ed25519) != 0 {
+		t.Fatalf("signatures: foo %d, bar %d", len(fooSigs.Ed25519), len(barSigs.Ed25519))
+	}
+	if _, err := os.Stat(filepath.Join(root, "foo", "summary")); err != nil {
+		t.Fatalf("foo has no summary: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "path/to/bar", "summary")); err == nil {
+		t.Fatal("bar (update: no) got a summary")
+	}
+	// force: yes in the file forces nothing: an older commit is refused.
+	old, _ := newBuild(t, "app/main", 3, 1600000000, "app/main")
+	if out, err := push("foo", old, "app/main"); err == nil {
+		t.Fatalf("an older commit went over a newer one:\n%s", out)
+	}
+	if got := strings.TrimSpace(storetest.MustOstree(t, "rev-parse", "--repo="+filepath.Join(root, "foo"), "app/main")); got != c {
+		t.Fatalf("foo moved to %s", got)
+	}
+}

@@ -158,6 +158,9 @@ func (s *Service) open(ctx context.Context, reg prometheus.Registerer) error {
 	var err error
 	if _, statErr := os.Stat(filepath.Join(s.cfg.Repo, "config")); errors.Is(statErr, os.ErrNotExist) {
 		s.log.Info("creating production repository", "repo", s.cfg.Repo, "mode", "archive")
+		if err := os.MkdirAll(filepath.Dir(s.cfg.Repo), 0o755); err != nil {
+			return fmt.Errorf("production repo: %w", err)
+		}
 		s.repo, err = store.Create(ctx, s.cfg.Repo, store.ModeArchive)
 	} else {
 		s.repo, err = store.OpenArchive(ctx, s.cfg.Repo)
