@@ -204,6 +204,8 @@ func CheckRepoName(name string) error {
 			return fmt.Errorf("repository name %q has a component %q", name, c)
 		case c[0] == '.':
 			return fmt.Errorf("repository name %q has a component starting with '.'", name)
+		case c[0] == '-':
+			return fmt.Errorf("repository name %q has a component starting with '-' (programs run on the repository would take it for an option)", name)
 		case !nameComponent.MatchString(c):
 			return fmt.Errorf("repository name %q may only hold letters, digits and . _ - + in each component", name)
 		case c == "api" && i+1 < len(parts) && parts[i+1] == "v1":
@@ -475,10 +477,12 @@ func discover(root string, skip map[string]bool) ([]string, error) {
 			if strings.HasPrefix(e.Name(), ".") {
 				continue
 			}
-			p := filepath.Join(dir, e.Name())
-			if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
+			// Only real directories: a symbolic link could lead out of
+			// root (list such a repository in repos: to serve it).
+			if !e.IsDir() || e.Type()&fs.ModeSymlink != 0 {
 				continue
 			}
+			p := filepath.Join(dir, e.Name())
 			if abs, err := filepath.Abs(p); err == nil && skip[abs] {
 				continue
 			}

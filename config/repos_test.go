@@ -222,6 +222,12 @@ func TestDiscovery(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(root, "plain/dir"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Symbolic links are not followed: they could lead out of root.
+	outside := t.TempDir()
+	ostreeInit(t, filepath.Join(outside, "secret"))
+	os.Symlink(outside, filepath.Join(root, "link"))
+	os.Symlink(filepath.Join(outside, "secret"), filepath.Join(root, "linked-repo"))
+	os.Symlink("/", filepath.Join(root, "slash"))
 	cfg, err := Load(writeFile(t, "root: "+root+"\nrepos:\n  a:\n    state_dir: "+filepath.Join(root, "state-a")+"\n  new/one: {update: no}\n"))
 	if err != nil {
 		t.Fatal(err)
@@ -296,7 +302,7 @@ func TestRepoNames(t *testing.T) {
 	for key, msg := range map[string]string{
 		"": "empty", ".": "root itself", "/r": "root itself", "/r/": "root itself",
 		"..": "not under root", "../x": "not under root", "/x": "not under root", "/rx/a": "not under root",
-		".a": "starting with '.'", "a/.b": "starting with '.'", "a b": "letters, digits", "é": "letters, digits",
+		".a": "starting with '.'", "--prune": "starting with '-'", "a/-x": "starting with '-'", "a/.b": "starting with '.'", "a b": "letters, digits", "é": "letters, digits",
 		"api/v1": "api/v1", "a/api/v1": "api/v1", "a/api/v1/b": "api/v1", "a:b": "letters, digits",
 	} {
 		if got, err := repoName("/r", key); err == nil || !strings.Contains(err.Error(), msg) {
