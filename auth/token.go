@@ -38,6 +38,10 @@ type Identity struct {
 	Refs    []string // ref globs, within those repositories; empty = all refs
 	Scopes  []string // what it may do (ScopeUpload, …), in AllScopes order
 	Expires *time.Time
+	// MintedBy is the hash of the admin token that minted this one over
+	// the API ("" for a configured token): where that token is revoked,
+	// this one is refused too.
+	MintedBy string
 }
 
 // Can reports whether the token has scope.
@@ -151,12 +155,13 @@ type Keyring struct {
 
 // Token is what authentication knows of a configured token.
 type Token struct {
-	SHA256  string   // hex SHA-256 of the secret
-	Name    string   // "" when unnamed
-	Repos   []string // repository globs; empty = every repository
-	Refs    []string // ref globs; empty = all refs
-	Scopes  []string // nil = DefaultScopes
-	Expires *time.Time
+	SHA256   string   // hex SHA-256 of the secret
+	Name     string   // "" when unnamed
+	Repos    []string // repository globs; empty = every repository
+	Refs     []string // ref globs; empty = all refs
+	Scopes   []string // nil = DefaultScopes
+	Expires  *time.Time
+	MintedBy string // hex SHA-256 of the minting token, or ""
 }
 
 var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -173,11 +178,12 @@ func NewKeyring(tokens []Token) *Keyring {
 		}
 		hex.Decode(e.sum[:], []byte(t.SHA256))
 		e.id = Identity{
-			Hash:   hex.EncodeToString(e.sum[:]),
-			Name:   t.Name,
-			Repos:  slices.Clone(t.Repos),
-			Refs:   slices.Clone(t.Refs),
-			Scopes: effectiveScopes(t.Scopes),
+			Hash:     hex.EncodeToString(e.sum[:]),
+			Name:     t.Name,
+			Repos:    slices.Clone(t.Repos),
+			Refs:     slices.Clone(t.Refs),
+			Scopes:   effectiveScopes(t.Scopes),
+			MintedBy: t.MintedBy,
 		}
 		if t.Expires != nil {
 			exp := *t.Expires

@@ -42,6 +42,9 @@ func AppendToken(path string, t Token) error {
 	if !sha256Hex.MatchString(t.SHA256) {
 		return errors.New("new token: sha256 must be 64 lower-case hexadecimal digits")
 	}
+	if t.MintedBy != "" && !sha256Hex.MatchString(t.MintedBy) {
+		return errors.New("new token: minted_by must be 64 lower-case hexadecimal digits")
+	}
 	if err := auth.CheckName(t.Name); err != nil {
 		return fmt.Errorf("new token: %w", err)
 	}
@@ -150,7 +153,7 @@ func sameTokens(a, b []Token) bool {
 	}
 	for i := range a {
 		x, y := a[i], b[i]
-		if x.Token != y.Token || x.SHA256 != y.SHA256 || x.Name != y.Name || x.Created != y.Created ||
+		if x.Token != y.Token || x.SHA256 != y.SHA256 || x.Name != y.Name || x.Created != y.Created || x.MintedBy != y.MintedBy ||
 			!slices.Equal(x.Repos, y.Repos) || !slices.Equal(x.Refs, y.Refs) || !slices.Equal(x.Scopes, y.Scopes) || (x.Scopes == nil) != (y.Scopes == nil) || (x.Expires == nil) != (y.Expires == nil) ||
 			x.Expires != nil && !x.Expires.Equal(*y.Expires) {
 			return false
@@ -339,6 +342,9 @@ func entry(t Token, dash, inner int, nl string) string {
 	}
 	if t.Expires != nil {
 		b.WriteString(pad + "expires: " + strconv.Quote(t.Expires.UTC().Format(time.RFC3339)) + nl)
+	}
+	if t.MintedBy != "" {
+		b.WriteString(pad + "minted_by: " + strconv.Quote(t.MintedBy) + nl)
 	}
 	b.WriteString(pad + "created: " + strconv.Quote(t.Created) + nl)
 	return b.String()

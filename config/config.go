@@ -104,14 +104,15 @@ type Config struct {
 // Token is one API token entry of the configuration file. Exactly one of
 // Token and SHA256 is set.
 type Token struct {
-	Token   string     `yaml:"token,omitempty"`   // clear-text secret (lirios/ostree-upload format); accepted, never written by us
-	SHA256  string     `yaml:"sha256,omitempty"`  // hex SHA-256 of the secret
-	Name    string     `yaml:"name,omitempty"`    // for logs and revocation; unique when set
-	Repos   []string   `yaml:"repos,omitempty"`   // globs of the repositories (names on the wire) it may act on; empty = all
-	Refs    []string   `yaml:"refs,omitempty"`    // ref globs the token may push; empty = all refs
-	Scopes  []string   `yaml:"scopes,omitempty"`  // what the token may do; nil = DefaultScopes
-	Expires *time.Time `yaml:"expires,omitempty"` // nil = never
-	Created string     `yaml:"created,omitempty"` // kept as text (lirios wrote RFC3339)
+	Token    string     `yaml:"token,omitempty"`     // clear-text secret (lirios/ostree-upload format); accepted, never written by us
+	SHA256   string     `yaml:"sha256,omitempty"`    // hex SHA-256 of the secret
+	Name     string     `yaml:"name,omitempty"`      // for logs and revocation; unique when set
+	Repos    []string   `yaml:"repos,omitempty"`     // globs of the repositories (names on the wire) it may act on; empty = all
+	Refs     []string   `yaml:"refs,omitempty"`      // ref globs the token may push; empty = all refs
+	Scopes   []string   `yaml:"scopes,omitempty"`    // what the token may do; nil = DefaultScopes
+	Expires  *time.Time `yaml:"expires,omitempty"`   // nil = never
+	MintedBy string     `yaml:"minted_by,omitempty"` // hex SHA-256 of the admin token that minted it over the API; refused wherever that token is revoked
+	Created  string     `yaml:"created,omitempty"`   // kept as text (lirios wrote RFC3339)
 }
 
 // Keyring is the keyring of the tokens of the file.
@@ -121,7 +122,7 @@ func (c *Config) Keyring() *auth.Keyring { return NewKeyring(c.Tokens) }
 func NewKeyring(tokens []Token) *auth.Keyring {
 	toks := make([]auth.Token, len(tokens))
 	for i, t := range tokens {
-		toks[i] = auth.Token{SHA256: t.secretHash(), Name: t.Name, Repos: t.Repos, Refs: t.Refs, Scopes: t.Scopes, Expires: t.Expires}
+		toks[i] = auth.Token{SHA256: t.secretHash(), Name: t.Name, Repos: t.Repos, Refs: t.Refs, Scopes: t.Scopes, Expires: t.Expires, MintedBy: t.MintedBy}
 	}
 	return auth.NewKeyring(toks)
 }
@@ -270,6 +271,8 @@ func checkToken(t *Token) (field, msg string) {
 		return "", "needs a token or a sha256 key"
 	case t.SHA256 != "" && !sha256Hex.MatchString(t.SHA256):
 		return ".sha256", "must be 64 lower-case hexadecimal digits"
+	case t.MintedBy != "" && !sha256Hex.MatchString(t.MintedBy):
+		return ".minted_by", "must be 64 lower-case hexadecimal digits"
 	}
 	if err := auth.CheckName(t.Name); err != nil {
 		return ".name", err.Error()
@@ -698,7 +701,7 @@ func (p *parser) token(m *yaml.Node, prefix string) (Token, map[string]*yaml.Nod
 		full := prefix + "." + key
 		lines[key] = v
 		switch key {
-		case "token", "sha256", "name", "created":
+		case "token", "sha256", "name", "created", "minted_by":
 			s, _, err := p.str(v, full)
 			if err != nil {
 				return err
@@ -713,6 +716,8 @@ func (p *parser) token(m *yaml.Node, prefix string) (Token, map[string]*yaml.Nod
 				t.SHA256 = s
 			case "name":
 				t.Name = s
+			case "minted_by":
+				t.MintedBy = s
 			default:
 				t.Created = s
 			}

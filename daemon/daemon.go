@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -58,6 +59,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		}
 		seen[id] = r.Name
 	}
+	if err := insideAnother(list); err != nil {
+		return nil, err
+	}
 	d := &Daemon{repos: map[string]*repository.Service{}, tokens: tokens}
 	d.mint = &minter{d: d, log: log}
 	for _, r := range list {
@@ -80,6 +84,37 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		return nil, err
 	}
 	return d, nil
+}
+
+// insideAnother refuses a repository or state dir inside another
+// repository's own directories (objects, refs, …), where libostree would
+// take its files for objects or refs. Repositories beside each other's
+// contents (a and a/b) are fine.
+func insideAnother(list []config.Repository) error {
+	own := []string{"objects", "refs", "state", "tmp", "extensions", "deltas", "delta-indexes", "config", "summary"}
+	for _, outer := range list {
+		base, err := filepath.Abs(outer.Config.Repo)
+		if err != nil {
+			return err
+		}
+		for _, inner := range list {
+			for what, p := range map[string]string{"repository": inner.Config.Repo, "state dir": repository.StateDirOf(inner.Config)} {
+				abs, err := filepath.Abs(p)
+				if err != nil {
+					return err
+				}
+				rel, err := filepath.Rel(base, abs)
+				if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+					continue
+				}
+				first, _, _ := strings.Cut(rel, string(filepath.Separator))
+				if slices.Contains(own, first) {
+					return fmt.Errorf("the %s of %q (%s) is inside repository %q's %s/: move it out", what, inner.Name, p, outer.Name, first)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // repoError names the repository in an error of a daemon of several.
@@ -168,8 +203,15 @@ func (d *Daemon) Service() *repository.Service { return d.repos[d.names[0]] }
 // StateDir is the state dir of the first repository.
 func (d *Daemon) StateDir() string { return d.Service().StateDir() }
 
-// SetKeyring replaces the tokens (the configuration file changed).
+// SetKeyring replaces the tokens (the configuration file changed); see
+// ReloadTokens, which also keeps a reload and a mint from crossing.
 func (d *Daemon) SetKeyring(k *auth.Keyring) {
+	d.mint.mu.Lock()
+	defer d.mint.mu.Unlock()
+	d.setKeyring(k)
+}
+
+func (d *Daemon) setKeyring(k *auth.Keyring) {
 	d.tokens.Store(k)
 	for _, svc := range d.repos {
 		svc.TokensChanged()

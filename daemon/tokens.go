@@ -36,7 +36,10 @@ func (d *Daemon) SetConfigFile(path string) {
 
 // Mint makes a token within the scope of the admin token by, as req asks
 // (see api.TokenRequest), appends it to the configuration file and
-// reloads the tokens. The secret is in the answer only.
+// reloads the tokens. The secret is in the answer only. The new token can
+// do no more than by: its scopes are some of by's (never admin), its
+// repositories and refs within by's, its expiry no later than by's, and it
+// is refused wherever by is revoked (it records by as minted_by).
 func (m *minter) Mint(ctx context.Context, by auth.Identity, req api.TokenRequest) (api.MintedToken, error) {
 	scopes := req.Scopes
 	if len(scopes) == 0 {
@@ -49,6 +52,11 @@ func (m *minter) Mint(ctx context.Context, by auth.Identity, req api.TokenReques
 		return api.MintedToken{}, service.Refuse(service.Forbidden,
 			"a minted token cannot have the admin scope: admin tokens go in the configuration file (ostree-upload gentoken --scope admin)")
 	}
+	for _, sc := range scopes {
+		if !by.Can(sc) {
+			return api.MintedToken{}, service.Refuse(service.Forbidden, "scope %s: the asking token %s does not have it (it has: %s)", sc, by.DisplayName(), strings.Join(by.Scopes, ", "))
+		}
+	}
 	life := req.ExpiresIn
 	if life == 0 {
 		life = api.DefaultMintedLifetime
@@ -56,16 +64,32 @@ func (m *minter) Mint(ctx context.Context, by auth.Identity, req api.TokenReques
 	if life < 0 || life > api.MaxMintedLifetime {
 		return api.MintedToken{}, service.Refuse(service.Invalid, "expires_in must be between 1 and %d seconds (7 days)", api.MaxMintedLifetime)
 	}
+	expires := time.Now().Add(time.Duration(life) * time.Second).UTC().Truncate(time.Second)
+	if by.Expires != nil && expires.After(*by.Expires) {
+		expires = by.Expires.UTC().Truncate(time.Second) // not past its maker
+	}
 	repos, err := within("repository", req.Repos, by.Repos)
 	if err != nil {
 		return api.MintedToken{}, err
 	}
-	for _, r := range repos {
-		if !strings.ContainsAny(r, "*?") {
-			if _, ok := m.d.repos[r]; !ok {
-				return api.MintedToken{}, service.Refuse(service.Invalid, "no repository %q: this daemon serves %s", r, listNames(m.d.names))
-			}
+	reach := 0
+	for _, name := range m.d.names {
+		if !(auth.Identity{Repos: repos}).AllowsRepo(name) {
+			continue
 		}
+		// The maker must be able to act there now: not revoked, in scope.
+		if _, err := m.d.catalog.For(by, name); err != nil {
+			return api.MintedToken{}, err
+		}
+		reach++
+	}
+	for _, r := range repos {
+		if !strings.ContainsAny(r, "*?") && !slices.Contains(m.d.names, r) {
+			return api.MintedToken{}, service.Refuse(service.Invalid, "no repository %q; the asking token may use: %s", r, listNames(m.d.catalog.Visible(by)))
+		}
+	}
+	if reach == 0 {
+		return api.MintedToken{}, service.Refuse(service.Invalid, "the token would reach no repository of this daemon; the asking token may use: %s", listNames(m.d.catalog.Visible(by)))
 	}
 	refs, err := within("ref", req.Refs, by.Refs)
 	if err != nil {
@@ -79,8 +103,7 @@ func (m *minter) Mint(ctx context.Context, by auth.Identity, req api.TokenReques
 	if name == "" {
 		name = "ci-" + hash[:12]
 	}
-	expires := time.Now().Add(time.Duration(life) * time.Second).UTC().Truncate(time.Second)
-	entry := config.Token{SHA256: hash, Name: name, Repos: repos, Refs: refs, Scopes: scopes, Expires: &expires}
+	entry := config.Token{SHA256: hash, Name: name, Repos: repos, Refs: refs, Scopes: scopes, Expires: &expires, MintedBy: by.Hash}
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -100,10 +123,24 @@ func (m *minter) Mint(ctx context.Context, by auth.Identity, req api.TokenReques
 	if err != nil {
 		return api.MintedToken{}, fmt.Errorf("reloading the tokens after minting: %w", err)
 	}
-	m.d.SetKeyring(cfg.Keyring())
-	id, _ := cfg.Keyring().Lookup(hash)
+	k := cfg.Keyring()
+	m.d.setKeyring(k)
+	id, _ := k.Lookup(hash)
 	m.log.Info("token minted", "token", name, "by", by.DisplayName(), "repos", repos, "refs", refs, "scopes", scopes, "expires", expires)
 	return api.MintedToken{Token: id.View(), Secret: secret}, nil
+}
+
+// ReloadTokens replaces the tokens with those load returns, in turn with
+// minting (so that a reload and a mint never undo each other).
+func (d *Daemon) ReloadTokens(load func() (*auth.Keyring, error)) error {
+	d.mint.mu.Lock()
+	defer d.mint.mu.Unlock()
+	k, err := load()
+	if err != nil {
+		return err
+	}
+	d.setKeyring(k)
+	return nil
 }
 
 // within checks that the globs asked for stay inside the asking token's
@@ -136,6 +173,9 @@ func within(what string, asked, mine []string) ([]string, error) {
 }
 
 func listNames(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
 	out := make([]string, len(names))
 	for i, n := range names {
 		out[i] = fmt.Sprintf("%q", n)

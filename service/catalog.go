@@ -53,7 +53,7 @@ func (c *Catalog) For(id auth.Identity, name string) (Repository, error) {
 	if !ok || !id.AllowsRepo(name) {
 		return nil, c.notFound(id, name)
 	}
-	if r.Revoked(id.Hash) {
+	if revokedIn(r, id) {
 		return nil, Refuse(Unauthenticated, "token revoked")
 	}
 	return r, nil
@@ -64,11 +64,32 @@ func (c *Catalog) For(id auth.Identity, name string) (Repository, error) {
 func (c *Catalog) Visible(id auth.Identity) []string {
 	var out []string
 	for _, name := range c.names {
-		if id.AllowsRepo(name) && !c.repos[name].Revoked(id.Hash) {
+		if id.AllowsRepo(name) && !revokedIn(c.repos[name], id) {
 			out = append(out, name)
 		}
 	}
 	return out
+}
+
+// RevokedEverywhere reports whether the token is revoked in every
+// repository it may act on (and there is at least one).
+func (c *Catalog) RevokedEverywhere(id auth.Identity) bool {
+	n := 0
+	for _, name := range c.names {
+		if id.AllowsRepo(name) {
+			if !revokedIn(c.repos[name], id) {
+				return false
+			}
+			n++
+		}
+	}
+	return n > 0
+}
+
+// revokedIn reports whether the token, or the admin token that minted it,
+// is revoked in r.
+func revokedIn(r Repository, id auth.Identity) bool {
+	return r.Revoked(id.Hash) || id.MintedBy != "" && r.Revoked(id.MintedBy)
 }
 
 func (c *Catalog) notFound(id auth.Identity, name string) *Error {

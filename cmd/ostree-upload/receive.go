@@ -20,6 +20,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/ostree-upload/ostree-upload/auth"
 	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon"
 )
@@ -151,12 +152,18 @@ func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			c, err := loadConfig(cfgPath)
+			var c *config.Config
+			err := srv.ReloadTokens(func() (*auth.Keyring, error) {
+				var err error
+				if c, err = loadConfig(cfgPath); err != nil {
+					return nil, err
+				}
+				return c.Keyring(), nil
+			})
 			if err != nil {
 				log.Error("reloading tokens failed; keeping the old ones", "err", err)
 				continue
 			}
-			srv.SetKeyring(c.Keyring())
 			if certs != nil {
 				if err := certs.reload(); err != nil {
 					log.Error("reloading the TLS certificate failed; keeping the old one", "err", err)

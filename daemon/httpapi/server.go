@@ -197,6 +197,9 @@ func (s *Server) requestLog(next echo.HandlerFunc) echo.HandlerFunc {
 		req := c.Request()
 		attrs := []any{"method", req.Method, "path", req.URL.Path, "status", c.Response().Status,
 			"bytes_out", c.Response().Size, "duration", time.Since(start).Round(time.Microsecond), "remote", c.RealIP()}
+		if name := repositoryOf(c); name != "" {
+			attrs = append(attrs, "repository", name)
+		}
 		if id, ok := identityOf(req.Context()); ok {
 			attrs = append(attrs, "token", id.DisplayName())
 		}
@@ -302,6 +305,9 @@ func ctxOf(c echo.Context) context.Context { return c.Request().Context() }
 func (s *Server) handleInfo(c echo.Context) error {
 	id := identity(c)
 	if repositoryOf(c) == "" && !s.catalog.Single() {
+		if s.catalog.RevokedEverywhere(id) {
+			return service.Refuse(service.Unauthenticated, "token revoked")
+		}
 		t := id.View()
 		return c.JSON(http.StatusOK, api.Info{Protocol: api.ProtocolVersion, Version: s.version, Mode: "archive",
 			Refs: map[string]string{}, Token: &t, Repositories: s.catalog.Visible(id)})
@@ -489,18 +495,30 @@ func (s *Server) handleAdminTokens(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
+// handleAdminRevoke revokes a token in the addressed repository; the
+// unprefixed path of a daemon of several revokes it in every repository
+// the admin token may use.
 func (s *Server) handleAdminRevoke(c echo.Context) error {
-	svc, err := s.repository(c)
-	if err != nil {
-		return err
-	}
 	name, err := url.PathUnescape(c.Param("name")) // echo leaves escapes in when the path has them
 	if err != nil {
 		return service.Refuse(service.Invalid, "bad token name in the path")
 	}
-	out, err := svc.Revoke(ctxOf(c), name, identity(c).DisplayName())
-	if err != nil {
-		return err
+	id := identity(c)
+	repos := []string{repositoryOf(c)}
+	if repos[0] == "" && !s.catalog.Single() {
+		if repos = s.catalog.Visible(id); len(repos) == 0 {
+			return service.Refuse(service.Unauthenticated, "token revoked")
+		}
+	}
+	var out api.Token
+	for _, r := range repos {
+		svc, err := s.catalog.For(id, r)
+		if err != nil {
+			return err
+		}
+		if out, err = svc.Revoke(ctxOf(c), name, id.DisplayName()); err != nil {
+			return err
+		}
 	}
 	return c.JSON(http.StatusOK, out)
 }
