@@ -3,6 +3,7 @@ package repository
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/auth"
@@ -22,7 +23,7 @@ const promoteBatch = 1024
 // signing with this repository's keys, hooks, the atomic publish). The
 // source's detached metadata (its signatures) stays in the source: each
 // repository's commits carry its own signatures only. A refusal after the
-// session is made aborts it.
+// session is made, or a failure, aborts it.
 func (s *Service) Promote(ctx context.Context, id auth.Identity, from service.Repository, req api.PromoteRequest) (api.Session, error) {
 	src, ok := from.(*Service)
 	if !ok {
@@ -30,6 +31,14 @@ func (s *Service) Promote(ctx context.Context, id auth.Identity, from service.Re
 	}
 	if req.To == "" {
 		req.To = req.Ref
+	}
+	if err := store.ValidateRef(req.To); err != nil {
+		return api.Session{}, refuse(service.Invalid, "ref %q: %v", req.To, err)
+	}
+	if !id.AllowsRef(req.To) {
+		e := refuse(service.Forbidden, "token %s may not push ref %s", id.DisplayName(), req.To)
+		e.Body.Ref = req.To
+		return api.Session{}, e
 	}
 	if err := store.ValidateRef(req.Ref); err != nil {
 		return api.Session{}, refuse(service.Invalid, "ref %q: %v", req.Ref, err)
@@ -53,24 +62,40 @@ func (s *Service) Promote(ctx context.Context, id auth.Identity, from service.Re
 		e.Body.Ref = req.Ref
 		return api.Session{}, e
 	}
-	sess, _, err := s.CreateSession(ctx, id, api.SessionRequest{
-		Refs: []api.RefUpdate{{Name: req.To, New: sum.String()}}, Force: req.Force, DryRun: req.DryRun})
+	// The destination's ref as it is now: the update rule and the
+	// publish's compare-and-swap judge the move from it.
+	update := api.RefUpdate{Name: req.To, New: sum.String()}
+	cur, has, err := s.repo.ResolveRef(ctx, req.To)
+	if err != nil {
+		return api.Session{}, err
+	}
+	var old *object.Checksum
+	if has {
+		update.Old, old = cur.String(), &cur
+	}
+	if has && cur == sum {
+		return api.Session{State: api.StatePublished, Refs: []api.RefUpdate{update},
+			Result: fmt.Sprintf("up to date: %s already points at %s", req.To, sum)}, nil
+	}
+	sess, _, err := s.CreateSession(ctx, id, api.SessionRequest{Refs: []api.RefUpdate{update}, Force: req.Force, DryRun: req.DryRun})
 	if err != nil || req.DryRun {
 		return sess, err
 	}
-	out, err := s.promote(ctx, id, src, sess.ID, sum)
+	out, err := s.promote(ctx, id, src, sess.ID, sum, old)
 	if err != nil {
-		if _, refused := service.AsError(err); refused {
-			if aerr := s.Abort(ctx, id, sess.ID); aerr != nil {
-				s.log.Warn("promote: cannot abort the refused session", "session", sess.ID, "err", aerr)
-			}
+		if aerr := s.Abort(ctx, id, sess.ID); aerr != nil {
+			s.log.Warn("promote: cannot abort the failed session", "session", sess.ID, "err", aerr)
 		}
 		return out, err
 	}
 	return out, nil
 }
 
-func (s *Service) promote(ctx context.Context, id auth.Identity, src *Service, sid string, sum object.Checksum) (api.Session, error) {
+// maxPromoteParents bounds the parent chain a promote links, as the client
+// bounds the one it sends.
+const maxPromoteParents = 10000
+
+func (s *Service) promote(ctx context.Context, id auth.Identity, src *Service, sid string, sum object.Checksum, old *object.Checksum) (api.Session, error) {
 	// The names of the commit's objects, asked of the session in batches:
 	// it answers those production lacks.
 	var needed []string
@@ -81,18 +106,36 @@ func (s *Service) promote(ctx context.Context, id auth.Identity, src *Service, s
 		names = names[:0]
 		return err
 	}
-	err := src.repo.Walk(ctx, sum, func(n object.Name) error {
-		if n.Type == object.CommitMeta {
-			return nil
-		}
+	add := func(n object.Name) error {
 		names = append(names, n.String())
 		if len(names) == api.MaxNamesPerRequest {
 			return ask()
 		}
 		return nil
+	}
+	err := src.repo.Walk(ctx, sum, func(n object.Name) error {
+		if n.Type == object.CommitMeta { // the source's signatures stay there
+			return nil
+		}
+		return add(n)
 	})
 	if err != nil {
 		return api.Session{}, err
+	}
+	// The parent chain down to the destination's commit, as a push sends
+	// it, so that the update rule can see the history.
+	c, err := src.repo.ReadCommit(ctx, sum)
+	if err != nil {
+		return api.Session{}, err
+	}
+	for i := 0; c.Parent != nil && (old == nil || *c.Parent != *old) && i < maxPromoteParents; i++ {
+		p := *c.Parent
+		if c, err = src.repo.ReadCommit(ctx, p); err != nil {
+			break // the source does not have it: the history ends here
+		}
+		if err := add(object.Name{Sum: p, Type: object.Commit}); err != nil {
+			return api.Session{}, err
+		}
 	}
 	if err := ask(); err != nil {
 		return api.Session{}, err
@@ -101,8 +144,11 @@ func (s *Service) promote(ctx context.Context, id auth.Identity, src *Service, s
 	if err != nil {
 		return api.Session{}, err
 	}
+	w := s.verifying.worker(ctx, id.Hash)
+	defer w.Release()
 	var batch []*store.Staged
 	flush := func() error {
+		w.Release() // the sync and the journal need no slot
 		if len(batch) == 0 {
 			return nil
 		}
@@ -115,10 +161,21 @@ func (s *Service) promote(ctx context.Context, id auth.Identity, src *Service, s
 		if err != nil {
 			return api.Session{}, err
 		}
-		st, err := sp.Repo().StageLink(ctx, name, src.repo)
+		st, err := sp.Repo().StageLink(ctx, name, src.repo, s.verifyOptions(w))
 		if err != nil {
 			for _, b := range batch {
 				b.Discard()
+			}
+			var ce *object.CorruptError
+			switch {
+			case errors.As(err, &ce):
+				e := refuse(service.Unprocessable, "the source repository's %v: check it with ostree fsck", err)
+				e.Body.Object = n
+				return api.Session{}, e
+			case errors.Is(err, store.ErrNotFound):
+				e := refuse(service.Unprocessable, "the source repository lacks %s: check it with ostree fsck", n)
+				e.Body.Object, e.Body.Missing = n, []string{n}
+				return api.Session{}, e
 			}
 			return api.Session{}, err
 		}

@@ -315,6 +315,9 @@ func (s *Service) StateDir() string { return s.stateDir }
 // Path is the production repository's path.
 func (s *Service) Path() string { return s.cfg.Repo }
 
+// MaxUploadSize is the largest upload the repository accepts.
+func (s *Service) MaxUploadSize() int64 { return int64(s.cfg.MaxObjectSize) }
+
 // UploadDir is where the tus store keeps the uploads' files.
 func (s *Service) UploadDir() string { return s.tusDir }
 

@@ -57,6 +57,9 @@ type Repository interface {
 type Uploads interface {
 	// UploadDir is where the tus store keeps the uploads' files.
 	UploadDir() string
+	// MaxUploadSize is the largest upload the repository accepts (its
+	// max_object_size).
+	MaxUploadSize() int64
 	// CreateUpload authorizes a new upload and returns its ID.
 	CreateUpload(ctx context.Context, id auth.Identity, req UploadRequest) (string, error)
 	// Upload tells how to answer a tus request (method) on an existing

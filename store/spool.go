@@ -12,8 +12,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/ostree-upload/ostree-upload/store/object"
 	"golang.org/x/sys/unix"
@@ -252,37 +252,40 @@ func (r *Repo) Prune(ctx context.Context) (int, error) {
 }
 
 // StageLink stages object n of the repository from into r by a hard link
-// (a copy when the two are on different filesystems), for AdmitStaged. It
-// is not verified again: from is a production repository of the daemon,
-// whose objects were verified as they arrived.
-func (r *Repo) StageLink(ctx context.Context, n object.Name, from *Repo) (*Staged, error) {
+// (a copy when the link is refused: another filesystem, or files of
+// another user under protected_hardlinks), for AdmitStaged, and verifies
+// it with opts like an arriving object: from may have been written by
+// anyone. A corrupt object gives a *object.CorruptError; a missing one an
+// error matching ErrNotFound.
+func (r *Repo) StageLink(ctx context.Context, n object.Name, from *Repo, opts object.VerifyOptions) (*Staged, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	src := from.ObjectPath(n)
-	fi, err := os.Stat(src)
-	if err != nil {
-		return nil, fmt.Errorf("stage %s from %s: %w", n, from.Path(), err)
+	if _, err := os.Lstat(src); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("stage %s from %s: %w", n, from.Path(), ErrNotFound)
 	}
 	dir := filepath.Dir(r.ObjectPath(n))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("stage %s: %w", n, err)
 	}
-	for i := 0; ; i++ {
-		tmp := filepath.Join(dir, fmt.Sprintf("%slink-%d-%d", TempPrefix, os.Getpid(), time.Now().UnixNano()+int64(i)))
-		err = os.Link(src, tmp)
-		if errors.Is(err, os.ErrExist) && i < 3 {
-			continue
-		}
-		if errors.Is(err, syscall.EXDEV) {
-			err = copyFile(src, tmp)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("stage %s from %s: %w", n, from.Path(), err)
-		}
-		return &Staged{repo: r, tmp: tmp, Info: object.Info{Name: n, Size: fi.Size()}}, nil
+	tmp := filepath.Join(dir, fmt.Sprintf("%slink-%d-%d", TempPrefix, os.Getpid(), linkSeq.Add(1)))
+	err := os.Link(src, tmp)
+	if errors.Is(err, syscall.EXDEV) || errors.Is(err, syscall.EPERM) {
+		err = copyFile(src, tmp)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("stage %s from %s: %w", n, from.Path(), err)
+	}
+	info, err := object.VerifyFile(n, tmp, opts)
+	if err != nil {
+		os.Remove(tmp)
+		return nil, err
+	}
+	return &Staged{repo: r, tmp: tmp, Info: info}, nil
 }
+
+var linkSeq atomic.Int64
 
 // copyFile copies src to a new file dst, read-only, synced.
 func copyFile(src, dst string) error {

@@ -68,6 +68,10 @@ func printPromoted(w io.Writer, req api.PromoteRequest, s api.Session, took time
 	if src == "" {
 		src = "this repository"
 	}
+	if strings.HasPrefix(s.Result, "up to date") {
+		fmt.Fprintln(w, s.Result)
+		return
+	}
 	for _, r := range s.Refs {
 		verb := "promoted"
 		if req.DryRun {

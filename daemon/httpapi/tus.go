@@ -47,7 +47,7 @@ func (s *Server) newTus(name string, svc service.Repository) (*repoTus, error) {
 	fs.DirModePerm, fs.FileModePerm = 0o700, 0o600
 	fs.UseIn(composer)
 	memorylocker.New().UseIn(composer)
-	maxObject := int64(s.cfg.MaxObjectSize)
+	maxObject := svc.MaxUploadSize() // the repository's own max_object_size
 	h, err := handler.NewHandler(handler.Config{
 		BasePath:                   api.RepoPath(name, api.PathUploads) + "/",
 		StoreComposer:              composer,
