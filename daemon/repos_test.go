@@ -32,15 +32,19 @@ import (
 // one limited to beta.
 type twoRepos struct {
 	root, url, file string
-	all, beta       daemontest.Token
+	all, beta, ops  daemontest.Token // ops: admin and upload only, expiring in 30 minutes
 	keys            map[string]ed25519.PrivateKey
 	d               *daemon.Daemon
 }
 
-func startTwoRepos(t *testing.T) *twoRepos {
+func startTwoRepos(t *testing.T) *twoRepos { return startTwoReposWith(t, "", "") }
+
+// startTwoReposWith adds keys at the top level (top) and to beta's entry
+// (beta), each a line of YAML or "".
+func startTwoReposWith(t *testing.T, top, beta string) *twoRepos {
 	t.Helper()
 	dir := t.TempDir()
-	r := &twoRepos{root: filepath.Join(dir, "srv"), all: daemontest.NewToken(t), beta: daemontest.NewToken(t), keys: map[string]ed25519.PrivateKey{}}
+	r := &twoRepos{root: filepath.Join(dir, "srv"), all: daemontest.NewToken(t), beta: daemontest.NewToken(t), ops: daemontest.NewToken(t), keys: map[string]ed25519.PrivateKey{}}
 	if err := os.Mkdir(r.root, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -53,9 +57,13 @@ func startTwoRepos(t *testing.T) *twoRepos {
 			t.Fatal(err)
 		}
 		fmt.Fprintf(&repos, "  %s:\n    sign_keyfiles: [%s]\n", name, kf)
+		if name == "beta" && beta != "" {
+			fmt.Fprintf(&repos, "    %s\n", beta)
+		}
 	}
 	r.file = filepath.Join(dir, "ostree-upload.yaml")
 	yaml := fmt.Sprintf(`root: %s
+`+top+`
 repos:
 %stokens:
 - sha256: %s
@@ -64,7 +72,11 @@ repos:
 - sha256: %s
   name: beta-ci
   repos: [beta]
-`, r.root, repos.String(), r.all.Hash, r.beta.Hash)
+- sha256: %s
+  name: ops
+  scopes: [admin, upload]
+  expires: %s
+`, r.root, repos.String(), r.all.Hash, r.beta.Hash, r.ops.Hash, time.Now().Add(30*time.Minute).UTC().Format(time.RFC3339))
 	if err := os.WriteFile(r.file, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -250,15 +262,73 @@ func TestPromote(t *testing.T) {
 		}
 		break
 	}
-	// An older commit in beta does not go over stable's newer one.
-	old, cOld := newBuild(t, "app/old", 5, 1600000000, "app/main", "app/old")
-	storetest.MustOstree(t, "pull-local", "--repo="+filepath.Join(r.root, "beta"), old, cOld)
-	storetest.MustOstree(t, "refs", "--repo="+filepath.Join(r.root, "beta"), "--create=app/old", cOld)
-	if out, err := promote(r.all, "app/old", "--from", "beta", "--to-ref", "app/main"); err == nil {
-		t.Fatalf("an older commit promoted without --force:\n%s", out)
+	if out, err := promote(r.all, "app/main", "--from", "beta"); err != nil || !strings.Contains(out, "up to date") {
+		t.Fatalf("promote again: %v\n%s", err, out)
 	}
-	if got := strings.TrimSpace(storetest.MustOstree(t, "rev-parse", "--repo="+filepath.Join(r.root, "stable"), "app/main")); got != c {
+	// Two publishes later in beta (the one between never reaches stable),
+	// the promote is a fast-forward of stable's ref: the history between
+	// comes from beta.
+	child := func(ts int64) string {
+		tree := filepath.Join(t.TempDir(), "tree")
+		os.MkdirAll(tree, 0o755)
+		os.WriteFile(filepath.Join(tree, "f"), []byte(fmt.Sprint(ts)), 0o644)
+		return strings.TrimSpace(storetest.MustOstree(t, "commit", "--repo="+build, "--branch=app/main", "--tree=dir="+tree,
+			fmt.Sprintf("--timestamp=@%d", ts), "-s", "child", "--bind-ref=app/main"))
+	}
+	for _, ts := range []int64{1700000100, 1700000200} {
+		child(ts)
+		if out, err := r.push(t, r.all, "beta", build, "app/main"); err != nil {
+			t.Fatalf("push a child: %v\n%s", err, out)
+		}
+	}
+	c3 := strings.TrimSpace(storetest.MustOstree(t, "rev-parse", "--repo="+build, "app/main"))
+	if out, err := promote(r.all, "app/main", "--from", "beta", "--commit", c3); err != nil {
+		t.Fatalf("promote a fast-forward: %v\n%s", err, out)
+	}
+	r.published(t, "stable", "app/main", c3)
+
+	// An older, unrelated commit does not go over stable's, unless forced.
+	beta := filepath.Join(r.root, "beta")
+	old, cOld := newBuild(t, "app/old", 5, 1600000000, "app/main", "app/old")
+	storetest.MustOstree(t, "pull-local", "--repo="+beta, old, cOld)
+	storetest.MustOstree(t, "refs", "--repo="+beta, "--create=app/old", cOld)
+	if out, err := promote(r.all, "app/old", "--from", "beta", "--to-ref", "app/main"); err == nil || !strings.Contains(out, "fast-forward") {
+		t.Fatalf("an older commit promoted without --force: %v\n%s", err, out)
+	}
+	if got := strings.TrimSpace(storetest.MustOstree(t, "rev-parse", "--repo="+filepath.Join(r.root, "stable"), "app/main")); got != c3 {
 		t.Fatalf("stable moved to %s", got)
+	}
+	if out, err := promote(r.all, "app/old", "--from", "beta", "--to-ref", "app/main", "--force"); err != nil {
+		t.Fatalf("forced: %v\n%s", err, out)
+	}
+	r.published(t, "stable", "app/main", cOld)
+
+	// A source object written behind the daemon's back is verified like an
+	// arriving one: a .filez with bytes after its content is refused, and
+	// nothing moves.
+	bad, cBad := newBuild(t, "app/bad", 3, 1700000300, "app/bad")
+	storetest.MustOstree(t, "pull-local", "--repo="+beta, bad, cBad)
+	storetest.MustOstree(t, "refs", "--repo="+beta, "--create=app/bad", cBad)
+	for _, n := range daemontest.Objects(t, bad, cBad, "") {
+		if n.Type == object.File {
+			f, err := os.OpenFile(filepath.Join(beta, n.RelPath()), os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Write([]byte("junk"))
+			f.Close()
+			break
+		}
+	}
+	if out, err := promote(r.all, "app/bad", "--from", "beta"); err == nil || !strings.Contains(out, "fsck") {
+		t.Fatalf("a corrupt source object: %v\n%s", err, out)
+	}
+	if _, err := exec.Command("ostree", "rev-parse", "--repo="+filepath.Join(r.root, "stable"), "app/bad").Output(); err == nil {
+		t.Fatal("stable got app/bad")
+	}
+	var sessions []api.AdminSession
+	if st := r.get(t, r.all, "/stable"+api.PathAdmin+"/sessions", &sessions); st != 200 || len(sessions) != 0 {
+		t.Fatalf("open sessions after the refused promote: %d %+v", st, sessions)
 	}
 }
 
@@ -319,9 +389,56 @@ func TestMintedTokens(t *testing.T) {
 		t.Fatalf("token from tokens create: %d %+v", st, info.Token)
 	}
 	cfg, err := config.Load(r.file)
-	if err != nil || len(cfg.Tokens) != 4 || cfg.Tokens[2].Name != "job-1" || strings.Contains(mustRead(t, r.file), m.Secret) {
+	if err != nil || len(cfg.Tokens) != 5 || cfg.Tokens[3].Name != "job-1" || cfg.Tokens[3].MintedBy != r.all.Hash || strings.Contains(mustRead(t, r.file), m.Secret) {
 		t.Fatalf("the configuration file after minting: %v %+v", err, cfg)
 	}
+	// A minted token is no wider than its maker: ops has no publish scope
+	// and expires in half an hour.
+	if st, _ := mint(r.ops, `{"scopes":["publish"]}`); st != 403 {
+		t.Errorf("ops minting publish: %d", st)
+	}
+	st, opsJob := mint(r.ops, `{"scopes":["upload"],"expires_in":86400}`)
+	if st != 201 || opsJob.Expires == nil || time.Until(*opsJob.Expires) > 31*time.Minute {
+		t.Fatalf("ops minting for a day: %d %+v", st, opsJob)
+	}
+	// ops revoked in beta: it mints nothing that reaches beta, and what it
+	// minted is refused there (not in stable).
+	del := func(path string) int {
+		req, _ := http.NewRequest("DELETE", r.url+path, nil)
+		req.Header.Set("Authorization", "Bearer "+r.all.Secret)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if st := del("/beta" + api.PathAdmin + "/tokens/ops"); st != 200 {
+		t.Fatalf("revoke ops in beta: %d", st)
+	}
+	for _, body := range []string{`{"scopes":["upload"]}`, `{"scopes":["upload"],"repos":["beta"]}`} {
+		if st, _ := mint(r.ops, body); st != 401 {
+			t.Errorf("revoked ops minting %s: %d", body, st)
+		}
+	}
+	opsTok := daemontest.Token{Secret: opsJob.Secret}
+	if st := r.get(t, opsTok, "/beta"+api.PathInfo, nil); st != 401 {
+		t.Errorf("ops's token in beta after ops's revocation: %d", st)
+	}
+	if st := r.get(t, opsTok, "/stable"+api.PathInfo, nil); st != 200 {
+		t.Errorf("ops's token in stable: %d", st)
+	}
+	// The daemon's own path revokes in every repository.
+	if st := del(api.PathAdmin + "/tokens/ops"); st != 200 {
+		t.Fatalf("revoke ops everywhere: %d", st)
+	}
+	if st := r.get(t, r.ops, api.PathInfo, nil); st != 401 {
+		t.Errorf("ops's info after revocation everywhere: %d", st)
+	}
+	if st := r.get(t, opsTok, "/stable"+api.PathInfo, nil); st != 401 {
+		t.Errorf("ops's token in stable after ops's revocation there: %d", st)
+	}
+
 	// Revocation works on it as on the others.
 	req, _ := http.NewRequest("DELETE", r.url+"/beta"+api.PathAdmin+"/tokens/job-1", nil)
 	req.Header.Set("Authorization", "Bearer "+r.all.Secret)
@@ -457,5 +574,49 @@ tokens:
 	}
 	if got := strings.TrimSpace(storetest.MustOstree(t, "rev-parse", "--repo="+filepath.Join(root, "foo"), "app/main")); got != c {
 		t.Fatalf("foo moved to %s", got)
+	}
+}
+
+// A repository's own limits hold on every path, tus included.
+func TestRepositoryLimitsApplyToTus(t *testing.T) {
+	t.Parallel()
+	r := startTwoReposWith(t, "max_object_size: 1KiB", "max_object_size: 1MiB")
+	for repo, want := range map[string]string{"beta": "1048576", "stable": "1024"} {
+		req, _ := http.NewRequest("OPTIONS", r.url+"/"+repo+api.PathUploads+"/", nil)
+		req.Header.Set("Authorization", "Bearer "+r.all.Secret)
+		req.Header.Set("Tus-Resumable", "1.0.0")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if got := res.Header.Get("Tus-Max-Size"); got != want {
+			t.Errorf("%s: Tus-Max-Size %q, want %s", repo, got, want)
+		}
+		var info api.Info
+		if st := r.get(t, r.all, "/"+repo+api.PathInfo, &info); st != 200 || fmt.Sprint(info.Limits.MaxObjectSize) != want {
+			t.Errorf("%s: info limits %+v", repo, info.Limits)
+		}
+	}
+}
+
+// A repository inside another's own directories is refused: libostree
+// would take its files for the other's refs or objects.
+func TestRepositoryInsideAnotherRefused(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	root := filepath.Join(dir, "srv")
+	os.Mkdir(root, 0o755)
+	file := filepath.Join(dir, "c.yaml")
+	os.WriteFile(file, []byte("root: "+root+"\nrepos:\n  beta: {}\n  beta/refs/heads/x: {}\n"), 0o600)
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := daemon.New(context.Background(), cfg, nil, "test"); err == nil || !strings.Contains(err.Error(), "inside repository \"beta\"'s refs/") {
+		t.Fatalf("a repository in another's refs/: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "beta")); err == nil {
+		t.Fatal("beta was created before the refusal")
 	}
 }
