@@ -14,6 +14,7 @@ import (
 // most a time slice per step, however many slots it could otherwise fill.
 type fairShare struct {
 	slice time.Duration
+	slots int // how many there are
 
 	mu      sync.Mutex
 	free    int
@@ -22,7 +23,7 @@ type fairShare struct {
 }
 
 func newFairShare(slots int, slice time.Duration) *fairShare {
-	return &fairShare{slice: slice, free: slots, waiting: map[string][]chan struct{}{}}
+	return &fairShare{slice: slice, slots: slots, free: slots, waiting: map[string][]chan struct{}{}}
 }
 
 // acquire takes a slot for owner, waiting for its turn.

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/auth"
 	"github.com/ostree-upload/ostree-upload/service"
+	"github.com/ostree-upload/ostree-upload/spool"
 	"github.com/ostree-upload/ostree-upload/store"
 	"github.com/ostree-upload/ostree-upload/store/object"
 )
@@ -144,49 +146,105 @@ func (s *Service) promote(ctx context.Context, id auth.Identity, src *Service, s
 	if err != nil {
 		return api.Session{}, err
 	}
-	w := s.verifying.worker(ctx, id.Hash)
-	defer w.Release()
-	var batch []*store.Staged
-	flush := func() error {
-		w.Release() // the sync and the journal need no slot
-		if len(batch) == 0 {
-			return nil
-		}
-		err := sp.AdmitStaged(ctx, sid, batch)
-		batch = nil
-		return err
-	}
-	for _, n := range needed {
-		name, err := object.ParseName(n)
-		if err != nil {
-			return api.Session{}, err
-		}
-		st, err := sp.Repo().StageLink(ctx, name, src.repo, s.verifyOptions(w))
-		if err != nil {
-			for _, b := range batch {
-				b.Discard()
-			}
-			var ce *object.CorruptError
-			switch {
-			case errors.As(err, &ce):
-				e := refuse(service.Unprocessable, "the source repository's %v: check it with ostree fsck", err)
-				e.Body.Object = n
-				return api.Session{}, e
-			case errors.Is(err, store.ErrNotFound):
-				e := refuse(service.Unprocessable, "the source repository lacks %s: check it with ostree fsck", n)
-				e.Body.Object, e.Body.Missing = n, []string{n}
-				return api.Session{}, e
-			}
-			return api.Session{}, err
-		}
-		if batch = append(batch, st); len(batch) == promoteBatch {
-			if err := flush(); err != nil {
-				return api.Session{}, err
-			}
-		}
-	}
-	if err := flush(); err != nil {
+	if err := s.linkAll(ctx, id, sp, sid, src, needed); err != nil {
 		return api.Session{}, err
 	}
 	return s.Commit(ctx, id, sid, false)
+}
+
+// linkAll stages the needed objects from src into the token's spool,
+// verifying them on as many workers as there are verification slots (each
+// taking its turn in them), and admits them in batches of promoteBatch.
+func (s *Service) linkAll(ctx context.Context, id auth.Identity, sp *spool.Spool, sid string, src *Service, needed []string) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	names := make(chan string)
+	staged := make(chan *store.Staged)
+	var wg sync.WaitGroup
+	for range s.verifying.slots {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := s.verifying.worker(ctx, id.Hash)
+			defer w.Release()
+			for n := range names {
+				st, err := s.stageFrom(ctx, sp, src, n, w)
+				if err != nil {
+					cancel(err)
+					return
+				}
+				select {
+				case staged <- st:
+				case <-ctx.Done():
+					st.Discard()
+					return
+				}
+			}
+		}()
+	}
+	go func() {
+		defer close(names)
+		for _, n := range needed {
+			select {
+			case names <- n:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	go func() { wg.Wait(); close(staged) }()
+
+	var batch []*store.Staged
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := sp.AdmitStaged(ctx, sid, batch) // discards what it does not admit
+		batch = nil
+		return err
+	}
+	for st := range staged {
+		if context.Cause(ctx) != nil {
+			st.Discard()
+			continue
+		}
+		if batch = append(batch, st); len(batch) == promoteBatch {
+			if err := flush(); err != nil {
+				cancel(err)
+			}
+		}
+	}
+	if err := context.Cause(ctx); err != nil {
+		for _, b := range batch {
+			b.Discard()
+		}
+		return err
+	}
+	return flush()
+}
+
+// stageFrom stages one needed object of src, refusing a corrupt or
+// missing one with what to do.
+func (s *Service) stageFrom(ctx context.Context, sp *spool.Spool, src *Service, n string, w *worker) (*store.Staged, error) {
+	name, err := object.ParseName(n)
+	if err != nil {
+		return nil, err
+	}
+	st, err := sp.Repo().StageLink(ctx, name, src.repo, s.verifyOptions(w))
+	w.Release() // between objects, others may take the slot
+	if err == nil {
+		return st, nil
+	}
+	var ce *object.CorruptError
+	switch {
+	case errors.As(err, &ce):
+		e := refuse(service.Unprocessable, "the source repository's %v: check it with ostree fsck", err)
+		e.Body.Object = n
+		return nil, e
+	case errors.Is(err, store.ErrNotFound):
+		e := refuse(service.Unprocessable, "the source repository lacks %s: check it with ostree fsck", n)
+		e.Body.Object, e.Body.Missing = n, []string{n}
+		return nil, e
+	}
+	return nil, err
 }
