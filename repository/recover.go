@@ -169,15 +169,40 @@ func (s *Service) finishIntent(ctx context.Context, in journal.Intent) error {
 	return s.journal.DeleteIntent(ctx, sess.ID)
 }
 
-// sweepSpools deletes spool files the journal does not know (see
-// spool.Set.Sweep), keeping those unjudged uploads may still claim.
+// sweepSpools judges the spool files the journal does not know (see
+// spool.Set.Sweep): those an open session of their token still wants are
+// verified again and kept, the others deleted, keeping those unjudged
+// uploads may still claim.
 func (s *Service) sweepSpools(ctx context.Context) error {
 	claimed, err := s.claimedBySpoolOwner(ctx)
 	if err != nil {
 		s.log.Warn("not sweeping spools: cannot read uploads", "err", err)
 		return nil // when in doubt, keep every file
 	}
-	return s.spools.Sweep(ctx, claimed)
+	live, err := s.journal.LiveSessions(ctx)
+	if err != nil {
+		return err
+	}
+	want := func(ctx context.Context, owner string, n object.Name) (string, bool) {
+		for _, sess := range live {
+			if sess.Owner != owner || sess.State != journal.StateOpen {
+				continue
+			}
+			st, err := s.journal.ObjectState(ctx, sess.ID, n.String())
+			if err == nil && (st == journal.ObjWanted || st == journal.ObjReceived) {
+				return sess.ID, true
+			}
+		}
+		return "", false
+	}
+	verify := func(n object.Name, path string) (object.Info, error) {
+		return object.VerifyFile(n, path, object.VerifyOptions{MaxContentSize: int64(s.cfg.MaxObjectSize)})
+	}
+	kept, err := s.spools.Sweep(ctx, claimed, want, verify)
+	if kept > 0 {
+		s.metrics.verified.Add(float64(kept))
+	}
+	return err
 }
 
 // claimedBySpoolOwner lists, as "<owner>/<object>", the objects that

@@ -11,7 +11,10 @@
 //     are unlinked, under the write lock, so that no admission of the same
 //     object interleaves;
 //   - sweeping, at start-up: a file the journal does not know is a crash's
-//     leftover and goes.
+//     leftover (renamed in but not journaled, or staged by a pack); when an
+//     open session of its token still wants the object and the file
+//     verifies against its name, it is kept and journaled, as on arrival;
+//     otherwise it goes.
 package spool
 
 import (
@@ -24,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 
 	"github.com/ostree-upload/ostree-upload/internal/failpoint"
@@ -95,47 +99,136 @@ func (s *Set) Close() error {
 	return errors.Join(errs...)
 }
 
-// Sweep deletes the spool files the journal does not know: left by a crash
-// between a rename into the spool and its journal entry, and staged pack
-// entries. claimed names, as "<owner>/<object>", files that unjudged
+// Wanted names the open session of owner that still wants object n, if any
+// (see Sweep).
+type Wanted func(ctx context.Context, owner string, n object.Name) (session string, ok bool)
+
+// Sweep judges the spool files the journal does not know, left by a crash
+// between a rename into the spool and its journal entry, or staged by a
+// pack: a content-addressed object that an open session of the spool's
+// token still wants (want) and that verify accepts is renamed into place,
+// made durable and journaled as verified in that session, so that its
+// bytes need not cross the network again; every other such file is
+// deleted. claimed names, as "<owner>/<object>", files that unjudged
 // uploads may still claim. Call it only at start-up, before anything is
-// admitted.
-func (s *Set) Sweep(ctx context.Context, claimed map[string]bool) error {
+// admitted. It returns how many objects it kept.
+func (s *Set) Sweep(ctx context.Context, claimed map[string]bool, want Wanted, verify func(n object.Name, path string) (object.Info, error)) (int, error) {
 	owners, err := os.ReadDir(s.dir)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	kept := 0
 	for _, o := range owners {
 		if !ownerRE.MatchString(o.Name()) {
 			continue
 		}
-		root := filepath.Join(s.dir, o.Name())
-		// Objects a pack staged when the daemon stopped.
-		staged, _ := filepath.Glob(filepath.Join(root, "objects", "*", store.TempPrefix+"*"))
-		for _, p := range staged {
-			os.Remove(p)
-		}
-		err := filepath.WalkDir(filepath.Join(root, "objects"), func(p string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
-				return err
-			}
-			rel, _ := filepath.Rel(root, p)
-			name, err := object.ParsePath(filepath.ToSlash(rel))
-			if err != nil {
-				return nil
-			}
-			has, err := s.j.SpoolHas(ctx, o.Name(), name.String())
-			if err != nil || has || claimed[o.Name()+"/"+name.String()] {
-				return err
-			}
-			s.log.Info("deleting spool object unknown to the journal", "object", name)
-			return os.Remove(p)
-		})
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
+		n, err := s.sweepOwner(ctx, o.Name(), claimed, want, verify)
+		kept += n
+		if err != nil {
+			return kept, err
 		}
 	}
-	return nil
+	return kept, nil
+}
+
+func (s *Set) sweepOwner(ctx context.Context, owner string, claimed map[string]bool, want Wanted, verify func(object.Name, string) (object.Info, error)) (int, error) {
+	root := filepath.Join(s.dir, owner)
+	type found struct {
+		name   object.Name
+		path   string
+		staged bool
+	}
+	var files []found
+	err := filepath.WalkDir(filepath.Join(root, "objects"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if n, ok := store.StagedName(d.Name()); ok {
+			files = append(files, found{n, p, true})
+			return nil
+		}
+		if strings.HasPrefix(d.Name(), store.TempPrefix) {
+			files = append(files, found{object.Name{}, p, true}) // no name: goes
+			return nil
+		}
+		rel, _ := filepath.Rel(root, p)
+		n, err := object.ParsePath(filepath.ToSlash(rel))
+		if err != nil {
+			return nil
+		}
+		has, err := s.j.SpoolHas(ctx, owner, n.String())
+		if err != nil || has || claimed[owner+"/"+n.String()] {
+			return err
+		}
+		files = append(files, found{n, p, false})
+		return nil
+	})
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var sp *Spool
+	keep := map[string][]journal.VerifiedObject{} // by session
+	seen := map[object.Name]bool{}
+	for _, f := range files {
+		session, ok := "", f.name != (object.Name{}) && f.name.Type != object.CommitMeta && !seen[f.name]
+		if ok && f.staged {
+			// A staged copy of an object the spool already has adds nothing.
+			if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(f.name.RelPath()))); err == nil {
+				ok = false
+			}
+		}
+		if ok {
+			session, ok = want(ctx, owner, f.name)
+		}
+		var info object.Info
+		if ok {
+			var err error
+			if info, err = verify(f.name, f.path); err != nil {
+				s.log.Info("deleting a spool object that does not verify", "object", f.name, "err", err)
+				ok = false
+			}
+		}
+		if ok && sp == nil {
+			var err error
+			if sp, err = s.For(ctx, owner); err != nil {
+				return 0, err
+			}
+		}
+		if ok && f.staged {
+			if err := sp.repo.AdoptStaged(f.path, f.name); err != nil {
+				return 0, err
+			}
+		}
+		if !ok {
+			if !f.staged {
+				s.log.Info("deleting spool object unknown to the journal", "object", f.name)
+			}
+			if err := os.Remove(f.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return 0, err
+			}
+			continue
+		}
+		seen[f.name] = true
+		keep[session] = append(keep[session], journal.VerifiedObject{Name: f.name.String(), Size: info.Size})
+	}
+	if len(keep) == 0 {
+		return 0, nil
+	}
+	if err := sp.repo.Sync(ctx); err != nil {
+		return 0, err
+	}
+	kept := 0
+	for session, vs := range keep {
+		if err := s.j.MarkVerifiedMany(ctx, session, owner, vs); err != nil {
+			return kept, err
+		}
+		kept += len(vs)
+		s.log.Info("kept verified spool objects a crash left unjournaled", "session", session, "objects", len(vs))
+	}
+	return kept, nil
 }
 
 // Spool is one token's verified objects.

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 
@@ -75,10 +76,10 @@ func (r *Repo) Stage(ctx context.Context, n object.Name, src io.Reader, size int
 	// The temporary file lives beside its final name: the rename stays in
 	// one directory, and the inode is allocated where it will stay.
 	dir := filepath.Dir(r.ObjectPath(n))
-	f, err := os.CreateTemp(dir, TempPrefix+"*")
+	f, err := os.CreateTemp(dir, TempPrefix+n.String()+"-*")
 	if errors.Is(err, os.ErrNotExist) {
 		if err = os.MkdirAll(dir, 0o755); err == nil {
-			f, err = os.CreateTemp(dir, TempPrefix+"*")
+			f, err = os.CreateTemp(dir, TempPrefix+n.String()+"-*")
 		}
 	}
 	if err != nil {
@@ -132,9 +133,34 @@ func (st *Staged) Commit() error {
 func (st *Staged) Discard() { os.Remove(st.tmp) }
 
 // TempPrefix starts the names of Stage's temporary files, which live in the
-// objects/xx/ directory of their object: any left by a crash may be deleted
-// while nothing is staged.
+// objects/xx/ directory of their object and are named TempPrefix, the
+// object's name, "-" and a random part (see StagedName): one left by a
+// crash may be verified again and kept, or deleted, while nothing is
+// staged.
 const TempPrefix = "put-"
+
+// StagedName is the object a file name of Stage's (or StageLink's) names.
+func StagedName(file string) (object.Name, bool) {
+	rest, ok := strings.CutPrefix(file, TempPrefix)
+	if !ok {
+		return object.Name{}, false
+	}
+	name, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return object.Name{}, false
+	}
+	n, err := object.ParseName(name)
+	return n, err == nil
+}
+
+// AdoptStaged renames a staged file (see StagedName) left by a crash into its
+// object's place in r; like Staged.Commit, nothing is synced.
+func (r *Repo) AdoptStaged(path string, n object.Name) error {
+	if err := os.Rename(path, r.ObjectPath(n)); err != nil {
+		return fmt.Errorf("adopt %s: %w", n, err)
+	}
+	return nil
+}
 
 // writeErr passes writes to w and remembers the first failure, so that a
 // full disk is not mistaken for a corrupt object.
@@ -269,7 +295,7 @@ func (r *Repo) StageLink(ctx context.Context, n object.Name, from *Repo, opts ob
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("stage %s: %w", n, err)
 	}
-	tmp := filepath.Join(dir, fmt.Sprintf("%slink-%d-%d", TempPrefix, os.Getpid(), linkSeq.Add(1)))
+	tmp := filepath.Join(dir, fmt.Sprintf("%s%s-link-%d-%d", TempPrefix, n, os.Getpid(), linkSeq.Add(1)))
 	err := os.Link(src, tmp)
 	if errors.Is(err, syscall.EXDEV) || errors.Is(err, syscall.EPERM) {
 		err = copyFile(src, tmp)
