@@ -4,12 +4,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
+	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
 
@@ -66,7 +69,7 @@ func waitKilled(t testing.TB, p *daemontest.Proc) {
 func TestKill9AtEveryStep(t *testing.T) {
 	t.Parallel()
 	updates := []api.RefUpdate{{Name: "main", New: fx.a}, {Name: "other", New: fx.c}}
-	for _, fp := range []string{"before-verdict", "after-adopt", "after-intent", "after-refs", "after-summary", "before-intent-done"} {
+	for _, fp := range []string{"before-verdict", "after-adopt", "after-intent", "publish-between-objects", "publish-before-refs", "after-refs", "after-summary", "before-intent-done"} {
 		t.Run(fp, func(t *testing.T) {
 			e := newEnv(t)
 			p := e.StartProcess(fx.bin, fp)
@@ -74,8 +77,10 @@ func TestKill9AtEveryStep(t *testing.T) {
 				t.Fatalf("push succeeded through failpoint %s", fp)
 			}
 			waitKilled(t, p)
-			// Never half: both refs old (absent) or both new.
+			// Never half: both refs old (absent) or both new, and no
+			// commit object without its tree, before any restart.
 			if _, err := os.Stat(filepath.Join(e.Repo, "config")); err == nil {
+				storetest.MustOstree(t, "fsck", "--repo="+e.Repo)
 				refs := e.Refs()
 				if !(len(refs) == 0 || refs["main"] == fx.a && refs["other"] == fx.c) {
 					t.Fatalf("after kill at %s refs are %v", fp, refs)
@@ -100,4 +105,64 @@ func TestKill9AtEveryStep(t *testing.T) {
 			e.CheckPublished(map[string]string{"main": fx.a, "other": fx.c})
 		})
 	}
+}
+
+// Objects a crash left verified in a token's spool but not journaled (a
+// rename before its journal entry, or a pack's staged entry) are evidence,
+// not garbage: at the next start, those an open session still wants and
+// that verify against their names are kept and count as received; a staged
+// file that does not verify goes.
+func TestRestartKeepsVerifiedSpoolObjects(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.Start()
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	all := objectsOf(t, fx.a, "")
+	needed := e.need(e.Tok, s.ID, all)
+	var files []object.Name
+	for _, n := range needed {
+		if name, _ := object.ParseName(n); name.Type == object.File && len(files) < 3 {
+			files = append(files, name)
+		}
+	}
+	if len(files) < 3 {
+		t.Fatalf("%d file objects needed", len(files))
+	}
+	e.Stop()
+	spool := filepath.Join(e.State, "spools", e.Tok.Hash)
+	put := func(n object.Name, file string, data []byte) {
+		p := filepath.Join(spool, filepath.Dir(filepath.FromSlash(n.RelPath())), file)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o444); err != nil {
+			t.Fatal(err)
+		}
+	}
+	renamed, staged, corrupt := files[0], files[1], files[2]
+	put(renamed, filepath.Base(renamed.RelPath()), objectBytes(t, renamed))
+	put(staged, store.TempPrefix+staged.String()+"-123", objectBytes(t, staged))
+	put(corrupt, store.TempPrefix+corrupt.String()+"-456", append(objectBytes(t, corrupt), "junk"...))
+	e.Start()
+	still := e.need(e.Tok, s.ID, all)
+	for _, kept := range []object.Name{renamed, staged} {
+		if slices.Contains(still, kept.String()) {
+			t.Errorf("%s asked for again after the restart", kept)
+		}
+	}
+	if !slices.Contains(still, corrupt.String()) {
+		t.Errorf("the corrupt staged %s was kept", corrupt)
+	}
+	if len(still) != len(needed)-2 {
+		t.Errorf("%d objects still needed of %d", len(still), len(needed))
+	}
+	left, _ := filepath.Glob(filepath.Join(spool, "objects", "*", store.TempPrefix+"*"))
+	if len(left) != 0 {
+		t.Errorf("staged files left: %v", left)
+	}
+	if err := e.uploadAll(e.Tok, s.ID, still); err != nil {
+		t.Fatal(err)
+	}
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil), 200)
+	e.CheckPublished(map[string]string{"main": fx.a})
 }

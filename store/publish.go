@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"unsafe"
 
+	"github.com/ostree-upload/ostree-upload/internal/failpoint"
 	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
@@ -144,17 +145,37 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 		return err
 	}
 	defer txn.abort()
+	// Imports land in objects/ at once, not at the transaction's commit:
+	// every other object goes first and the commit objects last, so that
+	// a commit object is never there without its whole tree (a crash in
+	// between leaves only unreferenced objects, which prune removes).
+	var commits []object.Name
+	imported := 0
 	for i, u := range updates {
 		importMissing := func(n object.Name) error {
 			has, err := r.HasObject(ctx, n)
 			if err != nil || has {
 				return err
 			}
+			if n.Type == object.Commit {
+				commits = append(commits, n)
+				return nil
+			}
+			if imported++; imported == 2 {
+				failpoint.Hit("publish-between-objects")
+			}
 			return txn.importFrom(ctx, spool, n)
 		}
 		if err := missing(ctx, both, u.New, bases[i], importMissing); err != nil {
 			return fmt.Errorf("publish %s: import: %w", u.Ref, err)
 		}
+	}
+	for _, n := range commits {
+		if err := txn.importFrom(ctx, spool, n); err != nil {
+			return fmt.Errorf("publish: import: %w", err)
+		}
+	}
+	for i, u := range updates {
 		if err := missing(ctx, r, u.New, bases[i], nil); err != nil {
 			return fmt.Errorf("publish %s: after import: %w", u.Ref, err)
 		}
@@ -172,6 +193,7 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 	for _, u := range updates {
 		txn.setRef(u.Ref, u.New)
 	}
+	failpoint.Hit("publish-before-refs")
 	return txn.commit(ctx)
 }
 
