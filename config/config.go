@@ -53,6 +53,7 @@ const (
 	DefaultMaxConnections       = 4096
 	DefaultMaxClientConnections = 256
 	DefaultBodyTimeout          = time.Minute
+	DefaultDrainTimeout         = 10 * time.Second
 )
 
 // Config is the daemon's configuration.
@@ -67,6 +68,7 @@ type Config struct {
 	SessionTTL           Duration `yaml:"session_ttl"`                               // default 24h
 	SessionRetention     Duration `yaml:"session_retention,omitempty"`               // ended sessions are forgotten after it; default max(7 days, 7 TTLs)
 	BodyTimeout          Duration `yaml:"body_timeout" scope:"daemon"`               // a request body that sends nothing this long is dropped; default 1m
+	DrainTimeout         Duration `yaml:"drain_timeout" scope:"daemon"`              // at SIGTERM, how long pack entries and upload bytes in flight may take to land; default 10s
 	MaxObjectsPerSession int      `yaml:"max_objects_per_session"`                   // default 2000000
 	MaxObjectSize        Size     `yaml:"max_object_size"`                           // default 16 GiB
 	MaxPackSize          Size     `yaml:"max_pack_size"`                             // default 256 MiB
@@ -158,6 +160,7 @@ func Default() *Config {
 		MaxConnections:       DefaultMaxConnections,
 		MaxClientConnections: DefaultMaxClientConnections,
 		BodyTimeout:          Duration{DefaultBodyTimeout},
+		DrainTimeout:         Duration{DefaultDrainTimeout},
 		SignType:             "ed25519",
 		Update:               true,
 	}
@@ -212,6 +215,8 @@ func (c *Config) Validate() error {
 		return errors.New("session_retention must not be negative")
 	case c.BodyTimeout.Duration <= 0:
 		return errors.New("body_timeout must be positive")
+	case c.DrainTimeout.Duration <= 0:
+		return errors.New("drain_timeout must be positive")
 	case c.MaxObjectsPerSession <= 0:
 		return errors.New("max_objects_per_session must be positive")
 	case c.MaxObjectSize <= 0:
@@ -471,11 +476,11 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			default:
 				cfg.StateDir = s
 			}
-		case "session_ttl", "session_retention", "body_timeout":
+		case "session_ttl", "session_retention", "body_timeout", "drain_timeout":
 			if isNull(v) {
 				return nil
 			}
-			d := map[string]*Duration{"session_ttl": &cfg.SessionTTL, "session_retention": &cfg.SessionRetention, "body_timeout": &cfg.BodyTimeout}[key]
+			d := map[string]*Duration{"session_ttl": &cfg.SessionTTL, "session_retention": &cfg.SessionRetention, "body_timeout": &cfg.BodyTimeout, "drain_timeout": &cfg.DrainTimeout}[key]
 			if err := d.UnmarshalYAML(v); err != nil {
 				return p.errorf(v, key, "%v", err)
 			}

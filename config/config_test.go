@@ -64,6 +64,7 @@ max_connections: 100
 max_connections_per_client: 10
 session_retention: 48h
 body_timeout: 30s
+drain_timeout: 20s
 sign_type: ed25519
 sign_keyfiles: [/etc/ostree/release.key, /etc/ostree/backup.key]
 sign_verify: true
@@ -85,7 +86,7 @@ tokens:
 		Repo: "/srv/repo", Address: "127.0.0.1:9000", StateDir: "/srv/state",
 		SessionTTL: Duration{90 * time.Minute}, MaxObjectsPerSession: 1000, MaxObjectSize: 500 * 1000 * 1000,
 		MaxPackSize: 64 * MiB, MaxSessionsPerToken: 8, MaxObjectsPerToken: 5000, MaxConnections: 100, MaxClientConnections: 10,
-		SessionRetention: Duration{48 * time.Hour}, BodyTimeout: Duration{30 * time.Second}, Update: true,
+		SessionRetention: Duration{48 * time.Hour}, BodyTimeout: Duration{30 * time.Second}, DrainTimeout: Duration{20 * time.Second}, Update: true,
 		SignType: "ed25519", SignKeyfiles: []string{"/etc/ostree/release.key", "/etc/ostree/backup.key"},
 		SignVerify: true, SignTrustedKeyfile: "/etc/ostree/builders.pub",
 		Tokens: []Token{

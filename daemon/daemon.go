@@ -173,10 +173,15 @@ func samePath(repo, path string) bool {
 	return err1 == nil && err2 == nil && a == b
 }
 
-// Serve answers requests on ln until ctx is done, then shuts down
-// gracefully; verifications in progress stop at once.
+// Serve answers requests on ln until ctx is done, then drains (see
+// httpapi.Server.Serve): packs end after their entry in flight and upload
+// bodies stop, within drain_timeout; verifications left then stop.
 func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	return d.http.Serve(ctx, ln, func() {
+		for _, svc := range d.repos {
+			svc.Drain()
+		}
+	}, func() {
 		for _, svc := range d.repos {
 			svc.Stop()
 		}

@@ -42,6 +42,9 @@ func (s *Service) ReceivePack(ctx context.Context, id auth.Identity, sid string,
 	if e := openOrConflict(sess); e != nil {
 		return api.PackResult{}, e
 	}
+	if s.draining.Load() {
+		return api.PackResult{}, restarting()
+	}
 	ctx = context.WithoutCancel(ctx) // flush what arrived
 	sp, err := s.spoolFor(ctx, sess.Owner)
 	if err != nil {
@@ -200,6 +203,9 @@ func (p *packReader) read(ctx context.Context, tr *tar.Reader) error {
 		}
 		if err := p.entry(ctx, hdr, tr); err != nil {
 			return err
+		}
+		if p.s.draining.Load() {
+			return restarting() // after the entry in flight; what was read is flushed
 		}
 		p.mu.Lock()
 		full := len(p.batch) >= packFlushObjects || p.batchBytes >= packFlushBytes

@@ -78,7 +78,13 @@ type Service struct {
 	upLocks   [256]sync.Mutex // striped by upload ID (taken inside a session lock)
 	verifying *fairShare      // bounds concurrent verifications, fairly between tokens
 
-	life     context.Context // ends with Close (or Stop): background work and verifications stop
+	life context.Context // ends with Close (or Stop): background work and verifications stop
+	// drained ends at Drain: upload verdicts stop (the uploads' bytes stay
+	// and are judged at the next start), packs end after their entry in
+	// flight.
+	drained  context.Context
+	drain    context.CancelFunc
+	draining atomic.Bool
 	stop     context.CancelFunc
 	bg       sync.WaitGroup
 	closeMu  sync.Once
@@ -137,6 +143,7 @@ func Open(ctx context.Context, cfg *config.Config, env Env) (*Service, error) {
 	}
 	s := &Service{name: env.Name, cfg: cfg, log: env.Log, tokens: env.Tokens, version: env.Version, stateDir: StateDirOf(cfg)}
 	s.life, s.stop = context.WithCancel(context.Background())
+	s.drained, s.drain = context.WithCancel(s.life)
 	s.tusDir = filepath.Join(s.stateDir, "uploads")
 	var err error
 	if env.Offline {
@@ -329,6 +336,30 @@ func (s *Service) TokensChanged() { s.prepareSpools(context.Background()) }
 // keep their bytes and are judged at the next start), so that a shutdown
 // does not wait for them.
 func (s *Service) Stop() { s.stop() }
+
+// Drain begins a graceful stop: packs end after the entry in flight, with
+// what they stored journaled, and a refusal to come back (Unavailable,
+// with a Retry-After); bodies bringing upload bytes stop being read, the
+// bytes received staying in their uploads; upload verdicts in progress
+// stop. Stop then ends what is left.
+func (s *Service) Drain() {
+	s.draining.Store(true)
+	s.drain()
+}
+
+// Draining reports whether Drain was called.
+func (s *Service) Draining() bool { return s.draining.Load() }
+
+// restarting is the refusal of work cut short by a drain.
+func restarting() *service.Error {
+	e := refuse(service.Unavailable, "the daemon is restarting: what arrived is kept; resume in a moment")
+	e.RetryAfter = restartRetryAfter
+	return e
+}
+
+// restartRetryAfter is when a client cut short by a drain is told to come
+// back: about the time a supervised daemon takes to start again.
+const restartRetryAfter = 2 * time.Second
 
 // Close stops background work and releases the journal, repos and locks.
 func (s *Service) Close() error {

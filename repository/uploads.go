@@ -273,7 +273,7 @@ func (s *Service) settle(ctx context.Context, up journal.Upload) error {
 	}
 	failpoint.Hit("before-verdict")
 	start := time.Now()
-	w := s.verifying.worker(s.life, sess.Owner)
+	w := s.verifying.worker(s.drained, sess.Owner)
 	info, err := object.VerifyFile(name, path, s.verifyOptions(w))
 	w.Release()
 	s.metrics.verifySeconds.Observe(time.Since(start).Seconds())

@@ -73,6 +73,9 @@ type Uploads interface {
 	// Receiving counts a request that brings upload bytes, until done is
 	// called; RoomForBytes is then asked before each SpaceWindow bytes.
 	Receiving() (done func())
+	// Draining reports that the service is stopping gracefully: bodies
+	// bringing upload bytes should stop being read (what arrived stays).
+	Draining() bool
 	// RoomForBytes refuses (Kind NoSpace) when the next SpaceWindow bytes
 	// of every upload receiving bytes would take the filesystem below its
 	// free-space floor.

@@ -33,6 +33,7 @@ type HTTPError struct {
 	Method, Path string
 	Status       int
 	Body         api.Error
+	RetryAfter   time.Duration // from a Retry-After header in seconds; 0 = none
 }
 
 func (e *HTTPError) Error() string {
@@ -144,6 +145,9 @@ func (c *Client) UploadPath(loc string) (string, error) {
 
 var ErrStalled = errors.New("no progress on the connection")
 
+// maxRetryAfter caps how long a Retry-After makes the client wait.
+const maxRetryAfter = time.Minute
+
 // maxAnswer bounds what is read of one answer of the daemon.
 const maxAnswer = 64 << 20
 
@@ -186,6 +190,9 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader, 
 	}
 	if res.StatusCode >= 300 {
 		he := &HTTPError{Method: method, Path: path, Status: res.StatusCode}
+		if secs, err := strconv.Atoi(res.Header.Get("Retry-After")); err == nil && secs > 0 {
+			he.RetryAfter = min(time.Duration(secs)*time.Second, maxRetryAfter)
+		}
 		if json.Unmarshal(b, &he.Body) != nil || he.Body.Error == "" {
 			he.Body.Error = strings.TrimSpace(string(b[:min(len(b), 512)])) // e.g. a proxy's HTML page
 		}
@@ -293,6 +300,10 @@ func (c *Client) RetryProgress(ctx context.Context, budget time.Duration, fn fun
 		}
 		c.retries.Add(1)
 		d := wait/2 + rand.N(wait)
+		var he *HTTPError
+		if errors.As(err, &he) && he.RetryAfter > d {
+			d = he.RetryAfter // the daemon said when (a restart, a limit)
+		}
 		if c.log != nil {
 			c.log.Debug("retrying", "after", d.Round(time.Millisecond), "err", err)
 		}

@@ -68,6 +68,7 @@ func New(t testing.TB) *Env {
 	cfg.SessionTTL = config.Duration{Duration: time.Hour}
 	cfg.MaxObjectsPerSession = 100000
 	cfg.MaxObjectSize = 1 << 30
+	cfg.DrainTimeout = config.Duration{Duration: 3 * time.Second} // tests stop daemons often
 	return &Env{T: t, Repo: filepath.Join(dir, "repo"), State: filepath.Join(dir, "state"),
 		Tok: NewToken(t), Narrow: NewToken(t), Config: cfg}
 }

@@ -73,7 +73,11 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 // body as the rest of the API.
 func (s *Server) tusError(err error) error {
 	st, e := s.answer(err, "tus", "")
-	return tusAnswer(st, e.Body)
+	he := tusAnswer(st, e.Body)
+	if e.RetryAfter > 0 {
+		he.HTTPResponse.Header["Retry-After"] = strconv.Itoa(int(e.RetryAfter.Seconds()))
+	}
+	return he
 }
 
 func tusAnswer(status int, body api.Error) handler.Error {

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -54,6 +55,8 @@ type Server struct {
 	tokens  *auth.Current
 	version string
 	minter  Minter
+
+	draining atomic.Bool // a graceful stop began
 
 	echo  *echo.Echo
 	tus   map[string]*repoTus // by repository name
@@ -98,10 +101,12 @@ func New(catalog *service.Catalog, cfg *config.Config, env Env) (*Server, error)
 // Handler is the transport's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.echo }
 
-// Serve answers requests on ln until ctx is done, then shuts down
-// gracefully: new requests are refused and in-flight ones get a few
-// seconds. stopping (if set) is called as the shutdown begins.
-func (s *Server) Serve(ctx context.Context, ln net.Listener, stopping func()) error {
+// Serve answers requests on ln until ctx is done, then stops gracefully:
+// drain (if set) is called and new requests are refused (503 with a
+// Retry-After), while requests in flight get drain_timeout to end (packs
+// end after their entry in flight, upload bodies stop being read); then
+// stop (if set) is called and what is left is cut.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, drain, stop func()) error {
 	srv := &http.Server{
 		Handler:           s.echo,
 		ReadHeaderTimeout: 30 * time.Second,
@@ -119,19 +124,41 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, stopping func()) er
 		return err
 	case <-ctx.Done():
 	}
-	s.log.Info("shutting down")
-	if stopping != nil {
-		stopping()
+	s.log.Info("draining", "timeout", s.cfg.DrainTimeout.Duration)
+	s.draining.Store(true)
+	if drain != nil {
+		drain()
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout.Duration)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	err := srv.Shutdown(sctx)
+	if stop != nil {
+		stop()
+	}
+	if err != nil {
+		s.log.Warn("drain timed out: cutting the requests left", "after", time.Since(start).Round(time.Millisecond))
 		srv.Close()
+	} else {
+		s.log.Info("drained", "after", time.Since(start).Round(time.Millisecond))
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// refuseWhileDraining answers a new request during a graceful stop with
+// 503 and a Retry-After: the daemon is coming back.
+func (s *Server) refuseWhileDraining(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if s.draining.Load() {
+			e := service.Refuse(service.Unavailable, "the daemon is restarting; try again in a moment")
+			e.RetryAfter = 2 * time.Second
+			return e
+		}
+		return next(c)
+	}
 }
 
 type identityKey struct{}
@@ -154,6 +181,7 @@ func (s *Server) setupRoutes() {
 	s.setupForwarding(e)
 	e.Pre(routeRepository)
 	e.Use(s.requestLog)
+	e.Use(s.refuseWhileDraining)
 	e.Use(s.conns.perForwardedClient(s.trustedPeer))
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/ping", func(c echo.Context) error { return c.JSON(http.StatusOK, struct{}{}) })
@@ -410,6 +438,12 @@ func (s *Server) handlePack(c echo.Context) error {
 	}
 	body := &deadlineReader{r: c.Request().Body, rc: http.NewResponseController(c.Response().Writer), timeout: s.cfg.BodyTimeout.Duration}
 	out, err := svc.ReceivePack(ctxOf(c), identity(c), c.Param("id"), body)
+	if e, ok := service.AsError(err); ok && e.Kind == service.Unavailable {
+		// Cut short by a drain: close the body first, so that the server
+		// does not read (and the client not send) more of it before the
+		// answer.
+		c.Request().Body.Close()
+	}
 	if err != nil {
 		return err
 	}

@@ -178,6 +178,13 @@ type spaceReader struct {
 }
 
 func (r *spaceReader) Read(b []byte) (int, error) {
+	if r.t.svc.Draining() {
+		// A graceful stop: the bytes so far stay in the upload, and the
+		// client resumes from its offset after the restart.
+		e := service.Refuse(service.Unavailable, "the daemon is restarting: the upload keeps what arrived; resume in a moment")
+		e.RetryAfter = 2 * time.Second
+		return 0, r.t.s.tusError(e)
+	}
 	if r.left <= 0 {
 		if err := r.t.svc.RoomForBytes(); err != nil {
 			if e, ok := service.AsError(err); ok && r.object != "" {
