@@ -42,8 +42,8 @@ var faultKinds = []string{
 
 // daemonKillPoints are where a daemon-kill case kills the daemon: during
 // uploads (a byte count) or at a step of the publish.
-var daemonKillPoints = []string{"", "before-verdict", "after-adopt", "after-intent", "after-sign", "after-refs",
-	"before-summary-signature", "after-summary", "before-intent-done"}
+var daemonKillPoints = []string{"", "before-verdict", "after-adopt", "after-intent", "after-sign", "publish-between-objects",
+	"publish-before-refs", "after-refs", "before-summary-signature", "after-summary", "before-intent-done"}
 
 // faultOpts is the push every case makes: main at A plus big at E, small
 // objects in packs and E's larger files as uploads of their own.
@@ -321,6 +321,11 @@ func runFault(t *testing.T, kind string, frac float64, point string, clean, budg
 	}
 	if sent := c.up.Load(); kind != "racing-push" && sent > budget {
 		t.Errorf("%d bytes sent, budget %d (clean push %d)", sent, budget, clean)
+	}
+	// A daemon killed in the middle of the bytes keeps what it had
+	// verified: the push costs at most a tenth more than a clean one.
+	if sent := c.up.Load(); kind == "daemon-kill" && float64(sent) > 1.10*float64(clean) {
+		t.Errorf("%d bytes sent across a daemon kill at %q: %.3fx a clean push (%d), over 1.10x", sent, point, float64(sent)/float64(clean), clean)
 	}
 	t.Logf("%d objects verified, %d bytes sent (clean %d), %d observer pulls", n, c.up.Load(), clean, obs.pulls.Load())
 }
