@@ -97,10 +97,6 @@ func restartBytes(t *testing.T, sig syscall.Signal, fresh bool) float64 {
 		}
 	}
 	e.CheckPublished(map[string]string{"big": fx.E})
-	if os.Getenv("DBG") != "" {
-		b, _ := os.ReadFile(filepath.Join(filepath.Dir(e.Repo), "daemon.log"))
-		t.Logf("daemon log:\n%s", b)
-	}
 	ratio := float64(c.up.Load()) / float64(total)
 	t.Logf("%d bytes on the link for %d bytes of objects: %.3fx", c.up.Load(), total, ratio)
 	return ratio
