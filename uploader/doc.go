@@ -1,3 +1,0 @@
-// Package uploader is the push client: negotiation, parallel resumable
-// uploads, retries, progress and commit. It is not built yet.
-package uploader
