@@ -69,7 +69,7 @@ func waitKilled(t testing.TB, p *daemontest.Proc) {
 func TestKill9AtEveryStep(t *testing.T) {
 	t.Parallel()
 	updates := []api.RefUpdate{{Name: "main", New: fx.a}, {Name: "other", New: fx.c}}
-	for _, fp := range []string{"before-verdict", "after-adopt", "after-intent", "publish-between-objects", "publish-before-refs", "after-refs", "after-summary", "before-intent-done"} {
+	for _, fp := range []string{"before-verdict", "after-adopt", "after-intent", "publish-between-transactions", "publish-before-refs", "after-refs", "after-summary", "before-intent-done"} {
 		t.Run(fp, func(t *testing.T) {
 			e := newEnv(t)
 			p := e.StartProcess(fx.bin, fp)
@@ -80,6 +80,15 @@ func TestKill9AtEveryStep(t *testing.T) {
 			// Never half: both refs old (absent) or both new, and no
 			// commit object without its tree, before any restart.
 			if _, err := os.Stat(filepath.Join(e.Repo, "config")); err == nil {
+				if fp == "publish-between-transactions" {
+					// The first transaction is committed: the trees are
+					// in objects/, the commits are not.
+					trees, _ := filepath.Glob(filepath.Join(e.Repo, "objects", "*", "*.dirtree"))
+					commits, _ := filepath.Glob(filepath.Join(e.Repo, "objects", "*", "*.commit"))
+					if len(trees) == 0 || len(commits) != 0 {
+						t.Fatalf("between the transactions: %d dirtrees, %d commits in objects/", len(trees), len(commits))
+					}
+				}
 				storetest.MustOstree(t, "fsck", "--repo="+e.Repo)
 				refs := e.Refs()
 				if !(len(refs) == 0 || refs["main"] == fx.a && refs["other"] == fx.c) {
@@ -142,7 +151,21 @@ func TestRestartKeepsVerifiedSpoolObjects(t *testing.T) {
 	renamed, staged, corrupt := files[0], files[1], files[2]
 	put(renamed, filepath.Base(renamed.RelPath()), objectBytes(t, renamed))
 	put(staged, store.TempPrefix+staged.String()+"-123", objectBytes(t, staged))
+	// A crash before Stage made the file read-only: it is adopted 0444.
+	os.Chmod(filepath.Join(spool, filepath.Dir(filepath.FromSlash(staged.RelPath())), store.TempPrefix+staged.String()+"-123"), 0o600)
 	put(corrupt, store.TempPrefix+corrupt.String()+"-456", append(objectBytes(t, corrupt), "junk"...))
+	// Nobody wants an object of another commit, nor detached metadata.
+	var other object.Name
+	for _, n := range objectsOf(t, fx.c, "") {
+		if n.Type == object.File && !slices.Contains(all, n) {
+			other = n
+			break
+		}
+	}
+	put(other, store.TempPrefix+other.String()+"-789", objectBytes(t, other))
+	sumA, _ := object.ParseChecksum(fx.a)
+	meta := object.Name{Sum: sumA, Type: object.CommitMeta}
+	put(meta, store.TempPrefix+meta.String()+"-1", commitMeta(t, object.Ed25519MetaKey, "aay", edSigs(1, 1)))
 	e.Start()
 	still := e.need(e.Tok, s.ID, all)
 	for _, kept := range []object.Name{renamed, staged} {
@@ -159,6 +182,14 @@ func TestRestartKeepsVerifiedSpoolObjects(t *testing.T) {
 	left, _ := filepath.Glob(filepath.Join(spool, "objects", "*", store.TempPrefix+"*"))
 	if len(left) != 0 {
 		t.Errorf("staged files left: %v", left)
+	}
+	if fi, err := os.Stat(filepath.Join(spool, filepath.FromSlash(staged.RelPath()))); err != nil || fi.Mode().Perm() != 0o444 {
+		t.Errorf("adopted %s: %v %v", staged, fi.Mode(), err)
+	}
+	for _, gone := range []object.Name{other, meta} {
+		if _, err := os.Stat(filepath.Join(spool, filepath.FromSlash(gone.RelPath()))); err == nil {
+			t.Errorf("%s was kept", gone)
+		}
 	}
 	if err := e.uploadAll(e.Tok, s.ID, still); err != nil {
 		t.Fatal(err)

@@ -183,17 +183,18 @@ func (s *Service) sweepSpools(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	want := func(ctx context.Context, owner string, n object.Name) (string, bool) {
+	want := func(ctx context.Context, owner string, n object.Name) []string {
+		var out []string
 		for _, sess := range live {
 			if sess.Owner != owner || sess.State != journal.StateOpen {
 				continue
 			}
 			st, err := s.journal.ObjectState(ctx, sess.ID, n.String())
 			if err == nil && (st == journal.ObjWanted || st == journal.ObjReceived) {
-				return sess.ID, true
+				out = append(out, sess.ID)
 			}
 		}
-		return "", false
+		return out
 	}
 	verify := func(n object.Name, path string) (object.Info, error) {
 		return object.VerifyFile(n, path, object.VerifyOptions{MaxContentSize: int64(s.cfg.MaxObjectSize)})

@@ -99,15 +99,15 @@ func (s *Set) Close() error {
 	return errors.Join(errs...)
 }
 
-// Wanted names the open session of owner that still wants object n, if any
-// (see Sweep).
-type Wanted func(ctx context.Context, owner string, n object.Name) (session string, ok bool)
+// Wanted names the open sessions of owner that still want object n (see
+// Sweep).
+type Wanted func(ctx context.Context, owner string, n object.Name) (sessions []string)
 
 // Sweep judges the spool files the journal does not know, left by a crash
 // between a rename into the spool and its journal entry, or staged by a
-// pack: a content-addressed object that an open session of the spool's
-// token still wants (want) and that verify accepts is renamed into place,
-// made durable and journaled as verified in that session, so that its
+// pack: a content-addressed object that open sessions of the spool's
+// token still want (want) and that verify accepts is renamed into place,
+// made durable and journaled as verified in those sessions, so that its
 // bytes need not cross the network again; every other such file is
 // deleted. claimed names, as "<owner>/<object>", files that unjudged
 // uploads may still claim. Call it only at start-up, before anything is
@@ -173,7 +173,8 @@ func (s *Set) sweepOwner(ctx context.Context, owner string, claimed map[string]b
 	keep := map[string][]journal.VerifiedObject{} // by session
 	seen := map[object.Name]bool{}
 	for _, f := range files {
-		session, ok := "", f.name != (object.Name{}) && f.name.Type != object.CommitMeta && !seen[f.name]
+		var sessions []string
+		ok := f.name != (object.Name{}) && f.name.Type != object.CommitMeta && !seen[f.name]
 		if ok && f.staged {
 			// A staged copy of an object the spool already has adds nothing.
 			if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(f.name.RelPath()))); err == nil {
@@ -181,7 +182,8 @@ func (s *Set) sweepOwner(ctx context.Context, owner string, claimed map[string]b
 			}
 		}
 		if ok {
-			session, ok = want(ctx, owner, f.name)
+			sessions = want(ctx, owner, f.name)
+			ok = len(sessions) > 0
 		}
 		var info object.Info
 		if ok {
@@ -212,7 +214,9 @@ func (s *Set) sweepOwner(ctx context.Context, owner string, claimed map[string]b
 			continue
 		}
 		seen[f.name] = true
-		keep[session] = append(keep[session], journal.VerifiedObject{Name: f.name.String(), Size: info.Size})
+		for _, session := range sessions {
+			keep[session] = append(keep[session], journal.VerifiedObject{Name: f.name.String(), Size: info.Size})
+		}
 	}
 	if len(keep) == 0 {
 		return 0, nil

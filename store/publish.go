@@ -140,16 +140,19 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 		bases[i] = b
 	}
 
+	// Two transactions, so that a commit object is never in objects/
+	// without its tree: libostree stages a transaction's objects and
+	// renames them into objects/ at its commit in directory order, so the
+	// first transaction brings every other object, and the second the
+	// commit objects, their detached metadata and the refs. A crash in
+	// between leaves only unreferenced objects (prune removes them; the
+	// publish's recovery imports them again at no cost).
+	var commits []object.Name
 	txn, err := r.begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer txn.abort()
-	// Imports land in objects/ at once, not at the transaction's commit:
-	// every other object goes first and the commit objects last, so that
-	// a commit object is never there without its whole tree (a crash in
-	// between leaves only unreferenced objects, which prune removes).
-	var commits []object.Name
 	imported := 0
 	for i, u := range updates {
 		importMissing := func(n object.Name) error {
@@ -161,14 +164,22 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 				commits = append(commits, n)
 				return nil
 			}
-			if imported++; imported == 2 {
-				failpoint.Hit("publish-between-objects")
-			}
+			imported++
 			return txn.importFrom(ctx, spool, n)
 		}
 		if err := missing(ctx, both, u.New, bases[i], importMissing); err != nil {
 			return fmt.Errorf("publish %s: import: %w", u.Ref, err)
 		}
+	}
+	if imported > 0 {
+		if err := txn.commit(ctx); err != nil {
+			return err
+		}
+		failpoint.Hit("publish-between-transactions")
+		if txn, err = r.begin(ctx); err != nil {
+			return err
+		}
+		defer txn.abort()
 	}
 	for _, n := range commits {
 		if err := txn.importFrom(ctx, spool, n); err != nil {

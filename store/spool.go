@@ -156,6 +156,10 @@ func StagedName(file string) (object.Name, bool) {
 // AdoptStaged renames a staged file (see StagedName) left by a crash into its
 // object's place in r; like Staged.Commit, nothing is synced.
 func (r *Repo) AdoptStaged(path string, n object.Name) error {
+	// A crash may have come before Stage made the file read-only.
+	if err := os.Chmod(path, 0o444); err != nil {
+		return fmt.Errorf("adopt %s: %w", n, err)
+	}
 	if err := os.Rename(path, r.ObjectPath(n)); err != nil {
 		return fmt.Errorf("adopt %s: %w", n, err)
 	}

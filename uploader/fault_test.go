@@ -42,7 +42,7 @@ var faultKinds = []string{
 
 // daemonKillPoints are where a daemon-kill case kills the daemon: during
 // uploads (a byte count) or at a step of the publish.
-var daemonKillPoints = []string{"", "before-verdict", "after-adopt", "after-intent", "after-sign", "publish-between-objects",
+var daemonKillPoints = []string{"", "before-verdict", "after-adopt", "after-intent", "after-sign", "publish-between-transactions",
 	"publish-before-refs", "after-refs", "before-summary-signature", "after-summary", "before-intent-done"}
 
 // faultOpts is the push every case makes: main at A plus big at E, small

@@ -301,8 +301,13 @@ func (c *Client) RetryProgress(ctx context.Context, budget time.Duration, fn fun
 		c.retries.Add(1)
 		d := wait/2 + rand.N(wait)
 		var he *HTTPError
-		if errors.As(err, &he) && he.RetryAfter > d {
-			d = he.RetryAfter // the daemon said when (a restart, a limit)
+		if errors.As(err, &he) && he.RetryAfter > 0 {
+			// The daemon said when (a restart, a limit); the jitter keeps
+			// streams and clients from coming back all at once.
+			d = he.RetryAfter + rand.N(wait)
+		}
+		if left := budget - time.Since(firstFailure); d > left {
+			d = max(left, 0) // one last try at the end of the budget
 		}
 		if c.log != nil {
 			c.log.Debug("retrying", "after", d.Round(time.Millisecond), "err", err)

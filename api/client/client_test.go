@@ -1,11 +1,15 @@
 package client
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"testing"
+	"time"
 
 	"github.com/ostree-upload/ostree-upload/api"
 )
@@ -55,5 +59,41 @@ func TestTemporary(t *testing.T) {
 		if got := Retryable(err); got != want {
 			t.Errorf("Retryable(%v) = %v, want %v", err, got, want)
 		}
+	}
+}
+
+// A 503 with Retry-After (a daemon draining for a restart) is retried no
+// sooner than the daemon said, and the header is capped.
+func TestRetryAfterIsHonoured(t *testing.T) {
+	var calls []time.Time
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls = append(calls, time.Now())
+		if len(calls) == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte(`{}`))
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, "t", 1, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Retry(context.Background(), time.Minute, func() error { return c.JSON(context.Background(), "GET", api.PathInfo, nil, &struct{}{}) })
+	if err != nil || len(calls) != 2 {
+		t.Fatalf("%v after %d calls", err, len(calls))
+	}
+	if d := calls[1].Sub(calls[0]); d < time.Second {
+		t.Fatalf("retried after %s, Retry-After said 1 s", d)
+	}
+	he := &HTTPError{}
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "86400")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	_, _, err = c.send(context.Background(), "GET", "/", nil, 0, nil)
+	if !errors.As(err, &he) || he.RetryAfter != maxRetryAfter {
+		t.Fatalf("a day's Retry-After: %v", err)
 	}
 }

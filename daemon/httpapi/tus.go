@@ -183,6 +183,9 @@ func (r *spaceReader) Read(b []byte) (int, error) {
 		// client resumes from its offset after the restart.
 		e := service.Refuse(service.Unavailable, "the daemon is restarting: the upload keeps what arrived; resume in a moment")
 		e.RetryAfter = 2 * time.Second
+		// Closed, so that the server answers now instead of reading (and
+		// the client sending) more of the body first.
+		r.ReadCloser.Close()
 		return 0, r.t.s.tusError(e)
 	}
 	if r.left <= 0 {
@@ -190,6 +193,7 @@ func (r *spaceReader) Read(b []byte) (int, error) {
 			if e, ok := service.AsError(err); ok && r.object != "" {
 				e.Body.Object = r.object
 			}
+			r.ReadCloser.Close() // answer now (see above)
 			return 0, r.t.s.tusError(err)
 		}
 		r.left = service.SpaceWindow
