@@ -235,6 +235,8 @@ const (
 	CodeSpace          = "space"            // the repository's filesystem is at its free-space floor (507)
 	CodeMetaScope      = "commitmeta-scope" // detached metadata of a commit published under a ref the token may not push (403)
 	CodeNoRepository   = "no-repository"    // no such repository, or not one the token may use (404)
+	CodeNotNewer       = "not-newer"        // the new commit is not newer than the ref's (or, with require_ancestry, not a descendant): --force publishes it (409)
+	CodeSameContent    = "same-content"     // the new commit has the ref's tree and metadata: up to date; --force publishes it (409)
 )
 
 // Error is the body of every error response of the API.

@@ -86,6 +86,7 @@ type Config struct {
 	SignVerify         bool     `yaml:"sign_verify"`                   // refuse commits without a valid signature by a trusted key
 	SignTrustedKeyfile string   `yaml:"sign_trustedkeyfile,omitempty"` // public keys sign_verify trusts; Repositories fills in ostree-push's default
 	Update             bool     `yaml:"update"`                        // regenerate the summary after a publish; default true
+	RequireAncestry    bool     `yaml:"require_ancestry"`              // a ref moves only to a descendant of its commit (else: to any newer commit); default false
 	UpdateHook         Command  `yaml:"update_hook,omitempty"`         // run instead of the built-in update
 	// TrustedProxies are the addresses (IPs or CIDRs) whose X-Forwarded-*
 	// and Forwarded headers are believed; from anyone else they are dropped.
@@ -597,6 +598,8 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			cfg.UpdateHook = argv
 		case "sign_verify":
 			return p.boolean(v, key, &cfg.SignVerify)
+		case "require_ancestry":
+			return p.boolean(v, key, &cfg.RequireAncestry)
 		case "trusted_proxies":
 			if isNull(v) {
 				return nil

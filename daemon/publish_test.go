@@ -345,16 +345,17 @@ func TestRefusalsChangeNothing(t *testing.T) {
 	if !strings.Contains(string(r.body), "moved") {
 		t.Fatalf("CAS refusal says %s", r.body)
 	}
-	// Not a fast-forward: B -> A (A is older, an ancestor), and B -> D (unrelated).
-	for _, newc := range []string{fx.a, fx.d} {
+	// Older than the ref's commit: B -> A (an ancestor). (B -> D, unrelated
+	// and newer, would move: see TestUpdateRule.)
+	for _, newc := range []string{fx.a} {
 		s := e.session(e.Tok, []api.RefUpdate{{Name: "main", Old: fx.b, New: newc}}, false)
 		if err := e.uploadAll(e.Tok, s.ID, e.need(e.Tok, s.ID, objectsOf(t, newc, ""))); err != nil {
 			t.Fatal(err)
 		}
 		r = e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
 		want(t, r, 409)
-		if !strings.Contains(string(r.body), "fast-forward") {
-			t.Fatalf("non-fast-forward refusal says %s", r.body)
+		if apiError(t, r).Code != api.CodeNotNewer || !strings.Contains(string(r.body), "--force") {
+			t.Fatalf("refusal of an older commit says %s", r.body)
 		}
 	}
 	if got := e.Refs(); fmt.Sprint(got) != fmt.Sprint(before) {
@@ -648,4 +649,71 @@ func TestEndedSessionsAreForgotten(t *testing.T) {
 		time.Sleep(250 * time.Millisecond)
 	}
 	e.CheckPublished(map[string]string{"other": fx.c})
+}
+
+// The update rule (ostree-push's): a ref moves to any newer commit,
+// whatever its parents (a CI build in a fresh repository has none); an
+// older commit is refused unless forced; a commit with the ref's tree and
+// metadata (a reproducible rebuild) is up to date unless forced, while the
+// same tree with new metadata (an end-of-life republish) moves; with
+// require_ancestry a newer commit must also descend from the ref's.
+func TestUpdateRule(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	build := filepath.Join(dir, "build")
+	storetest.MustOstree(t, "init", "--mode=archive", "--repo="+build)
+	tree := filepath.Join(dir, "tree")
+	os.MkdirAll(tree, 0o755)
+	os.WriteFile(filepath.Join(tree, "f"), []byte("v1"), 0o644)
+	commit := func(ts int64, extra ...string) string {
+		args := append([]string{"commit", "--repo=" + build, "--orphan", "--tree=dir=" + tree, fmt.Sprintf("--timestamp=@%d", ts), "-s", "x", "--bind-ref=main"}, extra...)
+		return strings.TrimSpace(storetest.MustOstree(t, args...))
+	}
+	first := commit(1700000000)
+	rebuild := commit(1700000100)                                               // same tree and metadata, later
+	eol := commit(1700000200, "--add-metadata-string=ostree.endoflife=gone") // same tree, new metadata
+	os.WriteFile(filepath.Join(tree, "f"), []byte("v2"), 0o644)
+	unrelatedNewer := commit(1700000300)
+	os.WriteFile(filepath.Join(tree, "f"), []byte("v3"), 0o644)
+	older := commit(1600000000)
+	for _, c := range []string{first, rebuild, eol, unrelatedNewer, older} {
+		storetest.MustOstree(t, "refs", "--repo="+build, "--create=c/"+c[:12], c)
+	}
+
+	for _, requireAncestry := range []bool{false, true} {
+		e := newEnv(t)
+		e.Config.RequireAncestry = requireAncestry
+		e.Start()
+		move := func(from, to string, force bool) resp {
+			var old string
+			if from != "" {
+				old = from
+			}
+			return e.pushFrom(build, e.Tok, []api.RefUpdate{{Name: "main", Old: old, New: to}}, force)
+		}
+		want(t, move("", first, false), 200)
+		r := move(first, rebuild, false)
+		if r.status != 409 || apiError(t, r).Code != api.CodeSameContent {
+			t.Fatalf("a reproducible rebuild: %d %s", r.status, r.body)
+		}
+		e.CheckPublished(map[string]string{"main": first})
+		if requireAncestry {
+			r = move(first, unrelatedNewer, false)
+			if r.status != 409 || apiError(t, r).Code != api.CodeNotNewer || !strings.Contains(string(r.body), "require_ancestry") {
+				t.Fatalf("require_ancestry, an unrelated newer commit: %d %s", r.status, r.body)
+			}
+			want(t, move(first, unrelatedNewer, true), 200)
+			e.CheckPublished(map[string]string{"main": unrelatedNewer})
+			continue
+		}
+		want(t, move(first, eol, false), 200) // same tree, new metadata
+		want(t, move(eol, unrelatedNewer, false), 200)
+		r = move(unrelatedNewer, older, false)
+		if r.status != 409 || apiError(t, r).Code != api.CodeNotNewer || !strings.Contains(string(r.body), "--force") {
+			t.Fatalf("an older commit: %d %s", r.status, r.body)
+		}
+		e.CheckPublished(map[string]string{"main": unrelatedNewer})
+		want(t, move(unrelatedNewer, older, true), 200)
+		e.CheckPublished(map[string]string{"main": older})
+	}
 }

@@ -292,7 +292,7 @@ func TestPromote(t *testing.T) {
 	old, cOld := newBuild(t, "app/old", 5, 1600000000, "app/main", "app/old")
 	storetest.MustOstree(t, "pull-local", "--repo="+beta, old, cOld)
 	storetest.MustOstree(t, "refs", "--repo="+beta, "--create=app/old", cOld)
-	if out, err := promote(r.all, "app/old", "--from", "beta", "--to-ref", "app/main"); err == nil || !strings.Contains(out, "fast-forward") {
+	if out, err := promote(r.all, "app/old", "--from", "beta", "--to-ref", "app/main"); err == nil || !strings.Contains(out, "not newer") {
 		t.Fatalf("an older commit promoted without --force: %v\n%s", err, out)
 	}
 	if got := strings.TrimSpace(storetest.MustOstree(t, "rev-parse", "--repo="+filepath.Join(r.root, "stable"), "app/main")); got != c3 {

@@ -122,15 +122,42 @@ func (s *Service) checkUpdates(ctx context.Context, sess journal.Session, sp *sp
 		if err != nil {
 			return err
 		}
+		if err := s.updateRule(ctx, sp, u, nc, oc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// updateRule judges an unforced move of a ref from the commit oc to nc
+// (ostree-push's rule): nc must be newer than oc, whatever its parents
+// (with require_ancestry, also a descendant of oc), and not the same
+// content (same tree and metadata: a reproducible rebuild moves nothing).
+// An older commit is refused because every libostree client refuses such
+// a downgrade; --force publishes either anyway.
+func (s *Service) updateRule(ctx context.Context, sp *spool.Spool, u store.RefUpdate, nc, oc *object.CommitInfo) error {
+	if nc.SameContent(oc) {
+		e := refuse(service.Conflict, "ref %s: commit %s has the tree and metadata of %s: up to date (same content); push with --force to publish it anyway", u.Ref, u.New, u.Old)
+		e.Body.Ref, e.Body.Code = u.Ref, api.CodeSameContent
+		return e
+	}
+	if s.cfg.RequireAncestry {
 		ok, err := store.IsAncestor(ctx, *u.Old, u.New, s.repo, sp.Repo())
 		if err != nil {
 			return err
 		}
 		if !ok || nc.Timestamp.Before(oc.Timestamp) {
-			e := refuse(service.Conflict, "ref %s: %s is not a fast-forward of %s (push with --force to publish anyway)", u.Ref, u.New, u.Old)
-			e.Body.Ref = u.Ref
+			e := refuse(service.Conflict, "ref %s: %s is not a fast-forward of %s, and this repository requires one (require_ancestry); push with --force to publish it anyway", u.Ref, u.New, u.Old)
+			e.Body.Ref, e.Body.Code = u.Ref, api.CodeNotNewer
 			return e
 		}
+		return nil
+	}
+	if !nc.Timestamp.After(oc.Timestamp) {
+		e := refuse(service.Conflict, "ref %s: commit %s (%s) is not newer than %s (%s), and clients refuse a downgrade; push with --force to publish it anyway",
+			u.Ref, u.New, nc.Timestamp.Format(time.RFC3339), u.Old, oc.Timestamp.Format(time.RFC3339))
+		e.Body.Ref, e.Body.Code = u.Ref, api.CodeNotNewer
+		return e
 	}
 	return nil
 }

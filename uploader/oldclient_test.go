@@ -255,10 +255,10 @@ func TestPreviousReleaseClientPushes(t *testing.T) {
 
 	// Refusals reach it as refusals: exit 1 with the daemon's reason, no
 	// retries (75).
-	dRepo := filepath.Join(t.TempDir(), "d")
+	dRepo := filepath.Join(t.TempDir(), "a") // main at A, older than the daemon's B
 	storetest.MustOstree(t, "init", "--mode=archive", "--repo="+dRepo)
-	storetest.MustOstree(t, "pull-local", "--repo="+dRepo, fx.Build, fx.D)
-	storetest.MustOstree(t, "refs", "--repo="+dRepo, "--create=main", fx.D)
+	storetest.MustOstree(t, "pull-local", "--repo="+dRepo, fx.Build, fx.A)
+	storetest.MustOstree(t, "refs", "--repo="+dRepo, "--create=main", fx.A)
 	for _, refusal := range []struct {
 		what string
 		args []string
@@ -266,7 +266,7 @@ func TestPreviousReleaseClientPushes(t *testing.T) {
 	}{
 		{"bad token", pushArgs(e.URL, "ou_wrong", fx.Build, "other"), "refused the token"},
 		{"out of scope", pushArgs(e.URL, e.Narrow.Secret, fx.Build, "main"), "may not push this ref"},
-		{"not a fast-forward", pushArgs(e.URL, e.Tok.Secret, dRepo, "main"), "fast-forward"},
+		{"an older commit", pushArgs(e.URL, e.Tok.Secret, dRepo, "main"), "not newer"},
 	} {
 		r := runPrevious(t, prev, append(refusal.args, "--retry-timeout", "10s")...)
 		if r.code != 1 || !strings.Contains(r.stderr, refusal.says) {

@@ -171,24 +171,24 @@ func TestRefusals(t *testing.T) {
 		}
 	}
 	push(t, opts(e, e.URL, "main")) // B
-	// D is not a fast-forward of B.
-	dRepo := filepath.Join(t.TempDir(), "d")
-	storetest.MustOstree(t, "init", "--mode=archive", "--repo="+dRepo)
-	storetest.MustOstree(t, "pull-local", "--repo="+dRepo, fx.Build, fx.D)
-	storetest.MustOstree(t, "refs", "--repo="+dRepo, "--create=main", fx.D)
+	// A is older than B: clients would refuse the downgrade.
+	aRepo := filepath.Join(t.TempDir(), "a")
+	storetest.MustOstree(t, "init", "--mode=archive", "--repo="+aRepo)
+	storetest.MustOstree(t, "pull-local", "--repo="+aRepo, fx.Build, fx.A)
+	storetest.MustOstree(t, "refs", "--repo="+aRepo, "--create=main", fx.A)
 	o := opts(e, e.URL, "main")
-	o.Repo = dRepo
+	o.Repo = aRepo
 	_, err := uploader.Push(ctx, o)
 	var pe *uploader.PermanentError
-	if !errors.As(err, &pe) || !strings.Contains(err.Error(), "fast-forward") {
-		t.Fatalf("non-fast-forward push: %v", err)
+	if !errors.As(err, &pe) || !strings.Contains(err.Error(), "not newer") || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("push of an older commit: %v", err)
 	}
 	if e.Refs()["main"] != fx.B {
 		t.Fatal("a refused push moved the ref")
 	}
 	o.Force = true
 	push(t, o)
-	e.CheckPublished(map[string]string{"main": fx.D})
+	e.CheckPublished(map[string]string{"main": fx.A})
 	// Nothing is left to do: a dry run says so and changes nothing.
 	o.DryRun = true
 	res := push(t, o)

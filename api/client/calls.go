@@ -48,6 +48,11 @@ func (c *Client) Commit(ctx context.Context, id string, force bool) (api.Session
 	return out, c.JSON(ctx, http.MethodPost, api.PathSessions+"/"+url.PathEscape(id)+"/commit", body, &out)
 }
 
+// Abort ends an open session of the token.
+func (c *Client) Abort(ctx context.Context, id string) error {
+	return c.JSON(ctx, http.MethodDelete, api.PathSessions+"/"+url.PathEscape(id), nil, nil)
+}
+
 // SendPack posts a pack of size bytes read from body.
 func (c *Client) SendPack(ctx context.Context, id string, body io.Reader, size int64) (api.PackResult, error) {
 	var out api.PackResult

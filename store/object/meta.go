@@ -2,6 +2,7 @@ package object
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"fmt"
 	"math/bits"
 	"strings"
@@ -58,9 +59,17 @@ type CommitInfo struct {
 	Timestamp         time.Time
 	RootTree          Checksum
 	RootMeta          Checksum
+	MetadataSum       [32]byte // SHA-256 of the commit's metadata (a{sv}, normal form): equal metadata, equal sums
 	RefBindings       []string // "ostree.ref-binding"
 	CollectionBinding string   // "ostree.collection-binding"
 	Partial           bool     // the repo marks it .commitpartial
+}
+
+// SameContent reports whether two commits hold the same tree and the same
+// metadata (a reproducible rebuild): publishing one over the other changes
+// nothing a client sees but the checksum.
+func (c *CommitInfo) SameContent(o *CommitInfo) bool {
+	return c.RootTree == o.RootTree && c.RootMeta == o.RootMeta && c.MetadataSum == o.MetadataSum
 }
 
 func validFilename(name string) error {
@@ -233,6 +242,7 @@ func ParseCommit(sum Checksum, b []byte, strict bool) (*CommitInfo, error) {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
 	meta := v.Field(0)
+	c.MetadataSum = sha256.Sum256(meta.Raw())
 	for i := 0; i < meta.Len(); i++ {
 		e := meta.Index(i)
 		switch string(e.Field(0).StrBytes()) {
