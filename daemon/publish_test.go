@@ -670,7 +670,7 @@ func TestUpdateRule(t *testing.T) {
 		return strings.TrimSpace(storetest.MustOstree(t, args...))
 	}
 	first := commit(1700000000)
-	rebuild := commit(1700000100)                                               // same tree and metadata, later
+	rebuild := commit(1700000100)                                            // same tree and metadata, later
 	eol := commit(1700000200, "--add-metadata-string=ostree.endoflife=gone") // same tree, new metadata
 	os.WriteFile(filepath.Join(tree, "f"), []byte("v2"), 0o644)
 	unrelatedNewer := commit(1700000300)
