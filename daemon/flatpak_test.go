@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
@@ -67,4 +68,55 @@ func TestFlatpakRepoUpdate(t *testing.T) {
 		t.Fatalf("flatpak remote-ls does not list the app:\n%s", out)
 	}
 	storetest.PullOverHTTPWith(t, e.Repo, refs[0], "--set=gpg-verify=true", "--set=gpg-verify-summary=true", "--gpg-import="+key.PublicArmor)
+}
+
+// flatpak-builder and flatpak build-update-repo leave appstream refs in a
+// build repository. A push of the whole repository (no -b), from a fresh
+// build repository each time as CI does, publishes the app and leaves those
+// refs to the production side, saying so; flatpak then lists the app.
+func TestFlatpakBuildRepoPushedWhole(t *testing.T) {
+	t.Parallel()
+	env := flatpakEnv(t)
+	e := newEnv(t)
+	e.Start()
+	var app string
+	for i, version := range []string{"1", "2"} {
+		if i == 1 {
+			time.Sleep(1100 * time.Millisecond) // a later build, by commit timestamp
+		}
+		dir := t.TempDir()
+		appdir := filepath.Join(dir, "appdir")
+		os.MkdirAll(filepath.Join(appdir, "files", "bin"), 0o755)
+		os.WriteFile(filepath.Join(appdir, "metadata"), []byte("[Application]\nname=org.example.App\nruntime=org.example.Platform/x86_64/stable\nsdk=org.example.Sdk/x86_64/stable\n"), 0o644)
+		os.WriteFile(filepath.Join(appdir, "files", "bin", "hello"), []byte("#!/bin/sh\necho hello "+version+"\n"), 0o755)
+		flatpak(t, env, "build-finish", appdir, "--command=hello")
+		build := filepath.Join(dir, "build")
+		storetest.MustOstree(t, "init", "--mode=archive", "--repo="+build)
+		flatpak(t, env, "build-export", build, appdir, "stable")
+		flatpak(t, env, "build-update-repo", build)
+		refs := storetest.MustOstree(t, "refs", "--repo="+build)
+		if !strings.Contains(refs, "appstream") {
+			t.Fatalf("build repo without appstream refs:\n%s", refs)
+		}
+		for _, r := range strings.Fields(refs) {
+			if strings.HasPrefix(r, "app/") {
+				app = r
+			}
+		}
+		push := exec.Command(fx.bin, "push", "-r", build, "-a", e.URL)
+		push.Env = append(env, "OSTREE_UPLOAD_TOKEN="+e.Tok.Secret)
+		out, err := push.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "the production side generates itself (appstream") || !strings.Contains(string(out), app+": updated") {
+			t.Fatalf("push %d of the whole build repository: %v\n%s", i+1, err, out)
+		}
+		want := strings.TrimSpace(storetest.MustOstree(t, "rev-parse", "--repo="+build, app))
+		if got := e.Refs()[app]; got != want {
+			t.Fatalf("push %d: %s is %s, want %s", i+1, app, got, want)
+		}
+	}
+	if out := flatpak(t, env, "remote-ls", "--app", "file://"+e.Repo); !strings.Contains(out, "org.example.App") {
+		t.Fatalf("flatpak remote-ls does not list the app:\n%s", out)
+	}
+	storetest.MustOstree(t, "fsck", "--repo="+e.Repo)
+	storetest.PullOverHTTP(t, e.Repo, app)
 }

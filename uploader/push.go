@@ -53,10 +53,11 @@ type RefResult struct {
 // Result summarizes a push.
 type Result struct {
 	Refs           []RefResult
-	Objects        int   // objects offered
-	Sent           int   // objects uploaded (or resumed)
-	Skipped        int   // objects the daemon already had
-	BytesSent      int64 // bytes on the wire, object data only
+	GeneratedRefs  []string // refs of the build repository left out without -b (see generatedRef)
+	Objects        int      // objects offered
+	Sent           int      // objects uploaded (or resumed)
+	Skipped        int      // objects the daemon already had
+	BytesSent      int64    // bytes on the wire, object data only
 	BytesSkipped   int64
 	BytesPlanned   int64 // dry run: bytes of the objects that would be offered
 	Retries        int64
@@ -372,9 +373,14 @@ func (p *pusher) refUpdates(ctx context.Context, info api.Info) ([]api.RefUpdate
 	refs := p.opts.Refs
 	if len(refs) == 0 {
 		for r := range local {
+			if generatedRef(r) {
+				p.res.GeneratedRefs = append(p.res.GeneratedRefs, r)
+				continue
+			}
 			refs = append(refs, r)
 		}
 		sort.Strings(refs)
+		sort.Strings(p.res.GeneratedRefs)
 		if len(refs) == 0 {
 			return nil, permanent("repository %s has no refs to push", p.opts.Repo)
 		}
@@ -400,6 +406,15 @@ func (p *pusher) refUpdates(ctx context.Context, info api.Info) ([]api.RefUpdate
 		p.res.Refs = append(p.res.Refs, r)
 	}
 	return updates, nil
+}
+
+// generatedRef reports whether ref is one that flatpak-builder and
+// flatpak build-update-repo leave in a build repository and that the
+// production side generates for itself (appstream data, the metadata ref of
+// collection-based repositories). Without -b they are not pushed, as
+// ostree-push does; named with -b they are.
+func generatedRef(ref string) bool {
+	return strings.HasPrefix(ref, "appstream/") || strings.HasPrefix(ref, "appstream2/") || ref == "ostree-metadata"
 }
 
 func refList(m map[string]object.Checksum) string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -91,6 +92,10 @@ func push(opts uploader.Options, quiet bool, statsFile string) error {
 		}
 	}
 	if res != nil && !quiet {
+		if n := len(res.GeneratedRefs); n > 0 {
+			fmt.Fprintf(os.Stderr, "not pushing %d ref(s) the production side generates itself (%s); name them with -b to push them\n",
+				n, strings.Join(res.GeneratedRefs, ", "))
+		}
 		for _, r := range res.Refs {
 			switch r.Status {
 			case "up to date":
