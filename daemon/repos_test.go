@@ -207,7 +207,7 @@ func TestTwoRepositories(t *testing.T) {
 		t.Fatalf("full token, the daemon's info: %d %+v", st, info)
 	}
 	info = api.Info{}
-	if st := r.get(t, r.all, "/stable"+api.PathInfo, &info); st != 200 || info.Repository != "stable" || info.Refs["app/main"] != cS {
+	if st := r.get(t, r.all, "/stable"+api.PathInfo, &info); st != 200 || info.Repository != "stable" || info.Refs["app/main"] != cS || !info.Token.Configured {
 		t.Fatalf("stable's info: %d %+v", st, info)
 	}
 	res, err := http.Get(r.url + "/metrics")
@@ -593,6 +593,7 @@ func TestRepositoryLimitsApplyToTus(t *testing.T) {
 		if got := res.Header.Get("Tus-Max-Size"); got != want {
 			t.Errorf("%s: Tus-Max-Size %q, want %s", repo, got, want)
 		}
+
 		var info api.Info
 		if st := r.get(t, r.all, "/"+repo+api.PathInfo, &info); st != 200 || fmt.Sprint(info.Limits.MaxObjectSize) != want {
 			t.Errorf("%s: info limits %+v", repo, info.Limits)

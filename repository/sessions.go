@@ -334,6 +334,7 @@ func (s *Service) Info(ctx context.Context, id auth.Identity) (api.Info, error) 
 		}
 	}
 	t := tokenView(id)
+	t.Configured = true // it authenticated: it is in the configuration file
 	out.Token = &t
 	return out, nil
 }

@@ -79,8 +79,11 @@ func newUploadID(session string) string {
 // session of the token, and gives it the daemon's ID (see service.Uploads).
 func (s *Service) CreateUpload(ctx context.Context, id auth.Identity, req service.UploadRequest) (string, error) {
 	sid, obj := req.Session, req.Object
-	if !isSessionID(sid) {
+	if sid == "" {
 		return "", refuse(service.Invalid, "Upload-Metadata needs session (the session ID)")
+	}
+	if !isSessionID(sid) {
+		return "", refuse(service.Invalid, "Upload-Metadata session %.40q is not a session ID (32 lower-case hexadecimal digits)", sid)
 	}
 	sess, err := s.journal.Get(ctx, sid)
 	if err != nil || sess.Owner != id.Hash {
