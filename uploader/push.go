@@ -173,12 +173,8 @@ func (p *pusher) run(ctx context.Context) error {
 		}
 		p.log.Info("pruned the local repository", "objects", n)
 	}
-	var info api.Info
-	if err := p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
-		var err error
-		info, err = p.c.Info(ctx)
-		return err
-	}); err != nil {
+	info, err := p.info(ctx)
+	if err != nil {
 		return err
 	}
 	if info.Protocol != api.ProtocolVersion {
@@ -318,6 +314,47 @@ func (p *pusher) sameContent(ctx context.Context, he *client.HTTPError) error {
 			he.Body.Ref, strings.Join(others, ","))
 	}
 	return nil
+}
+
+// reachBudget is how long a push that has not started retries a daemon it
+// cannot reach: waiting minutes would only hide a wrong address or a
+// stopped daemon.
+const reachBudget = 10 * time.Second
+
+// info asks the daemon for its info, before anything else. A daemon that
+// cannot be reached is retried for at most reachBudget, unless it answers
+// 503 with a Retry-After (a graceful restart), which is waited for within
+// --retry-timeout; a scheme mismatch and a server that is not ostree-upload
+// are refused at once, saying what to check.
+func (p *pusher) info(ctx context.Context) (api.Info, error) {
+	start := time.Now()
+	var info api.Info
+	err := p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
+		var err error
+		info, err = p.c.Info(ctx)
+		if err == nil {
+			return nil
+		}
+		where := p.c.URL(api.PathInfo)
+		var he *client.HTTPError
+		switch {
+		case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+			return permanent("%s answers plain HTTP, not HTTPS: use an http:// address (or serve TLS: receive --tls-cert)", p.opts.Address)
+		case errors.As(err, &he) && he.Status == http.StatusBadRequest && strings.Contains(he.Body.Error, "HTTP request to an HTTPS server"):
+			return permanent("%s speaks HTTPS: use an https:// address", p.opts.Address)
+		case errors.As(err, &he) && he.Status != http.StatusUnauthorized && he.Status != http.StatusForbidden &&
+			he.Body.Code == "" && !client.Retryable(err):
+			// The daemon always has an info; another server's page is not shown.
+			return permanent("not an ostree-upload daemon at %s (GET %s: %d)", p.opts.Address, where, he.Status)
+		case errors.As(err, &he) && he.Status == http.StatusServiceUnavailable && he.RetryAfter > 0:
+			return err // a graceful restart: worth the whole budget
+		case client.Retryable(err) && time.Since(start) > reachBudget:
+			return permanent("cannot reach the daemon at %s after %s: %v; check that it runs and the address (host, port, http or https)",
+				p.opts.Address, reachBudget, errors.Unwrap(err))
+		}
+		return err
+	})
+	return info, err
 }
 
 // checkScopes stops a push that its token could not finish before it

@@ -50,6 +50,10 @@ func Retryable(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false
 	}
+	var pe *PermanentError
+	if errors.As(err, &pe) {
+		return false // decided: whatever its words say
+	}
 	var he *HTTPError
 	if errors.As(err, &he) {
 		switch {
