@@ -206,3 +206,28 @@ func TestStateDirOnAnotherMount(t *testing.T) {
 		}
 	}
 }
+
+// The operator's log has one line per publish naming the token, each ref
+// old → new and the session, and one per refused publish with its reason.
+func TestPublishLogLines(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.StartProcess(fx.bin, "")
+	want(t, e.pushFrom(fx.build, e.Tok, []api.RefUpdate{{Name: "main", New: fx.b}}, false), 200)
+	r := e.pushFrom(fx.build, e.Tok, []api.RefUpdate{{Name: "main", Old: fx.b, New: fx.a}}, false)
+	if r.status != 409 {
+		t.Fatalf("an older commit: %d %s", r.status, r.body)
+	}
+	log, err := os.ReadFile(filepath.Join(filepath.Dir(e.Repo), "daemon.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{
+		`msg=published token=ci refs="main (new) → ` + fx.b[:12] + `" session=`,
+		`msg="publish refused" token=ci refs="main ` + fx.b[:12] + ` → ` + fx.a[:12] + `" session=`,
+	} {
+		if !strings.Contains(string(log), line) {
+			t.Errorf("the daemon's log lacks %s:\n%s", line, log)
+		}
+	}
+}

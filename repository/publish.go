@@ -468,14 +468,33 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 	}
 	s.metrics.published.Inc()
 	s.metrics.lastPublish.SetToCurrentTime()
-	s.log.Info("published", "session", sess.ID, "refs", len(updates), "duration", time.Since(start).Round(time.Millisecond))
+	s.log.Info("published", "token", sess.OwnerName, "refs", refMoves(sess), "session", sess.ID, "duration", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// refMoves is a session's ref updates for a log line: "ref old → new"
+// each, with short checksums ("(new)" for a new ref).
+func refMoves(sess journal.Session) string {
+	short := func(c string) string {
+		if c == "" {
+			return "(new)"
+		}
+		return c[:min(12, len(c))]
+	}
+	out := make([]string, len(sess.Refs))
+	for i, r := range sess.Refs {
+		out[i] = r.Ref + " " + short(r.Old) + " → " + short(r.New)
+	}
+	return strings.Join(out, ", ")
 }
 
 // refused turns what refused a publish into its answer: a ref that moved
 // ends the session (it can never publish) with 409; missing objects leave
 // it open with 422 listing them; a tree over the limits is 422.
 func (s *Service) refused(ctx context.Context, sess journal.Session, err error) error {
+	if e, ok := service.AsError(err); ok {
+		s.log.Info("publish refused", "token", sess.OwnerName, "refs", refMoves(sess), "session", sess.ID, "reason", e.Body.Error)
+	}
 	var moved *store.RefMovedError
 	var missing *store.MissingError
 	switch {
