@@ -138,14 +138,14 @@ func (s *Service) Tokens(ctx context.Context) ([]api.Token, error) {
 	byHash := map[string]*api.Token{}
 	var order []string
 	for _, id := range s.tokens.Load().Identities() {
-		t := tokenView(id)
+		t := id.View()
 		t.Configured = true
 		byHash[id.Hash], order = &t, append(order, id.Hash)
 	}
 	for _, r := range revs {
 		t := byHash[r.Owner]
 		if t == nil {
-			nt := tokenView(auth.Identity{Hash: r.Owner, Name: r.Name})
+			nt := auth.Identity{Hash: r.Owner, Name: r.Name}.View()
 			nt.Scopes = nil
 			t, byHash[r.Owner], order = &nt, &nt, append(order, r.Owner)
 		}
@@ -231,10 +231,6 @@ func (s *Service) findToken(which string) (auth.Identity, error) {
 		return found[0], nil
 	}
 	return auth.Identity{}, refuse(service.Conflict, "%d tokens match %q; give the ID instead", len(found), which)
-}
-
-func tokenView(id auth.Identity) api.Token {
-	return id.View()
 }
 
 // sessionHead is the API form of a session without its uploads.

@@ -42,8 +42,8 @@ func (s *Service) ReceivePack(ctx context.Context, id auth.Identity, sid string,
 	if e := openOrConflict(sess); e != nil {
 		return api.PackResult{}, e
 	}
-	if s.draining.Load() {
-		return api.PackResult{}, restarting()
+	if s.Draining() {
+		return api.PackResult{}, service.Restarting("nothing of this pack was read")
 	}
 	ctx = context.WithoutCancel(ctx) // flush what arrived
 	sp, err := s.spoolFor(ctx, sess.Owner)
@@ -204,8 +204,9 @@ func (p *packReader) read(ctx context.Context, tr *tar.Reader) error {
 		if err := p.entry(ctx, hdr, tr); err != nil {
 			return err
 		}
-		if p.s.draining.Load() {
-			return restarting() // after the entry in flight; what was read is flushed
+		if p.s.Draining() {
+			// After the entry in flight; what was read is flushed.
+			return service.Restarting("the pack's entries read so far are kept")
 		}
 		p.mu.Lock()
 		full := len(p.batch) >= packFlushObjects || p.batchBytes >= packFlushBytes

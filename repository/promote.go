@@ -98,24 +98,30 @@ func (s *Service) Promote(ctx context.Context, id auth.Identity, from service.Re
 const maxPromoteParents = 10000
 
 func (s *Service) promote(ctx context.Context, id auth.Identity, src *Service, sid string, sum object.Checksum, old *object.Checksum) (api.Session, error) {
-	// The names of the commit's objects, asked of the session in batches:
-	// it answers those production lacks.
-	var needed []string
+	sp, err := s.spools.For(ctx, id.Hash)
+	if err != nil {
+		return api.Session{}, err
+	}
+	// The names of the commit's objects go to the session in batches; the
+	// objects of each batch production lacks are linked at once, so that
+	// memory does not grow with the commit.
 	var names []string
-	ask := func() error {
-		n, err := s.Negotiate(ctx, id, sid, names)
-		needed = append(needed, n...)
+	flush := func() error {
+		needed, err := s.Negotiate(ctx, id, sid, names)
 		names = names[:0]
-		return err
+		if err != nil {
+			return err
+		}
+		return s.linkAll(ctx, id, sp, sid, src, needed)
 	}
 	add := func(n object.Name) error {
 		names = append(names, n.String())
 		if len(names) == api.MaxNamesPerRequest {
-			return ask()
+			return flush()
 		}
 		return nil
 	}
-	err := src.repo.Walk(ctx, sum, func(n object.Name) error {
+	err = src.repo.Walk(ctx, sum, func(n object.Name) error {
 		if n.Type == object.CommitMeta { // the source's signatures stay there
 			return nil
 		}
@@ -139,14 +145,7 @@ func (s *Service) promote(ctx context.Context, id auth.Identity, src *Service, s
 			return api.Session{}, err
 		}
 	}
-	if err := ask(); err != nil {
-		return api.Session{}, err
-	}
-	sp, err := s.spools.For(ctx, id.Hash)
-	if err != nil {
-		return api.Session{}, err
-	}
-	if err := s.linkAll(ctx, id, sp, sid, src, needed); err != nil {
+	if err := flush(); err != nil {
 		return api.Session{}, err
 	}
 	return s.Commit(ctx, id, sid, false)

@@ -84,7 +84,6 @@ type Service struct {
 	// flight.
 	drained  context.Context
 	drain    context.CancelFunc
-	draining atomic.Bool
 	stop     context.CancelFunc
 	bg       sync.WaitGroup
 	closeMu  sync.Once
@@ -342,24 +341,10 @@ func (s *Service) Stop() { s.stop() }
 // with a Retry-After); bodies bringing upload bytes stop being read, the
 // bytes received staying in their uploads; upload verdicts in progress
 // stop. Stop then ends what is left.
-func (s *Service) Drain() {
-	s.draining.Store(true)
-	s.drain()
-}
+func (s *Service) Drain() { s.drain() }
 
-// Draining reports whether Drain was called.
-func (s *Service) Draining() bool { return s.draining.Load() }
-
-// restarting is the refusal of work cut short by a drain.
-func restarting() *service.Error {
-	e := refuse(service.Unavailable, "the daemon is restarting: what arrived is kept; resume in a moment")
-	e.RetryAfter = restartRetryAfter
-	return e
-}
-
-// restartRetryAfter is when a client cut short by a drain is told to come
-// back: about the time a supervised daemon takes to start again.
-const restartRetryAfter = 2 * time.Second
+// Draining reports whether Drain (or Stop) was called.
+func (s *Service) Draining() bool { return s.drained.Err() != nil }
 
 // Close stops background work and releases the journal, repos and locks.
 func (s *Service) Close() error {

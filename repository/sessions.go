@@ -333,7 +333,7 @@ func (s *Service) Info(ctx context.Context, id auth.Identity) (api.Info, error) 
 			out.Refs[name] = sum.String()
 		}
 	}
-	t := tokenView(id)
+	t := id.View()
 	t.Configured = true // it authenticated: it is in the configuration file
 	out.Token = &t
 	return out, nil

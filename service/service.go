@@ -146,6 +146,18 @@ func Refuse(kind Kind, format string, args ...any) *Error {
 	return &Error{Kind: kind, Body: api.Error{Error: fmt.Sprintf(format, args...)}}
 }
 
+// RestartRetryAfter is when a client cut short by a graceful stop is told
+// to come back: about the time a supervised daemon takes to start again.
+const RestartRetryAfter = 2 * time.Second
+
+// Restarting is the refusal of work cut short, or not begun, because the
+// daemon is stopping gracefully; what describes what was kept.
+func Restarting(what string) *Error {
+	e := Refuse(Unavailable, "the daemon is restarting: %s; resume in a moment", what)
+	e.RetryAfter = RestartRetryAfter
+	return e
+}
+
 // AsError returns err's *Error, if it is (or wraps) one.
 func AsError(err error) (*Error, bool) {
 	var e *Error

@@ -1,14 +1,12 @@
 package uploader_test
 
 import (
-	"bytes"
 	"context"
 	crand "crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,10 +14,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	toxiproxy "github.com/Shopify/toxiproxy/v2"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
@@ -311,15 +305,7 @@ func TestPreviousReleaseClientPushes(t *testing.T) {
 	// through a link of 2 MB/s), then rerun: the rerun continues the
 	// daemon's partial upload from its offset.
 	largeRepo, large, size := largeBuildRepo(t, 4<<20)
-	px := toxiproxy.NewProxy(toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop()),
-		"slow", "127.0.0.1:0", strings.TrimPrefix(e.URL, "http://"))
-	if err := px.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer px.Stop()
-	if _, err := px.Toxics.AddToxicJson(strings.NewReader(`{"name":"slow","type":"bandwidth","stream":"upstream","attributes":{"rate":2000}}`)); err != nil {
-		t.Fatal(err)
-	}
+	px := slowLink(t, strings.TrimPrefix(e.URL, "http://"), 2000)
 	args = pushArgs("http://"+px.Listen, e.Tok.Secret, largeRepo, "large", "-j", "1", "-q")
 	cmd = exec.Command(prev, args...)
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
@@ -328,30 +314,8 @@ func TestPreviousReleaseClientPushes(t *testing.T) {
 	}
 	exited = make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	// The session as the daemon has it: POST resumes it and answers it.
-	session := func() api.Session {
-		t.Helper()
-		body, _ := json.Marshal(api.SessionRequest{Refs: []api.RefUpdate{{Name: "large", New: large}}})
-		req, _ := http.NewRequest("POST", e.URL+"/api/v1/sessions", bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+e.Tok.Secret)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		var s api.Session
-		json.NewDecoder(res.Body).Decode(&s)
-		return s
-	}
-	halfway := func(s api.Session) bool {
-		for _, u := range s.Uploads {
-			if u.State == "open" && u.Offset >= 1<<20 && u.Offset < u.Size-1<<20 {
-				return true
-			}
-		}
-		return false
-	}
-	for deadline := time.Now().Add(30 * time.Second); !halfway(session()); time.Sleep(10 * time.Millisecond) {
+	session := func() api.Session { return sessionNow(t, e.URL, e.Tok, "large", large) }
+	for deadline := time.Now().Add(30 * time.Second); !uploadHalfway(session(), 1<<20, 1<<20); time.Sleep(10 * time.Millisecond) {
 		select {
 		case err := <-exited:
 			t.Fatalf("the previous client ended (%v) before its upload was caught halfway: %+v", err, session())

@@ -10,10 +10,6 @@ import (
 	"testing"
 	"time"
 
-	toxiproxy "github.com/Shopify/toxiproxy/v2"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
-
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 	"github.com/ostree-upload/ostree-upload/uploader"
 )
@@ -32,16 +28,7 @@ func restartBytes(t *testing.T, sig syscall.Signal, fresh bool, packMax int64) f
 	// counter sees what crossed the slow link (toxiproxy buffers what the
 	// client wrote ahead of the link, and drops it with the connection).
 	c := newCounter(t, strings.TrimPrefix(e.URL, "http://"))
-	px := toxiproxy.NewProxy(toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop()),
-		"daemon", "127.0.0.1:0", c.ln.Addr().String())
-	if err := px.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer px.Stop()
-	if _, err := px.Toxics.AddToxicJson(strings.NewReader(`{"name":"slow","type":"bandwidth","stream":"upstream","attributes":{"rate":1000}}`)); err != nil {
-		t.Fatal(err)
-	}
-	url := "http://" + px.Listen
+	url := "http://" + slowLink(t, c.ln.Addr().String(), 1000).Listen
 	repo := faultBuildRepo(fx.A, fx.E)
 	var total int64
 	seen := map[string]bool{}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -24,45 +25,15 @@ import (
 func TestFreshClientResumesUpload(t *testing.T) {
 	e := daemontest.New(t)
 	e.Start()
-	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	px := toxiproxy.NewProxy(srv, "slow", "127.0.0.1:0", strings.TrimPrefix(e.URL, "http://"))
-	if err := px.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer px.Stop()
-	// 2 MB/s, so that an upload is caught halfway.
-	if _, err := px.Toxics.AddToxicJson(strings.NewReader(`{"name":"slow","type":"bandwidth","stream":"upstream","attributes":{"rate":2000}}`)); err != nil {
-		t.Fatal(err)
-	}
+	px := slowLink(t, strings.TrimPrefix(e.URL, "http://"), 2000) // so that an upload is caught halfway
 	o := opts(e, "http://"+px.Listen, "big")
 	o.Jobs, o.PackMax = 1, 256<<10 // the fixture's large files go as uploads of their own
 	first, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { _, err := uploader.Push(first, o); done <- err }()
 
-	// The session as the daemon has it: POST resumes it and answers it.
-	session := func() api.Session {
-		body, _ := json.Marshal(api.SessionRequest{Refs: []api.RefUpdate{{Name: "big", New: fx.E}}})
-		req, _ := http.NewRequest("POST", e.URL+api.PathSessions, bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+e.Tok.Secret)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		var s api.Session
-		json.NewDecoder(res.Body).Decode(&s)
-		return s
-	}
-	halfway := func(s api.Session) bool {
-		for _, u := range s.Uploads {
-			if u.State == "open" && u.Offset >= 256<<10 && u.Offset < u.Size-128<<10 {
-				return true
-			}
-		}
-		return false
-	}
-	for deadline := time.Now().Add(30 * time.Second); !halfway(session()); time.Sleep(10 * time.Millisecond) {
+	session := func() api.Session { return sessionNow(t, e.URL, e.Tok, "big", fx.E) }
+	for deadline := time.Now().Add(30 * time.Second); !uploadHalfway(session(), 256<<10, 128<<10); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no upload was caught halfway")
 		}
@@ -93,4 +64,49 @@ func TestFreshClientResumesUpload(t *testing.T) {
 	}
 	t.Logf("rerun sent %d bytes; the daemon lacked %d, had %d in partial uploads", c.up.Load(), lacks, partial)
 	e.CheckPublished(map[string]string{"big": fx.E})
+}
+
+// slowLink is a toxiproxy in front of upstream (host:port) that lets each
+// connection send rate KB/s towards it; it stops with the test.
+func slowLink(t testing.TB, upstream string, rate int) *toxiproxy.Proxy {
+	t.Helper()
+	px := toxiproxy.NewProxy(toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop()),
+		"slow", "127.0.0.1:0", upstream)
+	if err := px.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(px.Stop)
+	toxic := fmt.Sprintf(`{"name":"slow","type":"bandwidth","stream":"upstream","attributes":{"rate":%d}}`, rate)
+	if _, err := px.Toxics.AddToxicJson(strings.NewReader(toxic)); err != nil {
+		t.Fatal(err)
+	}
+	return px
+}
+
+// sessionNow is the token's session moving ref to commit as the daemon has
+// it (POST resumes it and answers it), with its unverified uploads.
+func sessionNow(t testing.TB, url string, tok daemontest.Token, ref, commit string) api.Session {
+	t.Helper()
+	body, _ := json.Marshal(api.SessionRequest{Refs: []api.RefUpdate{{Name: ref, New: commit}}})
+	req, _ := http.NewRequest("POST", url+api.PathSessions, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+tok.Secret)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var s api.Session
+	json.NewDecoder(res.Body).Decode(&s)
+	return s
+}
+
+// uploadHalfway reports whether s has an open upload with at least from
+// bytes received and more than left still to come.
+func uploadHalfway(s api.Session, from, left int64) bool {
+	for _, u := range s.Uploads {
+		if u.State == "open" && u.Offset >= from && u.Offset < u.Size-left {
+			return true
+		}
+	}
+	return false
 }

@@ -153,9 +153,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, drain, stop func())
 func (s *Server) refuseWhileDraining(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if s.draining.Load() {
-			e := service.Refuse(service.Unavailable, "the daemon is restarting; try again in a moment")
-			e.RetryAfter = 2 * time.Second
-			return e
+			return service.Restarting("nothing was done")
 		}
 		return next(c)
 	}

@@ -181,8 +181,7 @@ func (r *spaceReader) Read(b []byte) (int, error) {
 	if r.t.svc.Draining() {
 		// A graceful stop: the bytes so far stay in the upload, and the
 		// client resumes from its offset after the restart.
-		e := service.Refuse(service.Unavailable, "the daemon is restarting: the upload keeps what arrived; resume in a moment")
-		e.RetryAfter = 2 * time.Second
+		e := service.Restarting("the upload keeps what arrived")
 		// Closed, so that the server answers now instead of reading (and
 		// the client sending) more of the body first.
 		r.ReadCloser.Close()
