@@ -357,14 +357,12 @@ func (r *Repo) ObjectPath(name object.Name) string {
 	return filepath.Join(r.path, filepath.FromSlash(name.RelPath()))
 }
 
-// ObjectSize is the size of the object's loose file.
+// ObjectSize is the size of the object's loose file (of an archive
+// repository's, for a file object: see ArchiveSize for the others).
 func (r *Repo) ObjectSize(name object.Name) (int64, error) {
 	fi, err := os.Stat(r.ObjectPath(name))
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return 0, fmt.Errorf("object %s: %w", name, ErrNotFound)
-		}
-		return 0, fmt.Errorf("object %s: %w", name, err)
+		return 0, objectErr(name, err)
 	}
 	return fi.Size(), nil
 }

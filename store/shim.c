@@ -139,3 +139,23 @@ ou_write_commitmeta (OstreeRepo *repo, const char *csum, const guint8 *data,
     }
   return ostree_repo_write_commit_detached_metadata (repo, csum, v, NULL, error);
 }
+
+GInputStream *
+ou_open_filez (OstreeRepo *repo, const char *csum, GError **error)
+{
+  g_autoptr(GInputStream) content = NULL;
+  g_autoptr(GFileInfo) info = NULL;
+  g_autoptr(GVariant) xattrs = NULL;
+  GInputStream *out = NULL;
+  if (!ostree_repo_load_file (repo, csum, &content, &info, &xattrs, NULL, error))
+    return NULL;
+  if (!ostree_raw_file_to_archive_z2_stream (content, info, xattrs, &out, NULL, error))
+    return NULL;
+  return out;
+}
+
+gssize
+ou_stream_read (GInputStream *stream, void *buf, gsize len, GError **error)
+{
+  return g_input_stream_read (stream, buf, len, NULL, error);
+}

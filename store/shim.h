@@ -43,4 +43,11 @@ gboolean ou_gpg_verify_data (OstreeRepo *repo, const guint8 *data, gsize len,
 gboolean ou_write_commitmeta (OstreeRepo *repo, const char *csum, const guint8 *data,
                               gsize len, GError **error);
 
+/* Opens the archive form of file object csum (libostree's header, then the
+ * content as raw deflate) of a repository of any mode, made as it is read. */
+GInputStream *ou_open_filez (OstreeRepo *repo, const char *csum, GError **error);
+
+/* Reads up to len bytes; returns the count, 0 at the end, -1 on error. */
+gssize ou_stream_read (GInputStream *stream, void *buf, gsize len, GError **error);
+
 #endif

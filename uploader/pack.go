@@ -2,12 +2,12 @@ package uploader
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/ostree-upload/ostree-upload/api"
@@ -66,11 +66,14 @@ func packWork(objs []object.Name, sizes []int64, target int64) []work {
 }
 
 // writePack writes objs of the local repository, of the given sizes, to w
-// as a ustar archive named as in an archive repository.
-func (p *pusher) writePack(w io.Writer, objs []object.Name, sizes []int64) error {
+// as a ustar archive named as in an archive repository. Objects the local
+// repository converts (see store.Repo.Converts) are made in memory one at a
+// time, their sizes being known only then; when first is set, the progress
+// total learns each one's real size.
+func (p *pusher) writePack(ctx context.Context, w io.Writer, objs []object.Name, sizes []int64, first bool) error {
 	tw := tar.NewWriter(w)
 	for i, n := range objs {
-		if err := p.writeEntry(tw, n, sizes[i]); err != nil {
+		if err := p.writeEntry(ctx, tw, n, sizes[i], first); err != nil {
 			return err
 		}
 	}
@@ -79,17 +82,31 @@ func (p *pusher) writePack(w io.Writer, objs []object.Name, sizes []int64) error
 
 var packTime = time.Unix(0, 0)
 
-func (p *pusher) writeEntry(tw *tar.Writer, n object.Name, size int64) error {
-	f, err := os.Open(p.repo.ObjectPath(n))
+func (p *pusher) writeEntry(ctx context.Context, tw *tar.Writer, n object.Name, size int64, first bool) error {
+	rc, err := p.repo.OpenObject(ctx, n)
 	if err != nil {
 		return &PermanentError{Err: fmt.Errorf("local object %s: %w", n, err)}
 	}
-	defer f.Close()
+	defer rc.Close()
+	var src io.Reader = rc
+	if p.repo.Converts(n) {
+		b, err := io.ReadAll(io.LimitReader(rc, maxConverted+1))
+		switch {
+		case err != nil:
+			return &PermanentError{Err: fmt.Errorf("local object %s: %w", n, err)}
+		case len(b) > maxConverted:
+			return permanent("local object %s grew past %d bytes when compressed (run ostree fsck on %s)", n, maxConverted, p.opts.Repo)
+		}
+		if first {
+			p.prog.resize(int64(len(b)) - size)
+		}
+		src, size = bytes.NewReader(b), int64(len(b))
+	}
 	hdr := &tar.Header{Name: n.RelPath(), Size: size, Mode: 0o644, ModTime: packTime, Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}
 	if err := tw.WriteHeader(hdr); err != nil {
 		return err
 	}
-	if k, err := io.Copy(tw, f); err != nil || k != size {
+	if k, err := io.Copy(tw, src); err != nil || k != size {
 		if err == nil || errors.Is(err, tar.ErrWriteTooLong) {
 			return permanent("local object %s changed size during the push (run ostree fsck on %s)", n, p.opts.Repo)
 		}
@@ -97,6 +114,11 @@ func (p *pusher) writeEntry(tw *tar.Writer, n object.Name, size int64) error {
 	}
 	return nil
 }
+
+// maxConverted bounds the archive form of a converted object sent in a pack:
+// packs carry objects of at most packEntryMax content bytes, which deflate
+// and the header grow by far less than this.
+const maxConverted = 2*packEntryMax + 1<<20
 
 // sendPack sends objs in packs until the daemon holds every one of them.
 // After a failure it asks the daemon which objects it still needs and sends
@@ -120,7 +142,7 @@ func (p *pusher) sendPack(ctx context.Context, objs []object.Name) error {
 		if len(pending) == 0 {
 			return nil
 		}
-		res, err := p.postPack(ctx, pending)
+		res, err := p.postPack(ctx, pending, len(pending) == len(objs))
 		if err != nil {
 			var he *client.HTTPError
 			if errors.As(err, &he) && he.Body.Stored > 0 {
@@ -156,24 +178,31 @@ func (p *pusher) countSent(n int) {
 	}
 }
 
-// postPack streams one pack of objs to the daemon.
-func (p *pusher) postPack(ctx context.Context, objs []object.Name) (api.PackResult, error) {
+// postPack streams one pack of objs to the daemon; first is set for the
+// first attempt at these objects.
+func (p *pusher) postPack(ctx context.Context, objs []object.Name, first bool) (api.PackResult, error) {
 	sizes := make([]int64, len(objs))
+	converts := false
 	for i, n := range objs {
 		s, err := p.size(n)
 		if err != nil {
 			return api.PackResult{}, err
 		}
 		sizes[i] = s
+		converts = converts || p.repo.Converts(n)
+	}
+	length := packSize(sizes)
+	if converts {
+		length = -1 // known only once sent: chunked
 	}
 	pr, pw := io.Pipe()
 	werr := make(chan error, 1)
 	go func() {
-		err := p.writePack(pw, objs, sizes)
+		err := p.writePack(ctx, pw, objs, sizes, first)
 		pw.CloseWithError(err)
 		werr <- err
 	}()
-	res, err := p.c.SendPack(ctx, p.sid, p.prog.count(pr), packSize(sizes))
+	res, err := p.c.SendPack(ctx, p.sid, p.prog.count(pr), length)
 	pr.CloseWithError(errors.New("request ended"))
 	if wErr := <-werr; wErr != nil {
 		var pe *PermanentError

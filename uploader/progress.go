@@ -60,6 +60,9 @@ func (p *progress) plan(objects int, bytes int64, skipped int) {
 
 func (p *progress) done() { p.done_.Add(1) }
 
+// resize corrects the total once an object's real size is known.
+func (p *progress) resize(delta int64) { p.total.Add(delta) }
+
 func (p *progress) report() {
 	defer close(p.finished)
 	every := 10 * time.Second

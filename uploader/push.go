@@ -26,7 +26,7 @@ import (
 
 // Options configure a push.
 type Options struct {
-	Repo         string   // local archive repository
+	Repo         string   // local repository, of any mode
 	Address      string   // daemon URL
 	Token        string   // API token
 	Refs         []string // refs to push; empty = every local ref
@@ -121,7 +121,7 @@ type pusher struct {
 	packTarget int64
 }
 
-// Push pushes refs of a local archive repository to the daemon and moves
+// Push pushes refs of a local repository (archive, bare or bare-user) to the daemon and moves
 // them there, all together, once every object is verified by the daemon.
 // Rerunning a push after any interruption resumes it: nothing the daemon
 // already verified is sent again, and partial uploads continue.
@@ -146,7 +146,7 @@ func Push(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, &PermanentError{Err: err}
 	}
-	repo, err := store.OpenArchive(ctx, opts.Repo)
+	repo, err := store.Open(ctx, opts.Repo)
 	if err != nil {
 		return nil, &PermanentError{Err: err}
 	}
@@ -547,10 +547,11 @@ func (p *pusher) negotiate(ctx context.Context, names []object.Name) ([]object.N
 	return needed, nil
 }
 
-// size is the size of a local object. It is not cached: a million sizes
+// size is the size of a local object's archive form (an estimate for one
+// the repository converts: see store.Repo.SizeEstimate). It is not cached: a million sizes
 // would cost more memory than the stat calls cost time.
 func (p *pusher) size(n object.Name) (int64, error) {
-	s, err := p.repo.ObjectSize(n)
+	s, err := p.repo.SizeEstimate(n)
 	if err != nil {
 		return 0, &PermanentError{Err: fmt.Errorf("local object %s: %w (run ostree fsck on %s)", n, err, p.opts.Repo)}
 	}
@@ -636,9 +637,16 @@ func (p *pusher) upload(ctx context.Context, n object.Name, url string) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.Open(p.repo.ObjectPath(n))
+	if p.repo.Converts(n) {
+		estimate := size
+		if size, err = p.repo.ArchiveSize(ctx, n); err != nil {
+			return &PermanentError{Err: fmt.Errorf("local object %s: %w", n, err)}
+		}
+		p.prog.resize(size - estimate)
+	}
+	f, err := p.openObject(ctx, n)
 	if err != nil {
-		return &PermanentError{Err: fmt.Errorf("local object %s: %w", n, err)}
+		return err
 	}
 	defer f.Close()
 	lastOffset := int64(-1)
@@ -646,7 +654,10 @@ func (p *pusher) upload(ctx context.Context, n object.Name, url string) error {
 		if url == "" {
 			var body io.Reader
 			if size <= smallObject {
-				body = p.prog.count(io.NewSectionReader(f, 0, size))
+				if body, err = f.from(ctx, 0, size); err != nil {
+					return err
+				}
+				body = p.prog.count(body)
 			}
 			u, err := p.c.CreateUpload(ctx, p.sid, n.String(), size, body)
 			switch {
@@ -672,7 +683,11 @@ func (p *pusher) upload(ctx context.Context, n object.Name, url string) error {
 		if err != nil || off == size {
 			return err
 		}
-		err = p.c.Patch(ctx, url, off, p.prog.count(io.NewSectionReader(f, off, size-off)), size-off)
+		body, err := f.from(ctx, off, size)
+		if err != nil {
+			return err
+		}
+		err = p.c.Patch(ctx, url, off, p.prog.count(body), size-off)
 		if errors.Is(err, client.ErrUploadGone) {
 			url = ""
 			return &client.HTTPError{Status: http.StatusServiceUnavailable, Body: api.Error{Error: "upload vanished; creating it again"}}
@@ -693,6 +708,57 @@ func (p *pusher) upload(ctx context.Context, n object.Name, url string) error {
 	p.res.Uploads++
 	p.mu.Unlock()
 	p.countSent(1)
+	return nil
+}
+
+// objectSource gives the archive form of one local object from any offset:
+// from its file, or for a converted object by making the form again and
+// skipping to the offset (the form is the same at every read).
+type objectSource struct {
+	p    *pusher
+	n    object.Name
+	file *os.File      // an object read from its file
+	open io.ReadCloser // the current stream of a converted object
+}
+
+func (p *pusher) openObject(ctx context.Context, n object.Name) (*objectSource, error) {
+	src := &objectSource{p: p, n: n}
+	if !p.repo.Converts(n) {
+		f, err := p.repo.OpenObject(ctx, n)
+		if err != nil {
+			return nil, &PermanentError{Err: fmt.Errorf("local object %s: %w", n, err)}
+		}
+		src.file = f.(*os.File)
+	}
+	return src, nil
+}
+
+// from returns the bytes from off to size.
+func (s *objectSource) from(ctx context.Context, off, size int64) (io.Reader, error) {
+	if s.file != nil {
+		return io.NewSectionReader(s.file, off, size-off), nil
+	}
+	if s.open != nil {
+		s.open.Close()
+	}
+	rc, err := s.p.repo.OpenObject(ctx, s.n)
+	if err != nil {
+		return nil, &PermanentError{Err: fmt.Errorf("local object %s: %w", s.n, err)}
+	}
+	s.open = rc
+	if _, err := io.CopyN(io.Discard, rc, off); err != nil {
+		return nil, &PermanentError{Err: fmt.Errorf("local object %s: %w", s.n, err)}
+	}
+	return io.LimitReader(rc, size-off), nil
+}
+
+func (s *objectSource) Close() error {
+	if s.open != nil {
+		s.open.Close()
+	}
+	if s.file != nil {
+		return s.file.Close()
+	}
 	return nil
 }
 

@@ -44,6 +44,26 @@ type fixture struct {
 func (f *fixture) build() string { return filepath.Join(f.Dir, "build") }
 func (f *fixture) ci() string    { return filepath.Join(f.Dir, "ci") }
 
+// bareUser returns a bare-user repository holding B at Ref, made from the
+// build repository the first time it is asked for.
+func (f *fixture) bareUser(ctx context.Context) (string, error) {
+	dir := filepath.Join(f.Dir, "bare-user")
+	done := filepath.Join(dir, ".complete")
+	if _, err := os.Stat(done); err == nil {
+		return dir, nil
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return "", err
+	}
+	if _, err := ostree(ctx, dir, "init", "--mode=bare-user"); err != nil {
+		return "", err
+	}
+	if err := copyCommit(ctx, dir, f.build(), f.B, f.Ref); err != nil {
+		return "", fmt.Errorf("bare-user copy of the build repository: %w", err)
+	}
+	return dir, os.WriteFile(done, nil, 0o644)
+}
+
 const markerName = "fixture.json"
 
 // loadOrMakeFixture returns the cached fixture of shape s and seed below

@@ -169,8 +169,13 @@ func (b *bench) runPush(ctx context.Context, sc scenario, env *netEnv, fx *fixtu
 		}()
 	}
 	src := fx.build()
-	if sc.FreshCI {
+	switch {
+	case sc.FreshCI:
 		src = fx.ci()
+	case sc.BareUser:
+		if src, err = fx.bareUser(ctx); err != nil {
+			return nil, err
+		}
 	}
 	statsPath := filepath.Join(dir, "push-stats.json")
 	argv := []string{b.bin, "push", "-q", "-r", src, "-a", ep.pushURL, "-b", fx.Ref, "-j", fmt.Sprint(b.opt.Jobs)}

@@ -16,10 +16,14 @@ type scenario struct {
 	FreshCI bool   `json:"fresh_ci"` // the client's repo (and nginx's) holds only B
 	WAN     bool   `json:"wan"`      // two namespaces, latency and a shared rate limit
 	Flaky   bool   `json:"flaky"`    // every connection is cut once halfway
+	// BareUser pushes from a bare-user copy of the build repository, whose
+	// file objects the client compresses as it sends them (the pull side
+	// is the same as cold-loopback's: ostree pulls only from archive repos).
+	BareUser bool `json:"bare_user"`
 }
 
 // allScenarios lists the scenarios in the order they run.
-var allScenarios = []string{"cold-loopback", "warm-loopback", "warm-fresh-ci", "cold-wan", "warm-wan", "flaky"}
+var allScenarios = []string{"cold-loopback", "cold-bare-user", "warm-loopback", "warm-fresh-ci", "cold-wan", "warm-wan", "flaky"}
 
 // selectScenarios turns the --scenarios list into scenarios using the given
 // fixture names for the loopback, WAN and flaky cases.
@@ -36,6 +40,8 @@ func selectScenarios(names []string, fixture, wanFixture string) ([]scenario, er
 		switch n {
 		case "cold-loopback":
 			s.About = "empty prod, loopback"
+		case "cold-bare-user":
+			s.About, s.BareUser = "empty prod, loopback, pushed from a bare-user build repo", true
 		case "warm-loopback":
 			s.About, s.Warm = "prod holds A, loopback", true
 		case "warm-fresh-ci":

@@ -19,7 +19,7 @@ import (
 var pushCmd = &command{
 	name:    "push",
 	aliases: []string{"upload"},
-	summary: "Send commits of a local archive repository to a receive daemon",
+	summary: "Send commits of a local repository to a receive daemon",
 	usage:   "[OPTIONS]",
 	example: `  export OSTREE_UPLOAD_TOKEN=…        # safer than --token in CI
   ostree-upload push -r repo -a https://ostree.example.com -b app/org.example.App/x86_64/stable
@@ -34,7 +34,7 @@ var pushCmd = &command{
   --retry-timeout: rerun the same command, on any machine, to resume;
   1 refused (bad token, non-fast-forward, corrupt local object…).`,
 	flags: func(fs *pflag.FlagSet) func([]string) error {
-		repo := fs.StringP("repo", "r", "repo", "local OSTree repository (archive mode)")
+		repo := fs.StringP("repo", "r", "repo", "local OSTree repository (archive, bare or bare-user)")
 		addr := fs.StringP("address", "a", "http://localhost:8080", "URL of the receive daemon")
 		token := fs.StringP("token", "t", "", "API token (default: $OSTREE_UPLOAD_TOKEN)")
 		tokenFile := fs.String("token-file", "", "read the API token from this file")

@@ -149,8 +149,9 @@ func PullOverHTTP(t testing.TB, repo, ref string) {
 }
 
 // PullOverHTTPWith is PullOverHTTP with the given options of
-// `ostree remote add` (e.g. to require signatures).
-func PullOverHTTPWith(t testing.TB, repo, ref string, remoteOpts ...string) {
+// `ostree remote add` (e.g. to require signatures). It returns the
+// bare-user repository pulled into.
+func PullOverHTTPWith(t testing.TB, repo, ref string, remoteOpts ...string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -164,6 +165,7 @@ func PullOverHTTPWith(t testing.TB, repo, ref string, remoteOpts ...string) {
 	MustOstree(t, append(append([]string{"remote", "add", "--repo=" + dst}, remoteOpts...), "prod", "http://"+ln.Addr().String())...)
 	MustOstree(t, "pull", "--repo="+dst, "prod", ref)
 	MustOstree(t, "fsck", "--repo="+dst)
+	return dst
 }
 
 // Fixture is a build repository with the commits tests push:
