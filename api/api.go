@@ -175,6 +175,10 @@ type Session struct {
 	Bytes    int64       `json:"bytes"`    // bytes of the verified ones
 	Uploads  []Upload    `json:"uploads,omitempty"`
 	Result   string      `json:"result,omitempty"`
+	// Unchanged names the refs a publish left where they were: their new
+	// commit has the tree and metadata of the current one (a reproducible
+	// rebuild), while the session's other refs moved.
+	Unchanged []string `json:"unchanged,omitempty"`
 }
 
 // Upload is an upload of a session that is not verified yet.

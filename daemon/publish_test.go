@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -715,5 +716,67 @@ func TestUpdateRule(t *testing.T) {
 		e.CheckPublished(map[string]string{"main": unrelatedNewer})
 		want(t, move(unrelatedNewer, older, true), 200)
 		e.CheckPublished(map[string]string{"main": older})
+	}
+}
+
+// In a push of several refs, a ref whose new commit is a reproducible
+// rebuild stays where it is while the others move (a Flatpak app rebuilt
+// with an unchanged .Locale), and the session names it; a daemon killed
+// after the publish's intent finishes it the same way at start-up. When
+// every ref is such a rebuild, nothing moves: 409 same-content.
+func TestRebuiltRefStaysAmongMovedOnes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	build := filepath.Join(dir, "build")
+	storetest.MustOstree(t, "init", "--mode=archive", "--repo="+build)
+	commit := func(ref, content string, ts int64) string {
+		tree := filepath.Join(dir, ref+content)
+		os.MkdirAll(tree, 0o755)
+		os.WriteFile(filepath.Join(tree, "f"), []byte(content), 0o644)
+		return strings.TrimSpace(storetest.MustOstree(t, "commit", "--repo="+build, "--orphan", "--tree=dir="+tree,
+			fmt.Sprintf("--timestamp=@%d", ts), "-s", "build", "--bind-ref="+ref))
+	}
+	app1, locale1 := commit("app", "v1", 1700000000), commit("app.Locale", "fr", 1700000000)
+	app2, locale2 := commit("app", "v2", 1700000100), commit("app.Locale", "fr", 1700000100)
+	app3, locale3 := commit("app", "v2", 1700000200), commit("app.Locale", "fr", 1700000200)
+	second := []api.RefUpdate{{Name: "app", Old: app1, New: app2}, {Name: "app.Locale", Old: locale1, New: locale2}}
+
+	for _, crash := range []bool{false, true} {
+		t.Run(fmt.Sprintf("crash=%v", crash), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			p := e.StartProcess(fx.bin, "")
+			want(t, e.pushFrom(build, e.Tok, []api.RefUpdate{{Name: "app", New: app1}, {Name: "app.Locale", New: locale1}}, false), 200)
+			var s api.Session
+			if !crash {
+				r := e.pushFrom(build, e.Tok, second, false)
+				want(t, r, 200)
+				r.json(t, &s)
+			} else {
+				p.Kill()
+				p = e.StartProcess(fx.bin, "after-intent")
+				s = e.session(e.Tok, second, false)
+				e.packFrom(build, e.Tok, s.ID, second)
+				e.doJSONQuiet(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
+				waitKilled(t, p)
+				if refs := e.Refs(); refs["app"] != app1 || refs["app.Locale"] != locale1 {
+					t.Fatalf("refs moved before the restart: %v", refs)
+				}
+				e.StartProcess(fx.bin, "")
+				r := e.doJSON(e.Tok, "GET", api.PathSessions+"/"+s.ID, nil)
+				want(t, r, 200)
+				r.json(t, &s)
+			}
+			if s.State != "published" || !slices.Equal(s.Unchanged, []string{"app.Locale"}) {
+				t.Fatalf("session %s, unchanged %v; want published, [app.Locale]", s.State, s.Unchanged)
+			}
+			e.CheckPublished(map[string]string{"app": app2, "app.Locale": locale1})
+
+			r := e.pushFrom(build, e.Tok, []api.RefUpdate{{Name: "app", Old: app2, New: app3}, {Name: "app.Locale", Old: locale1, New: locale3}}, false)
+			if r.status != 409 || apiError(t, r).Code != api.CodeSameContent {
+				t.Fatalf("every ref a rebuild: %d %s", r.status, r.body)
+			}
+			e.CheckPublished(map[string]string{"app": app2, "app.Locale": locale1})
+		})
 	}
 }

@@ -1046,3 +1046,34 @@ func TestNeed_CommitMetaAlwaysNeeded(t *testing.T) {
 		t.Fatalf("second session: need = %v, %v", need, err)
 	}
 }
+
+// SetPublishing records which refs the publish leaves unchanged, only for
+// an open session and only refs of the session, and keeps them across a
+// reopen (a publish finished at start-up reads them).
+func TestSetPublishing(t *testing.T) {
+	ctx := context.Background()
+	j, path := mustOpen(t)
+	s := mustSession(t, j, ownerA, "app", "app.Locale")
+	if err := j.SetPublishing(ctx, s.ID, []string{"nope"}); err == nil {
+		t.Fatal("a ref the session does not have was accepted")
+	}
+	if got := mustGet(t, j, s.ID); got.State != StateOpen {
+		t.Fatalf("state %s after a refused SetPublishing", got.State)
+	}
+	if err := j.SetPublishing(ctx, s.ID, []string{"app.Locale"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.SetPublishing(ctx, s.ID, nil); err == nil {
+		t.Fatal("a publishing session was set publishing again")
+	}
+	j.Close()
+	j, err := Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	got := mustGet(t, j, s.ID)
+	if got.State != StatePublishing || !slices.Equal(got.Unchanged, []string{"app.Locale"}) {
+		t.Fatalf("after reopening: state %s, unchanged %v", got.State, got.Unchanged)
+	}
+}

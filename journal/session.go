@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -60,6 +61,9 @@ type Session struct {
 	Verified  int    // objects in state Verified
 	Bytes     int64  // sum of sizes passed to MarkVerified
 	Result    string // free text set with SetState (e.g. why it failed)
+	// Unchanged names the refs a publish leaves where they are (their new
+	// commit has the content of the current one), set by SetPublishing.
+	Unchanged []string `json:",omitempty"`
 }
 
 // CreateOrResume returns the live session with the same Owner, Repo, Refs
@@ -206,6 +210,30 @@ func (j *Journal) SetState(ctx context.Context, id string, st State, result stri
 		s.State = st
 		s.Result = result
 		s.Updated = t
+		return putSession(tx, &s)
+	})
+}
+
+// SetPublishing moves an open session to publishing, recording the refs
+// the publish leaves unchanged (names of its Refs).
+func (j *Journal) SetPublishing(ctx context.Context, id string, unchanged []string) error {
+	if err := checkSessionID(id); err != nil {
+		return fmt.Errorf("journal: set publishing: %w", err)
+	}
+	return j.update(ctx, "set publishing", func(tx *bolt.Tx) error {
+		s, err := getSession(tx, id)
+		if err != nil {
+			return err
+		}
+		if s.State != StateOpen {
+			return fmt.Errorf("session %s is %s, not open", id, s.State)
+		}
+		for _, ref := range unchanged {
+			if !slices.ContainsFunc(s.Refs, func(r RefUpdate) bool { return r.Ref == ref }) {
+				return fmt.Errorf("session %s has no ref %q", id, ref)
+			}
+		}
+		s.State, s.Result, s.Unchanged, s.Updated = StatePublishing, "", unchanged, now()
 		return putSession(tx, &s)
 	})
 }

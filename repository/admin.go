@@ -238,6 +238,7 @@ func sessionHead(sess journal.Session) api.Session {
 	out := api.Session{
 		ID: sess.ID, State: string(sess.State), Force: sess.Force, Created: sess.Created, Updated: sess.Updated,
 		Objects: sess.Objects, Verified: sess.Verified, Bytes: sess.Bytes, Result: sess.Result,
+		Unchanged: sess.Unchanged,
 	}
 	for _, r := range sess.Refs {
 		out.Refs = append(out.Refs, api.RefUpdate{Name: r.Ref, Old: r.Old, New: r.New})

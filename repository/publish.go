@@ -91,42 +91,53 @@ func updatesOf(sess journal.Session) ([]store.RefUpdate, error) {
 // checkUpdates refuses what clients would refuse or what would lose
 // history: a new commit the server does not hold, a commit bound to other
 // refs or another collection (whatever force says: every libostree client
-// would refuse to pull it), and, unless forced, a move that is not a
-// fast-forward.
-func (s *Service) checkUpdates(ctx context.Context, sess journal.Session, sp *spool.Spool, updates []store.RefUpdate) error {
+// would refuse to pull it), and, unless forced, a move the update rule
+// refuses. It returns the refs whose new commit has the content of the
+// current one: they stay where they are while the others move, and when
+// every ref is such, the publish is refused as up to date (same content).
+func (s *Service) checkUpdates(ctx context.Context, sess journal.Session, sp *spool.Spool, updates []store.RefUpdate) (unchanged []string, err error) {
 	collection := s.repo.CollectionID()
+	var same error
 	for _, u := range updates {
 		nc, err := store.ReadCommitIn(ctx, u.New, s.repo, sp.Repo())
 		if errors.Is(err, store.ErrNotFound) {
 			e := refuse(service.Unprocessable, "commit %s of ref %s has not been uploaded", u.New, u.Ref)
 			e.Body.Ref, e.Body.Missing = u.Ref, []string{u.New.String() + ".commit"}
-			return e
+			return nil, e
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if len(nc.RefBindings) > 0 && !slices.Contains(nc.RefBindings, u.Ref) {
 			e := refuse(service.Conflict, "commit %s is bound to refs %v, not %s: clients would refuse it under %s whatever --force says; commit it again bound to %s (ostree commit -b %s)", u.New, nc.RefBindings, u.Ref, u.Ref, u.Ref, u.Ref)
 			e.Body.Ref, e.Body.Code = u.Ref, api.CodeBinding
-			return e
+			return nil, e
 		}
 		if nc.CollectionBinding != "" && collection != "" && nc.CollectionBinding != collection {
 			e := refuse(service.Conflict, "commit %s is bound to collection %s, and this repository is collection %s: clients would refuse it whatever --force says", u.New, nc.CollectionBinding, collection)
 			e.Body.Ref, e.Body.Code = u.Ref, api.CodeBinding
-			return e
+			return nil, e
 		}
 		if sess.Force || u.Old == nil || *u.Old == u.New {
 			continue
 		}
 		oc, err := store.ReadCommitIn(ctx, *u.Old, s.repo, sp.Repo())
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if err := s.updateRule(ctx, sp, u, nc, oc); err != nil {
-			return err
+		err = s.updateRule(ctx, sp, u, nc, oc)
+		if e, ok := service.AsError(err); ok && e.Body.Code == api.CodeSameContent {
+			unchanged, same = append(unchanged, u.Ref), err
+			continue
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	if len(unchanged) == len(updates) && same != nil {
+		return nil, same
+	}
+	return unchanged, nil
 }
 
 // updateRule judges an unforced move of a ref from the commit oc to nc
@@ -162,10 +173,12 @@ func (s *Service) updateRule(ctx context.Context, sp *spool.Spool, u store.RefUp
 	return nil
 }
 
-// publishPlan is what a publish adds to each new commit's detached
-// metadata: the pushed signatures it keeps.
+// publishPlan is what a publish does: the refs it leaves unchanged (see
+// checkUpdates), and what it adds to each new commit's detached metadata:
+// the pushed signatures it keeps.
 type publishPlan struct {
-	sigs map[object.Checksum]object.Signatures
+	unchanged []string
+	sigs      map[object.Checksum]object.Signatures
 }
 
 // preparePublish runs every check that can refuse a publish, before its
@@ -183,10 +196,14 @@ func (s *Service) preparePublish(ctx context.Context, sess journal.Session, sp *
 	if err := s.repo.Check(ctx, sp.Repo(), updates); err != nil {
 		return plan, err
 	}
-	if err := s.checkUpdates(ctx, sess, sp, updates); err != nil {
+	var err error
+	if plan.unchanged, err = s.checkUpdates(ctx, sess, sp, updates); err != nil {
 		return plan, err
 	}
 	for _, u := range updates {
+		if slices.Contains(plan.unchanged, u.Ref) {
+			continue
+		}
 		if _, ok := plan.sigs[u.New]; ok {
 			continue
 		}
@@ -404,7 +421,11 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 		if plan, err = s.preparePublish(ctx, sess, sp, updates); err != nil {
 			return s.refused(ctx, sess, err)
 		}
+		sess.Unchanged = plan.unchanged
 	}
+	// From here on, sess.Refs and updates are what moves.
+	sess.Refs = slices.DeleteFunc(slices.Clone(sess.Refs), func(r journal.RefUpdate) bool { return slices.Contains(sess.Unchanged, r.Ref) })
+	updates = slices.DeleteFunc(updates, func(u store.RefUpdate) bool { return slices.Contains(sess.Unchanged, u.Ref) })
 	s.publishMu.Lock()
 	defer s.publishMu.Unlock()
 	if sess.State == journal.StateOpen {
@@ -414,7 +435,7 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 		if err := s.journal.PutIntent(ctx, journal.Intent{Session: sess.ID, Refs: sess.Refs, Step: "refs", Created: time.Now()}); err != nil {
 			return err
 		}
-		if err := s.journal.SetState(ctx, sess.ID, journal.StatePublishing, ""); err != nil {
+		if err := s.journal.SetPublishing(ctx, sess.ID, sess.Unchanged); err != nil {
 			return err
 		}
 	} else {
@@ -468,7 +489,11 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 	}
 	s.metrics.published.Inc()
 	s.metrics.lastPublish.SetToCurrentTime()
-	s.log.Info("published", "token", sess.OwnerName, "refs", refMoves(sess), "session", sess.ID, "duration", time.Since(start).Round(time.Millisecond))
+	log := []any{"token", sess.OwnerName, "refs", refMoves(sess), "session", sess.ID, "duration", time.Since(start).Round(time.Millisecond)}
+	if len(sess.Unchanged) > 0 {
+		log = append(log, "same_content", strings.Join(sess.Unchanged, ", "))
+	}
+	s.log.Info("published", log...)
 	return nil
 }
 

@@ -262,7 +262,7 @@ func (p *pusher) run(ctx context.Context) error {
 		p.res.Phases.Commit += time.Since(t)
 		var he *client.HTTPError
 		if errors.As(err, &he) && he.Status == http.StatusConflict && he.Body.Code == api.CodeSameContent {
-			return p.sameContent(ctx, he)
+			return p.sameContent(ctx)
 		}
 		if errors.As(err, &he) && he.Body.Code == api.CodeNotSigned {
 			return permanent("the daemon refused to publish: %s (sign the commit with a key it trusts)", he.Body.Error)
@@ -283,35 +283,34 @@ func (p *pusher) run(ctx context.Context) error {
 		status = "uploaded"
 	}
 	for i := range p.res.Refs {
-		if p.res.Refs[i].Status == "" {
-			p.res.Refs[i].Status = status
+		r := &p.res.Refs[i]
+		switch {
+		case r.Status != "":
+		case slices.Contains(sess.Unchanged, r.Ref):
+			r.Status = SameContent
+		default:
+			r.Status = status
 		}
 	}
 	return nil
 }
 
-// sameContent handles a commit refused because a ref's new commit has the
-// tree and metadata of the daemon's (a reproducible rebuild): nothing
-// moves and the session is aborted. For a push of that one ref it is up to
-// date; with other refs in the session, none of them moved, and the
-// message says to push them alone.
-func (p *pusher) sameContent(ctx context.Context, he *client.HTTPError) error {
+// SameContent is the status of a ref whose new commit has the tree and
+// metadata of the daemon's (a reproducible rebuild): it does not move.
+const SameContent = "up to date (same content)"
+
+// sameContent handles a commit refused because the new commit of every
+// ref has the tree and metadata of the daemon's (a reproducible rebuild):
+// nothing moves, the session is aborted, and the refs are up to date. (In a
+// session where only some refs are such, the others move: see run.)
+func (p *pusher) sameContent(ctx context.Context) error {
 	if err := p.c.Retry(ctx, p.opts.RetryTimeout, func() error { return p.c.Abort(ctx, p.sid) }); err != nil {
 		p.log.Warn("cannot abort the session", "session", p.sid, "err", err)
 	}
-	var others []string
 	for i := range p.res.Refs {
-		r := &p.res.Refs[i]
-		switch {
-		case r.Ref == he.Body.Ref:
-			r.Status = "up to date (same content)"
-		case r.Status == "":
-			others = append(others, r.Ref)
+		if p.res.Refs[i].Status == "" {
+			p.res.Refs[i].Status = SameContent
 		}
-	}
-	if len(others) > 0 {
-		return permanent("%s: up to date (same content), so nothing was published; push %s without it (or with --force to publish the rebuild anyway)",
-			he.Body.Ref, strings.Join(others, ","))
 	}
 	return nil
 }

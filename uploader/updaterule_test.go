@@ -59,3 +59,39 @@ func TestFreshBuildRepositories(t *testing.T) {
 	}
 	e.CheckPublished(map[string]string{"app": c4})
 }
+
+// A CI job that rebuilds an app and its unchanged .Locale from a fresh
+// repository pushes both: the app moves, the .Locale is up to date (same
+// content) and stays, and the push succeeds.
+func TestRebuiltRefAmongUpdatedOnes(t *testing.T) {
+	t.Parallel()
+	e := daemontest.New(t)
+	e.Start()
+	build := func(app string, ts int64) (repo, appCommit, localeCommit string) {
+		repo = filepath.Join(t.TempDir(), "build")
+		storetest.MustOstree(t, "init", "--mode=archive", "--repo="+repo)
+		commit := func(ref, content string) string {
+			tree := t.TempDir()
+			os.WriteFile(filepath.Join(tree, "f"), []byte(content), 0o644)
+			return strings.TrimSpace(storetest.MustOstree(t, "commit", "--repo="+repo, "--branch="+ref, "--tree=dir="+tree,
+				fmt.Sprintf("--timestamp=@%d", ts), "-s", "ci"))
+		}
+		return repo, commit("app", app), commit("app.Locale", "fr")
+	}
+	push := func(repo string) (string, error) {
+		cmd := exec.Command(bin, "push", "-r", repo, "-a", e.URL)
+		cmd.Env = append(os.Environ(), "OSTREE_UPLOAD_TOKEN="+e.Tok.Secret)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	r1, _, locale1 := build("v1", 1700000000)
+	if out, err := push(r1); err != nil {
+		t.Fatalf("first: %v\n%s", err, out)
+	}
+	r2, app2, _ := build("v2", 1700000100)
+	out, err := push(r2)
+	if err != nil || !strings.Contains(out, "app: updated") || !strings.Contains(out, "app.Locale: up to date (same content)") {
+		t.Fatalf("rebuild with a new app: %v\n%s", err, out)
+	}
+	e.CheckPublished(map[string]string{"app": app2, "app.Locale": locale1})
+}

@@ -100,6 +100,8 @@ func push(opts uploader.Options, quiet bool, statsFile string) error {
 			switch r.Status {
 			case "up to date":
 				fmt.Printf("%s: up to date (%s)\n", r.Ref, short(r.New))
+			case uploader.SameContent:
+				fmt.Printf("%s: %s as %s; the rebuild %s is not published\n", r.Ref, r.Status, short(r.Old), short(r.New))
 			case "":
 				fmt.Printf("%s: not moved: %s → %s\n", r.Ref, short(r.Old), short(r.New))
 			default:
