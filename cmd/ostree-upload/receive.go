@@ -30,7 +30,10 @@ var receiveCmd = &command{
 	summary: "Run the daemon that receives pushes into a production repository",
 	usage:   "[OPTIONS]",
 	example: `  ostree-upload gentoken -c /etc/ostree-upload.yaml --name ci
-  ostree-upload receive -c /etc/ostree-upload.yaml -r /srv/ostree/repo -a :8080
+  ostree-upload receive -c /etc/ostree-upload.yaml -r /srv/ostree/repo -a 127.0.0.1:8080
+
+  Without --tls-cert the daemon speaks plain HTTP: listen on loopback
+  behind a TLS proxy (the default, :8080, is every interface).
 
   The state dir (journal, partial uploads, verified objects) defaults to
   .<repo name>.ostree-upload beside the repo and must be on its filesystem.
@@ -140,6 +143,8 @@ func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile
 			return err
 		}
 		ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get})
+	} else {
+		warnPlainHTTP(log, ln.Addr())
 	}
 	for _, name := range srv.Names() {
 		svc, _ := srv.Repository(name)
