@@ -195,7 +195,7 @@ func TestStateDirOnAnotherMount(t *testing.T) {
 	storetest.MustOstree(t, "init", "--mode=archive", "--repo="+e.Repo)
 	cfg := e.Effective()
 	cfg.StateDir = filepath.Join(mnt, "state")
-	_, err := daemon.New(context.Background(), cfg, nil, "test")
+	_, err := daemon.New(context.Background(), cfg, daemon.Options{Version: "test"})
 	if err == nil || !strings.Contains(err.Error(), "different mounts") {
 		t.Fatalf("state dir behind a bind mount: %v", err)
 	}

@@ -122,7 +122,7 @@ func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	recovered := extendStartup(20 * time.Second)
-	srv, err := daemon.New(ctx, cfg, log, version)
+	srv, err := daemon.New(ctx, cfg, daemon.Options{Log: log, Version: version, Commit: buildCommit()})
 	recovered()
 	if err != nil {
 		return err

@@ -17,7 +17,6 @@ import (
 	"github.com/tus/tusd/v2/pkg/filestore"
 	"github.com/tus/tusd/v2/pkg/handler"
 	"github.com/tus/tusd/v2/pkg/memorylocker"
-	"github.com/tus/tusd/v2/pkg/prometheuscollector"
 
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/service"
@@ -72,7 +71,7 @@ func (s *Server) newTus(name string, svc service.Repository) (*repoTus, error) {
 	if name != "" {
 		reg = prometheus.WrapRegistererWith(prometheus.Labels{"repo": name}, reg)
 	}
-	reg.MustRegister(prometheuscollector.New(h.Metrics))
+	reg.MustRegister(tusCollector{h.Metrics})
 	return t, nil
 }
 
