@@ -517,6 +517,9 @@ func TestSecondDaemonRefuses(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not on the filesystem") {
 		t.Errorf("state dir on another filesystem: %v", err)
 	}
+	if _, err := os.Stat(cfg.Repo); !os.IsNotExist(err) {
+		t.Errorf("the repository was created before the state dir was refused: %v", err)
+	}
 }
 
 // At start-up, upload files the journal does not know are deleted, and
