@@ -6,7 +6,7 @@
 #   make bench-smoke   push vs ostree pull on the small fixture, one run per scenario (a few minutes)
 #   make bench-go   Go benchmarks of the store package
 #   make bench-deps install the Debian packages the bench needs (iproute2)
-#   make install    install the binary under $(DESTDIR)$(PREFIX)/bin
+#   make install    install the binary under $(DESTDIR)$(PREFIX)/bin, the systemd unit and the docs
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -20,7 +20,7 @@ COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 # Debian packages the build and the tests need.
-DEB_PACKAGES := gcc pkg-config libostree-dev ostree curl gnupg flatpak nginx-light
+DEB_PACKAGES := gcc pkg-config libostree-dev ostree curl gnupg flatpak nginx-light prometheus
 # Debian packages the push vs pull bench needs as well.
 BENCH_DEB_PACKAGES := iproute2
 
@@ -29,7 +29,7 @@ BENCH_WORK  ?= /var/tmp/ostree-upload-bench
 BENCH_FLAGS ?=
 BENCH_BIN   := $(BINDIR)/ostree-upload-bench
 
-.PHONY: all build deps bench-deps demo test bench bench-go bench-smoke fuzz install uninstall clean
+.PHONY: all build deps bench-deps demo test bench bench-go bench-smoke fuzz install install-data uninstall clean
 
 all: build
 
@@ -100,14 +100,26 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(FUZZTIME) ./daemon/httpapi/
 
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+# The README and docs/ as in the source tree, so that their links hold; the
+# unit's Documentation= points here.
+DOCDIR ?= $(PREFIX)/share/doc/ostree-upload
 
-install: $(BINDIR)/$(BINNAME)
+install: $(BINDIR)/$(BINNAME) install-data
 	install -Dm755 $< $(DESTDIR)$(PREFIX)/bin/$(BINNAME)
-	sed 's|/usr/local/bin/|$(PREFIX)/bin/|' docs/examples/ostree-upload.service > $(BINDIR)/ostree-upload.service
+
+# The systemd unit (its paths under $(PREFIX)) and the documentation.
+install-data:
+	@mkdir -p $(BINDIR)
+	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|' -e 's|/usr/local/share/doc/ostree-upload/|$(DOCDIR)/|' \
+		docs/examples/ostree-upload.service > $(BINDIR)/ostree-upload.service
 	install -Dm644 $(BINDIR)/ostree-upload.service $(DESTDIR)$(SYSTEMDUNITDIR)/ostree-upload.service
+	install -Dm644 -t $(DESTDIR)$(DOCDIR) README.md LICENSE
+	install -Dm644 -t $(DESTDIR)$(DOCDIR)/docs docs/*.md
+	install -Dm644 -t $(DESTDIR)$(DOCDIR)/docs/examples docs/examples/*
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/$(BINNAME) $(DESTDIR)$(SYSTEMDUNITDIR)/ostree-upload.service
+	rm -rf $(DESTDIR)$(DOCDIR)
 
 clean:
 	rm -rf $(BINDIR)

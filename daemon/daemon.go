@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -36,10 +37,19 @@ type Daemon struct {
 	mint    *minter
 }
 
+// Options is what New gets besides the configuration.
+type Options struct {
+	Log *slog.Logger // nil: slog.Default()
+	// Version and Commit name the program's build: the version in the info
+	// and both in the ostree_upload_build_info metric.
+	Version, Commit string
+}
+
 // New opens the service of every repository cfg serves (see
 // repository.Open and config.Repositories) and builds their HTTP
 // transport. Two entries that are one repository are refused.
-func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version string) (*Daemon, error) {
+func New(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, error) {
+	log, version := opts.Log, opts.Version
 	if log == nil {
 		log = slog.Default()
 	}
@@ -50,7 +60,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	tokens := &auth.Current{}
 	tokens.Store(cfg.Keyring())
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo(opts))
 	seen := map[string]string{}
 	for _, r := range list {
 		id := idOf(r.Config.Repo)
@@ -84,6 +94,16 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		return nil, err
 	}
 	return d, nil
+}
+
+// buildInfo is the ostree_upload_build_info gauge: 1, labelled with the
+// program's version, commit and Go version.
+func buildInfo(opts Options) prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "ostree_upload", Name: "build_info",
+		Help:        "The daemon's build: always 1, labelled with its version, the commit it was built from and its Go version.",
+		ConstLabels: prometheus.Labels{"version": opts.Version, "commit": opts.Commit, "goversion": runtime.Version()}})
+	g.Set(1)
+	return g
 }
 
 // insideAnother refuses a repository or state dir inside another

@@ -3,8 +3,12 @@ package daemon_test
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -195,7 +199,7 @@ func TestStateDirOnAnotherMount(t *testing.T) {
 	storetest.MustOstree(t, "init", "--mode=archive", "--repo="+e.Repo)
 	cfg := e.Effective()
 	cfg.StateDir = filepath.Join(mnt, "state")
-	_, err := daemon.New(context.Background(), cfg, nil, "test")
+	_, err := daemon.New(context.Background(), cfg, daemon.Options{Version: "test"})
 	if err == nil || !strings.Contains(err.Error(), "different mounts") {
 		t.Fatalf("state dir behind a bind mount: %v", err)
 	}
@@ -229,5 +233,74 @@ func TestPublishLogLines(t *testing.T) {
 		if !strings.Contains(string(log), line) {
 			t.Errorf("the daemon's log lacks %s:\n%s", line, log)
 		}
+	}
+}
+
+// A client whose connection ends in the middle of an upload's body is no
+// fault of the daemon: it is logged as a warning, not an error, and the
+// upload resumes from the bytes that arrived.
+func TestCutUploadIsAWarning(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	logs := &syncBuffer{}
+	e.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	e.Start()
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	var big object.Name
+	var data []byte
+	for _, n := range e.need(e.Tok, s.ID, objectsOf(t, fx.a, "")) {
+		name, _ := object.ParseName(n)
+		if b := objectBytes(t, name); len(b) > len(data) {
+			big, data = name, b
+		}
+	}
+	r := e.do(e.Tok, "POST", api.PathUploads+"/", nil, map[string]string{
+		"Tus-Resumable": "1.0.0", "Upload-Length": strconv.Itoa(len(data)),
+		"Upload-Metadata": meta(api.MetaSession, s.ID, api.MetaObject, big.String())})
+	want(t, r, 201)
+	loc := r.header.Get("Location")
+	up := loc[strings.Index(loc, api.PathUploads):]
+
+	// A PATCH that announces the whole body, sends half of it and closes
+	// its connection.
+	half := len(data) / 2
+	c, err := net.Dial("tcp", strings.TrimPrefix(e.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "PATCH %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"+
+		"Content-Type: application/offset+octet-stream\r\nContent-Length: %d\r\n\r\n", up, strings.TrimPrefix(e.URL, "http://"), e.Tok.Secret, len(data))
+	if _, err := c.Write(data[:half]); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+
+	tus := map[string]string{"Tus-Resumable": "1.0.0"}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "status=400") { // the cut request's line
+		if time.Now().After(deadline) {
+			t.Fatalf("the cut request was not logged:\n%s", logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h := e.do(e.Tok, "HEAD", up, nil, tus)
+	want(t, h, 200)
+	if h.header.Get("Upload-Offset") != strconv.Itoa(half) {
+		t.Fatalf("offset after the cut: %q, want %d", h.header.Get("Upload-Offset"), half)
+	}
+	want(t, e.do(e.Tok, "PATCH", up, bytes.NewReader(data[half:]), map[string]string{
+		"Tus-Resumable": "1.0.0", "Upload-Offset": strconv.Itoa(half), "Content-Type": "application/offset+octet-stream"}), 204)
+	var sv api.Session
+	e.do(e.Tok, "GET", api.PathSessions+"/"+s.ID, nil, nil).json(t, &sv)
+	if len(sv.Uploads) != 0 {
+		t.Errorf("the resumed upload is still live: %+v", sv.Uploads)
+	}
+
+	log := logs.String()
+	if strings.Contains(log, "level=ERROR") {
+		t.Errorf("a client's cut connection is logged as an error:\n%s", log)
+	}
+	if !regexp.MustCompile(`level=WARN msg="upload cut: [^\n]* id=` + regexp.QuoteMeta(strings.TrimPrefix(up, api.PathUploads+"/")) + ` error=`).MatchString(log) {
+		t.Errorf("no warning names the cut upload:\n%s", log)
 	}
 }

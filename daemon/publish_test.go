@@ -45,7 +45,7 @@ func TestHealthAndAuth(t *testing.T) {
 	want(t, r, 403)
 	m := e.do(token{}, "GET", "/metrics", nil, nil)
 	want(t, m, 200)
-	for _, s := range []string{"ostree_upload_auth_failures_total 3", "tusd_"} {
+	for _, s := range []string{"ostree_upload_auth_failures_total 3", "ostree_upload_tus_requests_total"} {
 		if !strings.Contains(string(m.body), s) {
 			t.Errorf("metrics lack %q", s)
 		}
@@ -507,16 +507,19 @@ func TestSecondDaemonRefuses(t *testing.T) {
 	for name, state := range map[string]string{"same state dir": e.State, "other state dir": e.State + "2"} {
 		cfg := e.Effective()
 		cfg.StateDir = state
-		_, err := daemon.New(ctx, cfg, nil, "test")
+		_, err := daemon.New(ctx, cfg, daemon.Options{Version: "test"})
 		if err == nil || !strings.Contains(err.Error(), "in use") {
 			t.Errorf("%s: second daemon: %v", name, err)
 		}
 	}
 	cfg := newEnv(t).Effective()
 	cfg.StateDir = filepath.Join(daemontest.SmallDisk(t, "16m"), "state")
-	_, err := daemon.New(ctx, cfg, nil, "test")
+	_, err := daemon.New(ctx, cfg, daemon.Options{Version: "test"})
 	if err == nil || !strings.Contains(err.Error(), "not on the filesystem") {
 		t.Errorf("state dir on another filesystem: %v", err)
+	}
+	if _, err := os.Stat(cfg.Repo); !os.IsNotExist(err) {
+		t.Errorf("the repository was created before the state dir was refused: %v", err)
 	}
 }
 

@@ -85,7 +85,7 @@ repos:
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r.d, err = daemon.New(ctx, cfg, nil, "test")
+	r.d, err = daemon.New(ctx, cfg, daemon.Options{Version: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -476,7 +476,7 @@ func TestSameRepositoryTwiceRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := daemon.New(context.Background(), cfg, nil, "test"); err == nil || !strings.Contains(err.Error(), "same directory") {
+	if _, err := daemon.New(context.Background(), cfg, daemon.Options{Version: "test"}); err == nil || !strings.Contains(err.Error(), "same directory") {
 		t.Fatalf("same repository twice: %v", err)
 	}
 }
@@ -523,7 +523,7 @@ tokens:
 		t.Fatalf("warnings: %q", cfg.Warnings)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := daemon.New(ctx, cfg, nil, "test")
+	d, err := daemon.New(ctx, cfg, daemon.Options{Version: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -614,7 +614,7 @@ func TestRepositoryInsideAnotherRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := daemon.New(context.Background(), cfg, nil, "test"); err == nil || !strings.Contains(err.Error(), "inside repository \"beta\"'s refs/") {
+	if _, err := daemon.New(context.Background(), cfg, daemon.Options{Version: "test"}); err == nil || !strings.Contains(err.Error(), "inside repository \"beta\"'s refs/") {
 		t.Fatalf("a repository in another's refs/: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(root, "beta")); err == nil {

@@ -639,13 +639,17 @@ func (s *Service) updateMetadata(ctx context.Context, sess journal.Session) (str
 		return "", nil
 	case len(s.cfg.UpdateHook) > 0:
 		failpoint.Hit("before-hook")
-		if err := s.runUpdateHook(ctx, sess); err != nil {
+		start := time.Now()
+		err := s.runUpdateHook(ctx, sess)
+		s.metrics.hookSeconds.Observe(time.Since(start).Seconds())
+		if err != nil {
 			s.metrics.hookFailures.Inc()
 			s.log.Error("update_hook failed; the refs are published", "session", sess.ID, "err", err)
 			return "published; update_hook failed: " + err.Error(), nil
 		}
 		return "", nil
 	}
+	start := time.Now()
 	flatpak, err := s.isFlatpakRepo(ctx)
 	if err != nil {
 		return "", err
@@ -672,6 +676,7 @@ func (s *Service) updateMetadata(ctx context.Context, sess journal.Session) (str
 			return "", err
 		}
 	}
+	s.metrics.summarySeconds.Observe(time.Since(start).Seconds())
 	return "", nil
 }
 

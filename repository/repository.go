@@ -161,19 +161,10 @@ func (s *Service) open(ctx context.Context, reg prometheus.Registerer) error {
 	if err := s.loadKeys(); err != nil {
 		return err
 	}
+	if err := s.openRepo(ctx); err != nil {
+		return err
+	}
 	var err error
-	if _, statErr := os.Stat(filepath.Join(s.cfg.Repo, "config")); errors.Is(statErr, os.ErrNotExist) {
-		s.log.Info("creating production repository", "repo", s.cfg.Repo, "mode", "archive")
-		if err := os.MkdirAll(filepath.Dir(s.cfg.Repo), 0o755); err != nil {
-			return fmt.Errorf("production repo: %w", err)
-		}
-		s.repo, err = store.Create(ctx, s.cfg.Repo, store.ModeArchive)
-	} else {
-		s.repo, err = store.OpenArchive(ctx, s.cfg.Repo)
-	}
-	if err != nil {
-		return fmt.Errorf("production repo: %w", err)
-	}
 	if s.spaceFloor, err = s.repo.FreeSpaceFloor(); err != nil {
 		return fmt.Errorf("production repo: %w", err)
 	}
@@ -217,6 +208,101 @@ func (s *Service) open(ctx context.Context, reg prometheus.Registerer) error {
 
 // openOffline opens the journal of a stopped daemon: while the daemon
 // runs, it holds the journal, and the error matches journal.ErrInUse.
+// openRepo opens the production repository, or creates it where nothing
+// is yet: in a missing or empty directory, once the state dir is known to
+// be usable beside it. A directory that holds something else is refused,
+// untouched.
+func (s *Service) openRepo(ctx context.Context) error {
+	path := s.cfg.Repo
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return fmt.Errorf("production repo: %w", err)
+	}
+	if err := canCreateRepoIn(abs); err != nil {
+		if !errors.Is(err, errRepoExists) {
+			return err
+		}
+		if s.repo, err = store.OpenArchive(ctx, path); err != nil {
+			return fmt.Errorf("production repo: %w", err)
+		}
+		return nil
+	}
+	if err := stateDirBeside(s.stateDir, abs); err != nil {
+		return err
+	}
+	s.log.Warn("the production repository does not exist: creating it", "path", abs, "mode", "archive")
+	if err := os.MkdirAll(filepath.Dir(abs), 0o755); err != nil {
+		return fmt.Errorf("production repo: %w", err)
+	}
+	if s.repo, err = store.Create(ctx, path, store.ModeArchive); err != nil {
+		return fmt.Errorf("production repo: %w", err)
+	}
+	return nil
+}
+
+// errRepoExists is canCreateRepoIn's answer for a directory that holds a
+// repository (a config file).
+var errRepoExists = errors.New("a repository exists")
+
+// canCreateRepoIn tells whether a new repository may be created at path
+// (absolute): nothing is there, or an empty directory. It answers
+// errRepoExists where a repository is, and refuses anything else.
+func canCreateRepoIn(path string) error {
+	const what = "give the path of an OSTree repository, or of a missing or empty directory to create one in"
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("production repo: %w", err)
+	case !fi.IsDir():
+		return fmt.Errorf("production repo %s is not a directory: %s", path, what)
+	}
+	if _, err := os.Lstat(filepath.Join(path, "config")); err == nil {
+		return errRepoExists
+	}
+	d, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("production repo: %w", err)
+	}
+	defer d.Close()
+	if names, _ := d.Readdirnames(1); len(names) > 0 {
+		return fmt.Errorf("production repo %s is not an OSTree repository (it has no config file) and is not empty: %s", path, what)
+	}
+	return nil
+}
+
+// stateDirBeside makes the state dir and checks, before a repository is
+// created at repo (absolute), what sameFilesystemAndOwner will require of
+// both: one filesystem, and one owner (the daemon's user, who will own
+// the new repository).
+func stateDirBeside(state, repo string) error {
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	parent := filepath.Dir(repo) // the nearest directory that exists: the repository's filesystem
+	for {
+		if _, err := os.Stat(parent); err == nil || parent == filepath.Dir(parent) {
+			break
+		}
+		parent = filepath.Dir(parent)
+	}
+	var p, st syscall.Stat_t
+	if err := syscall.Stat(parent, &p); err != nil {
+		return fmt.Errorf("production repo: stat %s: %w", parent, err)
+	}
+	if err := syscall.Stat(state, &st); err != nil {
+		return fmt.Errorf("state dir: stat %s: %w", state, err)
+	}
+	if p.Dev != st.Dev {
+		return fmt.Errorf("state dir %s is not on the filesystem of the repo %s: put it beside the repo (--state-dir)", state, repo)
+	}
+	if uid := os.Geteuid(); int(st.Uid) != uid {
+		return fmt.Errorf("state dir %s is owned by uid %d, the repo %s would be by uid %d: both must belong to the same user", state, st.Uid, repo, uid)
+	}
+	return nil
+}
+
 func (s *Service) openOffline(ctx context.Context) error {
 	path := filepath.Join(s.stateDir, journalFile)
 	if _, err := os.Stat(path); err != nil {

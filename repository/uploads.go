@@ -104,7 +104,10 @@ func (s *Service) CreateUpload(ctx context.Context, id auth.Identity, req servic
 	if req.Concatenation {
 		return "", refuseObj(service.Invalid, "", "upload concatenation is not supported")
 	}
-	if req.Deferred || req.Size <= 0 {
+	if req.Deferred {
+		return "", refuseObj(service.Invalid, "", "a deferred length (Upload-Defer-Length) is not supported: give the object's size in Upload-Length")
+	}
+	if req.Size <= 0 {
 		return "", refuseObj(service.Invalid, "", "Upload-Length must be given and positive")
 	}
 	if limit := s.sizeLimit(name.Type); req.Size > limit {

@@ -162,7 +162,15 @@ func Create(ctx context.Context, path string, mode Mode) (*Repo, error) {
 	opts := otbuiltin.NewInitOptions()
 	opts.Mode = mode.String()
 	if _, err := otbuiltin.Init(path, opts); err != nil {
-		return nil, fmt.Errorf("create repo %s: %w", path, err)
+		// ostree-go puts its source file and line before libostree's
+		// message: keep the message.
+		msg := err.Error()
+		if _, after, ok := strings.Cut(msg, ".go:"); ok {
+			if _, m, ok := strings.Cut(after, " - "); ok {
+				msg = m
+			}
+		}
+		return nil, fmt.Errorf("create repo %s: %s", path, msg)
 	}
 	return Open(ctx, path)
 }

@@ -43,6 +43,24 @@ func TestOpenRefusesNonArchive(t *testing.T) {
 	}
 }
 
+// A repository that cannot be created is reported with libostree's reason
+// alone, without the Go source position the binding puts before it.
+func TestCreateErrorIsLibostreesReason(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Create(ctx, filepath.Join(file, "repo"), ModeArchive)
+	if err == nil {
+		t.Fatal("a repository was created under a file")
+	}
+	want := "create repo " + filepath.Join(file, "repo") + ": "
+	if msg := err.Error(); !strings.HasPrefix(msg, want) || strings.Contains(msg, ".go:") || strings.Contains(msg, "github.com/") || !strings.Contains(msg, "Not a directory") {
+		t.Fatalf("Create under a file: %q, want %q and libostree's reason", msg, want)
+	}
+}
+
 func TestRefsAndCommits(t *testing.T) {
 	t.Parallel()
 	r := openArchive(t, fx.build)

@@ -44,6 +44,9 @@ func TestMain(m *testing.M) {
 	if fixture.f != nil {
 		os.RemoveAll(filepath.Dir(fixture.f.Build))
 	}
+	if binary.dir != "" {
+		os.RemoveAll(binary.dir)
+	}
 	os.Exit(code)
 }
 

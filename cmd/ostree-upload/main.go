@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/pflag"
 )
@@ -60,29 +61,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "--version":
 		args[0] = "version"
 	}
-	cmd := lookup(args[0])
+	name := args[0] // the command's name or an alias, as typed
+	cmd := lookup(name)
 	if cmd == nil {
-		fmt.Fprintf(stderr, "ostree-upload: unknown command %q\n\n", args[0])
+		fmt.Fprintf(stderr, "ostree-upload: unknown command %q\n\n", name)
 		printUsage(stderr)
 		return exitUsage
 	}
-	fs := pflag.NewFlagSet("ostree-upload "+cmd.name, pflag.ContinueOnError)
+	fs := pflag.NewFlagSet("ostree-upload "+name, pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.SortFlags = false
 	action := cmd.flags(fs)
-	fs.Usage = func() { printCommandUsage(stdout, cmd, fs) }
+	fs.Usage = func() { printCommandUsage(stdout, cmd, name, fs) }
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return exitOK
 		}
-		fmt.Fprintf(stderr, "ostree-upload %s: %v\nRun 'ostree-upload %s --help' for usage.\n", cmd.name, err, cmd.name)
+		fmt.Fprintf(stderr, "ostree-upload %s: %v\nRun 'ostree-upload %s --help' for usage.\n", name, err, name)
 		return exitUsage
 	}
 	err := action(fs.Args())
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "ostree-upload %s: %v\n", cmd.name, err)
+	fmt.Fprintf(stderr, "ostree-upload %s: %v\n", name, err)
 	var ue usageError
 	var ee *exitError
 	switch {
@@ -122,10 +124,15 @@ Commands:
 	fmt.Fprint(w, "\nRun 'ostree-upload COMMAND --help' for a command's options.\n")
 }
 
-func printCommandUsage(w io.Writer, c *command, fs *pflag.FlagSet) {
-	fmt.Fprintf(w, "%s\n\nUsage:\n  ostree-upload %s %s\n", c.summary, c.name, c.usage)
-	if len(c.aliases) > 0 {
-		fmt.Fprintf(w, "\nAliases: %v\n", c.aliases)
+// printCommandUsage prints the help of c, invoked as name (its name or
+// an alias).
+func printCommandUsage(w io.Writer, c *command, name string, fs *pflag.FlagSet) {
+	fmt.Fprintf(w, "%s\n\nUsage:\n  ostree-upload %s %s\n", c.summary, name, c.usage)
+	switch {
+	case name != c.name:
+		fmt.Fprintf(w, "\n%s is an alias of %s.\n", name, c.name)
+	case len(c.aliases) > 0:
+		fmt.Fprintf(w, "\nAliases: %s\n", strings.Join(c.aliases, ", "))
 	}
 	if fs.HasFlags() {
 		fmt.Fprintf(w, "\nOptions:\n%s", fs.FlagUsages())

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -18,7 +19,8 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"version"}, exitOK, "ostree-upload "},
 		{[]string{"--version"}, exitOK, "ostree-upload "},
 		{[]string{"push", "--help"}, exitOK, "--branch"},
-		{[]string{"upload", "--help"}, exitOK, "Aliases: [upload]"},
+		{[]string{"push", "--help"}, exitOK, "Aliases: upload\n"},
+		{[]string{"upload", "--help"}, exitOK, "upload is an alias of push."},
 		{[]string{"push", "--bogus"}, exitUsage, "unknown flag: --bogus"},
 		{[]string{"version", "extra"}, exitUsage, `unexpected argument "extra"`},
 	}
@@ -60,5 +62,33 @@ func TestVersion(t *testing.T) {
 	code, stdout, _ := runCmd(t, "version")
 	if code != exitOK || !strings.HasPrefix(stdout, "ostree-upload 1.2.3 (commit 0123456789ab, go1.") {
 		t.Errorf("version: exit %d, %q", code, stdout)
+	}
+}
+
+// upload, the command name of lirios/ostree-upload, is push under another
+// name: its help and its errors say the name the user typed, and that it
+// is push.
+func TestAliasSaysItsName(t *testing.T) {
+	t.Parallel()
+	bin := builtBinary(t)
+	out, err := exec.Command(bin, "upload", "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("upload --help: %v\n%s", err, out)
+	}
+	help := string(out)
+	for _, want := range []string{pushCmd.summary + "\n", "Usage:\n  ostree-upload upload [OPTIONS]\n", "\nupload is an alias of push.\n", "--branch"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("upload --help lacks %q:\n%s", want, help)
+		}
+	}
+	if strings.Contains(help, "ostree-upload push [OPTIONS]") {
+		t.Errorf("upload --help shows push's usage line:\n%s", help)
+	}
+	out, err = exec.Command(bin, "upload", "--bogus").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitUsage {
+		t.Fatalf("upload --bogus: %v, want exit %d", err, exitUsage)
+	}
+	if want := "ostree-upload upload: unknown flag: --bogus\nRun 'ostree-upload upload --help' for usage.\n"; string(out) != want {
+		t.Errorf("upload --bogus says %q, want %q", out, want)
 	}
 }

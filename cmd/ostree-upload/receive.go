@@ -124,28 +124,33 @@ func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// The address and the certificate first: a mistake in either is
+	// reported before anything is created on disk.
+	var certs *certReloader
+	if certFile != "" {
+		var err error
+		if certs, err = newCertReloader(certFile, keyFile); err != nil {
+			return err
+		}
+	}
+	ln, err := net.Listen("tcp", cfg.Address)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %q (--address, or address in the configuration): %w", cfg.Address, err)
+	}
+	defer ln.Close()
+	if certs != nil {
+		ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get})
+	} else {
+		warnPlainHTTP(log, ln.Addr())
+	}
 	recovered := extendStartup(20 * time.Second)
-	srv, err := daemon.New(ctx, cfg, log, version)
+	srv, err := daemon.New(ctx, cfg, daemon.Options{Log: log, Version: version, Commit: buildCommit()})
 	recovered()
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
 	srv.SetConfigFile(cfgPath) // tokens minted over the API are kept there
-	ln, err := net.Listen("tcp", cfg.Address)
-	if err != nil {
-		return err
-	}
-	var certs *certReloader
-	if certFile != "" {
-		if certs, err = newCertReloader(certFile, keyFile); err != nil {
-			ln.Close()
-			return err
-		}
-		ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get})
-	} else {
-		warnPlainHTTP(log, ln.Addr())
-	}
 	for _, name := range srv.Names() {
 		svc, _ := srv.Repository(name)
 		log.Info("serving", "repository", name, "path", svc.Path(), "state_dir", svc.StateDir())

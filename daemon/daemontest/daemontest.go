@@ -146,7 +146,7 @@ func (e *Env) listen() net.Listener {
 // ran already.
 func (e *Env) Start() {
 	t := e.T
-	d, err := daemon.New(context.Background(), e.Effective(), e.logger(), "test")
+	d, err := daemon.New(context.Background(), e.Effective(), daemon.Options{Log: e.logger(), Version: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,7 +18,6 @@ import (
 	"github.com/tus/tusd/v2/pkg/filestore"
 	"github.com/tus/tusd/v2/pkg/handler"
 	"github.com/tus/tusd/v2/pkg/memorylocker"
-	"github.com/tus/tusd/v2/pkg/prometheuscollector"
 
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/service"
@@ -67,14 +67,67 @@ func (s *Server) newTus(name string, svc service.Repository) (*repoTus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tus handler: %w", err)
 	}
-	t.handler = http.StripPrefix(api.PathUploads, h)
+	t.handler = advertiseAccepted(http.StripPrefix(api.PathUploads, h))
 	var reg prometheus.Registerer = s.registry
 	if name != "" {
 		reg = prometheus.WrapRegistererWith(prometheus.Labels{"repo": name}, reg)
 	}
-	reg.MustRegister(prometheuscollector.New(h.Metrics))
+	reg.MustRegister(tusCollector{h.Metrics})
 	return t, nil
 }
+
+// refusedExtensions are the tus extensions that tusd's stores provide but
+// the daemon refuses: the service wants every upload's length at its
+// creation (Upload-Defer-Length), and tusd refuses Upload-Concat
+// (DisableConcatenation). Removing the length deferrer or the concater
+// from the composer instead would make tusd ignore those headers rather
+// than refuse them.
+var refusedExtensions = []string{"creation-defer-length", "concatenation", "concatenation-unfinished"}
+
+// advertiseAccepted strips refusedExtensions from the Tus-Extension header
+// of tusd's OPTIONS answers, so that discovery lists only what a POST
+// accepts.
+func advertiseAccepted(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodOptions {
+			w = &extensionWriter{ResponseWriter: w}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// extensionWriter rewrites Tus-Extension before the header goes out.
+type extensionWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (w *extensionWriter) WriteHeader(status int) {
+	if !w.wrote {
+		w.wrote = true
+		h := w.Header()
+		if ext := h.Get("Tus-Extension"); ext != "" {
+			var keep []string
+			for _, e := range strings.Split(ext, ",") {
+				if !slices.Contains(refusedExtensions, strings.TrimSpace(e)) {
+					keep = append(keep, strings.TrimSpace(e))
+				}
+			}
+			h.Set("Tus-Extension", strings.Join(keep, ","))
+		}
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *extensionWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *extensionWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // uploadGuard admits a request to tusd only for the creation endpoint or an
 // upload ID of exactly the daemon's form that belongs to a session of the

@@ -3,13 +3,16 @@ package httpapi
 import (
 	"context"
 	"log/slog"
+	"strings"
 
+	"github.com/tus/tusd/v2/pkg/handler"
 	expslog "golang.org/x/exp/slog"
 )
 
 // tusLogger adapts tusd's logger (golang.org/x/exp/slog) to the daemon's
 // log/slog handler. tusd logs every request event; those go to debug, so
-// the daemon's own one line per request stays the default.
+// the daemon's own one line per request stays the default. An upload body
+// that the client cut (see cutByClient) is a warning, not an error.
 func tusLogger(h slog.Handler) *expslog.Logger {
 	return expslog.New(tusHandler{h: h})
 }
@@ -27,12 +30,33 @@ func (t tusHandler) Enabled(ctx context.Context, l expslog.Level) bool {
 	return t.h.Enabled(ctx, level(l))
 }
 
+// cutByClient are the body read errors of tusd that mean the client
+// stopped sending: its connection closed or was reset, or it sent nothing
+// for body_timeout. The bytes that arrived stay; the client resumes.
+var cutByClient = []string{handler.ErrUnexpectedEOF.ErrorCode, handler.ErrConnectionReset.ErrorCode, handler.ErrReadTimeout.ErrorCode}
+
+// bodyCut is the message of a body cut by the client.
+const bodyCut = "upload cut: the client stopped sending before the end of the body; the upload keeps the bytes that arrived and resumes from its offset"
+
 func (t tusHandler) Handle(ctx context.Context, r expslog.Record) error {
-	out := slog.NewRecord(r.Time, level(r.Level), r.Message, r.PC)
+	lvl, msg := level(r.Level), r.Message
+	var attrs []slog.Attr
 	r.Attrs(func(a expslog.Attr) bool {
-		out.AddAttrs(slog.Any(a.Key, a.Value.Any()))
+		if msg == "BodyReadError" && a.Key == "error" {
+			for _, code := range cutByClient {
+				if strings.HasPrefix(a.Value.String(), code+":") {
+					lvl, msg = slog.LevelWarn, bodyCut
+				}
+			}
+		}
+		attrs = append(attrs, slog.Any(a.Key, a.Value.Any()))
 		return true
 	})
+	if !t.h.Enabled(ctx, lvl) {
+		return nil
+	}
+	out := slog.NewRecord(r.Time, lvl, msg, r.PC)
+	out.AddAttrs(attrs...)
 	return t.h.Handle(ctx, out)
 }
 
