@@ -47,7 +47,11 @@ type Options struct {
 type RefResult struct {
 	Ref      string
 	Old, New string // Old "" for a new ref
-	Status   string // "updated", "up to date", "would update", "uploaded" (NoPublish)
+	// Status is "updated", "up to date", "up to date (same content)",
+	// "uploaded" (NoPublish); for a dry run "would update", "would upload"
+	// (NoPublish) or "refused".
+	Status string
+	Reason string // why a dry run's ref is refused: the daemon's answer
 }
 
 // Result summarizes a push.
@@ -696,13 +700,175 @@ func (p *pusher) upload(ctx context.Context, n object.Name, url string) error {
 	return nil
 }
 
+// dryRun asks the daemon to judge each ref update as it would judge the
+// push (the session and, unless NoPublish, the publish), sending the
+// commits it reads but none of their objects, and reports a verdict per
+// ref. A ref the daemon would refuse makes the dry run fail as the push
+// would: a permanent error.
 func (p *pusher) dryRun(ctx context.Context, updates []api.RefUpdate) error {
+	req := api.CheckRequest{Refs: updates, Force: p.opts.Force, Publish: !p.opts.NoPublish}
+	var cut map[string]int
+	var err error
+	if req.Publish {
+		if req.Commits, cut, err = p.checkCommits(ctx, updates); err != nil {
+			return err
+		}
+	}
+	var res api.CheckResult
+	err = p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
+		var err error
+		res, err = p.c.Check(ctx, req)
+		return err
+	})
+	var he *client.HTTPError
+	switch {
+	case errors.As(err, &he) && he.Status == http.StatusNotFound && he.Body.Code == "":
+		// A daemon from before checks: it judges the session only.
+		return p.sessionDryRun(ctx, updates)
+	case errors.As(err, &he) && !client.Retryable(err) && he.Status != http.StatusUnauthorized:
+		// The whole push is refused (a token without the upload scope,
+		// too many refs…): so is each ref.
+		res.Refs = make([]api.RefCheck, len(updates))
+		for i, u := range updates {
+			res.Refs[i] = api.RefCheck{Name: u.Name, Refusal: &he.Body}
+		}
+	case err != nil:
+		return err
+	}
+	if len(res.Refs) != len(updates) {
+		return fmt.Errorf("daemon judged %d refs of %d", len(res.Refs), len(updates))
+	}
+	verdicts := map[string]*api.Error{}
+	for _, v := range res.Refs {
+		verdicts[v.Name] = v.Refusal
+	}
+	var refused, same, moving []string
+	for i := range p.res.Refs {
+		r := &p.res.Refs[i]
+		if r.Status != "" {
+			continue
+		}
+		e := verdicts[r.Ref]
+		switch {
+		case e == nil && p.opts.NoPublish:
+			r.Status = "would upload"
+		case e == nil:
+			r.Status = "would update"
+		case e.Code == api.CodeSameContent:
+			r.Status = "up to date (same content)"
+			same = append(same, r.Ref)
+			continue
+		case len(e.Missing) > 0:
+			// The daemon lacks the new commit: this repository could not
+			// send it within the check's limits.
+			r.Status = "would update"
+			r.Reason = "not judged: its commit is larger than a dry run carries"
+		default:
+			r.Status, r.Reason = "refused", e.Error
+			if n, ok := cut[r.Ref]; ok && e.Code == api.CodeNotNewer {
+				r.Reason += fmt.Sprintf(" (judged from %d commits of its history: a dry run carries at most %d bytes of commits; the push sends more)", n, api.MaxCheckBytes)
+			}
+			refused = append(refused, r.Ref)
+			continue
+		}
+		moving = append(moving, r.Ref)
+	}
+	if err := p.planned(ctx, updates); err != nil {
+		return err
+	}
+	switch {
+	case len(refused) > 0:
+		return permanent("the daemon would refuse %s: nothing was sent or changed", strings.Join(refused, ", "))
+	case len(same) > 0 && len(moving) > 0:
+		return permanent("%s: up to date (same content), so the push would publish nothing; push %s without it (or with --force to publish the rebuild anyway)",
+			strings.Join(same, ", "), strings.Join(moving, ","))
+	}
+	return nil
+}
+
+// checkCommits are the commits a check needs from this repository: each
+// update's new commit with its detached metadata, then, for a ref the
+// daemon has (unless forced), the parents down to the daemon's commit, as
+// the push sends them (the update rule may ask whether the new commit
+// descends from it), as many as the check's limits allow. cut maps the
+// refs whose parents did not all fit to how many commits of their history
+// went.
+func (p *pusher) checkCommits(ctx context.Context, updates []api.RefUpdate) (out []api.CommitData, cut map[string]int, err error) {
+	seen := map[object.Checksum]bool{}
+	size := 0
+	add := func(sum object.Checksum, meta bool) (bool, error) {
+		if seen[sum] {
+			return true, nil
+		}
+		d := api.CommitData{}
+		var err error
+		if d.Commit, err = p.repo.CommitObject(ctx, sum); err != nil {
+			return false, err
+		}
+		if meta {
+			if d.CommitMeta, err = p.repo.CommitMeta(ctx, sum); err != nil {
+				return false, err
+			}
+		}
+		if n := len(d.Commit) + len(d.CommitMeta); size+n > api.MaxCheckBytes || len(out) == api.MaxCheckCommits {
+			return false, nil
+		} else {
+			size += n
+		}
+		seen[sum] = true
+		out = append(out, d)
+		return true, nil
+	}
+	for _, u := range updates {
+		sum, _ := object.ParseChecksum(u.New)
+		if _, err := add(sum, true); err != nil {
+			return nil, nil, &PermanentError{Err: fmt.Errorf("read %s from %s: %w", u.Name, p.opts.Repo, err)}
+		}
+	}
+	cut = map[string]int{}
+	for _, u := range updates {
+		if u.Old == "" || p.opts.Force {
+			continue
+		}
+		cur, _ := object.ParseChecksum(u.New)
+		for i := 0; i < 10000; i++ { // as plan
+			c, err := p.repo.ReadCommit(ctx, cur)
+			if err != nil || c.Parent == nil || c.Parent.String() == u.Old {
+				break
+			}
+			cur = *c.Parent
+			if fits, err := add(cur, false); err != nil {
+				break // this repository ends here: so does what a push sends
+			} else if !fits {
+				cut[u.Name] = i + 1
+				break
+			}
+		}
+	}
+	return out, cut, nil
+}
+
+// sessionDryRun is the dry run of a daemon without checks: it judges the
+// session (ref names, the token's refs, the refs' state) and nothing of
+// the publish.
+func (p *pusher) sessionDryRun(ctx context.Context, updates []api.RefUpdate) error {
 	if err := p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
 		_, err := p.c.CreateSession(ctx, api.SessionRequest{Refs: updates, Force: p.opts.Force, DryRun: true})
 		return err
 	}); err != nil {
 		return err
 	}
+	for i := range p.res.Refs {
+		if r := &p.res.Refs[i]; r.Status == "" {
+			r.Status = "would update"
+			r.Reason = "not judged: the daemon is too old to judge a publish"
+		}
+	}
+	return p.planned(ctx, updates)
+}
+
+// planned counts the objects and bytes a push of updates would offer.
+func (p *pusher) planned(ctx context.Context, updates []api.RefUpdate) error {
 	info := api.Info{Refs: map[string]string{}}
 	for _, u := range updates {
 		info.Refs[u.Name] = u.Old
@@ -718,11 +884,6 @@ func (p *pusher) dryRun(ctx context.Context, updates []api.RefUpdate) error {
 			return err
 		}
 		p.res.BytesPlanned += s
-	}
-	for i := range p.res.Refs {
-		if p.res.Refs[i].Status == "" {
-			p.res.Refs[i].Status = "would update"
-		}
 	}
 	return nil
 }

@@ -41,7 +41,7 @@ var pushCmd = &command{
 		branches := fs.StringSliceP("branch", "b", nil, "ref to push; repeat or separate with commas (default: every local ref)")
 		jobs := fs.IntP("jobs", "j", 4, "parallel uploads")
 		force := fs.Bool("force", false, "allow refs to move backwards or to unrelated commits")
-		dryRun := fs.Bool("dry-run", false, "show what would be sent and which refs would move; change nothing")
+		dryRun := fs.Bool("dry-run", false, "ask the daemon to judge each ref as it would judge the push; send no object, change nothing")
 		noPublish := fs.Bool("no-publish", false, "upload everything but leave the refs alone: a token with the publish scope commits the session later")
 		prune := fs.Bool("prune", false, "prune the local repository before pushing")
 		retry := fs.Duration("retry-timeout", 5*time.Minute, "how long to keep retrying a failing step before giving up with exit code 75")
@@ -102,8 +102,14 @@ func push(opts uploader.Options, quiet bool, statsFile string) error {
 				fmt.Printf("%s: up to date (%s)\n", r.Ref, short(r.New))
 			case "":
 				fmt.Printf("%s: not moved: %s → %s\n", r.Ref, short(r.Old), short(r.New))
+			case "refused":
+				fmt.Printf("%s: refused: %s\n", r.Ref, r.Reason)
 			default:
-				fmt.Printf("%s: %s %s → %s\n", r.Ref, r.Status, short(r.Old), short(r.New))
+				line := fmt.Sprintf("%s: %s %s → %s", r.Ref, r.Status, short(r.Old), short(r.New))
+				if r.Reason != "" {
+					line += " (" + r.Reason + ")"
+				}
+				fmt.Println(line)
 			}
 		}
 		if opts.DryRun {
