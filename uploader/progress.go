@@ -9,11 +9,53 @@ import (
 	"time"
 )
 
+// console serializes what a push writes for its user: the progress bar,
+// which a terminal redraws in place, and lines of their own (retries),
+// which a terminal shows above it.
+type console struct {
+	mu  sync.Mutex
+	out io.Writer // nil: nowhere
+	tty bool
+}
+
+// bar shows the progress line: in place on a terminal, as a line
+// otherwise.
+func (c *console) bar(s string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tty {
+		fmt.Fprint(c.out, "\r\033[K"+s)
+	} else {
+		fmt.Fprintln(c.out, s)
+	}
+}
+
+// clearBar removes the progress line from a terminal.
+func (c *console) clearBar() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tty {
+		fmt.Fprint(c.out, "\r\033[K")
+	}
+}
+
+// println writes a line of its own.
+func (c *console) println(s string) {
+	if c == nil || c.out == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tty {
+		s = "\r\033[K" + s // over the bar, which the next tick draws again
+	}
+	fmt.Fprintln(c.out, s)
+}
+
 // progress counts what a push sends and shows it: a live bar on a
 // terminal, a line every ten seconds otherwise (CI logs), and a summary.
 type progress struct {
-	out   io.Writer
-	tty   bool
+	con   *console
 	start time.Time
 
 	sent     atomic.Int64 // bytes read from local objects into requests
@@ -26,8 +68,8 @@ type progress struct {
 	finished chan struct{}
 }
 
-func newProgress(out io.Writer, tty bool) *progress {
-	return &progress{out: out, tty: tty, start: time.Now(), quit: make(chan struct{}), finished: make(chan struct{})}
+func newProgress(con *console) *progress {
+	return &progress{con: con, start: time.Now(), quit: make(chan struct{}), finished: make(chan struct{})}
 }
 
 type countingReader struct {
@@ -50,7 +92,7 @@ func (p *progress) plan(objects int, bytes int64, skipped int) {
 	p.total.Add(bytes)
 	p.skipped.Store(int64(skipped))
 	p.once.Do(func() {
-		if p.out == nil {
+		if p.con.out == nil {
 			close(p.finished)
 			return
 		}
@@ -63,7 +105,7 @@ func (p *progress) done() { p.done_.Add(1) }
 func (p *progress) report() {
 	defer close(p.finished)
 	every := 10 * time.Second
-	if p.tty {
+	if p.con.tty {
 		every = 200 * time.Millisecond
 	}
 	t := time.NewTicker(every)
@@ -71,17 +113,10 @@ func (p *progress) report() {
 	for {
 		select {
 		case <-p.quit:
-			if p.tty {
-				fmt.Fprint(p.out, "\r\033[K")
-			}
+			p.con.clearBar()
 			return
 		case <-t.C:
-			line := p.line()
-			if p.tty {
-				fmt.Fprint(p.out, "\r\033[K"+line)
-			} else {
-				fmt.Fprintln(p.out, line)
-			}
+			p.con.bar(p.line())
 		}
 	}
 }
@@ -99,7 +134,7 @@ func (p *progress) line() string {
 		eta = (time.Duration(float64(total-sent)/rate) * time.Second / time.Second * time.Second).String()
 	}
 	bar := ""
-	if p.tty {
+	if p.con.tty {
 		w := 24
 		fill := int(frac * float64(w))
 		bar = "[" + strings.Repeat("=", fill) + strings.Repeat(" ", w-fill) + "] "

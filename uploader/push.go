@@ -117,6 +117,7 @@ type pusher struct {
 	log  *slog.Logger
 	repo *store.Repo
 	c    *client.Client
+	con  *console
 	prog *progress
 	res  Result
 	sid  string
@@ -156,7 +157,10 @@ func Push(ctx context.Context, opts Options) (*Result, error) {
 	}
 	defer repo.Close()
 	c.SetLog(opts.Log)
-	p := &pusher{opts: opts, log: opts.Log, repo: repo, c: c}
+	p := &pusher{opts: opts, log: opts.Log, repo: repo, c: c, con: &console{out: opts.Progress, tty: opts.Terminal}}
+	c.OnRetry(func(ev client.RetryEvent) {
+		p.con.println(fmt.Sprintf("retrying in %s (budget %s left): %v", ev.Delay.Round(100*time.Millisecond), ev.Left.Round(time.Second), ev.Err))
+	})
 	err = p.run(ctx)
 	if err != nil && ctx.Err() != nil {
 		err = ctx.Err() // interrupted (SIGINT, SIGTERM): a rerun resumes
@@ -217,7 +221,7 @@ func (p *pusher) run(ctx context.Context) error {
 	}
 	p.res.Phases.Plan = time.Since(t)
 	p.res.Objects = len(names)
-	p.prog = newProgress(p.opts.Progress, p.opts.Terminal)
+	p.prog = newProgress(p.con)
 	for attempt := 0; ; attempt++ {
 		t = time.Now()
 		needed, err := p.negotiate(ctx, names)
