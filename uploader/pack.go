@@ -98,11 +98,12 @@ func (p *pusher) writeEntry(tw *tar.Writer, n object.Name, size int64) error {
 	return nil
 }
 
-// sendPack sends objs in packs until the daemon holds every one of them.
-// After a failure it asks the daemon which objects it still needs and sends
-// only those.
-func (p *pusher) sendPack(ctx context.Context, objs []object.Name) error {
-	pending := objs
+// sendPack sends objs, of size bytes, in packs until the daemon holds
+// every one of them. After a failure it asks the daemon which objects it
+// still needs and sends only those.
+func (p *pusher) sendPack(ctx context.Context, objs []object.Name, size int64) error {
+	pending, left := objs, size // left: the bytes of pending
+	m := p.prog.meter(size)
 	first := true
 	err := p.c.RetryProgress(ctx, p.opts.RetryTimeout, func(progress func()) error {
 		if !first {
@@ -112,7 +113,13 @@ func (p *pusher) sendPack(ctx context.Context, objs []object.Name) error {
 			}
 			if len(still) < len(pending) {
 				progress()
-				p.countSent(len(pending) - len(still))
+				stillBytes, err := p.bytesOf(still)
+				if err != nil {
+					return err
+				}
+				p.countSent(len(pending)-len(still), left-stillBytes)
+				left = stillBytes
+				m.reach(size - left)
 			}
 			pending = still
 		}
@@ -120,7 +127,7 @@ func (p *pusher) sendPack(ctx context.Context, objs []object.Name) error {
 		if len(pending) == 0 {
 			return nil
 		}
-		res, err := p.postPack(ctx, pending)
+		res, err := p.postPack(ctx, pending, m.count, size-left)
 		if err != nil {
 			var he *client.HTTPError
 			if errors.As(err, &he) && he.Body.Stored > 0 {
@@ -128,10 +135,12 @@ func (p *pusher) sendPack(ctx context.Context, objs []object.Name) error {
 			}
 			return err
 		}
-		p.countSent(res.Stored)
 		if res.Stored+res.Skipped < len(pending) {
+			// The next attempt's negotiation counts what was stored.
 			return fmt.Errorf("daemon read %d of %d pack entries", res.Stored+res.Skipped, len(pending))
 		}
+		p.countSent(res.Stored, res.Bytes)
+		m.reach(size)
 		pending = nil
 		return nil
 	})
@@ -147,17 +156,31 @@ func (p *pusher) sendPack(ctx context.Context, objs []object.Name) error {
 	return nil
 }
 
-func (p *pusher) countSent(n int) {
+// countSent counts n objects of bytes bytes that the daemon verified.
+func (p *pusher) countSent(n int, bytes int64) {
 	p.mu.Lock()
 	p.res.Sent += n
 	p.mu.Unlock()
-	for range n {
-		p.prog.done()
-	}
+	p.prog.done(n, bytes)
 }
 
-// postPack streams one pack of objs to the daemon.
-func (p *pusher) postPack(ctx context.Context, objs []object.Name) (api.PackResult, error) {
+// bytesOf is the size of objs together.
+func (p *pusher) bytesOf(objs []object.Name) (int64, error) {
+	var total int64
+	for _, n := range objs {
+		s, err := p.size(n)
+		if err != nil {
+			return 0, err
+		}
+		total += s
+	}
+	return total, nil
+}
+
+// postPack streams one pack of objs to the daemon; count wraps the pack's
+// bytes to show them as the progress of its unit of work from the point
+// from on (see meter.count).
+func (p *pusher) postPack(ctx context.Context, objs []object.Name, count func(r io.Reader, from, num, den int64) io.Reader, from int64) (api.PackResult, error) {
 	sizes := make([]int64, len(objs))
 	for i, n := range objs {
 		s, err := p.size(n)
@@ -173,7 +196,11 @@ func (p *pusher) postPack(ctx context.Context, objs []object.Name) (api.PackResu
 		pw.CloseWithError(err)
 		werr <- err
 	}()
-	res, err := p.c.SendPack(ctx, p.sid, p.prog.count(pr), packSize(sizes))
+	var objBytes int64
+	for _, s := range sizes {
+		objBytes += s
+	}
+	res, err := p.c.SendPack(ctx, p.sid, count(pr, from, objBytes, packSize(sizes)), packSize(sizes))
 	pr.CloseWithError(errors.New("request ended"))
 	if wErr := <-werr; wErr != nil {
 		var pe *PermanentError

@@ -61,7 +61,9 @@ type Result struct {
 	Objects        int      // objects offered
 	Sent           int      // objects uploaded (or resumed)
 	Skipped        int      // objects the daemon already had
-	BytesSent      int64    // bytes on the wire, object data only
+	ToSend         int      // objects the daemon needed (Sent of them were sent)
+	BytesSent      int64    // bytes read from objects into requests: sent again after a retry, tar framing included
+	BytesDone      int64    // bytes of the Sent objects
 	BytesSkipped   int64
 	BytesPlanned   int64 // dry run: bytes of the objects that would be offered
 	Retries        int64
@@ -605,7 +607,7 @@ func (p *pusher) uploadAll(ctx context.Context, needed []object.Name, uploads []
 			for w := range queue {
 				var err error
 				if w.pack != nil {
-					err = p.sendPack(ctx, w.pack)
+					err = p.sendPack(ctx, w.pack, w.bytes)
 				} else {
 					err = p.upload(ctx, w.obj, live[w.obj.String()])
 				}
@@ -650,11 +652,12 @@ func (p *pusher) upload(ctx context.Context, n object.Name, url string) error {
 	}
 	defer f.Close()
 	lastOffset := int64(-1)
+	m := p.prog.meter(size)
 	err = p.c.RetryProgress(ctx, p.opts.RetryTimeout, func(progress func()) error {
 		if url == "" {
 			var body io.Reader
 			if size <= smallObject {
-				body = p.prog.count(io.NewSectionReader(f, 0, size))
+				body = m.count(io.NewSectionReader(f, 0, size), 0, 1, 1)
 			}
 			u, err := p.c.CreateUpload(ctx, p.sid, n.String(), size, body)
 			switch {
@@ -667,6 +670,9 @@ func (p *pusher) upload(ctx context.Context, n object.Name, url string) error {
 			}
 		}
 		off, err := p.c.Offset(ctx, url)
+		if err == nil {
+			m.reach(off) // what the daemon holds, perhaps from an earlier run
+		}
 		if err == nil && off > lastOffset {
 			if lastOffset >= 0 {
 				progress()
@@ -680,7 +686,7 @@ func (p *pusher) upload(ctx context.Context, n object.Name, url string) error {
 		if err != nil || off == size {
 			return err
 		}
-		err = p.c.Patch(ctx, url, off, p.prog.count(io.NewSectionReader(f, off, size-off)), size-off)
+		err = p.c.Patch(ctx, url, off, m.count(io.NewSectionReader(f, off, size-off), off, 1, 1), size-off)
 		if errors.Is(err, client.ErrUploadGone) {
 			url = ""
 			return &client.HTTPError{Status: http.StatusServiceUnavailable, Body: api.Error{Error: "upload vanished; creating it again"}}
@@ -700,7 +706,8 @@ func (p *pusher) upload(ctx context.Context, n object.Name, url string) error {
 	p.mu.Lock()
 	p.res.Uploads++
 	p.mu.Unlock()
-	p.countSent(1)
+	m.reach(size)
+	p.countSent(1, size)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -115,8 +116,14 @@ func push(opts uploader.Options, quiet bool, statsFile string) error {
 		if opts.DryRun {
 			fmt.Fprintf(os.Stderr, "dry run: would offer %d objects (%s); nothing was sent or changed\n", res.Objects, humanBytes(res.BytesPlanned))
 		} else if res.Objects > 0 {
-			fmt.Fprintf(os.Stderr, "sent %d objects (%s), skipped %d already on the daemon, %d retries, in %s\n",
-				res.Sent, humanBytes(res.BytesSent), res.Skipped, res.Retries, res.Duration.Round(time.Millisecond))
+			// Only objects the daemon verified count as sent; what went
+			// on the wire also holds bytes sent again and tar framing.
+			sent := fmt.Sprint(res.Sent)
+			if res.Sent < res.ToSend {
+				sent = fmt.Sprintf("%d of %d", res.Sent, res.ToSend)
+			}
+			fmt.Fprintf(os.Stderr, "sent %s objects (%s; %s on the wire), skipped %d already on the daemon, %d retries, in %s\n",
+				sent, humanBytes(res.BytesDone), humanBytes(res.BytesSent), res.Skipped, res.Retries, res.Duration.Round(time.Millisecond))
 		}
 	}
 	if err == nil && opts.NoPublish && res.SessionID != "" {
@@ -130,8 +137,11 @@ func push(opts uploader.Options, quiet bool, statsFile string) error {
 	if err == nil {
 		return nil
 	}
+	if ctx.Err() != nil {
+		err = errors.New("stopped by a signal")
+	}
 	if uploader.Temporary(err) {
-		return &exitError{code: exitRetry, err: fmt.Errorf("%w\nthe push is not finished; rerun the same command to resume it", err)}
+		return &exitError{code: exitRetry, err: fmt.Errorf("%w\ninterrupted: rerun the same command to resume", err)}
 	}
 	return err
 }
@@ -158,7 +168,8 @@ type pushStats struct {
 	Objects          int     `json:"objects"`
 	Sent             int     `json:"sent"`
 	Skipped          int     `json:"skipped"`
-	Bytes            int64   `json:"bytes"`
+	Bytes            int64   `json:"bytes"`          // read into requests: sent again after retries, tar framing included
+	BytesVerified    int64   `json:"bytes_verified"` // of the objects sent
 	Packs            int     `json:"packs"`
 	Uploads          int     `json:"uploads"`
 	Retries          int64   `json:"retries"`
@@ -171,7 +182,7 @@ func writeStats(path string, res *uploader.Result, pushErr error) error {
 		Seconds: res.Duration.Seconds(), PlanSeconds: res.Phases.Plan.Seconds(),
 		NegotiateSeconds: res.Phases.Negotiate.Seconds(), UploadSeconds: res.Phases.Upload.Seconds(),
 		CommitSeconds: res.Phases.Commit.Seconds(), Objects: res.Objects, Sent: res.Sent, Skipped: res.Skipped,
-		Bytes: res.BytesSent, Packs: res.Packs, Uploads: res.Uploads, Retries: res.Retries, Session: res.SessionID,
+		Bytes: res.BytesSent, BytesVerified: res.BytesDone, Packs: res.Packs, Uploads: res.Uploads, Retries: res.Retries, Session: res.SessionID,
 	}
 	if pushErr != nil {
 		st.Error = pushErr.Error()
