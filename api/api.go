@@ -15,6 +15,7 @@ const (
 	PathUploads  = "/api/v1/uploads"
 	PathAdmin    = "/api/v1/admin" // needs a token with the admin scope
 	PathPromote  = "/api/v1/promote"
+	PathCheck    = "/api/v1/check" // judge a push without making it (push --dry-run)
 )
 
 // Token scopes.
@@ -137,6 +138,53 @@ type SessionRequest struct {
 	Refs   []RefUpdate `json:"refs"`
 	Force  bool        `json:"force,omitempty"`   // allow non-fast-forward updates
 	DryRun bool        `json:"dry_run,omitempty"` // check only; create nothing
+}
+
+// CheckRequest is the body of POST /api/v1/check: it asks how the daemon
+// would answer a push of Refs, judging each ref on its own with the checks
+// of a session's creation and, with Publish, of its commit. Nothing is
+// created, uploaded or changed.
+type CheckRequest struct {
+	Refs  []RefUpdate `json:"refs"`
+	Force bool        `json:"force,omitempty"` // as in SessionRequest
+	// Publish says the push would commit its session: the check then
+	// also judges the publish (the publish scope, the update rule,
+	// bindings, required signatures).
+	Publish bool `json:"publish,omitempty"`
+	// Commits are the client's commit objects the publish checks read
+	// (each ref's new commit, and for an existing ref the parents down to
+	// its commit), with their detached metadata: at most MaxCheckCommits,
+	// MaxCheckBytes together.
+	Commits []CommitData `json:"commits,omitempty"`
+}
+
+// CommitData is a commit object of the client's build repository, which
+// the daemon may not hold yet, and its detached metadata as a push would
+// send it.
+type CommitData struct {
+	Commit     []byte `json:"commit"`               // the commit object's bytes (base64 in JSON); their SHA-256 names it
+	CommitMeta []byte `json:"commitmeta,omitempty"` // its .commitmeta, if it has one
+}
+
+// Limits of a CheckRequest: commit objects and detached metadata (before
+// base64) together, and how many commits.
+const (
+	MaxCheckBytes   = 2 << 20
+	MaxCheckCommits = 10000
+)
+
+// CheckResult answers a CheckRequest: a verdict for each ref, in the
+// order asked.
+type CheckResult struct {
+	Refs []RefCheck `json:"refs"`
+}
+
+// RefCheck is the verdict on one ref update. Refusal is nil when the push
+// would move the ref (or, without Publish, upload it); otherwise it is the
+// answer the push would get, with its code (CodeSameContent: up to date).
+type RefCheck struct {
+	Name    string `json:"name"`
+	Refusal *Error `json:"refusal,omitempty"`
 }
 
 // PromoteRequest is the body of POST /api/v1/promote in the destination

@@ -88,44 +88,63 @@ func updatesOf(sess journal.Session) ([]store.RefUpdate, error) {
 	return out, nil
 }
 
-// checkUpdates refuses what clients would refuse or what would lose
-// history: a new commit the server does not hold, a commit bound to other
-// refs or another collection (whatever force says: every libostree client
-// would refuse to pull it), and, unless forced, a move the update rule
-// refuses. It returns the refs whose new commit has the content of the
-// current one: they stay where they are while the others move, and when
-// every ref is such, the publish is refused as up to date (same content).
-func (s *Service) checkUpdates(ctx context.Context, sess journal.Session, sp *spool.Spool, updates []store.RefUpdate) (unchanged []string, err error) {
-	collection := s.repo.CollectionID()
+// commits is where the checks of a publish read the commits they judge
+// and the detached metadata the push brings: the production repository
+// and the token's spool; a check (a dry run) also reads the commits its
+// client sent, which the daemon may not hold yet. Publish and check run
+// the same checks over it.
+type commits struct {
+	repos []*store.Repo
+	spool *store.Repo
+	sent  map[object.Checksum]sentCommit
+}
+
+// sentCommit is a commit a check's client sent, verified against its name.
+type sentCommit struct {
+	info       *object.CommitInfo
+	data, meta []byte
+}
+
+// publishCommits is what a publish of the token whose spool is sp reads.
+func (s *Service) publishCommits(sp *spool.Spool) commits {
+	return commits{repos: []*store.Repo{s.repo, sp.Repo()}, spool: sp.Repo()}
+}
+
+func (c commits) read(ctx context.Context, sum object.Checksum) (*object.CommitInfo, error) {
+	if sc, ok := c.sent[sum]; ok {
+		return sc.info, nil
+	}
+	return store.ReadCommitIn(ctx, sum, c.repos...)
+}
+
+// object returns the bytes of a commit, which signatures cover.
+func (c commits) object(ctx context.Context, sum object.Checksum) ([]byte, error) {
+	if sc, ok := c.sent[sum]; ok {
+		return sc.data, nil
+	}
+	return commitObject(ctx, sum, c.repos...)
+}
+
+// pushedMeta returns the detached metadata the push brings for a commit:
+// what the client sent, else the spool's copy; nil for none.
+func (c commits) pushedMeta(ctx context.Context, sum object.Checksum) ([]byte, error) {
+	if sc, ok := c.sent[sum]; ok && sc.meta != nil {
+		return sc.meta, nil
+	}
+	if c.spool == nil {
+		return nil, nil
+	}
+	return c.spool.CommitMeta(ctx, sum)
+}
+
+// checkUpdates runs checkUpdate on each of updates. It returns the refs
+// whose new commit has the content of the current one: they stay where
+// they are while the others move, and when every ref is such, the publish
+// is refused as up to date (same content).
+func (s *Service) checkUpdates(ctx context.Context, src commits, force bool, updates []store.RefUpdate) (unchanged []string, err error) {
 	var same error
 	for _, u := range updates {
-		nc, err := store.ReadCommitIn(ctx, u.New, s.repo, sp.Repo())
-		if errors.Is(err, store.ErrNotFound) {
-			e := refuse(service.Unprocessable, "commit %s of ref %s has not been uploaded", u.New, u.Ref)
-			e.Body.Ref, e.Body.Missing = u.Ref, []string{u.New.String() + ".commit"}
-			return nil, e
-		}
-		if err != nil {
-			return nil, err
-		}
-		if len(nc.RefBindings) > 0 && !slices.Contains(nc.RefBindings, u.Ref) {
-			e := refuse(service.Conflict, "commit %s is bound to refs %v, not %s: clients would refuse it under %s whatever --force says; commit it again bound to %s (ostree commit -b %s)", u.New, nc.RefBindings, u.Ref, u.Ref, u.Ref, u.Ref)
-			e.Body.Ref, e.Body.Code = u.Ref, api.CodeBinding
-			return nil, e
-		}
-		if nc.CollectionBinding != "" && collection != "" && nc.CollectionBinding != collection {
-			e := refuse(service.Conflict, "commit %s is bound to collection %s, and this repository is collection %s: clients would refuse it whatever --force says", u.New, nc.CollectionBinding, collection)
-			e.Body.Ref, e.Body.Code = u.Ref, api.CodeBinding
-			return nil, e
-		}
-		if sess.Force || u.Old == nil || *u.Old == u.New {
-			continue
-		}
-		oc, err := store.ReadCommitIn(ctx, *u.Old, s.repo, sp.Repo())
-		if err != nil {
-			return nil, err
-		}
-		err = s.updateRule(ctx, sp, u, nc, oc)
+		err := s.checkUpdate(ctx, src, force, u)
 		if e, ok := service.AsError(err); ok && e.Body.Code == api.CodeSameContent {
 			unchanged, same = append(unchanged, u.Ref), err
 			continue
@@ -140,20 +159,55 @@ func (s *Service) checkUpdates(ctx context.Context, sess journal.Session, sp *sp
 	return unchanged, nil
 }
 
+// checkUpdate refuses what clients would refuse or what would lose
+// history: a new commit the server does not hold, a commit bound to other
+// refs or another collection (whatever force says: every libostree client
+// would refuse to pull it), and, unless forced, a move the update rule
+// refuses.
+func (s *Service) checkUpdate(ctx context.Context, src commits, force bool, u store.RefUpdate) error {
+	nc, err := src.read(ctx, u.New)
+	if errors.Is(err, store.ErrNotFound) {
+		e := refuse(service.Unprocessable, "commit %s of ref %s has not been uploaded", u.New, u.Ref)
+		e.Body.Ref, e.Body.Missing = u.Ref, []string{u.New.String() + ".commit"}
+		return e
+	}
+	if err != nil {
+		return err
+	}
+	if len(nc.RefBindings) > 0 && !slices.Contains(nc.RefBindings, u.Ref) {
+		e := refuse(service.Conflict, "commit %s is bound to refs %v, not %s: clients would refuse it under %s whatever --force says; commit it again bound to %s (ostree commit -b %s)", u.New, nc.RefBindings, u.Ref, u.Ref, u.Ref, u.Ref)
+		e.Body.Ref, e.Body.Code = u.Ref, api.CodeBinding
+		return e
+	}
+	if collection := s.repo.CollectionID(); nc.CollectionBinding != "" && collection != "" && nc.CollectionBinding != collection {
+		e := refuse(service.Conflict, "commit %s is bound to collection %s, and this repository is collection %s: clients would refuse it whatever --force says", u.New, nc.CollectionBinding, collection)
+		e.Body.Ref, e.Body.Code = u.Ref, api.CodeBinding
+		return e
+	}
+	if force || u.Old == nil || *u.Old == u.New {
+		return nil
+	}
+	oc, err := src.read(ctx, *u.Old)
+	if err != nil {
+		return err
+	}
+	return s.updateRule(ctx, src, u, nc, oc)
+}
+
 // updateRule judges an unforced move of a ref from the commit oc to nc
 // (ostree-push's rule): nc must be newer than oc, whatever its parents
 // (with require_ancestry, also a descendant of oc), and not the same
 // content (same tree and metadata: a reproducible rebuild moves nothing).
 // An older commit is refused because every libostree client refuses such
 // a downgrade; --force publishes either anyway.
-func (s *Service) updateRule(ctx context.Context, sp *spool.Spool, u store.RefUpdate, nc, oc *object.CommitInfo) error {
+func (s *Service) updateRule(ctx context.Context, src commits, u store.RefUpdate, nc, oc *object.CommitInfo) error {
 	if nc.SameContent(oc) {
 		e := refuse(service.Conflict, "ref %s: commit %s has the tree and metadata of %s: up to date (same content); push with --force to publish it anyway", u.Ref, u.New, u.Old)
 		e.Body.Ref, e.Body.Code = u.Ref, api.CodeSameContent
 		return e
 	}
 	if s.cfg.RequireAncestry {
-		ok, err := store.IsAncestor(ctx, *u.Old, u.New, s.repo, sp.Repo())
+		ok, err := store.IsAncestor(ctx, *u.Old, u.New, src.read)
 		if err != nil {
 			return err
 		}
@@ -196,8 +250,9 @@ func (s *Service) preparePublish(ctx context.Context, sess journal.Session, sp *
 	if err := s.repo.Check(ctx, sp.Repo(), updates); err != nil {
 		return plan, err
 	}
+	src := s.publishCommits(sp)
 	var err error
-	if plan.unchanged, err = s.checkUpdates(ctx, sess, sp, updates); err != nil {
+	if plan.unchanged, err = s.checkUpdates(ctx, src, sess.Force, updates); err != nil {
 		return plan, err
 	}
 	for _, u := range updates {
@@ -207,26 +262,38 @@ func (s *Service) preparePublish(ctx context.Context, sess journal.Session, sp *
 		if _, ok := plan.sigs[u.New]; ok {
 			continue
 		}
-		sigs, err := s.pushedSignatures(ctx, sess, sp, u.New, true)
+		sigs, err := s.checkSignatures(ctx, src, sess.ID, sess.Owner, u)
 		if err != nil {
-			e := refuse(service.Unprocessable, "detached metadata of commit %s: %v", u.New, err)
-			e.Body.Ref, e.Body.Object = u.Ref, u.New.String()+".commitmeta"
-			return plan, e
+			return plan, err
 		}
 		plan.sigs[u.New] = sigs
-		meta, err := s.mergedMeta(ctx, u.New, sigs)
-		if err != nil {
-			return plan, metaLimit(u, err)
-		}
-		if s.cfg.SignVerify || s.cfg.GPGVerify {
-			if err := s.verifySigned(ctx, u.New, sp, meta); err != nil {
-				e := refuse(service.Unprocessable, "commit %s of ref %s: %v", u.New, u.Ref, err)
-				e.Body.Ref, e.Body.Code = u.Ref, api.CodeNotSigned
-				return plan, e
-			}
-		}
 	}
 	return plan, nil
+}
+
+// checkSignatures returns the signatures the push of owner (in session
+// sid, for the log) may add to u's new commit, refusing detached metadata
+// that is malformed or over the limits once merged with production's, and
+// a commit without the signatures the repository requires.
+func (s *Service) checkSignatures(ctx context.Context, src commits, sid, owner string, u store.RefUpdate) (object.Signatures, error) {
+	sigs, err := s.pushedSignatures(ctx, src, sid, owner, u.New, true)
+	if err != nil {
+		e := refuse(service.Unprocessable, "detached metadata of commit %s: %v", u.New, err)
+		e.Body.Ref, e.Body.Object = u.Ref, u.New.String()+".commitmeta"
+		return sigs, e
+	}
+	meta, err := s.mergedMeta(ctx, u.New, sigs)
+	if err != nil {
+		return sigs, metaLimit(u, err)
+	}
+	if s.cfg.SignVerify || s.cfg.GPGVerify {
+		if err := s.verifySigned(ctx, src, u.New, meta); err != nil {
+			e := refuse(service.Unprocessable, "commit %s of ref %s: %v", u.New, u.Ref, err)
+			e.Body.Ref, e.Body.Code = u.Ref, api.CodeNotSigned
+			return sigs, e
+		}
+	}
+	return sigs, nil
 }
 
 // checkLocked repeats, under the publish lock and just before the intent,
@@ -288,9 +355,7 @@ func (s *Service) checkRefNames(ctx context.Context, sess journal.Session) error
 	for i, r := range sess.Refs {
 		names[i] = r.Ref
 	}
-	if ref, other, found := store.RefConflict(names, refs); found {
-		e := refuse(service.Conflict, "ref %s cannot exist beside ref %s (one would be a directory of the other): choose another name", ref, other)
-		e.Body.Ref, e.Body.Code = ref, api.CodeRefConflict
+	if e := refConflict(names, refs); e != nil {
 		return e
 	}
 	return nil
@@ -302,8 +367,9 @@ func (s *Service) checkRefNames(ctx context.Context, sess journal.Session) error
 // passes is left out, so that the publish always finishes.
 func (s *Service) recoveryPlan(ctx context.Context, sess journal.Session, sp *spool.Spool, updates []store.RefUpdate) publishPlan {
 	plan := publishPlan{sigs: map[object.Checksum]object.Signatures{}}
+	src := s.publishCommits(sp)
 	for _, u := range updates {
-		sigs, err := s.pushedSignatures(ctx, sess, sp, u.New, false)
+		sigs, err := s.pushedSignatures(ctx, src, sess.ID, sess.Owner, u.New, false)
 		if err == nil {
 			_, err = s.mergedMeta(ctx, u.New, sigs)
 		}
@@ -316,16 +382,16 @@ func (s *Service) recoveryPlan(ctx context.Context, sess journal.Session, sp *sp
 	return plan
 }
 
-// pushedSignatures returns what the session's push may add to a commit's
-// detached metadata: the signatures of the pushed .commitmeta (nothing
-// else of it), each well-formed, and, where the repository trusts
-// particular keys, only those that verify against them. Nothing at all when
-// production already publishes the commit under a ref the session's token
-// may not push (see lockedMetaRef). strict refuses malformed metadata;
-// otherwise it is left out.
-func (s *Service) pushedSignatures(ctx context.Context, sess journal.Session, sp *spool.Spool, sum object.Checksum, strict bool) (object.Signatures, error) {
+// pushedSignatures returns what the push of owner (in session sid, for the
+// log) may add to a commit's detached metadata: the signatures of the
+// pushed .commitmeta (nothing else of it), each well-formed, and, where the
+// repository trusts particular keys, only those that verify against them.
+// Nothing at all when production already publishes the commit under a ref
+// the owner may not push (see lockedMetaRef). strict refuses malformed
+// metadata; otherwise it is left out.
+func (s *Service) pushedSignatures(ctx context.Context, src commits, sid, owner string, sum object.Checksum, strict bool) (object.Signatures, error) {
 	var none object.Signatures
-	pushed, err := sp.Repo().CommitMeta(ctx, sum)
+	pushed, err := src.pushedMeta(ctx, sum)
 	if err != nil || len(pushed) == 0 {
 		return none, err
 	}
@@ -343,11 +409,11 @@ func (s *Service) pushedSignatures(ctx context.Context, sess journal.Session, sp
 	if err != nil {
 		return none, err
 	}
-	if ref := s.lockedMetaRef(ctx, sess.Owner, sum, refs); ref != "" {
-		s.log.Warn("pushed signatures left out: the commit is published under a ref the token may not push", "session", sess.ID, "commit", sum, "ref", ref)
+	if ref := s.lockedMetaRef(ctx, owner, sum, refs); ref != "" {
+		s.log.Warn("pushed signatures left out: the commit is published under a ref the token may not push", "session", sid, "commit", sum, "ref", ref)
 		return none, nil
 	}
-	data, err := commitObject(ctx, sum, s.repo, sp.Repo())
+	data, err := src.object(ctx, sum)
 	if err != nil {
 		return none, err
 	}
@@ -574,8 +640,8 @@ func commitObject(ctx context.Context, sum object.Checksum, repos ...*store.Repo
 
 // verifySigned checks that meta, a new commit's detached metadata as it
 // would be published, carries a valid signature by a trusted key.
-func (s *Service) verifySigned(ctx context.Context, sum object.Checksum, sp *spool.Spool, meta []byte) error {
-	data, err := commitObject(ctx, sum, s.repo, sp.Repo())
+func (s *Service) verifySigned(ctx context.Context, src commits, sum object.Checksum, meta []byte) error {
+	data, err := src.object(ctx, sum)
 	if err != nil {
 		return err
 	}

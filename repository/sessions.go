@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ostree-upload/ostree-upload/api"
@@ -33,13 +34,8 @@ func (s *Service) CreateSession(ctx context.Context, id auth.Identity, req api.S
 
 func (s *Service) createSession(ctx context.Context, id auth.Identity, req api.SessionRequest) (api.Session, bool, error) {
 	var none api.Session
-	if len(req.Refs) == 0 || len(req.Refs) > maxRefsPerSession {
-		return none, false, refuse(service.Invalid, "a session moves 1 to %d refs, not %d", maxRefsPerSession, len(req.Refs))
-	}
-	if !s.cfg.Update && len(req.Refs) > 1 {
-		// Without a summary update there is no single publish point:
-		// several refs would become visible one by one.
-		return none, false, refuse(service.Invalid, "this daemon does not update the summary (update: false), so a session moves one ref, not %d", len(req.Refs))
+	if err := s.checkRefCount(len(req.Refs)); err != nil {
+		return none, false, err
 	}
 	prod, err := s.repo.ListRefs(ctx)
 	if err != nil {
@@ -49,38 +45,13 @@ func (s *Service) createSession(ctx context.Context, id auth.Identity, req api.S
 	refs := make([]journal.RefUpdate, 0, len(req.Refs))
 	names := make([]string, 0, len(req.Refs))
 	for _, r := range req.Refs {
-		if err := store.ValidateRef(r.Name); err != nil {
-			return none, false, refuse(service.Invalid, "%v", err)
-		}
-		if seen[r.Name] {
-			return none, false, refuse(service.Invalid, "ref %s named twice", r.Name)
-		}
-		seen[r.Name] = true
-		if _, err := object.ParseChecksum(r.New); err != nil {
-			return none, false, refuse(service.Invalid, "ref %s: new: %v", r.Name, err)
-		}
-		if r.Old != "" {
-			if _, err := object.ParseChecksum(r.Old); err != nil {
-				return none, false, refuse(service.Invalid, "ref %s: old: %v", r.Name, err)
-			}
-		}
-		if !id.AllowsRef(r.Name) {
-			e := refuse(service.Forbidden, "token %s may not push ref %s", id.DisplayName(), r.Name)
-			e.Body.Ref = r.Name
-			return none, false, e
-		}
-		cur, ok := prod[r.Name]
-		if curStr := cur.String(); (ok && curStr != r.Old && curStr != r.New) || (!ok && r.Old != "") {
-			e := refuse(service.Conflict, "ref %s is at %s, not %s: fetch the current state and retry", r.Name, refState(ok, cur), orNone(r.Old))
-			e.Body.Ref = r.Name
+		if e := checkRefUpdate(id, r, prod, seen); e != nil {
 			return none, false, e
 		}
 		refs = append(refs, journal.RefUpdate{Ref: r.Name, Old: r.Old, New: r.New})
 		names = append(names, r.Name)
 	}
-	if ref, other, found := store.RefConflict(names, prod); found {
-		e := refuse(service.Conflict, "ref %s cannot exist beside ref %s (one would be a directory of the other): choose another name", ref, other)
-		e.Body.Ref, e.Body.Code = ref, api.CodeRefConflict
+	if e := refConflict(names, prod); e != nil {
 		return none, false, e
 	}
 	if req.DryRun {
@@ -111,6 +82,66 @@ func (s *Service) createSession(ctx context.Context, id auth.Identity, req api.S
 	}
 	out, err := s.sessionView(ctx, sess)
 	return out, created, err
+}
+
+// checkRefCount refuses a session of n refs: none, too many, or more than
+// one where no summary update publishes them at once.
+func (s *Service) checkRefCount(n int) error {
+	if n == 0 || n > maxRefsPerSession {
+		return refuse(service.Invalid, "a session moves 1 to %d refs, not %d", maxRefsPerSession, n)
+	}
+	if !s.cfg.Update && n > 1 {
+		// Without a summary update there is no single publish point:
+		// several refs would become visible one by one.
+		return refuse(service.Invalid, "this daemon does not update the summary (update: false), so a session moves one ref, not %d", n)
+	}
+	return nil
+}
+
+// checkRefUpdate refuses a ref update that no session of id may hold: a
+// bad ref name or checksum, a ref named twice (seen holds the refs before
+// it), a ref outside the token's globs, or a ref of production (prod) that
+// is at neither old nor new.
+func checkRefUpdate(id auth.Identity, r api.RefUpdate, prod map[string]object.Checksum, seen map[string]bool) *service.Error {
+	if err := store.ValidateRef(r.Name); err != nil {
+		return refuse(service.Invalid, "%v", err)
+	}
+	if seen[r.Name] {
+		return refuse(service.Invalid, "ref %s named twice", r.Name)
+	}
+	seen[r.Name] = true
+	if _, err := object.ParseChecksum(r.New); err != nil {
+		return refuse(service.Invalid, "ref %s: new: %v", r.Name, err)
+	}
+	if r.Old != "" {
+		if _, err := object.ParseChecksum(r.Old); err != nil {
+			return refuse(service.Invalid, "ref %s: old: %v", r.Name, err)
+		}
+	}
+	if !id.AllowsRef(r.Name) {
+		e := refuse(service.Forbidden, "token %s may not push ref %s (its refs: %s): use a token whose refs cover it", id.DisplayName(), r.Name, strings.Join(id.Refs, ", "))
+		e.Body.Ref = r.Name
+		return e
+	}
+	cur, ok := prod[r.Name]
+	if curStr := cur.String(); (ok && curStr != r.Old && curStr != r.New) || (!ok && r.Old != "") {
+		e := refuse(service.Conflict, "ref %s is at %s, not %s: fetch the current state and retry", r.Name, refState(ok, cur), orNone(r.Old))
+		e.Body.Ref = r.Name
+		return e
+	}
+	return nil
+}
+
+// refConflict refuses refs (names) of which one would be a directory of
+// another or of a ref of production (prod).
+func refConflict(names []string, prod map[string]object.Checksum) *service.Error {
+	ref, other, found := store.RefConflict(names, prod)
+	if !found {
+		return nil
+	}
+	e := refuse(service.Conflict, "ref %s cannot exist beside ref %s (one would be a directory of the other): choose another name", ref, other)
+	e.Body.Ref, e.Body.Code = ref, api.CodeRefConflict
+	return e
 }
 
 func refState(ok bool, c object.Checksum) string {

@@ -30,6 +30,9 @@ type Repository interface {
 	// the token's open one with the same updates (created false); a dry
 	// run checks and creates nothing.
 	CreateSession(ctx context.Context, id auth.Identity, req api.SessionRequest) (s api.Session, created bool, err error)
+	// Check judges a push of req's ref updates, each ref on its own,
+	// without creating, uploading or changing anything.
+	Check(ctx context.Context, id auth.Identity, req api.CheckRequest) (api.CheckResult, error)
 	// Session shows a session of the token (or one it may publish), with
 	// its unverified uploads.
 	Session(ctx context.Context, id auth.Identity, sid string) (api.Session, error)

@@ -238,15 +238,15 @@ func ReadCommitIn(ctx context.Context, sum object.Checksum, repos ...*Repo) (*ob
 const maxAncestry = 100000
 
 // IsAncestor reports whether ancestor is descendant or is reachable from it
-// through parent links of commit objects held in repos. A missing commit
-// ends the search with false.
-func IsAncestor(ctx context.Context, ancestor, descendant object.Checksum, repos ...*Repo) (bool, error) {
+// through parent links of the commits read returns. A commit read does not
+// find (ErrNotFound) ends the search with false.
+func IsAncestor(ctx context.Context, ancestor, descendant object.Checksum, read func(context.Context, object.Checksum) (*object.CommitInfo, error)) (bool, error) {
 	cur := descendant
 	for i := 0; i < maxAncestry; i++ {
 		if cur == ancestor {
 			return true, nil
 		}
-		c, err := ReadCommitIn(ctx, cur, repos...)
+		c, err := read(ctx, cur)
 		if errors.Is(err, ErrNotFound) {
 			return false, nil
 		}

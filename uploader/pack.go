@@ -68,12 +68,11 @@ func packWork(objs []object.Name, sizes []int64, target int64) []work {
 // writePack writes objs of the local repository, of the given sizes, to w
 // as a ustar archive named as in an archive repository. Objects the local
 // repository converts (see store.Repo.Converts) are made in memory one at a
-// time, their sizes being known only then; when first is set, the progress
-// total learns each one's real size.
-func (p *pusher) writePack(ctx context.Context, w io.Writer, objs []object.Name, sizes []int64, first bool) error {
+// time, their sizes being known only then.
+func (p *pusher) writePack(ctx context.Context, w io.Writer, objs []object.Name, sizes []int64) error {
 	tw := tar.NewWriter(w)
 	for i, n := range objs {
-		if err := p.writeEntry(ctx, tw, n, sizes[i], first); err != nil {
+		if err := p.writeEntry(ctx, tw, n, sizes[i]); err != nil {
 			return err
 		}
 	}
@@ -82,7 +81,7 @@ func (p *pusher) writePack(ctx context.Context, w io.Writer, objs []object.Name,
 
 var packTime = time.Unix(0, 0)
 
-func (p *pusher) writeEntry(ctx context.Context, tw *tar.Writer, n object.Name, size int64, first bool) error {
+func (p *pusher) writeEntry(ctx context.Context, tw *tar.Writer, n object.Name, size int64) error {
 	rc, err := p.repo.OpenObject(ctx, n)
 	if err != nil {
 		return &PermanentError{Err: fmt.Errorf("local object %s: %w", n, err)}
@@ -96,9 +95,6 @@ func (p *pusher) writeEntry(ctx context.Context, tw *tar.Writer, n object.Name, 
 			return &PermanentError{Err: fmt.Errorf("local object %s: %w", n, err)}
 		case len(b) > maxConverted:
 			return permanent("local object %s grew past %d bytes when compressed (run ostree fsck on %s)", n, maxConverted, p.opts.Repo)
-		}
-		if first {
-			p.prog.resize(int64(len(b)) - size)
 		}
 		src, size = bytes.NewReader(b), int64(len(b))
 	}
@@ -120,11 +116,12 @@ func (p *pusher) writeEntry(ctx context.Context, tw *tar.Writer, n object.Name, 
 // and the header grow by far less than this.
 const maxConverted = 2*packEntryMax + 1<<20
 
-// sendPack sends objs in packs until the daemon holds every one of them.
-// After a failure it asks the daemon which objects it still needs and sends
-// only those.
-func (p *pusher) sendPack(ctx context.Context, objs []object.Name) error {
-	pending := objs
+// sendPack sends objs, of size bytes, in packs until the daemon holds
+// every one of them. After a failure it asks the daemon which objects it
+// still needs and sends only those.
+func (p *pusher) sendPack(ctx context.Context, objs []object.Name, size int64) error {
+	pending, left := objs, size // left: the bytes of pending
+	m := p.prog.meter(size)
 	first := true
 	err := p.c.RetryProgress(ctx, p.opts.RetryTimeout, func(progress func()) error {
 		if !first {
@@ -134,7 +131,13 @@ func (p *pusher) sendPack(ctx context.Context, objs []object.Name) error {
 			}
 			if len(still) < len(pending) {
 				progress()
-				p.countSent(len(pending) - len(still))
+				stillBytes, err := p.bytesOf(still)
+				if err != nil {
+					return err
+				}
+				p.countSent(len(pending)-len(still), left-stillBytes)
+				left = stillBytes
+				m.reach(size - left)
 			}
 			pending = still
 		}
@@ -142,7 +145,7 @@ func (p *pusher) sendPack(ctx context.Context, objs []object.Name) error {
 		if len(pending) == 0 {
 			return nil
 		}
-		res, err := p.postPack(ctx, pending, len(pending) == len(objs))
+		res, err := p.postPack(ctx, pending, m.count, size-left)
 		if err != nil {
 			var he *client.HTTPError
 			if errors.As(err, &he) && he.Body.Stored > 0 {
@@ -150,10 +153,12 @@ func (p *pusher) sendPack(ctx context.Context, objs []object.Name) error {
 			}
 			return err
 		}
-		p.countSent(res.Stored)
 		if res.Stored+res.Skipped < len(pending) {
+			// The next attempt's negotiation counts what was stored.
 			return fmt.Errorf("daemon read %d of %d pack entries", res.Stored+res.Skipped, len(pending))
 		}
+		p.countSent(res.Stored, res.Bytes)
+		m.reach(size)
 		pending = nil
 		return nil
 	})
@@ -169,18 +174,31 @@ func (p *pusher) sendPack(ctx context.Context, objs []object.Name) error {
 	return nil
 }
 
-func (p *pusher) countSent(n int) {
+// countSent counts n objects of bytes bytes that the daemon verified.
+func (p *pusher) countSent(n int, bytes int64) {
 	p.mu.Lock()
 	p.res.Sent += n
 	p.mu.Unlock()
-	for range n {
-		p.prog.done()
-	}
+	p.prog.done(n, bytes)
 }
 
-// postPack streams one pack of objs to the daemon; first is set for the
-// first attempt at these objects.
-func (p *pusher) postPack(ctx context.Context, objs []object.Name, first bool) (api.PackResult, error) {
+// bytesOf is the size of objs together.
+func (p *pusher) bytesOf(objs []object.Name) (int64, error) {
+	var total int64
+	for _, n := range objs {
+		s, err := p.size(n)
+		if err != nil {
+			return 0, err
+		}
+		total += s
+	}
+	return total, nil
+}
+
+// postPack streams one pack of objs to the daemon; count wraps the pack's
+// bytes to show them as the progress of its unit of work from the point
+// from on (see meter.count).
+func (p *pusher) postPack(ctx context.Context, objs []object.Name, count func(r io.Reader, from, num, den int64) io.Reader, from int64) (api.PackResult, error) {
 	sizes := make([]int64, len(objs))
 	converts := false
 	for i, n := range objs {
@@ -198,11 +216,15 @@ func (p *pusher) postPack(ctx context.Context, objs []object.Name, first bool) (
 	pr, pw := io.Pipe()
 	werr := make(chan error, 1)
 	go func() {
-		err := p.writePack(ctx, pw, objs, sizes, first)
+		err := p.writePack(ctx, pw, objs, sizes)
 		pw.CloseWithError(err)
 		werr <- err
 	}()
-	res, err := p.c.SendPack(ctx, p.sid, p.prog.count(pr), length)
+	var objBytes int64
+	for _, s := range sizes {
+		objBytes += s
+	}
+	res, err := p.c.SendPack(ctx, p.sid, count(pr, from, objBytes, packSize(sizes)), length)
 	pr.CloseWithError(errors.New("request ended"))
 	if wErr := <-werr; wErr != nil {
 		var pe *PermanentError

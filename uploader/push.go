@@ -47,7 +47,11 @@ type Options struct {
 type RefResult struct {
 	Ref      string
 	Old, New string // Old "" for a new ref
-	Status   string // "updated", "up to date", "would update", "uploaded" (NoPublish)
+	// Status is "updated", "up to date", "up to date (same content)",
+	// "uploaded" (NoPublish); for a dry run "would update", "would upload"
+	// (NoPublish) or "refused".
+	Status string
+	Reason string // why a dry run's ref is refused: the daemon's answer
 }
 
 // Result summarizes a push.
@@ -57,7 +61,9 @@ type Result struct {
 	Objects        int      // objects offered
 	Sent           int      // objects uploaded (or resumed)
 	Skipped        int      // objects the daemon already had
-	BytesSent      int64    // bytes on the wire, object data only
+	ToSend         int      // objects the daemon needed (Sent of them were sent)
+	BytesSent      int64    // bytes read from objects into requests: sent again after a retry, tar framing included
+	BytesDone      int64    // bytes of the Sent objects
 	BytesSkipped   int64
 	BytesPlanned   int64 // dry run: bytes of the objects that would be offered
 	Retries        int64
@@ -113,6 +119,7 @@ type pusher struct {
 	log  *slog.Logger
 	repo *store.Repo
 	c    *client.Client
+	con  *console
 	prog *progress
 	res  Result
 	sid  string
@@ -152,7 +159,10 @@ func Push(ctx context.Context, opts Options) (*Result, error) {
 	}
 	defer repo.Close()
 	c.SetLog(opts.Log)
-	p := &pusher{opts: opts, log: opts.Log, repo: repo, c: c}
+	p := &pusher{opts: opts, log: opts.Log, repo: repo, c: c, con: &console{out: opts.Progress, tty: opts.Terminal}}
+	c.OnRetry(func(ev client.RetryEvent) {
+		p.con.println(fmt.Sprintf("retrying in %s (budget %s left): %v", ev.Delay.Round(100*time.Millisecond), ev.Left.Round(time.Second), ev.Err))
+	})
 	err = p.run(ctx)
 	if err != nil && ctx.Err() != nil {
 		err = ctx.Err() // interrupted (SIGINT, SIGTERM): a rerun resumes
@@ -213,7 +223,7 @@ func (p *pusher) run(ctx context.Context) error {
 	}
 	p.res.Phases.Plan = time.Since(t)
 	p.res.Objects = len(names)
-	p.prog = newProgress(p.opts.Progress, p.opts.Terminal)
+	p.prog = newProgress(p.con)
 	for attempt := 0; ; attempt++ {
 		t = time.Now()
 		needed, err := p.negotiate(ctx, names)
@@ -597,7 +607,7 @@ func (p *pusher) uploadAll(ctx context.Context, needed []object.Name, uploads []
 			for w := range queue {
 				var err error
 				if w.pack != nil {
-					err = p.sendPack(ctx, w.pack)
+					err = p.sendPack(ctx, w.pack, w.bytes)
 				} else {
 					err = p.upload(ctx, w.obj, live[w.obj.String()])
 				}
@@ -636,12 +646,13 @@ func (p *pusher) upload(ctx context.Context, n object.Name, url string) error {
 	if err != nil {
 		return err
 	}
+	// The progress counts the size planned; a converted object's bytes
+	// stand for it in proportion (see store.Repo.SizeEstimate).
+	m, planned := p.prog.meter(size), size
 	if p.repo.Converts(n) {
-		estimate := size
 		if size, err = p.repo.ArchiveSize(ctx, n); err != nil {
 			return &PermanentError{Err: fmt.Errorf("local object %s: %w", n, err)}
 		}
-		p.prog.resize(size - estimate)
 	}
 	f, err := p.openObject(ctx, n)
 	if err != nil {
@@ -656,7 +667,7 @@ func (p *pusher) upload(ctx context.Context, n object.Name, url string) error {
 				if body, err = f.from(ctx, 0, size); err != nil {
 					return err
 				}
-				body = p.prog.count(body)
+				body = m.count(body, 0, planned, size)
 			}
 			u, err := p.c.CreateUpload(ctx, p.sid, n.String(), size, body)
 			switch {
@@ -669,6 +680,9 @@ func (p *pusher) upload(ctx context.Context, n object.Name, url string) error {
 			}
 		}
 		off, err := p.c.Offset(ctx, url)
+		if err == nil {
+			m.reach(off) // what the daemon holds, perhaps from an earlier run
+		}
 		if err == nil && off > lastOffset {
 			if lastOffset >= 0 {
 				progress()
@@ -686,7 +700,7 @@ func (p *pusher) upload(ctx context.Context, n object.Name, url string) error {
 		if err != nil {
 			return err
 		}
-		err = p.c.Patch(ctx, url, off, p.prog.count(body), size-off)
+		err = p.c.Patch(ctx, url, off, m.count(body, off*planned/max(size, 1), planned, size), size-off)
 		if errors.Is(err, client.ErrUploadGone) {
 			url = ""
 			return &client.HTTPError{Status: http.StatusServiceUnavailable, Body: api.Error{Error: "upload vanished; creating it again"}}
@@ -706,7 +720,8 @@ func (p *pusher) upload(ctx context.Context, n object.Name, url string) error {
 	p.mu.Lock()
 	p.res.Uploads++
 	p.mu.Unlock()
-	p.countSent(1)
+	m.reach(size)
+	p.countSent(1, size)
 	return nil
 }
 
@@ -761,13 +776,175 @@ func (s *objectSource) Close() error {
 	return nil
 }
 
+// dryRun asks the daemon to judge each ref update as it would judge the
+// push (the session and, unless NoPublish, the publish), sending the
+// commits it reads but none of their objects, and reports a verdict per
+// ref. A ref the daemon would refuse makes the dry run fail as the push
+// would: a permanent error.
 func (p *pusher) dryRun(ctx context.Context, updates []api.RefUpdate) error {
+	req := api.CheckRequest{Refs: updates, Force: p.opts.Force, Publish: !p.opts.NoPublish}
+	var cut map[string]int
+	var err error
+	if req.Publish {
+		if req.Commits, cut, err = p.checkCommits(ctx, updates); err != nil {
+			return err
+		}
+	}
+	var res api.CheckResult
+	err = p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
+		var err error
+		res, err = p.c.Check(ctx, req)
+		return err
+	})
+	var he *client.HTTPError
+	switch {
+	case errors.As(err, &he) && he.Status == http.StatusNotFound && he.Body.Code == "":
+		// A daemon from before checks: it judges the session only.
+		return p.sessionDryRun(ctx, updates)
+	case errors.As(err, &he) && !client.Retryable(err) && he.Status != http.StatusUnauthorized:
+		// The whole push is refused (a token without the upload scope,
+		// too many refs…): so is each ref.
+		res.Refs = make([]api.RefCheck, len(updates))
+		for i, u := range updates {
+			res.Refs[i] = api.RefCheck{Name: u.Name, Refusal: &he.Body}
+		}
+	case err != nil:
+		return err
+	}
+	if len(res.Refs) != len(updates) {
+		return fmt.Errorf("daemon judged %d refs of %d", len(res.Refs), len(updates))
+	}
+	verdicts := map[string]*api.Error{}
+	for _, v := range res.Refs {
+		verdicts[v.Name] = v.Refusal
+	}
+	var refused, same, moving []string
+	for i := range p.res.Refs {
+		r := &p.res.Refs[i]
+		if r.Status != "" {
+			continue
+		}
+		e := verdicts[r.Ref]
+		switch {
+		case e == nil && p.opts.NoPublish:
+			r.Status = "would upload"
+		case e == nil:
+			r.Status = "would update"
+		case e.Code == api.CodeSameContent:
+			r.Status = "up to date (same content)"
+			same = append(same, r.Ref)
+			continue
+		case len(e.Missing) > 0:
+			// The daemon lacks the new commit: this repository could not
+			// send it within the check's limits.
+			r.Status = "would update"
+			r.Reason = "not judged: its commit is larger than a dry run carries"
+		default:
+			r.Status, r.Reason = "refused", e.Error
+			if n, ok := cut[r.Ref]; ok && e.Code == api.CodeNotNewer {
+				r.Reason += fmt.Sprintf(" (judged from %d commits of its history: a dry run carries at most %d bytes of commits; the push sends more)", n, api.MaxCheckBytes)
+			}
+			refused = append(refused, r.Ref)
+			continue
+		}
+		moving = append(moving, r.Ref)
+	}
+	if err := p.planned(ctx, updates); err != nil {
+		return err
+	}
+	switch {
+	case len(refused) > 0:
+		return permanent("the daemon would refuse %s: nothing was sent or changed", strings.Join(refused, ", "))
+	case len(same) > 0 && len(moving) > 0:
+		return permanent("%s: up to date (same content), so the push would publish nothing; push %s without it (or with --force to publish the rebuild anyway)",
+			strings.Join(same, ", "), strings.Join(moving, ","))
+	}
+	return nil
+}
+
+// checkCommits are the commits a check needs from this repository: each
+// update's new commit with its detached metadata, then, for a ref the
+// daemon has (unless forced), the parents down to the daemon's commit, as
+// the push sends them (the update rule may ask whether the new commit
+// descends from it), as many as the check's limits allow. cut maps the
+// refs whose parents did not all fit to how many commits of their history
+// went.
+func (p *pusher) checkCommits(ctx context.Context, updates []api.RefUpdate) (out []api.CommitData, cut map[string]int, err error) {
+	seen := map[object.Checksum]bool{}
+	size := 0
+	add := func(sum object.Checksum, meta bool) (bool, error) {
+		if seen[sum] {
+			return true, nil
+		}
+		d := api.CommitData{}
+		var err error
+		if d.Commit, err = p.repo.CommitObject(ctx, sum); err != nil {
+			return false, err
+		}
+		if meta {
+			if d.CommitMeta, err = p.repo.CommitMeta(ctx, sum); err != nil {
+				return false, err
+			}
+		}
+		if n := len(d.Commit) + len(d.CommitMeta); size+n > api.MaxCheckBytes || len(out) == api.MaxCheckCommits {
+			return false, nil
+		} else {
+			size += n
+		}
+		seen[sum] = true
+		out = append(out, d)
+		return true, nil
+	}
+	for _, u := range updates {
+		sum, _ := object.ParseChecksum(u.New)
+		if _, err := add(sum, true); err != nil {
+			return nil, nil, &PermanentError{Err: fmt.Errorf("read %s from %s: %w", u.Name, p.opts.Repo, err)}
+		}
+	}
+	cut = map[string]int{}
+	for _, u := range updates {
+		if u.Old == "" || p.opts.Force {
+			continue
+		}
+		cur, _ := object.ParseChecksum(u.New)
+		for i := 0; i < 10000; i++ { // as plan
+			c, err := p.repo.ReadCommit(ctx, cur)
+			if err != nil || c.Parent == nil || c.Parent.String() == u.Old {
+				break
+			}
+			cur = *c.Parent
+			if fits, err := add(cur, false); err != nil {
+				break // this repository ends here: so does what a push sends
+			} else if !fits {
+				cut[u.Name] = i + 1
+				break
+			}
+		}
+	}
+	return out, cut, nil
+}
+
+// sessionDryRun is the dry run of a daemon without checks: it judges the
+// session (ref names, the token's refs, the refs' state) and nothing of
+// the publish.
+func (p *pusher) sessionDryRun(ctx context.Context, updates []api.RefUpdate) error {
 	if err := p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
 		_, err := p.c.CreateSession(ctx, api.SessionRequest{Refs: updates, Force: p.opts.Force, DryRun: true})
 		return err
 	}); err != nil {
 		return err
 	}
+	for i := range p.res.Refs {
+		if r := &p.res.Refs[i]; r.Status == "" {
+			r.Status = "would update"
+			r.Reason = "not judged: the daemon is too old to judge a publish"
+		}
+	}
+	return p.planned(ctx, updates)
+}
+
+// planned counts the objects and bytes a push of updates would offer.
+func (p *pusher) planned(ctx context.Context, updates []api.RefUpdate) error {
 	info := api.Info{Refs: map[string]string{}}
 	for _, u := range updates {
 		info.Refs[u.Name] = u.Old
@@ -783,11 +960,6 @@ func (p *pusher) dryRun(ctx context.Context, updates []api.RefUpdate) error {
 			return err
 		}
 		p.res.BytesPlanned += s
-	}
-	for i := range p.res.Refs {
-		if p.res.Refs[i].Status == "" {
-			p.res.Refs[i].Status = "would update"
-		}
 	}
 	return nil
 }

@@ -24,6 +24,13 @@ func (c *Client) CreateSession(ctx context.Context, req api.SessionRequest) (api
 	return out, c.JSON(ctx, http.MethodPost, api.PathSessions, req, &out)
 }
 
+// Check asks how the daemon would answer a push of req.Refs, each ref on
+// its own; nothing is created or changed.
+func (c *Client) Check(ctx context.Context, req api.CheckRequest) (api.CheckResult, error) {
+	var out api.CheckResult
+	return out, c.JSON(ctx, http.MethodPost, api.PathCheck, req, &out)
+}
+
 // Session reads a session.
 func (c *Client) Session(ctx context.Context, id string) (api.Session, error) {
 	var out api.Session

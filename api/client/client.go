@@ -95,7 +95,20 @@ type Client struct {
 	stall   time.Duration
 	retries atomic.Int64
 	log     *slog.Logger
+	onRetry func(RetryEvent)
 }
+
+// RetryEvent is a retry about to happen: what failed, the wait before the
+// next attempt, and the retry budget left (the wait comes out of it).
+type RetryEvent struct {
+	Err   error
+	Delay time.Duration
+	Left  time.Duration
+}
+
+// OnRetry makes the client call fn before each wait of Retry and
+// RetryProgress, from whichever goroutine retries. fn must not block.
+func (c *Client) OnRetry(fn func(RetryEvent)) { c.onRetry = fn }
 
 func New(address, token string, jobs int, caFile string) (*Client, error) {
 	u, err := url.Parse(strings.TrimRight(address, "/"))
@@ -310,11 +323,15 @@ func (c *Client) RetryProgress(ctx context.Context, budget time.Duration, fn fun
 			// streams and clients from coming back all at once.
 			d = he.RetryAfter + rand.N(wait)
 		}
-		if left := budget - time.Since(firstFailure); d > left {
-			d = max(left, 0) // one last try at the end of the budget
+		left := max(budget-time.Since(firstFailure), 0)
+		if d > left {
+			d = left // one last try at the end of the budget
 		}
 		if c.log != nil {
 			c.log.Debug("retrying", "after", d.Round(time.Millisecond), "err", err)
+		}
+		if c.onRetry != nil {
+			c.onRetry(RetryEvent{Err: err, Delay: d, Left: left})
 		}
 		select {
 		case <-ctx.Done():

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -41,7 +42,7 @@ var pushCmd = &command{
 		branches := fs.StringSliceP("branch", "b", nil, "ref to push; repeat or separate with commas (default: every local ref)")
 		jobs := fs.IntP("jobs", "j", 4, "parallel uploads")
 		force := fs.Bool("force", false, "allow refs to move backwards or to unrelated commits")
-		dryRun := fs.Bool("dry-run", false, "show what would be sent and which refs would move; change nothing")
+		dryRun := fs.Bool("dry-run", false, "ask the daemon to judge each ref as it would judge the push; send no object, change nothing")
 		noPublish := fs.Bool("no-publish", false, "upload everything but leave the refs alone: a token with the publish scope commits the session later")
 		prune := fs.Bool("prune", false, "prune the local repository before pushing")
 		retry := fs.Duration("retry-timeout", 5*time.Minute, "how long to keep retrying a failing step before giving up with exit code 75")
@@ -104,15 +105,27 @@ func push(opts uploader.Options, quiet bool, statsFile string) error {
 				fmt.Printf("%s: %s as %s; the rebuild %s is not published\n", r.Ref, r.Status, short(r.Old), short(r.New))
 			case "":
 				fmt.Printf("%s: not moved: %s → %s\n", r.Ref, short(r.Old), short(r.New))
+			case "refused":
+				fmt.Printf("%s: refused: %s\n", r.Ref, r.Reason)
 			default:
-				fmt.Printf("%s: %s %s → %s\n", r.Ref, r.Status, short(r.Old), short(r.New))
+				line := fmt.Sprintf("%s: %s %s → %s", r.Ref, r.Status, short(r.Old), short(r.New))
+				if r.Reason != "" {
+					line += " (" + r.Reason + ")"
+				}
+				fmt.Println(line)
 			}
 		}
 		if opts.DryRun {
 			fmt.Fprintf(os.Stderr, "dry run: would offer %d objects (%s); nothing was sent or changed\n", res.Objects, humanBytes(res.BytesPlanned))
 		} else if res.Objects > 0 {
-			fmt.Fprintf(os.Stderr, "sent %d objects (%s), skipped %d already on the daemon, %d retries, in %s\n",
-				res.Sent, humanBytes(res.BytesSent), res.Skipped, res.Retries, res.Duration.Round(time.Millisecond))
+			// Only objects the daemon verified count as sent; what went
+			// on the wire also holds bytes sent again and tar framing.
+			sent := fmt.Sprint(res.Sent)
+			if res.Sent < res.ToSend {
+				sent = fmt.Sprintf("%d of %d", res.Sent, res.ToSend)
+			}
+			fmt.Fprintf(os.Stderr, "sent %s objects (%s; %s on the wire), skipped %d already on the daemon, %d retries, in %s\n",
+				sent, humanBytes(res.BytesDone), humanBytes(res.BytesSent), res.Skipped, res.Retries, res.Duration.Round(time.Millisecond))
 		}
 	}
 	if err == nil && opts.NoPublish && res.SessionID != "" {
@@ -126,8 +139,11 @@ func push(opts uploader.Options, quiet bool, statsFile string) error {
 	if err == nil {
 		return nil
 	}
+	if ctx.Err() != nil {
+		err = errors.New("stopped by a signal")
+	}
 	if uploader.Temporary(err) {
-		return &exitError{code: exitRetry, err: fmt.Errorf("%w\nthe push is not finished; rerun the same command to resume it", err)}
+		return &exitError{code: exitRetry, err: fmt.Errorf("%w\ninterrupted: rerun the same command to resume", err)}
 	}
 	return err
 }
@@ -154,7 +170,8 @@ type pushStats struct {
 	Objects          int     `json:"objects"`
 	Sent             int     `json:"sent"`
 	Skipped          int     `json:"skipped"`
-	Bytes            int64   `json:"bytes"`
+	Bytes            int64   `json:"bytes"`          // read into requests: sent again after retries, tar framing included
+	BytesVerified    int64   `json:"bytes_verified"` // of the objects sent
 	Packs            int     `json:"packs"`
 	Uploads          int     `json:"uploads"`
 	Retries          int64   `json:"retries"`
@@ -167,7 +184,7 @@ func writeStats(path string, res *uploader.Result, pushErr error) error {
 		Seconds: res.Duration.Seconds(), PlanSeconds: res.Phases.Plan.Seconds(),
 		NegotiateSeconds: res.Phases.Negotiate.Seconds(), UploadSeconds: res.Phases.Upload.Seconds(),
 		CommitSeconds: res.Phases.Commit.Seconds(), Objects: res.Objects, Sent: res.Sent, Skipped: res.Skipped,
-		Bytes: res.BytesSent, Packs: res.Packs, Uploads: res.Uploads, Retries: res.Retries, Session: res.SessionID,
+		Bytes: res.BytesSent, BytesVerified: res.BytesDone, Packs: res.Packs, Uploads: res.Uploads, Retries: res.Retries, Session: res.SessionID,
 	}
 	if pushErr != nil {
 		st.Error = pushErr.Error()

@@ -190,6 +190,7 @@ func (s *Server) setupRoutes() {
 	upload, publish := needScope(auth.ScopeUpload), needScope(auth.ScopePublish)
 	sess.GET("/info", s.handleInfo)
 	sess.POST("/sessions", s.handleCreateSession, upload)
+	sess.POST("/check", s.handleCheck, upload)
 	sess.GET("/sessions/:id", s.handleGetSession) // the owner, or a token that may publish it
 	sess.DELETE("/sessions/:id", s.handleAbort, upload)
 	sess.POST("/sessions/:id/objects", s.handleObjects, upload)
@@ -367,6 +368,23 @@ func (s *Server) handleCreateSession(c echo.Context) error {
 	}
 	if created {
 		return c.JSON(http.StatusCreated, out)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// handleCheck judges a push without making it (push --dry-run).
+func (s *Server) handleCheck(c echo.Context) error {
+	svc, err := s.repository(c)
+	if err != nil {
+		return err
+	}
+	var req api.CheckRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	out, err := svc.Check(ctxOf(c), identity(c), req)
+	if err != nil {
+		return err
 	}
 	return c.JSON(http.StatusOK, out)
 }
