@@ -104,3 +104,27 @@ func TestTusDiscoveryListsWhatPostAccepts(t *testing.T) {
 		t.Errorf("a refused creation left an upload: %+v", sv.Uploads)
 	}
 }
+
+// An upload's Upload-Metadata must name its session: a missing session and
+// one that is not a session ID (a path, say) get 400 saying which, and
+// nothing is created.
+func TestUploadMetadataSessionIsNamed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.Start()
+	obj := objectsOf(t, fx.a, "")[0].String()
+	for _, c := range []struct{ meta, says string }{
+		{meta(api.MetaObject, obj), "needs session"},
+		{meta(api.MetaSession, "../../etc/passwd", api.MetaObject, obj), "is not a session ID"},
+		{meta(api.MetaSession, strings.Repeat("A", 32), api.MetaObject, obj), "is not a session ID"},
+	} {
+		r := e.do(e.Tok, "POST", api.PathUploads+"/", nil, map[string]string{
+			"Tus-Resumable": "1.0.0", "Upload-Length": "10", "Upload-Metadata": c.meta})
+		if r.status != 400 || !strings.Contains(string(r.body), c.says) {
+			t.Errorf("metadata %q: %d %s; want 400 saying %q", c.meta, r.status, r.body, c.says)
+		}
+	}
+	if entries, _ := os.ReadDir(filepath.Join(e.State, "uploads")); len(entries) != 0 {
+		t.Errorf("refused uploads left %d files", len(entries))
+	}
+}
