@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"sort"
@@ -336,9 +337,8 @@ const reachBudget = 10 * time.Second
 // --retry-timeout; a scheme mismatch and a server that is not ostree-upload
 // are refused at once, saying what to check.
 func (p *pusher) info(ctx context.Context) (api.Info, error) {
-	start := time.Now()
 	var info api.Info
-	err := p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
+	ask := func() error {
 		var err error
 		info, err = p.c.Info(ctx)
 		if err == nil {
@@ -355,14 +355,27 @@ func (p *pusher) info(ctx context.Context) (api.Info, error) {
 			he.Body.Code == "" && !client.Retryable(err):
 			// The daemon always has an info; another server's page is not shown.
 			return permanent("not an ostree-upload daemon at %s (GET %s: %d)", p.opts.Address, where, he.Status)
-		case errors.As(err, &he) && he.Status == http.StatusServiceUnavailable && he.RetryAfter > 0:
-			return err // a graceful restart: worth the whole budget
-		case client.Retryable(err) && time.Since(start) > reachBudget:
-			return permanent("cannot reach the daemon at %s after %s: %v; check that it runs and the address (host, port, http or https)",
-				p.opts.Address, reachBudget, errors.Unwrap(err))
 		}
 		return err
-	})
+	}
+	first := min(reachBudget, p.opts.RetryTimeout)
+	err := p.c.Retry(ctx, first, ask)
+	var he *client.HTTPError
+	if rest := p.opts.RetryTimeout - first; rest > 0 && errors.As(err, &he) && he.Status == http.StatusServiceUnavailable && he.RetryAfter > 0 {
+		// A graceful restart: worth the whole budget.
+		err = p.c.Retry(ctx, rest, ask)
+	}
+	// Unreachable for reachBudget: a wrong address or a stopped daemon,
+	// not a flaky link. A shorter --retry-timeout is a budget like any.
+	if err != nil && client.Retryable(err) && ctx.Err() == nil && first == reachBudget {
+		cause := err
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			cause = ue.Err
+		}
+		return info, permanent("cannot reach the daemon at %s after %s: %v; check that it runs and the address (host, port, http or https)",
+			p.opts.Address, first, cause)
+	}
 	return info, err
 }
 

@@ -5,12 +5,15 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 )
+
+var budgetLeft = regexp.MustCompile(`budget (\S+) left`)
 
 // A push that cannot start says why, soon: a stopped daemon within about
 // ten seconds, an https:// address of a plain-HTTP daemon and a server that
@@ -30,7 +33,7 @@ func TestUnreachableDaemonFailsFast(t *testing.T) {
 		name, url, says string
 		within          time.Duration
 	}{
-		{"stopped daemon", stopped, "cannot reach the daemon at " + stopped, 20 * time.Second},
+		{"stopped daemon", stopped, "cannot reach the daemon at " + stopped, 15 * time.Second},
 		{"https to plain HTTP", strings.Replace(e.URL, "http://", "https://", 1), "answers plain HTTP, not HTTPS", 5 * time.Second},
 		{"another server", other.URL + "/prefix/path", "not an ostree-upload daemon at " + other.URL + "/prefix/path (GET " + other.URL + "/prefix/path/api/v1/info: 404)", 5 * time.Second},
 	} {
@@ -48,6 +51,12 @@ func TestUnreachableDaemonFailsFast(t *testing.T) {
 		}
 		if took > tc.within {
 			t.Errorf("%s took %s", tc.name, took)
+		}
+		// Each retry line tells the budget of this phase, not --retry-timeout's.
+		for _, m := range budgetLeft.FindAllStringSubmatch(string(out), -1) {
+			if d, err := time.ParseDuration(m[1]); err != nil || d > 10*time.Second {
+				t.Errorf("%s: a retry line says %q left of a 10s budget", tc.name, m[0])
+			}
 		}
 	}
 }
