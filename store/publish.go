@@ -10,6 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"unsafe"
 
 	"github.com/ostree-upload/ostree-upload/internal/failpoint"
@@ -110,17 +112,18 @@ func (r *Repo) Check(ctx context.Context, spool *Repo, updates []RefUpdate) erro
 	return nil
 }
 
-// Publish makes r's refs point at the new commits, all together or not at
-// all: in one libostree transaction, it imports what r lacks from spool
-// (trusted: the spool holds only verified objects; hard links when both
-// share a filesystem), re-checks each commit's closure in r alone,
-// re-checks that every ref still equals its Old and sets the refs. A commit
-// found incomplete gives a *MissingError and a moved ref a *RefMovedError,
-// with r's refs untouched. detached gives the detached metadata (nil: none)
-// that the commits it names get, written in the same transaction after
-// the imports, so that what an import copied from the spool never stays.
-// Call Check first to refuse what cannot succeed before any transaction;
-// the caller serializes publishes to r.
+// Publish makes r's refs point at the new commits: it imports what r lacks
+// from spool (trusted: the spool holds only verified objects; hard links
+// when both share a filesystem), re-checks each commit's closure in r
+// alone, makes everything it wrote durable, re-checks that every ref still
+// equals its Old and sets the refs, each durably. A commit found
+// incomplete gives a *MissingError and a moved ref a *RefMovedError, with
+// r's refs untouched. detached gives the detached metadata (nil: none)
+// that the commits it names get, written after the imports, so that what
+// an import copied from the spool never stays. Refs are set one by one (a
+// crash may leave some moved: the caller's journaled intent finishes
+// them). Call Check first to refuse what cannot succeed before any
+// transaction; the caller serializes publishes to r.
 func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, detached map[object.Checksum][]byte) error {
 	for _, u := range updates {
 		if err := ValidateRef(u.Ref); err != nil {
@@ -144,16 +147,21 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 	// without its tree: libostree stages a transaction's objects and
 	// renames them into objects/ at its commit in directory order, so the
 	// first transaction brings every other object, and the second the
-	// commit objects, their detached metadata and the refs. A crash in
-	// between leaves only unreferenced objects (prune removes them; the
-	// publish's recovery imports them again at no cost).
+	// commit objects and their detached metadata. A crash in between
+	// leaves only unreferenced objects (prune removes them; the publish's
+	// recovery imports them again at no cost).
+	//
+	// Durability is the publish's own (see syncWritten): each barrier
+	// fsyncs only the directories written, where libostree would fsync
+	// every directory of objects/ at each transaction's commit and syncfs
+	// the whole filesystem, whatever the transaction wrote.
 	var commits []object.Name
 	txn, err := r.begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer txn.abort()
-	imported := 0
+	var written writtenSet
 	for i, u := range updates {
 		importMissing := func(n object.Name) error {
 			has, err := r.HasObject(ctx, n)
@@ -164,15 +172,18 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 				commits = append(commits, n)
 				return nil
 			}
-			imported++
+			written.add(n)
 			return txn.importFrom(ctx, spool, n)
 		}
 		if err := missing(ctx, both, u.New, bases[i], importMissing); err != nil {
 			return fmt.Errorf("publish %s: import: %w", u.Ref, err)
 		}
 	}
-	if imported > 0 {
+	if len(written) > 0 {
 		if err := txn.commit(ctx); err != nil {
+			return err
+		}
+		if err := r.syncWritten(written, false); err != nil {
 			return err
 		}
 		failpoint.Hit("publish-between-transactions")
@@ -181,9 +192,19 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 		}
 		defer txn.abort()
 	}
+	written = nil
 	for _, n := range commits {
+		written.add(n)
 		if err := txn.importFrom(ctx, spool, n); err != nil {
 			return fmt.Errorf("publish: import: %w", err)
+		}
+	}
+	// Detached metadata goes into the transaction last, over whatever an
+	// import copied along with its commit.
+	for sum, meta := range detached {
+		written.add(object.Name{Sum: sum, Type: object.CommitMeta})
+		if err := txn.writeCommitMeta(ctx, sum, meta); err != nil {
+			return err
 		}
 	}
 	for i, u := range updates {
@@ -191,34 +212,112 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 			return fmt.Errorf("publish %s: after import: %w", u.Ref, err)
 		}
 	}
-	// Detached metadata goes into the transaction last, over whatever an
-	// import copied along with its commit.
-	for sum, meta := range detached {
-		if err := txn.writeCommitMeta(ctx, sum, meta); err != nil {
-			return err
-		}
+	if err := txn.commit(ctx); err != nil {
+		return err
+	}
+	// The commits and their metadata are durable before any ref names them.
+	if err := r.syncWritten(written, true); err != nil {
+		return err
 	}
 	if err := r.checkRefs(ctx, updates); err != nil {
 		return err
 	}
-	for _, u := range updates {
-		txn.setRef(u.Ref, u.New)
-	}
 	failpoint.Hit("publish-before-refs")
-	return txn.commit(ctx)
+	for _, u := range updates {
+		if err := r.setRef(ctx, u.Ref, u.New); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writtenSet holds objects a publish wrote into objects/ (few: a publish
+// imports only what production lacks).
+type writtenSet []object.Name
+
+func (w *writtenSet) add(n object.Name) { *w = append(*w, n) }
+
+// syncWritten makes objects written into r durable: the directories of
+// objects/ that received them and objects/ itself (which may have gained
+// a directory), and with data, the objects' own bytes (those written
+// rather than hard-linked from an already durable spool).
+func (r *Repo) syncWritten(written writtenSet, data bool) error {
+	dirs := map[string]bool{}
+	for _, n := range written {
+		path := r.ObjectPath(n)
+		if data {
+			if err := syncFile(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("sync %s: %w", n, err)
+			}
+		}
+		dirs[filepath.Dir(path)] = true
+	}
+	for dir := range dirs {
+		if err := syncDir(dir); err != nil {
+			return fmt.Errorf("sync %s: %w", dir, err)
+		}
+	}
+	if len(dirs) > 0 {
+		return syncDir(filepath.Join(r.path, "objects"))
+	}
+	return nil
+}
+
+// setRef points ref at sum, durably: the ref's file and every directory
+// from it up to refs/.
+func (r *Repo) setRef(ctx context.Context, ref string, sum object.Checksum) error {
+	cref := C.CString(ref)
+	defer C.free(unsafe.Pointer(cref))
+	csum := C.CString(sum.String())
+	defer C.free(unsafe.Pointer(csum))
+	err := r.do(ctx, func(p *C.OstreeRepo) error {
+		var gerr *C.GError
+		if C.ostree_repo_set_ref_immediate(p, nil, cref, csum, nil, &gerr) == 0 {
+			return takeError(gerr)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set ref %s: %w", ref, err)
+	}
+	path := filepath.Join(r.path, "refs", "heads", filepath.FromSlash(ref))
+	if err := syncFile(path); err != nil {
+		return fmt.Errorf("sync ref %s: %w", ref, err)
+	}
+	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
+		if err := syncDir(dir); err != nil {
+			return fmt.Errorf("sync ref %s: %w", ref, err)
+		}
+		if dir == filepath.Join(r.path, "refs") {
+			return nil
+		}
+	}
 }
 
 // txn is an open libostree transaction on a Repo.
 type txn struct {
-	r    *Repo
-	done bool
+	r        *Repo
+	done     bool
+	fsyncOff bool // the repository's own setting, restored at the end
 }
 
+func (t *txn) restoreFsync(p *C.OstreeRepo) {
+	if !t.fsyncOff {
+		C.ostree_repo_set_disable_fsync(p, C.FALSE)
+	}
+}
+
+// begin opens a transaction in which libostree neither fsyncs nor calls
+// syncfs: the caller makes what it writes durable (see syncWritten).
 func (r *Repo) begin(ctx context.Context) (*txn, error) {
 	r.txnMu.Lock()
+	t := &txn{r: r}
 	err := r.do(ctx, func(p *C.OstreeRepo) error {
+		t.fsyncOff = C.ostree_repo_get_disable_fsync(p) != 0
+		C.ostree_repo_set_disable_fsync(p, C.TRUE)
 		var gerr *C.GError
 		if C.ostree_repo_prepare_transaction(p, nil, nil, &gerr) == 0 {
+			t.restoreFsync(p)
 			return takeError(gerr)
 		}
 		return nil
@@ -227,7 +326,7 @@ func (r *Repo) begin(ctx context.Context) (*txn, error) {
 		r.txnMu.Unlock()
 		return nil, fmt.Errorf("begin transaction in %s: %w", r.path, err)
 	}
-	return &txn{r: r}, nil
+	return t, nil
 }
 
 func (t *txn) importFrom(ctx context.Context, from *Repo, n object.Name) error {
@@ -273,24 +372,13 @@ func (t *txn) writeCommitMeta(ctx context.Context, sum object.Checksum, meta []b
 	return nil
 }
 
-func (t *txn) setRef(ref string, sum object.Checksum) {
-	cref := C.CString(ref)
-	defer C.free(unsafe.Pointer(cref))
-	csum := C.CString(sum.String())
-	defer C.free(unsafe.Pointer(csum))
-	t.r.mu.RLock()
-	defer t.r.mu.RUnlock()
-	if t.r.ptr != nil {
-		C.ostree_repo_transaction_set_ref(t.r.ptr, nil, cref, csum)
-	}
-}
-
 func (t *txn) commit(ctx context.Context) error {
 	err := t.r.do(context.WithoutCancel(ctx), func(p *C.OstreeRepo) error {
 		var gerr *C.GError
 		if C.ostree_repo_commit_transaction(p, nil, nil, &gerr) == 0 {
 			return takeError(gerr)
 		}
+		t.restoreFsync(p)
 		return nil
 	})
 	if err != nil {
@@ -308,6 +396,7 @@ func (t *txn) abort() {
 	}
 	t.done = true
 	_ = t.r.do(context.Background(), func(p *C.OstreeRepo) error {
+		defer t.restoreFsync(p)
 		var gerr *C.GError
 		if C.ostree_repo_abort_transaction(p, nil, &gerr) == 0 {
 			return takeError(gerr)
