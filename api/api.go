@@ -138,6 +138,10 @@ type SessionRequest struct {
 	Refs   []RefUpdate `json:"refs"`
 	Force  bool        `json:"force,omitempty"`   // allow non-fast-forward updates
 	DryRun bool        `json:"dry_run,omitempty"` // check only; create nothing
+	// Objects are names to negotiate with the session's creation, as a
+	// first POST …/objects would (at most MaxNamesPerRequest): the answer's
+	// Needed lists those the daemon lacks, saving a round trip.
+	Objects []string `json:"objects,omitempty"`
 }
 
 // CheckRequest is the body of POST /api/v1/check: it asks how the daemon
@@ -223,6 +227,10 @@ type Session struct {
 	Bytes    int64       `json:"bytes"`    // bytes of the verified ones
 	Uploads  []Upload    `json:"uploads,omitempty"`
 	Result   string      `json:"result,omitempty"`
+	// Negotiated is how many names of the creating request's Objects the
+	// daemon judged (all or none); Needed lists those it lacks.
+	Negotiated int      `json:"negotiated,omitempty"`
+	Needed     []string `json:"needed,omitempty"`
 	// Unchanged names the refs a publish left where they were: their new
 	// commit has the tree and metadata of the current one (a reproducible
 	// rebuild), while the session's other refs moved.

@@ -202,6 +202,16 @@ func hostileInputs() []hostile {
 			}
 			return c.open(strings.Join(refs, ","))
 		}},
+		{"session-too-many-names", 413, func(c *catalogue) resp {
+			names := make([]string, api.MaxNamesPerRequest+1)
+			for i := range names {
+				names[i] = fmt.Sprintf("%064x.filez", i)
+			}
+			return c.doJSON(c.Tok, "POST", api.PathSessions, api.SessionRequest{Refs: []api.RefUpdate{{Name: "main", New: fx.a}}, Objects: names})
+		}},
+		{"session-bad-name", 400, func(c *catalogue) resp {
+			return c.doJSON(c.Tok, "POST", api.PathSessions, api.SessionRequest{Refs: []api.RefUpdate{{Name: "main", New: fx.a}}, Objects: []string{"../../etc/passwd"}})
+		}},
 		{"bad-ref-name", 400, func(c *catalogue) resp { return c.open(ref("../heads/main", fx.a)) }},
 		{"short-checksum", 400, func(c *catalogue) resp { return c.open(ref("main", fx.a[:63])) }},
 		{"ref-named-twice", 400, func(c *catalogue) resp { return c.open(ref("main", fx.a) + "," + ref("main", fx.b)) }},

@@ -25,9 +25,25 @@ const journalBytesPerName = 512
 
 // CreateSession opens or resumes a session (see service.Repository).
 func (s *Service) CreateSession(ctx context.Context, id auth.Identity, req api.SessionRequest) (api.Session, bool, error) {
+	if len(req.Objects) > api.MaxNamesPerRequest {
+		return api.Session{}, false, refuse(service.TooLarge, "%d names in one request, at most %d", len(req.Objects), api.MaxNamesPerRequest)
+	}
+	for _, n := range req.Objects {
+		if _, err := object.ParseName(n); err != nil {
+			e := refuse(service.Invalid, "%v", err)
+			e.Body.Object = n
+			return api.Session{}, false, e
+		}
+	}
 	sess, created, err := s.createSession(ctx, id, req)
 	if err != nil || req.DryRun {
 		return sess, false, err
+	}
+	if len(req.Objects) > 0 {
+		if sess.Needed, err = s.Negotiate(ctx, id, sess.ID, req.Objects); err != nil {
+			return api.Session{}, false, err
+		}
+		sess.Negotiated = len(req.Objects)
 	}
 	return sess, created, nil
 }

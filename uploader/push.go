@@ -202,21 +202,6 @@ func (p *pusher) run(ctx context.Context) error {
 	if p.opts.DryRun {
 		return p.dryRun(ctx, updates)
 	}
-	var sess api.Session
-	if err := p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
-		var err error
-		sess, err = p.c.CreateSession(ctx, api.SessionRequest{Refs: updates, Force: p.opts.Force})
-		return err
-	}); err != nil {
-		return err
-	}
-	p.sid, p.res.SessionID, p.res.SessionResumed = sess.ID, sess.ID, sess.Verified > 0
-	p.log.Debug("session", "id", sess.ID, "verified", sess.Verified)
-
-	p.packTarget = packTarget
-	if l := info.Limits.MaxPackSize; l > 0 && l/2 < packTarget {
-		p.packTarget = l / 2
-	}
 	t := time.Now()
 	names, err := p.plan(ctx, updates, info.Refs)
 	if err != nil {
@@ -224,11 +209,50 @@ func (p *pusher) run(ctx context.Context) error {
 	}
 	p.res.Phases.Plan = time.Since(t)
 	p.res.Objects = len(names)
+
+	// The session's creation carries the first batch of names to
+	// negotiate: one round trip less.
+	t = time.Now()
+	first := names[:min(len(names), api.MaxNamesPerRequest)]
+	firstNames := make([]string, len(first))
+	for i, n := range first {
+		firstNames[i] = n.String()
+	}
+	var sess api.Session
+	if err := p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
+		var err error
+		sess, err = p.c.CreateSession(ctx, api.SessionRequest{Refs: updates, Force: p.opts.Force, Objects: firstNames})
+		return err
+	}); err != nil {
+		return err
+	}
+	p.sid, p.res.SessionID, p.res.SessionResumed = sess.ID, sess.ID, sess.Verified > 0
+	p.log.Debug("session", "id", sess.ID, "verified", sess.Verified)
+	var firstNeeded []object.Name
+	if sess.Negotiated == len(first) && len(first) > 0 {
+		if firstNeeded, err = parseNames(sess.Needed); err != nil {
+			return err
+		}
+	} else {
+		first = nil // a daemon that does not negotiate with the creation
+	}
+	p.res.Phases.Negotiate = time.Since(t)
+
+	p.packTarget = packTarget
+	if l := info.Limits.MaxPackSize; l > 0 && l/2 < packTarget {
+		p.packTarget = l / 2
+	}
 	p.prog = newProgress(p.con)
 	for attempt := 0; ; attempt++ {
 		t = time.Now()
-		needed, err := p.negotiate(ctx, names)
-		if err != nil {
+		var needed []object.Name
+		if attempt == 0 {
+			rest, err := p.negotiate(ctx, names[len(first):])
+			if err != nil {
+				return err
+			}
+			needed = append(firstNeeded, rest...)
+		} else if needed, err = p.negotiate(ctx, names); err != nil {
 			return err
 		}
 		p.res.Phases.Negotiate += time.Since(t)
@@ -558,15 +582,26 @@ func (p *pusher) negotiate(ctx context.Context, names []object.Name) ([]object.N
 		}); err != nil {
 			return nil, err
 		}
-		for _, s := range res.Needed {
-			n, err := object.ParseName(s)
-			if err != nil {
-				return nil, fmt.Errorf("daemon answered a bad object name: %w", err)
-			}
-			needed = append(needed, n)
+		got, err := parseNames(res.Needed)
+		if err != nil {
+			return nil, err
 		}
+		needed = append(needed, got...)
 	}
 	return needed, nil
+}
+
+// parseNames parses the object names a daemon answered.
+func parseNames(names []string) ([]object.Name, error) {
+	out := make([]object.Name, 0, len(names))
+	for _, s := range names {
+		n, err := object.ParseName(s)
+		if err != nil {
+			return nil, fmt.Errorf("daemon answered a bad object name: %w", err)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 // size is the size of a local object's archive form (an estimate for one

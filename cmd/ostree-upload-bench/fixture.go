@@ -5,17 +5,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 )
 
 // fixtureVersion changes whenever the generator changes what it makes, so
 // that stale caches are not reused.
-const fixtureVersion = 1
+const fixtureVersion = 2
 
 // Commit timestamps of the two generated commits.
 const (
@@ -170,10 +173,54 @@ func writeMarker(dir string, v any) error {
 
 // commitTree commits the directory tree on ref of the archive repo and
 // returns the new commit's checksum.
+//
+// On a Flatpak ref (app/…, runtime/…) the commit carries the metadata
+// `flatpak build-export` writes (xa.metadata, xa.installed-size,
+// xa.download-size), as every commit that flatpak-builder makes does:
+// without the sizes, `flatpak build-update-repo` reads every file of the
+// commit at each publish to compute them.
 func commitTree(ctx context.Context, repo, ref, tree, subject string, timestamp int64) (string, error) {
 	slog.Info("ostree commit", "repo", repo, "subject", subject)
-	return ostree(ctx, repo, "commit", "--branch="+ref, "--tree=dir="+tree, "--subject="+subject,
-		fmt.Sprintf("--timestamp=@%d", timestamp), "--owner-uid=0", "--owner-gid=0", "--no-xattrs", "--fsync=false")
+	args := []string{"--branch=" + ref, "--tree=dir=" + tree, "--subject=" + subject,
+		fmt.Sprintf("--timestamp=@%d", timestamp), "--owner-uid=0", "--owner-gid=0", "--no-xattrs", "--fsync=false"}
+	if kind, name, ok := flatpakRef(ref); ok {
+		size, err := treeBytes(tree)
+		if err != nil {
+			return "", err
+		}
+		// flatpak stores the sizes big-endian in a native uint64.
+		be := bits.ReverseBytes64(uint64(size))
+		args = append(args,
+			fmt.Sprintf("--add-metadata-string=xa.metadata=[%s]\nname=%s\n", map[string]string{"app": "Application", "runtime": "Runtime"}[kind], name),
+			fmt.Sprintf("--add-metadata=xa.installed-size=uint64 %d", be),
+			fmt.Sprintf("--add-metadata=xa.download-size=uint64 %d", be))
+	}
+	return ostree(ctx, repo, "commit", args...)
+}
+
+// flatpakRef splits a Flatpak ref (app/NAME/ARCH/BRANCH or runtime/…).
+func flatpakRef(ref string) (kind, name string, ok bool) {
+	parts := strings.Split(ref, "/")
+	if len(parts) != 4 || parts[0] != "app" && parts[0] != "runtime" {
+		return "", "", false
+	}
+	return parts[0], parts[1], true
+}
+
+// treeBytes is the size of the regular files below root.
+func treeBytes(root string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(root, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		fi, err := d.Info()
+		if err == nil {
+			total += fi.Size()
+		}
+		return err
+	})
+	return total, err
 }
 
 // writeTree creates dirs and files below root with one writer per CPU.
