@@ -1047,23 +1047,28 @@ func TestNeed_CommitMetaAlwaysNeeded(t *testing.T) {
 	}
 }
 
-// SetPublishing records which refs the publish leaves unchanged, only for
-// an open session and only refs of the session, and keeps them across a
-// reopen (a publish finished at start-up reads them).
+// SetPublishing records the publish intent and which refs the publish
+// leaves unchanged, in one write, only for an open session and only refs
+// of the session, and keeps them across a reopen (a publish finished at
+// start-up reads them).
 func TestSetPublishing(t *testing.T) {
 	ctx := context.Background()
 	j, path := mustOpen(t)
 	s := mustSession(t, j, ownerA, "app", "app.Locale")
-	if err := j.SetPublishing(ctx, s.ID, []string{"nope"}); err == nil {
+	in := Intent{Session: s.ID, Refs: s.Refs[:1], Step: "refs"}
+	if err := j.SetPublishing(ctx, in, []string{"nope"}); err == nil {
 		t.Fatal("a ref the session does not have was accepted")
 	}
 	if got := mustGet(t, j, s.ID); got.State != StateOpen {
 		t.Fatalf("state %s after a refused SetPublishing", got.State)
 	}
-	if err := j.SetPublishing(ctx, s.ID, []string{"app.Locale"}); err != nil {
+	if _, err := j.GetIntent(ctx, s.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a refused SetPublishing left an intent: %v", err)
+	}
+	if err := j.SetPublishing(ctx, in, []string{"app.Locale"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := j.SetPublishing(ctx, s.ID, nil); err == nil {
+	if err := j.SetPublishing(ctx, in, nil); err == nil {
 		t.Fatal("a publishing session was set publishing again")
 	}
 	j.Close()
@@ -1075,5 +1080,8 @@ func TestSetPublishing(t *testing.T) {
 	got := mustGet(t, j, s.ID)
 	if got.State != StatePublishing || !slices.Equal(got.Unchanged, []string{"app.Locale"}) {
 		t.Fatalf("after reopening: state %s, unchanged %v", got.State, got.Unchanged)
+	}
+	if gi, err := j.GetIntent(ctx, s.ID); err != nil || !slices.Equal(gi.Refs, in.Refs) {
+		t.Fatalf("after reopening: intent %+v, %v", gi, err)
 	}
 }

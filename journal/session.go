@@ -214,27 +214,38 @@ func (j *Journal) SetState(ctx context.Context, id string, st State, result stri
 	})
 }
 
-// SetPublishing moves an open session to publishing, recording the refs
-// the publish leaves unchanged (names of its Refs).
-func (j *Journal) SetPublishing(ctx context.Context, id string, unchanged []string) error {
-	if err := checkSessionID(id); err != nil {
+// SetPublishing moves an open session to publishing and records its
+// publish intent, in one write: the refs the publish leaves unchanged
+// (names of its Refs) go into the session.
+func (j *Journal) SetPublishing(ctx context.Context, in Intent, unchanged []string) error {
+	if err := checkSessionID(in.Session); err != nil {
+		return fmt.Errorf("journal: set publishing: %w", err)
+	}
+	if in.Created.IsZero() {
+		in.Created = now()
+	}
+	v, err := json.Marshal(in)
+	if err != nil {
 		return fmt.Errorf("journal: set publishing: %w", err)
 	}
 	return j.update(ctx, "set publishing", func(tx *bolt.Tx) error {
-		s, err := getSession(tx, id)
+		s, err := getSession(tx, in.Session)
 		if err != nil {
 			return err
 		}
 		if s.State != StateOpen {
-			return fmt.Errorf("session %s is %s, not open", id, s.State)
+			return fmt.Errorf("session %s is %s, not open", in.Session, s.State)
 		}
 		for _, ref := range unchanged {
 			if !slices.ContainsFunc(s.Refs, func(r RefUpdate) bool { return r.Ref == ref }) {
-				return fmt.Errorf("session %s has no ref %q", id, ref)
+				return fmt.Errorf("session %s has no ref %q", in.Session, ref)
 			}
 		}
 		s.State, s.Result, s.Unchanged, s.Updated = StatePublishing, "", unchanged, now()
-		return putSession(tx, &s)
+		if err := putSession(tx, &s); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketIntents).Put([]byte(in.Session), v)
 	})
 }
 

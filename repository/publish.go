@@ -483,6 +483,7 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 		return err
 	}
 	var plan publishPlan
+	steps := stepTimer{last: time.Now()}
 	if sess.State == journal.StateOpen {
 		if plan, err = s.preparePublish(ctx, sess, sp, updates); err != nil {
 			return s.refused(ctx, sess, err)
@@ -498,12 +499,11 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 		if err := s.checkLocked(ctx, sess, sp, updates, &plan); err != nil {
 			return s.refused(ctx, sess, err)
 		}
-		if err := s.journal.PutIntent(ctx, journal.Intent{Session: sess.ID, Refs: sess.Refs, Step: "refs", Created: time.Now()}); err != nil {
+		steps.done("check")
+		if err := s.journal.SetPublishing(ctx, journal.Intent{Session: sess.ID, Refs: sess.Refs, Step: "refs", Created: time.Now()}, sess.Unchanged); err != nil {
 			return err
 		}
-		if err := s.journal.SetPublishing(ctx, sess.ID, sess.Unchanged); err != nil {
-			return err
-		}
+		steps.done("intent")
 	} else {
 		plan = s.recoveryPlan(ctx, sess, sp, updates)
 	}
@@ -540,28 +540,44 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 	case err != nil:
 		return fmt.Errorf("publish session %s: %w", sess.ID, err)
 	}
+	steps.done("refs")
 	failpoint.Hit("after-refs")
-	if err := s.journal.PutIntent(ctx, journal.Intent{Session: sess.ID, Refs: sess.Refs, Step: "summary", Created: time.Now()}); err != nil {
-		return err
-	}
 	result, err := s.updateMetadata(ctx, sess)
 	if err != nil {
 		return err
 	}
+	steps.done("metadata")
 	failpoint.Hit("after-summary")
 	s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
 	if err := s.finishPublish(ctx, sess, result); err != nil {
 		return err
 	}
+	steps.done("finish")
 	s.metrics.published.Inc()
 	s.metrics.lastPublish.SetToCurrentTime()
-	log := []any{"token", sess.OwnerName, "refs", refMoves(sess), "session", sess.ID, "duration", time.Since(start).Round(time.Millisecond)}
+	log := []any{"token", sess.OwnerName, "refs", refMoves(sess), "session", sess.ID, "duration", time.Since(start).Round(time.Millisecond), "steps", steps.String()}
 	if len(sess.Unchanged) > 0 {
 		log = append(log, "same_content", strings.Join(sess.Unchanged, ", "))
 	}
 	s.log.Info("published", log...)
 	return nil
 }
+
+// stepTimer measures the steps of a publish for its log line; each step
+// begins when the one before ended (the first when the timer was made).
+type stepTimer struct {
+	last  time.Time
+	steps []string
+}
+
+// done ends the step named name.
+func (t *stepTimer) done(name string) {
+	now := time.Now()
+	t.steps = append(t.steps, fmt.Sprintf("%s %s", name, now.Sub(t.last).Round(100*time.Microsecond)))
+	t.last = now
+}
+
+func (t *stepTimer) String() string { return strings.Join(t.steps, ", ") }
 
 // refMoves is a session's ref updates for a log line: "ref old → new"
 // each, with short checksums ("(new)" for a new ref).
