@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"unsafe"
 
 	"github.com/ostree-upload/ostree-upload/internal/failpoint"
@@ -122,8 +123,8 @@ func (r *Repo) Check(ctx context.Context, spool *Repo, updates []RefUpdate) erro
 // that the commits it names get, written after the imports, so that what
 // an import copied from the spool never stays. Refs are set one by one (a
 // crash may leave some moved: the caller's journaled intent finishes
-// them). Call Check first to refuse what cannot succeed before any
-// transaction; the caller serializes publishes to r.
+// them). Call Check first to refuse what cannot succeed before anything
+// is written; the caller serializes publishes to r.
 func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, detached map[object.Checksum][]byte) error {
 	for _, u := range updates {
 		if err := ValidateRef(u.Ref); err != nil {
@@ -143,67 +144,69 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 		bases[i] = b
 	}
 
-	// Two transactions, so that a commit object is never in objects/
-	// without its tree: libostree stages a transaction's objects and
-	// renames them into objects/ at its commit in directory order, so the
-	// first transaction brings every other object, and the second the
-	// commit objects and their detached metadata. A crash in between
-	// leaves only unreferenced objects (prune removes them; the publish's
-	// recovery imports them again at no cost).
+	// No libostree transaction: objects are hard-linked straight into
+	// objects/ (a transaction would stage them and rename them in
+	// directory order at its commit), under the repository's shared lock,
+	// which keeps a concurrent prune from deleting them before a ref names
+	// them. A commit object is never in objects/ without its tree: every
+	// other object goes in first and is made durable, then the commits
+	// and their detached metadata, made durable, then the refs. A crash
+	// in between leaves only unreferenced objects (prune removes them; the
+	// publish's recovery links them again at no cost).
 	//
-	// Durability is the publish's own (see syncWritten): each barrier
-	// fsyncs only the directories written, where libostree would fsync
-	// every directory of objects/ at each transaction's commit and syncfs
-	// the whole filesystem, whatever the transaction wrote.
-	var commits []object.Name
-	txn, err := r.begin(ctx)
+	// Durability is the publish's own (see syncWritten), where libostree
+	// would fsync every directory of objects/ at a transaction's commit
+	// and syncfs the whole filesystem, whatever the transaction wrote.
+	unlock, err := r.lockShared(ctx)
 	if err != nil {
 		return err
 	}
-	defer txn.abort()
-	var written writtenSet
-	for i, u := range updates {
-		importMissing := func(n object.Name) error {
-			has, err := r.HasObject(ctx, n)
-			if err != nil || has {
-				return err
+	defer unlock()
+	var commits []object.Name
+	written, err := r.importAll(ctx, spool, func(emit func(object.Name) error) error {
+		for i, u := range updates {
+			importMissing := func(n object.Name) error {
+				has, err := r.HasObject(ctx, n)
+				if err != nil || has {
+					return err
+				}
+				if n.Type == object.Commit {
+					commits = append(commits, n)
+					return nil
+				}
+				return emit(n)
 			}
-			if n.Type == object.Commit {
-				commits = append(commits, n)
-				return nil
+			if err := missing(ctx, both, u.New, bases[i], importMissing); err != nil {
+				return fmt.Errorf("publish %s: import: %w", u.Ref, err)
 			}
-			written.add(n)
-			return txn.importFrom(ctx, spool, n)
 		}
-		if err := missing(ctx, both, u.New, bases[i], importMissing); err != nil {
-			return fmt.Errorf("publish %s: import: %w", u.Ref, err)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, n := range written {
+		if has, err := r.HasObject(ctx, n); err != nil || !has {
+			return fmt.Errorf("publish: %s not in the repository after its import: %w", n, errors.Join(err, ErrNotFound))
 		}
 	}
-	if len(written) > 0 {
-		if err := txn.commit(ctx); err != nil {
-			return err
-		}
-		if err := r.syncWritten(written, false); err != nil {
-			return err
-		}
-		failpoint.Hit("publish-between-transactions")
-		if txn, err = r.begin(ctx); err != nil {
-			return err
-		}
-		defer txn.abort()
+	if err := r.syncWritten(ctx, written); err != nil {
+		return err
 	}
+	failpoint.Hit("publish-between-transactions") // every object but the commits is in
+
 	written = nil
 	for _, n := range commits {
 		written.add(n)
-		if err := txn.importFrom(ctx, spool, n); err != nil {
+		if err := r.importObject(ctx, spool, n); err != nil {
 			return fmt.Errorf("publish: import: %w", err)
 		}
 	}
-	// Detached metadata goes into the transaction last, over whatever an
-	// import copied along with its commit.
+	// Detached metadata goes in last, over whatever an import copied along
+	// with its commit.
 	for sum, meta := range detached {
 		written.add(object.Name{Sum: sum, Type: object.CommitMeta})
-		if err := txn.writeCommitMeta(ctx, sum, meta); err != nil {
+		if err := r.writeCommitMeta(ctx, sum, meta); err != nil {
 			return err
 		}
 	}
@@ -212,11 +215,8 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 			return fmt.Errorf("publish %s: after import: %w", u.Ref, err)
 		}
 	}
-	if err := txn.commit(ctx); err != nil {
-		return err
-	}
 	// The commits and their metadata are durable before any ref names them.
-	if err := r.syncWritten(written, true); err != nil {
+	if err := r.syncWritten(ctx, written); err != nil {
 		return err
 	}
 	if err := r.checkRefs(ctx, updates); err != nil {
@@ -231,36 +231,81 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 	return nil
 }
 
+// importWorkers is how many objects a publish links at once.
+const importWorkers = 4
+
+// importAll imports from spool, with importWorkers goroutines, the objects
+// walk emits, and returns them.
+func (r *Repo) importAll(ctx context.Context, spool *Repo, walk func(emit func(object.Name) error) error) (writtenSet, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	work := make(chan object.Name, 64)
+	var wg sync.WaitGroup
+	for range importWorkers {
+		wg.Go(func() {
+			for n := range work {
+				if err := r.importObject(ctx, spool, n); err != nil {
+					cancel(err)
+				}
+			}
+		})
+	}
+	var written writtenSet
+	err := walk(func(n object.Name) error {
+		written.add(n)
+		select {
+		case work <- n:
+			return nil
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	})
+	close(work)
+	wg.Wait()
+	if err == nil {
+		err = context.Cause(ctx)
+	}
+	return written, err
+}
+
+// syncfsOver is the number of directories over which a barrier syncs the
+// whole filesystem rather than each directory.
+const syncfsOver = 16
+
 // writtenSet holds objects a publish wrote into objects/ (few: a publish
 // imports only what production lacks).
 type writtenSet []object.Name
 
 func (w *writtenSet) add(n object.Name) { *w = append(*w, n) }
 
-// syncWritten makes objects written into r durable: the directories of
-// objects/ that received them and objects/ itself (which may have gained
-// a directory), and with data, the objects' own bytes (those written
-// rather than hard-linked from an already durable spool).
-func (r *Repo) syncWritten(written writtenSet, data bool) error {
+// syncWritten makes the objects written into r durable, with their
+// directories and objects/ itself (which may have gained a directory): a
+// few by fsyncs of each file and directory, more by one syncfs of the
+// filesystem (each fsync flushes the disk's cache; one syncfs costs less
+// than many). The bytes count too: an object is copied, not linked, when
+// its inode has too many links.
+func (r *Repo) syncWritten(ctx context.Context, written writtenSet) error {
 	dirs := map[string]bool{}
 	for _, n := range written {
-		path := r.ObjectPath(n)
-		if data {
-			if err := syncFile(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("sync %s: %w", n, err)
-			}
+		dirs[filepath.Dir(r.ObjectPath(n))] = true
+	}
+	switch {
+	case len(dirs) == 0:
+		return nil
+	case len(dirs) > syncfsOver:
+		return r.Sync(ctx)
+	}
+	for _, n := range written {
+		if err := syncFile(r.ObjectPath(n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("sync %s: %w", n, err)
 		}
-		dirs[filepath.Dir(path)] = true
 	}
 	for dir := range dirs {
 		if err := syncDir(dir); err != nil {
 			return fmt.Errorf("sync %s: %w", dir, err)
 		}
 	}
-	if len(dirs) > 0 {
-		return syncDir(filepath.Join(r.path, "objects"))
-	}
-	return nil
+	return syncDir(filepath.Join(r.path, "objects"))
 }
 
 // setRef points ref at sum, durably: the ref's file and every directory
@@ -294,42 +339,33 @@ func (r *Repo) setRef(ctx context.Context, ref string, sum object.Checksum) erro
 	}
 }
 
-// txn is an open libostree transaction on a Repo.
-type txn struct {
-	r        *Repo
-	done     bool
-	fsyncOff bool // the repository's own setting, restored at the end
-}
-
-func (t *txn) restoreFsync(p *C.OstreeRepo) {
-	if !t.fsyncOff {
-		C.ostree_repo_set_disable_fsync(p, C.FALSE)
-	}
-}
-
-// begin opens a transaction in which libostree neither fsyncs nor calls
-// syncfs: the caller makes what it writes durable (see syncWritten).
-func (r *Repo) begin(ctx context.Context) (*txn, error) {
-	r.txnMu.Lock()
-	t := &txn{r: r}
+// lockShared takes the repository's shared lock, as a transaction does: a
+// prune (which takes it exclusively) waits until the returned func runs.
+func (r *Repo) lockShared(ctx context.Context) (func(), error) {
 	err := r.do(ctx, func(p *C.OstreeRepo) error {
-		t.fsyncOff = C.ostree_repo_get_disable_fsync(p) != 0
-		C.ostree_repo_set_disable_fsync(p, C.TRUE)
 		var gerr *C.GError
-		if C.ostree_repo_prepare_transaction(p, nil, nil, &gerr) == 0 {
-			t.restoreFsync(p)
+		if C.ostree_repo_lock_push(p, C.OSTREE_REPO_LOCK_SHARED, nil, &gerr) == 0 {
 			return takeError(gerr)
 		}
 		return nil
 	})
 	if err != nil {
-		r.txnMu.Unlock()
-		return nil, fmt.Errorf("begin transaction in %s: %w", r.path, err)
+		return nil, fmt.Errorf("lock %s: %w", r.path, err)
 	}
-	return t, nil
+	return func() {
+		_ = r.do(context.Background(), func(p *C.OstreeRepo) error {
+			var gerr *C.GError
+			if C.ostree_repo_lock_pop(p, C.OSTREE_REPO_LOCK_SHARED, nil, &gerr) == 0 {
+				return takeError(gerr)
+			}
+			return nil
+		})
+	}, nil
 }
 
-func (t *txn) importFrom(ctx context.Context, from *Repo, n object.Name) error {
+// importObject hard-links (or copies, across filesystems) object n of
+// from into r, trusting it: from holds only verified objects.
+func (r *Repo) importObject(ctx context.Context, from *Repo, n object.Name) error {
 	csum := C.CString(n.Sum.String())
 	defer C.free(unsafe.Pointer(csum))
 	from.mu.RLock()
@@ -337,7 +373,7 @@ func (t *txn) importFrom(ctx context.Context, from *Repo, n object.Name) error {
 	if from.ptr == nil {
 		return ErrClosed
 	}
-	err := t.r.do(ctx, func(p *C.OstreeRepo) error {
+	err := r.do(ctx, func(p *C.OstreeRepo) error {
 		var gerr *C.GError
 		if C.ostree_repo_import_object_from_with_trust(p, from.ptr, C.OstreeObjectType(n.Type), csum, C.TRUE, nil, &gerr) == 0 {
 			return takeError(gerr)
@@ -350,7 +386,8 @@ func (t *txn) importFrom(ctx context.Context, from *Repo, n object.Name) error {
 	return nil
 }
 
-func (t *txn) writeCommitMeta(ctx context.Context, sum object.Checksum, meta []byte) error {
+// writeCommitMeta writes the detached metadata of commit sum (nil: none).
+func (r *Repo) writeCommitMeta(ctx context.Context, sum object.Checksum, meta []byte) error {
 	if len(meta) > 0 {
 		if err := object.CheckCommitMeta(meta); err != nil {
 			return err
@@ -358,7 +395,7 @@ func (t *txn) writeCommitMeta(ctx context.Context, sum object.Checksum, meta []b
 	}
 	csum := C.CString(sum.String())
 	defer C.free(unsafe.Pointer(csum))
-	err := t.r.do(ctx, func(p *C.OstreeRepo) error {
+	err := r.do(ctx, func(p *C.OstreeRepo) error {
 		d, n := cBytes(meta)
 		var gerr *C.GError
 		if C.ou_write_commitmeta(p, csum, d, n, &gerr) == 0 {
@@ -370,38 +407,4 @@ func (t *txn) writeCommitMeta(ctx context.Context, sum object.Checksum, meta []b
 		return fmt.Errorf("write detached metadata of %s: %w", sum, err)
 	}
 	return nil
-}
-
-func (t *txn) commit(ctx context.Context) error {
-	err := t.r.do(context.WithoutCancel(ctx), func(p *C.OstreeRepo) error {
-		var gerr *C.GError
-		if C.ostree_repo_commit_transaction(p, nil, nil, &gerr) == 0 {
-			return takeError(gerr)
-		}
-		t.restoreFsync(p)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("commit transaction in %s: %w", t.r.path, err)
-	}
-	t.done = true
-	t.r.txnMu.Unlock()
-	return nil
-}
-
-// abort ends the transaction unless it was committed; safe to defer.
-func (t *txn) abort() {
-	if t.done {
-		return
-	}
-	t.done = true
-	_ = t.r.do(context.Background(), func(p *C.OstreeRepo) error {
-		defer t.restoreFsync(p)
-		var gerr *C.GError
-		if C.ostree_repo_abort_transaction(p, nil, &gerr) == 0 {
-			return takeError(gerr)
-		}
-		return nil
-	})
-	t.r.txnMu.Unlock()
 }

@@ -114,7 +114,6 @@ type Repo struct {
 	path string
 	mode Mode
 
-	txnMu sync.Mutex // one transaction per Repo at a time
 }
 
 // Open opens an existing repository.
