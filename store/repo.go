@@ -113,7 +113,6 @@ type Repo struct {
 	ptr  *C.OstreeRepo
 	path string
 	mode Mode
-
 }
 
 // Open opens an existing repository.
