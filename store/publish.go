@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"unsafe"
 
 	"github.com/ostree-upload/ostree-upload/internal/failpoint"
@@ -120,8 +121,9 @@ func (r *Repo) Check(ctx context.Context, spool *Repo, updates []RefUpdate) erro
 // equals its Old and sets the refs, each durably. A commit found
 // incomplete gives a *MissingError and a moved ref a *RefMovedError, with
 // r's refs untouched. detached gives the detached metadata (nil: none)
-// that the commits it names get, written after the imports, so that what
-// an import copied from the spool never stays. Refs are set one by one (a
+// that the commits it names get, written after the commits; a new commit
+// it does not name gets the spool's. The spool's copy never enters r
+// otherwise, so that a crash cannot leave it there as if it were r's. Refs are set one by one (a
 // crash may leave some moved: the caller's journaled intent finishes
 // them). Call Check first to refuse what cannot succeed before anything
 // is written; the caller serializes publishes to r.
@@ -149,8 +151,9 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 	// directory order at its commit), under the repository's shared lock,
 	// which keeps a concurrent prune from deleting them before a ref names
 	// them. A commit object is never in objects/ without its tree: every
-	// other object goes in first and is made durable, then the commits
-	// and their detached metadata, made durable, then the refs. A crash
+	// other object goes in first, is checked and made durable (one syncfs),
+	// then the commits and their detached metadata, made durable, then the
+	// refs. A crash
 	// in between leaves only unreferenced objects (prune removes them; the
 	// publish's recovery links them again at no cost).
 	//
@@ -163,9 +166,14 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 	}
 	defer unlock()
 	var commits []object.Name
-	written, err := r.importAll(ctx, spool, func(emit func(object.Name) error) error {
+	err = r.importAll(ctx, spool, func(emit func(object.Name) error) error {
 		for i, u := range updates {
 			importMissing := func(n object.Name) error {
+				if n.Type == object.CommitMeta {
+					// Never the pushed copy: the caller's detached
+					// metadata is written after the commits.
+					return nil
+				}
 				has, err := r.HasObject(ctx, n)
 				if err != nil || has {
 					return err
@@ -185,34 +193,63 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 	if err != nil {
 		return err
 	}
-	for _, n := range written {
+	// Every object but the commits must now be in r alone: walk again.
+	for i, u := range updates {
+		inR := func(n object.Name) error {
+			if n.Type == object.Commit || n.Type == object.CommitMeta {
+				return nil
+			}
+			if has, err := r.HasObject(ctx, n); err != nil || !has {
+				return fmt.Errorf("%s not in the repository after its import: %w", n, errors.Join(err, ErrNotFound))
+			}
+			return nil
+		}
+		if err := missing(ctx, both, u.New, bases[i], inR); err != nil {
+			return fmt.Errorf("publish %s: after import: %w", u.Ref, err)
+		}
+	}
+	// One syncfs, whatever this publish linked: it also makes durable what
+	// an earlier attempt linked and never synced (this one found those
+	// present), and the bytes of an object copied rather than linked.
+	if err := r.Sync(ctx); err != nil {
+		return err
+	}
+	failpoint.Hit("publish-between-transactions") // every object but the commits is in
+	// The refs are checked before the commits and their detached metadata
+	// go in: a ref moved meanwhile changes nothing.
+	if err := r.checkRefs(ctx, updates); err != nil {
+		return err
+	}
+	var written writtenSet
+	for _, n := range commits {
+		written.add(n)
+		if err := r.linkCommit(ctx, spool, n); err != nil {
+			return fmt.Errorf("publish: import: %w", err)
+		}
 		if has, err := r.HasObject(ctx, n); err != nil || !has {
 			return fmt.Errorf("publish: %s not in the repository after its import: %w", n, errors.Join(err, ErrNotFound))
 		}
 	}
-	if err := r.syncWritten(ctx, written); err != nil {
-		return err
-	}
-	failpoint.Hit("publish-between-transactions") // every object but the commits is in
-
-	written = nil
+	// Detached metadata goes in last: the given one, else the spool's.
 	for _, n := range commits {
-		written.add(n)
-		if err := r.importObject(ctx, spool, n); err != nil {
-			return fmt.Errorf("publish: import: %w", err)
+		if _, given := detached[n.Sum]; given {
+			continue
+		}
+		meta, err := spool.CommitMeta(ctx, n.Sum)
+		if err != nil {
+			return err
+		}
+		if meta != nil {
+			written.add(object.Name{Sum: n.Sum, Type: object.CommitMeta})
+			if err := r.writeCommitMeta(ctx, n.Sum, meta); err != nil {
+				return err
+			}
 		}
 	}
-	// Detached metadata goes in last, over whatever an import copied along
-	// with its commit.
 	for sum, meta := range detached {
 		written.add(object.Name{Sum: sum, Type: object.CommitMeta})
 		if err := r.writeCommitMeta(ctx, sum, meta); err != nil {
 			return err
-		}
-	}
-	for i, u := range updates {
-		if err := missing(ctx, r, u.New, bases[i], nil); err != nil {
-			return fmt.Errorf("publish %s: after import: %w", u.Ref, err)
 		}
 	}
 	// The commits and their metadata are durable before any ref names them.
@@ -231,12 +268,35 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 	return nil
 }
 
+// linkCommit hard-links commit object n of from into r. libostree's import
+// would bring the commit's detached metadata of from along, and a crash
+// before the publish writes its own would leave the pushed copy in r as if
+// it were production's.
+func (r *Repo) linkCommit(ctx context.Context, from *Repo, n object.Name) error {
+	dst := r.ObjectPath(n)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	err := os.Link(from.ObjectPath(n), dst)
+	switch {
+	case err == nil, errors.Is(err, os.ErrExist):
+		return nil
+	case errors.Is(err, syscall.EXDEV), errors.Is(err, syscall.EMLINK), errors.Is(err, syscall.EPERM):
+		// Not linkable here: copy, and drop the metadata the copy brings.
+		if err := r.importObject(ctx, from, n); err != nil {
+			return err
+		}
+		return r.writeCommitMeta(ctx, n.Sum, nil)
+	}
+	return fmt.Errorf("link %s: %w", n, err)
+}
+
 // importWorkers is how many objects a publish links at once.
 const importWorkers = 4
 
 // importAll imports from spool, with importWorkers goroutines, the objects
-// walk emits, and returns them.
-func (r *Repo) importAll(ctx context.Context, spool *Repo, walk func(emit func(object.Name) error) error) (writtenSet, error) {
+// walk emits.
+func (r *Repo) importAll(ctx context.Context, spool *Repo, walk func(emit func(object.Name) error) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	work := make(chan object.Name, 64)
@@ -250,9 +310,7 @@ func (r *Repo) importAll(ctx context.Context, spool *Repo, walk func(emit func(o
 			}
 		})
 	}
-	var written writtenSet
 	err := walk(func(n object.Name) error {
-		written.add(n)
 		select {
 		case work <- n:
 			return nil
@@ -265,7 +323,7 @@ func (r *Repo) importAll(ctx context.Context, spool *Repo, walk func(emit func(o
 	if err == nil {
 		err = context.Cause(ctx)
 	}
-	return written, err
+	return err
 }
 
 // syncfsOver is the number of directories over which a barrier syncs the
