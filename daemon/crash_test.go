@@ -69,7 +69,7 @@ func waitKilled(t testing.TB, p *daemontest.Proc) {
 func TestKill9AtEveryStep(t *testing.T) {
 	t.Parallel()
 	updates := []api.RefUpdate{{Name: "main", New: fx.a}, {Name: "other", New: fx.c}}
-	for _, fp := range []string{"before-verdict", "after-adopt", "after-intent", "publish-between-transactions", "publish-before-refs", "after-refs", "after-summary", "before-intent-done"} {
+	for _, fp := range []string{"before-verdict", "after-adopt", "after-intent", "publish-between-transactions", "publish-commits-linked", "publish-before-refs", "after-refs", "after-summary", "before-intent-done"} {
 		t.Run(fp, func(t *testing.T) {
 			e := newEnv(t)
 			p := e.StartProcess(fx.bin, fp)

@@ -22,19 +22,25 @@ type Intent struct {
 // PutIntent creates or replaces the session's intent (a zero Created means
 // now).
 func (j *Journal) PutIntent(ctx context.Context, in Intent) error {
-	if err := checkSessionID(in.Session); err != nil {
-		return fmt.Errorf("journal: put intent: %w", err)
-	}
-	if in.Created.IsZero() {
-		in.Created = now()
-	}
-	v, err := json.Marshal(in)
+	v, err := encodeIntent(in)
 	if err != nil {
 		return fmt.Errorf("journal: put intent: %w", err)
 	}
 	return j.update(ctx, "put intent", func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketIntents).Put([]byte(in.Session), v)
 	})
+}
+
+// encodeIntent checks an intent and encodes it as stored (a zero Created
+// means now).
+func encodeIntent(in Intent) ([]byte, error) {
+	if err := checkSessionID(in.Session); err != nil {
+		return nil, err
+	}
+	if in.Created.IsZero() {
+		in.Created = now()
+	}
+	return json.Marshal(in)
 }
 
 // GetIntent returns the session's intent, or ErrNotFound.

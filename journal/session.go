@@ -218,13 +218,7 @@ func (j *Journal) SetState(ctx context.Context, id string, st State, result stri
 // publish intent, in one write: the refs the publish leaves unchanged
 // (names of its Refs) go into the session.
 func (j *Journal) SetPublishing(ctx context.Context, in Intent, unchanged []string) error {
-	if err := checkSessionID(in.Session); err != nil {
-		return fmt.Errorf("journal: set publishing: %w", err)
-	}
-	if in.Created.IsZero() {
-		in.Created = now()
-	}
-	v, err := json.Marshal(in)
+	v, err := encodeIntent(in)
 	if err != nil {
 		return fmt.Errorf("journal: set publishing: %w", err)
 	}

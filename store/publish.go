@@ -220,9 +220,9 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 	if err := r.checkRefs(ctx, updates); err != nil {
 		return err
 	}
-	var written writtenSet
+	var written []object.Name
 	for _, n := range commits {
-		written.add(n)
+		written = append(written, n)
 		if err := r.linkCommit(ctx, spool, n); err != nil {
 			return fmt.Errorf("publish: import: %w", err)
 		}
@@ -230,6 +230,7 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 			return fmt.Errorf("publish: %s not in the repository after its import: %w", n, errors.Join(err, ErrNotFound))
 		}
 	}
+	failpoint.Hit("publish-commits-linked")
 	// Detached metadata goes in last: the given one, else the spool's.
 	for _, n := range commits {
 		if _, given := detached[n.Sum]; given {
@@ -240,14 +241,14 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 			return err
 		}
 		if meta != nil {
-			written.add(object.Name{Sum: n.Sum, Type: object.CommitMeta})
+			written = append(written, object.Name{Sum: n.Sum, Type: object.CommitMeta})
 			if err := r.writeCommitMeta(ctx, n.Sum, meta); err != nil {
 				return err
 			}
 		}
 	}
 	for sum, meta := range detached {
-		written.add(object.Name{Sum: sum, Type: object.CommitMeta})
+		written = append(written, object.Name{Sum: sum, Type: object.CommitMeta})
 		if err := r.writeCommitMeta(ctx, sum, meta); err != nil {
 			return err
 		}
@@ -330,19 +331,13 @@ func (r *Repo) importAll(ctx context.Context, spool *Repo, walk func(emit func(o
 // whole filesystem rather than each directory.
 const syncfsOver = 16
 
-// writtenSet holds objects a publish wrote into objects/ (few: a publish
-// imports only what production lacks).
-type writtenSet []object.Name
-
-func (w *writtenSet) add(n object.Name) { *w = append(*w, n) }
-
 // syncWritten makes the objects written into r durable, with their
 // directories and objects/ itself (which may have gained a directory): a
 // few by fsyncs of each file and directory, more by one syncfs of the
 // filesystem (each fsync flushes the disk's cache; one syncfs costs less
 // than many). The bytes count too: an object is copied, not linked, when
 // its inode has too many links.
-func (r *Repo) syncWritten(ctx context.Context, written writtenSet) error {
+func (r *Repo) syncWritten(ctx context.Context, written []object.Name) error {
 	dirs := map[string]bool{}
 	for _, n := range written {
 		dirs[filepath.Dir(r.ObjectPath(n))] = true

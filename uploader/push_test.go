@@ -328,29 +328,13 @@ func TestDaemonKilledDuringPush(t *testing.T) {
 func TestLinkFlap(t *testing.T) {
 	e := daemontest.New(t)
 	e.Start()
-	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	px := toxiproxy.NewProxy(srv, "daemon", "127.0.0.1:0", strings.TrimPrefix(e.URL, "http://"))
-	if err := px.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer px.Stop()
-	c := newCounter(t, px.Listen)
-	// Some latency, so the push is still running when the link goes.
-	if _, err := px.Toxics.AddToxicJson(strings.NewReader(`{"name":"lat","type":"latency","stream":"downstream","attributes":{"latency":5}}`)); err != nil {
-		t.Fatal(err)
-	}
-	_, total := objectBytes(t, fx.E, "")
+	link := newFlappyLink(t, e.URL)
 	done := make(chan *uploader.Result, 1)
 	errc := make(chan error, 1)
-	o := opts(e, c.url(), "big")
+	o := opts(e, link.url(), "big")
 	o.Jobs = 2
 	go func() { res, err := uploader.Push(ctx, o); done <- res; errc <- err }()
-	c.waitFor(t, total/3)
-	px.Stop()
-	time.Sleep(500 * time.Millisecond)
-	if err := px.Start(); err != nil {
-		t.Fatal(err)
-	}
+	link.flapAfterAThird(t)
 	res := <-done
 	if err := <-errc; err != nil {
 		t.Fatalf("push across a link flap: %v", err)
@@ -359,6 +343,41 @@ func TestLinkFlap(t *testing.T) {
 		t.Fatal("the flap caused no retry: it did not hit the push")
 	}
 	e.CheckPublished(map[string]string{"big": fx.E})
+}
+
+// flappyLink is a toxiproxy in front of a daemon, with some latency (so
+// that a push of the fixture's big commit is still running when the link
+// goes) and a byte counter in front of it.
+type flappyLink struct {
+	px *toxiproxy.Proxy
+	*counter
+}
+
+func newFlappyLink(t testing.TB, daemonURL string) flappyLink {
+	t.Helper()
+	px := toxiproxy.NewProxy(toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop()),
+		"daemon", "127.0.0.1:0", strings.TrimPrefix(daemonURL, "http://"))
+	if err := px.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(px.Stop)
+	if _, err := px.Toxics.AddToxicJson(strings.NewReader(`{"name":"lat","type":"latency","stream":"downstream","attributes":{"latency":5}}`)); err != nil {
+		t.Fatal(err)
+	}
+	return flappyLink{px: px, counter: newCounter(t, px.Listen)}
+}
+
+// flapAfterAThird cuts the link for 500 ms (every connection dropped, new
+// ones refused) once a third of the big commit's bytes went through.
+func (l flappyLink) flapAfterAThird(t testing.TB) {
+	t.Helper()
+	_, total := objectBytes(t, fx.E, "")
+	l.waitFor(t, total/3)
+	l.px.Stop()
+	time.Sleep(500 * time.Millisecond)
+	if err := l.px.Start(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // The command's exit codes and output, through the real binary.

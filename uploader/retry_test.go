@@ -6,11 +6,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
-
-	toxiproxy "github.com/Shopify/toxiproxy/v2"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 )
@@ -24,18 +19,7 @@ var retryLine = regexp.MustCompile(`(?m)^retrying in [0-9.]+m?s \(budget (?:[0-9
 func TestRetriesAreShown(t *testing.T) {
 	e := daemontest.New(t)
 	e.Start()
-	px := toxiproxy.NewProxy(toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop()),
-		"daemon", "127.0.0.1:0", strings.TrimPrefix(e.URL, "http://"))
-	if err := px.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer px.Stop()
-	c := newCounter(t, px.Listen)
-	// Some latency, so the push is still running when the link goes.
-	if _, err := px.Toxics.AddToxicJson(strings.NewReader(`{"name":"lat","type":"latency","stream":"downstream","attributes":{"latency":5}}`)); err != nil {
-		t.Fatal(err)
-	}
-	_, total := objectBytes(t, fx.E, "")
+	c := newFlappyLink(t, e.URL)
 	cmd := exec.Command(bin, "push", "-r", fx.Build, "-a", c.url(), "-b", "big", "-j", "2", "--retry-timeout", "2m")
 	cmd.Env = append(os.Environ(), "OSTREE_UPLOAD_TOKEN="+e.Tok.Secret)
 	var stdout, stderr strings.Builder
@@ -43,12 +27,7 @@ func TestRetriesAreShown(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c.waitFor(t, total/3)
-	px.Stop()
-	time.Sleep(500 * time.Millisecond)
-	if err := px.Start(); err != nil {
-		t.Fatal(err)
-	}
+	c.flapAfterAThird(t)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("push across a link flap: %v\n%s\n%s", err, stdout.String(), stderr.String())
 	}
