@@ -17,6 +17,9 @@ type Intent struct {
 	Refs    []RefUpdate
 	Step    string // free text set by the caller ("refs", "summary", …)
 	Created time.Time
+	// Deferred names work the publish leaves for after its answer;
+	// SetPublishing records each name until DoneDeferred (see Deferred).
+	Deferred []string `json:",omitempty"`
 }
 
 // PutIntent creates or replaces the session's intent (a zero Created means
@@ -81,4 +84,44 @@ func (j *Journal) DeleteIntent(ctx context.Context, sessionID string) error {
 	return j.update(ctx, "delete intent", func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketIntents).Delete([]byte(sessionID))
 	})
+}
+
+// maxDeferredName bounds the name of a piece of deferred work.
+const maxDeferredName = 64
+
+// Deferred returns the names of the work that publishes left for after
+// their answer (Intent.Deferred) and that is not done yet, sorted. A name
+// stays until DoneDeferred, whatever the number of publishes that asked
+// for it: a crash between the answer and the work leaves it to do at the
+// next start.
+func (j *Journal) Deferred(ctx context.Context) ([]string, error) {
+	var out []string
+	err := j.view(ctx, "deferred", func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDeferred).ForEach(func(k, _ []byte) error {
+			out = append(out, string(k))
+			return nil
+		})
+	})
+	return out, err
+}
+
+// DoneDeferred records that the deferred work name is done. Done work
+// that is not recorded is not an error.
+func (j *Journal) DoneDeferred(ctx context.Context, name string) error {
+	return j.update(ctx, "done deferred", func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDeferred).Delete([]byte(name))
+	})
+}
+
+// putDeferred records the intent's deferred work in tx.
+func putDeferred(tx *bolt.Tx, in Intent) error {
+	for _, name := range in.Deferred {
+		if name == "" || len(name) > maxDeferredName {
+			return fmt.Errorf("deferred work %q: empty or longer than %d bytes", name, maxDeferredName)
+		}
+		if err := tx.Bucket(bucketDeferred).Put([]byte(name), nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }

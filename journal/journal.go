@@ -73,12 +73,13 @@ var (
 	bucketLiveUpload = []byte("liveupload")
 	bucketIntents    = []byte("intents")
 	bucketRevoked    = []byte("revoked")
-	bucketOwners     = []byte("owners") // owner + "/" + session ID of each live session
-	bucketDue        = []byte("due")    // ended sessions' work by time (see Due)
+	bucketOwners     = []byte("owners")   // owner + "/" + session ID of each live session
+	bucketDue        = []byte("due")      // ended sessions' work by time (see Due)
+	bucketDeferred   = []byte("deferred") // work publishes left for after their answer (see Deferred)
 
 	allBuckets = [][]byte{bucketMeta, bucketSessions, bucketResume, bucketLive,
 		bucketObjects, bucketSpool, bucketUploads, bucketLiveUpload, bucketIntents, bucketRevoked,
-		bucketOwners, bucketDue}
+		bucketOwners, bucketDue, bucketDeferred}
 
 	keyVersion = []byte("version")
 )

@@ -1085,3 +1085,46 @@ func TestSetPublishing(t *testing.T) {
 		t.Fatalf("after reopening: intent %+v, %v", gi, err)
 	}
 }
+
+// Work a publish defers past its answer is recorded in the same write that
+// starts the publish, survives a restart, is recorded once however many
+// publishes ask for it, and goes only when done.
+func TestDeferredWork(t *testing.T) {
+	ctx := context.Background()
+	j, path := mustOpen(t)
+	a := mustSession(t, j, ownerA, "app/a")
+	b := mustSession(t, j, ownerA, "app/b")
+	bad := Intent{Session: a.ID, Refs: a.Refs, Deferred: []string{strings.Repeat("x", maxDeferredName+1)}}
+	if err := j.SetPublishing(ctx, bad, nil); err == nil {
+		t.Fatal("an overlong deferred name was accepted")
+	}
+	if got := mustGet(t, j, a.ID); got.State != StateOpen {
+		t.Fatalf("state %s after a refused SetPublishing", got.State)
+	}
+	for _, s := range []Session{a, b} {
+		if err := j.SetPublishing(ctx, Intent{Session: s.ID, Refs: s.Refs, Deferred: []string{"appstream"}}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j.Close()
+	j, err := Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if got, err := j.Deferred(ctx); err != nil || !slices.Equal(got, []string{"appstream"}) {
+		t.Fatalf("after two publishes and a restart: deferred %v, %v", got, err)
+	}
+	if gi, err := j.GetIntent(ctx, b.ID); err != nil || !slices.Equal(gi.Deferred, []string{"appstream"}) {
+		t.Fatalf("intent %+v, %v", gi, err)
+	}
+	if err := j.DoneDeferred(ctx, "appstream"); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.DoneDeferred(ctx, "appstream"); err != nil {
+		t.Fatalf("done twice: %v", err)
+	}
+	if got, err := j.Deferred(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("after DoneDeferred: %v, %v", got, err)
+	}
+}

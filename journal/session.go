@@ -239,6 +239,9 @@ func (j *Journal) SetPublishing(ctx context.Context, in Intent, unchanged []stri
 		if err := putSession(tx, &s); err != nil {
 			return err
 		}
+		if err := putDeferred(tx, in); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketIntents).Put([]byte(in.Session), v)
 	})
 }

@@ -24,6 +24,9 @@ type metrics struct {
 	summarySeconds prometheus.Histogram
 	hookSeconds    prometheus.Histogram
 	lastPublish    prometheus.Gauge
+
+	appstreamSeconds  prometheus.Histogram
+	appstreamFailures prometheus.Counter
 }
 
 // newMetrics registers the service's metrics in r (nil: a registry of
@@ -64,6 +67,9 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		summarySeconds: h("metadata_update_seconds", "Time to update the repository's metadata after a publish: the summary regenerated and signed, or flatpak build-update-repo.", prometheus.ExponentialBuckets(0.01, 3, 10)),
 		hookSeconds:    h("update_hook_seconds", "Time one run of update_hook took, failed or not.", prometheus.ExponentialBuckets(0.1, 3, 10)),
 		lastPublish:    g("last_publish_timestamp_seconds", "When the last publish finished (Unix time; 0 = none since the start)."),
+
+		appstreamSeconds:  h("appstream_update_seconds", "Time one update of a Flatpak repository's appstream branches took, after the publishes it serves were answered.", prometheus.ExponentialBuckets(0.01, 3, 10)),
+		appstreamFailures: f("appstream_update_failures_total", "Updates of the appstream branches that failed (retried at the next publish or start)."),
 	}
 }
 

@@ -500,7 +500,11 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 			return s.refused(ctx, sess, err)
 		}
 		steps.done("check")
-		if err := s.journal.SetPublishing(ctx, journal.Intent{Session: sess.ID, Refs: sess.Refs, Step: "refs", Created: time.Now()}, sess.Unchanged); err != nil {
+		in := journal.Intent{Session: sess.ID, Refs: sess.Refs, Step: "refs", Created: time.Now()}
+		if s.appstreamDeferred(sess) {
+			in.Deferred = []string{deferredAppstream}
+		}
+		if err := s.journal.SetPublishing(ctx, in, sess.Unchanged); err != nil {
 			return err
 		}
 		steps.done("intent")
@@ -738,9 +742,13 @@ func (s *Service) updateMetadata(ctx context.Context, sess journal.Session) (str
 	}
 	if flatpak {
 		// Flatpak clients also need xa.cache and summary.idx, which only
-		// flatpak writes; it signs with the GPG keys itself.
-		if err := s.flatpakUpdateRepo(ctx); err != nil {
+		// flatpak writes; it signs with the GPG keys itself. The appstream
+		// branches follow after the answer (see appstream.go).
+		if err := s.flatpakUpdateRepo(ctx, false); err != nil {
 			return "", err
+		}
+		if s.appstreamDeferred(sess) {
+			defer s.wakeAppstream()
 		}
 	} else {
 		if err := s.repo.RegenerateSummary(ctx); err != nil {
@@ -875,9 +883,13 @@ func (s *Service) isFlatpakRepo(ctx context.Context) (bool, error) {
 }
 
 // flatpakUpdateRepo runs `flatpak build-update-repo` on the repository, with
-// the GPG signing options, as ostree-push's receiver does.
-func (s *Service) flatpakUpdateRepo(ctx context.Context) error {
+// the GPG signing options, as ostree-push's receiver does; without
+// appstream, it leaves the appstream branches as they are.
+func (s *Service) flatpakUpdateRepo(ctx context.Context, appstream bool) error {
 	argv := []string{"flatpak", "build-update-repo"}
+	if !appstream {
+		argv = append(argv, "--no-update-appstream")
+	}
 	for _, k := range s.cfg.GPGSign {
 		argv = append(argv, "--gpg-sign="+k)
 	}

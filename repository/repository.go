@@ -78,6 +78,8 @@ type Service struct {
 	upLocks   [256]sync.Mutex // striped by upload ID (taken inside a session lock)
 	verifying *fairShare      // bounds concurrent verifications, fairly between tokens
 
+	appstreamDue chan struct{} // wakes the appstream worker (see appstream.go)
+
 	life context.Context // ends with Close (or Stop): background work and verifications stop
 	// drained ends at Drain: upload verdicts stop (the uploads' bytes stay
 	// and are judged at the next start), packs end after their entry in
@@ -140,7 +142,8 @@ func Open(ctx context.Context, cfg *config.Config, env Env) (*Service, error) {
 			env.Registry = prometheus.WrapRegistererWith(prometheus.Labels{"repo": env.Name}, env.Registry)
 		}
 	}
-	s := &Service{name: env.Name, cfg: cfg, log: env.Log, tokens: env.Tokens, version: env.Version, stateDir: StateDirOf(cfg)}
+	s := &Service{name: env.Name, cfg: cfg, log: env.Log, tokens: env.Tokens, version: env.Version, stateDir: StateDirOf(cfg),
+		appstreamDue: make(chan struct{}, 1)}
 	s.life, s.stop = context.WithCancel(context.Background())
 	s.drained, s.drain = context.WithCancel(s.life)
 	s.tusDir = filepath.Join(s.stateDir, "uploads")
@@ -201,8 +204,9 @@ func (s *Service) open(ctx context.Context, reg prometheus.Registerer) error {
 		return fmt.Errorf("recovery: %w", err)
 	}
 	s.prepareSpools(ctx)
-	s.bg.Add(1)
+	s.bg.Add(2)
 	go func() { defer s.bg.Done(); s.janitor(s.life) }()
+	go func() { defer s.bg.Done(); s.appstreamWorker(s.life) }()
 	return nil
 }
 
