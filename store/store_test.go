@@ -153,6 +153,66 @@ func TestDiffIsSetDifference(t *testing.T) {
 	}
 }
 
+// The top-down walk of a receiver holding A finds what B adds: the
+// metadata first (WalkMeta), then the files of the directories the receiver
+// lacks (WalkInto), which together cover the set difference and stay inside
+// B, at the cost of the changed directories only.
+func TestTopDownWalkCoversTheDiff(t *testing.T) {
+	t.Parallel()
+	r := openArchive(t, fx.build)
+	a, b := walkSet(t, r, fx.a), walkSet(t, r, fx.b)
+	meta := map[object.Name]bool{}
+	if err := r.WalkMeta(ctx, fx.b, func(n object.Name) error { meta[n] = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	wantMeta := map[object.Name]bool{}
+	for n := range b {
+		if n.Type != object.File {
+			wantMeta[n] = true
+		}
+	}
+	if !reflect.DeepEqual(meta, wantMeta) {
+		t.Fatalf("WalkMeta(B): %v", symDiff(meta, wantMeta))
+	}
+	got := map[object.Name]bool{}
+	for n := range meta {
+		if !a[n] {
+			got[n] = true
+		}
+	}
+	files := 0
+	enter := func(tree object.Checksum) bool { return !a[object.Name{Sum: tree, Type: object.DirTree}] }
+	err := r.WalkInto(ctx, fx.b, enter, func(n object.Name) error {
+		if !b[n] {
+			t.Errorf("WalkInto emitted %s, not in B", n)
+		}
+		if n.Type == object.File {
+			files++
+			got[n] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range b {
+		if !a[n] && !got[n] {
+			t.Errorf("the top-down walk missed %s, which only B has", n)
+		}
+	}
+	if files == 0 || files > len(b)/4 {
+		t.Fatalf("WalkInto offered %d files of B's %d objects", files, len(b))
+	}
+	// Entering nothing: the commit and its root only.
+	var top []object.Name
+	r.WalkInto(ctx, fx.b, func(object.Checksum) bool { return false }, func(n object.Name) error { top = append(top, n); return nil })
+	for _, n := range top {
+		if n.Type == object.File || n.Type == object.DirTree && len(top) > 4 {
+			t.Fatalf("entering nothing emitted %v", top)
+		}
+	}
+}
+
 // A file added to a changed directory whose content the old commit held
 // only in an unchanged subtree is the one case the pruned diff over-reports:
 // such extras must still be reachable from the old commit.

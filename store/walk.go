@@ -78,6 +78,10 @@ type traversal struct {
 	src       source
 	onMissing func(object.Name) error
 	noLimit   bool // old side of a diff: what production holds, however deep
+	metaOnly  bool // emit no file objects
+	// enter, if set, says whether to walk below a dirtree (after emitting
+	// it and its dirmeta); a tree not entered counts as a leaf.
+	enter func(object.Checksum) bool
 	// heights holds, for each dirtree walked to its end, how many levels
 	// of directories it holds below itself: a tree met again deeper down
 	// is checked against MaxTreeDepth without being walked again.
@@ -195,6 +199,10 @@ func (t *traversal) walkDir(ctx context.Context, tree, meta object.Checksum, dep
 				return 0, err
 			}
 		}
+		if t.enter != nil && !t.enter(f.tree) {
+			done(f.parent, 0)
+			continue
+		}
 		tr, err := t.readTree(ctx, f.tree)
 		if tr == nil {
 			if err != nil {
@@ -205,7 +213,7 @@ func (t *traversal) walkDir(ctx context.Context, tree, meta object.Checksum, dep
 			continue
 		}
 		for _, file := range tr.Files {
-			if n := (object.Name{Sum: file.Sum, Type: object.File}); seen.add(n) {
+			if n := (object.Name{Sum: file.Sum, Type: object.File}); !t.metaOnly && seen.add(n) {
 				if err := emit(n); err != nil {
 					return 0, err
 				}
@@ -400,6 +408,23 @@ func (d *differ) pair(ctx context.Context, p pair) ([]pair, error) {
 // detached metadata if present, then dirmetas, dirtrees and files top-down.
 func (r *Repo) Walk(ctx context.Context, commit object.Checksum, fn func(object.Name) error) error {
 	t := traversal{src: r}
+	return t.walkCommit(ctx, commit, objectSet{}, fn)
+}
+
+// WalkMeta calls fn for the metadata objects reachable from commit: the
+// commit, its detached metadata if present, and every dirtree and dirmeta,
+// parents before children.
+func (r *Repo) WalkMeta(ctx context.Context, commit object.Checksum, fn func(object.Name) error) error {
+	t := traversal{src: r, metaOnly: true}
+	return t.walkCommit(ctx, commit, objectSet{}, fn)
+}
+
+// WalkInto calls fn for the objects reachable from commit (as Walk does)
+// but walks below a directory only when enter reports true for its
+// dirtree, the root's included: the subtrees a receiver already holds are
+// skipped whole. Every object it emits lies in a directory entered.
+func (r *Repo) WalkInto(ctx context.Context, commit object.Checksum, enter func(object.Checksum) bool, fn func(object.Name) error) error {
+	t := traversal{src: r, enter: enter}
 	return t.walkCommit(ctx, commit, objectSet{}, fn)
 }
 

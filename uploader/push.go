@@ -203,12 +203,11 @@ func (p *pusher) run(ctx context.Context) error {
 		return p.dryRun(ctx, updates)
 	}
 	t := time.Now()
-	names, err := p.plan(ctx, updates, info.Refs)
+	names, topDown, err := p.plan(ctx, updates, false)
 	if err != nil {
 		return err
 	}
 	p.res.Phases.Plan = time.Since(t)
-	p.res.Objects = len(names)
 
 	// The session's creation carries the first batch of names to
 	// negotiate: one round trip less.
@@ -236,7 +235,31 @@ func (p *pusher) run(ctx context.Context) error {
 	} else {
 		first = nil // a daemon that does not negotiate with the creation
 	}
+	rest, err := p.negotiate(ctx, names[len(first):])
+	if err != nil {
+		return err
+	}
+	needed := append(firstNeeded, rest...)
 	p.res.Phases.Negotiate = time.Since(t)
+	if len(topDown) > 0 {
+		// The daemon has answered for the metadata: offer the files of
+		// the directories it lacks.
+		t = time.Now()
+		files, err := p.filesUnder(ctx, topDown, needed)
+		if err != nil {
+			return err
+		}
+		p.res.Phases.Plan += time.Since(t)
+		t = time.Now()
+		names = append(names, files...)
+		if rest, err = p.negotiate(ctx, files); err != nil {
+			return err
+		}
+		needed = append(needed, rest...)
+		p.res.Phases.Negotiate += time.Since(t)
+	}
+	p.res.Objects = len(names)
+	p.res.Skipped = p.res.Objects - len(needed)
 
 	p.packTarget = packTarget
 	if l := info.Limits.MaxPackSize; l > 0 && l/2 < packTarget {
@@ -244,20 +267,21 @@ func (p *pusher) run(ctx context.Context) error {
 	}
 	p.prog = newProgress(p.con)
 	for attempt := 0; ; attempt++ {
-		t = time.Now()
-		var needed []object.Name
-		if attempt == 0 {
-			rest, err := p.negotiate(ctx, names[len(first):])
-			if err != nil {
+		if attempt > 0 {
+			t = time.Now()
+			if len(topDown) > 0 {
+				// What the daemon holds of a directory may be less than
+				// all of it (objects of an interrupted publish, another
+				// push's spool): offer everything from now on.
+				if names, _, err = p.plan(ctx, updates, true); err != nil {
+					return err
+				}
+				topDown, p.res.Objects = nil, len(names)
+			}
+			if needed, err = p.negotiate(ctx, names); err != nil {
 				return err
 			}
-			needed = append(firstNeeded, rest...)
-		} else if needed, err = p.negotiate(ctx, names); err != nil {
-			return err
-		}
-		p.res.Phases.Negotiate += time.Since(t)
-		if attempt == 0 {
-			p.res.Skipped = p.res.Objects - len(needed)
+			p.res.Phases.Negotiate += time.Since(t)
 		}
 		// A session that is not open any more was committed by a
 		// concurrent run of the same push (or aborted): the commit says.
@@ -512,13 +536,14 @@ func refList(m map[string]object.Checksum) string {
 	return fmt.Sprint(names)
 }
 
-// plan lists the objects to offer: for each update, the diff against the
-// daemon's commit when this repository holds it completely, else every
-// object of the new commit; plus the commits between new and old, which let
-// the daemon see the fast-forward.
-func (p *pusher) plan(ctx context.Context, updates []api.RefUpdate, server map[string]string) ([]object.Name, error) {
+// plan lists the objects to offer the daemon. A ref whose daemon commit
+// the build repository holds offers the diff against it. Another (the
+// fresh CI build repository that lacks the daemon's commit, or a new ref)
+// offers its metadata first, top-down: its commit is listed in topDown, for
+// filesUnder once the daemon has said which directories it lacks. With
+// full, every ref without a local base offers its whole commit instead.
+func (p *pusher) plan(ctx context.Context, updates []api.RefUpdate, full bool) (names []object.Name, topDown []object.Checksum, err error) {
 	seen := map[object.Name]bool{}
-	var names []object.Name
 	add := func(n object.Name) error {
 		if !seen[n] {
 			seen[n] = true
@@ -528,15 +553,18 @@ func (p *pusher) plan(ctx context.Context, updates []api.RefUpdate, server map[s
 	}
 	for _, u := range updates {
 		newc, _ := object.ParseChecksum(u.New)
-		var err error
 		base, haveBase := p.localBase(ctx, u.Old)
-		if haveBase {
+		switch {
+		case haveBase:
 			err = p.repo.Diff(ctx, newc, base, add)
-		} else {
+		case full:
 			err = p.repo.Walk(ctx, newc, add)
+		default:
+			err = p.repo.WalkMeta(ctx, newc, add)
+			topDown = append(topDown, newc)
 		}
 		if err != nil {
-			return nil, &PermanentError{Err: fmt.Errorf("read %s from %s: %w", u.Name, p.opts.Repo, err)}
+			return nil, nil, &PermanentError{Err: fmt.Errorf("read %s from %s: %w", u.Name, p.opts.Repo, err)}
 		}
 		// The parent chain down to the daemon's commit, so the daemon can
 		// see the fast-forward (pointless when forcing).
@@ -550,7 +578,34 @@ func (p *pusher) plan(ctx context.Context, updates []api.RefUpdate, server map[s
 			add(object.Name{Sum: cur, Type: object.Commit})
 		}
 	}
-	return names, nil
+	return names, topDown, nil
+}
+
+// filesUnder lists the file objects of commits in the directories whose
+// dirtree is among needed (what the daemon lacks of the metadata plan
+// offered): the daemon holds every other directory whole.
+func (p *pusher) filesUnder(ctx context.Context, commits []object.Checksum, needed []object.Name) ([]object.Name, error) {
+	lacks := map[object.Checksum]bool{}
+	for _, n := range needed {
+		if n.Type == object.DirTree {
+			lacks[n.Sum] = true
+		}
+	}
+	seen := map[object.Name]bool{}
+	var files []object.Name
+	for _, c := range commits {
+		err := p.repo.WalkInto(ctx, c, func(tree object.Checksum) bool { return lacks[tree] }, func(n object.Name) error {
+			if n.Type == object.File && !seen[n] {
+				seen[n] = true
+				files = append(files, n)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, &PermanentError{Err: fmt.Errorf("read %s from %s: %w", c, p.opts.Repo, err)}
+		}
+	}
+	return files, nil
 }
 
 func (p *pusher) localBase(ctx context.Context, old string) (object.Checksum, bool) {
@@ -993,11 +1048,7 @@ func (p *pusher) sessionDryRun(ctx context.Context, updates []api.RefUpdate) err
 
 // planned counts the objects and bytes a push of updates would offer.
 func (p *pusher) planned(ctx context.Context, updates []api.RefUpdate) error {
-	info := api.Info{Refs: map[string]string{}}
-	for _, u := range updates {
-		info.Refs[u.Name] = u.Old
-	}
-	names, err := p.plan(ctx, updates, info.Refs)
+	names, _, err := p.plan(ctx, updates, true)
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
+	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 	"github.com/ostree-upload/ostree-upload/uploader"
 )
@@ -130,7 +132,8 @@ func partialRepo(t testing.TB, c string) string {
 }
 
 // A fresh CI machine lacks the daemon's commit: the daemon still names only
-// what it lacks.
+// what it lacks, and the push offers the metadata first, then only the files
+// of the directories the daemon lacks.
 func TestIncrementalWithoutOldCommit(t *testing.T) {
 	t.Parallel()
 	e := daemontest.New(t)
@@ -145,7 +148,74 @@ func TestIncrementalWithoutOldCommit(t *testing.T) {
 	if res.BytesSent > diff {
 		t.Fatalf("push without A sent %d bytes, the diff is %d", res.BytesSent, diff)
 	}
+	if all, _ := objectBytes(t, fx.B, ""); res.Objects >= all {
+		t.Fatalf("push without A offered %d names, as many as B's %d objects", res.Objects, all)
+	}
 	e.CheckPublished(map[string]string{"main": fx.B, "other": fx.C})
+}
+
+// The top-down plan trusts the daemon to hold whole every directory whose
+// dirtree it has. When it does not (here a dirtree of B alone, without its
+// files, as an interrupted publish can leave one in production), the commit
+// names what is missing, and the push offers its whole commit and sends it.
+func TestTopDownPlanFallsBackOnMissingObjects(t *testing.T) {
+	t.Parallel()
+	e := daemontest.New(t)
+	e.Start()
+	o := opts(e, e.URL, "main")
+	o.Repo = partialRepo(t, fx.A)
+	push(t, o)
+	r, err := store.Open(ctx, fx.Build)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	inA := map[object.Name]bool{}
+	for _, n := range daemontest.Objects(t, fx.Build, fx.A, "") {
+		inA[n] = true
+	}
+	var orphan object.Name
+	for _, n := range daemontest.Objects(t, fx.Build, fx.B, fx.A) {
+		if n.Type != object.DirTree {
+			continue
+		}
+		tree, err := r.ReadTree(ctx, n.Sum)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range tree.Files {
+			if !inA[object.Name{Sum: f.Sum, Type: object.File}] {
+				orphan = n
+			}
+		}
+	}
+	if orphan.Type != object.DirTree {
+		t.Fatal("B adds no directory with a file of its own")
+	}
+	data, err := os.ReadFile(filepath.Join(fx.Build, filepath.FromSlash(orphan.RelPath())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(e.Repo, filepath.FromSlash(orphan.RelPath()))
+	os.MkdirAll(filepath.Dir(dst), 0o755)
+	if err := os.WriteFile(dst, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o.Repo = partialRepo(t, fx.B)
+	res := push(t, o)
+	if all, _ := objectBytes(t, fx.B, ""); res.Objects != all {
+		t.Errorf("after the daemon found objects missing, the push offered %d names, not B's %d", res.Objects, all)
+	}
+	e.CheckPublished(map[string]string{"main": fx.B})
+}
+
+func mustSum(t testing.TB, s string) object.Checksum {
+	t.Helper()
+	c, err := object.ParseChecksum(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func TestRefusals(t *testing.T) {
