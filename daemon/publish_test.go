@@ -3,12 +3,15 @@ package daemon_test
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -782,4 +785,82 @@ func TestRebuiltRefStaysAmongMovedOnes(t *testing.T) {
 			e.CheckPublished(map[string]string{"app": app2, "app.Locale": locale1})
 		})
 	}
+}
+
+// Publishes committed at once share their summary regenerations (a group
+// commit), and each is answered only once the summary lists its ref. In a
+// Flatpak repository, where a regeneration costs more than moving a ref,
+// twenty publishes need far fewer than twenty.
+func TestConcurrentPublishesShareSummaries(t *testing.T) {
+	t.Parallel()
+	for name, prefix := range map[string]string{"plain": "", "flatpak": "app/org.example.App"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			runs := concurrentPublishes(t, prefix)
+			if prefix != "" && runs > 10 {
+				t.Errorf("%v regenerations for 20 Flatpak publishes at once", runs)
+			}
+		})
+	}
+}
+
+// concurrentPublishes commits twenty one-ref sessions at once, checks
+// each answer and returns how many summary regenerations they took.
+func concurrentPublishes(t *testing.T, prefix string) float64 {
+	e := newEnv(t)
+	e.Start()
+	const n = 20
+	build := filepath.Join(t.TempDir(), "build")
+	storetest.MustOstree(t, "init", "--mode=archive", "--repo="+build)
+	sids := make([]string, n)
+	want := map[string]string{}
+	refs := make([]string, n)
+	for i := range sids {
+		refs[i] = fmt.Sprintf("%sr%02d", prefix, i)
+		if prefix != "" {
+			refs[i] = fmt.Sprintf("%s%02d/x86_64/stable", prefix, i)
+		}
+		tree := t.TempDir()
+		os.WriteFile(filepath.Join(tree, "f"), []byte(refs[i]), 0o644)
+		c, err := storetest.CommitTree(build, refs[i], tree, 1700000000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := []api.RefUpdate{{Name: refs[i], New: strings.TrimSpace(c)}}
+		s := e.session(e.Tok, u, false)
+		e.packFrom(build, e.Tok, s.ID, u)
+		sids[i], want[refs[i]] = s.ID, u[0].New
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i, sid := range sids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := e.send(e.Tok, "POST", api.PathSessions+"/"+sid+"/commit", nil, nil)
+			if err != nil || r.status != 200 {
+				t.Errorf("commit %d: %v %d %s", i, err, r.status, r.body)
+				return
+			}
+			sum, err := storetest.Ostree("summary", "--view", "--repo="+e.Repo)
+			if err != nil || !strings.Contains(sum, "* "+refs[i]+"\n") {
+				t.Errorf("answered before the summary listed %s: %v\n%s", refs[i], err, sum)
+			}
+		}()
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	res, err := http.Get(e.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	runs, _ := sample(text, "ostree_upload_metadata_update_seconds_count")
+	t.Logf("%d one-ref publishes at once: %s, %v summary regenerations", n, wall.Round(time.Millisecond), runs)
+	if runs < 1 || runs > n {
+		t.Errorf("%v summary regenerations for %d publishes", runs, n)
+	}
+	e.CheckPublished(want)
+	return runs
 }

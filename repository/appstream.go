@@ -16,8 +16,8 @@ import (
 // objects/ directory: most of the cost of `flatpak build-update-repo`. A
 // publish therefore updates the summary (refs, xa.cache, summary.idx and
 // signatures) before it answers, and leaves the appstream branches to a
-// worker that runs after the answer. Publishes that arrive while it works
-// share its next run.
+// worker that runs after the answer, as a full run of the summary's group
+// commit. Publishes that arrive while it works share its next run.
 //
 // The need for a run is journaled with the publish's intent (Intent.Deferred)
 // and cleared only once a run succeeds, so a crash or a failed run leaves it
@@ -43,9 +43,13 @@ func (s *Service) appstreamDeferred(sess journal.Session) bool {
 	return s.cfg.Update && len(s.cfg.UpdateHook) == 0 && touchesApps(sess.Refs)
 }
 
-// wakeAppstream asks the worker for a run (one pending run serves every
-// request made before it starts).
+// wakeAppstream asks the worker for a run, once the refs of the publish
+// that asks have moved (one pending run serves every request made before
+// it starts).
 func (s *Service) wakeAppstream() {
+	s.appstreamMu.Lock()
+	s.appstreamGen++
+	s.appstreamMu.Unlock()
 	select {
 	case s.appstreamDue <- struct{}{}:
 	default:
@@ -74,26 +78,28 @@ func (s *Service) appstreamWorker(ctx context.Context) {
 }
 
 // updateAppstream runs the full `flatpak build-update-repo` (appstream
-// branches, then the summary again, signed), between publishes.
+// branches, then the summary again, signed) as a run of the summary's group
+// commit, and clears the journal's record when no publish asked for
+// another run meanwhile: a request it may have missed keeps the record.
 func (s *Service) updateAppstream(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, appstreamTimeout)
 	defer cancel()
-	s.publishMu.Lock()
-	defer s.publishMu.Unlock()
+	s.appstreamMu.Lock()
+	gen := s.appstreamGen
+	s.appstreamMu.Unlock()
 	failpoint.Hit("before-appstream")
 	start := time.Now()
-	if err := s.flatpakUpdateRepo(ctx, true); err != nil {
+	if err := s.summaries.do(ctx, true, func(full bool) error { return s.regenerate(ctx, full) }); err != nil {
 		return err
 	}
-	if len(s.signKeys) > 0 {
-		if err := s.repo.SignSummaryEd25519(s.signKeys); err != nil {
-			return err
-		}
+	s.appstreamMu.Lock()
+	defer s.appstreamMu.Unlock()
+	if s.appstreamGen != gen {
+		return nil // woken again: the next run clears it
 	}
 	if err := s.journal.DoneDeferred(ctx, deferredAppstream); err != nil {
 		return err
 	}
-	s.metrics.appstreamSeconds.Observe(time.Since(start).Seconds())
 	s.log.Info("appstream branches updated", "duration", time.Since(start).Round(time.Millisecond))
 	return nil
 }

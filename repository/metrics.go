@@ -64,7 +64,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		noSpace:        f("space_refusals_total", "Uploads and packs refused with 507: the repository's filesystem is at its free-space floor."),
 		verifySeconds:  h("verify_seconds", "Time to verify one object.", prometheus.ExponentialBuckets(0.0001, 4, 10)),
 		publishSeconds: h("publish_seconds", "Time to publish one session.", prometheus.ExponentialBuckets(0.01, 3, 10)),
-		summarySeconds: h("metadata_update_seconds", "Time to update the repository's metadata after a publish: the summary regenerated and signed, or flatpak build-update-repo.", prometheus.ExponentialBuckets(0.01, 3, 10)),
+		summarySeconds: h("metadata_update_seconds", "Time one regeneration of the summary took (regenerated and signed, or flatpak build-update-repo); publishes that wait at once share one.", prometheus.ExponentialBuckets(0.01, 3, 10)),
 		hookSeconds:    h("update_hook_seconds", "Time one run of update_hook took, failed or not.", prometheus.ExponentialBuckets(0.1, 3, 10)),
 		lastPublish:    g("last_publish_timestamp_seconds", "When the last publish finished (Unix time; 0 = none since the start)."),
 

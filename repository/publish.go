@@ -493,56 +493,9 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 	// From here on, sess.Refs and updates are what moves.
 	sess.Refs = slices.DeleteFunc(slices.Clone(sess.Refs), func(r journal.RefUpdate) bool { return slices.Contains(sess.Unchanged, r.Ref) })
 	updates = slices.DeleteFunc(updates, func(u store.RefUpdate) bool { return slices.Contains(sess.Unchanged, u.Ref) })
-	s.publishMu.Lock()
-	defer s.publishMu.Unlock()
-	if sess.State == journal.StateOpen {
-		if err := s.checkLocked(ctx, sess, sp, updates, &plan); err != nil {
-			return s.refused(ctx, sess, err)
-		}
-		steps.done("check")
-		in := journal.Intent{Session: sess.ID, Refs: sess.Refs, Step: "refs", Created: time.Now()}
-		if s.appstreamDeferred(sess) {
-			in.Deferred = []string{deferredAppstream}
-		}
-		if err := s.journal.SetPublishing(ctx, in, sess.Unchanged); err != nil {
-			return err
-		}
-		steps.done("intent")
-	} else {
-		plan = s.recoveryPlan(ctx, sess, sp, updates)
-	}
-	failpoint.Hit("after-intent")
-	start := time.Now()
-	// Signatures go in with the refs' transaction, over whatever the
-	// spool's copy of a commit's detached metadata says.
-	detached := map[object.Checksum][]byte{}
-	for _, u := range updates {
-		meta, err := s.finalMeta(ctx, u.New, sp, plan.sigs[u.New])
-		if err != nil {
-			return fmt.Errorf("publish session %s: %w", sess.ID, err)
-		}
-		detached[u.New] = meta
-	}
-	failpoint.Hit("after-sign")
-	// The session's objects stay in the spool until imported.
-	err = sp.Read(func(r *store.Repo) error { return s.repo.Publish(ctx, r, updates, detached) })
-	var moved *store.RefMovedError
-	var missing *store.MissingError
-	switch {
-	case errors.As(err, &moved), errors.As(err, &missing):
-		if err := s.journal.DeleteIntent(ctx, sess.ID); err != nil {
-			return err
-		}
-		if errors.As(err, &missing) {
-			// Back to open, so that the missing objects can be sent.
-			if err := s.journal.SetState(ctx, sess.ID, journal.StateOpen, err.Error()); err != nil {
-				return err
-			}
-		}
-		sess.State = journal.StatePublishing
-		return s.refused(ctx, sess, err)
-	case err != nil:
-		return fmt.Errorf("publish session %s: %w", sess.ID, err)
+	start, err := s.moveRefs(ctx, sess, sp, updates, plan, &steps)
+	if err != nil {
+		return err
 	}
 	steps.done("refs")
 	failpoint.Hit("after-refs")
@@ -565,6 +518,65 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 	}
 	s.log.Info("published", log...)
 	return nil
+}
+
+// moveRefs runs the part of a publish that holds the publish lock: the
+// checks that need it, the intent (for an open session), the signatures,
+// and the objects and refs into production. It returns when the refs moved
+// (start: when the intent was written or found).
+func (s *Service) moveRefs(ctx context.Context, sess journal.Session, sp *spool.Spool, updates []store.RefUpdate, plan publishPlan, steps *stepTimer) (time.Time, error) {
+	s.publishMu.Lock()
+	defer s.publishMu.Unlock()
+	if sess.State == journal.StateOpen {
+		if err := s.checkLocked(ctx, sess, sp, updates, &plan); err != nil {
+			return time.Time{}, s.refused(ctx, sess, err)
+		}
+		steps.done("check")
+		in := journal.Intent{Session: sess.ID, Refs: sess.Refs, Step: "refs", Created: time.Now()}
+		if s.appstreamDeferred(sess) {
+			in.Deferred = []string{deferredAppstream}
+		}
+		if err := s.journal.SetPublishing(ctx, in, sess.Unchanged); err != nil {
+			return time.Time{}, err
+		}
+		steps.done("intent")
+	} else {
+		plan = s.recoveryPlan(ctx, sess, sp, updates)
+	}
+	failpoint.Hit("after-intent")
+	start := time.Now()
+	// Signatures go in with the refs' transaction, over whatever the
+	// spool's copy of a commit's detached metadata says.
+	detached := map[object.Checksum][]byte{}
+	for _, u := range updates {
+		meta, err := s.finalMeta(ctx, u.New, sp, plan.sigs[u.New])
+		if err != nil {
+			return time.Time{}, fmt.Errorf("publish session %s: %w", sess.ID, err)
+		}
+		detached[u.New] = meta
+	}
+	failpoint.Hit("after-sign")
+	// The session's objects stay in the spool until imported.
+	err := sp.Read(func(r *store.Repo) error { return s.repo.Publish(ctx, r, updates, detached) })
+	var moved *store.RefMovedError
+	var missing *store.MissingError
+	switch {
+	case errors.As(err, &moved), errors.As(err, &missing):
+		if err := s.journal.DeleteIntent(ctx, sess.ID); err != nil {
+			return time.Time{}, err
+		}
+		if errors.As(err, &missing) {
+			// Back to open, so that the missing objects can be sent.
+			if err := s.journal.SetState(ctx, sess.ID, journal.StateOpen, err.Error()); err != nil {
+				return time.Time{}, err
+			}
+		}
+		sess.State = journal.StatePublishing
+		return time.Time{}, s.refused(ctx, sess, err)
+	case err != nil:
+		return time.Time{}, fmt.Errorf("publish session %s: %w", sess.ID, err)
+	}
+	return start, nil
 }
 
 // stepTimer measures the steps of a publish for its log line; each step
@@ -715,15 +727,18 @@ func (s *Service) signRoom() object.Room {
 }
 
 // updateMetadata runs after the refs moved: the built-in update (the
-// summary, regenerated and signed) or, as ostree-push's receiver does, the
-// configured update_hook instead, or nothing with update off. A failing hook
-// is logged and reported in the session's result; it does not undo the
-// publish. Every branch may run again after a crash.
+// summary, regenerated and signed, shared with the publishes that wait for
+// one at the same time) or, as ostree-push's receiver does, the configured
+// update_hook instead, one run per publish, or nothing with update off. A
+// failing hook is logged and reported in the session's result; it does not
+// undo the publish. Every branch may run again after a crash.
 func (s *Service) updateMetadata(ctx context.Context, sess journal.Session) (string, error) {
 	switch {
 	case !s.cfg.Update:
 		return "", nil
 	case len(s.cfg.UpdateHook) > 0:
+		s.hookMu.Lock()
+		defer s.hookMu.Unlock()
 		failpoint.Hit("before-hook")
 		start := time.Now()
 		err := s.runUpdateHook(ctx, sess)
@@ -735,39 +750,52 @@ func (s *Service) updateMetadata(ctx context.Context, sess journal.Session) (str
 		}
 		return "", nil
 	}
+	if err := s.summaries.do(ctx, false, func(full bool) error { return s.regenerate(ctx, full) }); err != nil {
+		return "", err
+	}
+	if s.appstreamDeferred(sess) {
+		s.wakeAppstream()
+	}
+	return "", nil
+}
+
+// regenerate updates the summary from the refs as they are now and signs
+// it: flatpak build-update-repo for a Flatpak repository (full: with its
+// appstream branches; see appstream.go), else libostree's.
+func (s *Service) regenerate(ctx context.Context, full bool) error {
 	start := time.Now()
 	flatpak, err := s.isFlatpakRepo(ctx)
 	if err != nil {
-		return "", err
+		return err
 	}
 	if flatpak {
 		// Flatpak clients also need xa.cache and summary.idx, which only
-		// flatpak writes; it signs with the GPG keys itself. The appstream
-		// branches follow after the answer (see appstream.go).
-		if err := s.flatpakUpdateRepo(ctx, false); err != nil {
-			return "", err
-		}
-		if s.appstreamDeferred(sess) {
-			defer s.wakeAppstream()
+		// flatpak writes; it signs with the GPG keys itself.
+		if err := s.flatpakUpdateRepo(ctx, full); err != nil {
+			return err
 		}
 	} else {
 		if err := s.repo.RegenerateSummary(ctx); err != nil {
-			return "", err
+			return err
 		}
 		failpoint.Hit("before-summary-signature")
 		if len(s.cfg.GPGSign) > 0 {
 			if err := s.repo.SignSummaryGPG(ctx, s.cfg.GPGSign, s.cfg.GPGHomedir); err != nil {
-				return "", err
+				return err
 			}
 		}
 	}
 	if len(s.signKeys) > 0 {
 		if err := s.repo.SignSummaryEd25519(s.signKeys); err != nil {
-			return "", err
+			return err
 		}
 	}
-	s.metrics.summarySeconds.Observe(time.Since(start).Seconds())
-	return "", nil
+	if full {
+		s.metrics.appstreamSeconds.Observe(time.Since(start).Seconds())
+	} else {
+		s.metrics.summarySeconds.Observe(time.Since(start).Seconds())
+	}
+	return nil
 }
 
 // gpgSigned reports whether meta already holds a valid GPG signature of data

@@ -73,12 +73,16 @@ type Service struct {
 
 	packs     livePacks
 	metrics   *metrics
-	publishMu sync.Mutex      // one publish at a time into the repo
+	publishMu sync.Mutex      // one publish at a time moves refs in the repo
+	hookMu    sync.Mutex      // one update_hook at a time
+	summaries groupCommit     // summary regenerations, shared by publishes that wait at once
 	sessLocks [256]sync.Mutex // striped by session ID
 	upLocks   [256]sync.Mutex // striped by upload ID (taken inside a session lock)
 	verifying *fairShare      // bounds concurrent verifications, fairly between tokens
 
 	appstreamDue chan struct{} // wakes the appstream worker (see appstream.go)
+	appstreamMu  sync.Mutex    // guards appstreamGen and the clearing of the journal's record
+	appstreamGen uint64        // wakes so far
 
 	life context.Context // ends with Close (or Stop): background work and verifications stop
 	// drained ends at Drain: upload verdicts stop (the uploads' bytes stay
