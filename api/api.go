@@ -117,6 +117,28 @@ type AdminSession struct {
 	TokenID string `json:"token_id"` // the owner's ID
 }
 
+// MaxPruneDepth bounds the depth a prune is given.
+const MaxPruneDepth = 100000
+
+// PruneRequest is the body of POST /api/v1/admin/prune: remove the history
+// of the repository beyond Depth parents below each ref's commit.
+type PruneRequest struct {
+	Depth  *int `json:"depth,omitempty"`   // -1 (keep every ancestor) to MaxPruneDepth; default the repository's prune_depth
+	DryRun bool `json:"dry_run,omitempty"` // count only
+}
+
+// PruneResult is the answer to a prune.
+type PruneResult struct {
+	Depth   int    `json:"depth"`
+	DryRun  bool   `json:"dry_run"`
+	Objects int    `json:"objects"` // objects in the repository before
+	Pruned  int    `json:"pruned"`  // removed (in a dry run: that would be)
+	Bytes   uint64 `json:"bytes"`   // their size
+	// Kept counts the objects beyond the depth that sessions not yet
+	// published count on, kept for them.
+	Kept int `json:"kept"`
+}
+
 // Limits are the daemon's configured limits.
 type Limits struct {
 	MaxObjectsPerSession int   `json:"max_objects_per_session"`

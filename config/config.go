@@ -87,6 +87,7 @@ type Config struct {
 	SignTrustedKeyfile string   `yaml:"sign_trustedkeyfile,omitempty"` // public keys sign_verify trusts; Repositories fills in ostree-push's default
 	Update             bool     `yaml:"update"`                        // regenerate the summary after a publish; default true
 	RequireAncestry    bool     `yaml:"require_ancestry"`              // a ref moves only to a descendant of its commit (else: to any newer commit); default false
+	PruneDepth         *int     `yaml:"prune_depth,omitempty"`         // parents `ostree-upload prune` keeps below each ref's commit (-1: all); default none (prune needs --depth)
 	UpdateHook         Command  `yaml:"update_hook,omitempty"`         // run instead of the built-in update
 	// TrustedProxies are the addresses (IPs or CIDRs) whose X-Forwarded-*
 	// and Forwarded headers are believed; from anyone else they are dropped.
@@ -166,6 +167,9 @@ func Default() *Config {
 		Update:               true,
 	}
 }
+
+// MaxPruneDepth bounds prune_depth (as api.MaxPruneDepth bounds a prune's).
+const MaxPruneDepth = 100000
 
 // Error is a problem found in a configuration file.
 type Error struct {
@@ -600,6 +604,18 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			return p.boolean(v, key, &cfg.SignVerify)
 		case "require_ancestry":
 			return p.boolean(v, key, &cfg.RequireAncestry)
+		case "prune_depth":
+			if isNull(v) {
+				return nil
+			}
+			var n int
+			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || v.Decode(&n) != nil {
+				return p.errorf(v, key, "must be a whole number")
+			}
+			if n < -1 || n > MaxPruneDepth {
+				return p.errorf(v, key, "must be -1 (every ancestor) to %d", MaxPruneDepth)
+			}
+			cfg.PruneDepth = &n
 		case "trusted_proxies":
 			if isNull(v) {
 				return nil

@@ -439,3 +439,40 @@ func TestTokenRepos(t *testing.T) {
 		t.Error("a token without repos is limited")
 	}
 }
+
+// prune_depth is a whole number from -1 to MaxPruneDepth, absent unless
+// given, and may differ per repository.
+func TestPruneDepth(t *testing.T) {
+	cfg, err := Load(writeFile(t, "repo: r\n"))
+	if err != nil || cfg.PruneDepth != nil {
+		t.Fatalf("default: %v, %v", cfg.PruneDepth, err)
+	}
+	for _, v := range []string{"-1", "0", "100000"} {
+		cfg, err := Load(writeFile(t, "repo: r\nprune_depth: "+v+"\n"))
+		if err != nil || cfg.PruneDepth == nil || fmt.Sprint(*cfg.PruneDepth) != v {
+			t.Errorf("prune_depth %s: %v, %v", v, cfg.PruneDepth, err)
+		}
+	}
+	for _, v := range []string{"-2", "100001", "three", "1.5"} {
+		if _, err := Load(writeFile(t, "repo: r\nprune_depth: "+v+"\n")); err == nil || !strings.Contains(err.Error(), "prune_depth") {
+			t.Errorf("prune_depth %s: %v", v, err)
+		}
+	}
+	root := t.TempDir()
+	for _, r := range []string{"a", "b"} {
+		os.MkdirAll(filepath.Join(root, r), 0o755)
+	}
+	cfg, err = Load(writeFile(t, "root: "+root+"\nprune_depth: 3\nrepos:\n  a: {}\n  b:\n    prune_depth: 0\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	repos, err := cfg.Repositories()
+	if err != nil || len(repos) != 2 {
+		t.Fatalf("repositories %v, %v", repos, err)
+	}
+	for _, r := range repos {
+		if want := map[string]int{"a": 3, "b": 0}[r.Name]; r.Config.PruneDepth == nil || *r.Config.PruneDepth != want {
+			t.Errorf("repository %s: prune_depth %v, want %d", r.Name, r.Config.PruneDepth, want)
+		}
+	}
+}

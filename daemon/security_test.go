@@ -183,6 +183,10 @@ func hostileInputs() []hostile {
 			return c.raw(c.admin, "DELETE", api.PathAdmin+"/sessions/..%2f..%2fjournal.db", "")
 		}},
 		{"revoke-unknown-token", 404, func(c *catalogue) resp { return c.raw(c.admin, "DELETE", api.PathAdmin+"/tokens/nobody", "") }},
+		{"prune-without-admin-scope", 403, func(c *catalogue) resp { return c.raw(c.Tok, "POST", api.PathAdmin+"/prune", `{"depth":0}`) }},
+		{"prune-depth-out-of-range", 400, func(c *catalogue) resp {
+			return c.raw(c.admin, "POST", api.PathAdmin+"/prune", fmt.Sprintf(`{"depth":%d,"dry_run":true}`, api.MaxPruneDepth+1))
+		}},
 		// Request bodies.
 		{"malformed-json", 400, func(c *catalogue) resp { return c.open(`{"name":`) }},
 		{"unknown-field", 400, func(c *catalogue) resp {

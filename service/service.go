@@ -113,6 +113,7 @@ type Admin interface {
 	FailSession(ctx context.Context, sid, by string) (api.AdminSession, error)
 	Tokens(ctx context.Context) ([]api.Token, error)
 	Revoke(ctx context.Context, which, by string) (api.Token, error)
+	Prune(ctx context.Context, req api.PruneRequest, by string) (api.PruneResult, error)
 }
 
 // Kind classifies a refusal. Each transport maps kinds to its own answers

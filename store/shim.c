@@ -159,3 +159,38 @@ ou_stream_read (GInputStream *stream, void *buf, gsize len, GError **error)
 {
   return g_input_stream_read (stream, buf, len, NULL, error);
 }
+
+gboolean
+ou_prune (OstreeRepo *repo, int depth, const char *const *keep_commits,
+          const char *const *keep_csums, const int *keep_types, gsize n_keep,
+          gboolean no_prune, gint *out_total, gint *out_pruned,
+          guint64 *out_bytes, GError **error)
+{
+  g_autoptr(GHashTable) reachable = ostree_repo_traverse_new_reachable ();
+  g_autoptr(GHashTable) refs = NULL;
+  if (!ostree_repo_list_refs_ext (repo, NULL, &refs, OSTREE_REPO_LIST_REFS_EXT_NONE, NULL, error))
+    return FALSE;
+  GHashTableIter it;
+  gpointer k, v;
+  g_hash_table_iter_init (&it, refs);
+  while (g_hash_table_iter_next (&it, &k, &v))
+    if (!ostree_repo_traverse_commit_union (repo, v, depth, reachable, NULL, error))
+      return FALSE;
+  g_autoptr(GHashTable) crefs = NULL;
+  if (!ostree_repo_list_collection_refs (repo, NULL, &crefs, OSTREE_REPO_LIST_REFS_EXT_NONE, NULL, error))
+    return FALSE;
+  g_hash_table_iter_init (&it, crefs);
+  while (g_hash_table_iter_next (&it, &k, &v))
+    if (!ostree_repo_traverse_commit_union (repo, v, depth, reachable, NULL, error))
+      return FALSE;
+  for (const char *const *c = keep_commits; c && *c; c++)
+    if (!ostree_repo_traverse_commit_union (repo, *c, 0, reachable, NULL, error))
+      return FALSE;
+  for (gsize i = 0; i < n_keep; i++)
+    g_hash_table_add (reachable, g_variant_ref_sink (ostree_object_name_serialize (keep_csums[i], keep_types[i])));
+  OstreeRepoPruneOptions opts = {
+    .flags = OSTREE_REPO_PRUNE_FLAGS_REFS_ONLY | (no_prune ? OSTREE_REPO_PRUNE_FLAGS_NO_PRUNE : 0),
+    .reachable = reachable,
+  };
+  return ostree_repo_prune_from_reachable (repo, &opts, out_total, out_pruned, out_bytes, NULL, error);
+}

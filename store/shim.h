@@ -50,4 +50,14 @@ GInputStream *ou_open_filez (OstreeRepo *repo, const char *csum, GError **error)
 /* Reads up to len bytes; returns the count, 0 at the end, -1 on error. */
 gssize ou_stream_read (GInputStream *stream, void *buf, gsize len, GError **error);
 
+/* Prunes what no ref (nor collection ref) reaches within depth parents
+ * (-1: all), nor the commits keep_commits (NULL-terminated) reach whole, nor
+ * the objects keep_objects ("csum", type, ... as parallel arrays of n);
+ * with no_prune, only counts. libostree's own prune also drops static
+ * deltas whose target commit it finds gone. */
+gboolean ou_prune (OstreeRepo *repo, int depth, const char *const *keep_commits,
+                   const char *const *keep_csums, const int *keep_types, gsize n_keep,
+                   gboolean no_prune, gint *out_total, gint *out_pruned,
+                   guint64 *out_bytes, GError **error);
+
 #endif

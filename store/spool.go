@@ -264,26 +264,6 @@ func IsAncestor(ctx context.Context, ancestor, descendant object.Checksum, read 
 	return false, nil
 }
 
-// Prune deletes objects no ref reaches (keeping the whole history of every
-// ref) and returns how many it deleted.
-func (r *Repo) Prune(ctx context.Context) (int, error) {
-	var pruned int
-	err := r.do(ctx, func(p *C.OstreeRepo) error {
-		var total, npruned C.gint
-		var size C.guint64
-		var gerr *C.GError
-		if C.ostree_repo_prune(p, C.OSTREE_REPO_PRUNE_FLAGS_REFS_ONLY, -1, &total, &npruned, &size, nil, &gerr) == 0 {
-			return takeError(gerr)
-		}
-		pruned = int(npruned)
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("prune %s: %w", r.path, err)
-	}
-	return pruned, nil
-}
-
 // StageLink stages object n of the repository from into r by a hard link
 // (a copy when the link is refused: another filesystem, or files of
 // another user under protected_hardlinks), for AdmitStaged, and verifies

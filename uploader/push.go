@@ -178,11 +178,11 @@ func Push(ctx context.Context, opts Options) (*Result, error) {
 
 func (p *pusher) run(ctx context.Context) error {
 	if p.opts.Prune && !p.opts.DryRun {
-		n, err := p.repo.Prune(ctx)
+		st, err := p.repo.Prune(ctx, store.PruneOptions{Depth: -1})
 		if err != nil {
 			return &PermanentError{Err: err}
 		}
-		p.log.Info("pruned the local repository", "objects", n)
+		p.log.Info("pruned the local repository", "objects", st.Pruned)
 	}
 	info, err := p.info(ctx)
 	if err != nil {

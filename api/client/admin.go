@@ -77,6 +77,13 @@ func (a *Admin) Fail(ctx context.Context, id string) (api.AdminSession, error) {
 	return out, a.do(ctx, http.MethodPost, api.PathAdmin+"/sessions/"+url.PathEscape(id)+"/fail", nil, &out)
 }
 
+// Prune removes the repository's history beyond a depth (see
+// api.PruneRequest).
+func (a *Admin) Prune(ctx context.Context, req api.PruneRequest) (api.PruneResult, error) {
+	var out api.PruneResult
+	return out, a.do(ctx, http.MethodPost, api.PathAdmin+"/prune", req, &out)
+}
+
 // Tokens lists the tokens.
 func (a *Admin) Tokens(ctx context.Context) ([]api.Token, error) {
 	var out []api.Token

@@ -460,3 +460,63 @@ func printTokens(w io.Writer, ts []api.Token, now time.Time) {
 	}
 	tw.Flush()
 }
+
+var pruneCmd = &command{
+	name:    "prune",
+	summary: "Remove the production repository's history beyond a depth (admin)",
+	usage:   "[--depth N] [--dry-run]  [OPTIONS]",
+	example: `  # What keeping each ref's commit and its 3 parents would free:
+  ostree-upload prune --depth 3 --dry-run -a https://ostree.example.com --token-file admin.token
+  # Then do it (or set prune_depth for the repository and leave --depth out):
+  ostree-upload prune --depth 3 -a https://ostree.example.com --token-file admin.token
+
+  The daemon prunes between publishes, as ostree prune --refs-only
+  --depth=N would, and keeps what the sessions not yet published count on
+  finding in the repository. --depth -1 keeps every ancestor of every ref
+  and removes only what no ref reaches.`,
+	flags: func(fs *pflag.FlagSet) func([]string) error {
+		o := &adminFlags{}
+		depth := fs.Int("depth", 0, "parents kept below each ref's commit (-1: all); default the repository's prune_depth")
+		dryRun := fs.Bool("dry-run", false, "count what would go; remove nothing")
+		o.add(fs)
+		return func(args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("prune takes no argument, not %q", args[0])}
+			}
+			if o.local() {
+				return usageError{errors.New("prune runs in the daemon: give -a URL and a token with the admin scope, not -c (with the daemon stopped, ostree prune does the same)")}
+			}
+			req := api.PruneRequest{DryRun: *dryRun}
+			if fs.Changed("depth") {
+				req.Depth = depth
+			}
+			ctx, stop := adminContext()
+			defer stop()
+			tok, err := readToken(o.token, o.tokenFile)
+			if err != nil {
+				return err
+			}
+			if err := o.check(); err != nil {
+				return err
+			}
+			a, err := client.NewAdmin(o.address, tok, o.cacert, 30*time.Second)
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			res, err := a.Prune(ctx, req)
+			return retryable(answer(os.Stdout, o.json, res, err, printPrune))
+		}
+	},
+}
+
+func printPrune(w io.Writer, r api.PruneResult, _ time.Time) {
+	verb := "removed"
+	if r.DryRun {
+		verb = "would remove"
+	}
+	fmt.Fprintf(w, "depth %d: %s %d of %d objects (%s)\n", r.Depth, verb, r.Pruned, r.Objects, humanBytes(int64(r.Bytes)))
+	if r.Kept > 0 {
+		fmt.Fprintf(w, "kept %d objects beyond the depth that sessions not yet published count on\n", r.Kept)
+	}
+}

@@ -31,7 +31,7 @@ type command struct {
 	flags   func(fs *pflag.FlagSet) func(args []string) error
 }
 
-var commands = []*command{gentokenCmd, receiveCmd, pushCmd, promoteCmd, sessionsCmd, tokensCmd, versionCmd}
+var commands = []*command{gentokenCmd, receiveCmd, pushCmd, promoteCmd, sessionsCmd, tokensCmd, pruneCmd, versionCmd}
 
 // usageError marks errors that are the caller's fault (exit 2).
 type usageError struct{ error }

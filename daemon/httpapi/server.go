@@ -205,6 +205,7 @@ func (s *Server) setupRoutes() {
 	adm.GET("/tokens", s.handleAdminTokens)
 	adm.POST("/tokens", s.handleMint)
 	adm.DELETE("/tokens/:name", s.handleAdminRevoke)
+	adm.POST("/prune", s.handleAdminPrune)
 	up := s.uploadGuard
 	g.Any("/uploads", up, upload)
 	g.Any("/uploads/", up, upload)
@@ -527,6 +528,22 @@ func (s *Server) handleAdminFail(c echo.Context) error {
 		return err
 	}
 	out, err := svc.FailSession(ctxOf(c), c.Param("id"), identity(c).DisplayName())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) handleAdminPrune(c echo.Context) error {
+	svc, err := s.repository(c)
+	if err != nil {
+		return err
+	}
+	var req api.PruneRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	out, err := svc.Prune(ctxOf(c), req, identity(c).DisplayName())
 	if err != nil {
 		return err
 	}

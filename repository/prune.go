@@ -1,0 +1,108 @@
+package repository
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ostree-upload/ostree-upload/api"
+	"github.com/ostree-upload/ostree-upload/journal"
+	"github.com/ostree-upload/ostree-upload/service"
+	"github.com/ostree-upload/ostree-upload/store"
+	"github.com/ostree-upload/ostree-upload/store/object"
+)
+
+// Prune removes the repository's history beyond a depth: every object that
+// no ref reaches within depth parents below its commit (ostree prune
+// --refs-only --depth), except those that sessions not yet published count
+// on finding in production (negotiation answered that production holds
+// them). It holds the publish lock, so no publish moves refs meanwhile,
+// and libostree's exclusive repository lock. by says who asks, for the log.
+func (s *Service) Prune(ctx context.Context, req api.PruneRequest, by string) (api.PruneResult, error) {
+	var res api.PruneResult
+	if s.repo == nil || s.spools == nil {
+		return res, refuse(service.Conflict, "prune runs in the daemon: start it and ask it (-a URL), or stop it and use ostree prune")
+	}
+	depth := s.cfg.PruneDepth
+	if req.Depth != nil {
+		depth = req.Depth
+	}
+	switch {
+	case depth == nil:
+		return res, refuse(service.Invalid, "no depth: pass one (prune --depth N) or set prune_depth for the repository")
+	case *depth < -1 || *depth > api.MaxPruneDepth:
+		return res, refuse(service.Invalid, "depth %d: want -1 (every ancestor) to %d", *depth, api.MaxPruneDepth)
+	}
+	s.publishMu.Lock()
+	defer s.publishMu.Unlock()
+	keep, err := s.heldForSessions(ctx)
+	if err != nil {
+		return res, err
+	}
+	st, err := s.repo.Prune(ctx, store.PruneOptions{Depth: *depth, Objects: keep, DryRun: req.DryRun})
+	if err != nil {
+		return res, err
+	}
+	res = api.PruneResult{Depth: *depth, DryRun: req.DryRun, Objects: st.Objects, Pruned: st.Pruned, Bytes: st.Bytes}
+	if kept, err := s.keptBeyond(ctx, *depth, keep); err == nil {
+		res.Kept = kept
+	}
+	s.log.Info("pruned", "by", by, "depth", *depth, "dry_run", req.DryRun, "objects", st.Objects, "pruned", st.Pruned, "bytes", st.Bytes, "kept_for_sessions", res.Kept)
+	return res, nil
+}
+
+// heldForSessions lists the production objects that the open and
+// publishing sessions' new commits reach: negotiation told their clients
+// production holds them, so a prune must keep them.
+func (s *Service) heldForSessions(ctx context.Context) ([]object.Name, error) {
+	live, err := s.journal.LiveSessions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[object.Name]bool{}
+	var out []object.Name
+	for _, sess := range live {
+		if sess.State != journal.StateOpen && sess.State != journal.StatePublishing {
+			continue
+		}
+		sp, err := s.spoolFor(ctx, sess.Owner)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range sess.Refs {
+			c, err := object.ParseChecksum(r.New)
+			if err != nil {
+				return nil, fmt.Errorf("session %s: %w", sess.ID, err)
+			}
+			err = sp.Read(func(spool *store.Repo) error {
+				return s.repo.HeldFor(ctx, spool, c, func(n object.Name) error {
+					if !seen[n] {
+						seen[n] = true
+						out = append(out, n)
+					}
+					return nil
+				})
+			})
+			if err != nil {
+				return nil, fmt.Errorf("objects session %s counts on: %w", sess.ID, err)
+			}
+		}
+	}
+	return out, nil
+}
+
+// keptBeyond counts the objects of keep that the refs alone would not have
+// kept at depth: what the sessions' needs cost the prune.
+func (s *Service) keptBeyond(ctx context.Context, depth int, keep []object.Name) (int, error) {
+	if len(keep) == 0 {
+		return 0, nil
+	}
+	st, err := s.repo.Prune(ctx, store.PruneOptions{Depth: depth, DryRun: true})
+	if err != nil {
+		return 0, err
+	}
+	after, err := s.repo.Prune(ctx, store.PruneOptions{Depth: depth, Objects: keep, DryRun: true})
+	if err != nil {
+		return 0, err
+	}
+	return st.Pruned - after.Pruned, nil
+}
