@@ -532,9 +532,9 @@ func (s *Service) moveRefs(ctx context.Context, sess journal.Session, sp *spool.
 			return time.Time{}, s.refused(ctx, sess, err)
 		}
 		steps.done("check")
-		in := journal.Intent{Session: sess.ID, Refs: sess.Refs, Step: "refs", Created: time.Now()}
-		if s.appstreamDeferred(sess) {
-			in.Deferred = []string{deferredAppstream}
+		in := journal.Intent{Session: sess.ID, Refs: sess.Refs, Step: "refs", Created: time.Now(), Deferred: s.deferredOf(sess)}
+		if s.deltasDeferred(sess) {
+			in.Heads = s.headsToKeep()
 		}
 		if err := s.journal.SetPublishing(ctx, in, sess.Unchanged); err != nil {
 			return time.Time{}, err
@@ -753,9 +753,7 @@ func (s *Service) updateMetadata(ctx context.Context, sess journal.Session) (str
 	if err := s.summaries.do(ctx, false, func(full bool) error { return s.regenerate(ctx, full) }); err != nil {
 		return "", err
 	}
-	if s.appstreamDeferred(sess) {
-		s.wakeAppstream()
-	}
+	s.wake(s.deferredOf(sess)...)
 	return "", nil
 }
 
