@@ -510,6 +510,8 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 		return err
 	}
 	steps.done("finish")
+	// Work left for after the answer starts now (deferred.go).
+	s.wake(s.deferredOf(sess)...)
 	s.metrics.published.Inc()
 	s.metrics.lastPublish.SetToCurrentTime()
 	log := []any{"token", sess.OwnerName, "refs", refMoves(sess), "session", sess.ID, "duration", time.Since(start).Round(time.Millisecond), "steps", steps.String()}
@@ -753,7 +755,6 @@ func (s *Service) updateMetadata(ctx context.Context, sess journal.Session) (str
 	if err := s.summaries.do(ctx, false, func(full bool) error { return s.regenerate(ctx, full) }); err != nil {
 		return "", err
 	}
-	s.wake(s.deferredOf(sess)...)
 	return "", nil
 }
 
