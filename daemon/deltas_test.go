@@ -266,47 +266,61 @@ func TestStaticDeltaFromFreshBuild(t *testing.T) {
 	}
 }
 
-// A publish is answered before its deltas are generated; a daemon killed
+// A publish is answered before its deltas are generated. A daemon killed
 // while it generates one finishes it at its next start, without another
-// publish.
+// publish; one killed after generating it, before the summary indexes it,
+// regenerates the summary at its next start.
 func TestStaticDeltaAfterCrash(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	e.Config.StaticDeltas = true
-	p := e.StartProcess(fx.bin, "during-delta-generation")
-	if r := e.push(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false); r.status != 200 {
-		t.Fatalf("push A: %d %s", r.status, r.body)
+	for _, fp := range []string{"during-delta-generation", "before-delta-summary"} {
+		t.Run(fp, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			e.Config.StaticDeltas = true
+			p := e.StartProcess(fx.bin, fp)
+			if r := e.push(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false); r.status != 200 {
+				t.Fatalf("push A: %d %s", r.status, r.body)
+			}
+			// The push of B, which fx.build's main holds, is answered before
+			// or after the kill; after it, its retries reach the restarted
+			// daemon.
+			push := exec.Command(fx.bin, "push", "-q", "--retry-timeout", "60s", "-r", fx.build, "-a", e.URL, "-b", "main")
+			push.Env = append(os.Environ(), "OSTREE_UPLOAD_TOKEN="+e.Tok.Secret)
+			var out strings.Builder
+			push.Stdout, push.Stderr = &out, &out
+			if err := push.Start(); err != nil {
+				t.Fatal(err)
+			}
+			waitKilled(t, p)
+			name := fx.a + "-" + fx.b
+			if refs := e.Refs(); refs["main"] != fx.b {
+				t.Fatalf("killed at %s, main is %s, want B", fp, refs["main"])
+			}
+			want := []string(nil) // cut off: no superblock, no delta
+			if fp == "before-delta-summary" {
+				want = []string{name}
+			}
+			if got := deltaList(t, e.Repo); !slices.Equal(got, want) {
+				t.Fatalf("deltas after a kill at %s: %v, want %v", fp, got, want)
+			}
+			if summaryIndexes(t, e.Repo, name) {
+				t.Fatalf("the summary indexes %s before the kill let it", name)
+			}
+			e.StartProcess(fx.bin, "")
+			if err := push.Wait(); err != nil {
+				t.Fatalf("push: %v\n%s", err, out.String())
+			}
+			waitDelta(t, e.Repo, name)
+			for i := 0; !summaryIndexes(t, e.Repo, name); i++ {
+				if i == 100 {
+					t.Fatalf("the summary does not index %s after the restart", name)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			storetest.MustOstree(t, "fsck", "--repo="+e.Repo)
+			storetest.PullOverHTTP(t, e.Repo, "main")
+		})
 	}
-	// The push of B, which fx.build's main holds, is answered before or
-	// after the kill; after it, its retries reach the restarted daemon.
-	push := exec.Command(fx.bin, "push", "-q", "--retry-timeout", "60s", "-r", fx.build, "-a", e.URL, "-b", "main")
-	push.Env = append(os.Environ(), "OSTREE_UPLOAD_TOKEN="+e.Tok.Secret)
-	var out strings.Builder
-	push.Stdout, push.Stderr = &out, &out
-	if err := push.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitKilled(t, p)
-	name := fx.a + "-" + fx.b
-	if refs := e.Refs(); refs["main"] != fx.b {
-		t.Fatalf("killed during the generation, main is %s, want B", refs["main"])
-	}
-	if got := deltaList(t, e.Repo); len(got) != 0 {
-		t.Fatalf("deltas after a kill during their generation: %v", got)
-	}
-	e.StartProcess(fx.bin, "")
-	if err := push.Wait(); err != nil {
-		t.Fatalf("push: %v\n%s", err, out.String())
-	}
-	waitDelta(t, e.Repo, name)
-	for i := 0; !summaryIndexes(t, e.Repo, name); i++ {
-		if i == 100 {
-			t.Fatalf("the summary does not index %s", name)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	storetest.MustOstree(t, "fsck", "--repo="+e.Repo)
-	storetest.PullOverHTTP(t, e.Repo, "main")
 }
 
 // A delta whose target is no longer a ref's head stays in place and in the

@@ -240,6 +240,7 @@ func (s *Service) deltaPass(ctx context.Context) error {
 // owedSummary regenerates the summary after the static deltas changed,
 // and clears the journal's record of the debt. The caller holds deltaMu.
 func (s *Service) owedSummary(ctx context.Context) error {
+	failpoint.Hit("before-delta-summary")
 	rctx, cancel := context.WithTimeout(ctx, summaryTimeout)
 	defer cancel()
 	if err := s.summaries.do(rctx, false, func(full bool) error { return s.regenerate(rctx, full) }); err != nil {
