@@ -16,6 +16,10 @@ import (
 	"time"
 
 	"github.com/ostree-upload/ostree-upload/api"
+	"github.com/ostree-upload/ostree-upload/auth"
+	"github.com/ostree-upload/ostree-upload/config"
+	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
+	"github.com/ostree-upload/ostree-upload/store/object"
 	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
 
@@ -477,4 +481,50 @@ func TestStaticDeltaFlatpak(t *testing.T) {
 	if !slices.ContainsFunc(paths, func(p string) bool { return strings.HasPrefix(p, "/deltas/") }) || slices.ContainsFunc(paths, treeObject) {
 		t.Errorf("a client of v1 updated with objects, not with the delta alone: %v", paths)
 	}
+}
+
+// `ostree-upload prune` keeps the target of a delta that waits for its
+// retirement, whatever the depth: libostree's prune would otherwise delete
+// the delta with its target before its grace period ends.
+func TestPruneKeepsRetiringDeltas(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ops := daemontest.NewToken(t)
+	e.ExtraTokens = []config.Token{{SHA256: ops.Hash, Name: "ops", Scopes: []string{auth.ScopeAdmin}}}
+	e.Config.StaticDeltas, e.Config.StaticDeltaDepth = true, 1
+	e.Start()
+	for _, u := range []api.RefUpdate{{Name: "main", New: fx.a}, {Name: "main", Old: fx.a, New: fx.b}} {
+		want(t, e.push(e.Tok, []api.RefUpdate{u}, false), 200)
+	}
+	ab, bd := fx.a+"-"+fx.b, fx.b+"-"+fx.d
+	waitDelta(t, e.Repo, ab)
+	want(t, e.push(e.Tok, []api.RefUpdate{{Name: "main", Old: fx.b, New: fx.d}}, false), 200)
+	waitDelta(t, e.Repo, bd)
+	// main is D, which has no parent: at depth 0 no ref reaches A or B.
+	cmd := exec.Command(fx.bin, "prune", "-a", e.URL, "--depth", "0")
+	cmd.Env = append(os.Environ(), "OSTREE_UPLOAD_TOKEN="+ops.Secret)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "removed") {
+		t.Fatalf("prune: %v\n%s", err, out)
+	}
+	commitFile := func(c string) string {
+		return filepath.Join(e.Repo, filepath.FromSlash(object.Name{Sum: mustChecksum(t, c), Type: object.Commit}.RelPath()))
+	}
+	if _, err := os.Stat(commitFile(fx.a)); err == nil {
+		t.Error("A, beyond the depth and no delta's target, survived the prune")
+	}
+	if _, err := os.Stat(commitFile(fx.b)); err != nil {
+		t.Errorf("B, the target of the retiring A→B, was pruned: %v", err)
+	}
+	if got := deltaList(t, e.Repo); !slices.Contains(got, ab) || !slices.Contains(got, bd) {
+		t.Errorf("deltas after the prune: %v", got)
+	}
+	storetest.MustOstree(t, "fsck", "--repo="+e.Repo)
+	// A client holding A still updates to B through the delta.
+	srv := serveCounting(t, e.Repo)
+	client := filepath.Join(t.TempDir(), "client")
+	storetest.MustOstree(t, "init", "--mode=bare-user", "--repo="+client)
+	storetest.MustOstree(t, "pull-local", "--repo="+client, fx.build, fx.a)
+	storetest.MustOstree(t, "remote", "add", "--repo="+client, "--no-gpg-verify", "prod", srv.URL)
+	storetest.MustOstree(t, "pull", "--repo="+client, "--require-static-deltas", "prod", fx.b)
+	storetest.MustOstree(t, "fsck", "--repo="+client)
 }
