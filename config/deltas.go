@@ -18,8 +18,8 @@ const (
 	MaxStaticDeltaTimeLimit       = 24 * time.Hour
 	DefaultStaticDeltaMemoryLimit = 4 * GiB
 	// MinStaticDeltaMemoryLimit is about what libostree 2022.7's
-	// generation needs whatever the delta: its xz compressor alone
-	// reserves some 370 MiB of address space.
+	// generation needs whatever the delta: it maps some 370 MiB at once
+	// for its compressor, and a small delta failed within 400 MiB.
 	MinStaticDeltaMemoryLimit = 512 * MiB
 	MaxStaticDeltaMemoryLimit = 1 * TiB
 	DefaultStaticDeltaGrace   = 24 * time.Hour
