@@ -89,6 +89,13 @@ type Config struct {
 	RequireAncestry    bool     `yaml:"require_ancestry"`              // a ref moves only to a descendant of its commit (else: to any newer commit); default false
 	PruneDepth         *int     `yaml:"prune_depth,omitempty"`         // parents `ostree-upload prune` keeps below each ref's commit (-1: all); default none (prune needs --depth)
 	UpdateHook         Command  `yaml:"update_hook,omitempty"`         // run instead of the built-in update
+	// Static deltas, generated after a publish (see deltas.go).
+	StaticDeltas           bool     `yaml:"static_deltas"`             // generate static deltas to the refs' new commits; default false
+	StaticDeltaDepth       int      `yaml:"static_delta_depth"`        // earlier commits of a ref that get a delta to its head; default 2
+	StaticDeltaFromEmpty   bool     `yaml:"static_delta_from_empty"`   // also a delta from nothing to each head; default false
+	StaticDeltaTimeLimit   Duration `yaml:"static_delta_time_limit"`   // one generation is killed after it; default 1h
+	StaticDeltaMemoryLimit Size     `yaml:"static_delta_memory_limit"` // address space of one generation; default 4GiB
+	StaticDeltaGrace       Duration `yaml:"static_delta_grace"`        // an unwanted delta is deleted this long after it became so; default 24h
 	// TrustedProxies are the addresses (IPs or CIDRs) whose X-Forwarded-*
 	// and Forwarded headers are believed; from anyone else they are dropped.
 	TrustedProxies []netip.Prefix `yaml:"trusted_proxies,omitempty" scope:"daemon"`
@@ -165,6 +172,11 @@ func Default() *Config {
 		DrainTimeout:         Duration{DefaultDrainTimeout},
 		SignType:             "ed25519",
 		Update:               true,
+
+		StaticDeltaDepth:       DefaultStaticDeltaDepth,
+		StaticDeltaTimeLimit:   Duration{DefaultStaticDeltaTimeLimit},
+		StaticDeltaMemoryLimit: DefaultStaticDeltaMemoryLimit,
+		StaticDeltaGrace:       Duration{DefaultStaticDeltaGrace},
 	}
 }
 
@@ -242,6 +254,9 @@ func (c *Config) Validate() error {
 		return errors.New("repos needs root, the directory the repositories' names are relative to")
 	case c.Root != "" && c.Repo != DefaultRepo && c.Repo != "":
 		return fmt.Errorf("repo %s and root %s: root serves the repositories under it, repo the one repository of a file without root; use one or the other", c.Repo, c.Root)
+	}
+	if err := c.validateStaticDeltas(); err != nil {
+		return err
 	}
 	// sign_verify without sign_trustedkeyfile is checked by Repositories,
 	// once ostree-push's default keyfiles are looked for.
@@ -616,6 +631,8 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 				return p.errorf(v, key, "must be -1 (every ancestor) to %d", MaxPruneDepth)
 			}
 			cfg.PruneDepth = &n
+		case "static_deltas", "static_delta_depth", "static_delta_from_empty", "static_delta_time_limit", "static_delta_memory_limit", "static_delta_grace":
+			return p.staticDeltas(key, v, cfg)
 		case "trusted_proxies":
 			if isNull(v) {
 				return nil

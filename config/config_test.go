@@ -89,6 +89,8 @@ tokens:
 		SessionRetention: Duration{48 * time.Hour}, BodyTimeout: Duration{30 * time.Second}, DrainTimeout: Duration{20 * time.Second}, Update: true,
 		SignType: "ed25519", SignKeyfiles: []string{"/etc/ostree/release.key", "/etc/ostree/backup.key"},
 		SignVerify: true, SignTrustedKeyfile: "/etc/ostree/builders.pub",
+		StaticDeltaDepth: DefaultStaticDeltaDepth, StaticDeltaTimeLimit: Duration{DefaultStaticDeltaTimeLimit},
+		StaticDeltaMemoryLimit: DefaultStaticDeltaMemoryLimit, StaticDeltaGrace: Duration{DefaultStaticDeltaGrace},
 		Tokens: []Token{
 			{SHA256: strings.Repeat("ab", 32), Name: "ci", Refs: []string{"app/*", "runtime/org.x/*/stable"}, Expires: &exp1},
 			{Token: "secret", Expires: &exp2},

@@ -44,6 +44,10 @@ repos:
   plain: {}
   hooked:
     update_hook: sleep 0.2
+  deltas:
+    static_deltas: yes
+    static_delta_depth: 0
+    static_delta_from_empty: yes
 tokens:
 - sha256: %s
   name: ci
@@ -56,7 +60,7 @@ tokens:
 	// One object over 2 MiB, so that push sends it as a tus upload, and
 	// small ones for a pack.
 	build := bigBuild(t, "app/main")
-	for _, repo := range []string{"plain", "hooked"} {
+	for _, repo := range []string{"plain", "hooked", "deltas"} {
 		cmd := exec.Command(fx.bin, "push", "-a", url+"/"+repo, "-r", build, "-b", "app/main")
 		cmd.Env = append(os.Environ(), "OSTREE_UPLOAD_TOKEN="+tok.Secret)
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -64,6 +68,13 @@ tokens:
 		}
 	}
 
+	// The delta from nothing to the pushed commit comes after the answer.
+	for i := 0; metricValue(t, url, `ostree_upload_static_delta_generations_total{repo="deltas"}`) == 0; i++ {
+		if i == 300 {
+			t.Fatal("no static delta generated within 30 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	res, err := http.Get(url + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -96,17 +107,21 @@ tokens:
 		t.Errorf("%s = %v (present: %v), want 1", info, got, ok)
 	}
 	series := map[string]float64{ // series: the least value it must have
-		`ostree_upload_publish_seconds_count{repo="plain"}`:            1,
-		`ostree_upload_publish_seconds_count{repo="hooked"}`:           1,
-		`ostree_upload_metadata_update_seconds_count{repo="plain"}`:    1,
-		`ostree_upload_metadata_update_seconds_sum{repo="plain"}`:      1e-9,
-		`ostree_upload_update_hook_seconds_count{repo="hooked"}`:       1,
-		`ostree_upload_update_hook_seconds_sum{repo="hooked"}`:         0.2,
-		`ostree_upload_tus_requests_total{method="POST",repo="plain"}`: 1,
-		`ostree_upload_tus_uploads_created_total{repo="plain"}`:        1,
-		`ostree_upload_tus_uploads_finished_total{repo="hooked"}`:      1,
-		`ostree_upload_tus_received_bytes_total{repo="plain"}`:         2 << 20,
-		`ostree_upload_tus_uploads_terminated_total{repo="plain"}`:     0,
+		`ostree_upload_publish_seconds_count{repo="plain"}`:                   1,
+		`ostree_upload_publish_seconds_count{repo="hooked"}`:                  1,
+		`ostree_upload_metadata_update_seconds_count{repo="plain"}`:           1,
+		`ostree_upload_metadata_update_seconds_sum{repo="plain"}`:             1e-9,
+		`ostree_upload_update_hook_seconds_count{repo="hooked"}`:              1,
+		`ostree_upload_update_hook_seconds_sum{repo="hooked"}`:                0.2,
+		`ostree_upload_tus_requests_total{method="POST",repo="plain"}`:        1,
+		`ostree_upload_tus_uploads_created_total{repo="plain"}`:               1,
+		`ostree_upload_tus_uploads_finished_total{repo="hooked"}`:             1,
+		`ostree_upload_tus_received_bytes_total{repo="plain"}`:                2 << 20,
+		`ostree_upload_tus_uploads_terminated_total{repo="plain"}`:            0,
+		`ostree_upload_static_delta_generations_total{repo="deltas"}`:         1,
+		`ostree_upload_static_delta_generation_seconds_count{repo="deltas"}`:  1,
+		`ostree_upload_static_delta_generation_failures_total{repo="deltas"}`: 0,
+		`ostree_upload_static_deltas_retired_total{repo="deltas"}`:            0,
 	}
 	for s, least := range series {
 		got, ok := sample(text, s)
@@ -114,8 +129,10 @@ tokens:
 			t.Errorf("%s = %v (present: %v), want at least %v", s, got, ok, least)
 		}
 	}
-	// Neither repository runs the other's metadata update.
-	for _, s := range []string{`ostree_upload_metadata_update_seconds_count{repo="hooked"}`, `ostree_upload_update_hook_seconds_count{repo="plain"}`} {
+	// Neither repository runs the other's metadata update; only the one
+	// with static deltas has any.
+	for _, s := range []string{`ostree_upload_metadata_update_seconds_count{repo="hooked"}`, `ostree_upload_update_hook_seconds_count{repo="plain"}`,
+		`ostree_upload_static_delta_generations_total{repo="plain"}`} {
 		if got, _ := sample(text, s); got != 0 {
 			t.Errorf("%s = %v, want 0", s, got)
 		}

@@ -17,6 +17,9 @@
 //	uploads     upload ID ("<session>/<32hex>") → JSON Upload
 //	liveupload  "<session>/<object>" → ID of the open or received upload
 //	intents     session ID → JSON Intent
+//	deferred    name of work left for after a publish's answer → ""
+//	heads       ref → JSON list of its recent heads, oldest first
+//	retiring    static delta name → when it stopped being wanted
 //
 // An object's Verified state is final within a session: the session is then
 // one of the holders of the owner's spool index entry for that object until

@@ -20,6 +20,10 @@ type Intent struct {
 	// Deferred names work the publish leaves for after its answer;
 	// SetPublishing records each name until DoneDeferred (see Deferred).
 	Deferred []string `json:",omitempty"`
+	// Heads, when positive, makes SetPublishing record each ref's old and
+	// new commit among its recent heads, keeping the last Heads of them
+	// (at most MaxHeads; see Heads).
+	Heads int `json:",omitempty"`
 }
 
 // PutIntent creates or replaces the session's intent (a zero Created means

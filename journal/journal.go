@@ -76,10 +76,12 @@ var (
 	bucketOwners     = []byte("owners")   // owner + "/" + session ID of each live session
 	bucketDue        = []byte("due")      // ended sessions' work by time (see Due)
 	bucketDeferred   = []byte("deferred") // work publishes left for after their answer (see Deferred)
+	bucketHeads      = []byte("heads")    // ref → its recent heads (see Heads)
+	bucketRetiring   = []byte("retiring") // static delta name → when it stopped being wanted (see Retiring)
 
 	allBuckets = [][]byte{bucketMeta, bucketSessions, bucketResume, bucketLive,
 		bucketObjects, bucketSpool, bucketUploads, bucketLiveUpload, bucketIntents, bucketRevoked,
-		bucketOwners, bucketDue, bucketDeferred}
+		bucketOwners, bucketDue, bucketDeferred, bucketHeads, bucketRetiring}
 
 	keyVersion = []byte("version")
 )

@@ -242,6 +242,9 @@ func (j *Journal) SetPublishing(ctx context.Context, in Intent, unchanged []stri
 		if err := putDeferred(tx, in); err != nil {
 			return err
 		}
+		if err := putHeads(tx, in); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketIntents).Put([]byte(in.Session), v)
 	})
 }

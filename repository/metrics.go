@@ -27,6 +27,11 @@ type metrics struct {
 
 	appstreamSeconds  prometheus.Histogram
 	appstreamFailures prometheus.Counter
+
+	deltaGenerations prometheus.Counter
+	deltaFailures    prometheus.Counter
+	deltaSeconds     prometheus.Histogram
+	deltasRetired    prometheus.Counter
 }
 
 // newMetrics registers the service's metrics in r (nil: a registry of
@@ -70,6 +75,11 @@ func newMetrics(r prometheus.Registerer) *metrics {
 
 		appstreamSeconds:  h("appstream_update_seconds", "Time one update of a Flatpak repository's appstream branches took, after the publishes it serves were answered.", prometheus.ExponentialBuckets(0.01, 3, 10)),
 		appstreamFailures: f("appstream_update_failures_total", "Updates of the appstream branches that failed (retried at the next publish or start)."),
+
+		deltaGenerations: f("static_delta_generations_total", "Static deltas generated after the publishes that wanted them were answered."),
+		deltaFailures:    f("static_delta_generation_failures_total", "Static delta generations that failed or were killed at static_delta_time_limit (tried again at the next start)."),
+		deltaSeconds:     h("static_delta_generation_seconds", "Time one static delta generation took, successful or not.", prometheus.ExponentialBuckets(0.1, 3, 10)),
+		deltasRetired:    f("static_deltas_retired_total", "Static deltas deleted static_delta_grace after they stopped being wanted."),
 	}
 }
 

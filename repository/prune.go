@@ -16,7 +16,10 @@ import (
 // --refs-only --depth), except those that sessions not yet published count
 // on finding in production (negotiation answered that production holds
 // them). It holds the publish lock, so no publish moves refs meanwhile,
-// and libostree's exclusive repository lock. by says who asks, for the log.
+// and libostree's exclusive repository lock. With static deltas, the
+// deltas retired for good go first, and the targets of the others stay:
+// libostree's prune would delete a delta with its target, before its grace
+// period ends. by says who asks, for the log.
 func (s *Service) Prune(ctx context.Context, req api.PruneRequest, by string) (api.PruneResult, error) {
 	var res api.PruneResult
 	if s.repo == nil || s.spools == nil {
@@ -32,13 +35,24 @@ func (s *Service) Prune(ctx context.Context, req api.PruneRequest, by string) (a
 	case *depth < -1 || *depth > api.MaxPruneDepth:
 		return res, refuse(service.Invalid, "depth %d: want -1 (every ancestor) to %d", *depth, api.MaxPruneDepth)
 	}
+	if s.cfg.StaticDeltas && !req.DryRun {
+		// Deltas whose grace period has passed go first (this waits for a
+		// generation in progress, so before the publish lock).
+		if _, err := s.RetireStaticDeltas(ctx); err != nil {
+			return res, err
+		}
+	}
 	s.publishMu.Lock()
 	defer s.publishMu.Unlock()
 	keep, err := s.heldForSessions(ctx)
 	if err != nil {
 		return res, err
 	}
-	st, err := s.repo.Prune(ctx, store.PruneOptions{Depth: *depth, Objects: keep, DryRun: req.DryRun})
+	targets, err := s.deltaTargets(ctx)
+	if err != nil {
+		return res, err
+	}
+	st, err := s.repo.Prune(ctx, store.PruneOptions{Depth: *depth, Commits: targets, Objects: keep, DryRun: req.DryRun})
 	if err != nil {
 		return res, err
 	}
@@ -105,4 +119,26 @@ func (s *Service) keptBeyond(ctx context.Context, depth int, keep []object.Name)
 		return 0, err
 	}
 	return st.Pruned - after.Pruned, nil
+}
+
+// deltaTargets lists, with static deltas on, the target commits of the
+// repository's deltas: a prune keeps them whole, so that a delta waiting
+// for its retirement stays usable.
+func (s *Service) deltaTargets(ctx context.Context) ([]object.Checksum, error) {
+	if !s.cfg.StaticDeltas {
+		return nil, nil
+	}
+	deltas, err := s.repo.ListDeltas(ctx)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[object.Checksum]bool{}
+	var out []object.Checksum
+	for _, d := range deltas {
+		if !seen[d.To] {
+			seen[d.To] = true
+			out = append(out, d.To)
+		}
+	}
+	return out, nil
 }

@@ -510,6 +510,8 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 		return err
 	}
 	steps.done("finish")
+	// Work left for after the answer starts now (deferred.go).
+	s.wake(s.deferredOf(sess)...)
 	s.metrics.published.Inc()
 	s.metrics.lastPublish.SetToCurrentTime()
 	log := []any{"token", sess.OwnerName, "refs", refMoves(sess), "session", sess.ID, "duration", time.Since(start).Round(time.Millisecond), "steps", steps.String()}
@@ -532,9 +534,9 @@ func (s *Service) moveRefs(ctx context.Context, sess journal.Session, sp *spool.
 			return time.Time{}, s.refused(ctx, sess, err)
 		}
 		steps.done("check")
-		in := journal.Intent{Session: sess.ID, Refs: sess.Refs, Step: "refs", Created: time.Now()}
-		if s.appstreamDeferred(sess) {
-			in.Deferred = []string{deferredAppstream}
+		in := journal.Intent{Session: sess.ID, Refs: sess.Refs, Step: "refs", Created: time.Now(), Deferred: s.deferredOf(sess)}
+		if s.deltasDeferred(sess) {
+			in.Heads = s.headsToKeep()
 		}
 		if err := s.journal.SetPublishing(ctx, in, sess.Unchanged); err != nil {
 			return time.Time{}, err
@@ -752,9 +754,6 @@ func (s *Service) updateMetadata(ctx context.Context, sess journal.Session) (str
 	}
 	if err := s.summaries.do(ctx, false, func(full bool) error { return s.regenerate(ctx, full) }); err != nil {
 		return "", err
-	}
-	if s.appstreamDeferred(sess) {
-		s.wakeAppstream()
 	}
 	return "", nil
 }

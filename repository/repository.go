@@ -80,9 +80,8 @@ type Service struct {
 	upLocks   [256]sync.Mutex // striped by upload ID (taken inside a session lock)
 	verifying *fairShare      // bounds concurrent verifications, fairly between tokens
 
-	appstreamDue chan struct{} // wakes the appstream worker (see appstream.go)
-	appstreamMu  sync.Mutex    // guards appstreamGen and the clearing of the journal's record
-	appstreamGen uint64        // wakes so far
+	deferred *deferredWork    // work left for after a publish's answer (see deferred.go)
+	now      func() time.Time // the clock of static delta retirements
 
 	life context.Context // ends with Close (or Stop): background work and verifications stop
 	// drained ends at Drain: upload verdicts stop (the uploads' bytes stay
@@ -147,7 +146,7 @@ func Open(ctx context.Context, cfg *config.Config, env Env) (*Service, error) {
 		}
 	}
 	s := &Service{name: env.Name, cfg: cfg, log: env.Log, tokens: env.Tokens, version: env.Version, stateDir: StateDirOf(cfg),
-		appstreamDue: make(chan struct{}, 1)}
+		deferred: newDeferredWork(), now: time.Now}
 	s.life, s.stop = context.WithCancel(context.Background())
 	s.drained, s.drain = context.WithCancel(s.life)
 	s.tusDir = filepath.Join(s.stateDir, "uploads")
@@ -166,6 +165,9 @@ func Open(ctx context.Context, cfg *config.Config, env Env) (*Service, error) {
 
 func (s *Service) open(ctx context.Context, reg prometheus.Registerer) error {
 	if err := s.loadKeys(); err != nil {
+		return err
+	}
+	if err := s.checkDeltaTools(); err != nil {
 		return err
 	}
 	if err := s.openRepo(ctx); err != nil {
@@ -210,7 +212,7 @@ func (s *Service) open(ctx context.Context, reg prometheus.Registerer) error {
 	s.prepareSpools(ctx)
 	s.bg.Add(2)
 	go func() { defer s.bg.Done(); s.janitor(s.life) }()
-	go func() { defer s.bg.Done(); s.appstreamWorker(s.life) }()
+	go func() { defer s.bg.Done(); s.deferredWorker(s.life) }()
 	return nil
 }
 

@@ -45,6 +45,19 @@ ou_list_refs (OstreeRepo *repo, GError **error)
   return (char **) g_ptr_array_free (out, FALSE);
 }
 
+char **
+ou_list_static_deltas (OstreeRepo *repo, GError **error)
+{
+  g_autoptr(GPtrArray) names = NULL;
+  if (!ostree_repo_list_static_delta_names (repo, &names, NULL, error))
+    return NULL;
+  GPtrArray *out = g_ptr_array_new ();
+  for (guint i = 0; i < names->len; i++)
+    g_ptr_array_add (out, g_strdup (names->pdata[i]));
+  g_ptr_array_add (out, NULL);
+  return (char **) g_ptr_array_free (out, FALSE);
+}
+
 static void
 copy_variant (GVariant *v, guint8 **out_data, gsize *out_len)
 {

@@ -12,6 +12,10 @@ void ou_unref (gpointer obj);
  * free with g_strfreev. */
 char **ou_list_refs (OstreeRepo *repo, GError **error);
 
+/* Returns the names of the repository's static deltas ("FROM-TO", or "TO"
+ * for a delta from nothing), NULL-terminated; free with g_strfreev. */
+char **ou_list_static_deltas (OstreeRepo *repo, GError **error);
+
 /* Copies the serialised bytes of a metadata object into a g_malloc'd buffer. */
 gboolean ou_load_meta (OstreeRepo *repo, OstreeObjectType type, const char *csum,
                        guint8 **out_data, gsize *out_len, GError **error);
