@@ -54,6 +54,7 @@ const (
 	DefaultMaxClientConnections = 256
 	DefaultBodyTimeout          = time.Minute
 	DefaultDrainTimeout         = 10 * time.Second
+	DefaultCheckTimeout         = 10 * time.Minute
 )
 
 // Config is the daemon's configuration.
@@ -88,6 +89,9 @@ type Config struct {
 	Update             bool     `yaml:"update"`                        // regenerate the summary after a publish; default true
 	RequireAncestry    bool     `yaml:"require_ancestry"`              // a ref moves only to a descendant of its commit (else: to any newer commit); default false
 	UpdateHook         Command  `yaml:"update_hook,omitempty"`         // run instead of the built-in update
+	// The check before a publish.
+	CheckHook    Command  `yaml:"check_hook,omitempty"` // run before any ref moves; a failure refuses the publish
+	CheckTimeout Duration `yaml:"check_timeout"`        // check_hook is killed and the publish refused after it; default 10m
 	// TrustedProxies are the addresses (IPs or CIDRs) whose X-Forwarded-*
 	// and Forwarded headers are believed; from anyone else they are dropped.
 	TrustedProxies []netip.Prefix `yaml:"trusted_proxies,omitempty" scope:"daemon"`
@@ -164,6 +168,7 @@ func Default() *Config {
 		DrainTimeout:         Duration{DefaultDrainTimeout},
 		SignType:             "ed25519",
 		Update:               true,
+		CheckTimeout:         Duration{DefaultCheckTimeout},
 	}
 }
 
@@ -218,6 +223,8 @@ func (c *Config) Validate() error {
 		return errors.New("body_timeout must be positive")
 	case c.DrainTimeout.Duration <= 0:
 		return errors.New("drain_timeout must be positive")
+	case c.CheckTimeout.Duration <= 0:
+		return errors.New("check_timeout must be positive")
 	case c.MaxObjectsPerSession <= 0:
 		return errors.New("max_objects_per_session must be positive")
 	case c.MaxObjectSize <= 0:
@@ -477,11 +484,12 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			default:
 				cfg.StateDir = s
 			}
-		case "session_ttl", "session_retention", "body_timeout", "drain_timeout":
+		case "session_ttl", "session_retention", "body_timeout", "drain_timeout", "check_timeout":
 			if isNull(v) {
 				return nil
 			}
-			d := map[string]*Duration{"session_ttl": &cfg.SessionTTL, "session_retention": &cfg.SessionRetention, "body_timeout": &cfg.BodyTimeout, "drain_timeout": &cfg.DrainTimeout}[key]
+			d := map[string]*Duration{"session_ttl": &cfg.SessionTTL, "session_retention": &cfg.SessionRetention, "body_timeout": &cfg.BodyTimeout,
+				"drain_timeout": &cfg.DrainTimeout, "check_timeout": &cfg.CheckTimeout}[key]
 			if err := d.UnmarshalYAML(v); err != nil {
 				return p.errorf(v, key, "%v", err)
 			}
@@ -586,7 +594,7 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			}
 		case "update":
 			return p.boolean(v, key, &cfg.Update)
-		case "update_hook":
+		case "update_hook", "check_hook":
 			s, ok, err := p.str(v, key)
 			if err != nil || !ok {
 				return err
@@ -595,7 +603,11 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			if err != nil {
 				return p.errorf(v, key, "%v", err)
 			}
-			cfg.UpdateHook = argv
+			if key == "update_hook" {
+				cfg.UpdateHook = argv
+			} else {
+				cfg.CheckHook = argv
+			}
 		case "sign_verify":
 			return p.boolean(v, key, &cfg.SignVerify)
 		case "require_ancestry":
