@@ -44,6 +44,8 @@ func classifyAdmin(err error) error {
 		return err
 	case he.Status == http.StatusUnauthorized:
 		return Permanent("the daemon refused the token (%s)", he.Body.Error)
+	case he.Body.Code == api.CodeCheckFailed:
+		return Permanent("%s", CheckRefusal(he.Body))
 	}
 	return Permanent("%s", he.Body.Error)
 }

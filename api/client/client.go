@@ -452,6 +452,20 @@ func Permanent(format string, args ...any) error {
 	return &PermanentError{Err: fmt.Errorf(format, args...)}
 }
 
+// CheckRefusal is the message of a publish that the daemon's check refused
+// (api.CodeCheckFailed): a sentence, then the check's last lines of
+// output, each under a bar.
+func CheckRefusal(body api.Error) string {
+	var b strings.Builder
+	b.WriteString("the daemon's check refused the publish: ")
+	b.WriteString(body.Error)
+	for _, l := range body.Output {
+		b.WriteString("\n  | ")
+		b.WriteString(l)
+	}
+	return b.String()
+}
+
 // SetLog makes the client log its retries.
 func (c *Client) SetLog(log *slog.Logger) { c.log = log }
 
