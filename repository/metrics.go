@@ -27,7 +27,18 @@ type metrics struct {
 
 	appstreamSeconds  prometheus.Histogram
 	appstreamFailures prometheus.Counter
+
+	checkRuns    *prometheus.CounterVec // by outcome: checkPassed, checkFailed, checkTimeout
+	checkSeconds prometheus.Histogram
 }
+
+// Outcomes of a run of check_hook, the values of check_hook_runs_total's
+// outcome label.
+const (
+	checkPassed  = "passed"
+	checkFailed  = "failed"
+	checkTimeout = "timeout"
+)
 
 // newMetrics registers the service's metrics in r (nil: a registry of
 // their own).
@@ -50,6 +61,12 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		r.MustRegister(x)
 		return x
 	}
+	checkRuns := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ostree_upload", Name: "check_hook_runs_total",
+		Help: "Runs of check_hook by outcome: passed (the publish went on), failed (refused), timeout (killed after check_timeout, refused)."}, []string{"outcome"})
+	r.MustRegister(checkRuns)
+	for _, o := range []string{checkPassed, checkFailed, checkTimeout} {
+		checkRuns.WithLabelValues(o)
+	}
 	return &metrics{
 		registry:       r,
 		sessions:       f("sessions_created_total", "Push sessions created."),
@@ -70,6 +87,9 @@ func newMetrics(r prometheus.Registerer) *metrics {
 
 		appstreamSeconds:  h("appstream_update_seconds", "Time one update of a Flatpak repository's appstream branches took, after the publishes it serves were answered.", prometheus.ExponentialBuckets(0.01, 3, 10)),
 		appstreamFailures: f("appstream_update_failures_total", "Updates of the appstream branches that failed (retried at the next publish or start)."),
+
+		checkRuns:    checkRuns,
+		checkSeconds: h("check_hook_seconds", "Time one run of check_hook took, whatever its outcome.", prometheus.ExponentialBuckets(0.1, 3, 10)),
 	}
 }
 

@@ -455,7 +455,7 @@ func (s *Service) mergedMeta(ctx context.Context, sum object.Checksum, sigs obje
 }
 
 // publish moves a session's refs. Every check that can refuse it runs
-// first (preparePublish, checkLocked); then a journaled intent makes the
+// first (preparePublish, check_hook, checkLocked); then a journaled intent makes the
 // publish survive a crash at any point: recovery (or the client's retry)
 // runs this again, and every step is idempotent.
 func (s *Service) publish(ctx context.Context, sess journal.Session) (err error) {
@@ -493,6 +493,14 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 	// From here on, sess.Refs and updates are what moves.
 	sess.Refs = slices.DeleteFunc(slices.Clone(sess.Refs), func(r journal.RefUpdate) bool { return slices.Contains(sess.Unchanged, r.Ref) })
 	updates = slices.DeleteFunc(updates, func(u store.RefUpdate) bool { return slices.Contains(sess.Unchanged, u.Ref) })
+	if sess.State == journal.StateOpen && len(s.cfg.CheckHook) > 0 {
+		// Outside the publish lock: a slow check holds up no other
+		// publish, and checkLocked below sees refs moved meanwhile.
+		if err := s.runCheck(ctx, sess, sp, updates, plan); err != nil {
+			return s.refused(ctx, sess, err)
+		}
+		steps.done("check_hook")
+	}
 	s.publishMu.Lock()
 	defer s.publishMu.Unlock()
 	if sess.State == journal.StateOpen {

@@ -180,6 +180,9 @@ func (s *Service) open(ctx context.Context, reg prometheus.Registerer) error {
 	if err := sameFilesystemAndOwner(s.repo.Path(), s.stateDir); err != nil {
 		return err
 	}
+	if err := s.removeChecks(); err != nil {
+		return err
+	}
 	if s.journal, err = journal.Open(filepath.Join(s.stateDir, journalFile), time.Second); err != nil {
 		return err
 	}
