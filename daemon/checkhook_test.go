@@ -145,8 +145,8 @@ func TestCheckHookRefuses(t *testing.T) {
 	e.Stop()
 	e.Config.CheckHook = []string{"true"}
 	e.Start()
-	if out, code := e.pushBinary("main"); code != 0 {
-		t.Fatalf("push after the check was fixed: exit %d\n%s", code, out)
+	if out, code := e.pushBinary("main"); code != 0 || !strings.Contains(out, "sent 0 objects") {
+		t.Fatalf("push after the check was fixed, resuming the session: exit %d\n%s", code, out)
 	}
 	e.CheckPublished(map[string]string{"main": fx.b})
 	r = e.doJSON(e.Tok, "GET", api.PathSessions+"/"+sess.ID, nil)
