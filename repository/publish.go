@@ -455,9 +455,9 @@ func (s *Service) mergedMeta(ctx context.Context, sum object.Checksum, sigs obje
 }
 
 // publish moves a session's refs. Every check that can refuse it runs
-// first (preparePublish, check_hook, checkLocked); then a journaled intent makes the
-// publish survive a crash at any point: recovery (or the client's retry)
-// runs this again, and every step is idempotent.
+// first (preparePublish, check_hook, checkLocked); then a journaled intent
+// makes the publish survive a crash at any point: recovery (or the
+// client's retry) runs this again, and every step is idempotent.
 func (s *Service) publish(ctx context.Context, sess journal.Session) (err error) {
 	defer func() {
 		var he *service.Error

@@ -180,10 +180,11 @@ func (s *Service) open(ctx context.Context, reg prometheus.Registerer) error {
 	if err := sameFilesystemAndOwner(s.repo.Path(), s.stateDir); err != nil {
 		return err
 	}
-	if err := s.removeChecks(); err != nil {
+	if s.journal, err = journal.Open(filepath.Join(s.stateDir, journalFile), time.Second); err != nil {
 		return err
 	}
-	if s.journal, err = journal.Open(filepath.Join(s.stateDir, journalFile), time.Second); err != nil {
+	// Once the journal is held: no other daemon uses this state dir.
+	if err := s.removeChecks(); err != nil {
 		return err
 	}
 	s.journal.SetLimits(journal.Limits{SessionsPerOwner: s.cfg.MaxSessionsPerToken,
