@@ -100,7 +100,7 @@ func TestCheckHookRefuses(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("push exited with %d, want 1:\n%s", code, out)
 	}
-	wantLines := []string{"the daemon's check refused the publish: check_hook exited with status 3: nothing was published and the session stays open"}
+	wantLines := []string{"the daemon's check refused the publish: check_hook exited with status 3: nothing was published; the session stays open: push a fixed build, or commit again once the check passes\n"}
 	for i := 11; i < 30; i++ {
 		wantLines = append(wantLines, fmt.Sprintf("\n  | line %d\n", i))
 	}
@@ -334,7 +334,7 @@ func TestCheckHookTimeout(t *testing.T) {
 	want(t, r, 422)
 	var ae api.Error
 	r.json(t, &ae)
-	if ae.Code != api.CodeCheckFailed || !strings.Contains(ae.Error, "did not end within check_timeout (1s) and was killed") ||
+	if ae.Code != api.CodeCheckFailed || !strings.HasPrefix(ae.Error, "check_hook did not end within check_timeout (1s) and was killed with its processes: nothing was published; the session stays open") ||
 		!reflect.DeepEqual(ae.Output, []string{"waiting for the signing service"}) {
 		t.Errorf("answer: %+v", ae)
 	}
@@ -384,7 +384,7 @@ fi
 	cmd.Env = append(os.Environ(), "OSTREE_UPLOAD_TOKEN="+r.all.Secret)
 	out, err := cmd.CombinedOutput()
 	if err == nil || cmd.ProcessState.ExitCode() != 1 ||
-		!strings.Contains(string(out), "the daemon's check refused the publish: check_hook exited with status 1") ||
+		!strings.Contains(string(out), "the daemon's check refused the publish: check_hook exited with status 1: nothing was published; promote again once the check passes\n") ||
 		!strings.Contains(string(out), "\n  | stable takes reviewed builds only") {
 		t.Fatalf("promote into stable: %v\n%s", err, out)
 	}

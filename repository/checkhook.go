@@ -43,7 +43,8 @@ func (s *Service) removeChecks() error {
 // the new commits are complete, removed when it ends. Exit status 0 lets
 // the publish go on; anything else (a failure, check_timeout passed, a hook
 // that cannot run) refuses it with api.CodeCheckFailed and the end of its
-// output, and nothing changes: the session stays open. A daemon that drains
+// output, and nothing changes (the session stays open; Commit and Promote
+// say what to do next). A daemon that drains
 // meanwhile stops the hook and answers that it is restarting.
 func (s *Service) runCheck(ctx context.Context, sess journal.Session, sp *spool.Spool, updates []store.RefUpdate, plan publishPlan) error {
 	if len(s.cfg.CheckHook) == 0 {
@@ -109,7 +110,7 @@ func (s *Service) runCheck(ctx context.Context, sess journal.Session, sp *spool.
 	}
 	lines := checkOutput(run.output)
 	s.log.Warn("check_hook refused the publish", append(log, "outcome", outcome, "reason", why, "output", strings.Join(lines, "\n"))...)
-	e := refuse(service.Unprocessable, "%s: nothing was published and the session stays open: push a fixed build, or commit again once the check passes", why)
+	e := refuse(service.Unprocessable, "%s: nothing was published", why)
 	e.Body.Code, e.Body.Output = api.CodeCheckFailed, lines
 	return e
 }

@@ -25,6 +25,16 @@ import (
 // publish; force agrees to another token's forced session (see
 // service.Repository).
 func (s *Service) Commit(ctx context.Context, id auth.Identity, sid string, force bool) (api.Session, error) {
+	out, err := s.commit(ctx, id, sid, force)
+	if e, ok := service.AsError(err); ok && e.Body.Code == api.CodeCheckFailed {
+		e.Body.Error += "; the session stays open: push a fixed build, or commit again once the check passes"
+	}
+	return out, err
+}
+
+// commit is Commit, for Commit and Promote, which say what follows a
+// refusal by check_hook.
+func (s *Service) commit(ctx context.Context, id auth.Identity, sid string, force bool) (api.Session, error) {
 	sess, unlock, err := s.lockedSession(ctx, id, sid, true)
 	if err != nil {
 		return api.Session{}, err
