@@ -319,6 +319,14 @@ const (
 	CodeNoRepository   = "no-repository"    // no such repository, or not one the token may use (404)
 	CodeNotNewer       = "not-newer"        // the new commit is not newer than the ref's (or, with require_ancestry, not a descendant): --force publishes it (409)
 	CodeSameContent    = "same-content"     // the new commit has the ref's tree and metadata: up to date; --force publishes it (409)
+	CodeCheckFailed    = "check-failed"     // the repository's check_hook refused the publish, or timed out; Output has its last lines (422)
+)
+
+// The bounds of Error.Output: the last lines of a check's output, at most
+// this many, of at most this many bytes together.
+const (
+	MaxCheckOutputLines = 20
+	MaxCheckOutputBytes = 4096
 )
 
 // Error is the body of every error response of the API.
@@ -330,4 +338,8 @@ type Error struct {
 	Upload  string   `json:"upload,omitempty"`  // URL of the live upload (409 on upload creation)
 	Missing []string `json:"missing,omitempty"` // first missing objects (422 on commit)
 	Stored  int      `json:"stored,omitempty"`  // objects of a refused pack kept before the refusal
+	// Output is the end of the check's output (422 check-failed), one
+	// line each, control characters replaced: at most MaxCheckOutputLines
+	// lines of MaxCheckOutputBytes bytes together.
+	Output []string `json:"output,omitempty"`
 }

@@ -54,6 +54,7 @@ const (
 	DefaultMaxClientConnections = 256
 	DefaultBodyTimeout          = time.Minute
 	DefaultDrainTimeout         = 10 * time.Second
+	DefaultCheckTimeout         = 10 * time.Minute
 )
 
 // Config is the daemon's configuration.
@@ -96,6 +97,9 @@ type Config struct {
 	StaticDeltaTimeLimit   Duration `yaml:"static_delta_time_limit"`   // one generation is killed after it; default 1h
 	StaticDeltaMemoryLimit Size     `yaml:"static_delta_memory_limit"` // address space of one generation; default 4GiB
 	StaticDeltaGrace       Duration `yaml:"static_delta_grace"`        // an unwanted delta is deleted this long after it became so; default 24h
+	// The check before a publish.
+	CheckHook    Command  `yaml:"check_hook,omitempty"` // run before any ref moves; a failure refuses the publish
+	CheckTimeout Duration `yaml:"check_timeout"`        // check_hook is killed and the publish refused after it; default 10m
 	// TrustedProxies are the addresses (IPs or CIDRs) whose X-Forwarded-*
 	// and Forwarded headers are believed; from anyone else they are dropped.
 	TrustedProxies []netip.Prefix `yaml:"trusted_proxies,omitempty" scope:"daemon"`
@@ -177,6 +181,7 @@ func Default() *Config {
 		StaticDeltaTimeLimit:   Duration{DefaultStaticDeltaTimeLimit},
 		StaticDeltaMemoryLimit: DefaultStaticDeltaMemoryLimit,
 		StaticDeltaGrace:       Duration{DefaultStaticDeltaGrace},
+		CheckTimeout:           Duration{DefaultCheckTimeout},
 	}
 }
 
@@ -234,6 +239,8 @@ func (c *Config) Validate() error {
 		return errors.New("body_timeout must be positive")
 	case c.DrainTimeout.Duration <= 0:
 		return errors.New("drain_timeout must be positive")
+	case c.CheckTimeout.Duration <= 0:
+		return errors.New("check_timeout must be positive")
 	case c.MaxObjectsPerSession <= 0:
 		return errors.New("max_objects_per_session must be positive")
 	case c.MaxObjectSize <= 0:
@@ -496,11 +503,12 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			default:
 				cfg.StateDir = s
 			}
-		case "session_ttl", "session_retention", "body_timeout", "drain_timeout":
+		case "session_ttl", "session_retention", "body_timeout", "drain_timeout", "check_timeout":
 			if isNull(v) {
 				return nil
 			}
-			d := map[string]*Duration{"session_ttl": &cfg.SessionTTL, "session_retention": &cfg.SessionRetention, "body_timeout": &cfg.BodyTimeout, "drain_timeout": &cfg.DrainTimeout}[key]
+			d := map[string]*Duration{"session_ttl": &cfg.SessionTTL, "session_retention": &cfg.SessionRetention, "body_timeout": &cfg.BodyTimeout,
+				"drain_timeout": &cfg.DrainTimeout, "check_timeout": &cfg.CheckTimeout}[key]
 			if err := d.UnmarshalYAML(v); err != nil {
 				return p.errorf(v, key, "%v", err)
 			}
@@ -605,7 +613,7 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			}
 		case "update":
 			return p.boolean(v, key, &cfg.Update)
-		case "update_hook":
+		case "update_hook", "check_hook":
 			s, ok, err := p.str(v, key)
 			if err != nil || !ok {
 				return err
@@ -614,7 +622,11 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			if err != nil {
 				return p.errorf(v, key, "%v", err)
 			}
-			cfg.UpdateHook = argv
+			if key == "update_hook" {
+				cfg.UpdateHook = argv
+			} else {
+				cfg.CheckHook = argv
+			}
 		case "sign_verify":
 			return p.boolean(v, key, &cfg.SignVerify)
 		case "require_ancestry":

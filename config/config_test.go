@@ -65,6 +65,8 @@ max_connections_per_client: 10
 session_retention: 48h
 body_timeout: 30s
 drain_timeout: 20s
+check_hook: /usr/local/bin/check-build --strict
+check_timeout: 3m
 sign_type: ed25519
 sign_keyfiles: [/etc/ostree/release.key, /etc/ostree/backup.key]
 sign_verify: true
@@ -87,6 +89,7 @@ tokens:
 		SessionTTL: Duration{90 * time.Minute}, MaxObjectsPerSession: 1000, MaxObjectSize: 500 * 1000 * 1000,
 		MaxPackSize: 64 * MiB, MaxSessionsPerToken: 8, MaxObjectsPerToken: 5000, MaxConnections: 100, MaxClientConnections: 10,
 		SessionRetention: Duration{48 * time.Hour}, BodyTimeout: Duration{30 * time.Second}, DrainTimeout: Duration{20 * time.Second}, Update: true,
+		CheckHook: Command{"/usr/local/bin/check-build", "--strict"}, CheckTimeout: Duration{3 * time.Minute},
 		SignType: "ed25519", SignKeyfiles: []string{"/etc/ostree/release.key", "/etc/ostree/backup.key"},
 		SignVerify: true, SignTrustedKeyfile: "/etc/ostree/builders.pub",
 		StaticDeltaDepth: DefaultStaticDeltaDepth, StaticDeltaTimeLimit: Duration{DefaultStaticDeltaTimeLimit},
@@ -148,6 +151,8 @@ func TestStrict(t *testing.T) {
 		{"bad duration", "session_ttl: 1 day\n", 1, "session_ttl", "duration"},
 		{"zero duration", "session_ttl: 0s\n", 1, "session_ttl", "positive"},
 		{"negative duration", "session_ttl: -5m\n", 1, "session_ttl", "positive"},
+		{"zero check_timeout", "check_hook: /bin/true\ncheck_timeout: 0s\n", 2, "check_timeout", "positive"},
+		{"bad check_hook", "check_hook: \"sh -c 'unterminated\"\n", 1, "check_hook", "quote"},
 		{"bad size", "\nmax_object_size: 16 gigs\n", 2, "max_object_size", "size"},
 		{"zero size", "max_object_size: 0\n", 1, "max_object_size", "positive"},
 		{"negative size", "max_object_size: -1\n", 1, "max_object_size", "negative"},
@@ -402,6 +407,7 @@ func TestWriteLoadsBack(t *testing.T) {
 	c.GPGSign, c.GPGHomedir, c.GPGVerify = []string{"ABCD"}, "/gpg", true
 	c.SignKeyfiles, c.Update = []string{"/k"}, false
 	c.UpdateHook = []string{"sh", "-c", `echo "it's" $X`, "arg with space"}
+	c.CheckHook, c.CheckTimeout = Command{"/usr/local/bin/check", "--repo", "my repo"}, Duration{90 * time.Second}
 	p1, _ := ParsePrefix("10.0.0.0/8")
 	c.TrustedProxies = []netip.Prefix{p1}
 	c.Tokens = []Token{{SHA256: strings.Repeat("ab", 32), Name: "ci", Refs: []string{"app/*"}, Scopes: []string{auth.ScopeUpload}}}

@@ -331,6 +331,7 @@ func (c *Config) clone() *Config {
 	d.GPGSign = slices.Clone(c.GPGSign)
 	d.SignKeyfiles = slices.Clone(c.SignKeyfiles)
 	d.UpdateHook = slices.Clone(c.UpdateHook)
+	d.CheckHook = slices.Clone(c.CheckHook)
 	d.TrustedProxies = slices.Clone(c.TrustedProxies)
 	d.Warnings = slices.Clone(c.Warnings)
 	if c.Tokens != nil {

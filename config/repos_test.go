@@ -168,7 +168,7 @@ func TestRepositoriesDeepCopy(t *testing.T) {
 	c := Default()
 	c.Root = root
 	c.Repos = map[string]Overrides{"a": {"sign_keyfiles": []string{"/k"}}, "b": nil}
-	c.GPGSign, c.SignKeyfiles, c.UpdateHook = []string{"A"}, []string{"/k0"}, Command{"hook"}
+	c.GPGSign, c.SignKeyfiles, c.UpdateHook, c.CheckHook = []string{"A"}, []string{"/k0"}, Command{"hook"}, Command{"check"}
 	p, _ := ParsePrefix("10.0.0.0/8")
 	c.TrustedProxies, c.Warnings = []netip.Prefix{p}, []string{"w"}
 	c.Tokens = []Token{{SHA256: strings.Repeat("ab", 32), Repos: []string{"a"}, Refs: []string{"r"}, Scopes: []string{auth.ScopeUpload}, Expires: &exp}}
@@ -336,6 +336,7 @@ func TestReposStrict(t *testing.T) {
 		{"bad size in a flow entry", "root: /r\nrepos: {beta: {max_object_size: lots}}\n", 2, "repos.beta.max_object_size", "size"},
 		{"sign_type in an entry", "root: /r\nrepos:\n  beta:\n    sign_type: gpg\n", 4, "repos.beta.sign_type", "only ed25519"},
 		{"bad update_hook in an entry", "root: /r\nrepos:\n  beta:\n    update_hook: \"'x\"\n", 4, "repos.beta.update_hook", "quote"},
+		{"bad check_timeout in an entry", "root: /r\nrepos:\n  beta:\n    check_timeout: soon\n", 4, "repos.beta.check_timeout", "duration"},
 		{"duplicate key in an entry", "root: /r\nrepos:\n  beta:\n    update: no\n    update: yes\n", 5, "repos.beta.update", "duplicate key (first on line 4)"},
 		{"duplicate path", "root: /r\nrepos:\n  beta: {}\n  beta: {}\n", 4, "repos.beta", "duplicate key (first on line 3)"},
 		{"same repository twice", "root: /r\nrepos:\n  beta: {}\n  /r/beta/: {}\n", 4, "repos./r/beta/", `is the repository "beta" again (line 3)`},
@@ -526,8 +527,9 @@ func TestWriteLoadsBackRepos(t *testing.T) {
 			"gpg_sign": []string{"76543210", "ABCD"}, "gpg_homedir": "/gpg", "gpg_verify": true, "gpg_trustedkeys": "/t.gpg",
 			"sign_type": "ed25519", "sign_keyfiles": []string{"/k1", "/k 2"}, "sign_verify": true, "sign_trustedkeyfile": "/t.pub",
 			"update": false, "update_hook": Command{"sh", "-c", `echo "it's"`},
+			"check_hook": Command{"check", "--stable"}, "check_timeout": Duration{time.Minute},
 		},
-		root + "/d": {"update": nil, "update_hook": nil, "gpg_sign": nil},
+		root + "/d": {"update": nil, "update_hook": nil, "gpg_sign": nil, "check_hook": nil, "check_timeout": nil},
 	}
 	c.Tokens = []Token{{SHA256: strings.Repeat("cd", 32), Name: "ci", Repos: []string{"b/*", "a"}, Refs: []string{"app/*"}}}
 	path := filepath.Join(t.TempDir(), "c.yaml")
@@ -559,10 +561,11 @@ func TestWriteLoadsBackRepos(t *testing.T) {
 	}
 	bc := repos[1].Config
 	if bc.StateDir != "/srv/state-c" || bc.MaxPackSize != 5*MB || !slices.Equal(bc.SignKeyfiles, []string{"/k1", "/k 2"}) || bc.Update ||
-		!slices.Equal(bc.UpdateHook, []string{"sh", "-c", `echo "it's"`}) || !bc.GPGVerify || bc.SessionTTL.Duration != 2*time.Hour {
+		!slices.Equal(bc.UpdateHook, []string{"sh", "-c", `echo "it's"`}) || !bc.GPGVerify || bc.SessionTTL.Duration != 2*time.Hour ||
+		!slices.Equal(bc.CheckHook, []string{"check", "--stable"}) || bc.CheckTimeout.Duration != time.Minute {
 		t.Errorf("b/c: %+v", bc)
 	}
-	if d := repos[2].Config; !d.Update || d.UpdateHook != nil || d.GPGSign != nil {
+	if d := repos[2].Config; !d.Update || d.UpdateHook != nil || d.GPGSign != nil || d.CheckHook != nil || d.CheckTimeout.Duration != DefaultCheckTimeout {
 		t.Errorf("d: %+v", d)
 	}
 }

@@ -24,7 +24,7 @@ import (
 // passes `promtool check metrics` (Prometheus' own linter: counters end in
 // _total, no reserved suffixes, units in base form) and says what operators
 // need: the build it runs, and per repository the time its publishes, its
-// summary updates and its update_hook took, and tusd's upload counters
+// summary updates, its check_hook and its update_hook took, and tusd's upload counters
 // under the daemon's names.
 func TestMetricsPassPromtool(t *testing.T) {
 	t.Parallel()
@@ -44,6 +44,7 @@ repos:
   plain: {}
   hooked:
     update_hook: sleep 0.2
+    check_hook: sleep 0.1
   deltas:
     static_deltas: yes
     static_delta_depth: 0
@@ -113,6 +114,9 @@ tokens:
 		`ostree_upload_metadata_update_seconds_sum{repo="plain"}`:             1e-9,
 		`ostree_upload_update_hook_seconds_count{repo="hooked"}`:              1,
 		`ostree_upload_update_hook_seconds_sum{repo="hooked"}`:                0.2,
+		`ostree_upload_check_hook_runs_total{outcome="passed",repo="hooked"}`: 1,
+		`ostree_upload_check_hook_seconds_count{repo="hooked"}`:               1,
+		`ostree_upload_check_hook_seconds_sum{repo="hooked"}`:                 0.1,
 		`ostree_upload_tus_requests_total{method="POST",repo="plain"}`:        1,
 		`ostree_upload_tus_uploads_created_total{repo="plain"}`:               1,
 		`ostree_upload_tus_uploads_finished_total{repo="hooked"}`:             1,
@@ -132,7 +136,8 @@ tokens:
 	// Neither repository runs the other's metadata update; only the one
 	// with static deltas has any.
 	for _, s := range []string{`ostree_upload_metadata_update_seconds_count{repo="hooked"}`, `ostree_upload_update_hook_seconds_count{repo="plain"}`,
-		`ostree_upload_static_delta_generations_total{repo="plain"}`} {
+		`ostree_upload_static_delta_generations_total{repo="plain"}`,
+		`ostree_upload_check_hook_seconds_count{repo="plain"}`, `ostree_upload_check_hook_runs_total{outcome="failed",repo="hooked"}`} {
 		if got, _ := sample(text, s); got != 0 {
 			t.Errorf("%s = %v, want 0", s, got)
 		}

@@ -32,7 +32,17 @@ type metrics struct {
 	deltaFailures    prometheus.Counter
 	deltaSeconds     prometheus.Histogram
 	deltasRetired    prometheus.Counter
+	checkRuns    *prometheus.CounterVec // by outcome: checkPassed, checkFailed, checkTimeout
+	checkSeconds prometheus.Histogram
 }
+
+// Outcomes of a run of check_hook, the values of check_hook_runs_total's
+// outcome label.
+const (
+	checkPassed  = "passed"
+	checkFailed  = "failed"
+	checkTimeout = "timeout"
+)
 
 // newMetrics registers the service's metrics in r (nil: a registry of
 // their own).
@@ -54,6 +64,12 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		x := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "ostree_upload", Name: name, Help: help, Buckets: buckets})
 		r.MustRegister(x)
 		return x
+	}
+	checkRuns := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ostree_upload", Name: "check_hook_runs_total",
+		Help: "Runs of check_hook by outcome: passed (the publish went on), failed (refused), timeout (killed after check_timeout, refused)."}, []string{"outcome"})
+	r.MustRegister(checkRuns)
+	for _, o := range []string{checkPassed, checkFailed, checkTimeout} {
+		checkRuns.WithLabelValues(o)
 	}
 	return &metrics{
 		registry:       r,
@@ -80,6 +96,8 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		deltaFailures:    f("static_delta_generation_failures_total", "Static delta generations that failed or were killed at static_delta_time_limit (tried again at the next start)."),
 		deltaSeconds:     h("static_delta_generation_seconds", "Time one static delta generation took, successful or not.", prometheus.ExponentialBuckets(0.1, 3, 10)),
 		deltasRetired:    f("static_deltas_retired_total", "Static deltas deleted static_delta_grace after they stopped being wanted."),
+		checkRuns:    checkRuns,
+		checkSeconds: h("check_hook_seconds", "Time one run of check_hook took, whatever its outcome.", prometheus.ExponentialBuckets(0.1, 3, 10)),
 	}
 }
 

@@ -88,6 +88,9 @@ func (s *Service) Promote(ctx context.Context, id auth.Identity, from service.Re
 		if aerr := s.Abort(ctx, id, sess.ID); aerr != nil {
 			s.log.Warn("promote: cannot abort the failed session", "session", sess.ID, "err", aerr)
 		}
+		if e, ok := service.AsError(err); ok && e.Body.Code == api.CodeCheckFailed {
+			e.Body.Error += "; promote again once the check passes"
+		}
 		return out, err
 	}
 	return out, nil
@@ -148,7 +151,7 @@ func (s *Service) promote(ctx context.Context, id auth.Identity, src *Service, s
 	if err := flush(); err != nil {
 		return api.Session{}, err
 	}
-	return s.Commit(ctx, id, sid, false)
+	return s.commit(ctx, id, sid, false)
 }
 
 // linkAll stages the needed objects from src into the token's spool,

@@ -25,6 +25,16 @@ import (
 // publish; force agrees to another token's forced session (see
 // service.Repository).
 func (s *Service) Commit(ctx context.Context, id auth.Identity, sid string, force bool) (api.Session, error) {
+	out, err := s.commit(ctx, id, sid, force)
+	if e, ok := service.AsError(err); ok && e.Body.Code == api.CodeCheckFailed {
+		e.Body.Error += "; the session stays open: push a fixed build, or commit again once the check passes"
+	}
+	return out, err
+}
+
+// commit is Commit, for Commit and Promote, which say what follows a
+// refusal by check_hook.
+func (s *Service) commit(ctx context.Context, id auth.Identity, sid string, force bool) (api.Session, error) {
 	sess, unlock, err := s.lockedSession(ctx, id, sid, true)
 	if err != nil {
 		return api.Session{}, err
@@ -455,9 +465,9 @@ func (s *Service) mergedMeta(ctx context.Context, sum object.Checksum, sigs obje
 }
 
 // publish moves a session's refs. Every check that can refuse it runs
-// first (preparePublish, checkLocked); then a journaled intent makes the
-// publish survive a crash at any point: recovery (or the client's retry)
-// runs this again, and every step is idempotent.
+// first (preparePublish, check_hook, checkLocked); then a journaled intent
+// makes the publish survive a crash at any point: recovery (or the
+// client's retry) runs this again, and every step is idempotent.
 func (s *Service) publish(ctx context.Context, sess journal.Session) (err error) {
 	defer func() {
 		var he *service.Error
@@ -493,6 +503,14 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 	// From here on, sess.Refs and updates are what moves.
 	sess.Refs = slices.DeleteFunc(slices.Clone(sess.Refs), func(r journal.RefUpdate) bool { return slices.Contains(sess.Unchanged, r.Ref) })
 	updates = slices.DeleteFunc(updates, func(u store.RefUpdate) bool { return slices.Contains(sess.Unchanged, u.Ref) })
+	if sess.State == journal.StateOpen && len(s.cfg.CheckHook) > 0 {
+		// Outside the publish lock: a slow check holds up no other
+		// publish, and checkLocked below sees refs moved meanwhile.
+		if err := s.runCheck(ctx, sess, sp, updates, plan); err != nil {
+			return s.refused(ctx, sess, err)
+		}
+		steps.done("check_hook")
+	}
 	start, err := s.moveRefs(ctx, sess, sp, updates, plan, &steps)
 	if err != nil {
 		return err

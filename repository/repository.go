@@ -189,6 +189,10 @@ func (s *Service) open(ctx context.Context, reg prometheus.Registerer) error {
 	if s.journal, err = journal.Open(filepath.Join(s.stateDir, journalFile), time.Second); err != nil {
 		return err
 	}
+	// Once the journal is held: no other daemon uses this state dir.
+	if err := s.removeChecks(); err != nil {
+		return err
+	}
 	s.journal.SetLimits(journal.Limits{SessionsPerOwner: s.cfg.MaxSessionsPerToken,
 		ObjectsPerOwner: s.cfg.MaxObjectsPerToken, LiveUploadsPerSession: maxLiveUploads})
 	if err := s.loadRevoked(ctx); err != nil {

@@ -323,6 +323,11 @@ func (p *pusher) run(ctx context.Context) error {
 		if errors.As(err, &he) && he.Status == http.StatusConflict && he.Body.Code == api.CodeSameContent {
 			return p.sameContent(ctx)
 		}
+		if errors.As(err, &he) && he.Body.Code == api.CodeCheckFailed {
+			// Nothing moved and the session stays open: a rerun would
+			// meet the same check.
+			return permanent("%s", client.CheckRefusal(he.Body))
+		}
 		if errors.As(err, &he) && he.Body.Code == api.CodeNotSigned {
 			return permanent("the daemon refused to publish: %s (sign the commit with a key it trusts)", he.Body.Error)
 		}

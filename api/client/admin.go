@@ -44,6 +44,8 @@ func classifyAdmin(err error) error {
 		return err
 	case he.Status == http.StatusUnauthorized:
 		return Permanent("the daemon refused the token (%s)", he.Body.Error)
+	case he.Body.Code == api.CodeCheckFailed:
+		return Permanent("%s", CheckRefusal(he.Body))
 	}
 	return Permanent("%s", he.Body.Error)
 }
@@ -107,7 +109,7 @@ func (a *Admin) Mint(ctx context.Context, req api.TokenRequest) (api.MintedToken
 // published in the daemon's repository req.From.
 func (a *Admin) Promote(ctx context.Context, req api.PromoteRequest) (api.Session, error) {
 	var out api.Session
-	return out, a.do(ctx, http.MethodPost, api.PathPromote, req, &out)
+	return out, a.do(slowAnswer(ctx), http.MethodPost, api.PathPromote, req, &out)
 }
 
 // Commit publishes a session: the token's own, or one uploaded by an
@@ -117,7 +119,7 @@ func (a *Admin) Promote(ctx context.Context, req api.PromoteRequest) (api.Sessio
 // force (it may move refs backwards).
 func (a *Admin) Commit(ctx context.Context, id string, force bool) (api.Session, error) {
 	var out api.Session
-	err := a.do(ctx, http.MethodPost, api.PathSessions+"/"+url.PathEscape(id)+"/commit", api.CommitRequest{Force: force}, &out)
+	err := a.do(slowAnswer(ctx), http.MethodPost, api.PathSessions+"/"+url.PathEscape(id)+"/commit", api.CommitRequest{Force: force}, &out)
 	if err != nil {
 		return out, fmt.Errorf("commit session %s: %w", id, err)
 	}
@@ -126,6 +128,6 @@ func (a *Admin) Commit(ctx context.Context, id string, force bool) (api.Session,
 
 // Close releases idle connections.
 func (a *Admin) Close() error {
-	a.c.http.CloseIdleConnections()
+	a.c.CloseIdleConnections()
 	return nil
 }

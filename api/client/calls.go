@@ -52,7 +52,7 @@ func (c *Client) Commit(ctx context.Context, id string, force bool) (api.Session
 	if force {
 		body = api.CommitRequest{Force: true}
 	}
-	return out, c.JSON(ctx, http.MethodPost, api.PathSessions+"/"+url.PathEscape(id)+"/commit", body, &out)
+	return out, c.JSON(slowAnswer(ctx), http.MethodPost, api.PathSessions+"/"+url.PathEscape(id)+"/commit", body, &out)
 }
 
 // Abort ends an open session of the token.

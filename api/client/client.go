@@ -91,6 +91,9 @@ type Client struct {
 	base  *url.URL
 	token string
 	http  *http.Client
+	// slow is http for calls whose answer waits for the daemon's hooks
+	// (see slowAnswer).
+	slow *http.Client
 	// stall is how long a request may make no progress before it is cut.
 	stall   time.Duration
 	retries atomic.Int64
@@ -133,7 +136,30 @@ func New(address, token string, jobs int, caFile string) (*Client, error) {
 	tr.MaxIdleConnsPerHost = jobs + 2
 	tr.ResponseHeaderTimeout = 5 * time.Minute // the daemon verifies before it answers the last PATCH
 	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	return &Client{base: u, token: token, http: &http.Client{Transport: tr}, stall: time.Minute}, nil
+	slow := tr.Clone()
+	slow.MaxIdleConnsPerHost = 1
+	slow.ResponseHeaderTimeout = SlowAnswerTimeout
+	return &Client{base: u, token: token, http: &http.Client{Transport: tr}, slow: &http.Client{Transport: slow}, stall: time.Minute}, nil
+}
+
+// SlowAnswerTimeout is how long a commit (or a promote) waits for the
+// daemon's answer, which comes after the repository's check_hook (10
+// minutes at most by default), the publish and its update_hook (30
+// minutes at most).
+const SlowAnswerTimeout = 45 * time.Minute
+
+type slowAnswerKey struct{}
+
+// slowAnswer marks a call whose answer waits for the daemon's hooks: it
+// waits SlowAnswerTimeout for the answer rather than 5 minutes.
+func slowAnswer(ctx context.Context) context.Context {
+	return context.WithValue(ctx, slowAnswerKey{}, true)
+}
+
+// CloseIdleConnections closes the client's idle connections.
+func (c *Client) CloseIdleConnections() {
+	c.http.CloseIdleConnections()
+	c.slow.CloseIdleConnections()
 }
 
 // url is the daemon's address (with any path prefix) followed by an API path.
@@ -190,7 +216,11 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader, 
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	res, err := c.http.Do(req)
+	hc := c.http
+	if ctx.Value(slowAnswerKey{}) != nil {
+		hc = c.slow
+	}
+	res, err := hc.Do(req)
 	if err != nil {
 		if cause := context.Cause(ctx); errors.Is(cause, ErrStalled) {
 			err = fmt.Errorf("%s %s: %w", method, path, cause)
@@ -450,6 +480,20 @@ func Temporary(err error) bool {
 // Permanent is a *PermanentError with a message.
 func Permanent(format string, args ...any) error {
 	return &PermanentError{Err: fmt.Errorf(format, args...)}
+}
+
+// CheckRefusal is the message of a publish that the daemon's check refused
+// (api.CodeCheckFailed): a sentence, then the check's last lines of
+// output, each under a bar.
+func CheckRefusal(body api.Error) string {
+	var b strings.Builder
+	b.WriteString("the daemon's check refused the publish: ")
+	b.WriteString(body.Error)
+	for _, l := range body.Output {
+		b.WriteString("\n  | ")
+		b.WriteString(l)
+	}
+	return b.String()
 }
 
 // SetLog makes the client log its retries.

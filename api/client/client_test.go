@@ -97,3 +97,38 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 		t.Fatalf("a day's Retry-After: %v", err)
 	}
 }
+
+// A commit waits for its answer as long as the daemon's hooks may take
+// (SlowAnswerTimeout), far longer than other calls: the answer comes after
+// the repository's check_hook, the publish and its update_hook. (Here both
+// waits are shortened, in the same ratio as far as the test goes.)
+func TestCommitWaitsForTheHooks(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Second) // a check in progress
+		w.Write([]byte(`{"id": "s", "state": "published"}`))
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, "t", 1, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := c.slow.Transport.(*http.Transport).ResponseHeaderTimeout; d != SlowAnswerTimeout || d < 40*time.Minute {
+		t.Fatalf("a commit waits %s for its answer", d)
+	}
+	c.http.Transport.(*http.Transport).ResponseHeaderTimeout = 200 * time.Millisecond
+	c.slow.Transport.(*http.Transport).ResponseHeaderTimeout = 10 * time.Second
+	if _, err := c.Session(context.Background(), "s"); err == nil {
+		t.Fatal("an ordinary call waited past its timeout")
+	}
+	if s, err := c.Commit(context.Background(), "s", false); err != nil || s.State != api.StatePublished {
+		t.Fatalf("commit: %+v, %v", s, err)
+	}
+	a := &Admin{c: c, budget: time.Second}
+	if _, err := a.Commit(context.Background(), "s", false); err != nil {
+		t.Fatalf("sessions commit: %v", err)
+	}
+	if _, err := a.Promote(context.Background(), api.PromoteRequest{Ref: "r"}); err != nil {
+		t.Fatalf("promote: %v", err)
+	}
+}

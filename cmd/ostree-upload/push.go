@@ -33,7 +33,8 @@ var pushCmd = &command{
 
   Exit codes: 0 done (or nothing to do); 75 interrupted for longer than
   --retry-timeout: rerun the same command, on any machine, to resume;
-  1 refused (bad token, non-fast-forward, corrupt local object…).`,
+  1 refused (bad token, non-fast-forward, corrupt local object, the
+  daemon's check…).`,
 	flags: func(fs *pflag.FlagSet) func([]string) error {
 		repo := fs.StringP("repo", "r", "repo", "local OSTree repository (archive, bare or bare-user)")
 		addr := fs.StringP("address", "a", "http://localhost:8080", "URL of the receive daemon")

@@ -187,6 +187,9 @@ func (e *Env) Stop() {
 	<-e.done
 	e.d.Close()
 	e.d = nil
+	// The tests' client may still hold connections the daemon closed;
+	// a POST sent on one after a restart would fail with EOF.
+	http.DefaultClient.CloseIdleConnections()
 }
 
 // Restart stops and starts the in-process daemon on the same address.
