@@ -32,8 +32,8 @@ type metrics struct {
 	deltaFailures    prometheus.Counter
 	deltaSeconds     prometheus.Histogram
 	deltasRetired    prometheus.Counter
-	checkRuns    *prometheus.CounterVec // by outcome: checkPassed, checkFailed, checkTimeout
-	checkSeconds prometheus.Histogram
+	checkRuns        *prometheus.CounterVec // by outcome: checkPassed, checkFailed, checkTimeout
+	checkSeconds     prometheus.Histogram
 }
 
 // Outcomes of a run of check_hook, the values of check_hook_runs_total's
@@ -96,8 +96,8 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		deltaFailures:    f("static_delta_generation_failures_total", "Static delta generations that failed or were killed at static_delta_time_limit (tried again at the next start)."),
 		deltaSeconds:     h("static_delta_generation_seconds", "Time one static delta generation took, successful or not.", prometheus.ExponentialBuckets(0.1, 3, 10)),
 		deltasRetired:    f("static_deltas_retired_total", "Static deltas deleted static_delta_grace after they stopped being wanted."),
-		checkRuns:    checkRuns,
-		checkSeconds: h("check_hook_seconds", "Time one run of check_hook took, whatever its outcome.", prometheus.ExponentialBuckets(0.1, 3, 10)),
+		checkRuns:        checkRuns,
+		checkSeconds:     h("check_hook_seconds", "Time one run of check_hook took, whatever its outcome.", prometheus.ExponentialBuckets(0.1, 3, 10)),
 	}
 }
 
