@@ -328,8 +328,11 @@ func TestCheckHookTimeout(t *testing.T) {
 	e.Config.CheckHook = []string{"sh", "-c", `sleep 30 & echo $$ $! > "$0"; echo "waiting for the signing service"; wait`, pids}
 	e.Config.CheckTimeout = config.Duration{Duration: time.Second}
 	e.Start()
+	updates := []api.RefUpdate{{Name: "main", New: fx.a}}
+	s := e.session(e.Tok, updates, false)
+	e.packFrom(fx.build, e.Tok, s.ID, updates)
 	start := time.Now()
-	r := e.push(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	r := e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)
 	took := time.Since(start)
 	want(t, r, 422)
 	var ae api.Error
