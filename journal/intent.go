@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -109,10 +110,22 @@ func (j *Journal) Deferred(ctx context.Context) ([]string, error) {
 	return out, err
 }
 
-// DoneDeferred records that the deferred work name is done. Done work
-// that is not recorded is not an error.
+// DoneDeferred records that the deferred work name is done. The record
+// stays while an intent still names the work: that publish may not have
+// moved its refs when the work began, and a crash before it asks again
+// must find the record. Done work that is not recorded is not an error.
 func (j *Journal) DoneDeferred(ctx context.Context, name string) error {
 	return j.update(ctx, "done deferred", func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketIntents).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			var in Intent
+			if err := json.Unmarshal(v, &in); err != nil {
+				return fmt.Errorf("intent %s: %w", k, err)
+			}
+			if slices.Contains(in.Deferred, name) {
+				return nil
+			}
+		}
 		return tx.Bucket(bucketDeferred).Delete([]byte(name))
 	})
 }

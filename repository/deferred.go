@@ -135,7 +135,7 @@ func (s *Service) deferredRun(ctx context.Context) {
 			failpoint.Hit("before-appstream")
 		}
 		start := time.Now()
-		err := s.summaries.do(rctx, appstream, func(full bool) error { return s.regenerate(rctx, full) })
+		err := s.summaries.do(rctx, appstream, s.regenerateShared)
 		cancel()
 		switch {
 		case err != nil && ctx.Err() != nil:

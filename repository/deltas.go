@@ -93,9 +93,14 @@ func (s *Service) wantedDeltas(ctx context.Context) ([]store.Delta, error) {
 		}
 	}
 	slices.Sort(names)
+	have, err := s.repo.ListDeltas(ctx)
+	if err != nil {
+		return nil, err
+	}
+	present := setOf(have)
 	earlier := make([][]object.Checksum, len(names))
 	for i, ref := range names {
-		if earlier[i], err = s.earlierCommits(ctx, refs[ref], heads[ref]); err != nil {
+		if earlier[i], err = s.earlierCommits(ctx, refs[ref], heads[ref], present); err != nil {
 			return nil, fmt.Errorf("earlier commits of %s: %w", ref, err)
 		}
 	}
@@ -126,7 +131,11 @@ func (s *Service) wantedDeltas(ctx context.Context) ([]store.Delta, error) {
 // head, nearest first, each held whole by production: going back from the
 // head, the commit before one is the head recorded before it (recent, the
 // ref's heads as the journal recorded them, oldest first), else its parent.
-func (s *Service) earlierCommits(ctx context.Context, head object.Checksum, recent []string) ([]object.Checksum, error) {
+// A commit production no longer holds (pruned: a fresh CI build has no
+// parent, so no ref reaches the heads before it) still counts when the
+// delta from it to head exists: clients holding it update with that delta,
+// which needs nothing of it on the server.
+func (s *Service) earlierCommits(ctx context.Context, head object.Checksum, recent []string, have map[store.Delta]bool) ([]object.Checksum, error) {
 	depth := s.cfg.StaticDeltaDepth
 	var out []object.Checksum
 	seen := map[object.Checksum]bool{head: true}
@@ -145,7 +154,7 @@ func (s *Service) earlierCommits(ctx context.Context, head object.Checksum, rece
 		if err != nil {
 			return out, err
 		}
-		if held {
+		if held || have[store.Delta{From: prev, To: head}] {
 			out = append(out, prev)
 		}
 	}
@@ -243,7 +252,7 @@ func (s *Service) owedSummary(ctx context.Context) error {
 	failpoint.Hit("before-delta-summary")
 	rctx, cancel := context.WithTimeout(ctx, summaryTimeout)
 	defer cancel()
-	if err := s.summaries.do(rctx, false, func(full bool) error { return s.regenerate(rctx, full) }); err != nil {
+	if err := s.summaries.do(rctx, false, s.regenerateShared); err != nil {
 		return fmt.Errorf("summary after the static deltas changed: %w", err)
 	}
 	return s.journal.DoneDeferred(ctx, deferredSummary)

@@ -201,6 +201,25 @@ func TestWantedDeltas(t *testing.T) {
 	if !slices.Equal(names, want) {
 		t.Fatalf("wanted deltas\n%v\nwant\n%v", names, want)
 	}
+
+	// A prune removes P2, which no ref reaches: the delta P2→C2 that
+	// exists stays wanted (clients holding P2 still update with it), but
+	// nothing is made from P2 any more, nor from what came before it.
+	storetest.MustOstree(t, "static-delta", "generate", "--repo="+repo, "--from="+p2.String(), "--to="+c2.String())
+	if err := os.Remove(filepath.Join(repo, filepath.FromSlash(object.Name{Sum: p2, Type: object.Commit}.RelPath()))); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = s.wantedDeltas(ctx); err != nil {
+		t.Fatal(err)
+	}
+	names = nil
+	for _, d := range got {
+		names = append(names, d.String())
+	}
+	want = []string{c1.String() + "-" + c2.String(), p2.String() + "-" + c2.String(), c2.String(), p1.String()}
+	if !slices.Equal(names, want) {
+		t.Fatalf("wanted deltas once P2 is pruned\n%v\nwant\n%v", names, want)
+	}
 }
 
 // journalIntent opens a session moving ref from old to new and returns

@@ -13,6 +13,7 @@ import (
 // after a run that began after its call ended (so one that regenerates
 // the summary after moving its refs sees them in it).
 type groupCommit struct {
+	runMu    sync.Mutex // held by a run, and by whoever holds off runs (exclude)
 	mu       sync.Mutex
 	next     uint64 // tickets handed out
 	served   uint64 // the highest ticket a successful run served
@@ -30,7 +31,9 @@ type groupRun struct {
 
 // do returns once a run of fn that began after this call has ended, with
 // that run's error; full asks for a run with full set. The caller that
-// finds no run in progress runs fn itself. ctx bounds only the wait.
+// finds no run in progress runs fn itself; fn must not depend on that
+// caller's context, which bounds only the wait (fn serves every caller of
+// its run).
 func (g *groupCommit) do(ctx context.Context, full bool, fn func(full bool) error) error {
 	g.mu.Lock()
 	g.next++
@@ -57,7 +60,9 @@ func (g *groupCommit) do(ctx context.Context, full bool, fn func(full bool) erro
 		r := &groupRun{upTo: g.next, full: g.wantFull, done: make(chan struct{})}
 		g.wantFull, g.running = false, r
 		g.mu.Unlock()
+		g.runMu.Lock()
 		r.err = fn(r.full)
+		g.runMu.Unlock()
 		g.mu.Lock()
 		if r.err == nil {
 			g.served = max(g.served, r.upTo)
@@ -67,4 +72,11 @@ func (g *groupCommit) do(ctx context.Context, full bool, fn func(full bool) erro
 		g.mu.Unlock()
 		return r.err
 	}
+}
+
+// exclude waits for the run in progress to end and holds off the next
+// until release is called; callers meanwhile wait as for a run.
+func (g *groupCommit) exclude() (release func()) {
+	g.runMu.Lock()
+	return g.runMu.Unlock
 }

@@ -42,17 +42,7 @@ func (s *Service) Prune(ctx context.Context, req api.PruneRequest, by string) (a
 			return res, err
 		}
 	}
-	s.publishMu.Lock()
-	defer s.publishMu.Unlock()
-	keep, err := s.heldForSessions(ctx)
-	if err != nil {
-		return res, err
-	}
-	targets, err := s.deltaTargets(ctx)
-	if err != nil {
-		return res, err
-	}
-	st, err := s.repo.Prune(ctx, store.PruneOptions{Depth: *depth, Commits: targets, Objects: keep, DryRun: req.DryRun})
+	st, keep, err := s.pruneExclusive(ctx, *depth, req.DryRun)
 	if err != nil {
 		return res, err
 	}
@@ -62,6 +52,30 @@ func (s *Service) Prune(ctx context.Context, req api.PruneRequest, by string) (a
 	}
 	s.log.Info("pruned", "by", by, "depth", *depth, "dry_run", req.DryRun, "objects", st.Objects, "pruned", st.Pruned, "bytes", st.Bytes, "kept_for_sessions", res.Kept)
 	return res, nil
+}
+
+// pruneExclusive prunes while none of the daemon's own writers of the
+// repository runs: no publish moves refs, no summary regeneration or
+// appstream update (which commits branches) runs, no update_hook, no
+// static delta pass. It returns what it kept for sessions.
+func (s *Service) pruneExclusive(ctx context.Context, depth int, dryRun bool) (store.PruneStats, []object.Name, error) {
+	s.publishMu.Lock()
+	defer s.publishMu.Unlock()
+	s.deferred.deltaMu.Lock()
+	defer s.deferred.deltaMu.Unlock()
+	s.hookMu.Lock()
+	defer s.hookMu.Unlock()
+	defer s.summaries.exclude()()
+	keep, err := s.heldForSessions(ctx)
+	if err != nil {
+		return store.PruneStats{}, nil, err
+	}
+	targets, err := s.deltaTargets(ctx)
+	if err != nil {
+		return store.PruneStats{}, nil, err
+	}
+	st, err := s.repo.Prune(ctx, store.PruneOptions{Depth: depth, Commits: targets, Objects: keep, DryRun: dryRun})
+	return st, keep, err
 }
 
 // heldForSessions lists the production objects that the open and

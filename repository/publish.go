@@ -524,12 +524,14 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 	steps.done("metadata")
 	failpoint.Hit("after-summary")
 	s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
+	// Work left for after the answer starts now (deferred.go), while the
+	// intent still keeps its journal record: a run that began before the
+	// refs moved cannot clear it.
+	s.wake(s.deferredOf(sess)...)
 	if err := s.finishPublish(ctx, sess, result); err != nil {
 		return err
 	}
 	steps.done("finish")
-	// Work left for after the answer starts now (deferred.go).
-	s.wake(s.deferredOf(sess)...)
 	s.metrics.published.Inc()
 	s.metrics.lastPublish.SetToCurrentTime()
 	log := []any{"token", sess.OwnerName, "refs", refMoves(sess), "session", sess.ID, "duration", time.Since(start).Round(time.Millisecond), "steps", steps.String()}
@@ -770,10 +772,18 @@ func (s *Service) updateMetadata(ctx context.Context, sess journal.Session) (str
 		}
 		return "", nil
 	}
-	if err := s.summaries.do(ctx, false, func(full bool) error { return s.regenerate(ctx, full) }); err != nil {
+	if err := s.summaries.do(ctx, false, s.regenerateShared); err != nil {
 		return "", err
 	}
 	return "", nil
+}
+
+// regenerateShared is regenerate as a run of the summary's group commit:
+// bounded by summaryTimeout, whoever's request started it.
+func (s *Service) regenerateShared(full bool) error {
+	ctx, cancel := context.WithTimeout(s.life, summaryTimeout)
+	defer cancel()
+	return s.regenerate(ctx, full)
 }
 
 // regenerate updates the summary from the refs as they are now and signs

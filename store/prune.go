@@ -37,11 +37,13 @@ type PruneStats struct {
 }
 
 // Prune removes the objects of r that no ref reaches within opts.Depth
-// parents and that opts does not keep otherwise, under libostree's
-// exclusive repository lock (a publish in progress finishes first; one
-// that starts waits). As libostree's own prune, it also drops the static
-// deltas whose target commit is gone. The caller serializes it with its
-// own publishes.
+// parents and that opts does not keep otherwise. It takes libostree's
+// exclusive repository lock before it reads the refs, so another process's
+// commit (an ostree or flatpak command) finishes first or waits. Within
+// this process the lock excludes nothing (threads sharing a repository
+// share its lock): the caller keeps its own writers of r out meanwhile. As
+// libostree's own prune, it also drops the static deltas whose target
+// commit is gone, even in a dry run.
 func (r *Repo) Prune(ctx context.Context, opts PruneOptions) (PruneStats, error) {
 	var st PruneStats
 	if opts.Depth < -1 {

@@ -1,8 +1,11 @@
 package store
 
 import (
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/ostree-upload/ostree-upload/store/object"
 )
@@ -107,5 +110,41 @@ func TestHeldFor(t *testing.T) {
 	n := 0
 	if err := spool.HeldFor(ctx, prod, fx.b, func(object.Name) error { n++; return nil }); err != nil || n != 0 {
 		t.Fatalf("an empty repository holds %d objects of B: %v", n, err)
+	}
+}
+
+// A prune reads the refs only once it holds the exclusive lock: a commit
+// that another process's transaction (flatpak build-update-repo committing
+// an appstream branch) writes while the prune waits for the lock stays.
+func TestPruneReadsTheRefsUnderItsLock(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "prod")
+	mustOstree(t, "init", "--mode=archive", "--repo="+path)
+	tree := filepath.Join(dir, "tree")
+	os.MkdirAll(tree, 0o755)
+	os.WriteFile(filepath.Join(tree, "f"), []byte("one\n"), 0o644)
+	mustOstree(t, "commit", "--repo="+path, "-b", "appstream/x86_64", "--tree=dir="+tree, "-s", "one")
+	pruner := openArchive(t, path)
+	holder := openArchive(t, path)
+	// Another process's transaction is in progress (a shared lock held).
+	unlock, err := holder.lockShared(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := pruner.Prune(ctx, PruneOptions{Depth: -1}); done <- err }()
+	time.Sleep(time.Second) // the traversal is done; the prune waits for the exclusive lock
+	// That transaction commits a new appstream commit and moves the ref
+	// (flatpak build-update-repo does this in the deferred worker).
+	os.WriteFile(filepath.Join(tree, "f"), []byte("two, a new file object\n"), 0o644)
+	c2 := strings.TrimSpace(mustOstree(t, "commit", "--repo="+path, "-b", "appstream/x86_64", "--tree=dir="+tree, "-s", "two"))
+	unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mustOstree(t, "fsck", "--repo="+path)
+	if _, err := os.Stat(filepath.Join(path, "objects", c2[:2], c2[2:]+".commit")); err != nil {
+		t.Errorf("the ref's commit %s was pruned: %v", c2, err)
 	}
 }

@@ -179,6 +179,12 @@ ou_prune (OstreeRepo *repo, int depth, const char *const *keep_commits,
           gboolean no_prune, gint *out_total, gint *out_pruned,
           guint64 *out_bytes, GError **error)
 {
+  /* Exclusive before the refs are read, as ostree_repo_prune does: a commit
+   * another process writes between the walk and the prune would go. */
+  g_autoptr(OstreeRepoAutoLock) lock
+      = ostree_repo_auto_lock_push (repo, OSTREE_REPO_LOCK_EXCLUSIVE, NULL, error);
+  if (!lock)
+    return FALSE;
   g_autoptr(GHashTable) reachable = ostree_repo_traverse_new_reachable ();
   g_autoptr(GHashTable) refs = NULL;
   if (!ostree_repo_list_refs_ext (repo, NULL, &refs, OSTREE_REPO_LIST_REFS_EXT_NONE, NULL, error))
