@@ -2,7 +2,10 @@
 // receive daemon and the push client.
 package api
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // ProtocolVersion is bumped on incompatible changes; clients refuse a daemon
 // with another version.
@@ -342,4 +345,19 @@ type Error struct {
 	// line each, control characters replaced: at most MaxCheckOutputLines
 	// lines of MaxCheckOutputBytes bytes together.
 	Output []string `json:"output,omitempty"`
+}
+
+// GeneratedRef reports whether ref is one that flatpak build-update-repo
+// makes from a repository's other refs (the appstream branches) or that
+// collection-based repositories keep for their metadata: a production
+// repository makes its own, so push leaves them out unless named, and they
+// get no static deltas.
+func GeneratedRef(ref string) bool {
+	return strings.HasPrefix(ref, "appstream/") || strings.HasPrefix(ref, "appstream2/") || ref == "ostree-metadata"
+}
+
+// FlatpakRef reports whether ref is a Flatpak app's or runtime's: a
+// repository holding one is updated as Flatpak clients need.
+func FlatpakRef(ref string) bool {
+	return strings.HasPrefix(ref, "app/") || strings.HasPrefix(ref, "runtime/")
 }

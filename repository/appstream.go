@@ -2,8 +2,8 @@ package repository
 
 import (
 	"slices"
-	"strings"
 
+	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/journal"
 )
 
@@ -20,20 +20,11 @@ import (
 // touchesApps reports whether a publish moving refs changes what the
 // appstream branches are made from: an app or runtime ref.
 func touchesApps(refs []journal.RefUpdate) bool {
-	return slices.ContainsFunc(refs, func(r journal.RefUpdate) bool {
-		return strings.HasPrefix(r.Ref, "app/") || strings.HasPrefix(r.Ref, "runtime/")
-	})
+	return slices.ContainsFunc(refs, func(r journal.RefUpdate) bool { return api.FlatpakRef(r.Ref) })
 }
 
 // appstreamDeferred reports whether a publish of sess leaves the appstream
 // update for after its answer.
 func (s *Service) appstreamDeferred(sess journal.Session) bool {
 	return s.cfg.Update && len(s.cfg.UpdateHook) == 0 && touchesApps(sess.Refs)
-}
-
-// derivedRef reports whether ref is one the production side makes itself
-// from the others (flatpak build-update-repo's appstream branches and
-// ostree-metadata): it gets no static deltas.
-func derivedRef(ref string) bool {
-	return strings.HasPrefix(ref, "appstream/") || strings.HasPrefix(ref, "appstream2/") || ref == "ostree-metadata"
 }

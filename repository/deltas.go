@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/internal/failpoint"
 	"github.com/ostree-upload/ostree-upload/journal"
 	"github.com/ostree-upload/ostree-upload/store"
@@ -43,7 +44,7 @@ const deltaDeleteTimeout = 5 * time.Minute
 // deltasDeferred reports whether a publish of sess leaves static deltas to
 // generate after its answer.
 func (s *Service) deltasDeferred(sess journal.Session) bool {
-	return s.cfg.StaticDeltas && slices.ContainsFunc(sess.Refs, func(r journal.RefUpdate) bool { return !derivedRef(r.Ref) })
+	return s.cfg.StaticDeltas && slices.ContainsFunc(sess.Refs, func(r journal.RefUpdate) bool { return !api.GeneratedRef(r.Ref) })
 }
 
 // headsToKeep is how many recent heads of each ref the journal keeps: the
@@ -65,10 +66,10 @@ func (s *Service) checkDeltaTools() error {
 }
 
 // wantedDeltas lists the deltas the repository should have now, the most
-// useful first: for each ref (but the derived ones, see derivedRef), from
+// useful first: for each ref (but the derived ones, see api.GeneratedRef), from
 // its nearest earlier commit to its head, then from the next one, and so
-// on, then from nothing.
-func (s *Service) wantedDeltas(ctx context.Context) ([]store.Delta, error) {
+// on, then from nothing. have is the deltas the repository holds.
+func (s *Service) wantedDeltas(ctx context.Context, have []store.Delta) ([]store.Delta, error) {
 	refs, err := s.repo.ListRefs(ctx)
 	if err != nil {
 		return nil, err
@@ -88,15 +89,11 @@ func (s *Service) wantedDeltas(ctx context.Context) ([]store.Delta, error) {
 	}
 	names := make([]string, 0, len(refs))
 	for ref := range refs {
-		if !derivedRef(ref) {
+		if !api.GeneratedRef(ref) {
 			names = append(names, ref)
 		}
 	}
 	slices.Sort(names)
-	have, err := s.repo.ListDeltas(ctx)
-	if err != nil {
-		return nil, err
-	}
 	present := setOf(have)
 	earlier := make([][]object.Checksum, len(names))
 	for i, ref := range names {
@@ -202,11 +199,11 @@ func (s *Service) deltaPass(ctx context.Context) error {
 	if !s.cfg.StaticDeltas {
 		return nil
 	}
-	wanted, err := s.wantedDeltas(ctx)
+	have, err := s.repo.ListDeltas(ctx)
 	if err != nil {
 		return err
 	}
-	have, err := s.repo.ListDeltas(ctx)
+	wanted, err := s.wantedDeltas(ctx, have)
 	if err != nil {
 		return err
 	}
@@ -454,11 +451,11 @@ func (s *Service) RetireStaticDeltas(ctx context.Context) (DeltaRetirement, erro
 	w := s.deferred
 	w.deltaMu.Lock()
 	defer w.deltaMu.Unlock()
-	wanted, err := s.wantedDeltas(ctx)
+	before, err := s.repo.ListDeltas(ctx)
 	if err != nil {
 		return r, err
 	}
-	before, err := s.repo.ListDeltas(ctx)
+	wanted, err := s.wantedDeltas(ctx, before)
 	if err != nil {
 		return r, err
 	}

@@ -184,7 +184,7 @@ func TestWantedDeltas(t *testing.T) {
 	sess(p2.String(), c0)
 	sess(c0, c1.String())
 	sess(c1.String(), c2.String())
-	got, err := s.wantedDeltas(ctx)
+	got, err := wanted(t, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func TestWantedDeltas(t *testing.T) {
 	if err := os.Remove(filepath.Join(repo, filepath.FromSlash(object.Name{Sum: p2, Type: object.Commit}.RelPath()))); err != nil {
 		t.Fatal(err)
 	}
-	if got, err = s.wantedDeltas(ctx); err != nil {
+	if got, err = wanted(t, s); err != nil {
 		t.Fatal(err)
 	}
 	names = nil
@@ -339,4 +339,14 @@ func findProcess(t *testing.T, arg string) int {
 	}
 	t.Fatalf("no process with argument %s", arg)
 	return 0
+}
+
+// wanted is s.wantedDeltas given the deltas s's repository holds.
+func wanted(t *testing.T, s *Service) ([]store.Delta, error) {
+	t.Helper()
+	have, err := s.repo.ListDeltas(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.wantedDeltas(ctx, have)
 }

@@ -930,7 +930,7 @@ func (s *Service) isFlatpakRepo(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	for r := range refs {
-		if strings.HasPrefix(r, "app/") || strings.HasPrefix(r, "runtime/") {
+		if api.FlatpakRef(r) {
 			return true, nil
 		}
 	}

@@ -58,7 +58,7 @@ type RefResult struct {
 // Result summarizes a push.
 type Result struct {
 	Refs           []RefResult
-	GeneratedRefs  []string // refs of the build repository left out without -b (see generatedRef)
+	GeneratedRefs  []string // refs of the build repository left out without -b (see api.GeneratedRef)
 	Objects        int      // objects offered
 	Sent           int      // objects uploaded (or resumed)
 	Skipped        int      // objects the daemon already had
@@ -485,7 +485,7 @@ func (p *pusher) refUpdates(ctx context.Context, info api.Info) ([]api.RefUpdate
 	refs := p.opts.Refs
 	if len(refs) == 0 {
 		for r := range local {
-			if generatedRef(r) {
+			if api.GeneratedRef(r) {
 				p.res.GeneratedRefs = append(p.res.GeneratedRefs, r)
 				continue
 			}
@@ -518,15 +518,6 @@ func (p *pusher) refUpdates(ctx context.Context, info api.Info) ([]api.RefUpdate
 		p.res.Refs = append(p.res.Refs, r)
 	}
 	return updates, nil
-}
-
-// generatedRef reports whether ref is one that flatpak-builder and
-// flatpak build-update-repo leave in a build repository and that the
-// production side generates for itself (appstream data, the metadata ref of
-// collection-based repositories). Without -b they are not pushed, as
-// ostree-push does; named with -b they are.
-func generatedRef(ref string) bool {
-	return strings.HasPrefix(ref, "appstream/") || strings.HasPrefix(ref, "appstream2/") || ref == "ostree-metadata"
 }
 
 func refList(m map[string]object.Checksum) string {
