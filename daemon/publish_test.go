@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -863,4 +864,81 @@ func concurrentPublishes(t *testing.T, prefix string) float64 {
 	}
 	e.CheckPublished(want)
 	return runs
+}
+
+// The summary is where a publish's refs appear together: while twenty
+// two-ref publishes land at once, no summary a client can read shows one
+// ref of a session moved and the other not. (The moment between a
+// session's two refs is short: this catches a regeneration that reads
+// refs while they move only now and then; TestGroupCommitRunsUnderTheRefsLock
+// in package repository holds the mechanism itself.)
+func TestSummaryShowsPublishesWhole(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.Start()
+	const n = 20
+	build := filepath.Join(t.TempDir(), "build")
+	storetest.MustOstree(t, "init", "--mode=archive", "--repo="+build)
+	sids := make([]string, n)
+	want := map[string]string{}
+	for i := range sids {
+		var u []api.RefUpdate
+		// Flatpak refs: each regeneration runs flatpak build-update-repo,
+		// long beside the moment between a session's two refs.
+		for _, ref := range []string{fmt.Sprintf("app/org.example.A%02d/x86_64/stable", i), fmt.Sprintf("app/org.example.A%02d.Locale/x86_64/stable", i)} {
+			tree := t.TempDir()
+			os.WriteFile(filepath.Join(tree, "f"), []byte(ref), 0o644)
+			c, err := storetest.CommitTree(build, ref, tree, 1700000000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u = append(u, api.RefUpdate{Name: ref, New: strings.TrimSpace(c)})
+			want[ref] = u[len(u)-1].New
+		}
+		s := e.session(e.Tok, u, false)
+		e.packFrom(build, e.Tok, s.ID, u)
+		sids[i] = s.ID
+	}
+	stop := make(chan struct{})
+	watched := make(chan int)
+	go func() {
+		views := 0
+		defer func() { watched <- views }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			// The summary is replaced by a rename: each read is one
+			// whole summary, its ref names NUL-terminated strings.
+			sum, err := os.ReadFile(filepath.Join(e.Repo, "summary"))
+			if err != nil {
+				continue // none yet
+			}
+			views++
+			for i := range n {
+				a := bytes.Contains(sum, fmt.Appendf(nil, "app/org.example.A%02d/x86_64/stable\x00", i))
+				b := bytes.Contains(sum, fmt.Appendf(nil, "app/org.example.A%02d.Locale/x86_64/stable\x00", i))
+				if a != b {
+					t.Errorf("a summary shows one ref of session %d's two (app: %v, locale: %v)", i, a, b)
+					return
+				}
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for i, sid := range sids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r, err := e.send(e.Tok, "POST", api.PathSessions+"/"+sid+"/commit", nil, nil); err != nil || r.status != 200 {
+				t.Errorf("commit %d: %v %d %s", i, err, r.status, r.body)
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	t.Logf("%d summaries read while the publishes landed", <-watched)
+	e.CheckPublished(want)
 }

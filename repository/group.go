@@ -13,7 +13,11 @@ import (
 // after a run that began after its call ended (so one that regenerates
 // the summary after moving its refs sees them in it).
 type groupCommit struct {
-	runMu    sync.Mutex // held by a run, and by whoever holds off runs (exclude)
+	// refs, if set, is the lock under which refs move: a run holds it, so
+	// that what it reads shows every publish whole (the summary is the
+	// point where a publish's refs appear together), and serves the callers
+	// that asked before it got it.
+	refs     sync.Locker
 	mu       sync.Mutex
 	next     uint64 // tickets handed out
 	served   uint64 // the highest ticket a successful run served
@@ -57,12 +61,19 @@ func (g *groupCommit) do(ctx context.Context, full bool, fn func(full bool) erro
 			g.mu.Lock()
 			continue
 		}
-		r := &groupRun{upTo: g.next, full: g.wantFull, done: make(chan struct{})}
-		g.wantFull, g.running = false, r
+		r := &groupRun{done: make(chan struct{})}
+		g.running = r
 		g.mu.Unlock()
-		g.runMu.Lock()
+		if g.refs != nil {
+			g.refs.Lock()
+		}
+		g.mu.Lock()
+		r.upTo, r.full, g.wantFull = g.next, g.wantFull, false
+		g.mu.Unlock()
 		r.err = fn(r.full)
-		g.runMu.Unlock()
+		if g.refs != nil {
+			g.refs.Unlock()
+		}
 		g.mu.Lock()
 		if r.err == nil {
 			g.served = max(g.served, r.upTo)
@@ -72,11 +83,4 @@ func (g *groupCommit) do(ctx context.Context, full bool, fn func(full bool) erro
 		g.mu.Unlock()
 		return r.err
 	}
-}
-
-// exclude waits for the run in progress to end and holds off the next
-// until release is called; callers meanwhile wait as for a run.
-func (g *groupCommit) exclude() (release func()) {
-	g.runMu.Lock()
-	return g.runMu.Unlock
 }

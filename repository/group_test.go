@@ -92,3 +92,42 @@ func TestGroupCommitErrorsAndFullRuns(t *testing.T) {
 	}
 	close(block)
 }
+
+// A run waits for the lock under which refs move, so that it never reads
+// a publish half done, and serves every caller that asked before it got
+// the lock.
+func TestGroupCommitRunsUnderTheRefsLock(t *testing.T) {
+	var refs sync.Mutex
+	g := groupCommit{refs: &refs}
+	var runs atomic.Int32
+	fn := func(bool) error { runs.Add(1); return nil }
+	refs.Lock() // a publish is moving its refs
+	errs := make(chan error, 2)
+	go func() { errs <- g.do(context.Background(), false, fn) }()
+	for waiting := uint64(0); waiting < 1; {
+		time.Sleep(time.Millisecond)
+		g.mu.Lock()
+		waiting = g.next
+		g.mu.Unlock()
+	}
+	go func() { errs <- g.do(context.Background(), false, fn) }() // asks before the run has the lock
+	for waiting := uint64(0); waiting < 2; {
+		time.Sleep(time.Millisecond)
+		g.mu.Lock()
+		waiting = g.next
+		g.mu.Unlock()
+	}
+	time.Sleep(20 * time.Millisecond)
+	if n := runs.Load(); n != 0 {
+		t.Fatalf("%d runs while refs were moving", n)
+	}
+	refs.Unlock()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("%d runs for two callers that asked before it began, want 1", n)
+	}
+}

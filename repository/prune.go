@@ -42,12 +42,12 @@ func (s *Service) Prune(ctx context.Context, req api.PruneRequest, by string) (a
 			return res, err
 		}
 	}
-	st, keep, err := s.pruneExclusive(ctx, *depth, req.DryRun)
+	st, opts, err := s.pruneExclusive(ctx, *depth, req.DryRun)
 	if err != nil {
 		return res, err
 	}
 	res = api.PruneResult{Depth: *depth, DryRun: req.DryRun, Objects: st.Objects, Pruned: st.Pruned, Bytes: st.Bytes}
-	if kept, err := s.keptBeyond(ctx, *depth, keep); err == nil {
+	if kept, err := s.keptBeyond(ctx, opts, st); err == nil {
 		res.Kept = kept
 	}
 	s.log.Info("pruned", "by", by, "depth", *depth, "dry_run", req.DryRun, "objects", st.Objects, "pruned", st.Pruned, "bytes", st.Bytes, "kept_for_sessions", res.Kept)
@@ -55,27 +55,27 @@ func (s *Service) Prune(ctx context.Context, req api.PruneRequest, by string) (a
 }
 
 // pruneExclusive prunes while none of the daemon's own writers of the
-// repository runs: no publish moves refs, no summary regeneration or
-// appstream update (which commits branches) runs, no update_hook, no
-// static delta pass. It returns what it kept for sessions.
-func (s *Service) pruneExclusive(ctx context.Context, depth int, dryRun bool) (store.PruneStats, []object.Name, error) {
-	s.publishMu.Lock()
-	defer s.publishMu.Unlock()
+// repository runs: no static delta pass, no publish moving refs, no
+// summary regeneration or appstream update (which commits branches; runs
+// hold the publish lock), no update_hook. It returns the options it pruned
+// with. The locks go in the order the deferred worker takes them.
+func (s *Service) pruneExclusive(ctx context.Context, depth int, dryRun bool) (store.PruneStats, store.PruneOptions, error) {
 	s.deferred.deltaMu.Lock()
 	defer s.deferred.deltaMu.Unlock()
+	s.publishMu.Lock()
+	defer s.publishMu.Unlock()
 	s.hookMu.Lock()
 	defer s.hookMu.Unlock()
-	defer s.summaries.exclude()()
-	keep, err := s.heldForSessions(ctx)
-	if err != nil {
-		return store.PruneStats{}, nil, err
+	opts := store.PruneOptions{Depth: depth, DryRun: dryRun}
+	var err error
+	if opts.Objects, err = s.heldForSessions(ctx); err != nil {
+		return store.PruneStats{}, opts, err
 	}
-	targets, err := s.deltaTargets(ctx)
-	if err != nil {
-		return store.PruneStats{}, nil, err
+	if opts.Commits, err = s.deltaTargets(ctx); err != nil {
+		return store.PruneStats{}, opts, err
 	}
-	st, err := s.repo.Prune(ctx, store.PruneOptions{Depth: depth, Commits: targets, Objects: keep, DryRun: dryRun})
-	return st, keep, err
+	st, err := s.repo.Prune(ctx, opts)
+	return st, opts, err
 }
 
 // heldForSessions lists the production objects that the open and
@@ -118,21 +118,24 @@ func (s *Service) heldForSessions(ctx context.Context) ([]object.Name, error) {
 	return out, nil
 }
 
-// keptBeyond counts the objects of keep that the refs alone would not have
-// kept at depth: what the sessions' needs cost the prune.
-func (s *Service) keptBeyond(ctx context.Context, depth int, keep []object.Name) (int, error) {
-	if len(keep) == 0 {
+// keptBeyond counts the objects that the prune done with opts (st) kept
+// only because sessions count on them (opts.Objects). One dry run without
+// them tells: after a prune, it counts those objects alone; beside a dry
+// run, it counts them with the st.Pruned others.
+func (s *Service) keptBeyond(ctx context.Context, opts store.PruneOptions, st store.PruneStats) (int, error) {
+	if len(opts.Objects) == 0 {
 		return 0, nil
 	}
-	st, err := s.repo.Prune(ctx, store.PruneOptions{Depth: depth, DryRun: true})
+	without := opts
+	without.Objects, without.DryRun = nil, true
+	all, err := s.repo.Prune(ctx, without)
 	if err != nil {
 		return 0, err
 	}
-	after, err := s.repo.Prune(ctx, store.PruneOptions{Depth: depth, Objects: keep, DryRun: true})
-	if err != nil {
-		return 0, err
+	if opts.DryRun {
+		return all.Pruned - st.Pruned, nil
 	}
-	return st.Pruned - after.Pruned, nil
+	return all.Pruned, nil
 }
 
 // deltaTargets lists, with static deltas on, the target commits of the

@@ -147,6 +147,7 @@ func Open(ctx context.Context, cfg *config.Config, env Env) (*Service, error) {
 	}
 	s := &Service{name: env.Name, cfg: cfg, log: env.Log, tokens: env.Tokens, version: env.Version, stateDir: StateDirOf(cfg),
 		deferred: newDeferredWork(), now: time.Now}
+	s.summaries.refs = &s.publishMu
 	s.life, s.stop = context.WithCancel(context.Background())
 	s.drained, s.drain = context.WithCancel(s.life)
 	s.tusDir = filepath.Join(s.stateDir, "uploads")
