@@ -56,16 +56,14 @@ func (s *Service) Prune(ctx context.Context, req api.PruneRequest, by string) (a
 
 // pruneExclusive prunes while none of the daemon's own writers of the
 // repository runs: no static delta pass, no publish moving refs, no
-// summary regeneration or appstream update (which commits branches; runs
-// hold the publish lock), no update_hook. It returns the options it pruned
+// summary regeneration, appstream update (which commits branches) or
+// update_hook (they hold the publish lock). It returns the options it pruned
 // with. The locks go in the order the deferred worker takes them.
 func (s *Service) pruneExclusive(ctx context.Context, depth int, dryRun bool) (store.PruneStats, store.PruneOptions, error) {
 	s.deferred.deltaMu.Lock()
 	defer s.deferred.deltaMu.Unlock()
 	s.publishMu.Lock()
 	defer s.publishMu.Unlock()
-	s.hookMu.Lock()
-	defer s.hookMu.Unlock()
 	opts := store.PruneOptions{Depth: depth, DryRun: dryRun}
 	var err error
 	if opts.Objects, err = s.heldForSessions(ctx); err != nil {

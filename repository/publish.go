@@ -759,8 +759,10 @@ func (s *Service) updateMetadata(ctx context.Context, sess journal.Session) (str
 	case !s.cfg.Update:
 		return "", nil
 	case len(s.cfg.UpdateHook) > 0:
-		s.hookMu.Lock()
-		defer s.hookMu.Unlock()
+		// Under the publish lock, as a summary run: the hook reads the
+		// refs of no publish half moved.
+		s.publishMu.Lock()
+		defer s.publishMu.Unlock()
 		failpoint.Hit("before-hook")
 		start := time.Now()
 		err := s.runUpdateHook(ctx, sess)

@@ -74,7 +74,6 @@ type Service struct {
 	packs     livePacks
 	metrics   *metrics
 	publishMu sync.Mutex      // one publish at a time moves refs in the repo
-	hookMu    sync.Mutex      // one update_hook at a time
 	summaries groupCommit     // summary regenerations, shared by publishes that wait at once
 	sessLocks [256]sync.Mutex // striped by session ID
 	upLocks   [256]sync.Mutex // striped by upload ID (taken inside a session lock)
