@@ -20,7 +20,7 @@ COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 # Debian packages the build and the tests need.
-DEB_PACKAGES := gcc pkg-config libostree-dev ostree curl gnupg flatpak nginx-light prometheus
+DEB_PACKAGES := gcc pkg-config libostree-dev ostree curl gnupg flatpak nginx-light prometheus openssh-server openssh-client
 # Debian packages the push vs pull bench needs as well.
 BENCH_DEB_PACKAGES := iproute2
 
