@@ -42,6 +42,9 @@ type Identity struct {
 	// the API ("" for a configured token): where that token is revoked,
 	// this one is refused too.
 	MintedBy string
+	// Account is the unix account of an identity learnt from the
+	// operating system (a push over ssh); "" for a token.
+	Account string
 }
 
 // Can reports whether the token has scope.
@@ -67,6 +70,15 @@ func (i Identity) DisplayName() string {
 		return i.Name
 	}
 	return "token-" + i.ID()
+}
+
+// Subject names the identity in a sentence: "token NAME", or "unix
+// account USER" for an account.
+func (i Identity) Subject() string {
+	if i.Account != "" {
+		return "unix account " + i.Account
+	}
+	return "token " + i.DisplayName()
 }
 
 // AllowsRef reports whether the token may move ref (no globs = any ref).
@@ -150,7 +162,8 @@ type keyEntry struct {
 // Keyring checks presented secrets against the configured tokens. It is
 // immutable after construction and safe for concurrent use.
 type Keyring struct {
-	entries []keyEntry
+	entries  []keyEntry // tokens
+	accounts []keyEntry // unix accounts: never matched by Authenticate
 }
 
 // Token is what authentication knows of a configured token.
@@ -166,11 +179,15 @@ type Token struct {
 
 var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
-// NewKeyring builds a keyring from tokens (already validated, normally by
-// the configuration's loading). Entries without a valid sha256 can never
-// match and are left out.
-func NewKeyring(tokens []Token) *Keyring {
+// NewKeyring builds a keyring from tokens and the unix accounts that may
+// push over ssh (already validated, normally by the configuration's
+// loading). Token entries without a valid sha256 can never match and are
+// left out.
+func NewKeyring(tokens []Token, accounts ...Account) *Keyring {
 	k := &Keyring{}
+	for _, a := range accounts {
+		k.accounts = append(k.accounts, accountEntry(a))
+	}
 	for _, t := range tokens {
 		var e keyEntry
 		if !sha256Hex.MatchString(t.SHA256) {
@@ -194,11 +211,14 @@ func NewKeyring(tokens []Token) *Keyring {
 	return k
 }
 
-// Owners lists the identity hashes of the usable tokens.
+// Owners lists the identity hashes of the usable tokens and accounts.
 func (k *Keyring) Owners() []string {
-	out := make([]string, len(k.entries))
-	for i, e := range k.entries {
-		out[i] = e.id.Hash
+	out := make([]string, 0, len(k.entries)+len(k.accounts))
+	for _, e := range k.entries {
+		out = append(out, e.id.Hash)
+	}
+	for _, e := range k.accounts {
+		out = append(out, e.id.Hash)
 	}
 	return out
 }
@@ -233,11 +253,14 @@ func (k *Keyring) Authenticate(secret string, now time.Time) (Identity, error) {
 	return id, nil
 }
 
-// Lookup returns the identity of the usable token whose hash is hash.
+// Lookup returns the identity of the usable token or account whose hash
+// is hash.
 func (k *Keyring) Lookup(hash string) (Identity, bool) {
-	for _, e := range k.entries {
-		if e.id.Hash == hash {
-			return e.id.clone(), true
+	for _, list := range [][]keyEntry{k.entries, k.accounts} {
+		for _, e := range list {
+			if e.id.Hash == hash {
+				return e.id.clone(), true
+			}
 		}
 	}
 	return Identity{}, false

@@ -45,7 +45,7 @@ func appendNew(t *testing.T, path string, tok Token) (secret string) {
 	if created, err := time.Parse(time.RFC3339, last.Created); err != nil || time.Since(created) > time.Minute {
 		t.Errorf("created = %q", last.Created)
 	}
-	id, err := NewKeyring(cfg.Tokens).Authenticate(secret, time.Now())
+	id, err := NewKeyring(cfg.Tokens, nil).Authenticate(secret, time.Now())
 	if err != nil || id.Hash != hash || id.Name != tok.Name {
 		t.Errorf("Authenticate: %+v, %v", id, err)
 	}
@@ -110,7 +110,7 @@ func TestAppendLirios(t *testing.T) {
 	}
 	// The lirios token still works.
 	cfg, _ := Load(path)
-	if _, err := NewKeyring(cfg.Tokens).Authenticate(liriosSecret, time.Now()); err != nil {
+	if _, err := NewKeyring(cfg.Tokens, nil).Authenticate(liriosSecret, time.Now()); err != nil {
 		t.Error(err)
 	}
 	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o640 {
@@ -221,7 +221,7 @@ func TestAppendSymlink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewKeyring(cfg.Tokens).Authenticate(secret, time.Now()); err != nil {
+	if _, err := NewKeyring(cfg.Tokens, nil).Authenticate(secret, time.Now()); err != nil {
 		t.Error(err)
 	}
 }
@@ -318,7 +318,7 @@ func TestAppendRepos(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := NewKeyring(cfg.Tokens).Authenticate(secret, time.Now())
+	id, err := NewKeyring(cfg.Tokens, nil).Authenticate(secret, time.Now())
 	if err != nil || !reflect.DeepEqual(id.Repos, []string{"beta", "team/*"}) || !id.AllowsRepo("team/x") || id.AllowsRepo("stable") {
 		t.Errorf("identity %+v, %v", id, err)
 	}

@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/user"
 	"regexp"
 	"strconv"
 	"strings"
@@ -90,6 +91,10 @@ type Config struct {
 	RequireAncestry    bool     `yaml:"require_ancestry"`              // a ref moves only to a descendant of its commit (else: to any newer commit); default false
 	PruneDepth         *int     `yaml:"prune_depth,omitempty"`         // parents `ostree-upload prune` keeps below each ref's commit (-1: all); default none (prune needs --depth)
 	UpdateHook         Command  `yaml:"update_hook,omitempty"`         // run instead of the built-in update
+	// ostree-push's receiver's options: they act on every push over ssh
+	// (a push over HTTP asks for them itself: push --force, --dry-run).
+	Force  bool `yaml:"force"`   // ssh pushes may move refs backwards or to unrelated commits
+	DryRun bool `yaml:"dry_run"` // ssh pushes are judged, and nothing is received or changed
 	// Static deltas, generated after a publish (see deltas.go).
 	StaticDeltas           bool     `yaml:"static_deltas"`             // generate static deltas to the refs' new commits; default false
 	StaticDeltaDepth       int      `yaml:"static_delta_depth"`        // earlier commits of a ref that get a delta to its head; default 2
@@ -104,6 +109,10 @@ type Config struct {
 	// and Forwarded headers are believed; from anyone else they are dropped.
 	TrustedProxies []netip.Prefix `yaml:"trusted_proxies,omitempty" scope:"daemon"`
 	Tokens         []Token        `yaml:"tokens,omitempty" scope:"daemon"`
+	// Accounts are the unix accounts that may push over ssh, with what
+	// each may do; none means the daemon's own account, with the default
+	// scopes on every repository and ref.
+	Accounts []Account `yaml:"accounts,omitempty" scope:"daemon"`
 	LogLevel       slog.Level     `yaml:"log_level" scope:"daemon"` // the daemon's log level; default Info
 	// Root is the directory the repositories' names are relative to; ""
 	// for none (a file with the one repository Repo).
@@ -111,9 +120,17 @@ type Config struct {
 	// Repos are the repos entries, keyed by the repository's path as
 	// written (relative to Root, or absolute under it).
 	Repos map[string]Overrides `yaml:"repos,omitempty" scope:"daemon"`
-	// Warnings are sentences about keys accepted but ignored (force,
-	// dry_run), each starting with the file and line; not a key.
+	// Warnings are sentences about keys accepted but ignored, each
+	// starting with the file and line; not a key.
 	Warnings []string `yaml:"-"`
+}
+
+// Account is one entry of accounts: a unix account that may push over ssh.
+type Account struct {
+	User   string   `yaml:"user"`
+	Repos  []string `yaml:"repos,omitempty"`  // repository globs; empty = all
+	Refs   []string `yaml:"refs,omitempty"`   // ref globs; empty = all refs
+	Scopes []string `yaml:"scopes,omitempty"` // nil = upload and publish
 }
 
 // Token is one API token entry of the configuration file. Exactly one of
@@ -130,16 +147,36 @@ type Token struct {
 	Created  string     `yaml:"created,omitempty"`   // kept as text (lirios wrote RFC3339)
 }
 
-// Keyring is the keyring of the tokens of the file.
-func (c *Config) Keyring() *auth.Keyring { return NewKeyring(c.Tokens) }
+// Keyring is the keyring of the tokens and accounts of the file.
+func (c *Config) Keyring() *auth.Keyring { return NewKeyring(c.Tokens, c.Accounts) }
 
-// NewKeyring is the keyring of token entries.
-func NewKeyring(tokens []Token) *auth.Keyring {
+// NewKeyring is the keyring of token entries and accounts entries. Without
+// accounts entries, the account the program runs as may push over ssh with
+// the default scopes, as ostree-push lets whoever can log in push.
+func NewKeyring(tokens []Token, accounts []Account) *auth.Keyring {
 	toks := make([]auth.Token, len(tokens))
 	for i, t := range tokens {
 		toks[i] = auth.Token{SHA256: t.secretHash(), Name: t.Name, Repos: t.Repos, Refs: t.Refs, Scopes: t.Scopes, Expires: t.Expires, MintedBy: t.MintedBy}
 	}
-	return auth.NewKeyring(toks)
+	var accs []auth.Account
+	for _, a := range accounts {
+		accs = append(accs, auth.Account{User: a.User, Repos: a.Repos, Refs: a.Refs, Scopes: a.Scopes})
+	}
+	if len(accounts) == 0 {
+		if me, err := CurrentUser(); err == nil {
+			accs = append(accs, auth.Account{User: me})
+		}
+	}
+	return auth.NewKeyring(toks, accs...)
+}
+
+// CurrentUser is the login name of the account the program runs as.
+func CurrentUser() (string, error) {
+	u, err := user.Current()
+	if err != nil {
+		return "", fmt.Errorf("who am I: %w", err)
+	}
+	return u.Username, nil
 }
 
 // secretHash is the hex SHA-256 of the token's secret.
@@ -670,19 +707,12 @@ func (p *parser) config(root *yaml.Node, cfg *Config) error {
 			if cfg.LogLevel, err = parseLogLevel(s); err != nil {
 				return p.errorf(v, key, "%v", err)
 			}
-		case "force", "dry_run":
-			// ostree-push's receiver's options, which would act on every
-			// push: here a push asks for them itself.
-			var on bool
-			if err := p.boolean(v, key, &on); err != nil || !on {
-				return err
-			}
-			what, flag := "force", "--force"
-			if key == "dry_run" {
-				what, flag = "a dry run", "--dry-run"
-			}
-			cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s:%d: %s: %s is ignored: %s is asked for per push (ostree-upload push %s)",
-				p.file, v.Line, p.key(key), v.Value, what, flag))
+		case "force":
+			return p.boolean(v, key, &cfg.Force)
+		case "dry_run":
+			return p.boolean(v, key, &cfg.DryRun)
+		case "accounts":
+			return p.accounts(v, cfg)
 		case "root":
 			s, _, err := p.str(v, key)
 			if err != nil {
@@ -774,46 +804,8 @@ func (p *parser) token(m *yaml.Node, prefix string) (Token, map[string]*yaml.Nod
 			default:
 				t.Created = s
 			}
-		case "refs", "repos":
-			if isNull(v) {
-				return nil
-			}
-			what, list := "ref", &t.Refs
-			if key == "repos" {
-				what, list = "repository", &t.Repos
-			}
-			if v.Kind != yaml.SequenceNode {
-				return p.errorf(v, full, "must be a list of %s globs", what)
-			}
-			*list = []string{}
-			for j, r := range v.Content {
-				for r.Kind == yaml.AliasNode && r.Alias != nil {
-					r = r.Alias
-				}
-				s, ok, err := p.str(r, fmt.Sprintf("%s[%d]", full, j))
-				if err != nil {
-					return err
-				}
-				if !ok {
-					return p.errorf(r, fmt.Sprintf("%s[%d]", full, j), "must not be empty")
-				}
-				*list = append(*list, s)
-			}
-		case "scopes":
-			if isNull(v) {
-				return nil
-			}
-			if v.Kind != yaml.SequenceNode {
-				return p.errorf(v, full, "must be a list of scopes (%s)", strings.Join(auth.AllScopes, ", "))
-			}
-			t.Scopes = []string{}
-			for j, r := range v.Content {
-				s, _, err := p.str(r, fmt.Sprintf("%s[%d]", full, j))
-				if err != nil {
-					return err
-				}
-				t.Scopes = append(t.Scopes, s)
-			}
+		case "refs", "repos", "scopes":
+			return p.grant(key, v, full, &t.Repos, &t.Refs, &t.Scopes)
 		case "expires":
 			s, ok, err := p.str(v, full)
 			if err != nil || !ok {

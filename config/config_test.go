@@ -258,7 +258,7 @@ func TestLiriosFile(t *testing.T) {
 	if len(cfg.Tokens) != 1 || cfg.Tokens[0].Token != liriosSecret || cfg.Tokens[0].Created != "2020-12-30T10:00:00Z" {
 		t.Fatalf("tokens = %+v", cfg.Tokens)
 	}
-	k := NewKeyring(cfg.Tokens)
+	k := NewKeyring(cfg.Tokens, nil)
 	if k.Len() != 1 {
 		t.Fatalf("Len = %d", k.Len())
 	}
@@ -294,7 +294,7 @@ func TestAuthenticate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := NewKeyring(cfg.Tokens)
+	k := NewKeyring(cfg.Tokens, nil)
 	if k.Len() != 3 {
 		t.Fatalf("Len = %d", k.Len())
 	}
@@ -327,14 +327,14 @@ func TestAuthenticate(t *testing.T) {
 			t.Errorf("%q: %+v, %v", bad, id, err)
 		}
 	}
-	empty := NewKeyring(nil)
+	empty := NewKeyring(nil, nil)
 	if _, err := empty.Authenticate(secret, now); !errors.Is(err, auth.ErrUnknownToken) || empty.Len() != 0 {
 		t.Errorf("empty keyring: %v", err)
 	}
 }
 
 func TestKeyringConcurrent(t *testing.T) {
-	k := NewKeyring([]Token{{Token: "a", Name: "a", Refs: []string{"x/*"}}, {SHA256: auth.Hash("b")}})
+	k := NewKeyring([]Token{{Token: "a", Name: "a", Refs: []string{"x/*"}}, {SHA256: auth.Hash("b")}}, nil)
 	done := make(chan bool)
 	for i := 0; i < 8; i++ {
 		go func() {
@@ -380,7 +380,7 @@ func TestScopesAndProxies(t *testing.T) {
 	if cfg.Tokens[0].Scopes != nil {
 		t.Errorf("absent scopes read as %q", cfg.Tokens[0].Scopes)
 	}
-	ids := NewKeyring(cfg.Tokens).Identities()
+	ids := NewKeyring(cfg.Tokens, nil).Identities()
 	want := [][]string{{auth.ScopeUpload, auth.ScopePublish}, {auth.ScopeUpload}, {auth.ScopePublish, auth.ScopeAdmin}}
 	if len(ids) != len(want) {
 		t.Fatalf("%d identities, want %d", len(ids), len(want))
@@ -390,7 +390,7 @@ func TestScopesAndProxies(t *testing.T) {
 			t.Errorf("%s: scopes %q, want %q", id.Name, id.Scopes, want[i])
 		}
 	}
-	ci, err := NewKeyring(cfg.Tokens).Authenticate("up", time.Now())
+	ci, err := NewKeyring(cfg.Tokens, nil).Authenticate("up", time.Now())
 	if err != nil || !ci.Can(auth.ScopeUpload) || ci.Can(auth.ScopePublish) || ci.Can(auth.ScopeAdmin) {
 		t.Errorf("upload-only token: %+v, %v", ci, err)
 	}
@@ -433,7 +433,7 @@ func TestTokenRepos(t *testing.T) {
 	if !slices.Equal(cfg.Tokens[0].Repos, []string{"team/*", "extra"}) || cfg.Tokens[1].Repos != nil {
 		t.Fatalf("tokens %+v", cfg.Tokens)
 	}
-	k := NewKeyring(cfg.Tokens)
+	k := NewKeyring(cfg.Tokens, nil)
 	id, err := k.Authenticate("a", time.Now())
 	if err != nil {
 		t.Fatal(err)

@@ -415,27 +415,27 @@ func TestLogLevel(t *testing.T) {
 	}
 }
 
-// force and dry_run never act: a true one is a warning.
+// force and dry_run are ostree-push's YAML booleans, daemon-wide or per
+// repository; they act on pushes over ssh.
 func TestForceAndDryRun(t *testing.T) {
 	root := t.TempDir()
-	path := writeFile(t, "force: yes\ndry_run: no\nroot: "+root+"\nrepos:\n  beta:\n    dry_run: On\n    force: false\n")
-	cfg, err := Load(path)
+	for _, r := range []string{"alpha", "beta"} {
+		ostreeInit(t, filepath.Join(root, r))
+	}
+	cfg, err := Load(writeFile(t, "force: yes\ndry_run: no\nroot: "+root+"\nrepos:\n  beta:\n    dry_run: On\n    force: false\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{
-		path + ":1: force: yes is ignored: force is asked for per push (ostree-upload push --force)",
-		path + ":6: repos.beta.dry_run: On is ignored: a dry run is asked for per push (ostree-upload push --dry-run)",
-	}
-	if !slices.Equal(cfg.Warnings, want) {
-		t.Errorf("warnings\n%q\nwant\n%q", cfg.Warnings, want)
-	}
-	if cfg.Repos["beta"] != nil {
-		t.Errorf("repos.beta = %#v, want no overrides", cfg.Repos["beta"])
-	}
-	cfg, _ = Load(writeFile(t, "force: no\ndry_run: off\n"))
 	if cfg.Warnings != nil {
 		t.Errorf("warnings %q", cfg.Warnings)
+	}
+	list, err := cfg.Repositories()
+	if err != nil || len(list) != 2 {
+		t.Fatalf("repositories %v, %v", list, err)
+	}
+	alpha, beta := list[0].Config, list[1].Config
+	if !alpha.Force || alpha.DryRun || beta.Force || !beta.DryRun {
+		t.Errorf("alpha force %v dry_run %v, beta force %v dry_run %v; want true false false true", alpha.Force, alpha.DryRun, beta.Force, beta.DryRun)
 	}
 }
 

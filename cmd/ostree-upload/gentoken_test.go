@@ -68,7 +68,7 @@ func TestGentoken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := config.NewKeyring(cfg.Tokens).Authenticate(secret, time.Now())
+	id, err := config.NewKeyring(cfg.Tokens, nil).Authenticate(secret, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestGentoken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := config.NewKeyring(cfg.Tokens)
+	k := config.NewKeyring(cfg.Tokens, nil)
 	if id, err := k.Authenticate(secret2, time.Now()); err != nil || id.Name != "" || id.Expires != nil || !id.AllowsRef("x") {
 		t.Errorf("second token: %+v, %v", id, err)
 	}
