@@ -68,6 +68,11 @@ type Info struct {
 	// A daemon of several repositories answers its unprefixed
 	// /api/v1/info with this list and no refs.
 	Repositories []string `json:"repositories,omitempty"`
+	// DryRun says the repository judges every push of the caller as a dry
+	// run and changes nothing (the dry_run of a push over ssh); Force that
+	// it lets the caller's refs move anywhere (force).
+	DryRun bool `json:"dry_run,omitempty"`
+	Force  bool `json:"force,omitempty"`
 }
 
 // Token describes an API token: never its secret, nor the whole hash.

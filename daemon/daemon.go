@@ -35,6 +35,7 @@ type Daemon struct {
 	http    *httpapi.Server
 	tokens  *auth.Current
 	mint    *minter
+	log     *slog.Logger
 }
 
 // Options is what New gets besides the configuration.
@@ -43,6 +44,10 @@ type Options struct {
 	// Version and Commit name the program's build: the version in the info
 	// and both in the ostree_upload_build_info metric.
 	Version, Commit string
+	// Only, when set, picks the repositories to open by name; the others
+	// stay closed (their state dirs unlocked). A push over ssh without a
+	// running daemon opens its repository alone.
+	Only func(name string) bool
 }
 
 // New opens the service of every repository cfg serves (see
@@ -56,6 +61,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, error)
 	list, err := cfg.Repositories()
 	if err != nil {
 		return nil, err
+	}
+	if opts.Only != nil {
+		list = slices.DeleteFunc(list, func(r config.Repository) bool { return !opts.Only(r.Name) })
+		if len(list) == 0 {
+			return nil, ErrNoSuchRepository
+		}
 	}
 	tokens := &auth.Current{}
 	tokens.Store(cfg.Keyring())
@@ -72,7 +83,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, error)
 	if err := insideAnother(list); err != nil {
 		return nil, err
 	}
-	d := &Daemon{repos: map[string]*repository.Service{}, tokens: tokens}
+	d := &Daemon{repos: map[string]*repository.Service{}, tokens: tokens, log: log}
 	d.mint = &minter{d: d, log: log}
 	for _, r := range list {
 		svc, err := repository.Open(ctx, r.Config, repository.Env{Name: r.Name, Log: log, Tokens: tokens, Registry: reg, Version: version})
@@ -193,11 +204,22 @@ func samePath(repo, path string) bool {
 	return err1 == nil && err2 == nil && a == b
 }
 
-// Serve answers requests on ln until ctx is done, then drains (see
-// httpapi.Server.Serve): packs end after their entry in flight and upload
-// bodies stop, within drain_timeout; verifications left then stop.
+// Serve answers requests on ln, and on the push socket of each
+// repository's state dir (see SocketName), until ctx is done, then drains
+// (see httpapi.Server.Serve): packs end after their entry in flight and
+// upload bodies stop, within drain_timeout; verifications left then stop.
 func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
-	return d.http.Serve(ctx, ln, func() {
+	socks, err := d.openSockets()
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	return d.ServeOnly(ctx, append([]net.Listener{ln}, socks...)...)
+}
+
+// ServeOnly is Serve on lns alone, without the push sockets.
+func (d *Daemon) ServeOnly(ctx context.Context, lns ...net.Listener) error {
+	return d.http.Serve(ctx, lns, func() {
 		for _, svc := range d.repos {
 			svc.Drain()
 		}
@@ -224,6 +246,18 @@ func (d *Daemon) Repository(name string) (*repository.Service, bool) {
 // Service is the service of the first repository (the only one of a daemon
 // of one repository).
 func (d *Daemon) Service() *repository.Service { return d.repos[d.names[0]] }
+
+// Settle waits until the work that publishes left for after their answer
+// (appstream branches, static deltas and their summaries) is done or has
+// failed, in every repository, or until ctx ends.
+func (d *Daemon) Settle(ctx context.Context) error {
+	for _, svc := range d.repos {
+		if err := svc.Settle(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // StateDir is the state dir of the first repository.
 func (d *Daemon) StateDir() string { return d.Service().StateDir() }

@@ -38,6 +38,9 @@ type deferredWork struct {
 	mu   sync.Mutex    // guards gen and the clearing of the journal's records
 	gen  map[string]uint64
 	done map[string]uint64 // gen served by the last successful run of each (the worker's alone)
+	// tried is the gen of each work the last run began with, successful
+	// or not (under mu): Settle waits for it to catch up with gen.
+	tried map[string]uint64
 	// deltaMu makes static delta passes, retirements and their summary
 	// regenerations one at a time (the worker and RetireStaticDeltas).
 	deltaMu     sync.Mutex
@@ -46,7 +49,7 @@ type deferredWork struct {
 }
 
 func newDeferredWork() *deferredWork {
-	return &deferredWork{due: make(chan struct{}, 1), gen: map[string]uint64{}, done: map[string]uint64{}, deltaFailed: map[string]bool{}}
+	return &deferredWork{due: make(chan struct{}, 1), gen: map[string]uint64{}, done: map[string]uint64{}, tried: map[string]uint64{}, deltaFailed: map[string]bool{}}
 }
 
 // deferredOf is the work a publish of sess leaves for after its answer.
@@ -122,6 +125,11 @@ func (s *Service) deferredRun(ctx context.Context) {
 	w.mu.Lock()
 	gen := maps.Clone(w.gen)
 	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		maps.Copy(w.tried, gen)
+		w.mu.Unlock()
+	}()
 	var due []string
 	for name, g := range gen {
 		if g != w.done[name] {
@@ -160,6 +168,33 @@ func (s *Service) deferredRun(ctx context.Context) {
 			return
 		}
 		s.deferredDone(ctx, gen, deferredDeltas)
+	}
+}
+
+// Settle waits until every run of deferred work asked for so far has been
+// made (successful or not), or until ctx ends.
+func (s *Service) Settle(ctx context.Context) error {
+	w := s.deferred
+	if w == nil {
+		return nil // offline
+	}
+	for {
+		w.mu.Lock()
+		idle := true
+		for name, g := range w.gen {
+			if w.tried[name] != g {
+				idle = false
+			}
+		}
+		w.mu.Unlock()
+		if idle {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 

@@ -38,7 +38,7 @@ func (s *Service) Promote(ctx context.Context, id auth.Identity, from service.Re
 		return api.Session{}, refuse(service.Invalid, "ref %q: %v", req.To, err)
 	}
 	if !id.AllowsRef(req.To) {
-		e := refuse(service.Forbidden, "token %s may not push ref %s", id.DisplayName(), req.To)
+		e := refuse(service.Forbidden, "%s may not push ref %s", id.Subject(), req.To)
 		e.Body.Ref = req.To
 		return api.Session{}, e
 	}
@@ -46,7 +46,7 @@ func (s *Service) Promote(ctx context.Context, id auth.Identity, from service.Re
 		return api.Session{}, refuse(service.Invalid, "ref %q: %v", req.Ref, err)
 	}
 	if !id.AllowsRef(req.Ref) {
-		e := refuse(service.Forbidden, "token %s may not use ref %s", id.DisplayName(), req.Ref)
+		e := refuse(service.Forbidden, "%s may not use ref %s", id.Subject(), req.Ref)
 		e.Body.Ref = req.Ref
 		return api.Session{}, e
 	}

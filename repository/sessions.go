@@ -23,8 +23,14 @@ const maxRefsPerSession = 1000
 // a negotiation registers (measured: 150 to 260 bytes), with room to spare.
 const journalBytesPerName = 512
 
-// CreateSession opens or resumes a session (see service.Repository).
+// CreateSession opens or resumes a session (see service.Repository). The
+// repository's force and dry_run act on every session of a unix account
+// (a push over ssh), as ostree-push's receiver applies them.
 func (s *Service) CreateSession(ctx context.Context, id auth.Identity, req api.SessionRequest) (api.Session, bool, error) {
+	if id.Account != "" {
+		req.Force = req.Force || s.cfg.Force
+		req.DryRun = req.DryRun || s.cfg.DryRun
+	}
 	if len(req.Objects) > api.MaxNamesPerRequest {
 		return api.Session{}, false, refuse(service.TooLarge, "%d names in one request, at most %d", len(req.Objects), api.MaxNamesPerRequest)
 	}
@@ -135,7 +141,7 @@ func checkRefUpdate(id auth.Identity, r api.RefUpdate, prod map[string]object.Ch
 		}
 	}
 	if !id.AllowsRef(r.Name) {
-		e := refuse(service.Forbidden, "token %s may not push ref %s (its refs: %s): use a token whose refs cover it", id.DisplayName(), r.Name, strings.Join(id.Refs, ", "))
+		e := refuse(service.Forbidden, "%s may not push ref %s (its refs: %s): use a token whose refs cover it", id.Subject(), r.Name, strings.Join(id.Refs, ", "))
 		e.Body.Ref = r.Name
 		return e
 	}
@@ -379,6 +385,9 @@ func (s *Service) Info(ctx context.Context, id auth.Identity) (api.Info, error) 
 		if id.AllowsRef(name) {
 			out.Refs[name] = sum.String()
 		}
+	}
+	if id.Account != "" {
+		out.DryRun, out.Force = s.cfg.DryRun, s.cfg.Force
 	}
 	t := id.View()
 	t.Configured = true // it authenticated: it is in the configuration file

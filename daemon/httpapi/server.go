@@ -106,8 +106,24 @@ func (s *Server) Handler() http.Handler { return s.echo }
 // Retry-After), while requests in flight get drain_timeout to end (packs
 // end after their entry in flight, upload bodies stop being read); then
 // stop (if set) is called and what is left is cut.
-func (s *Server) Serve(ctx context.Context, ln net.Listener, drain, stop func()) error {
+//
+// Every listener serves HTTP/1.1 and HTTP/2 without TLS (prior
+// knowledge), so that a push over one stream (an ssh channel) runs its
+// requests in parallel. Connections that are AccountConn authenticate as
+// their account.
+func (s *Server) Serve(ctx context.Context, lns []net.Listener, drain, stop func()) error {
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
+		Protocols:   protocols,
+		ConnContext: connContext,
+		HTTP2: &http.HTTP2Config{
+			// A stream's window as large as a pack entry in flight: one
+			// ssh channel carries every upload of a push.
+			MaxReceiveBufferPerStream:     4 << 20,
+			MaxReceiveBufferPerConnection: 16 << 20,
+		},
 		Handler:           s.echo,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -116,11 +132,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, drain, stop func())
 		ErrorLog:  slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		ConnState: s.conns.state,
 	}
-	ln = s.conns.listener(ln)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	errc := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { errc <- srv.Serve(s.conns.listener(ln)) }()
+	}
 	select {
 	case err := <-errc:
+		srv.Close()
 		return err
 	case <-ctx.Done():
 	}
@@ -142,10 +160,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, drain, stop func())
 	} else {
 		s.log.Info("drained", "after", time.Since(start).Round(time.Millisecond))
 	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+	var errs []error
+	for range lns {
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // refuseWhileDraining answers a new request during a graceful stop with
@@ -236,11 +257,22 @@ func (s *Server) requestLog(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// auth authenticates "Authorization: Bearer <token>" and puts the identity
-// into the request context (where tusd's hooks find it too).
+// auth authenticates "Authorization: Bearer <token>", or on an
+// AccountConn its account, and puts the identity into the request context
+// (where tusd's hooks find it too).
 func (s *Server) auth(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
+		if user, ok := req.Context().Value(accountKey{}).(string); ok {
+			id, err := s.tokens.Load().Account(user)
+			if err != nil {
+				e := service.Refuse(service.Forbidden, "unix account %s may not push here: list it under accounts in the daemon's configuration", user)
+				e.Body.Code = api.CodeScope
+				return e
+			}
+			c.SetRequest(req.WithContext(context.WithValue(req.Context(), identityKey{}, id)))
+			return next(c)
+		}
 		scheme, secret, _ := strings.Cut(req.Header.Get("Authorization"), " ")
 		if !strings.EqualFold(scheme, "bearer") || strings.TrimSpace(secret) == "" {
 			return service.Refuse(service.Unauthenticated, "missing bearer token")
@@ -260,7 +292,7 @@ func needScope(scope string) echo.MiddlewareFunc {
 		return func(c echo.Context) error {
 			id := identity(c)
 			if !id.Can(scope) {
-				e := service.Refuse(service.Forbidden, "token %s lacks the %s scope (it has: %s)", id.DisplayName(), scope, strings.Join(id.Scopes, ", "))
+				e := service.Refuse(service.Forbidden, "%s lacks the %s scope (it has: %s)", id.Subject(), scope, strings.Join(id.Scopes, ", "))
 				e.Body.Code = api.CodeScope
 				return e
 			}
