@@ -27,21 +27,23 @@ import (
 
 // Options configure a push.
 type Options struct {
-	Repo         string   // local repository, of any mode
-	Address      string   // daemon URL
-	Token        string   // API token
-	Refs         []string // refs to push; empty = every local ref
-	Jobs         int      // parallel uploads
-	Force        bool     // allow non-fast-forward updates
-	DryRun       bool     // show what would happen, change nothing
-	NoPublish    bool     // upload everything, leave the session open for a publisher
-	Prune        bool     // prune the local repository first
-	RetryTimeout time.Duration
-	PackMax      int64     // objects up to this size travel in packs; 0 = 2 MiB, negative = none
-	CACert       string    // PEM file of CAs trusted for the daemon's certificate, beside the system's
-	Progress     io.Writer // where progress and the summary go; nil = nowhere
-	Terminal     bool      // Progress is a terminal: draw a live bar
-	Log          *slog.Logger
+	Repo          string   // local repository, of any mode
+	Address       string   // daemon URL, or a repository over ssh (ssh://[user@]host[:port]/path, [user@]host:path)
+	Token         string   // API token; none over ssh, where the daemon knows the unix account
+	SSHCommand    string   // over ssh: the local ssh invocation (see client.SSHOptions); "" for ssh
+	RemoteCommand string   // over ssh: the program on the host; "" for ostree-upload
+	Refs          []string // refs to push; empty = every local ref
+	Jobs          int      // parallel uploads
+	Force         bool     // allow non-fast-forward updates
+	DryRun        bool     // show what would happen, change nothing
+	NoPublish     bool     // upload everything, leave the session open for a publisher
+	Prune         bool     // prune the local repository first
+	RetryTimeout  time.Duration
+	PackMax       int64     // objects up to this size travel in packs; 0 = 2 MiB, negative = none
+	CACert        string    // PEM file of CAs trusted for the daemon's certificate, beside the system's
+	Progress      io.Writer // where progress and the summary go; nil = nowhere
+	Terminal      bool      // Progress is a terminal: draw a live bar
+	Log           *slog.Logger
 }
 
 // RefResult is what happened to one ref.
@@ -57,6 +59,7 @@ type RefResult struct {
 
 // Result summarizes a push.
 type Result struct {
+	DryRun         bool // a dry run: asked for, or the host's dry_run
 	Refs           []RefResult
 	GeneratedRefs  []string // refs of the build repository left out without -b (see api.GeneratedRef)
 	Objects        int      // objects offered
@@ -107,7 +110,7 @@ func classify(err error) error {
 		case http.StatusUnauthorized:
 			return permanent("the daemon refused the token (%s): check --token or OSTREE_UPLOAD_TOKEN", he.Body.Error)
 		case http.StatusForbidden:
-			return permanent("the token may not push this ref: %s", he.Body.Error)
+			return permanent("refused: %s", he.Body.Error)
 		case http.StatusConflict:
 			return permanent("%s", he.Body.Error)
 		}
@@ -147,13 +150,11 @@ func Push(ctx context.Context, opts Options) (*Result, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if opts.Token == "" {
-		return nil, permanent("no token: pass --token, --token-file or set OSTREE_UPLOAD_TOKEN")
-	}
-	c, err := client.New(opts.Address, opts.Token, opts.Jobs, opts.CACert)
+	c, err := newClient(ctx, opts)
 	if err != nil {
-		return nil, &PermanentError{Err: err}
+		return nil, classify(err)
 	}
+	defer c.Close()
 	repo, err := store.Open(ctx, opts.Repo)
 	if err != nil {
 		return nil, &PermanentError{Err: err}
@@ -176,6 +177,29 @@ func Push(ctx context.Context, opts Options) (*Result, error) {
 	return &p.res, classify(err)
 }
 
+// newClient is the client of the daemon at opts.Address: over HTTP with
+// the token, or over ssh.
+func newClient(ctx context.Context, opts Options) (*client.Client, error) {
+	dest, overSSH, err := client.ParseSSH(opts.Address)
+	if err != nil {
+		return nil, &PermanentError{Err: err}
+	}
+	if overSSH {
+		if opts.Token != "" {
+			return nil, permanent("a token does not go over ssh, where the host knows the unix account: drop --token, --token-file or OSTREE_UPLOAD_TOKEN")
+		}
+		return client.NewSSH(ctx, dest, client.SSHOptions{Command: opts.SSHCommand, Remote: opts.RemoteCommand, Stderr: opts.Progress})
+	}
+	if opts.Token == "" {
+		return nil, permanent("no token: pass --token, --token-file or set OSTREE_UPLOAD_TOKEN")
+	}
+	c, err := client.New(opts.Address, opts.Token, opts.Jobs, opts.CACert)
+	if err != nil {
+		return nil, &PermanentError{Err: err}
+	}
+	return c, nil
+}
+
 func (p *pusher) run(ctx context.Context) error {
 	if p.opts.Prune && !p.opts.DryRun {
 		st, err := p.repo.Prune(ctx, store.PruneOptions{Depth: -1})
@@ -195,11 +219,17 @@ func (p *pusher) run(ctx context.Context) error {
 		return err
 	}
 	p.res.CanPublish = info.Token == nil || slices.Contains(info.Token.Scopes, api.ScopePublish)
+	if info.DryRun && !p.opts.DryRun {
+		p.con.println("the host judges this account's pushes as dry runs (dry_run in its configuration): nothing is sent or changed")
+		p.opts.DryRun = true
+	}
+	p.opts.Force = p.opts.Force || info.Force
 	updates, err := p.refUpdates(ctx, info)
 	if err != nil || len(updates) == 0 {
 		return err
 	}
 	if p.opts.DryRun {
+		p.res.DryRun = true
 		return p.dryRun(ctx, updates)
 	}
 	t := time.Now()

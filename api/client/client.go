@@ -99,6 +99,7 @@ type Client struct {
 	retries atomic.Int64
 	log     *slog.Logger
 	onRetry func(RetryEvent)
+	closer  func() // ends what the client started (ssh processes); nil for none
 }
 
 // RetryEvent is a retry about to happen: what failed, the wait before the
@@ -162,6 +163,15 @@ func (c *Client) CloseIdleConnections() {
 	c.slow.CloseIdleConnections()
 }
 
+// Close ends the client's connections and what carries them (the ssh
+// processes of a client made by NewSSH).
+func (c *Client) Close() {
+	c.CloseIdleConnections()
+	if c.closer != nil {
+		c.closer()
+	}
+}
+
 // url is the daemon's address (with any path prefix) followed by an API path.
 func (c *Client) URL(p string) string { return c.base.String() + p }
 
@@ -212,7 +222,9 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader, 
 	if body != nil {
 		req.ContentLength = size
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}

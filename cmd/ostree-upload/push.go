@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"github.com/ostree-upload/ostree-upload/api/client"
 	"github.com/ostree-upload/ostree-upload/uploader"
 )
 
@@ -21,10 +22,14 @@ var pushCmd = &command{
 	name:    "push",
 	aliases: []string{"upload"},
 	summary: "Send commits of a local repository to a receive daemon",
-	usage:   "[OPTIONS]",
+	usage:   "[OPTIONS] [DESTINATION]",
 	example: `  export OSTREE_UPLOAD_TOKEN=…        # safer than --token in CI
   ostree-upload push -r repo -a https://ostree.example.com -b app/org.example.App/x86_64/stable
   ostree-upload push -r repo -b main,testing --dry-run
+
+  # Over ssh, as the account the host maps to repositories and refs (no
+  # token): ssh://[user@]host[:port]/path or [user@]host:path
+  ostree-upload push -r repo ssh://ostree@ostree.example.com/srv/repo -b app/org.example.App/x86_64/stable
 
   # Two-step release: CI uploads with an upload-only token, a release
   # manager publishes the session it printed:
@@ -37,7 +42,9 @@ var pushCmd = &command{
   daemon's check…).`,
 	flags: func(fs *pflag.FlagSet) func([]string) error {
 		repo := fs.StringP("repo", "r", "repo", "local OSTree repository (archive, bare or bare-user)")
-		addr := fs.StringP("address", "a", "http://localhost:8080", "URL of the receive daemon")
+		addr := fs.StringP("address", "a", "http://localhost:8080", "URL of the receive daemon, or a repository over ssh (as DESTINATION)")
+		sshCommand := fs.String("ssh-command", "", "over ssh: the ssh command, run by sh with ssh's arguments after it (default: $OSTREE_UPLOAD_SSH, or ssh)")
+		remote := fs.String("command", "ostree-upload", "over ssh: the program to run on the host, when it is not on the host's PATH")
 		token := fs.StringP("token", "t", "", "API token (default: $OSTREE_UPLOAD_TOKEN)")
 		tokenFile := fs.String("token-file", "", "read the API token from this file")
 		branches := fs.StringSliceP("branch", "b", nil, "ref to push; repeat or separate with commas (default: every local ref)")
@@ -51,16 +58,39 @@ var pushCmd = &command{
 		quiet := fs.BoolP("quiet", "q", false, "print errors only")
 		cacert := fs.String("cacert", "", "trust the daemon's certificate when it is signed by this PEM CA (e.g. self-signed)")
 		stats := fs.String("stats-json", "", "write figures of the push (phases, objects, bytes, retries) as JSON to this file")
-		return noArgs("push", func() error {
+		return func(args []string) error {
+			if len(args) > 1 {
+				return usageError{fmt.Errorf("unexpected argument %q: one destination at most", args[1])}
+			}
+			if len(args) == 1 {
+				if fs.Changed("address") {
+					return usageError{errors.New("give the destination once: as an argument or with --address")}
+				}
+				*addr = args[0]
+			}
 			if *jobs < 1 || *jobs > 64 {
 				return usageError{fmt.Errorf("--jobs must be 1 to 64, not %d", *jobs)}
 			}
-			tok, err := readToken(*token, *tokenFile)
+			_, overSSH, err := client.ParseSSH(*addr)
 			if err != nil {
+				return usageError{err}
+			}
+			var tok string
+			if overSSH {
+				// The host knows who pushes from the ssh login: a token
+				// in the environment is for HTTP pushes and stays unused.
+				if *token != "" || *tokenFile != "" {
+					return usageError{errors.New("no token over ssh, where the host knows the unix account: drop --token and --token-file")}
+				}
+				if *sshCommand == "" {
+					*sshCommand = os.Getenv("OSTREE_UPLOAD_SSH")
+				}
+			} else if tok, err = readToken(*token, *tokenFile); err != nil {
 				return err
 			}
 			opts := uploader.Options{
 				Repo: *repo, Address: *addr, Token: tok, Refs: *branches, Jobs: *jobs,
+				SSHCommand: *sshCommand, RemoteCommand: *remote,
 				Force: *force, DryRun: *dryRun, NoPublish: *noPublish, Prune: *prune, RetryTimeout: *retry, CACert: *cacert,
 				Log: newLogger(*verbose),
 			}
@@ -70,7 +100,7 @@ var pushCmd = &command{
 				opts.Terminal = err == nil
 			}
 			return push(opts, *quiet, *stats)
-		})
+		}
 	},
 }
 
@@ -116,7 +146,7 @@ func push(opts uploader.Options, quiet bool, statsFile string) error {
 				fmt.Println(line)
 			}
 		}
-		if opts.DryRun {
+		if res.DryRun {
 			fmt.Fprintf(os.Stderr, "dry run: would offer %d objects (%s); nothing was sent or changed\n", res.Objects, humanBytes(res.BytesPlanned))
 		} else if res.Objects > 0 {
 			// Only objects the daemon verified count as sent; what went
