@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -31,7 +32,7 @@ type command struct {
 	flags   func(fs *pflag.FlagSet) func(args []string) error
 }
 
-var commands = []*command{gentokenCmd, receiveCmd, pushCmd, promoteCmd, sessionsCmd, tokensCmd, pruneCmd, versionCmd}
+var commands = []*command{gentokenCmd, receiveCmd, pushCmd, promoteCmd, sessionsCmd, tokensCmd, pruneCmd, sshServeCmd, shellCmd, versionCmd}
 
 // usageError marks errors that are the caller's fault (exit 2).
 type usageError struct{ error }
@@ -46,6 +47,9 @@ func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
 func main() {
+	if strings.TrimPrefix(filepath.Base(os.Args[0]), "-") == shellName {
+		os.Exit(runAsShell(os.Args[1:]))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
