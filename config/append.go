@@ -143,7 +143,6 @@ func AppendToken(path string, t Token) error {
 func sameConfig(a, b *Config) bool {
 	x, y := *a, *b
 	x.Tokens, y.Tokens = nil, nil
-	x.Warnings, y.Warnings = nil, nil // they hold line numbers
 	return reflect.DeepEqual(x, y)
 }
 

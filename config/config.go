@@ -112,17 +112,14 @@ type Config struct {
 	// Accounts are the unix accounts that may push over ssh, with what
 	// each may do; none means the daemon's own account, with the default
 	// scopes on every repository and ref.
-	Accounts []Account `yaml:"accounts,omitempty" scope:"daemon"`
-	LogLevel       slog.Level     `yaml:"log_level" scope:"daemon"` // the daemon's log level; default Info
+	Accounts []Account  `yaml:"accounts,omitempty" scope:"daemon"`
+	LogLevel slog.Level `yaml:"log_level" scope:"daemon"` // the daemon's log level; default Info
 	// Root is the directory the repositories' names are relative to; ""
 	// for none (a file with the one repository Repo).
 	Root string `yaml:"root,omitempty" scope:"daemon"`
 	// Repos are the repos entries, keyed by the repository's path as
 	// written (relative to Root, or absolute under it).
 	Repos map[string]Overrides `yaml:"repos,omitempty" scope:"daemon"`
-	// Warnings are sentences about keys accepted but ignored, each
-	// starting with the file and line; not a key.
-	Warnings []string `yaml:"-"`
 }
 
 // Account is one entry of accounts: a unix account that may push over ssh.

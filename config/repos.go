@@ -80,7 +80,7 @@ func (p *parser) repos(v *yaml.Node, cfg *Config) error {
 		for e.Kind == yaml.AliasNode && e.Alias != nil {
 			e = e.Alias
 		}
-		o, warnings, err := p.overrides(e, "repos."+showPath(key))
+		o, err := p.overrides(e, "repos."+showPath(key))
 		if err != nil {
 			return err
 		}
@@ -88,22 +88,21 @@ func (p *parser) repos(v *yaml.Node, cfg *Config) error {
 			cfg.Repos = map[string]Overrides{}
 		}
 		cfg.Repos[key] = o
-		cfg.Warnings = append(cfg.Warnings, warnings...)
 	}
 	return nil
 }
 
 // overrides parses one repos entry with the parser of the top level, one
 // key at a time, keeping the keys set.
-func (p *parser) overrides(e *yaml.Node, prefix string) (Overrides, []string, error) {
+func (p *parser) overrides(e *yaml.Node, prefix string) (Overrides, error) {
 	saved := p.prefix
 	p.prefix = prefix
 	defer func() { p.prefix = saved }()
 	if isNull(e) {
-		return nil, nil, nil
+		return nil, nil
 	}
 	if e.Kind != yaml.MappingNode {
-		return nil, nil, p.errorf(e, "", "must be a mapping of keys to values ({} for none)")
+		return nil, p.errorf(e, "", "must be a mapping of keys to values ({} for none)")
 	}
 	var o Overrides
 	scratch := Default()
@@ -116,9 +115,6 @@ func (p *parser) overrides(e *yaml.Node, prefix string) (Overrides, []string, er
 		if err := p.config(one, scratch); err != nil {
 			return err
 		}
-		if !isField {
-			return nil // force, dry_run: a warning at most
-		}
 		if o == nil {
 			o = Overrides{}
 		}
@@ -129,7 +125,7 @@ func (p *parser) overrides(e *yaml.Node, prefix string) (Overrides, []string, er
 		}
 		return nil
 	})
-	return o, scratch.Warnings, err
+	return o, err
 }
 
 // checkRepos checks root, repo and repos against each other and turns
@@ -333,7 +329,13 @@ func (c *Config) clone() *Config {
 	d.UpdateHook = slices.Clone(c.UpdateHook)
 	d.CheckHook = slices.Clone(c.CheckHook)
 	d.TrustedProxies = slices.Clone(c.TrustedProxies)
-	d.Warnings = slices.Clone(c.Warnings)
+	if c.Accounts != nil {
+		d.Accounts = make([]Account, len(c.Accounts))
+		for i, a := range c.Accounts {
+			a.Repos, a.Refs, a.Scopes = slices.Clone(a.Repos), slices.Clone(a.Refs), slices.Clone(a.Scopes)
+			d.Accounts[i] = a
+		}
+	}
 	if c.Tokens != nil {
 		d.Tokens = make([]Token, len(c.Tokens))
 		for i, t := range c.Tokens {

@@ -78,8 +78,8 @@ func TestOstreeReceiveConf(t *testing.T) {
 	if !reflect.DeepEqual(cfg, Default()) {
 		t.Errorf("got  %+v\nwant %+v", cfg, Default())
 	}
-	if cfg.LogLevel != slog.LevelInfo || cfg.Root != "" || cfg.Repos != nil || cfg.Warnings != nil {
-		t.Errorf("log level %v, root %q, repos %v, warnings %q", cfg.LogLevel, cfg.Root, cfg.Repos, cfg.Warnings)
+	if cfg.LogLevel != slog.LevelInfo || cfg.Root != "" || cfg.Repos != nil || cfg.Accounts != nil {
+		t.Errorf("log level %v, root %q, repos %v, accounts %v", cfg.LogLevel, cfg.Root, cfg.Repos, cfg.Accounts)
 	}
 	repos, err := cfg.Repositories()
 	if err != nil {
@@ -170,7 +170,8 @@ func TestRepositoriesDeepCopy(t *testing.T) {
 	c.Repos = map[string]Overrides{"a": {"sign_keyfiles": []string{"/k"}}, "b": nil}
 	c.GPGSign, c.SignKeyfiles, c.UpdateHook, c.CheckHook = []string{"A"}, []string{"/k0"}, Command{"hook"}, Command{"check"}
 	p, _ := ParsePrefix("10.0.0.0/8")
-	c.TrustedProxies, c.Warnings = []netip.Prefix{p}, []string{"w"}
+	c.TrustedProxies = []netip.Prefix{p}
+	c.Accounts = []Account{{User: "alice", Repos: []string{"a"}, Refs: []string{"r"}, Scopes: []string{auth.ScopeUpload}}}
 	c.Tokens = []Token{{SHA256: strings.Repeat("ab", 32), Repos: []string{"a"}, Refs: []string{"r"}, Scopes: []string{auth.ScopeUpload}, Expires: &exp}}
 	repos, err := c.Repositories()
 	if err != nil {
@@ -425,9 +426,6 @@ func TestForceAndDryRun(t *testing.T) {
 	cfg, err := Load(writeFile(t, "force: yes\ndry_run: no\nroot: "+root+"\nrepos:\n  beta:\n    dry_run: On\n    force: false\n"))
 	if err != nil {
 		t.Fatal(err)
-	}
-	if cfg.Warnings != nil {
-		t.Errorf("warnings %q", cfg.Warnings)
 	}
 	list, err := cfg.Repositories()
 	if err != nil || len(list) != 2 {

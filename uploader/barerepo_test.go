@@ -79,7 +79,7 @@ func TestBareRepositoryPushResumes(t *testing.T) {
 	storetest.MustOstree(t, "pull-local", "--repo="+build, fx.Build, "big")
 	e := daemontest.New(t)
 	e.Start()
-	px := slowLink(t, strings.TrimPrefix(e.URL, "http://"), 2000)
+	px := daemontest.SlowLink(t, strings.TrimPrefix(e.URL, "http://"), 2000)
 	o := opts(e, "http://"+px.Listen, "big")
 	o.Repo, o.Jobs, o.PackMax = build, 1, 256<<10
 	first, stop := context.WithCancel(ctx)

@@ -305,7 +305,7 @@ func TestPreviousReleaseClientPushes(t *testing.T) {
 	// through a link of 2 MB/s), then rerun: the rerun continues the
 	// daemon's partial upload from its offset.
 	largeRepo, large, size := largeBuildRepo(t, 4<<20)
-	px := slowLink(t, strings.TrimPrefix(e.URL, "http://"), 2000)
+	px := daemontest.SlowLink(t, strings.TrimPrefix(e.URL, "http://"), 2000)
 	args = pushArgs("http://"+px.Listen, e.Tok.Secret, largeRepo, "large", "-j", "1", "-q")
 	cmd = exec.Command(prev, args...)
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard

@@ -75,7 +75,7 @@ func checkFrames(t *testing.T, out string) frame {
 func TestProgressOfAResumedPush(t *testing.T) {
 	e := daemontest.New(t)
 	e.Start()
-	px := slowLink(t, strings.TrimPrefix(e.URL, "http://"), 2000)
+	px := daemontest.SlowLink(t, strings.TrimPrefix(e.URL, "http://"), 2000)
 	var out bytes.Buffer
 	o := opts(e, "http://"+px.Listen, "big")
 	o.Jobs, o.PackMax = 2, 512<<10 // uploads of their own and packs
@@ -120,7 +120,7 @@ func TestProgressOfAResumedPush(t *testing.T) {
 func TestInterruptedPushSaysRerun(t *testing.T) {
 	e := daemontest.New(t)
 	e.Start()
-	px := slowLink(t, strings.TrimPrefix(e.URL, "http://"), 2000)
+	px := daemontest.SlowLink(t, strings.TrimPrefix(e.URL, "http://"), 2000)
 	args := []string{"push", "-r", fx.Build, "-a", "http://" + px.Listen, "-b", "big", "-j", "2"}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "OSTREE_UPLOAD_TOKEN="+e.Tok.Secret)

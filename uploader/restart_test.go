@@ -28,7 +28,7 @@ func restartBytes(t *testing.T, sig syscall.Signal, fresh bool, packMax int64) f
 	// counter sees what crossed the slow link (toxiproxy buffers what the
 	// client wrote ahead of the link, and drops it with the connection).
 	c := newCounter(t, strings.TrimPrefix(e.URL, "http://"))
-	url := "http://" + slowLink(t, c.ln.Addr().String(), 1000).Listen
+	url := "http://" + daemontest.SlowLink(t, c.ln.Addr().String(), 1000).Listen
 	repo := faultBuildRepo(fx.A, fx.E)
 	var total int64
 	seen := map[string]bool{}

@@ -4,15 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
-
-	toxiproxy "github.com/Shopify/toxiproxy/v2"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 
 	"github.com/ostree-upload/ostree-upload/api"
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
@@ -25,7 +20,7 @@ import (
 func TestFreshClientResumesUpload(t *testing.T) {
 	e := daemontest.New(t)
 	e.Start()
-	px := slowLink(t, strings.TrimPrefix(e.URL, "http://"), 2000) // so that an upload is caught halfway
+	px := daemontest.SlowLink(t, strings.TrimPrefix(e.URL, "http://"), 2000) // so that an upload is caught halfway
 	o := opts(e, "http://"+px.Listen, "big")
 	o.Jobs, o.PackMax = 1, 256<<10 // the fixture's large files go as uploads of their own
 	first, stop := context.WithCancel(ctx)
@@ -64,23 +59,6 @@ func TestFreshClientResumesUpload(t *testing.T) {
 	}
 	t.Logf("rerun sent %d bytes; the daemon lacked %d, had %d in partial uploads", c.up.Load(), lacks, partial)
 	e.CheckPublished(map[string]string{"big": fx.E})
-}
-
-// slowLink is a toxiproxy in front of upstream (host:port) that lets each
-// connection send rate KB/s towards it; it stops with the test.
-func slowLink(t testing.TB, upstream string, rate int) *toxiproxy.Proxy {
-	t.Helper()
-	px := toxiproxy.NewProxy(toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop()),
-		"slow", "127.0.0.1:0", upstream)
-	if err := px.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(px.Stop)
-	toxic := fmt.Sprintf(`{"name":"slow","type":"bandwidth","stream":"upstream","attributes":{"rate":%d}}`, rate)
-	if _, err := px.Toxics.AddToxicJson(strings.NewReader(toxic)); err != nil {
-		t.Fatal(err)
-	}
-	return px
 }
 
 // sessionNow is the token's session moving ref to commit as the daemon has

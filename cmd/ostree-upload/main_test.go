@@ -76,12 +76,12 @@ func TestAliasSaysItsName(t *testing.T) {
 		t.Fatalf("upload --help: %v\n%s", err, out)
 	}
 	help := string(out)
-	for _, want := range []string{pushCmd.summary + "\n", "Usage:\n  ostree-upload upload [OPTIONS]\n", "\nupload is an alias of push.\n", "--branch"} {
+	for _, want := range []string{pushCmd.summary + "\n", "Usage:\n  ostree-upload upload [OPTIONS] [DESTINATION]\n", "\nupload is an alias of push.\n", "--branch"} {
 		if !strings.Contains(help, want) {
 			t.Errorf("upload --help lacks %q:\n%s", want, help)
 		}
 	}
-	if strings.Contains(help, "ostree-upload push [OPTIONS]") {
+	if strings.Contains(help, "ostree-upload push [OPTIONS] [DESTINATION]") {
 		t.Errorf("upload --help shows push's usage line:\n%s", help)
 	}
 	out, err = exec.Command(bin, "upload", "--bogus").CombinedOutput()

@@ -86,8 +86,8 @@ func loadConfig(path string) (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(cfg.Tokens) == 0 {
-		return nil, fmt.Errorf("%s has no tokens: add one with: ostree-upload gentoken -c %s", path, path)
+	if len(cfg.Tokens) == 0 && len(cfg.Accounts) == 0 {
+		return nil, fmt.Errorf("%s has no tokens: add one with: ostree-upload gentoken -c %s (or, for pushes over ssh only, list the accounts that push)", path, path)
 	}
 	return cfg, nil
 }
@@ -101,17 +101,13 @@ func newLogger(verbose bool) *slog.Logger {
 }
 
 // receiveLogger is the daemon's logger, at the configuration's log_level
-// or at debug with -v; it starts with the configuration's warnings.
+// or at debug with -v.
 func receiveLogger(cfg *config.Config, verbose bool, w io.Writer) *slog.Logger {
 	level := cfg.LogLevel
 	if verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-	for _, warning := range cfg.Warnings {
-		log.Warn(warning)
-	}
-	return log
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
 func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile string) error {

@@ -21,8 +21,10 @@ var shellCmd = &command{
   git), through a link named ostree-upload-shell:
     ln -s /usr/local/bin/ostree-upload /usr/local/bin/ostree-upload-shell
     usermod -s /usr/local/bin/ostree-upload-shell ostree
-  It runs 'ostree-upload ssh-serve PATH' (what push sends) and refuses
-  anything else: interactive logins, other commands, scp and sftp.`,
+  sshd then runs it as 'ostree-upload-shell -c COMMAND', which is
+    ostree-upload shell -c 'ostree-upload ssh-serve /srv/repo'
+  It runs that command (what push sends) and refuses anything else:
+  interactive logins, other commands, scp and sftp.`,
 	flags: func(fs *pflag.FlagSet) func([]string) error {
 		command := fs.StringP("command", "c", "", "the command line sshd passes")
 		return func(args []string) error {

@@ -31,10 +31,12 @@ var sshServeCmd = &command{
 	name:    "ssh-serve",
 	summary: "Serve one push over ssh on the standard streams (sshd runs it for push ssh://…)",
 	usage:   "[OPTIONS] REPO",
-	example: `  The remote end of 'ostree-upload push … ssh://host/srv/repo': run by
-  sshd as the account that logged in, it relays the push to the receive
-  daemon serving REPO through the daemon's socket, or, when none runs,
-  serves the push itself. Not for interactive use.`,
+	example: `  What 'ostree-upload push -r build ssh://ostree@host/srv/repo' runs on the
+  host, as the account that logged in:
+    ostree-upload ssh-serve /srv/repo
+  It relays the push to the receive daemon serving the repository through
+  the daemon's socket, or, when none runs, serves the push itself. Not
+  for interactive use.`,
 	flags: func(fs *pflag.FlagSet) func([]string) error {
 		cfgPath := fs.StringP("config", "c", "", "configuration file (default: looked for as receive does)")
 		verbose := fs.BoolP("verbose", "v", false, "log every request (to the pushing client's terminal)")
