@@ -2,10 +2,10 @@
 #   make demo       end to end on embedded defaults: a daemon, a repo, pushes, a pull
 #   make            build bin/ostree-upload
 #   make test       install missing Debian packages, go vet, go test (race detector on, files on a tmpfs)
-#   make bench      Go benchmarks, then push vs ostree pull (full fixture) and the million-object push
+#   make bench      Go benchmarks, then push vs ostree pull and push over ssh vs ostree-push (full fixture), and the million-object push
 #   make bench-smoke   push vs ostree pull on the small fixture, one run per scenario (a few minutes)
 #   make bench-go   Go benchmarks of the store package
-#   make bench-deps install the Debian packages the bench needs (iproute2)
+#   make bench-deps install the Debian packages the bench needs (iproute2; Python and its OSTree bindings for ostree-push)
 #   make install    install the binary under $(DESTDIR)$(PREFIX)/bin, the systemd unit and the docs
 
 PREFIX  ?= /usr/local
@@ -21,12 +21,17 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 # Debian packages the build and the tests need.
 DEB_PACKAGES := gcc pkg-config libostree-dev ostree curl gnupg flatpak nginx-light prometheus openssh-server openssh-client
-# Debian packages the push vs pull bench needs as well.
-BENCH_DEB_PACKAGES := iproute2
+# Debian packages the push vs pull bench needs as well; the Python ones run
+# ostree-push in the ssh scenarios.
+BENCH_DEB_PACKAGES := iproute2 python3-gi gir1.2-ostree-1.0 python3-yaml
 
 # The bench's fixture cache, run directories and results; extra flags for it.
 BENCH_WORK  ?= /var/tmp/ostree-upload-bench
 BENCH_FLAGS ?=
+# A checkout of ostree-push v1.2.0, which the ssh scenarios compare with;
+# without it they skip it and say so.
+BENCH_OSTREE_PUSH ?=
+BENCH_OSTREE_PUSH_FLAG = $(if $(BENCH_OSTREE_PUSH),--ostree-push $(BENCH_OSTREE_PUSH))
 BENCH_BIN   := $(BINDIR)/ostree-upload-bench
 
 .PHONY: all build deps bench-deps demo test bench bench-go bench-smoke fuzz install install-data uninstall clean
@@ -83,10 +88,10 @@ $(BENCH_BIN): FORCE
 
 # Needs root (network namespaces). See docs/benchmarks.md.
 bench: deps bench-deps build bench-go $(BENCH_BIN)
-	$(BENCH_BIN) --fixture full --million --bin $(BINDIR)/$(BINNAME) --work $(BENCH_WORK) --json $(BENCH_WORK)/results.json $(BENCH_FLAGS)
+	$(BENCH_BIN) --fixture full --million --bin $(BINDIR)/$(BINNAME) --work $(BENCH_WORK) --json $(BENCH_WORK)/results.json $(BENCH_OSTREE_PUSH_FLAG) $(BENCH_FLAGS)
 
 bench-smoke: deps bench-deps build $(BENCH_BIN)
-	$(BENCH_BIN) --fixture small --runs 1 --bin $(BINDIR)/$(BINNAME) --work $(BENCH_WORK) --json $(BENCH_WORK)/smoke.json $(BENCH_FLAGS)
+	$(BENCH_BIN) --fixture small --runs 1 --bin $(BINDIR)/$(BINNAME) --work $(BENCH_WORK) --json $(BENCH_WORK)/smoke.json $(BENCH_OSTREE_PUSH_FLAG) $(BENCH_FLAGS)
 
 # Longer fuzzing runs than the seed-corpus pass of make test.
 FUZZTIME ?= 2m

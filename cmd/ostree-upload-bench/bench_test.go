@@ -1,8 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"compress/zlib"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -227,5 +232,174 @@ func TestProxyArgs(t *testing.T) {
 	want := "proxy --listen 127.0.0.1:1 --upstream 10.0.0.2:2 --stats /s --cut-after 5 --cut-stream downstream"
 	if got != want {
 		t.Fatalf("args %q, want %q", got, want)
+	}
+}
+
+func TestRunOrderRotates(t *testing.T) {
+	two := []string{toolPush, toolPull}
+	if got := strings.Join(runOrder(two, 1), ","); got != "push,pull" {
+		t.Errorf("run 1: %s", got)
+	}
+	if got := strings.Join(runOrder(two, 2), ","); got != "pull,push" {
+		t.Errorf("run 2: %s", got)
+	}
+	three := scenario{SSH: true}.tools()
+	for i, want := range []string{"push-ssh,push,ostree-push", "push,ostree-push,push-ssh", "ostree-push,push-ssh,push", "push-ssh,push,ostree-push"} {
+		if got := strings.Join(runOrder(three, i+1), ","); got != want {
+			t.Errorf("run %d: %s, want %s", i+1, got, want)
+		}
+	}
+	if three[0] != toolPushSSH {
+		t.Fatal("runOrder changed its argument")
+	}
+}
+
+func TestSelectSSHScenarios(t *testing.T) {
+	got, err := selectScenarios([]string{"ssh-cold", "ssh-warm"}, "full", "small")
+	if err != nil || len(got) != 2 {
+		t.Fatalf("%v %v", got, err)
+	}
+	if !got[0].SSH || got[0].Warm || !got[1].SSH || !got[1].Warm || got[0].Fixture != "full" {
+		t.Fatalf("ssh scenarios: %+v", got)
+	}
+	if got[0].baseline() != toolOstreePush || strings.Join(got[0].tools(), ",") != "push-ssh,push,ostree-push" {
+		t.Fatalf("tools %v, baseline %s", got[0].tools(), got[0].baseline())
+	}
+}
+
+func TestParseRemoteUsage(t *testing.T) {
+	in := `{"wall_seconds":1,"max_rss_kib":100,"cpu_seconds":0.5,"exit_code":75}
+
+{"wall_seconds":2,"max_rss_kib":50,"cpu_seconds":0.25,"exit_code":0}
+`
+	u, err := parseRemoteUsage(bufio.NewScanner(strings.NewReader(in)), "usage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.WallSeconds != 3 || u.CPUSeconds != 0.75 || u.MaxRSSKiB != 100 || u.ExitCode != 0 {
+		t.Fatalf("got %+v", u)
+	}
+	if _, err := parseRemoteUsage(bufio.NewScanner(strings.NewReader("\n")), "usage"); err == nil || !strings.Contains(err.Error(), "never finished") {
+		t.Fatalf("empty file: %v", err)
+	}
+	if _, err := parseRemoteUsage(bufio.NewScanner(strings.NewReader("{\"wall_seconds\":")), "usage"); err == nil {
+		t.Fatal("a cut line was accepted")
+	}
+}
+
+// The rusage subcommand runs its command, appends the command's usage and
+// exits with its status.
+func TestRusageSubcommand(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "usage.jsonl")
+	if err := rusageMain([]string{"--out", out, "--", "/bin/sh", "-c", "exit 0"}); err != nil {
+		t.Fatal(err)
+	}
+	err := rusageMain([]string{"--out", out, "--", "/bin/sh", "-c", "exit 3"})
+	var ec exitCode
+	if !errors.As(err, &ec) || ec != 3 {
+		t.Fatalf("exit 3 gave %v", err)
+	}
+	u, err := readRemoteUsage(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.ExitCode != 3 || u.MaxRSSKiB <= 0 || u.WallSeconds <= 0 {
+		t.Fatalf("usage %+v", u)
+	}
+	raw, _ := os.ReadFile(out)
+	if n := strings.Count(string(raw), "\n"); n != 2 {
+		t.Fatalf("%d lines, want 2:\n%s", n, raw)
+	}
+	if _, err := readRemoteUsage(out + ".missing"); err == nil {
+		t.Fatal("a missing usage file was accepted")
+	}
+}
+
+func TestSummaryLists(t *testing.T) {
+	const c1 = "293cc1bcd6f231074c15137816556baccf7baaa67db2cfb2d4b2ce0b609647f4"
+	const c2 = "578648a28cd8c0e9e97c0d1aebbd5bfa7224bcb54e816be7c88e83ede7bf2470"
+	view := `* app/x/y/z
+    Latest Commit (126 bytes):
+      ` + c1 + `
+    Timestamp (ostree.commit.timestamp): 2026-12-04T00:22:30+00
+
+* appstream/x86_64
+    Latest Commit (300 bytes):
+      ` + c2 + `
+
+Repository Mode (ostree.summary.mode): archive-z2
+Last-Modified (ostree.summary.last-modified): 2026-12-04T00:22:30+00
+`
+	if !summaryLists(view, "app/x/y/z", c1) {
+		t.Error("the ref at its commit not found")
+	}
+	if summaryLists(view, "app/x/y/z", c2) {
+		t.Error("another ref's commit taken for the ref's")
+	}
+	if summaryLists(view, "app/other", c1) {
+		t.Error("a ref not in the summary found")
+	}
+}
+
+func TestParseStatPPID(t *testing.T) {
+	if pp, ok := parseStatPPID("4242 (a (b) c) S 17 4242 4242 0 -1"); !ok || pp != 17 {
+		t.Fatalf("got %d %v", pp, ok)
+	}
+	if _, ok := parseStatPPID("4242 (trunc"); ok {
+		t.Fatal("a line without the command's end parsed")
+	}
+}
+
+func TestFindOstreePushSkips(t *testing.T) {
+	if op := findOstreePush(context.Background(), "", "/usr/bin/python3"); !strings.Contains(op.Skipped, "--ostree-push") {
+		t.Errorf("no flag: %+v", op)
+	}
+	dir := t.TempDir()
+	if op := findOstreePush(context.Background(), dir, "/usr/bin/python3"); !strings.Contains(op.Skipped, "no otpush/push.py") {
+		t.Errorf("empty dir: %+v", op)
+	}
+}
+
+func TestSSHTable(t *testing.T) {
+	r := &scenarioResult{Scenario: scenario{Name: "ssh-cold", Fixture: "full", SSH: true}}
+	for i := range 3 {
+		r.Runs = append(r.Runs,
+			measurement{Tool: toolPushSSH, Run: i + 1, Client: usage{WallSeconds: 5}, ExitCodes: []int{0},
+				Server: &usage{MaxRSSKiB: 1024, CPUSeconds: 2}, Remote: &usage{MaxRSSKiB: 4096, CPUSeconds: 0.5}},
+			measurement{Tool: toolPush, Run: i + 1, Client: usage{WallSeconds: 4}, ExitCodes: []int{0}, Server: &usage{MaxRSSKiB: 1024, CPUSeconds: 2}},
+			measurement{Tool: toolOstreePush, Run: i + 1, Client: usage{WallSeconds: 20}, ExitCodes: []int{0}, Remote: &usage{MaxRSSKiB: 2048, CPUSeconds: 9}})
+	}
+	r.summarize()
+	if s := r.Median[toolPushSSH]; s.ServerCPUSeconds != 2.5 || s.ServerRSSKiB != 4096 {
+		t.Fatalf("push over ssh: the server is the daemon and ssh-serve together: %+v", s)
+	}
+	if r.Ratios[toolPushSSH] != 0.25 || r.Ratios[toolPush] != 0.2 || r.WallRatio != 0 {
+		t.Fatalf("ratios %v, push/pull %v", r.Ratios, r.WallRatio)
+	}
+	warm := &scenarioResult{Scenario: scenario{Name: "ssh-warm", Fixture: "full", SSH: true, Warm: true},
+		Runs:    []measurement{{Tool: toolPushSSH, Run: 1, Client: usage{WallSeconds: 1}, ExitCodes: []int{0}}},
+		Skipped: map[string]string{toolOstreePush: "no --ostree-push DIR given"}}
+	warm.summarize()
+	var out bytes.Buffer
+	if err := writeTable(&out, []*scenarioResult{r, warm}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimRight(out.String(), "\n"), "\n")
+	if len(lines) != 6 {
+		t.Fatalf("%d lines, want a header, 3 cold, 1 warm, 1 note:\n%s", len(lines), out.String())
+	}
+	for i, want := range [][]string{
+		{"/ostree-push", "server RSS"},
+		{"ssh-cold", "ostree-upload ssh", "5.00", "0.25", "4.0 MiB", "2.50"},
+		{"ostree-upload http", "4.00", "0.20"},
+		{"ostree-push", "20.00", "9.00"},
+		{"ssh-warm", "ostree-upload ssh", "1.00"},
+		{"ostree-push skipped: no --ostree-push DIR given"},
+	} {
+		for _, w := range want {
+			if !strings.Contains(lines[i], w) {
+				t.Errorf("line %d lacks %q: %s", i, w, lines[i])
+			}
+		}
 	}
 }

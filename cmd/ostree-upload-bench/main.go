@@ -1,15 +1,15 @@
 // Command ostree-upload-bench compares `ostree-upload push` with `ostree pull`
 // over HTTP (nginx) of the same commit into an empty or partly filled archive
 // repository, side by side in the same run, over loopback, over an emulated
-// WAN and through a connection cut. All traffic stays inside network
+// WAN and through a connection cut; and, over ssh, with ostree-push. All traffic stays inside network
 // namespaces it creates and deletes; it must run as root. It prints a table
 // and writes every run and the medians as JSON. See docs/benchmarks.md.
 //
 //	ostree-upload-bench [run] [flags]   run the scenarios (default)
 //	ostree-upload-bench fixture [flags] only generate (or find) the fixtures
 //
-// The proxy and wait subcommands are run by the bench itself inside its
-// namespaces.
+// The proxy, wait and rusage subcommands are run by the bench itself inside
+// its namespaces (rusage by sshd, as the remote command of a push over ssh).
 package main
 
 import (
@@ -22,6 +22,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -48,6 +49,8 @@ type options struct {
 	ClientTimeout time.Duration
 	Million       bool
 	MillionFiles  int
+	OstreePush    string
+	Python        string
 	Verbose       bool
 }
 
@@ -71,6 +74,8 @@ func flagSet(name string, o *options) *pflag.FlagSet {
 	fs.DurationVar(&o.ClientTimeout, "client-timeout", 30*time.Minute, "give up on a client run after this long")
 	fs.BoolVar(&o.Million, "million", false, "also push a commit of --million-files tiny files once")
 	fs.IntVar(&o.MillionFiles, "million-files", 1_000_000, "files of the --million commit")
+	fs.StringVar(&o.OstreePush, "ostree-push", "", "a checkout of ostree-push (v1.2.0) for the ssh scenarios to compare with; without it they skip it")
+	fs.StringVar(&o.Python, "python", "/usr/bin/python3", "the Python that runs ostree-push (with python3-gi, gir1.2-ostree-1.0, python3-yaml)")
 	fs.BoolVarP(&o.Verbose, "verbose", "v", false, "debug messages")
 	return fs
 }
@@ -89,6 +94,8 @@ func main() {
 		err = proxyMain(args)
 	case "wait":
 		err = waitMain(args)
+	case "rusage":
+		err = rusageMain(args)
 	default:
 		err = fmt.Errorf("unknown subcommand %q (run, fixture)", sub)
 	}
@@ -122,6 +129,8 @@ type bench struct {
 	pushStatsJSON bool // the binary's push knows --stats-json
 	fixtures      map[string]*fixture
 	flags         map[string]string // for the report
+	ostreePush    *ostreePushInfo   // what the ssh scenarios compare with
+	ostreePushSrc map[string]string // fixture name → the build repository ostree-push serves
 }
 
 func benchMain(sub string, args []string) error {
@@ -168,7 +177,7 @@ func benchMain(sub string, args []string) error {
 		}
 	}()
 
-	b := &bench{opt: o, fixtures: map[string]*fixture{}, flags: map[string]string{}}
+	b := &bench{opt: o, fixtures: map[string]*fixture{}, flags: map[string]string{}, ostreePushSrc: map[string]string{}}
 	fs.VisitAll(func(f *pflag.Flag) { b.flags[f.Name] = f.Value.String() })
 	if sub == "fixture" {
 		return b.makeFixtures(ctx, scenarios)
@@ -242,6 +251,15 @@ func (b *bench) run(ctx context.Context, scenarios []scenario) (err error) {
 		rep.Ostree = firstVersionLine(v)
 	}
 
+	if slices.ContainsFunc(scenarios, func(sc scenario) bool { return sc.SSH }) {
+		b.ostreePush = findOstreePush(ctx, b.opt.OstreePush, b.opt.Python)
+		rep.OstreePush = b.ostreePush
+		if b.ostreePush.Skipped != "" {
+			slog.Warn("the ssh scenarios skip ostree-push", "reason", b.ostreePush.Skipped)
+		} else {
+			slog.Info("ostree-push", "version", b.ostreePush.Version, "dir", b.ostreePush.Dir)
+		}
+	}
 	var runErr error
 	for _, sc := range scenarios {
 		slog.Info("scenario", "name", sc.Name, "about", sc.About, "fixture", sc.Fixture, "runs", b.opt.Runs)

@@ -69,7 +69,7 @@ func newLoopbackEnv(ctx context.Context) (*netEnv, error) {
 
 // wanLink describes the emulated link of a WAN environment.
 type wanLink struct {
-	Rate    string // tbf rate, e.g. "100mbit"
+	Rate    string // tbf rate, e.g. "100mbit"; empty: no tbf, the link unshaped
 	Burst   string // tbf burst
 	Latency string // tbf queueing limit in time
 	Subnet  int    // third octet of 10.213.X.0/24
@@ -77,7 +77,8 @@ type wanLink struct {
 
 // newWANEnv makes two namespaces joined by a veth pair created directly
 // inside them (it never appears in the host's namespace), with tbf on both
-// ends so that all connections share the rate in each direction.
+// ends so that all connections share the rate in each direction (none
+// without a rate).
 func newWANEnv(ctx context.Context, l wanLink) (env *netEnv, err error) {
 	build, prod := newNSName(), newNSName()
 	env = &netEnv{BuildNS: build, ProdNS: prod,
@@ -101,8 +102,11 @@ func newWANEnv(ctx context.Context, l wanLink) (env *netEnv, err error) {
 		{"ip", "-n", prod, "addr", "add", env.ProdIP + "/24", "dev", vp},
 		{"ip", "-n", build, "link", "set", vb, "up"},
 		{"ip", "-n", prod, "link", "set", vp, "up"},
-		{"tc", "-n", build, "qdisc", "add", "dev", vb, "root", "tbf", "rate", l.Rate, "burst", l.Burst, "latency", l.Latency},
-		{"tc", "-n", prod, "qdisc", "add", "dev", vp, "root", "tbf", "rate", l.Rate, "burst", l.Burst, "latency", l.Latency},
+	}
+	if l.Rate != "" {
+		steps = append(steps,
+			[]string{"tc", "-n", build, "qdisc", "add", "dev", vb, "root", "tbf", "rate", l.Rate, "burst", l.Burst, "latency", l.Latency},
+			[]string{"tc", "-n", prod, "qdisc", "add", "dev", vp, "root", "tbf", "rate", l.Rate, "burst", l.Burst, "latency", l.Latency})
 	}
 	for _, s := range steps {
 		if _, err := runTool(ctx, s[0], s[1:]...); err != nil {

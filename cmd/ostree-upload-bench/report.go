@@ -32,7 +32,12 @@ type scenarioResult struct {
 	Runs     []measurement      `json:"runs"`
 	Median   map[string]summary `json:"median"`
 	// WallRatio is the median push wall time over the median pull wall time.
-	WallRatio float64 `json:"wall_ratio_push_over_pull"`
+	WallRatio float64 `json:"wall_ratio_push_over_pull,omitempty"`
+	// Ratios are each tool's median wall time over the baseline's (pull,
+	// or ostree-push in the ssh scenarios).
+	Ratios map[string]float64 `json:"wall_ratio_over_baseline,omitempty"`
+	// Skipped are the tools the scenario did not run, and why.
+	Skipped map[string]string `json:"skipped,omitempty"`
 }
 
 // median returns the median of xs (the mean of the middle two for an even
@@ -50,10 +55,12 @@ func median(xs []float64) float64 {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
-// summarize computes per-tool medians and the wall time ratio.
+// summarize computes per-tool medians and the wall time ratios. The server
+// figures of a push over ssh are the daemon's and the remote command's
+// (ssh-serve) together: CPU summed, the larger peak RSS.
 func (r *scenarioResult) summarize() {
 	r.Median = map[string]summary{}
-	for _, tool := range []string{toolPush, toolPull} {
+	for _, tool := range r.Scenario.tools() {
 		var wall, wire, crss, ccpu, srss, scpu, neg []float64
 		var s summary
 		for _, m := range r.Runs {
@@ -65,9 +72,16 @@ func (r *scenarioResult) summarize() {
 			wire = append(wire, float64(m.WireBytes))
 			crss = append(crss, float64(m.Client.MaxRSSKiB))
 			ccpu = append(ccpu, m.Client.CPUSeconds)
-			if m.Server != nil {
-				srss = append(srss, float64(m.Server.MaxRSSKiB))
-				scpu = append(scpu, m.Server.CPUSeconds)
+			if m.Server != nil || m.Remote != nil {
+				var rss int64
+				var cpu float64
+				for _, u := range []*usage{m.Server, m.Remote} {
+					if u != nil {
+						rss, cpu = max(rss, u.MaxRSSKiB), cpu+u.CPUSeconds
+					}
+				}
+				srss = append(srss, float64(rss))
+				scpu = append(scpu, cpu)
 			}
 			if v, ok := m.PushStats["negotiate_seconds"].(float64); ok {
 				neg = append(neg, v)
@@ -86,8 +100,19 @@ func (r *scenarioResult) summarize() {
 		s.NegotiateSeconds = median(neg)
 		r.Median[tool] = s
 	}
-	if p, q := r.Median[toolPush], r.Median[toolPull]; q.WallSeconds > 0 {
-		r.WallRatio = p.WallSeconds / q.WallSeconds
+	r.Ratios = nil
+	if base := r.Median[r.Scenario.baseline()]; base.WallSeconds > 0 {
+		for tool, s := range r.Median {
+			if tool != r.Scenario.baseline() {
+				if r.Ratios == nil {
+					r.Ratios = map[string]float64{}
+				}
+				r.Ratios[tool] = s.WallSeconds / base.WallSeconds
+			}
+		}
+	}
+	if !r.Scenario.SSH {
+		r.WallRatio = r.Ratios[toolPush]
 	}
 }
 
@@ -107,31 +132,89 @@ func humanBytes(n int64) string {
 
 func secs(v float64) string { return fmt.Sprintf("%.2f", v) }
 
+// toolLabels name the tools in the tables.
+var toolLabels = map[string]string{
+	toolPush:       "ostree-upload",
+	toolPull:       "ostree pull",
+	toolPushSSH:    "ostree-upload ssh",
+	toolOstreePush: "ostree-push",
+}
+
 // writeTable prints one line per scenario and tool: medians of wall time,
-// bytes on the wire, client and daemon peak RSS and CPU, the push/pull wall
-// ratio and the client invocations needed.
+// bytes on the wire, client and server peak RSS and CPU, the wall time ratio
+// over the scenario's baseline and the client invocations needed. The push
+// vs pull scenarios come first, then the ssh ones in a table of their own
+// (baseline ostree-push, where ostree-upload's HTTP push is labelled http).
 func writeTable(w io.Writer, results []*scenarioResult) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "scenario\tfixture\ttool\truns\twall s\tpush/pull\twire\tclient RSS\tclient CPU s\tdaemon RSS\tdaemon CPU s\tattempts\t")
+	var pull, ssh []*scenarioResult
 	for _, r := range results {
-		for _, tool := range []string{toolPush, toolPull} {
+		if r.Scenario.SSH {
+			ssh = append(ssh, r)
+		} else {
+			pull = append(pull, r)
+		}
+	}
+	if len(pull) > 0 {
+		if err := writeTableOf(w, pull, "push/pull", "daemon", nil); err != nil {
+			return err
+		}
+		for _, r := range pull {
+			if r.Scenario.Flaky {
+				if _, err := fmt.Fprintln(w, "flaky: the traffic crosses lo twice (client to proxy, proxy to server), so its wire bytes count every byte twice."); err != nil {
+					return err
+				}
+				break
+			}
+		}
+	}
+	if len(ssh) > 0 {
+		if len(pull) > 0 {
+			fmt.Fprintln(w)
+		}
+		if err := writeTableOf(w, ssh, "/ostree-push", "server", map[string]string{toolPush: "ostree-upload http"}); err != nil {
+			return err
+		}
+		seen := map[string]bool{}
+		for _, r := range ssh {
+			for _, tool := range r.Scenario.tools() {
+				if why, ok := r.Skipped[tool]; ok && !seen[tool+why] {
+					seen[tool+why] = true
+					if _, err := fmt.Fprintf(w, "%s skipped: %s\n", toolLabels[tool], why); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func writeTableOf(w io.Writer, results []*scenarioResult, ratioHeader, serverHeader string, labels map[string]string) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "scenario\tfixture\ttool\truns\twall s\t%s\twire\tclient RSS\tclient CPU s\t%s RSS\t%s CPU s\tattempts\t\n", ratioHeader, serverHeader, serverHeader)
+	for _, r := range results {
+		first := true
+		for _, tool := range r.Scenario.tools() {
 			s, ok := r.Median[tool]
 			if !ok {
 				continue
 			}
 			name, fixture, ratio := r.Scenario.Name, r.Scenario.Fixture, ""
-			if tool == toolPush {
-				if r.WallRatio > 0 {
-					ratio = fmt.Sprintf("%.2f", r.WallRatio)
-				}
-			} else {
+			if !first {
 				name, fixture = "", ""
+			}
+			first = false
+			if v, ok := r.Ratios[tool]; ok {
+				ratio = fmt.Sprintf("%.2f", v)
 			}
 			srss, scpu := "-", "-"
 			if s.ServerRSSKiB > 0 {
 				srss, scpu = humanBytes(int64(s.ServerRSSKiB)*1024), secs(s.ServerCPUSeconds)
 			}
-			label := map[string]string{toolPush: "ostree-upload", toolPull: "ostree pull"}[tool]
+			label := toolLabels[tool]
+			if l, ok := labels[tool]; ok {
+				label = l
+			}
 			attempts := fmt.Sprint(s.MaxAttempts)
 			if s.Cuts > 0 {
 				attempts += " (cut)"
@@ -141,16 +224,7 @@ func writeTable(w io.Writer, results []*scenarioResult) error {
 				humanBytes(int64(s.ClientRSSKiB)*1024), secs(s.ClientCPUSeconds), srss, scpu, attempts)
 		}
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	for _, r := range results {
-		if r.Scenario.Flaky {
-			_, err := fmt.Fprintln(w, "flaky: the traffic crosses lo twice (client to proxy, proxy to server), so its wire bytes count every byte twice.")
-			return err
-		}
-	}
-	return nil
+	return tw.Flush()
 }
 
 // report is the JSON document the bench writes.
@@ -165,7 +239,10 @@ type report struct {
 	Fixtures map[string]*fixture `json:"fixtures"`
 	Results  []*scenarioResult   `json:"scenarios"`
 	Million  *millionResult      `json:"million,omitempty"`
-	Failures []string            `json:"failures,omitempty"`
+	// OstreePush is the ostree-push the ssh scenarios ran, or why they
+	// skipped it.
+	OstreePush *ostreePushInfo `json:"ostree_push,omitempty"`
+	Failures   []string        `json:"failures,omitempty"`
 }
 
 type hostInfo struct {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -19,18 +20,21 @@ const (
 	nginxPort       = 8081
 	pushProxyPort   = 9080
 	pullProxyPort   = 9081
+	sshPort         = 2222
 	remoteName      = "bench"
-	toolPush        = "push"
-	toolPull        = "pull"
 	maxFlakyAttempt = 2
 )
 
 // measurement is one timed client run.
 type measurement struct {
-	Tool      string         `json:"tool"` // "push" (ostree-upload push) or "pull" (ostree pull)
-	Run       int            `json:"run"`
-	Client    usage          `json:"client"`           // summed over attempts; RSS is the peak
-	Server    *usage         `json:"server,omitempty"` // the daemon; nginx is not counted
+	Tool   string `json:"tool"` // push, push-ssh (ostree-upload push), pull (ostree pull), ostree-push
+	Run    int    `json:"run"`
+	Client usage  `json:"client"`           // summed over attempts; RSS is the peak
+	Server *usage `json:"server,omitempty"` // the daemon; nginx is not counted
+	// Remote is the command sshd ran for the push (ssh-serve, or
+	// ostree-receive and its children), summed over its invocations; sshd
+	// itself is not counted.
+	Remote    *usage         `json:"remote,omitempty"`
 	WireBytes int64          `json:"wire_bytes"`
 	ExitCodes []int          `json:"exit_codes"` // one per attempt
 	Proxy     *proxyStats    `json:"proxy,omitempty"`
@@ -74,17 +78,21 @@ func (b *bench) endpoints(sc scenario, env *netEnv, fx *fixture, dir string) end
 	return e
 }
 
-// runScenario runs sc --runs times, push and pull alternating (push first on
-// odd runs, pull first on even ones), each on a fresh prod repo.
+// runScenario runs sc --runs times, the tools' order rotating each run (for
+// push and pull: push first on odd runs, pull first on even ones), each on a
+// fresh prod repo.
 func (b *bench) runScenario(ctx context.Context, sc scenario) (*scenarioResult, error) {
 	fx, err := b.fixture(ctx, sc.Fixture)
 	if err != nil {
 		return nil, err
 	}
 	var env *netEnv
-	if sc.WAN {
+	switch {
+	case sc.WAN:
 		env, err = newWANEnv(ctx, wanLink{Rate: b.opt.Rate, Burst: "256kbit", Latency: "400ms", Subnet: 1 + nsSeq%250})
-	} else {
+	case sc.SSH:
+		env, err = newWANEnv(ctx, wanLink{Subnet: 1 + nsSeq%250}) // no shaping: a plain link
+	default:
 		env, err = newLoopbackEnv(ctx)
 	}
 	if err != nil {
@@ -93,21 +101,34 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (*scenarioResult, 
 	defer env.close()
 
 	res := &scenarioResult{Scenario: sc}
-	for i := 1; i <= b.opt.Runs; i++ {
-		order := []string{toolPush, toolPull}
-		if i%2 == 0 {
-			order = []string{toolPull, toolPush}
+	tools := sc.tools()
+	var sshd *sshServer
+	if sc.SSH {
+		if b.ostreePush.Skipped != "" {
+			tools = slices.DeleteFunc(tools, func(t string) bool { return t == toolOstreePush })
+			res.Skipped = map[string]string{toolOstreePush: b.ostreePush.Skipped}
 		}
-		for _, tool := range order {
+		if sshd, err = startSSHServer(ctx, env, filepath.Join(b.runDir, sc.Name, "sshd")); err != nil {
+			return nil, err
+		}
+		defer sshd.stop()
+	}
+	for i := 1; i <= b.opt.Runs; i++ {
+		for _, tool := range runOrder(tools, i) {
 			dir := filepath.Join(b.runDir, sc.Name, fmt.Sprintf("run%d-%s", i, tool))
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return nil, err
 			}
 			var m *measurement
-			if tool == toolPush {
+			switch tool {
+			case toolPush:
 				m, err = b.runPush(ctx, sc, env, fx, dir)
-			} else {
+			case toolPull:
 				m, err = b.runPull(ctx, sc, env, fx, dir)
+			case toolPushSSH:
+				m, err = b.runPushSSH(ctx, sc, env, sshd, fx, dir)
+			case toolOstreePush:
+				m, err = b.runOstreePush(ctx, sc, env, sshd, fx, dir)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("%s run %d %s: %w", sc.Name, i, tool, err)
@@ -133,14 +154,30 @@ func logMeasurement(sc scenario, m *measurement) {
 	if m.Server != nil {
 		args = append(args, "daemon_rss", humanBytes(m.Server.MaxRSSKiB*1024), "daemon_cpu", fmt.Sprintf("%.2fs", m.Server.CPUSeconds))
 	}
+	if m.Remote != nil {
+		args = append(args, "remote_rss", humanBytes(m.Remote.MaxRSSKiB*1024), "remote_cpu", fmt.Sprintf("%.2fs", m.Remote.CPUSeconds))
+	}
 	if m.attempts() > 1 || m.Proxy != nil && m.Proxy.Cut {
 		args = append(args, "exit_codes", m.ExitCodes)
 	}
 	slog.Info("run", args...)
 }
 
-// runPush measures `ostree-upload push` of B into a fresh daemon.
-func (b *bench) runPush(ctx context.Context, sc scenario, env *netEnv, fx *fixture, dir string) (m *measurement, err error) {
+// runPush measures `ostree-upload push` of B into a fresh daemon over HTTP.
+func (b *bench) runPush(ctx context.Context, sc scenario, env *netEnv, fx *fixture, dir string) (*measurement, error) {
+	return b.push(ctx, sc, env, nil, fx, dir)
+}
+
+// runPushSSH measures `ostree-upload push` of B over ssh: sshd runs
+// `ostree-upload ssh-serve PROD`, which relays the push to a fresh daemon's
+// socket.
+func (b *bench) runPushSSH(ctx context.Context, sc scenario, env *netEnv, sshd *sshServer, fx *fixture, dir string) (*measurement, error) {
+	return b.push(ctx, sc, env, sshd, fx, dir)
+}
+
+// push measures `ostree-upload push` of B into a fresh daemon, over HTTP,
+// or over ssh through sshd when it is not nil.
+func (b *bench) push(ctx context.Context, sc scenario, env *netEnv, sshd *sshServer, fx *fixture, dir string) (m *measurement, err error) {
 	ep := b.endpoints(sc, env, fx, dir)
 	prod := filepath.Join(dir, "prod")
 	if sc.Warm {
@@ -178,16 +215,36 @@ func (b *bench) runPush(ctx context.Context, sc scenario, env *netEnv, fx *fixtu
 		}
 	}
 	statsPath := filepath.Join(dir, "push-stats.json")
-	argv := []string{b.bin, "push", "-q", "-r", src, "-a", ep.pushURL, "-b", fx.Ref, "-j", fmt.Sprint(b.opt.Jobs)}
+	argv := []string{b.bin, "push", "-q", "-r", src, "-b", fx.Ref, "-j", fmt.Sprint(b.opt.Jobs)}
+	env2 := []string{"OSTREE_UPLOAD_TOKEN=" + b.token}
+	var remoteUsage string
+	if sshd != nil {
+		// The remote command: ssh-serve with the daemon's configuration, its
+		// resource usage recorded.
+		remoteUsage = filepath.Join(dir, "remote-usage.jsonl")
+		remote, err := b.remoteWrapper(dir, "ostree-upload", remoteUsage, []string{"OSTREE_UPLOAD_CONF=" + b.config}, b.bin)
+		if err != nil {
+			return nil, err
+		}
+		argv = append(argv, "--ssh-command", sshd.sshWrapper, "--command", remote, sshd.dest(prod))
+		env2 = []string{"OSTREE_UPLOAD_TOKEN="}
+	} else {
+		argv = append(argv, "-a", ep.pushURL)
+	}
 	if b.pushStatsJSON {
 		argv = append(argv, "--stats-json", statsPath)
 	}
-	env2 := []string{"OSTREE_UPLOAD_TOKEN=" + b.token}
 	m, err = b.measureClient(ctx, sc, env, env.BuildNS, env2, filepath.Join(dir, "push.log"), argv)
 	if err != nil {
 		return nil, err
 	}
 	m.Tool = toolPush
+	if sshd != nil {
+		m.Tool = toolPushSSH
+		if m.Remote, err = readRemoteUsage(remoteUsage); err != nil {
+			return nil, err
+		}
+	}
 	if proxy != nil {
 		_, _ = proxy.stop(stopGrace)
 		proxy = nil
@@ -214,6 +271,11 @@ func (b *bench) runPush(ctx context.Context, sc scenario, env *netEnv, fx *fixtu
 	}
 	if err := verifyRepo(ctx, prod, fx.Ref, fx.B); err != nil {
 		return nil, err
+	}
+	if sc.SSH {
+		if err := verifySummary(ctx, prod, fx.Ref, fx.B); err != nil {
+			return nil, err
+		}
 	}
 	return m, nil
 }
