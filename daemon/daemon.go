@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -214,20 +215,38 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 		ln.Close()
 		return err
 	}
-	return d.ServeOnly(ctx, append([]net.Listener{ln}, socks...)...)
+	return d.http.Serve(ctx, []net.Listener{ln}, socks, d.drain, d.stop)
 }
 
-// ServeOnly is Serve on lns alone, without the push sockets.
-func (d *Daemon) ServeOnly(ctx context.Context, lns ...net.Listener) error {
-	return d.http.Serve(ctx, lns, func() {
+// ServeLocal serves ln alone, a listener of AccountConn connections (the
+// standard streams of ssh-serve), without the push sockets. When ctx is
+// done it drains as Serve does, then waits up to settle for the work that
+// publishes left for after their answer (appstream branches, static deltas
+// and their summaries) before it stops; what is not done by then is done
+// at the next start.
+func (d *Daemon) ServeLocal(ctx context.Context, ln net.Listener, settle time.Duration) error {
+	return d.http.Serve(ctx, nil, []net.Listener{ln}, d.drain, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), settle)
+		defer cancel()
 		for _, svc := range d.repos {
-			svc.Drain()
+			if err := svc.Settle(sctx); err != nil {
+				d.log.Warn("the work left after a publish goes on at the next start", "path", svc.Path(), "err", err)
+			}
 		}
-	}, func() {
-		for _, svc := range d.repos {
-			svc.Stop()
-		}
+		d.stop()
 	})
+}
+
+func (d *Daemon) drain() {
+	for _, svc := range d.repos {
+		svc.Drain()
+	}
+}
+
+func (d *Daemon) stop() {
+	for _, svc := range d.repos {
+		svc.Stop()
+	}
 }
 
 // Handler is the daemon's HTTP handler.
@@ -246,18 +265,6 @@ func (d *Daemon) Repository(name string) (*repository.Service, bool) {
 // Service is the service of the first repository (the only one of a daemon
 // of one repository).
 func (d *Daemon) Service() *repository.Service { return d.repos[d.names[0]] }
-
-// Settle waits until the work that publishes left for after their answer
-// (appstream branches, static deltas and their summaries) is done or has
-// failed, in every repository, or until ctx ends.
-func (d *Daemon) Settle(ctx context.Context) error {
-	for _, svc := range d.repos {
-		if err := svc.Settle(ctx); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // StateDir is the state dir of the first repository.
 func (d *Daemon) StateDir() string { return d.Service().StateDir() }

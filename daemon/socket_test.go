@@ -75,6 +75,25 @@ func TestSocketAuthenticatesThePeer(t *testing.T) {
 	if code != http.StatusForbidden || !strings.Contains(msg, "unix account "+me+" may not push here") {
 		t.Errorf("an account not listed: %d %s", code, msg)
 	}
+	// HTTP/2 without TLS on the socket, which carries a push over ssh;
+	// not on the TCP listener, where one connection would carry many
+	// requests past the connection limits.
+	h2c := func(dial func(ctx context.Context, network, addr string) (net.Conn, error), url string) error {
+		p := new(http.Protocols)
+		p.SetUnencryptedHTTP2(true)
+		res, err := (&http.Client{Transport: &http.Transport{Protocols: p, DialContext: dial}}).Get(url + "/healthz")
+		if err == nil {
+			res.Body.Close()
+		}
+		return err
+	}
+	sockDial := func(ctx context.Context, _, _ string) (net.Conn, error) { return unixsock.Dial(ctx, daemon.SocketOf(e.State)) }
+	if err := h2c(sockDial, "http://socket"); err != nil {
+		t.Errorf("HTTP/2 on the socket: %v", err)
+	}
+	if err := h2c((&net.Dialer{}).DialContext, e.URL); err == nil {
+		t.Error("HTTP/2 without TLS on the TCP listener was answered")
+	}
 	// The token still works over TCP.
 	req, _ := http.NewRequest("GET", other.URL+api.PathInfo, nil)
 	req.Header.Set("Authorization", "Bearer "+other.Tok.Secret)

@@ -22,7 +22,7 @@ import (
 // to the push. It creates, journals and writes nothing.
 func (s *Service) Check(ctx context.Context, id auth.Identity, req api.CheckRequest) (api.CheckResult, error) {
 	var none api.CheckResult
-	req.Force = req.Force || id.Account != "" && s.cfg.Force
+	req.Force, _ = s.accountOptions(id, req.Force, false)
 	if err := s.checkRefCount(len(req.Refs)); err != nil {
 		return none, err
 	}

@@ -79,6 +79,7 @@ func (s *Service) Promote(ctx context.Context, id auth.Identity, from service.Re
 		return api.Session{State: api.StatePublished, Refs: []api.RefUpdate{update},
 			Result: fmt.Sprintf("up to date: %s already points at %s", req.To, sum)}, nil
 	}
+	req.Force, req.DryRun = s.accountOptions(id, req.Force, req.DryRun)
 	sess, _, err := s.CreateSession(ctx, id, api.SessionRequest{Refs: []api.RefUpdate{update}, Force: req.Force, DryRun: req.DryRun})
 	if err != nil || req.DryRun {
 		return sess, err

@@ -178,7 +178,10 @@ func (s *Service) open(ctx context.Context, reg prometheus.Registerer) error {
 		return fmt.Errorf("production repo: %w", err)
 	}
 	if s.repoLock, err = lockDir(ctx, s.repo.Path()); err != nil {
-		return fmt.Errorf("production repo %s is in use by another ostree-upload daemon: %w", s.repo.Path(), err)
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			err = journal.ErrInUse
+		}
+		return fmt.Errorf("production repo %s is in use by another ostree-upload daemon or push: %w", s.repo.Path(), err)
 	}
 	if err := os.MkdirAll(s.stateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)

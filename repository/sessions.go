@@ -27,10 +27,7 @@ const journalBytesPerName = 512
 // repository's force and dry_run act on every session of a unix account
 // (a push over ssh), as ostree-push's receiver applies them.
 func (s *Service) CreateSession(ctx context.Context, id auth.Identity, req api.SessionRequest) (api.Session, bool, error) {
-	if id.Account != "" {
-		req.Force = req.Force || s.cfg.Force
-		req.DryRun = req.DryRun || s.cfg.DryRun
-	}
+	req.Force, req.DryRun = s.accountOptions(id, req.Force, req.DryRun)
 	if len(req.Objects) > api.MaxNamesPerRequest {
 		return api.Session{}, false, refuse(service.TooLarge, "%d names in one request, at most %d", len(req.Objects), api.MaxNamesPerRequest)
 	}
@@ -52,6 +49,16 @@ func (s *Service) CreateSession(ctx context.Context, id auth.Identity, req api.S
 		sess.Negotiated = len(req.Objects)
 	}
 	return sess, created, nil
+}
+
+// accountOptions are force and dryRun as a request of id gives them, with
+// the repository's force and dry_run added for a unix account's (a push
+// over ssh).
+func (s *Service) accountOptions(id auth.Identity, force, dryRun bool) (bool, bool) {
+	if id.Account == "" {
+		return force, dryRun
+	}
+	return force || s.cfg.Force, dryRun || s.cfg.DryRun
 }
 
 func (s *Service) createSession(ctx context.Context, id auth.Identity, req api.SessionRequest) (api.Session, bool, error) {
@@ -141,7 +148,7 @@ func checkRefUpdate(id auth.Identity, r api.RefUpdate, prod map[string]object.Ch
 		}
 	}
 	if !id.AllowsRef(r.Name) {
-		e := refuse(service.Forbidden, "%s may not push ref %s (its refs: %s): use a token whose refs cover it", id.Subject(), r.Name, strings.Join(id.Refs, ", "))
+		e := refuse(service.Forbidden, "%s may not push ref %s (its refs: %s): push it with an identity whose refs cover it", id.Subject(), r.Name, strings.Join(id.Refs, ", "))
 		e.Body.Ref = r.Name
 		return e
 	}

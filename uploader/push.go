@@ -188,7 +188,7 @@ func newClient(ctx context.Context, opts Options) (*client.Client, error) {
 		if opts.Token != "" {
 			return nil, permanent("a token does not go over ssh, where the host knows the unix account: drop --token, --token-file or OSTREE_UPLOAD_TOKEN")
 		}
-		return client.NewSSH(ctx, dest, client.SSHOptions{Command: opts.SSHCommand, Remote: opts.RemoteCommand, Stderr: opts.Progress})
+		return client.NewSSH(dest, client.SSHOptions{Command: opts.SSHCommand, Remote: opts.RemoteCommand, Stderr: opts.Progress}), nil
 	}
 	if opts.Token == "" {
 		return nil, permanent("no token: pass --token, --token-file or set OSTREE_UPLOAD_TOKEN")

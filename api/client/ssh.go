@@ -73,6 +73,9 @@ func ParseSSH(s string) (SSHDestination, bool, error) {
 			return d, false, nil
 		}
 		d.User, d.Host, d.Path = m[1], strings.Trim(m[2], "[]"), m[3]
+		if _, err := strconv.Atoi(d.Path); err == nil {
+			return d, true, fmt.Errorf("destination %q looks like HOST:PORT: a daemon's address is http://%s, a repository over ssh ssh://HOST/PATH or HOST:/PATH", s, s)
+		}
 	}
 	switch {
 	case d.Path == "" || d.Path == "/":
@@ -123,18 +126,14 @@ func ShellQuote(s string) string {
 
 // NewSSH is a client of the repository at dest: each connection is an ssh
 // process running the remote program, and the client's requests are
-// HTTP/2 streams over it, in parallel. The first connection is made now,
-// so that a wrong host, key or remote program is reported at once.
-func NewSSH(ctx context.Context, dest SSHDestination, opts SSHOptions) (*Client, error) {
+// HTTP/2 streams over it, in parallel. The first request starts the first
+// connection and reads where the repository's API is; an ssh that fails to
+// connect (exit status 255) is retried as a connection refused is.
+func NewSSH(dest SSHDestination, opts SSHOptions) *Client {
 	d := &sshDialer{dest: dest, opts: opts}
-	first, base, err := d.dial(ctx)
-	if err != nil {
-		return nil, err
-	}
-	d.base, d.spare = base, first
 	protocols := new(http.Protocols)
 	protocols.SetUnencryptedHTTP2(true)
-	tr := &http.Transport{
+	h2 := &http.Transport{
 		Protocols:   protocols,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.next(ctx) },
 		// One connection carries every call, the commit's too.
@@ -145,20 +144,62 @@ func NewSSH(ctx context.Context, dest SSHDestination, opts SSHOptions) (*Client,
 			MaxReceiveBufferPerStream: 4 << 20,
 		},
 	}
-	hc := &http.Client{Transport: tr}
-	u := &url.URL{Scheme: "http", Host: "ssh", Path: strings.TrimSuffix(base, "/")}
-	return &Client{base: u, http: hc, slow: hc, stall: time.Minute, closer: d.close}, nil
+	hc := &http.Client{Transport: &sshTransport{d: d, h2: h2}}
+	return &Client{base: &url.URL{Scheme: "http", Host: "ssh"}, http: hc, slow: hc, stall: time.Minute,
+		closer: func() { h2.CloseIdleConnections(); d.close() }}
+}
+
+// sshTransport sends a request over the ssh connections, under the path
+// the remote program announced.
+type sshTransport struct {
+	d  *sshDialer
+	h2 *http.Transport
+}
+
+func (t *sshTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	base, err := t.d.baseFor(req.Context())
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	r := req.Clone(req.Context())
+	r.URL.Path, r.URL.RawPath = strings.TrimSuffix(base, "/")+req.URL.Path, ""
+	return t.h2.RoundTrip(r)
 }
 
 // sshDialer starts ssh processes.
 type sshDialer struct {
 	dest SSHDestination
 	opts SSHOptions
-	base string // the API's path the first connection announced
 
+	first sync.Mutex // held while the first connection is made
 	mu    sync.Mutex
+	base  string   // the API's path the first connection announced; "" before
 	spare net.Conn // the first connection, until the transport asks for it
 	conns []*sshConn
+}
+
+// baseFor is the API's path on the host, from the first connection, which
+// it makes if there is none yet.
+func (d *sshDialer) baseFor(ctx context.Context) (string, error) {
+	d.first.Lock()
+	defer d.first.Unlock()
+	d.mu.Lock()
+	base := d.base
+	d.mu.Unlock()
+	if base != "" {
+		return base, nil
+	}
+	c, base, err := d.dial(ctx)
+	if err != nil {
+		return "", err
+	}
+	d.mu.Lock()
+	d.base, d.spare = base, c
+	d.mu.Unlock()
+	return base, nil
 }
 
 // next is a connection for the transport: the first one, then new ones
@@ -170,12 +211,13 @@ func (d *sshDialer) next(ctx context.Context) (net.Conn, error) {
 		d.mu.Unlock()
 		return c, nil
 	}
+	want := d.base
 	d.mu.Unlock()
 	c, base, err := d.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if base != d.base {
+	if base != want {
 		c.Close()
 		return nil, &PermanentError{Err: fmt.Errorf("ssh %s: the repository's API moved from %s to %s between two connections", d.dest, d.base, base)}
 	}
@@ -207,7 +249,9 @@ func (d *sshDialer) argv() []string {
 	if cmd == "" {
 		return append([]string{"ssh"}, args...)
 	}
-	return append([]string{"sh", "-c", cmd + ` "$@"`, "ssh"}, args...)
+	// exec: the ssh process is the one the client ends, not a shell
+	// waiting for it.
+	return append([]string{"sh", "-c", "exec " + cmd + ` "$@"`, "ssh"}, args...)
 }
 
 // dial starts ssh and reads the remote program's greeting.
@@ -225,6 +269,9 @@ func (d *sshDialer) dial(ctx context.Context) (*sshConn, string, error) {
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout = inR, outW
+	// Children of ssh (a ProxyCommand) may keep its stderr open after it
+	// exits: stop copying it then.
+	cmd.WaitDelay = 2 * time.Second
 	cmd.Stderr = d.opts.Stderr
 	if cmd.Stderr == nil {
 		cmd.Stderr = os.Stderr
@@ -241,7 +288,7 @@ func (d *sshDialer) dial(ctx context.Context) (*sshConn, string, error) {
 	go func() { c.waitErr = cmd.Wait(); close(c.exited) }()
 	base, err := c.greeting(ctx, d.dest)
 	if err != nil {
-		c.Close()
+		c.closeWithin(0) // not ours to wait for
 		return nil, "", err
 	}
 	d.mu.Lock()
@@ -257,7 +304,8 @@ const greetingTimeout = 2 * time.Minute
 func (c *sshConn) greeting(ctx context.Context, dest SSHDestination) (string, error) {
 	c.out.SetReadDeadline(time.Now().Add(greetingTimeout))
 	stop := context.AfterFunc(ctx, func() { c.out.SetReadDeadline(time.Now()) })
-	line, err := c.r.ReadString('\n')
+	b, err := c.r.ReadSlice('\n') // at most the reader's 4 KiB
+	line := string(b)
 	stop()
 	c.out.SetReadDeadline(time.Time{})
 	if err != nil {
@@ -265,14 +313,16 @@ func (c *sshConn) greeting(ctx context.Context, dest SSHDestination) (string, er
 			return "", ctx.Err()
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return "", fmt.Errorf("ssh %s: no answer within %s", dest, greetingTimeout)
+			return "", &sshFailure{fmt.Sprintf("ssh %s: no answer within %s", dest, greetingTimeout)}
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return "", &PermanentError{Err: fmt.Errorf("ssh %s: the remote command is not ostree-upload ssh-serve (its first line is longer than %d bytes): is ostree-upload on the host's PATH? name it with --command", dest, len(b))}
 		}
 		<-c.exited
 		var ee *exec.ExitError
 		if errors.As(c.waitErr, &ee) && ee.ExitCode() == 255 {
 			// ssh's own failure: the host, the network, the login.
-			// A net.Error: retried like a connection refused.
-			return "", &net.OpError{Op: "ssh", Net: "ssh", Err: fmt.Errorf("ssh %s failed (exit status 255; its message is above)", dest)}
+			return "", &sshFailure{fmt.Sprintf("ssh %s failed (exit status 255; its message is above)", dest)}
 		}
 		return "", &PermanentError{Err: fmt.Errorf("ssh %s: the remote command ended without serving the push (%v; its message is above)", dest, c.waitErr)}
 	}
@@ -282,6 +332,19 @@ func (c *sshConn) greeting(ctx context.Context, dest SSHDestination) (string, er
 	}
 	return base, nil
 }
+
+// sshFailure is ssh's own failure to connect: a net.Error, retried as a
+// connection refused is.
+type sshFailure struct{ msg string }
+
+func (e *sshFailure) Error() string   { return e.msg }
+func (e *sshFailure) Timeout() bool   { return false }
+func (e *sshFailure) Temporary() bool { return true }
+
+// closeWait is how long closing a connection waits for ssh to end: the
+// remote program may go on with what the publish left (see ssh-serve)
+// before it exits.
+const closeWait = 3 * time.Minute
 
 // sshConn is one ssh process as a net.Conn: writes go to its standard
 // input, reads come from its standard output.
@@ -298,20 +361,26 @@ type sshConn struct {
 func (c *sshConn) Read(b []byte) (int, error)  { return c.r.Read(b) }
 func (c *sshConn) Write(b []byte) (int, error) { return c.in.Write(b) }
 
-// Close ends the stream: ssh sees the end of its input and exits; one
-// that does not within a few seconds is killed.
+// Close ends the stream: ssh sees the end of its input and exits once the
+// remote program has; one that does not within closeWait is killed.
 func (c *sshConn) Close() error {
+	c.closeWithin(closeWait)
+	return nil
+}
+
+// closeWithin ends the stream, killing ssh if it has not exited within
+// wait.
+func (c *sshConn) closeWithin(wait time.Duration) {
 	c.once.Do(func() {
 		c.in.Close()
 		select {
 		case <-c.exited:
-		case <-time.After(5 * time.Second):
+		case <-time.After(wait):
 			c.cmd.Process.Kill()
 			<-c.exited
 		}
 		c.out.Close()
 	})
-	return nil
 }
 
 type sshAddr string

@@ -1,6 +1,10 @@
 package client
 
 import (
+	"context"
+	"errors"
+	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -36,6 +40,7 @@ func TestParseSSH(t *testing.T) {
 		"ssh://u:pw@host/repo":      "no password",
 		"ssh://host:99999/repo":     "bad port",
 		"-oProxyCommand=evil:/repo": "may not start with '-'",
+		"localhost:8080":            "looks like HOST:PORT: a daemon's address is http://localhost:8080",
 		"ssh://-oProxyCommand=x/r":  "may not start with '-'",
 	} {
 		if _, ok, err := ParseSSH(in); !ok || err == nil || !strings.Contains(err.Error(), want) {
@@ -52,5 +57,43 @@ func TestRemoteCommandQuoting(t *testing.T) {
 		if err != nil || string(out) != "ssh-serve\n"+path+"\n" {
 			t.Errorf("%q through sh: %q, %v", cmd, out, err)
 		}
+	}
+}
+
+// A remote that is not ssh-serve is named as such after at most one line
+// of 4 KiB, however much it prints.
+func TestSSHGreeting(t *testing.T) {
+	dir := t.TempDir()
+	for name, script := range map[string]string{
+		"endless": "head -c 10000000 /dev/zero | tr '\\0' x; sleep 5",
+		"banner":  "echo 'Welcome to prod'; sleep 5",
+		"missing": "echo 'sh: 1: ostree-upload: not found' >&2; exit 127",
+	} {
+		path := dir + "/" + name
+		if err := os.WriteFile(path, []byte("#!/bin/sh\n"+script+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		c := NewSSH(SSHDestination{Host: "h", Path: "/r"}, SSHOptions{Command: path, Stderr: io.Discard})
+		_, err := c.Info(context.Background())
+		c.Close()
+		var pe *PermanentError
+		if !errors.As(err, &pe) || !strings.Contains(err.Error(), "ssh h:/r: the remote command") {
+			t.Errorf("%s: %v, want a permanent error naming the remote command", name, err)
+		}
+	}
+}
+
+// ssh's own failure (exit status 255: no route, no login) may pass: it is
+// retried as a connection refused is.
+func TestSSHFailureIsRetried(t *testing.T) {
+	path := t.TempDir() + "/ssh"
+	if err := os.WriteFile(path, []byte("#!/bin/sh\necho 'ssh: connect to host h port 22: Connection refused' >&2\nexit 255\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := NewSSH(SSHDestination{Host: "h", Path: "/r"}, SSHOptions{Command: path, Stderr: io.Discard})
+	defer c.Close()
+	_, err := c.Info(context.Background())
+	if err == nil || !Retryable(err) || !strings.Contains(err.Error(), "ssh h:/r failed (exit status 255") {
+		t.Errorf("%v (retryable %v), want a retryable ssh failure", err, Retryable(err))
 	}
 }

@@ -80,12 +80,25 @@ func shell(command string) error {
 	if !strings.Contains(":"+path+":", ":"+dir+":") {
 		path = strings.TrimPrefix(path+":"+dir, ":")
 	}
-	env := []string{"PATH=" + path}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PATH=") {
-			env = append(env, kv)
+	return syscall.Exec(self, []string{"ostree-upload", sshServeCmd.name, "--", words[2]}, shellEnv(os.Environ(), path))
+}
+
+// shellEnv is the environment the shell gives ssh-serve: only what sshd
+// sets for a login (and the locale), so that nothing the client may send
+// through sshd's AcceptEnv or ~/.ssh/environment (OSTREE_UPLOAD_CONF,
+// XDG_CONFIG_HOME, LD_PRELOAD, …) chooses the configuration or the code
+// that runs; PATH is path.
+func shellEnv(env []string, path string) []string {
+	out := []string{"PATH=" + path}
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		switch {
+		case name == "HOME", name == "USER", name == "LOGNAME", name == "SHELL", name == "TZ", name == "LANG",
+			strings.HasPrefix(name, "LC_"), strings.HasPrefix(name, "SSH_"):
+			out = append(out, kv)
 		}
 	}
-	argv := []string{"ostree-upload", sshServeCmd.name, "--", words[2]}
-	return syscall.Exec(self, argv, env)
+	return out
 }
+
+

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -56,5 +57,16 @@ func TestShellRefuses(t *testing.T) {
 	out, err := exec.Command(builtBinary(t), "shell").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "interactive logins are disabled") {
 		t.Errorf("ostree-upload shell: %v\n%s", err, out)
+	}
+}
+
+// What the client may send through sshd (AcceptEnv, ~/.ssh/environment)
+// does not reach ssh-serve: it could name another configuration.
+func TestShellEnvironment(t *testing.T) {
+	got := shellEnv([]string{"HOME=/home/o", "OSTREE_UPLOAD_CONF=/tmp/evil.yaml", "OSTREE_RECEIVE_CONF=/tmp/x", "XDG_CONFIG_HOME=/tmp",
+		"LD_PRELOAD=/tmp/x.so", "LC_ALL=C", "SSH_CONNECTION=1 2 3 4", "PATH=/bin", "USER=o"}, "/bin:/opt/bin")
+	want := []string{"PATH=/bin:/opt/bin", "HOME=/home/o", "LC_ALL=C", "SSH_CONNECTION=1 2 3 4", "USER=o"}
+	if !slices.Equal(got, want) {
+		t.Errorf("shellEnv = %q, want %q", got, want)
 	}
 }

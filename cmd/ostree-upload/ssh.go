@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -55,10 +54,11 @@ var sshServeCmd = &command{
 // another one to the same repository.
 const sshLockWait = 10 * time.Minute
 
-// sshSettleWait bounds how long a push over ssh without a daemon finishes
-// the work its publish left (appstream branches, static deltas) after the
-// client is gone.
-const sshSettleWait = 30 * time.Minute
+// sshSettleWait bounds how long a push over ssh without a daemon goes on
+// with the work its publish left (appstream branches, static deltas) once
+// the client is done; what is left then is done by the next push or daemon
+// start.
+const sshSettleWait = 2 * time.Minute
 
 func sshServe(ctx context.Context, cfgPath, arg string, verbose bool) error {
 	if term(os.Stdin) || term(os.Stdout) {
@@ -81,13 +81,18 @@ func sshServe(ctx context.Context, cfgPath, arg string, verbose bool) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	// The greeting first: the client's requests then wait, with their
+	// own timeouts, for whichever serves them.
+	if err := greet(repo.Name); err != nil {
+		return err
+	}
 	sock := daemon.SocketOf(repository.StateDirOf(repo.Config))
 	deadline := time.Now().Add(sshLockWait)
 	waiting := false
 	for {
 		c, err := unixsock.Dial(ctx, sock)
 		if err == nil {
-			return relay(c, repo.Name)
+			return relay(c)
 		}
 		if errors.Is(err, fs.ErrPermission) {
 			return fmt.Errorf("the receive daemon's socket %s does not let account %s in: give the account the state dir's group (see docs/ssh.md)", sock, me)
@@ -95,7 +100,7 @@ func sshServe(ctx context.Context, cfgPath, arg string, verbose bool) error {
 		d, err := daemon.New(ctx, cfg, daemon.Options{Log: log, Version: version, Commit: buildCommit(),
 			Only: func(name string) bool { return name == repo.Name }})
 		if err == nil {
-			return serveStdio(ctx, d, repo.Name, me, log)
+			return serveStdio(ctx, d, me)
 		}
 		if !errors.Is(err, journal.ErrInUse) {
 			return err
@@ -154,17 +159,15 @@ func pickRepository(cfg *config.Config, arg string) (config.Repository, error) {
 	if err != nil {
 		return config.Repository{}, err
 	}
-	var names []string
 	for _, r := range list {
 		if sameDir(r.Config.Repo, abs) || cfg.Root != "" && !filepath.IsAbs(arg) && r.Name == filepath.ToSlash(filepath.Clean(arg)) {
 			if _, err := os.Stat(filepath.Join(r.Config.Repo, "config")); err != nil {
-				return config.Repository{}, fmt.Errorf("no OSTree repository at %s: create it first (ostree init --mode=archive --repo=%s)", r.Config.Repo, r.Config.Repo)
+				return config.Repository{}, fmt.Errorf("no OSTree repository at %s", r.Config.Repo)
 			}
 			return r, nil
 		}
-		names = append(names, r.Name)
 	}
-	return config.Repository{}, fmt.Errorf("%s is not a repository this host serves under %s; it serves: %s", arg, cfg.Root, strings.Join(names, ", "))
+	return config.Repository{}, fmt.Errorf("%s is not a repository this host serves", arg)
 }
 
 // sameDir reports whether a and b are one directory, or the same path
@@ -192,11 +195,8 @@ func greet(name string) error {
 
 // relay copies the push between the standard streams and the daemon's
 // socket, until either side ends.
-func relay(c net.Conn, name string) error {
+func relay(c net.Conn) error {
 	defer c.Close()
-	if err := greet(name); err != nil {
-		return err
-	}
 	go func() {
 		io.Copy(c, os.Stdin)
 		c.(*net.UnixConn).CloseWrite()
@@ -206,28 +206,18 @@ func relay(c net.Conn, name string) error {
 }
 
 // serveStdio serves the push on the standard streams with the repository
-// opened here, as the account me, then finishes what the publish left.
-func serveStdio(ctx context.Context, d *daemon.Daemon, name, me string, log *slog.Logger) error {
+// opened here, as the account me, then goes on with what the publish left
+// (within sshSettleWait).
+func serveStdio(ctx context.Context, d *daemon.Daemon, me string) error {
 	defer d.Close()
 	conn, err := stdioConn()
 	if err != nil {
 		return err
 	}
-	if err := greet(name); err != nil {
-		return err
-	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ln := &oneConn{c: &closeNotify{Conn: daemon.NewAccountConn(conn, me), closed: cancel}, closed: make(chan struct{})}
-	if err := d.ServeOnly(sctx, ln); err != nil {
-		return err
-	}
-	settle, stop := context.WithTimeout(ctx, sshSettleWait)
-	defer stop()
-	if err := d.Settle(settle); err != nil {
-		log.Warn("the work left after the publish goes on at the next push", "err", err)
-	}
-	return nil
+	return d.ServeLocal(sctx, ln, sshSettleWait)
 }
 
 // stdioConn is the standard streams as a connection, with deadlines.

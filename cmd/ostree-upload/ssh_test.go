@@ -128,7 +128,7 @@ func (h *sshHost) push(t *testing.T, b *sshBuild, extra []string, refs ...string
 		args = append(args, "-b", r)
 	}
 	cmd := exec.Command(builtBinary(t), args...)
-	cmd.Env = append(os.Environ(), "OSTREE_UPLOAD_TOKEN=") // an HTTP token in the environment stays unused
+	cmd.Env = append(os.Environ(), "OSTREE_UPLOAD_TOKEN=ou_for-http-pushes") // stays unused over ssh
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -395,14 +395,14 @@ func shellQuoteTest(s string) string { return "'" + strings.ReplaceAll(s, "'", `
 
 // Two pushes over ssh to different refs of one repository at once both
 // publish: with a daemon they share it; without, the second waits for the
-// first's lock.
+// first's lock (held here by a check of 4 s), saying so.
 func TestSSHConcurrentPushes(t *testing.T) {
 	t.Parallel()
 	b := newSSHBuild(t, 1, 64<<10)
 	for _, withDaemon := range []bool{true, false} {
 		t.Run(map[bool]string{true: "daemon", false: "no daemon"}[withDaemon], func(t *testing.T) {
 			t.Parallel()
-			h := newSSHHost(t, withDaemon, nil)
+			h := newSSHHost(t, withDaemon, func(e *daemontest.Env) { e.Config.CheckHook = config.Command{"sleep", "4"} })
 			var wg sync.WaitGroup
 			outs := make([]string, 2)
 			errs := make([]error, 2)
@@ -418,6 +418,9 @@ func TestSSHConcurrentPushes(t *testing.T) {
 				if errs[i] != nil {
 					t.Errorf("push %d: %v\n%s", i, errs[i], outs[i])
 				}
+			}
+			if waited := strings.Contains(strings.Join(outs, ""), "is running; waiting for it"); waited == withDaemon {
+				t.Errorf("a push waited for the other's lock: %v, want %v\n%s", waited, !withDaemon, strings.Join(outs, "\n"))
 			}
 			h.published(t, map[string]string{"main": b.commits["main"][0], "beta/app": b.commits["beta/app"][0]})
 		})
@@ -591,4 +594,38 @@ func TestSSHDryRunAndForceFromTheConfiguration(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Without a daemon, the push goes on with what its publish left before the
+// remote command exits: the static delta from the previous head is there
+// when push returns. The repository's accounts hold without a daemon too.
+func TestSSHWithoutDaemon(t *testing.T) {
+	t.Parallel()
+	b := newSSHBuild(t, 2, 64<<10)
+	t.Run("static deltas", func(t *testing.T) {
+		t.Parallel()
+		h := newSSHHost(t, false, func(e *daemontest.Env) { e.Config.StaticDeltas, e.Config.StaticDeltaDepth = true, 1 })
+		b.moveRef(t, "main", 0)
+		h.mustPush(t, b, "main")
+		b1 := newSSHBuild(t, 0, 0)
+		storetest.MustOstree(t, "pull-local", "--repo="+b1.repo, b.repo, b.commits["main"][1])
+		storetest.MustOstree(t, "refs", "--repo="+b1.repo, "--create=main", b.commits["main"][1])
+		h.mustPush(t, b1, "main")
+		deltas := storetest.MustOstree(t, "static-delta", "list", "--repo="+h.e.Repo)
+		if !strings.Contains(deltas, b.commits["main"][0]+"-"+b.commits["main"][1]) {
+			t.Errorf("deltas when push returned: %s", deltas)
+		}
+		h.published(t, map[string]string{"main": b.commits["main"][1]})
+	})
+	t.Run("accounts", func(t *testing.T) {
+		t.Parallel()
+		h := newSSHHost(t, false, func(e *daemontest.Env) { e.Config.Accounts = []config.Account{{User: "nobody"}} })
+		out, err := h.push(t, b, nil, "main")
+		if err == nil || !strings.Contains(out, "unix account root may not push here") {
+			t.Errorf("push by root, whom accounts does not list: %v\n%s", err, out)
+		}
+		if refs := h.e.Refs(); len(refs) != 0 {
+			t.Errorf("published %v", refs)
+		}
+	})
 }

@@ -84,7 +84,11 @@ func addrOf(c net.Conn) netip.Addr {
 // the connection may stay.
 func (l *connLimiter) admit(c net.Conn) bool {
 	ip := addrOf(c)
-	proxy := l.trusted(ip)
+	// A proxy's connections, and those of unix accounts on the daemon's
+	// socket (which have no address; sshd bounds an account's sessions),
+	// count toward the total only.
+	_, local := c.(AccountConn)
+	proxy := local || l.trusted(ip)
 	l.mu.Lock()
 	var victims []net.Conn
 	ok := true

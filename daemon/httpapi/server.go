@@ -107,38 +107,34 @@ func (s *Server) Handler() http.Handler { return s.echo }
 // end after their entry in flight, upload bodies stop being read); then
 // stop (if set) is called and what is left is cut.
 //
-// Every listener serves HTTP/1.1 and HTTP/2 without TLS (prior
-// knowledge), so that a push over one stream (an ssh channel) runs its
-// requests in parallel. Connections that are AccountConn authenticate as
-// their account.
-func (s *Server) Serve(ctx context.Context, lns []net.Listener, drain, stop func()) error {
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	srv := &http.Server{
-		Protocols:   protocols,
-		ConnContext: connContext,
-		HTTP2: &http.HTTP2Config{
-			// A stream's window as large as a pack entry in flight: one
-			// ssh channel carries every upload of a push.
-			MaxReceiveBufferPerStream:     4 << 20,
-			MaxReceiveBufferPerConnection: 16 << 20,
-		},
-		Handler:           s.echo,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		// Read and write timeouts stay 0: uploads run long; tusd manages
-		// per-read deadlines itself, the other routes have theirs.
-		ErrorLog:  slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		ConnState: s.conns.state,
+// The listeners of local are the daemon's own (its push socket, the
+// standard streams of ssh-serve), whose connections are AccountConn: they
+// serve HTTP/2 without TLS (prior knowledge) beside HTTP/1.1, so that a
+// push over one stream (an ssh channel) runs its requests in parallel. The
+// listeners of public serve HTTP/1.1 (and HTTP/2 over TLS where a TLS
+// listener negotiates it), where a connection carries one request at a
+// time and the connection limits bound a client's requests.
+func (s *Server) Serve(ctx context.Context, public, local []net.Listener, drain, stop func()) error {
+	var servers []*http.Server
+	errc := make(chan error, len(public)+len(local))
+	for i, lns := range [][]net.Listener{public, local} {
+		if len(lns) == 0 {
+			continue
+		}
+		srv := s.newHTTPServer(i == 1)
+		servers = append(servers, srv)
+		for _, ln := range lns {
+			go func() { errc <- srv.Serve(s.conns.listener(ln)) }()
+		}
 	}
-	errc := make(chan error, len(lns))
-	for _, ln := range lns {
-		go func() { errc <- srv.Serve(s.conns.listener(ln)) }()
+	closeAll := func() {
+		for _, srv := range servers {
+			srv.Close()
+		}
 	}
 	select {
 	case err := <-errc:
-		srv.Close()
+		closeAll()
 		return err
 	case <-ctx.Done():
 	}
@@ -150,23 +146,53 @@ func (s *Server) Serve(ctx context.Context, lns []net.Listener, drain, stop func
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout.Duration)
 	defer cancel()
-	err := srv.Shutdown(sctx)
+	var shutErr error
+	for _, srv := range servers {
+		shutErr = errors.Join(shutErr, srv.Shutdown(sctx))
+	}
 	if stop != nil {
 		stop()
 	}
-	if err != nil {
+	if shutErr != nil {
 		s.log.Warn("drain timed out: cutting the requests left", "after", time.Since(start).Round(time.Millisecond))
-		srv.Close()
+		closeAll()
 	} else {
 		s.log.Info("drained", "after", time.Since(start).Round(time.Millisecond))
 	}
 	var errs []error
-	for range lns {
+	for range len(public) + len(local) {
 		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// newHTTPServer is the HTTP server of public or, with local, of local
+// listeners (see Serve).
+func (s *Server) newHTTPServer(local bool) *http.Server {
+	srv := &http.Server{
+		Handler:           s.echo,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// Read and write timeouts stay 0: uploads run long; tusd manages
+		// per-read deadlines itself, the other routes have theirs.
+		ErrorLog:  slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnState: s.conns.state,
+	}
+	if local {
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
+		srv.ConnContext = connContext
+		srv.HTTP2 = &http.HTTP2Config{
+			// A stream's window as large as a pack entry in flight: one
+			// ssh channel carries every upload of a push.
+			MaxReceiveBufferPerStream:     4 << 20,
+			MaxReceiveBufferPerConnection: 16 << 20,
+		}
+	}
+	return srv
 }
 
 // refuseWhileDraining answers a new request during a graceful stop with
@@ -266,7 +292,7 @@ func (s *Server) auth(next echo.HandlerFunc) echo.HandlerFunc {
 		if user, ok := req.Context().Value(accountKey{}).(string); ok {
 			id, err := s.tokens.Load().Account(user)
 			if err != nil {
-				e := service.Refuse(service.Forbidden, "unix account %s may not push here: list it under accounts in the daemon's configuration", user)
+				e := service.Refuse(service.Forbidden, "unix account %s may not push here: list it under accounts in the configuration", user)
 				e.Body.Code = api.CodeScope
 				return e
 			}
