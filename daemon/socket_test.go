@@ -87,7 +87,9 @@ func TestSocketAuthenticatesThePeer(t *testing.T) {
 		}
 		return err
 	}
-	sockDial := func(ctx context.Context, _, _ string) (net.Conn, error) { return unixsock.Dial(ctx, daemon.SocketOf(e.State)) }
+	sockDial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return unixsock.Dial(ctx, daemon.SocketOf(e.State))
+	}
 	if err := h2c(sockDial, "http://socket"); err != nil {
 		t.Errorf("HTTP/2 on the socket: %v", err)
 	}

@@ -100,5 +100,3 @@ func shellEnv(env []string, path string) []string {
 	}
 	return out
 }
-
-
