@@ -8,7 +8,9 @@ bin=$(realpath "${1:-bin/ostree-upload}")
 work=$(mktemp -d "${TMPDIR:-/tmp}/ostree-upload-demo.XXXXXX")
 port=${DEMO_PORT:-18080}
 daemon_pid=
+sshd_pid=
 cleanup() {
+  [ -n "$sshd_pid" ] && kill "$sshd_pid" 2>/dev/null && wait "$sshd_pid" 2>/dev/null
   [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
   rm -rf "$work"
 }
@@ -44,6 +46,36 @@ ostree commit --repo=build -b demo/stable --tree=dir=tree -s 'demo v2' >/dev/nul
 
 step "Pushing again is a no-op"
 "$bin" push -r build -a "http://127.0.0.1:$port" -b demo/stable
+
+if [ "$(id -u)" = 0 ] && [ -x /usr/sbin/sshd ]; then
+  step "A third commit, pushed over ssh: sshd on 127.0.0.1:$((port + 2)) relays it to the daemon's socket"
+  mkdir -p ssh && chmod 700 ssh && mkdir -p /run/sshd
+  ssh-keygen -q -t ed25519 -N '' -f ssh/host_key && ssh-keygen -q -t ed25519 -N '' -f ssh/client_key
+  cp ssh/client_key.pub ssh/authorized_keys
+  printf '[127.0.0.1]:%s %s\n' "$((port + 2))" "$(cut -d' ' -f1,2 ssh/host_key.pub)" > ssh/known_hosts
+  cat > ssh/sshd_config <<CONF
+ListenAddress 127.0.0.1:$((port + 2))
+HostKey $work/ssh/host_key
+PidFile none
+AuthorizedKeysFile $work/ssh/authorized_keys
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+CONF
+  /usr/sbin/sshd -D -e -f ssh/sshd_config 2> ssh/sshd.log &
+  sshd_pid=$!
+  for _ in $(seq 1 50); do grep -q "Server listening" ssh/sshd.log && break; sleep 0.1; done
+  sleep 1 # a newer commit, by its timestamp in seconds
+  echo 'version=3' > tree/etc/demo.conf
+  ostree commit --repo=build -b demo/stable --tree=dir=tree -s 'demo v3' >/dev/null
+  ssh_cmd="ssh -F /dev/null -i $work/ssh/client_key -o IdentitiesOnly=yes -o BatchMode=yes -o UserKnownHostsFile=$work/ssh/known_hosts -o StrictHostKeyChecking=yes -p $((port + 2))"
+  "$bin" push -r build --ssh-command "$ssh_cmd" --command "$bin" "root@127.0.0.1:$work/production" -b demo/stable
+  grep -o 'msg="session created".*' daemon.log | tail -n 1
+else
+  step "(The push over ssh is shown when run as root with openssh-server installed)"
+fi
 
 step "The production repository"
 ostree refs --repo=production --list
