@@ -281,11 +281,11 @@ func writeMillion(w io.Writer, title string, m *millionResult) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n%s: %d files, %d objects, %s in the build repo\n", title, m.Files, m.Objects.Objects, humanBytes(m.Objects.DiskBytes))
 	fmt.Fprintf(&b, "  total %.1f s", m.Push.Client.WallSeconds)
+	if m.Commit != nil {
+		fmt.Fprintf(&b, " (push --no-publish, then sessions commit: %.1f s)", m.Commit.WallSeconds)
+	}
 	if m.NegotiateSeconds > 0 {
 		fmt.Fprintf(&b, ", negotiation %.1f s", m.NegotiateSeconds)
-	}
-	if m.Commit != nil {
-		fmt.Fprintf(&b, " (push --no-publish, then sessions commit %.1f s)", m.Commit.WallSeconds)
 	}
 	fmt.Fprintf(&b, ", wire %s\n", humanBytes(m.Push.WireBytes))
 	if m.Floor != nil {

@@ -149,7 +149,7 @@ func TestWriteMillionShowsFloorMemoryJournalAndPull(t *testing.T) {
 	writeMillion(&out, "tiny-files push", m)
 	for _, want := range []string{
 		"tiny-files push: 2000 files, 2005 objects",
-		"then sessions commit 1.0 s",
+		"total 10.0 s (push --no-publish, then sessions commit: 1.0 s)",
 		"floor (cp -a of the objects, syncfs) 4.0 s (copy 3.0 s, sync 1.0 s); push/floor 2.50",
 		"daemon peak RSS 4.0 MiB (sampled every 100 ms: RssAnon 2.0 MiB, RssFile 1.0 MiB)",
 		"journal uploaded 512.0 KiB (high-water 500.0 KiB) = 260 B/object",
