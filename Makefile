@@ -2,7 +2,7 @@
 #   make demo       end to end on embedded defaults: a daemon, a repo, pushes, a pull
 #   make            build bin/ostree-upload
 #   make test       install missing Debian packages, go vet, go test (race detector on, files on a tmpfs)
-#   make bench      Go benchmarks, then push vs ostree pull and push over ssh vs ostree-push (full fixture), and the million-object push
+#   make bench      Go benchmarks, then push vs ostree pull and push over ssh vs ostree-push (full fixture), the tiny-files push and pull (200,000 files) and the million-object push
 #   make bench-smoke   push vs ostree pull on the small fixture, one run per scenario (a few minutes)
 #   make bench-go   Go benchmarks of the store package
 #   make bench-deps install the Debian packages the bench needs (iproute2; Python and its OSTree bindings for ostree-push)
@@ -88,7 +88,7 @@ $(BENCH_BIN): FORCE
 
 # Needs root (network namespaces). See docs/benchmarks.md.
 bench: deps bench-deps build bench-go $(BENCH_BIN)
-	$(BENCH_BIN) --fixture full --million --bin $(BINDIR)/$(BINNAME) --work $(BENCH_WORK) --json $(BENCH_WORK)/results.json $(BENCH_OSTREE_PUSH_FLAG) $(BENCH_FLAGS)
+	$(BENCH_BIN) --fixture full --million --tiny-files 200000 --bin $(BINDIR)/$(BINNAME) --work $(BENCH_WORK) --json $(BENCH_WORK)/results.json $(BENCH_OSTREE_PUSH_FLAG) $(BENCH_FLAGS)
 
 bench-smoke: deps bench-deps build $(BENCH_BIN)
 	$(BENCH_BIN) --fixture small --runs 1 --bin $(BINDIR)/$(BINNAME) --work $(BENCH_WORK) --json $(BENCH_WORK)/smoke.json $(BENCH_OSTREE_PUSH_FLAG) $(BENCH_FLAGS)

@@ -49,6 +49,7 @@ type options struct {
 	ClientTimeout time.Duration
 	Million       bool
 	MillionFiles  int
+	TinyFiles     int
 	OstreePush    string
 	Python        string
 	Verbose       bool
@@ -74,6 +75,7 @@ func flagSet(name string, o *options) *pflag.FlagSet {
 	fs.DurationVar(&o.ClientTimeout, "client-timeout", 30*time.Minute, "give up on a client run after this long")
 	fs.BoolVar(&o.Million, "million", false, "also push a commit of --million-files tiny files once")
 	fs.IntVar(&o.MillionFiles, "million-files", 1_000_000, "files of the --million commit")
+	fs.IntVar(&o.TinyFiles, "tiny-files", 0, "also push a commit of N tiny files once, and ostree pull it once (0: not)")
 	fs.StringVar(&o.OstreePush, "ostree-push", "", "a checkout of ostree-push (v1.2.0) for the ssh scenarios to compare with; without it they skip it")
 	fs.StringVar(&o.Python, "python", "/usr/bin/python3", "the Python that runs ostree-push (with python3-gi, gir1.2-ostree-1.0, python3-yaml)")
 	fs.BoolVarP(&o.Verbose, "verbose", "v", false, "debug messages")
@@ -127,6 +129,7 @@ type bench struct {
 	token         string
 	runDir        string
 	pushStatsJSON bool // the binary's push knows --stats-json
+	pushNoPublish bool // … and --no-publish, with sessions commit
 	fixtures      map[string]*fixture
 	flags         map[string]string // for the report
 	ostreePush    *ostreePushInfo   // what the ssh scenarios compare with
@@ -157,6 +160,9 @@ func benchMain(sub string, args []string) error {
 	}
 	if o.Runs < 1 {
 		return fmt.Errorf("--runs must be at least 1")
+	}
+	if o.MillionFiles < 1 || o.TinyFiles < 0 {
+		return fmt.Errorf("--million-files must be at least 1 and --tiny-files at least 0 (0: no tiny-files push)")
 	}
 	scenarios, err := selectScenarios(o.Scenarios, o.Fixture, o.WANFixture)
 	if err != nil {
@@ -192,12 +198,18 @@ func (b *bench) makeFixtures(ctx context.Context, scenarios []scenario) error {
 			return err
 		}
 	}
-	if b.opt.Million {
-		fx, err := loadOrMakeMillion(ctx, b.opt.Work, b.opt.MillionFiles, b.opt.Seed, b.opt.Ref)
+	for _, t := range []struct {
+		name string
+		n    int
+	}{{"million", b.opt.MillionFiles}, {"tiny", b.opt.TinyFiles}} {
+		if t.name == "million" && !b.opt.Million || t.n == 0 {
+			continue
+		}
+		fx, err := loadOrMakeMillion(ctx, b.opt.Work, t.n, b.opt.Seed, b.opt.Ref)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("million: %d files, %d objects, %s (%s on disk)\n", fx.Files, fx.BuildRepo.Objects,
+		fmt.Printf("%s: %d files, %d objects, %s (%s on disk)\n", t.name, fx.Files, fx.BuildRepo.Objects,
 			humanBytes(fx.BuildRepo.Bytes), humanBytes(fx.BuildRepo.DiskBytes))
 	}
 	return nil
@@ -220,7 +232,7 @@ func (b *bench) fixture(ctx context.Context, name string) (*fixture, error) {
 	return f, nil
 }
 
-// run runs the scenarios and the million-object push, prints the table and
+// run runs the scenarios, the tiny-files and the million-object pushes, prints the table and
 // writes the JSON report.
 func (b *bench) run(ctx context.Context, scenarios []scenario) (err error) {
 	if os.Geteuid() != 0 {
@@ -276,12 +288,20 @@ func (b *bench) run(ctx context.Context, scenarios []scenario) (err error) {
 			return err
 		}
 	}
+	if runErr == nil && b.opt.TinyFiles > 0 {
+		rep.Tiny, runErr = b.runTiny(ctx)
+		if runErr == nil {
+			if err := writeJSON(b.opt.JSON, rep); err != nil {
+				return err
+			}
+		}
+	}
 	if runErr == nil && b.opt.Million {
 		rep.Million, runErr = b.runMillion(ctx)
 	}
 	rep.Finished = time.Now()
 	b.fillFixtures(rep)
-	if len(rep.Results) > 0 || rep.Million != nil { // an interrupted bench keeps the previous results
+	if len(rep.Results) > 0 || rep.Million != nil || rep.Tiny != nil { // an interrupted bench keeps the previous results
 		if err := writeJSON(b.opt.JSON, rep); err != nil {
 			return err
 		}
@@ -292,8 +312,9 @@ func (b *bench) run(ctx context.Context, scenarios []scenario) (err error) {
 			return err
 		}
 	}
-	writeMillion(os.Stdout, rep.Million)
-	if len(rep.Results) > 0 || rep.Million != nil {
+	writeMillion(os.Stdout, "tiny-files push", rep.Tiny)
+	writeMillion(os.Stdout, "million-object push", rep.Million)
+	if len(rep.Results) > 0 || rep.Million != nil || rep.Tiny != nil {
 		fmt.Printf("\nresults: %s (%.0f s)\n", b.opt.JSON, rep.Finished.Sub(rep.Started).Seconds())
 	}
 	if runErr != nil {
@@ -340,6 +361,7 @@ func (b *bench) prepare(ctx context.Context) error {
 	}
 	help, _ := exec.CommandContext(ctx, b.bin, "push", "--help").CombinedOutput()
 	b.pushStatsJSON = strings.Contains(string(help), "--stats-json")
+	b.pushNoPublish = b.pushStatsJSON && strings.Contains(string(help), "--no-publish")
 	b.config = filepath.Join(dir, "ostree-upload.yaml")
 	out, err := runTool(ctx, b.bin, "gentoken", "-c", b.config, "--name", "bench")
 	if err != nil {

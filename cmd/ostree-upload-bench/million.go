@@ -16,12 +16,15 @@ import (
 const (
 	millionFilesPerDir = 1000
 	millionFileSize    = 40
-	// millionDiskPerFile is the free space the million-object push needs per
-	// file: the build repo, the prod repo and the daemon's state.
-	millionDiskPerFile = 15_000
+	// millionDiskPerFile is the free space a push of tiny files needs per
+	// file: the build repo, the prod repo and the daemon's state, then the
+	// floor's copy of the objects, then the pull's repo.
+	millionDiskPerFile = 20_000
 )
 
-// millionResult is the outcome of the million-object push.
+// millionResult is the outcome of a push of many tiny files: the
+// million-object push, or the tiny-files one, which runs ostree pull of the
+// same commit beside it.
 type millionResult struct {
 	Files            int          `json:"files"`
 	Skipped          string       `json:"skipped,omitempty"`
@@ -30,19 +33,49 @@ type millionResult struct {
 	Push             *measurement `json:"push,omitempty"`
 	NegotiateSeconds float64      `json:"negotiate_seconds,omitempty"` // from push --stats-json
 	VerifySeconds    float64      `json:"verify_seconds,omitempty"`    // daemon start and stop, ostree fsck, rev-parse
+	// Split says the push ran as push --no-publish, then sessions commit
+	// (whose figures Commit holds; Push's client figures include them), to
+	// measure the journal before the publish.
+	Split  bool   `json:"split,omitempty"`
+	Commit *usage `json:"commit,omitempty"`
+	// DaemonMem is the daemon's memory sampled from /proc/PID/status while
+	// it ran; Push.Server.MaxRSSKiB is its exact peak RSS.
+	DaemonMem *memPeak        `json:"daemon_mem,omitempty"`
+	Journal   *journalFigures `json:"journal,omitempty"`
+	// Floor is the same objects created durably without ostree-upload.
+	Floor *floorResult `json:"floor,omitempty"`
+	// Pull is ostree pull of the same commit from nginx into an empty
+	// archive repository (the tiny-files push only), and PushOverPull the
+	// ratio of their wall times.
+	Pull         *measurement `json:"pull,omitempty"`
+	PushOverPull float64      `json:"wall_ratio_push_over_pull,omitempty"`
 }
 
 // runMillion pushes a commit of opt.MillionFiles distinct tiny files once to
 // a fresh daemon over loopback.
 func (b *bench) runMillion(ctx context.Context) (*millionResult, error) {
-	n := b.opt.MillionFiles
+	return b.runTinyPush(ctx, "million", b.opt.MillionFiles, false)
+}
+
+// runTiny pushes a commit of opt.TinyFiles distinct tiny files once, and
+// pulls it once with ostree pull.
+func (b *bench) runTiny(ctx context.Context) (*millionResult, error) {
+	return b.runTinyPush(ctx, "tiny", b.opt.TinyFiles, true)
+}
+
+// runTinyPush pushes a commit of n distinct tiny files once, cold, to a
+// fresh daemon over loopback, sampling the daemon's memory and measuring
+// its journal (see pushProbe); then copies the build repository's objects
+// durably (the floor); then, with pull, runs ostree pull of the commit into
+// an empty repository.
+func (b *bench) runTinyPush(ctx context.Context, name string, n int, pull bool) (*millionResult, error) {
 	res := &millionResult{Files: n}
 	need := max(int64(n)*millionDiskPerFile, 1<<30)
 	if free, err := freeBytes(b.opt.Work); err != nil {
 		return nil, err
 	} else if free < need {
 		res.Skipped = fmt.Sprintf("%s free in %s, %s needed", humanBytes(free), b.opt.Work, humanBytes(need))
-		slog.Warn("skipping the million-object push", "reason", res.Skipped)
+		slog.Warn("skipping the push of tiny files", "name", name, "reason", res.Skipped)
 		return res, nil
 	}
 	fx, err := loadOrMakeMillion(ctx, b.opt.Work, n, b.opt.Seed, b.opt.Ref)
@@ -55,32 +88,71 @@ func (b *bench) runMillion(ctx context.Context) (*millionResult, error) {
 		return nil, err
 	}
 	defer env.close()
-	dir := filepath.Join(b.runDir, "million")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
+	dir := filepath.Join(b.runDir, name)
 	defer func() {
 		if !b.opt.Keep {
 			_ = os.RemoveAll(dir)
 		}
 	}()
-	slog.Info("million-object push", "files", n, "objects", fx.BuildRepo.Objects)
-	sc := scenario{Name: "million", About: "a commit of many tiny files, empty prod, loopback", Fixture: "million"}
+	slog.Info("push of tiny files", "name", name, "files", n, "objects", fx.BuildRepo.Objects, "pull", pull)
+	sc := scenario{Name: name, About: "a commit of many tiny files, empty prod, loopback", Fixture: "million"}
 	old := b.opt.ClientTimeout
 	b.opt.ClientTimeout = max(old, 4*time.Hour)
+	defer func() { b.opt.ClientTimeout = old }()
+
+	pushDir := filepath.Join(dir, "push")
+	if err := os.MkdirAll(pushDir, 0o755); err != nil {
+		return nil, err
+	}
+	probe := &pushProbe{split: b.pushNoPublish}
 	start := time.Now()
-	m, err := b.runPush(ctx, sc, env, fx, dir)
-	b.opt.ClientTimeout = old
+	m, err := b.push(ctx, sc, env, nil, fx, pushDir, probe)
 	if err != nil {
-		return nil, fmt.Errorf("million-object push: %w", err)
+		return nil, fmt.Errorf("%s push: %w", name, err)
 	}
 	m.Run = 1
 	res.Push = m
+	res.Split, res.Commit, res.Journal = probe.split, probe.commit, probe.journal
+	res.DaemonMem = &probe.mem
 	if v, ok := m.PushStats["negotiate_seconds"].(float64); ok {
 		res.NegotiateSeconds = v
 	}
 	res.VerifySeconds = time.Since(start).Seconds() - m.Client.WallSeconds
 	logMeasurement(sc, m)
+	if !b.opt.Keep {
+		// Free the disk (and the page cache) the push filled before the copy.
+		if err := os.RemoveAll(pushDir); err != nil {
+			return nil, err
+		}
+	}
+
+	slog.Info("floor: cp -a of the build repository's objects, then syncfs", "name", name)
+	if res.Floor, err = measureFloor(ctx, filepath.Join(fx.build(), "objects"), filepath.Join(dir, "floor", "objects")); err != nil {
+		return nil, err
+	}
+	slog.Info("floor", "name", name, "seconds", fmt.Sprintf("%.2f", res.Floor.WallSeconds))
+	if !b.opt.Keep {
+		if err := os.RemoveAll(filepath.Join(dir, "floor")); err != nil {
+			return nil, err
+		}
+	}
+
+	if pull {
+		pullDir := filepath.Join(dir, "pull")
+		if err := os.MkdirAll(pullDir, 0o755); err != nil {
+			return nil, err
+		}
+		p, err := b.runPull(ctx, sc, env, fx, pullDir)
+		if err != nil {
+			return nil, fmt.Errorf("%s pull: %w", name, err)
+		}
+		p.Run = 1
+		res.Pull = p
+		if p.Client.WallSeconds > 0 {
+			res.PushOverPull = m.Client.WallSeconds / p.Client.WallSeconds
+		}
+		logMeasurement(sc, p)
+	}
 	return res, nil
 }
 

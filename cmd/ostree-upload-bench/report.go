@@ -239,6 +239,7 @@ type report struct {
 	Fixtures map[string]*fixture `json:"fixtures"`
 	Results  []*scenarioResult   `json:"scenarios"`
 	Million  *millionResult      `json:"million,omitempty"`
+	Tiny     *millionResult      `json:"tiny,omitempty"` // the tiny-files push and pull
 	// OstreePush is the ostree-push the ssh scenarios ran, or why they
 	// skipped it.
 	OstreePush *ostreePushInfo `json:"ostree_push,omitempty"`
@@ -266,25 +267,69 @@ func writeJSON(path string, v any) error {
 	return os.Rename(tmp, path)
 }
 
-// writeMillion prints the million-object push result.
-func writeMillion(w io.Writer, m *millionResult) {
+// writeMillion prints the result of a push of tiny files under title: the
+// push's figures, the daemon's anonymous memory, the journal, the floor and,
+// for the tiny-files push, ostree pull's figures.
+func writeMillion(w io.Writer, title string, m *millionResult) {
 	if m == nil {
 		return
 	}
 	if m.Skipped != "" {
-		fmt.Fprintf(w, "\nmillion-object push: skipped: %s\n", m.Skipped)
+		fmt.Fprintf(w, "\n%s: skipped: %s\n", title, m.Skipped)
 		return
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nmillion-object push: %d files, %d objects, %s in the build repo\n", m.Files, m.Objects.Objects, humanBytes(m.Objects.DiskBytes))
+	fmt.Fprintf(&b, "\n%s: %d files, %d objects, %s in the build repo\n", title, m.Files, m.Objects.Objects, humanBytes(m.Objects.DiskBytes))
 	fmt.Fprintf(&b, "  total %.1f s", m.Push.Client.WallSeconds)
+	if m.Commit != nil {
+		fmt.Fprintf(&b, " (push --no-publish, then sessions commit: %.1f s)", m.Commit.WallSeconds)
+	}
 	if m.NegotiateSeconds > 0 {
 		fmt.Fprintf(&b, ", negotiation %.1f s", m.NegotiateSeconds)
 	}
 	fmt.Fprintf(&b, ", wire %s\n", humanBytes(m.Push.WireBytes))
+	if m.Floor != nil {
+		fmt.Fprintf(&b, "  floor (cp -a of the objects, syncfs) %.1f s (copy %.1f s, sync %.1f s)", m.Floor.WallSeconds, m.Floor.CopySeconds, m.Floor.SyncSeconds)
+		if m.Floor.WallSeconds > 0 {
+			fmt.Fprintf(&b, "; push/floor %.2f", m.Push.Client.WallSeconds/m.Floor.WallSeconds)
+		}
+		if !m.Floor.SameFilesystem {
+			b.WriteString(" (copied to another filesystem)")
+		}
+		b.WriteString("\n")
+	}
 	fmt.Fprintf(&b, "  client peak RSS %s, CPU %.1f s\n", humanBytes(m.Push.Client.MaxRSSKiB*1024), m.Push.Client.CPUSeconds)
 	if m.Push.Server != nil {
-		fmt.Fprintf(&b, "  daemon peak RSS %s, CPU %.1f s\n", humanBytes(m.Push.Server.MaxRSSKiB*1024), m.Push.Server.CPUSeconds)
+		fmt.Fprintf(&b, "  daemon peak RSS %s", humanBytes(m.Push.Server.MaxRSSKiB*1024))
+		if d := m.DaemonMem; d != nil && d.Samples > 0 {
+			fmt.Fprintf(&b, " (sampled every %d ms: RssAnon %s, RssFile %s)", d.IntervalMillis, humanBytes(d.RssAnonKiB*1024), humanBytes(d.RssFileKiB*1024))
+		}
+		fmt.Fprintf(&b, ", CPU %.1f s\n", m.Push.Server.CPUSeconds)
+	}
+	if j := m.Journal; j != nil {
+		b.WriteString("  journal")
+		if j.Uploaded != nil {
+			fmt.Fprintf(&b, " uploaded %s", journalLine(j.Uploaded))
+			if j.Objects > 0 {
+				fmt.Fprintf(&b, " = %.0f B/object (high-water %.0f B/object over %d objects)", j.BytesPerObj, j.HighWaterPObj, j.Objects)
+			}
+			b.WriteString(";")
+		}
+		if j.Committed != nil {
+			fmt.Fprintf(&b, " published %s;", journalLine(j.Committed))
+		}
+		if j.Stopped != nil {
+			fmt.Fprintf(&b, " stopped %s, %s free", journalLine(j.Stopped), humanBytes(j.Stopped.FreeBytes))
+		}
+		b.WriteString("\n")
+	}
+	if m.Pull != nil {
+		fmt.Fprintf(&b, "  ostree pull %.1f s, wire %s, client peak RSS %s, CPU %.1f s; push/pull %.2f\n",
+			m.Pull.Client.WallSeconds, humanBytes(m.Pull.WireBytes), humanBytes(m.Pull.Client.MaxRSSKiB*1024), m.Pull.Client.CPUSeconds, m.PushOverPull)
 	}
 	io.WriteString(w, b.String())
+}
+
+func journalLine(j *journalSize) string {
+	return fmt.Sprintf("%s (high-water %s)", humanBytes(j.FileBytes), humanBytes(j.HighWaterBytes))
 }

@@ -165,19 +165,43 @@ func logMeasurement(sc scenario, m *measurement) {
 
 // runPush measures `ostree-upload push` of B into a fresh daemon over HTTP.
 func (b *bench) runPush(ctx context.Context, sc scenario, env *netEnv, fx *fixture, dir string) (*measurement, error) {
-	return b.push(ctx, sc, env, nil, fx, dir)
+	return b.push(ctx, sc, env, nil, fx, dir, nil)
 }
 
 // runPushSSH measures `ostree-upload push` of B over ssh: sshd runs
 // `ostree-upload ssh-serve PROD`, which relays the push to a fresh daemon's
 // socket.
 func (b *bench) runPushSSH(ctx context.Context, sc scenario, env *netEnv, sshd *sshServer, fx *fixture, dir string) (*measurement, error) {
-	return b.push(ctx, sc, env, sshd, fx, dir)
+	return b.push(ctx, sc, env, sshd, fx, dir, nil)
+}
+
+// pushProbe asks push (over HTTP) for the tiny-file pushes' extra figures:
+// the daemon's memory sampled while it runs and, when split, the journal's
+// size with every object uploaded but nothing published yet, which takes
+// `push --no-publish` followed by `sessions commit`.
+type pushProbe struct {
+	split bool
+	// Filled in by push.
+	mem     memPeak
+	journal *journalFigures
+	commit  *usage // the sessions commit client, when split
+}
+
+// journalFigures are the daemon's journal before the publish (when the push
+// is split), right after it, and once the daemon has stopped.
+type journalFigures struct {
+	Path          string       `json:"path"`
+	Uploaded      *journalSize `json:"uploaded,omitempty"` // every object uploaded, not yet published
+	Committed     *journalSize `json:"committed,omitempty"`
+	Stopped       *journalSize `json:"stopped,omitempty"`
+	Objects       int          `json:"objects"`                         // objects the push sent
+	BytesPerObj   float64      `json:"bytes_per_object,omitempty"`      // Uploaded's file size over Objects
+	HighWaterPObj float64      `json:"high_water_per_object,omitempty"` // Uploaded's high-water mark over Objects
 }
 
 // push measures `ostree-upload push` of B into a fresh daemon, over HTTP,
 // or over ssh through sshd when it is not nil.
-func (b *bench) push(ctx context.Context, sc scenario, env *netEnv, sshd *sshServer, fx *fixture, dir string) (m *measurement, err error) {
+func (b *bench) push(ctx context.Context, sc scenario, env *netEnv, sshd *sshServer, fx *fixture, dir string, probe *pushProbe) (m *measurement, err error) {
 	ep := b.endpoints(sc, env, fx, dir)
 	prod := filepath.Join(dir, "prod")
 	if sc.Warm {
@@ -189,7 +213,14 @@ func (b *bench) push(ctx context.Context, sc scenario, env *netEnv, sshd *sshSer
 	if err != nil {
 		return nil, err
 	}
+	var stopSampling func() memPeak
+	if probe != nil {
+		stopSampling = sampleMem(daemon.cmd.Process.Pid, memSampleEvery)
+	}
 	defer func() {
+		if stopSampling != nil {
+			stopSampling()
+		}
 		if daemon != nil {
 			_, _ = daemon.stop(stopGrace)
 		}
@@ -234,6 +265,9 @@ func (b *bench) push(ctx context.Context, sc scenario, env *netEnv, sshd *sshSer
 	if b.pushStatsJSON {
 		argv = append(argv, "--stats-json", statsPath)
 	}
+	if probe != nil && probe.split {
+		argv = append(argv, "--no-publish")
+	}
 	m, err = b.measureClient(ctx, sc, env, env.BuildNS, env2, filepath.Join(dir, "push.log"), argv)
 	if err != nil {
 		return nil, err
@@ -252,17 +286,36 @@ func (b *bench) push(ctx context.Context, sc scenario, env *netEnv, sshd *sshSer
 			return nil, err
 		}
 	}
+	if b.pushStatsJSON {
+		if raw, err := os.ReadFile(statsPath); err == nil {
+			if err := json.Unmarshal(raw, &m.PushStats); err != nil {
+				slog.Warn("unreadable --stats-json output", "file", statsPath, "err", err)
+			}
+		}
+	}
+	if probe != nil && m.ExitCodes[len(m.ExitCodes)-1] == 0 {
+		if err := b.probeJournal(ctx, env, ep, prod, dir, m, probe); err != nil {
+			return nil, err
+		}
+	}
+	if stopSampling != nil {
+		probe.mem = stopSampling()
+		stopSampling = nil
+	}
 	du, stopErr := daemon.stop(stopGrace)
 	daemon = nil
 	m.Server = &du
 	if stopErr != nil {
 		return nil, stopErr
 	}
-	if b.pushStatsJSON {
-		if raw, err := os.ReadFile(statsPath); err == nil {
-			if err := json.Unmarshal(raw, &m.PushStats); err != nil {
-				slog.Warn("unreadable --stats-json output", "file", statsPath, "err", err)
+	if probe != nil && probe.journal != nil {
+		if js, err := statJournal(probe.journal.Path); err != nil {
+			slog.Warn("journal after the daemon stopped", "err", err)
+		} else {
+			if js.FreeBytes, err = readJournalFree(probe.journal.Path); err != nil {
+				slog.Warn("journal's free pages", "err", err)
 			}
+			probe.journal.Stopped = &js
 		}
 	}
 	if last := m.ExitCodes[len(m.ExitCodes)-1]; last != 0 {
