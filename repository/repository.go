@@ -10,7 +10,6 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -73,11 +72,11 @@ type Service struct {
 
 	packs     livePacks
 	metrics   *metrics
-	publishMu sync.Mutex      // one publish at a time moves refs in the repo
-	summaries groupCommit     // summary regenerations, shared by publishes that wait at once
-	sessLocks [256]sync.Mutex // striped by session ID
-	upLocks   [256]sync.Mutex // striped by upload ID (taken inside a session lock)
-	verifying *fairShare      // bounds concurrent verifications, fairly between tokens
+	publishMu sync.Mutex  // one publish at a time moves refs in the repo
+	summaries groupCommit // summary regenerations, shared by publishes that wait at once
+	sessLocks keyedLocks  // by session ID
+	upLocks   keyedLocks  // by upload ID (taken inside a session lock)
+	verifying *fairShare  // bounds concurrent verifications, fairly between tokens
 
 	deferred *deferredWork    // work left for after a publish's answer (see deferred.go)
 	now      func() time.Time // the clock of static delta retirements
@@ -472,20 +471,48 @@ func (s *Service) Close() error {
 	return s.closeErr
 }
 
-// lockSession serializes work on one session (commit, abort, expiry);
-// unrelated sessions may share a stripe, so no code holds two.
-func (s *Service) lockSession(id string) func() { return lockStripe(&s.sessLocks, id) }
+// lockSession serializes work on one session (commit, abort, expiry).
+func (s *Service) lockSession(id string) func() { return s.sessLocks.lock(id) }
 
 // lockUpload serializes the verdict on one upload. It may be taken while a
 // session lock is held, never the other way round.
-func (s *Service) lockUpload(id string) func() { return lockStripe(&s.upLocks, id) }
+func (s *Service) lockUpload(id string) func() { return s.upLocks.lock(id) }
 
-func lockStripe(locks *[256]sync.Mutex, id string) func() {
-	h := fnv.New32a()
-	h.Write([]byte(id))
-	mu := &locks[h.Sum32()%uint32(len(locks))]
-	mu.Lock()
-	return mu.Unlock
+// keyedLocks are mutexes by key, made on demand and forgotten when free:
+// work on one key never waits for work on another (a verdict that takes
+// a decompression bomb's time holds its upload alone).
+type keyedLocks struct {
+	mu sync.Mutex
+	m  map[string]*keyedLock
+}
+
+type keyedLock struct {
+	sync.Mutex
+	users int // holders and waiters, under keyedLocks.mu
+}
+
+// lock takes key's mutex and returns its unlock.
+func (k *keyedLocks) lock(key string) func() {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*keyedLock{}
+	}
+	l := k.m[key]
+	if l == nil {
+		l = &keyedLock{}
+		k.m[key] = l
+	}
+	l.users++
+	k.mu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		k.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
 }
 
 // spoolFor opens (creating on first use) the spool of a token.
