@@ -204,10 +204,8 @@ type journalFigures struct {
 func (b *bench) push(ctx context.Context, sc scenario, env *netEnv, sshd *sshServer, fx *fixture, dir string, probe *pushProbe) (m *measurement, err error) {
 	ep := b.endpoints(sc, env, fx, dir)
 	prod := filepath.Join(dir, "prod")
-	if sc.Warm {
-		if err := copyCommit(ctx, prod, fx.build(), fx.A, fx.Ref); err != nil {
-			return nil, fmt.Errorf("seed prod with A: %w", err)
-		}
+	if err := seedProd(ctx, sc, fx, prod, false); err != nil {
+		return nil, err
 	}
 	daemon, err := b.startDaemon(ctx, env.ProdNS, dir, prod, ep.daemon)
 	if err != nil {
@@ -333,17 +331,28 @@ func (b *bench) push(ctx context.Context, sc scenario, env *netEnv, sshd *sshSer
 	return m, nil
 }
 
+// seedProd prepares a scenario's production repository at prod: created
+// first with create (else the daemon creates it), holding A when warm.
+func seedProd(ctx context.Context, sc scenario, fx *fixture, prod string, create bool) error {
+	if create {
+		if err := initArchive(ctx, prod); err != nil {
+			return err
+		}
+	}
+	if sc.Warm {
+		if err := copyCommit(ctx, prod, fx.build(), fx.A, fx.Ref); err != nil {
+			return fmt.Errorf("seed prod with A: %w", err)
+		}
+	}
+	return nil
+}
+
 // runPull measures `ostree pull` of B from nginx into a fresh repository.
 func (b *bench) runPull(ctx context.Context, sc scenario, env *netEnv, fx *fixture, dir string) (m *measurement, err error) {
 	ep := b.endpoints(sc, env, fx, dir)
 	prod := filepath.Join(dir, "prod")
-	if err := initArchive(ctx, prod); err != nil {
+	if err := seedProd(ctx, sc, fx, prod, true); err != nil {
 		return nil, err
-	}
-	if sc.Warm {
-		if err := copyCommit(ctx, prod, fx.build(), fx.A, fx.Ref); err != nil {
-			return nil, fmt.Errorf("seed prod with A: %w", err)
-		}
 	}
 	if _, err := ostree(ctx, prod, "remote", "add", "--no-gpg-verify", remoteName, ep.pullURL); err != nil {
 		return nil, err

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"golang.org/x/sys/unix"
 
 	"github.com/ostree-upload/ostree-upload/api/client"
 	"github.com/ostree-upload/ostree-upload/uploader"
@@ -96,8 +95,7 @@ var pushCmd = &command{
 			}
 			if !*quiet {
 				opts.Progress = os.Stderr
-				_, err := unix.IoctlGetTermios(int(os.Stderr.Fd()), unix.TCGETS)
-				opts.Terminal = err == nil
+				opts.Terminal = term(os.Stderr)
 			}
 			return push(opts, *quiet, *stats)
 		}

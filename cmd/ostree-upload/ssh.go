@@ -120,6 +120,7 @@ func sshServe(ctx context.Context, cfgPath, arg string, verbose bool) error {
 	}
 }
 
+// term reports whether f is a terminal.
 func term(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
@@ -216,7 +217,7 @@ func serveStdio(ctx context.Context, d *daemon.Daemon, me string) error {
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ln := &oneConn{c: &closeNotify{Conn: daemon.NewAccountConn(conn, me), closed: cancel}, closed: make(chan struct{})}
+	ln := &oneConn{c: daemon.NewAccountConn(&closeNotify{Conn: conn, closed: cancel}, me), closed: make(chan struct{})}
 	return d.ServeLocal(sctx, ln, sshSettleWait)
 }
 
@@ -263,9 +264,6 @@ func (c *closeNotify) Close() error {
 	c.once.Do(c.closed)
 	return err
 }
-
-// Account keeps the account of the connection wrapped.
-func (c *closeNotify) Account() string { return c.Conn.(interface{ Account() string }).Account() }
 
 // oneConn is a listener that accepts c once, then nothing until closed.
 type oneConn struct {

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ostree-upload/ostree-upload/api/client"
 	"github.com/ostree-upload/ostree-upload/config"
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 	"github.com/ostree-upload/ostree-upload/internal/sshtest"
@@ -386,12 +387,10 @@ func slowSSH(t *testing.T, srv *sshtest.Server, upstream string, rate int) strin
 	}
 	quoted := []string{"ssh"}
 	for _, a := range args {
-		quoted = append(quoted, shellQuoteTest(a))
+		quoted = append(quoted, client.ShellQuote(a))
 	}
 	return strings.Join(quoted, " ")
 }
-
-func shellQuoteTest(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // Two pushes over ssh to different refs of one repository at once both
 // publish: with a daemon they share it; without, the second waits for the

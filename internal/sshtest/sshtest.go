@@ -40,6 +40,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ostree-upload/ostree-upload/api/client"
 )
 
 const (
@@ -399,18 +401,9 @@ func (s *Server) SSHArgs() []string {
 func (s *Server) SSHCommand() string {
 	words := []string{"ssh"}
 	for _, a := range s.SSHArgs() {
-		words = append(words, shellQuote(a))
+		words = append(words, client.ShellQuote(a))
 	}
 	return strings.Join(words, " ")
-}
-
-var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_/.,:=@%+-]+$`)
-
-func shellQuote(s string) string {
-	if shellSafe.MatchString(s) {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // Share makes dir reachable by every account, so that a throwaway account

@@ -33,7 +33,8 @@ func via(path string, fn func(string) error) error {
 	return fn(fmt.Sprintf("/proc/self/fd/%d/%s", fd, filepath.Base(path)))
 }
 
-// Listen binds a unix socket at path.
+// Listen binds a unix socket at path. Closing the listener leaves the
+// socket's file: its owner removes path.
 func Listen(path string) (net.Listener, error) {
 	var ln net.Listener
 	err := via(path, func(p string) error {
@@ -44,10 +45,8 @@ func Listen(path string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	// The listener removes what it bound at Close, by the name it used:
-	// with a /proc path that name no longer resolves, so the caller
-	// removes path itself.
-	ln.(*net.UnixListener).SetUnlinkOnClose(len(path) <= maxPath)
+	// Not at Close by the name bound: a /proc path no longer resolves then.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	return ln, nil
 }
 
