@@ -39,6 +39,7 @@ step "First push: everything"
 "$bin" push -r build -a "http://127.0.0.1:$port" -b demo/stable
 
 step "A second commit changes a few files; push again: only the change travels"
+sleep 1 # a newer commit, by its timestamp in seconds
 echo 'version=2' > tree/etc/demo.conf
 head -c 2000 /dev/urandom > tree/usr/share/doc/file7
 ostree commit --repo=build -b demo/stable --tree=dir=tree -s 'demo v2' >/dev/null
