@@ -12,18 +12,29 @@
 //	sessions    session ID → JSON Session
 //	resume      sha256(owner, repo, force, sorted refs) → ID of the live session
 //	live        session ID → "" for every live (open or publishing) session
-//	objects     session ID → bucket: object name → state, size, reason
-//	spool       owner → bucket: object name → JSON {size, holders}
+//	owners      owner + "/" + session ID → "" for every live session
+//	objects     session ID → bucket: object key → record
+//	holders     owner + "/" + session ID → "" for every session with an object bucket
 //	uploads     upload ID ("<session>/<32hex>") → JSON Upload
 //	liveupload  "<session>/<object>" → ID of the open or received upload
 //	intents     session ID → JSON Intent
+//	revoked     owner → JSON Revocation
+//	due         time, kind, session ID → "" for the work due on ended sessions
 //	deferred    name of work left for after a publish's answer → ""
 //	heads       ref → JSON list of its recent heads, oldest first
 //	retiring    static delta name → when it stopped being wanted
 //
-// An object's Verified state is final within a session: the session is then
-// one of the holders of the owner's spool index entry for that object until
-// ReleaseSession. Need and MarkVerified refuse sessions that are no longer
-// live, so a session that left the live states and was released never
-// becomes a holder again.
+// An object's key is its 32-byte checksum followed by its type (one byte,
+// object.Type); its record is its state (one byte), then for Verified its
+// size (uvarint), for Rejected the reason: about 50 bytes a record with
+// bbolt's own 16.
+//
+// An object's Verified state is final within a session: the session then
+// holds the object's file in the owner's spool until it is released
+// (ReleaseSession, then DeleteSessionObjects). The holders of a file are
+// the owner's sessions whose bucket has it Verified; the holders index
+// bounds that look-up by the owner's sessions. Need copies Verified
+// records only from live sessions, and a session leaves the live states
+// before it is released, so a released session's files never gain a
+// holder through it.
 package journal
