@@ -30,11 +30,13 @@
 // bbolt's own 16.
 //
 // An object's Verified state is final within a session: the session then
-// holds the object's file in the owner's spool until it is released
-// (ReleaseSession, then DeleteSessionObjects). The holders of a file are
-// the owner's sessions whose bucket has it Verified; the holders index
-// bounds that look-up by the owner's sessions. Need copies Verified
-// records only from live sessions, and a session leaves the live states
-// before it is released, so a released session's files never gain a
-// holder through it.
+// holds the object's file in the owner's spool until its release begins
+// (ReleaseSession takes it out of the holders index; DeleteSessionObjects
+// then drops its records). The holders of a file are the owner's sessions
+// in the holders index whose bucket has it Verified; the index bounds that
+// look-up by the owner's sessions that still hold files. Need copies
+// Verified records from those sessions, live or ended; MarkVerified and
+// Need refuse sessions that left the live states, and ReleaseSession
+// refuses live ones, so a session whose release began never holds a file
+// again.
 package journal

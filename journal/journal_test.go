@@ -725,17 +725,23 @@ func TestReleaseSession(t *testing.T) {
 	if _, err := j.ReleaseSession(ctx, s1.ID, ownerB); err == nil {
 		t.Fatal("release with the wrong owner succeeded")
 	}
+	// An ended session's files serve the owner's next sessions until its
+	// release begins.
+	s3 := mustSession(t, j, ownerA, "three")
+	if need, err := j.Need(ctx, s3.ID, objs(8, 10), 0); err != nil || len(need) != 0 {
+		t.Fatalf("Need from an ended session = %v, %v", need, err)
+	}
 	freed, err := j.ReleaseSession(ctx, s1.ID, ownerA)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := objs(5, 10); !slices.Equal(freed, want) {
+	if want := objs(5, 8); !slices.Equal(freed, want) {
 		t.Fatalf("freed = %v, want %v", freed, want)
 	}
-	// Until its records are deleted the session still holds its files, and
-	// releasing it again (after a crash, say) frees the same names.
-	if has, _ := j.SpoolHas(ctx, ownerA, obj(9)); !has {
-		t.Fatal("SpoolHas(A, 9) = false before the records are deleted")
+	// Once it began, the session is no source, and releasing it again
+	// (after a crash, say) frees the same names.
+	if need, err := j.Need(ctx, s3.ID, objs(7, 8), 0); err != nil || len(need) != 1 {
+		t.Fatalf("Need from a session being released = %v, %v", need, err)
 	}
 	if again, err := j.ReleaseSession(ctx, s1.ID, ownerA); err != nil || !slices.Equal(again, freed) {
 		t.Fatalf("second release = %v, %v; want %v", again, err, freed)
@@ -745,7 +751,7 @@ func TestReleaseSession(t *testing.T) {
 	}
 	for i := 0; i < 10; i++ {
 		has, err := j.SpoolHas(ctx, ownerA, obj(i))
-		if err != nil || has != (i < 5) {
+		if err != nil || has != (i < 5 || i >= 8) {
 			t.Fatalf("SpoolHas(A, %d) = %v, %v", i, has, err)
 		}
 		if has, _ := j.SpoolHas(ctx, ownerB, obj(i)); !has {
@@ -760,13 +766,8 @@ func TestReleaseSession(t *testing.T) {
 	}
 	checkCounts(t, j, s1.ID, 11, 10, 10) // counters are history
 
-	// An ended session is no source for Need: its files are about to go.
 	if err := j.SetState(ctx, s2.ID, StateAborted, "client gone"); err != nil {
 		t.Fatal(err)
-	}
-	s3 := mustSession(t, j, ownerA, "three")
-	if need, err := j.Need(ctx, s3.ID, objs(0, 10), 0); err != nil || len(need) != 10 {
-		t.Fatalf("Need after s2 ended = %d names, %v", len(need), err)
 	}
 	freed, err = j.ReleaseSession(ctx, s2.ID, ownerA)
 	if err != nil {
@@ -775,7 +776,7 @@ func TestReleaseSession(t *testing.T) {
 	if want := append(objs(0, 5), obj(20)); !slices.Equal(freed, want) {
 		t.Fatalf("freed = %v, want %v", freed, want)
 	}
-	// A live session that verified the name meanwhile keeps its file.
+	// A live session that verified a name meanwhile keeps its file.
 	if err := j.MarkVerified(ctx, s3.ID, ownerA, obj(0), 1); err != nil {
 		t.Fatal(err)
 	}

@@ -157,8 +157,9 @@ func objectsBucket(tx *bolt.Tx, owner, id string, create bool) (*bolt.Bucket, er
 	return b, nil
 }
 
-// holderBuckets returns the object buckets of the owner's sessions that
-// still have one (not yet released), but for the session except.
+// holderBuckets returns the object buckets of the owner's sessions in the
+// holders index (those whose release has not begun), but for the session
+// except.
 func holderBuckets(tx *bolt.Tx, owner, except string) []*bolt.Bucket {
 	var out []*bolt.Bucket
 	top := tx.Bucket(bucketObjects)
@@ -170,22 +171,6 @@ func holderBuckets(tx *bolt.Tx, owner, except string) []*bolt.Bucket {
 			continue
 		}
 		if b := top.Bucket(id); b != nil {
-			out = append(out, b)
-		}
-	}
-	return out
-}
-
-// liveBuckets returns the object buckets of the owner's live sessions but
-// the session except.
-func liveBuckets(tx *bolt.Tx, owner, except string) []*bolt.Bucket {
-	var out []*bolt.Bucket
-	top := tx.Bucket(bucketObjects)
-	for _, id := range ownerSessions(tx, owner) {
-		if id == except {
-			continue
-		}
-		if b := top.Bucket([]byte(id)); b != nil {
 			out = append(out, b)
 		}
 	}
@@ -207,10 +192,10 @@ func byKey(keys [][]byte) []int {
 // duplicates, those the client must still send (detached metadata,
 // ".commitmeta", always):
 //   - already Verified in the session: not needed;
-//   - Verified in another live session of the owner (its file is in the
-//     owner's spool): marked Verified here with that size (Verified++,
-//     Bytes += size) and not needed. Sessions that left the live states are
-//     no source: their files are about to be released;
+//   - Verified in another session of the owner whose release has not begun
+//     (its file is in the owner's spool; an ended session keeps its files
+//     until it is released, a TTL after an abort): marked Verified here with
+//     that size (Verified++, Bytes += size) and not needed;
 //   - otherwise registered as Wanted if new and returned as needed.
 //
 // If registering the new names would make Objects exceed max (max <= 0: no
@@ -270,7 +255,7 @@ func (j *Journal) Need(ctx context.Context, sessionID string, names []string, ma
 				return &TooManyError{What: "objects in the token's open sessions", Have: have, Adds: fresh, Limit: limit}
 			}
 		}
-		sources := liveBuckets(tx, s.Owner, sessionID)
+		sources := holderBuckets(tx, s.Owner, sessionID)
 		need := make([]bool, len(keys))
 		for _, i := range order {
 			key := keys[i]
@@ -506,9 +491,9 @@ func markVerifiedMany(tx *bolt.Tx, sessionID, owner string, vs []VerifiedObject)
 	return putSession(tx, &s)
 }
 
-// SpoolHas reports whether a session of the owner that is not yet released
-// (see DeleteSessionObjects) has the object Verified: its spool file is
-// known.
+// SpoolHas reports whether a session of the owner whose release has not
+// begun (see ReleaseSession) has the object Verified: its spool file is
+// known and kept.
 func (j *Journal) SpoolHas(ctx context.Context, owner, name string) (bool, error) {
 	if err := checkOwner(owner); err != nil {
 		return false, fmt.Errorf("journal: spool has: %w", err)
@@ -526,28 +511,43 @@ func (j *Journal) SpoolHas(ctx context.Context, owner, name string) (bool, error
 	return has, err
 }
 
-// ReleaseSession returns the objects the session holds Verified that no
-// other unreleased session of the owner holds Verified: the caller deletes
-// their spool files, then the session's records (DeleteSessionObjects),
-// which completes the release. It changes nothing, so a release cut short
-// anywhere before DeleteSessionObjects returns the same names when run
-// again, never fewer.
+// ReleaseSession begins the release of a session: it leaves the holders
+// index, so that Need no longer copies its Verified records and SpoolHas
+// and other releases no longer count it, and it returns the objects it
+// holds Verified that no other session of the owner in the index holds
+// Verified. The caller deletes their spool files, then the session's
+// records (DeleteSessionObjects). Run again after a crash anywhere before
+// DeleteSessionObjects, it returns the same names, or fewer only where
+// another session has verified the object since (its file is then kept).
 //
-// The session must have left the live states (so that Need no longer
-// copies its Verified records into other sessions), and nothing may admit
-// objects into the owner's spool or release another of its sessions
-// between ReleaseSession and DeleteSessionObjects (the spool's write lock
-// keeps them out): two releases of one owner would each see the other as a
-// holder, and the file would stay with no holder. owner must be the
-// session's Owner. It walks the session's objects in read transactions of
-// bounded size; if it fails part-way it returns the names found so far
-// together with the error.
+// The session must have left the live states (so that nothing marks its
+// objects Verified any more), and nothing may admit objects into the
+// owner's spool between ReleaseSession and the unlinks (the spool's write
+// lock keeps admissions out). owner must be the session's Owner. It walks
+// the session's objects in read transactions of bounded size; if it fails
+// part-way it returns the names found so far together with the error.
 func (j *Journal) ReleaseSession(ctx context.Context, sessionID, owner string) ([]string, error) {
 	if err := checkSessionID(sessionID); err != nil {
 		return nil, fmt.Errorf("journal: release session: %w", err)
 	}
 	if err := checkOwner(owner); err != nil {
 		return nil, fmt.Errorf("journal: release session: %w", err)
+	}
+	err := j.update(ctx, "release session", func(tx *bolt.Tx) error {
+		s, err := getSession(tx, sessionID)
+		if err != nil {
+			return err
+		}
+		if s.Owner != owner {
+			return fmt.Errorf("session %s belongs to another owner", sessionID)
+		}
+		if s.State.Live() {
+			return fmt.Errorf("session %s is %s: %w", sessionID, s.State, errLive)
+		}
+		return tx.Bucket(bucketHolders).Delete(ownerKey(owner, sessionID))
+	})
+	if err != nil {
+		return nil, err
 	}
 	var (
 		freed []string
@@ -561,16 +561,6 @@ func (j *Journal) ReleaseSession(ctx context.Context, sessionID, owner string) (
 		)
 		err := j.view(ctx, "release session", func(tx *bolt.Tx) error {
 			batchFreed, last, done = nil, nil, false
-			s, err := getSession(tx, sessionID)
-			if err != nil {
-				return err
-			}
-			if s.Owner != owner {
-				return fmt.Errorf("session %s belongs to another owner", sessionID)
-			}
-			if s.State.Live() {
-				return fmt.Errorf("session %s is %s: %w", sessionID, s.State, errLive)
-			}
 			objs := tx.Bucket(bucketObjects).Bucket([]byte(sessionID))
 			if objs == nil {
 				done = true
@@ -668,8 +658,8 @@ func (j *Journal) Objects(ctx context.Context, sessionID, after string, limit in
 
 // DeleteSessionObjects drops a session's per-object records, in one
 // transaction whatever their number (bbolt frees a bucket's pages
-// wholesale), and its entry in the holders index: this completes
-// ReleaseSession, and the session no longer holds any spool file. The
+// wholesale), and its entry in the holders index if it still has one: this
+// completes ReleaseSession. The
 // session's counters are kept. Deleting a session without objects is not
 // an error.
 func (j *Journal) DeleteSessionObjects(ctx context.Context, sessionID string) error {

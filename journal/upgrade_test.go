@@ -185,8 +185,8 @@ func checkUpgraded(t *testing.T, path string, sessions []v3Session) {
 	if freed, err := j.ReleaseSession(ctx, a2, ownerA); err != nil || !slices.Equal(freed, []string{obj(5)}) {
 		t.Errorf("release of the ended session = %v, %v; want [%s]", freed, err, obj(5))
 	}
-	// A new session of A finds its verified objects in the live session
-	// only, with their sizes.
+	// A new session of A finds verified objects, with their sizes, in the
+	// sessions whose release has not begun.
 	s := mustSession(t, j, ownerA, "new")
 	need, err := j.Need(ctx, s.ID, []string{obj(0), obj(1), obj(5)}, 0)
 	if err != nil || !slices.Equal(need, []string{obj(5)}) {

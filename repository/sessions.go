@@ -364,8 +364,8 @@ func (s *Service) abortIfOpen(ctx context.Context, id, result string) error {
 }
 
 // releaseSpool frees the spool objects only this session held. The session
-// must have left the live states: Need copies Verified records from live
-// sessions only, so none can join this session's files once it is out.
+// must have left the live states, so that nothing marks its objects
+// verified once its release has begun (journal.ReleaseSession).
 func (s *Service) releaseSpool(ctx context.Context, sess journal.Session) error {
 	sp, err := s.spoolFor(ctx, sess.Owner)
 	if err != nil {

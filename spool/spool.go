@@ -322,12 +322,11 @@ func (sp *Spool) Reject(n object.Name) {
 }
 
 // Release frees the spool files only this session held and deletes the
-// session's object records, which ends its hold on the others. The session
-// must have left the live states. Both steps run under the write lock, so
-// that no admission and no other release of the token's sessions comes in
-// between: two releases interleaved would each see the other session as a
-// holder, and a file would stay with none. An interrupted release is
-// finished by the next one.
+// session's object records. The session must have left the live states.
+// Everything runs under the write lock, so that no admission of an object
+// comes between the journal's answer and the unlink, and no other release
+// of the token's sessions interleaves. An interrupted release is finished
+// by the next one.
 func (sp *Spool) Release(ctx context.Context, session string) error {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
