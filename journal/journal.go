@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -44,8 +45,11 @@ func (e *TooManyError) Error() string {
 func (e *TooManyError) Is(target error) bool { return target == ErrTooMany }
 
 // errNotLive is returned by writes that would make a session that left the
-// live states hold spool entries again.
+// live states hold spool files again.
 var errNotLive = errors.New("session is not live")
+
+// errLive is returned by ReleaseSession for a session still live.
+var errLive = errors.New("session is live")
 
 // LiveUploadError reports that the session already has an open or received
 // upload for the object (ErrLiveUpload).
@@ -57,10 +61,16 @@ func (e *LiveUploadError) Error() string {
 }
 
 // schemaVersion 2 added the revoked bucket, 3 the owners index of live
-// sessions and the due queue of ended ones. Older journals are upgraded when
-// opened; binaries that know only older versions then refuse the journal
-// rather than ignore what they do not know.
-const schemaVersion = "3"
+// sessions and the due queue of ended ones, 4 binary object keys, one
+// record per object (the per-owner spool index is gone) and the holders
+// index. Older journals are upgraded when opened; binaries that know only
+// older versions then refuse the journal rather than ignore what they do
+// not know.
+const schemaVersion = "4"
+
+// versionUpgrading marks a journal whose upgrade to schema 4 has begun:
+// binaries of schema 3 and older refuse it, and Open finishes the upgrade.
+const versionUpgrading = "3+4"
 
 var (
 	bucketMeta       = []byte("meta")
@@ -68,36 +78,38 @@ var (
 	bucketResume     = []byte("resume")
 	bucketLive       = []byte("live")
 	bucketObjects    = []byte("objects")
-	bucketSpool      = []byte("spool")
 	bucketUploads    = []byte("uploads")
 	bucketLiveUpload = []byte("liveupload")
 	bucketIntents    = []byte("intents")
 	bucketRevoked    = []byte("revoked")
 	bucketOwners     = []byte("owners")   // owner + "/" + session ID of each live session
+	bucketHolders    = []byte("holders")  // owner + "/" + session ID of each session with an object bucket
 	bucketDue        = []byte("due")      // ended sessions' work by time (see Due)
 	bucketDeferred   = []byte("deferred") // work publishes left for after their answer (see Deferred)
 	bucketHeads      = []byte("heads")    // ref → its recent heads (see Heads)
 	bucketRetiring   = []byte("retiring") // static delta name → when it stopped being wanted (see Retiring)
 
 	allBuckets = [][]byte{bucketMeta, bucketSessions, bucketResume, bucketLive,
-		bucketObjects, bucketSpool, bucketUploads, bucketLiveUpload, bucketIntents, bucketRevoked,
-		bucketOwners, bucketDue, bucketDeferred, bucketHeads, bucketRetiring}
+		bucketObjects, bucketUploads, bucketLiveUpload, bucketIntents, bucketRevoked,
+		bucketOwners, bucketHolders, bucketDue, bucketDeferred, bucketHeads, bucketRetiring}
 
 	keyVersion = []byte("version")
 )
 
-// defaultBatchSize bounds the keys touched by one transaction of
-// ReleaseSession and DeleteSessionObjects.
+// defaultBatchSize bounds the keys one transaction of ReleaseSession or
+// of the upgrade to schema 4 touches.
 const defaultBatchSize = 5000
 
-// maxNameLen bounds object names and owners so that they fit bbolt keys.
+// maxNameLen bounds owners so that they fit bbolt keys.
 const maxNameLen = 4096
 
 // Journal is an open journal database. It is safe for concurrent use.
 type Journal struct {
 	db        *bolt.DB
-	batchSize int          // keys per transaction in ReleaseSession/DeleteSessionObjects
+	batchSize int          // keys per transaction in ReleaseSession and the upgrade
 	lastTrim  atomic.Int64 // UnixNano of the last trim of the memory map
+
+	compaction Compaction // what Open did to shrink the file
 
 	limits atomic.Pointer[Limits]
 }
@@ -122,44 +134,65 @@ func (j *Journal) limit() Limits {
 // Open opens or creates (mode 0600, with all buckets) the journal at path.
 // It waits up to lockTimeout for the file lock (lockTimeout <= 0 tries once);
 // if another holder keeps it, the error matches ErrInUse and names path.
+// A journal of an older schema is upgraded (see upgrade), and one whose
+// file is mostly free pages is compacted (see compactIfSparse).
 func Open(path string, lockTimeout time.Duration) (*Journal, error) {
+	db, err := openDB(path, lockTimeout)
+	if err != nil {
+		return nil, err
+	}
+	j := &Journal{db: db, batchSize: defaultBatchSize}
+	if err := j.upgrade(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("journal: open %s: %w", path, err)
+	}
+	if err := j.compactIfSparse(path); err != nil {
+		_ = j.db.Close()
+		return nil, fmt.Errorf("journal: open %s: %w", path, err)
+	}
+	return j, nil
+}
+
+// openDB opens the bbolt file at path once it holds its lock. A holder
+// that compacted the file (compactIfSparse) renamed a new file over the
+// one a waiter opened: the waiter then holds the lock of a file that is
+// gone, and opens the path again.
+func openDB(path string, lockTimeout time.Duration) (*bolt.DB, error) {
 	if lockTimeout <= 0 {
 		// bbolt treats 0 as "wait forever"; anything below its 50ms retry
 		// step gives up after the first attempt.
 		lockTimeout = time.Nanosecond
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
-	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) {
-			return nil, fmt.Errorf("journal: open %s: %w (lock %w after %s)", path, ErrInUse, err, lockTimeout)
-		}
-		return nil, fmt.Errorf("journal: open %s: %w", path, err)
-	}
-	// Concurrent verdicts share a commit; a lone writer waits at most this.
-	db.MaxBatchDelay = 2 * time.Millisecond
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return err
+	for {
+		var file *os.File
+		opts := &bolt.Options{Timeout: lockTimeout, OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
+			f, err := os.OpenFile(name, flag, mode)
+			if file == nil {
+				file = f // the database itself; later calls are copies
 			}
-		}
-		meta := tx.Bucket(bucketMeta)
-		switch v := meta.Get(keyVersion); {
-		case v == nil, string(v) == "1", string(v) == "2":
-			if err := indexSessions(tx); err != nil {
-				return fmt.Errorf("upgrade from schema %q: %w", v, err)
+			return f, err
+		}}
+		db, err := bolt.Open(path, 0o600, opts)
+		if err != nil {
+			if errors.Is(err, berrors.ErrTimeout) {
+				return nil, fmt.Errorf("journal: open %s: %w (lock %w after %s)", path, ErrInUse, err, lockTimeout)
 			}
-			return meta.Put(keyVersion, []byte(schemaVersion))
-		case string(v) != schemaVersion:
-			return fmt.Errorf("unsupported schema version %q (want %q)", v, schemaVersion)
+			return nil, fmt.Errorf("journal: open %s: %w", path, err)
 		}
-		return nil
-	})
-	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("journal: open %s: %w", path, err)
+		held, err1 := file.Stat()
+		named, err2 := os.Stat(path)
+		if err := errors.Join(err1, err2); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("journal: open %s: %w", path, err)
+		}
+		if !os.SameFile(held, named) {
+			_ = db.Close()
+			continue
+		}
+		// Concurrent verdicts share a commit; a lone writer waits at most this.
+		db.MaxBatchDelay = 2 * time.Millisecond
+		return db, nil
 	}
-	return &Journal{db: db, batchSize: defaultBatchSize}, nil
 }
 
 // Close closes the database, waiting for running transactions.
@@ -247,14 +280,12 @@ func checkUploadID(id string) (string, error) {
 	return id[:32], nil
 }
 
-func checkName(name string) error {
+// checkName validates an object name ("<64 hex>.<ext>") and returns its key.
+func checkName(name string) ([]byte, error) {
 	if name == "" {
-		return errors.New("empty object name")
+		return nil, errors.New("empty object name")
 	}
-	if len(name) > maxNameLen {
-		return fmt.Errorf("object name too long (%d bytes)", len(name))
-	}
-	return nil
+	return objKey(name)
 }
 
 func checkOwner(owner string) error {

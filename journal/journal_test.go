@@ -716,32 +716,55 @@ func TestReleaseSession(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if _, err := j.ReleaseSession(ctx, s1.ID, ownerB); err == nil {
-		t.Fatal("release with the wrong owner succeeded")
+	if _, err := j.ReleaseSession(ctx, s1.ID, ownerA); err == nil {
+		t.Fatal("released a live session")
 	}
 	if err := j.SetState(ctx, s1.ID, StatePublished, ""); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := j.ReleaseSession(ctx, s1.ID, ownerB); err == nil {
+		t.Fatal("release with the wrong owner succeeded")
+	}
+	// An ended session's files serve the owner's next sessions until its
+	// release begins.
+	s3 := mustSession(t, j, ownerA, "three")
+	if need, err := j.Need(ctx, s3.ID, objs(8, 10), 0); err != nil || len(need) != 0 {
+		t.Fatalf("Need from an ended session = %v, %v", need, err)
 	}
 	freed, err := j.ReleaseSession(ctx, s1.ID, ownerA)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := objs(5, 10); !slices.Equal(freed, want) {
+	if want := objs(5, 8); !slices.Equal(freed, want) {
 		t.Fatalf("freed = %v, want %v", freed, want)
+	}
+	// Once it began, the session is no source, and releasing it again
+	// (after a crash, say) frees the same names.
+	if need, err := j.Need(ctx, s3.ID, objs(7, 8), 0); err != nil || len(need) != 1 {
+		t.Fatalf("Need from a session being released = %v, %v", need, err)
+	}
+	if again, err := j.ReleaseSession(ctx, s1.ID, ownerA); err != nil || !slices.Equal(again, freed) {
+		t.Fatalf("second release = %v, %v; want %v", again, err, freed)
+	}
+	if err := j.DeleteSessionObjects(ctx, s1.ID); err != nil {
+		t.Fatal(err)
 	}
 	for i := 0; i < 10; i++ {
 		has, err := j.SpoolHas(ctx, ownerA, obj(i))
-		if err != nil || has != (i < 5) {
+		if err != nil || has != (i < 5 || i >= 8) {
 			t.Fatalf("SpoolHas(A, %d) = %v, %v", i, has, err)
 		}
 		if has, _ := j.SpoolHas(ctx, ownerB, obj(i)); !has {
 			t.Fatalf("owner B lost %d", i)
 		}
 	}
-	// Releasing again frees nothing.
-	if freed, err := j.ReleaseSession(ctx, s1.ID, ownerA); err != nil || len(freed) != 0 {
-		t.Fatalf("second release = %v, %v", freed, err)
+	if entries, err := j.Objects(ctx, s1.ID, "", 100); err != nil || len(entries) != 0 {
+		t.Fatalf("Objects after delete = %v, %v", entries, err)
 	}
+	if err := j.DeleteSessionObjects(ctx, s1.ID); err != nil {
+		t.Fatalf("second delete: %v", err)
+	}
+	checkCounts(t, j, s1.ID, 11, 10, 10) // counters are history
 
 	if err := j.SetState(ctx, s2.ID, StateAborted, "client gone"); err != nil {
 		t.Fatal(err)
@@ -753,24 +776,17 @@ func TestReleaseSession(t *testing.T) {
 	if want := append(objs(0, 5), obj(20)); !slices.Equal(freed, want) {
 		t.Fatalf("freed = %v, want %v", freed, want)
 	}
-
-	// Afterwards a new session of owner A needs everything again.
-	s3 := mustSession(t, j, ownerA, "three")
-	if need, err := j.Need(ctx, s3.ID, objs(0, 10), 0); err != nil || len(need) != 10 {
-		t.Fatalf("Need after release = %d names, %v", len(need), err)
-	}
-
-	// Per-object records go in batches too.
-	if err := j.DeleteSessionObjects(ctx, s1.ID); err != nil {
+	// A live session that verified a name meanwhile keeps its file.
+	if err := j.MarkVerified(ctx, s3.ID, ownerA, obj(0), 1); err != nil {
 		t.Fatal(err)
 	}
-	if entries, err := j.Objects(ctx, s1.ID, "", 100); err != nil || len(entries) != 0 {
-		t.Fatalf("Objects after delete = %v, %v", entries, err)
+	freed, err = j.ReleaseSession(ctx, s2.ID, ownerA)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := j.DeleteSessionObjects(ctx, s1.ID); err != nil {
-		t.Fatalf("second delete: %v", err)
+	if want := append(objs(1, 5), obj(20)); !slices.Equal(freed, want) {
+		t.Fatalf("freed with s3 holding %s = %v, want %v", obj(0), freed, want)
 	}
-	checkCounts(t, j, s1.ID, 11, 10, 10) // counters are history
 }
 
 func TestObjects_Paging(t *testing.T) {
@@ -817,7 +833,7 @@ func TestObjects_Paging(t *testing.T) {
 		}
 	}
 	// "after" need not be a registered name.
-	page, err := j.Objects(ctx, s.ID, obj(3)+"x", 2)
+	page, err := j.Objects(ctx, s.ID, fmt.Sprintf("%064x.dirtree", 3), 2)
 	if err != nil || len(page) != 2 || page[0].Name != obj(4) {
 		t.Fatalf("Objects after a gap = %v, %v", page, err)
 	}

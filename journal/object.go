@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/ostree-upload/ostree-upload/store/object"
 )
 
 // ObjState is an object's state within a session.
@@ -30,8 +30,43 @@ type ObjectEntry struct {
 	Reason string
 }
 
-// objRecord is the stored form of an object: state, size (set when
-// verified), rejection reason.
+// keyLen is the length of an object's key in a session's bucket: its
+// 32-byte checksum, then its type (object.Type).
+const keyLen = 33
+
+// objKey is the key of a valid object name ("<64 hex>.<ext>").
+func objKey(name string) ([]byte, error) {
+	n, err := object.ParseName(name)
+	if err != nil {
+		return nil, err
+	}
+	return nameKey(n), nil
+}
+
+func nameKey(n object.Name) []byte {
+	k := make([]byte, keyLen)
+	copy(k, n.Sum[:])
+	k[32] = byte(n.Type)
+	return k
+}
+
+// keyName is the object name a key stands for.
+func keyName(k []byte) string {
+	var n object.Name
+	copy(n.Sum[:], k)
+	if len(k) == keyLen {
+		n.Type = object.Type(k[32])
+	}
+	return n.String()
+}
+
+// isCommitMetaKey reports whether k is a commit's detached metadata.
+func isCommitMetaKey(k []byte) bool {
+	return len(k) == keyLen && object.Type(k[32]) == object.CommitMeta
+}
+
+// objRecord is an object's record in its session: the state, then for
+// Verified the size (uvarint), for Rejected the reason.
 type objRecord struct {
 	state  ObjState
 	size   int64
@@ -39,28 +74,31 @@ type objRecord struct {
 }
 
 func (r objRecord) encode() []byte {
-	b := make([]byte, 9+len(r.reason))
-	b[0] = byte(r.state)
-	binary.BigEndian.PutUint64(b[1:9], uint64(r.size))
-	copy(b[9:], r.reason)
-	return b
+	switch r.state {
+	case ObjVerified:
+		return binary.AppendUvarint([]byte{byte(r.state)}, uint64(r.size))
+	case ObjRejected:
+		return append([]byte{byte(r.state)}, r.reason...)
+	}
+	return []byte{byte(r.state)}
 }
 
 func decodeObj(v []byte) (objRecord, error) {
-	if len(v) < 9 {
-		return objRecord{}, fmt.Errorf("corrupt object record (%d bytes)", len(v))
+	if len(v) == 0 {
+		return objRecord{}, fmt.Errorf("corrupt object record (empty)")
 	}
-	return objRecord{
-		state:  ObjState(v[0]),
-		size:   int64(binary.BigEndian.Uint64(v[1:9])),
-		reason: string(v[9:]),
-	}, nil
-}
-
-// spoolEntry is the stored form of an owner's spool index entry.
-type spoolEntry struct {
-	Size    int64    `json:"size"`
-	Holders []string `json:"holders"`
+	r := objRecord{state: ObjState(v[0])}
+	switch r.state {
+	case ObjVerified:
+		size, n := binary.Uvarint(v[1:])
+		if n <= 0 || 1+n != len(v) || size > 1<<62 {
+			return objRecord{}, fmt.Errorf("corrupt object record (%d bytes)", len(v))
+		}
+		r.size = int64(size)
+	case ObjRejected:
+		r.reason = string(v[1:])
+	}
+	return r, nil
 }
 
 // getObj reads a session's record of an object; found is false if the
@@ -71,49 +109,93 @@ func getObj(objs *bolt.Bucket, key []byte) (rec objRecord, found bool, err error
 		return rec, false, nil
 	}
 	if rec, err = decodeObj(v); err != nil {
-		return rec, true, fmt.Errorf("object %q: %w", key, err)
+		return rec, true, fmt.Errorf("object %s: %w", keyName(key), err)
 	}
 	return rec, true, nil
 }
 
-func getSpool(b *bolt.Bucket, name []byte) (*spoolEntry, error) {
-	if b == nil {
-		return nil, nil
+// verifiedIn returns the size of the object if one of the buckets has it
+// Verified.
+func verifiedIn(buckets []*bolt.Bucket, key []byte) (size int64, ok bool, err error) {
+	for _, b := range buckets {
+		rec, found, err := getObj(b, key)
+		if err != nil {
+			return 0, false, err
+		}
+		if found && rec.state == ObjVerified {
+			return rec.size, true, nil
+		}
 	}
-	v := b.Get(name)
-	if v == nil {
-		return nil, nil
-	}
-	var e spoolEntry
-	if err := json.Unmarshal(v, &e); err != nil {
-		return nil, fmt.Errorf("spool entry %q: %w", name, err)
-	}
-	return &e, nil
+	return 0, false, nil
 }
 
-func putSpool(b *bolt.Bucket, name []byte, e *spoolEntry) error {
-	v, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
-	return b.Put(name, v)
-}
+// sessionFillPercent is how full bbolt fills the pages it splits in a
+// session's object bucket. Names arrive in random key order, so every
+// page keeps receiving inserts: a page split half full (bbolt's default)
+// fills up again and splits again, leaving pages between half and
+// entirely full.
+const sessionFillPercent = bolt.DefaultFillPercent
 
-// objectsBucket returns the session's object bucket, creating it if create.
-func objectsBucket(tx *bolt.Tx, id string, create bool) (*bolt.Bucket, error) {
+// objectsBucket returns the session's object bucket, or nil if it has
+// none. With create, a missing bucket is created, and the session entered
+// in the holders index of its owner.
+func objectsBucket(tx *bolt.Tx, owner, id string, create bool) (*bolt.Bucket, error) {
 	top := tx.Bucket(bucketObjects)
-	if create {
-		return top.CreateBucketIfNotExists([]byte(id))
+	b := top.Bucket([]byte(id))
+	if b == nil && create {
+		var err error
+		if b, err = top.CreateBucket([]byte(id)); err != nil {
+			return nil, err
+		}
+		if err := tx.Bucket(bucketHolders).Put(ownerKey(owner, id), nil); err != nil {
+			return nil, err
+		}
 	}
-	return top.Bucket([]byte(id)), nil
+	if b != nil && tx.Writable() {
+		b.FillPercent = sessionFillPercent
+	}
+	return b, nil
+}
+
+// holderBuckets returns the object buckets of the owner's sessions in the
+// holders index (those whose release has not begun), but for the session
+// except.
+func holderBuckets(tx *bolt.Tx, owner, except string) []*bolt.Bucket {
+	var out []*bolt.Bucket
+	top := tx.Bucket(bucketObjects)
+	prefix := []byte(owner + "/")
+	c := tx.Bucket(bucketHolders).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		id := k[len(prefix):]
+		if string(id) == except {
+			continue
+		}
+		if b := top.Bucket(id); b != nil {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// byKey returns the indices of keys in key order: writes in key order
+// touch each page once and append to it rather than split it anywhere.
+func byKey(keys [][]byte) []int {
+	order := make([]int, len(keys))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
+	return order
 }
 
 // Need registers names in the session and returns, in input order and without
 // duplicates, those the client must still send (detached metadata,
 // ".commitmeta", always):
 //   - already Verified in the session: not needed;
-//   - in the owner's spool index: marked Verified here (the session joins the
-//     entry's holders, Verified++, Bytes += size) and not needed;
+//   - Verified in another session of the owner whose release has not begun
+//     (its file is in the owner's spool; an ended session keeps its files
+//     until it is released, a TTL after an abort): marked Verified here with
+//     that size (Verified++, Bytes += size) and not needed;
 //   - otherwise registered as Wanted if new and returned as needed.
 //
 // If registering the new names would make Objects exceed max (max <= 0: no
@@ -124,11 +206,22 @@ func (j *Journal) Need(ctx context.Context, sessionID string, names []string, ma
 	if err := checkSessionID(sessionID); err != nil {
 		return nil, fmt.Errorf("journal: need: %w", err)
 	}
+	seen := make(map[string]struct{}, len(names))
+	uniq := make([]string, 0, len(names))
+	keys := make([][]byte, 0, len(names))
 	for _, n := range names {
-		if err := checkName(n); err != nil {
+		k, err := checkName(n)
+		if err != nil {
 			return nil, fmt.Errorf("journal: need: %w", err)
 		}
+		if _, dup := seen[n]; dup {
+			continue
+		}
+		seen[n] = struct{}{}
+		uniq = append(uniq, n)
+		keys = append(keys, k)
 	}
+	order := byKey(keys)
 	var needed []string
 	err := j.update(ctx, "need", func(tx *bolt.Tx) error {
 		needed = nil
@@ -136,20 +229,13 @@ func (j *Journal) Need(ctx context.Context, sessionID string, names []string, ma
 		if err != nil {
 			return err
 		}
-		objs, err := objectsBucket(tx, sessionID, true)
+		objs, err := objectsBucket(tx, s.Owner, sessionID, true)
 		if err != nil {
 			return err
 		}
-		seen := make(map[string]struct{}, len(names))
-		uniq := make([]string, 0, len(names))
 		fresh := 0
-		for _, n := range names {
-			if _, dup := seen[n]; dup {
-				continue
-			}
-			seen[n] = struct{}{}
-			uniq = append(uniq, n)
-			if objs.Get([]byte(n)) == nil {
+		for _, k := range keys {
+			if objs.Get(k) == nil {
 				fresh++
 			}
 		}
@@ -169,59 +255,56 @@ func (j *Journal) Need(ctx context.Context, sessionID string, names []string, ma
 				return &TooManyError{What: "objects in the token's open sessions", Have: have, Adds: fresh, Limit: limit}
 			}
 		}
-		spool := tx.Bucket(bucketSpool).Bucket([]byte(s.Owner))
-		for _, n := range uniq {
-			key := []byte(n)
-			var rec objRecord
-			v := objs.Get(key)
-			if isCommitMeta(n) {
+		sources := holderBuckets(tx, s.Owner, sessionID)
+		need := make([]bool, len(keys))
+		for _, i := range order {
+			key := keys[i]
+			rec, found, err := getObj(objs, key)
+			if err != nil {
+				return err
+			}
+			if isCommitMetaKey(key) {
 				// Named after its commit, not its content: whatever the
 				// client has now is wanted, to be merged at publish.
-				if v == nil {
+				if !found {
 					if err := objs.Put(key, objRecord{state: ObjWanted}.encode()); err != nil {
 						return err
 					}
 					s.Objects++
 				}
-				needed = append(needed, n)
+				need[i] = true
 				continue
 			}
-			if v != nil {
-				if rec, err = decodeObj(v); err != nil {
-					return fmt.Errorf("object %q: %w", n, err)
-				}
-				if rec.state == ObjVerified {
-					continue
-				}
+			if found && rec.state == ObjVerified {
+				continue
 			}
-			e, err := getSpool(spool, key)
+			size, ok, err := verifiedIn(sources, key)
 			if err != nil {
 				return err
 			}
-			if e != nil {
-				if !slices.Contains(e.Holders, sessionID) {
-					e.Holders = append(e.Holders, sessionID)
-					if err := putSpool(spool, key, e); err != nil {
-						return err
-					}
-				}
-				if err := objs.Put(key, objRecord{state: ObjVerified, size: e.Size}.encode()); err != nil {
+			if ok {
+				if err := objs.Put(key, objRecord{state: ObjVerified, size: size}.encode()); err != nil {
 					return err
 				}
-				if v == nil {
+				if !found {
 					s.Objects++
 				}
 				s.Verified++
-				s.Bytes += e.Size
+				s.Bytes += size
 				continue
 			}
-			if v == nil {
+			if !found {
 				if err := objs.Put(key, objRecord{state: ObjWanted}.encode()); err != nil {
 					return err
 				}
 				s.Objects++
 			}
-			needed = append(needed, n)
+			need[i] = true
+		}
+		for i, n := range uniq {
+			if need[i] {
+				needed = append(needed, n)
+			}
 		}
 		s.Updated = now()
 		return putSession(tx, &s)
@@ -238,22 +321,22 @@ func (j *Journal) ObjectState(ctx context.Context, sessionID, name string) (ObjS
 	if err := checkSessionID(sessionID); err != nil {
 		return 0, fmt.Errorf("journal: object state: %w", err)
 	}
-	if err := checkName(name); err != nil {
+	key, err := checkName(name)
+	if err != nil {
 		return 0, fmt.Errorf("journal: object state: %w", err)
 	}
 	var st ObjState
-	err := j.view(ctx, "object state", func(tx *bolt.Tx) error {
-		objs, _ := objectsBucket(tx, sessionID, false)
+	err = j.view(ctx, "object state", func(tx *bolt.Tx) error {
+		objs := tx.Bucket(bucketObjects).Bucket([]byte(sessionID))
 		if objs == nil {
 			return fmt.Errorf("object %q in session %s: %w", name, sessionID, ErrNotFound)
 		}
-		v := objs.Get([]byte(name))
-		if v == nil {
-			return fmt.Errorf("object %q in session %s: %w", name, sessionID, ErrNotFound)
-		}
-		rec, err := decodeObj(v)
+		rec, found, err := getObj(objs, key)
 		if err != nil {
-			return fmt.Errorf("object %q: %w", name, err)
+			return err
+		}
+		if !found {
+			return fmt.Errorf("object %q in session %s: %w", name, sessionID, ErrNotFound)
 		}
 		st = rec.state
 		return nil
@@ -270,7 +353,8 @@ func (j *Journal) setObject(ctx context.Context, op, sessionID, name string, st 
 	if err := checkSessionID(sessionID); err != nil {
 		return fmt.Errorf("journal: %s: %w", op, err)
 	}
-	if err := checkName(name); err != nil {
+	key, err := checkName(name)
+	if err != nil {
 		return fmt.Errorf("journal: %s: %w", op, err)
 	}
 	return j.batch(ctx, op, func(tx *bolt.Tx) error {
@@ -278,11 +362,10 @@ func (j *Journal) setObject(ctx context.Context, op, sessionID, name string, st 
 		if err != nil {
 			return err
 		}
-		objs, err := objectsBucket(tx, sessionID, true)
+		objs, err := objectsBucket(tx, s.Owner, sessionID, true)
 		if err != nil {
 			return err
 		}
-		key := []byte(name)
 		rec, found, err := getObj(objs, key)
 		if err != nil {
 			return err
@@ -317,11 +400,11 @@ func (j *Journal) MarkRejected(ctx context.Context, sessionID, name, reason stri
 	return j.setObject(ctx, "mark rejected", sessionID, name, ObjRejected, reason)
 }
 
-// MarkVerified records that the object is verified and durable in the spool:
-// it becomes Verified (registered if needed), and on that transition only
-// Verified++ and Bytes += size; the session joins the holders of the owner's
-// spool index entry for name (created with size if missing). owner must be the
-// session's Owner and the session must be live. Bumps Updated.
+// MarkVerified records that the object is verified and durable in the
+// owner's spool: it becomes Verified (registered if needed), and on that
+// transition only Verified++ and Bytes += size. From then on the session
+// holds the spool file until it is released. owner must be the session's
+// Owner and the session must be live. Bumps Updated.
 func (j *Journal) MarkVerified(ctx context.Context, sessionID, owner, name string, size int64) error {
 	return j.MarkVerifiedMany(ctx, sessionID, owner, []VerifiedObject{{Name: name, Size: size}})
 }
@@ -348,7 +431,7 @@ func (j *Journal) MarkVerifiedMany(ctx context.Context, sessionID, owner string,
 		return fmt.Errorf("journal: mark verified: %w", err)
 	}
 	for _, o := range objs {
-		if err := checkName(o.Name); err != nil {
+		if _, err := checkName(o.Name); err != nil {
 			return fmt.Errorf("journal: mark verified: %w", err)
 		}
 		if o.Size < 0 {
@@ -371,35 +454,30 @@ func markVerifiedMany(tx *bolt.Tx, sessionID, owner string, vs []VerifiedObject)
 	if s.Owner != owner {
 		return fmt.Errorf("session %s belongs to another owner", sessionID)
 	}
-	objs, err := objectsBucket(tx, sessionID, true)
+	objs, err := objectsBucket(tx, owner, sessionID, true)
 	if err != nil {
 		return err
 	}
-	spool, err := tx.Bucket(bucketSpool).CreateBucketIfNotExists([]byte(owner))
-	if err != nil {
-		return err
+	keys := make([][]byte, len(vs))
+	for i, v := range vs {
+		if keys[i], err = checkName(v.Name); err != nil {
+			return err
+		}
 	}
 	changed := false
-	for _, v := range vs {
-		key := []byte(v.Name)
+	for _, i := range byKey(keys) {
+		key, v := keys[i], vs[i]
 		rec, found, err := getObj(objs, key)
 		if err != nil {
 			return err
 		}
 		if found && rec.state == ObjVerified {
-			// Already counted; make sure the holder is there all the same.
-			if err := joinSpool(spool, key, sessionID, rec.size); err != nil {
-				return err
-			}
-			continue
+			continue // already counted
 		}
 		if !found {
 			s.Objects++
 		}
 		if err := objs.Put(key, objRecord{state: ObjVerified, size: v.Size}.encode()); err != nil {
-			return err
-		}
-		if err := joinSpool(spool, key, sessionID, v.Size); err != nil {
 			return err
 		}
 		s.Verified++
@@ -413,52 +491,63 @@ func markVerifiedMany(tx *bolt.Tx, sessionID, owner string, vs []VerifiedObject)
 	return putSession(tx, &s)
 }
 
-// joinSpool adds sessionID to the holders of name, creating the entry with
-// size if it is missing.
-func joinSpool(spool *bolt.Bucket, name []byte, sessionID string, size int64) error {
-	e, err := getSpool(spool, name)
-	if err != nil {
-		return err
-	}
-	if e == nil {
-		e = &spoolEntry{Size: size}
-	} else if slices.Contains(e.Holders, sessionID) {
-		return nil
-	}
-	e.Holders = append(e.Holders, sessionID)
-	return putSpool(spool, name, e)
-}
-
-// SpoolHas reports whether the owner's spool index holds name.
+// SpoolHas reports whether a session of the owner whose release has not
+// begun (see ReleaseSession) has the object Verified: its spool file is
+// known and kept.
 func (j *Journal) SpoolHas(ctx context.Context, owner, name string) (bool, error) {
 	if err := checkOwner(owner); err != nil {
 		return false, fmt.Errorf("journal: spool has: %w", err)
 	}
-	if err := checkName(name); err != nil {
+	key, err := checkName(name)
+	if err != nil {
 		return false, fmt.Errorf("journal: spool has: %w", err)
 	}
 	var has bool
-	err := j.view(ctx, "spool has", func(tx *bolt.Tx) error {
-		spool := tx.Bucket(bucketSpool).Bucket([]byte(owner))
-		has = spool != nil && spool.Get([]byte(name)) != nil
-		return nil
+	err = j.view(ctx, "spool has", func(tx *bolt.Tx) error {
+		var err error
+		_, has, err = verifiedIn(holderBuckets(tx, owner, ""), key)
+		return err
 	})
 	return has, err
 }
 
-// ReleaseSession removes sessionID from the holders of every spool entry of
-// owner that it holds, and returns the names whose holder list became empty:
-// those entries are deleted and the caller must delete the spool files. It
-// walks the session's objects in transactions of bounded size; if it fails
-// part-way it returns the names freed by the batches already committed
-// together with the error, and a later call resumes the work. Call it after
-// the session left the live states. owner must be the session's Owner.
+// ReleaseSession begins the release of a session: it leaves the holders
+// index, so that Need no longer copies its Verified records and SpoolHas
+// and other releases no longer count it, and it returns the objects it
+// holds Verified that no other session of the owner in the index holds
+// Verified. The caller deletes their spool files, then the session's
+// records (DeleteSessionObjects). Run again after a crash anywhere before
+// DeleteSessionObjects, it returns the same names, or fewer only where
+// another session has verified the object since (its file is then kept).
+//
+// The session must have left the live states (so that nothing marks its
+// objects Verified any more), and nothing may admit objects into the
+// owner's spool between ReleaseSession and the unlinks (the spool's write
+// lock keeps admissions out). owner must be the session's Owner. It walks
+// the session's objects in read transactions of bounded size; if it fails
+// part-way it returns the names found so far together with the error.
 func (j *Journal) ReleaseSession(ctx context.Context, sessionID, owner string) ([]string, error) {
 	if err := checkSessionID(sessionID); err != nil {
 		return nil, fmt.Errorf("journal: release session: %w", err)
 	}
 	if err := checkOwner(owner); err != nil {
 		return nil, fmt.Errorf("journal: release session: %w", err)
+	}
+	err := j.update(ctx, "release session", func(tx *bolt.Tx) error {
+		s, err := getSession(tx, sessionID)
+		if err != nil {
+			return err
+		}
+		if s.Owner != owner {
+			return fmt.Errorf("session %s belongs to another owner", sessionID)
+		}
+		if s.State.Live() {
+			return fmt.Errorf("session %s is %s: %w", sessionID, s.State, errLive)
+		}
+		return tx.Bucket(bucketHolders).Delete(ownerKey(owner, sessionID))
+	})
+	if err != nil {
+		return nil, err
 	}
 	var (
 		freed []string
@@ -470,44 +559,32 @@ func (j *Journal) ReleaseSession(ctx context.Context, sessionID, owner string) (
 			last       []byte
 			done       bool
 		)
-		err := j.update(ctx, "release session", func(tx *bolt.Tx) error {
+		err := j.view(ctx, "release session", func(tx *bolt.Tx) error {
 			batchFreed, last, done = nil, nil, false
-			s, err := getSession(tx, sessionID)
-			if err != nil {
-				return err
-			}
-			if s.Owner != owner {
-				return fmt.Errorf("session %s belongs to another owner", sessionID)
-			}
-			objs, _ := objectsBucket(tx, sessionID, false)
-			spool := tx.Bucket(bucketSpool).Bucket([]byte(owner))
-			if objs == nil || spool == nil {
+			objs := tx.Bucket(bucketObjects).Bucket([]byte(sessionID))
+			if objs == nil {
 				done = true
 				return nil
 			}
+			others := holderBuckets(tx, owner, sessionID)
 			c := objs.Cursor()
-			k, _ := seekAfter(c, after)
+			k, v := seekAfter(c, after)
 			for n := 0; k != nil && n < j.batchSize; n++ {
-				e, err := getSpool(spool, k)
+				rec, err := decodeObj(v)
 				if err != nil {
-					return err
+					return fmt.Errorf("object %s: %w", keyName(k), err)
 				}
-				if e != nil {
-					if i := slices.Index(e.Holders, sessionID); i >= 0 {
-						e.Holders = slices.Delete(e.Holders, i, i+1)
-						if len(e.Holders) == 0 {
-							err = spool.Delete(k)
-							batchFreed = append(batchFreed, string(k))
-						} else {
-							err = putSpool(spool, k, e)
-						}
-						if err != nil {
-							return err
-						}
+				if rec.state == ObjVerified {
+					_, held, err := verifiedIn(others, k)
+					if err != nil {
+						return err
+					}
+					if !held {
+						batchFreed = append(batchFreed, keyName(k))
 					}
 				}
 				last = bytes.Clone(k)
-				k, _ = c.Next()
+				k, v = c.Next()
 			}
 			done = k == nil
 			return nil
@@ -536,9 +613,9 @@ func seekAfter(c *bolt.Cursor, after []byte) ([]byte, []byte) {
 	return k, v
 }
 
-// Objects pages through a session's objects in name order, after the given
-// name ("" = from the start), at most limit (> 0) entries. ErrNotFound if the
-// session does not exist.
+// Objects pages through a session's objects in key order (checksum, then
+// type), after the given name ("" = from the start), at most limit (> 0)
+// entries. ErrNotFound if the session does not exist.
 func (j *Journal) Objects(ctx context.Context, sessionID, after string, limit int) ([]ObjectEntry, error) {
 	if err := checkSessionID(sessionID); err != nil {
 		return nil, fmt.Errorf("journal: objects: %w", err)
@@ -546,23 +623,30 @@ func (j *Journal) Objects(ctx context.Context, sessionID, after string, limit in
 	if limit <= 0 {
 		return nil, fmt.Errorf("journal: objects: limit %d is not positive", limit)
 	}
+	var from []byte
+	if after != "" {
+		var err error
+		if from, err = checkName(after); err != nil {
+			return nil, fmt.Errorf("journal: objects: %w", err)
+		}
+	}
 	var out []ObjectEntry
 	err := j.view(ctx, "objects", func(tx *bolt.Tx) error {
 		out = nil
 		if _, err := getSession(tx, sessionID); err != nil {
 			return err
 		}
-		objs, _ := objectsBucket(tx, sessionID, false)
+		objs := tx.Bucket(bucketObjects).Bucket([]byte(sessionID))
 		if objs == nil {
 			return nil
 		}
 		c := objs.Cursor()
-		for k, v := seekAfter(c, []byte(after)); k != nil && len(out) < limit; k, v = c.Next() {
+		for k, v := seekAfter(c, from); k != nil && len(out) < limit; k, v = c.Next() {
 			rec, err := decodeObj(v)
 			if err != nil {
-				return fmt.Errorf("object %q: %w", k, err)
+				return fmt.Errorf("object %s: %w", keyName(k), err)
 			}
-			out = append(out, ObjectEntry{Name: string(k), State: rec.state, Reason: rec.reason})
+			out = append(out, ObjectEntry{Name: keyName(k), State: rec.state, Reason: rec.reason})
 		}
 		return nil
 	})
@@ -572,46 +656,47 @@ func (j *Journal) Objects(ctx context.Context, sessionID, after string, limit in
 	return out, nil
 }
 
-// DeleteSessionObjects removes a session's per-object records (call it after
-// ReleaseSession), in transactions of bounded size. The session's counters
-// are kept. Deleting a session without objects is not an error.
+// DeleteSessionObjects drops a session's per-object records, in one
+// transaction whatever their number (bbolt frees a bucket's pages
+// wholesale), and its entry in the holders index if it still has one: this
+// completes ReleaseSession. The
+// session's counters are kept. Deleting a session without objects is not
+// an error.
 func (j *Journal) DeleteSessionObjects(ctx context.Context, sessionID string) error {
 	if err := checkSessionID(sessionID); err != nil {
 		return fmt.Errorf("journal: delete session objects: %w", err)
 	}
-	for {
-		done := false
-		err := j.update(ctx, "delete session objects", func(tx *bolt.Tx) error {
-			done = false
-			objs, _ := objectsBucket(tx, sessionID, false)
-			if objs == nil {
-				done = true
-				return nil
-			}
-			keys := make([][]byte, 0, min(j.batchSize, 1024))
-			c := objs.Cursor()
-			for k, _ := c.First(); k != nil && len(keys) < j.batchSize; k, _ = c.Next() {
-				keys = append(keys, bytes.Clone(k))
-			}
-			if len(keys) == 0 {
-				done = true
-				return tx.Bucket(bucketObjects).DeleteBucket([]byte(sessionID))
-			}
-			for _, k := range keys {
-				if err := objs.Delete(k); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if done {
-			return nil
-		}
-	}
+	return j.update(ctx, "delete session objects", func(tx *bolt.Tx) error {
+		return dropObjects(tx, sessionID)
+	})
 }
 
-// isCommitMeta reports whether name is a commit's detached metadata.
-func isCommitMeta(name string) bool { return strings.HasSuffix(name, ".commitmeta") }
+// dropObjects deletes the session's object bucket and its holders entry.
+func dropObjects(tx *bolt.Tx, id string) error {
+	top := tx.Bucket(bucketObjects)
+	if top.Bucket([]byte(id)) != nil {
+		if err := top.DeleteBucket([]byte(id)); err != nil {
+			return err
+		}
+	}
+	// The owner is in the session's record; the index is small enough to
+	// look through when the record is gone.
+	holders := tx.Bucket(bucketHolders)
+	if s, err := getSession(tx, id); err == nil {
+		return holders.Delete(ownerKey(s.Owner, id))
+	}
+	suffix := []byte("/" + id)
+	var stale [][]byte
+	c := holders.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if bytes.HasSuffix(k, suffix) {
+			stale = append(stale, bytes.Clone(k))
+		}
+	}
+	for _, k := range stale {
+		if err := holders.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}

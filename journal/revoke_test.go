@@ -42,14 +42,14 @@ func TestRevoke(t *testing.T) {
 	}
 }
 
-// A journal of schema 1 (no revocations) is upgraded when opened; one of
-// an unknown later schema is refused.
+// A journal of schema 1 (no revocations), 2 or 3 is upgraded when opened;
+// one of an unknown later schema is refused.
 func TestSchemaUpgrade(t *testing.T) {
 	ctx := context.Background()
 	for _, c := range []struct {
 		version string
 		ok      bool
-	}{{"1", true}, {"2", true}, {"4", false}} {
+	}{{"1", true}, {"2", true}, {"3", true}, {"5", false}} {
 		path := filepath.Join(t.TempDir(), "journal.db")
 		db, err := bolt.Open(path, 0o600, nil)
 		if err != nil {

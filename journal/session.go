@@ -385,9 +385,9 @@ func (j *Journal) DeleteSession(ctx context.Context, id string) error {
 			if k, _ := b.Cursor().First(); k != nil {
 				return fmt.Errorf("session %s still has object records", id)
 			}
-			if err := tx.Bucket(bucketObjects).DeleteBucket([]byte(id)); err != nil {
-				return err
-			}
+		}
+		if err := dropObjects(tx, id); err != nil {
+			return err
 		}
 		prefix := []byte(id + "/")
 		if k, _ := tx.Bucket(bucketUploads).Cursor().Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) {
@@ -407,7 +407,7 @@ func (j *Journal) LiveCount(ctx context.Context) (int, error) {
 	return n, err
 }
 
-// ownerKey is a session's key in the owners index.
+// ownerKey is a session's key in the owners and holders indexes.
 func ownerKey(owner, id string) []byte { return []byte(owner + "/" + id) }
 
 // ownerSessions lists the IDs of an owner's live sessions.

@@ -54,7 +54,7 @@ func (j *Journal) AddUpload(ctx context.Context, u Upload) error {
 	if sid != u.Session {
 		return fmt.Errorf("journal: add upload: id %q does not belong to session %q", u.ID, u.Session)
 	}
-	if err := checkName(u.Object); err != nil {
+	if _, err := checkName(u.Object); err != nil {
 		return fmt.Errorf("journal: add upload: %w", err)
 	}
 	if u.Size < 0 {

@@ -191,6 +191,11 @@ func (s *Service) open(ctx context.Context, reg prometheus.Registerer) error {
 	if s.journal, err = journal.Open(filepath.Join(s.stateDir, journalFile), time.Second); err != nil {
 		return err
 	}
+	if c := s.journal.Compaction(); c.Err != nil {
+		s.log.Warn("journal not compacted", "size", c.Before, "err", c.Err)
+	} else if c.After > 0 {
+		s.log.Info("journal compacted", "from", c.Before, "to", c.After, "took", c.Took)
+	}
 	// Once the journal is held: no other daemon uses this state dir.
 	if err := s.removeChecks(); err != nil {
 		return err

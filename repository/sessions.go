@@ -20,8 +20,9 @@ import (
 const maxRefsPerSession = 1000
 
 // journalBytesPerName is what the journal may grow by for each object name
-// a negotiation registers (measured: 150 to 260 bytes), with room to spare.
-const journalBytesPerName = 512
+// a negotiation registers (measured: about 140 bytes at the file's
+// high-water mark, 77 of records), with room to spare.
+const journalBytesPerName = 256
 
 // CreateSession opens or resumes a session (see service.Repository). The
 // repository's force and dry_run act on every session of a unix account
@@ -314,20 +315,23 @@ func (s *Service) Abort(ctx context.Context, id auth.Identity, sid string) error
 }
 
 // dropSession ends a session: its uploads are deleted and its state becomes
-// st. With release, spool objects no other session holds are freed at once;
-// otherwise they stay for the same token's next session until the janitor
-// releases them a TTL later, so a refused or aborted push loses nothing.
+// st. With release, spool objects no other session holds are then freed at
+// once (a crash in between leaves the release to the due queue, which
+// SetState filled); otherwise they stay for the same token's next session
+// until the janitor releases them a TTL later, so a refused or aborted push
+// loses nothing.
 func (s *Service) dropSession(ctx context.Context, sess journal.Session, st journal.State, result string, release bool) error {
 	if err := s.deleteUploads(ctx, sess.ID); err != nil {
 		return err
 	}
-	if release && s.spools != nil {
-		if err := s.releaseSpool(ctx, sess); err != nil {
-			return err
-		}
-	}
 	s.log.Info("session ended", "session", sess.ID, "state", st, "result", result)
-	return s.journal.SetState(ctx, sess.ID, st, result)
+	if err := s.journal.SetState(ctx, sess.ID, st, result); err != nil {
+		return err
+	}
+	if release && s.spools != nil {
+		return s.releaseSpool(ctx, sess)
+	}
+	return nil
 }
 
 // deleteUploads deletes the session's uploads: their files, their journal
@@ -359,7 +363,9 @@ func (s *Service) abortIfOpen(ctx context.Context, id, result string) error {
 	return s.dropSession(ctx, cur, journal.StateAborted, result, false)
 }
 
-// releaseSpool frees the spool objects only this session held.
+// releaseSpool frees the spool objects only this session held. The session
+// must have left the live states, so that nothing marks its objects
+// verified once its release has begun (journal.ReleaseSession).
 func (s *Service) releaseSpool(ctx context.Context, sess journal.Session) error {
 	sp, err := s.spoolFor(ctx, sess.Owner)
 	if err != nil {

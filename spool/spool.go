@@ -7,9 +7,10 @@
 // strikes:
 //   - admitting: the bytes are made durable in the spool's objects/ first,
 //     then journaled as verified, both under the spool's read lock;
-//   - releasing: the journal gives the entries up first, then their files
-//     are unlinked, under the write lock, so that no admission of the same
-//     object interleaves;
+//   - releasing: the journal names the files no other unreleased session
+//     of the token holds, they are unlinked, then the session's records are
+//     deleted, all under the write lock, so that no admission of the same
+//     object and no other release of the token interleaves;
 //   - sweeping, at start-up: a file the journal does not know is a crash's
 //     leftover (renamed in but not journaled, or staged by a pack); when an
 //     open session of its token still wants the object and the file
@@ -320,11 +321,15 @@ func (sp *Spool) Reject(n object.Name) {
 	sp.repo.Remove(n)
 }
 
-// Release frees the spool entries only this session held (their files
-// go) and deletes the session's object records. An interrupted release is
-// finished by the next one.
+// Release frees the spool files only this session held and deletes the
+// session's object records. The session must have left the live states.
+// Everything runs under the write lock, so that no admission of an object
+// comes between the journal's answer and the unlink, and no other release
+// of the token's sessions interleaves. An interrupted release is finished
+// by the next one.
 func (sp *Spool) Release(ctx context.Context, session string) error {
 	sp.mu.Lock()
+	defer sp.mu.Unlock()
 	freed, err := sp.j.ReleaseSession(ctx, session, sp.owner)
 	for _, n := range freed {
 		name, perr := object.ParseName(n)
@@ -335,7 +340,6 @@ func (sp *Spool) Release(ctx context.Context, session string) error {
 			sp.log.Warn("cannot free spool object", "object", n, "err", rerr)
 		}
 	}
-	sp.mu.Unlock()
 	if err != nil {
 		return err
 	}

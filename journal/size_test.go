@@ -1,0 +1,105 @@
+package journal
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// randomName is the i-th of a sequence of object names spread over the key
+// space as real checksums are.
+func randomName(i int) string {
+	sum := sha256.Sum256(binary.BigEndian.AppendUint64(nil, uint64(i)))
+	return hex.EncodeToString(sum[:]) + ".filez"
+}
+
+// pageUse is the database's high-water mark in bytes, the bytes of its
+// pages in use (neither on the free list nor pending), and the share of its
+// pages that are free.
+func pageUse(tb testing.TB, j *Journal) (size, used int64, free float64) {
+	tb.Helper()
+	if err := j.db.View(func(tx *bolt.Tx) error {
+		size = tx.Size()
+		return nil
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	st := j.db.Stats()
+	ps := int64(j.db.Info().PageSize)
+	freePages := int64(st.FreePageN + st.PendingPageN)
+	return size, size - freePages*ps, float64(freePages) / float64(size/ps)
+}
+
+// A push of many tiny files costs the journal at most 100 bytes of records
+// per object of the open session (names registered by Need in requests of
+// 10,000, verified by packs of 1,024), and all of it is free again once the
+// session is released.
+func TestBytesPerObject(t *testing.T) {
+	const n = 100_000
+	ctx := context.Background()
+	j, _ := mustOpen(t)
+	s := mustSession(t, j, ownerA, "a")
+	names := make([]string, n)
+	for i := range names {
+		names[i] = randomName(i)
+	}
+	base, _, _ := pageUse(t, j)
+
+	start := time.Now()
+	for i := 0; i < n; i += 10_000 {
+		need, err := j.Need(ctx, s.ID, names[i:min(i+10_000, n)], 0)
+		if err != nil || len(need) != min(10_000, n-i) {
+			t.Fatalf("need: %d names, %v", len(need), err)
+		}
+	}
+	needTime := time.Since(start)
+	// Packs arrive in the client's order, not the journal's.
+	for i := 0; i < n; i += 1024 {
+		vs := make([]VerifiedObject, 0, 1024)
+		for k := i; k < min(i+1024, n); k++ {
+			vs = append(vs, VerifiedObject{Name: names[(k*7919)%n], Size: int64(100 + k%4000)})
+		}
+		if err := j.MarkVerifiedMany(ctx, s.ID, ownerA, vs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	total := time.Since(start)
+	checkCounts(t, j, s.ID, n, n, mustGet(t, j, s.ID).Bytes)
+
+	size, used, _ := pageUse(t, j)
+	perObject, usedPerObject := float64(size-base)/n, float64(used-base)/n
+	t.Logf("%d objects: Need %v, Need+MarkVerifiedMany %v; high-water mark %d bytes (%.1f bytes per object), in use %d (%.1f per object)",
+		n, needTime.Round(time.Millisecond), total.Round(time.Millisecond), size, perObject, used, usedPerObject)
+	// The records take at most 100 bytes per object. bbolt copies the pages
+	// a transaction changes and frees the old ones at its commit, so the
+	// file also holds the pages the last big transaction replaced: a
+	// negotiation of 10,000 random names touches every leaf of a session of
+	// 100,000.
+	if usedPerObject > 100 {
+		t.Errorf("%.1f bytes in use per object, want at most 100", usedPerObject)
+	}
+	if perObject > 150 {
+		t.Errorf("high-water mark of %.1f bytes per object, want at most 150", perObject)
+	}
+
+	if err := j.SetState(ctx, s.ID, StateAborted, "test"); err != nil {
+		t.Fatal(err)
+	}
+	freed, err := j.ReleaseSession(ctx, s.ID, ownerA)
+	if err != nil || len(freed) != n {
+		t.Fatalf("release: %d freed, %v", len(freed), err)
+	}
+	if err := j.DeleteSessionObjects(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	after, _, free := pageUse(t, j)
+	t.Logf("after the release: %d bytes, %.1f%% of the pages free", after, 100*free)
+	if free < 0.9 {
+		t.Errorf("%.1f%% of the pages free after the release, want at least 90%%", 100*free)
+	}
+}
