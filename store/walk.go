@@ -493,6 +493,10 @@ func (e *MissingError) Error() string {
 // missing checks the closure of commit in src: every reachable object, or
 // with base set every object of its diff against base (which must be
 // complete in src), must be present. It returns a *MissingError otherwise.
+// A walk of a whole commit keeps no set of its files (memory would grow
+// with the commit): a file object found in several directories is checked,
+// passed to each and counted as missing once per place. (A diff holds the
+// changed part in memory, deduplicated, as it must to subtract the old side.)
 func missing(ctx context.Context, src source, commit object.Checksum, base *object.Checksum, each func(object.Name) error) error {
 	me := &MissingError{Commit: commit}
 	note := func(n object.Name) error {
@@ -520,6 +524,7 @@ func missing(ctx context.Context, src source, commit object.Checksum, base *obje
 	if base != nil {
 		err = t.diff(ctx, commit, *base, check)
 	} else {
+		t.files = everyFile{}
 		err = t.walkCommit(ctx, commit, objectSet{}, check)
 	}
 	if err != nil {
@@ -530,6 +535,12 @@ func missing(ctx context.Context, src source, commit object.Checksum, base *obje
 	}
 	return nil
 }
+
+// everyFile is the NameSet of a walk that emits a file object wherever it
+// appears: it holds nothing.
+type everyFile struct{}
+
+func (everyFile) Add(object.Name) bool { return true }
 
 // Missing returns a *MissingError if any object reachable from commit is
 // absent from every one of repos, nil if the commit is complete. With base
