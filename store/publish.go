@@ -301,6 +301,14 @@ func (r *Repo) importAll(ctx context.Context, spool *Repo, walk func(emit func(o
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	work := make(chan object.Name, 64)
+	// The walk emits a file object once per directory holding it: one
+	// already queued or being imported is not queued again (the check after
+	// the import finds it there). At most the queue and the workers' objects
+	// are held.
+	var (
+		mu       sync.Mutex
+		inFlight = map[object.Name]bool{}
+	)
 	var wg sync.WaitGroup
 	for range importWorkers {
 		wg.Go(func() {
@@ -308,10 +316,20 @@ func (r *Repo) importAll(ctx context.Context, spool *Repo, walk func(emit func(o
 				if err := r.importObject(ctx, spool, n); err != nil {
 					cancel(err)
 				}
+				mu.Lock()
+				delete(inFlight, n)
+				mu.Unlock()
 			}
 		})
 	}
 	err := walk(func(n object.Name) error {
+		mu.Lock()
+		dup := inFlight[n]
+		inFlight[n] = true
+		mu.Unlock()
+		if dup {
+			return nil
+		}
 		select {
 		case work <- n:
 			return nil

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -284,4 +285,65 @@ func TestStage(t *testing.T) {
 	if len(left) != 0 {
 		t.Errorf("temporary files left: %v", left)
 	}
+}
+
+// A file object found in many directories is imported once and checked in
+// each: the publish's walks keep no set of files, and a missing one is
+// reported where it appears.
+func TestPublishFileInManyDirectories(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "tree")
+	for i := range 40 {
+		d := filepath.Join(tree, fmt.Sprintf("d%02d", i))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "same"), []byte("shared content\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "own"), []byte(fmt.Sprintf("own %d\n", i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buildPath := filepath.Join(dir, "build")
+	mustOstree(t, "init", "--mode=archive", "--repo="+buildPath)
+	c, err := commitTree(buildPath, "main", tree, 1700000000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := openArchive(t, buildPath)
+	objs := walkSet(t, build, c)
+	// "ostree ls -C" prints the content checksum last.
+	fields := strings.Fields(mustOstree(t, "ls", "-C", "--repo="+buildPath, "main", "/d00/same"))
+	sum, err := object.ParseChecksum(fields[len(fields)-2])
+	if err != nil {
+		t.Fatalf("ostree ls: %v", err)
+	}
+	shared := object.Name{Sum: sum, Type: object.File}
+	if !objs[shared] {
+		t.Fatalf("%s is not among the commit's objects", shared)
+	}
+
+	// Without the shared file, the check names it once per directory.
+	partial := map[object.Name]bool{}
+	for n := range objs {
+		if n != shared {
+			partial[n] = true
+		}
+	}
+	var me *MissingError
+	if err := Missing(ctx, c, nil, spoolWith(t, build, partial)); !errors.As(err, &me) || me.Count != 40 || me.Missing[0] != shared {
+		t.Fatalf("spool without the shared file: %v (want it missing in 40 places)", err)
+	}
+
+	prod := newArchive(t)
+	if err := prod.Publish(ctx, spoolWith(t, build, objs), []RefUpdate{{Ref: "main", New: c}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(repoObjects(t, prod.Path())); got != len(objs) {
+		t.Fatalf("production has %d objects, the commit %d", got, len(objs))
+	}
+	mustOstree(t, "fsck", "--repo="+prod.Path())
+	pullOverHTTP(t, prod.Path(), "main")
 }

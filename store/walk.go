@@ -58,6 +58,41 @@ func (s objectSet) add(n object.Name) bool {
 	return true
 }
 
+// NameSet decides which file objects a walk emits (see FileSet). Add
+// records n and reports whether n is new: the walk emits n only then. A
+// set may report false for a name it has not met (an approximate set, such
+// as a Bloom filter): the walk then leaves that name to the set's owner.
+type NameSet interface {
+	Add(n object.Name) bool
+}
+
+// WalkOption changes how Walk, WalkInto and Diff go.
+type WalkOption func(*traversal)
+
+// FileSet makes a walk ask set which file objects to emit, instead of
+// keeping an exact set of its own of every file it emitted (the default).
+// Metadata objects (commits, dirtrees, dirmetas) keep the walk's exact set:
+// a walk holds in memory at most its metadata then, not its files.
+func FileSet(set NameSet) WalkOption {
+	return func(t *traversal) { t.files = set }
+}
+
+func (t *traversal) with(opts []WalkOption) *traversal {
+	for _, o := range opts {
+		o(t)
+	}
+	return t
+}
+
+// newFile reports whether the walk meets file object n for the first time:
+// by t.files when set, else by seen.
+func (t *traversal) newFile(seen objectSet, n object.Name) bool {
+	if t.files != nil {
+		return t.files.Add(n)
+	}
+	return seen.add(n)
+}
+
 // ErrTreeLimit reports a commit whose directory tree is beyond what the
 // store walks: deeper than MaxTreeDepth levels, or with more than
 // maxPendingDirs directories waiting to be walked at once.
@@ -79,6 +114,9 @@ type traversal struct {
 	onMissing func(object.Name) error
 	noLimit   bool // old side of a diff: what production holds, however deep
 	metaOnly  bool // emit no file objects
+	// files, if set, decides which file objects are new (see FileSet);
+	// otherwise the walk's own exact set does.
+	files NameSet
 	// enter, if set, says whether to walk below a dirtree (after emitting
 	// it and its dirmeta); a tree not entered counts as a leaf.
 	enter func(object.Checksum) bool
@@ -213,7 +251,7 @@ func (t *traversal) walkDir(ctx context.Context, tree, meta object.Checksum, dep
 			continue
 		}
 		for _, file := range tr.Files {
-			if n := (object.Name{Sum: file.Sum, Type: object.File}); !t.metaOnly && seen.add(n) {
+			if n := (object.Name{Sum: file.Sum, Type: object.File}); !t.metaOnly && t.newFile(seen, n) {
 				if err := emit(n); err != nil {
 					return 0, err
 				}
@@ -361,7 +399,7 @@ func (d *differ) pair(ctx context.Context, p pair) ([]pair, error) {
 	for i, j := 0, 0; i < len(nf) || j < len(of); {
 		switch {
 		case j == len(of) || i < len(nf) && nf[i].Name < of[j].Name:
-			if n := (object.Name{Sum: nf[i].Sum, Type: object.File}); d.newSide.add(n) {
+			if n := (object.Name{Sum: nf[i].Sum, Type: object.File}); d.t.newFile(d.newSide, n) {
 				d.collect(n)
 			}
 			i++
@@ -370,7 +408,7 @@ func (d *differ) pair(ctx context.Context, p pair) ([]pair, error) {
 			j++
 		default:
 			if nf[i].Sum != of[j].Sum {
-				if n := (object.Name{Sum: nf[i].Sum, Type: object.File}); d.newSide.add(n) {
+				if n := (object.Name{Sum: nf[i].Sum, Type: object.File}); d.t.newFile(d.newSide, n) {
 					d.collect(n)
 				}
 				d.oldSide.add(object.Name{Sum: of[j].Sum, Type: object.File})
@@ -406,8 +444,9 @@ func (d *differ) pair(ctx context.Context, p pair) ([]pair, error) {
 
 // Walk calls fn once for every object reachable from commit: the commit, its
 // detached metadata if present, then dirmetas, dirtrees and files top-down.
-func (r *Repo) Walk(ctx context.Context, commit object.Checksum, fn func(object.Name) error) error {
-	t := traversal{src: r}
+// With FileSet, the files emitted are those the set reports new.
+func (r *Repo) Walk(ctx context.Context, commit object.Checksum, fn func(object.Name) error, opts ...WalkOption) error {
+	t := (&traversal{src: r}).with(opts)
 	return t.walkCommit(ctx, commit, objectSet{}, fn)
 }
 
@@ -423,16 +462,18 @@ func (r *Repo) WalkMeta(ctx context.Context, commit object.Checksum, fn func(obj
 // but walks below a directory only when enter reports true for its
 // dirtree, the root's included: the subtrees a receiver already holds are
 // skipped whole. Every object it emits lies in a directory entered.
-func (r *Repo) WalkInto(ctx context.Context, commit object.Checksum, enter func(object.Checksum) bool, fn func(object.Name) error) error {
-	t := traversal{src: r, enter: enter}
+func (r *Repo) WalkInto(ctx context.Context, commit object.Checksum, enter func(object.Checksum) bool, fn func(object.Name) error, opts ...WalkOption) error {
+	t := (&traversal{src: r, enter: enter}).with(opts)
 	return t.walkCommit(ctx, commit, objectSet{}, fn)
 }
 
 // Diff calls fn for the objects reachable from newc and not from oldc, as
 // found by a side-by-side walk that skips equal subtrees (see traversal.diff).
-// oldc must be complete in r.
-func (r *Repo) Diff(ctx context.Context, newc, oldc object.Checksum, fn func(object.Name) error) error {
-	t := traversal{src: r}
+// oldc must be complete in r. With FileSet, the files of the new side are
+// those the set reports new (the set meets them before the old side is
+// subtracted: it may record a file that is not emitted).
+func (r *Repo) Diff(ctx context.Context, newc, oldc object.Checksum, fn func(object.Name) error, opts ...WalkOption) error {
+	t := (&traversal{src: r}).with(opts)
 	return t.diff(ctx, newc, oldc, fn)
 }
 
@@ -452,6 +493,10 @@ func (e *MissingError) Error() string {
 // missing checks the closure of commit in src: every reachable object, or
 // with base set every object of its diff against base (which must be
 // complete in src), must be present. It returns a *MissingError otherwise.
+// A walk of a whole commit keeps no set of its files (memory would grow
+// with the commit): a file object found in several directories is checked,
+// passed to each and counted as missing once per place. (A diff holds the
+// changed part in memory, deduplicated, as it must to subtract the old side.)
 func missing(ctx context.Context, src source, commit object.Checksum, base *object.Checksum, each func(object.Name) error) error {
 	me := &MissingError{Commit: commit}
 	note := func(n object.Name) error {
@@ -479,6 +524,7 @@ func missing(ctx context.Context, src source, commit object.Checksum, base *obje
 	if base != nil {
 		err = t.diff(ctx, commit, *base, check)
 	} else {
+		t.files = everyFile{}
 		err = t.walkCommit(ctx, commit, objectSet{}, check)
 	}
 	if err != nil {
@@ -489,6 +535,12 @@ func missing(ctx context.Context, src source, commit object.Checksum, base *obje
 	}
 	return nil
 }
+
+// everyFile is the NameSet of a walk that emits a file object wherever it
+// appears: it holds nothing.
+type everyFile struct{}
+
+func (everyFile) Add(object.Name) bool { return true }
 
 // Missing returns a *MissingError if any object reachable from commit is
 // absent from every one of repos, nil if the commit is complete. With base
