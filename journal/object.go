@@ -200,8 +200,11 @@ func byKey(keys [][]byte) []int {
 //
 // If registering the new names would make Objects exceed max (max <= 0: no
 // limit), or the objects of the owner's open sessions exceed the owner's
-// limit (SetLimits), nothing changes and a *TooManyError is returned. The session must be
-// live. Bumps Updated. One transaction per call.
+// limit (SetLimits), nothing changes and a *TooManyError is returned. The
+// session must be live. Bumps Updated. The names are registered in key
+// order, in transactions of at most needChunk names: a failure part-way
+// (or a concurrent request of the owner taking the room that was checked
+// first) leaves the chunks before it registered, as a retry would.
 func (j *Journal) Need(ctx context.Context, sessionID string, names []string, max int) ([]string, error) {
 	if err := checkSessionID(sessionID); err != nil {
 		return nil, fmt.Errorf("journal: need: %w", err)
@@ -222,50 +225,76 @@ func (j *Journal) Need(ctx context.Context, sessionID string, names []string, ma
 		keys = append(keys, k)
 	}
 	order := byKey(keys)
-	var needed []string
-	err := j.update(ctx, "need", func(tx *bolt.Tx) error {
-		needed = nil
+	// The limits first, for the whole request, so that a refusal changes
+	// nothing; each chunk checks them again against concurrent requests.
+	if err := j.view(ctx, "need", func(tx *bolt.Tx) error {
 		s, err := getLiveSession(tx, sessionID)
 		if err != nil {
 			return err
 		}
-		objs, err := objectsBucket(tx, s.Owner, sessionID, true)
-		if err != nil {
-			return err
-		}
-		fresh := 0
-		for _, k := range keys {
-			if objs.Get(k) == nil {
-				fresh++
+		return j.needRoom(tx, s, tx.Bucket(bucketObjects).Bucket([]byte(sessionID)), keys, max)
+	}); err != nil {
+		return nil, err
+	}
+	need := make([]bool, len(keys))
+	for start := 0; start < len(order); start += needChunk {
+		chunk := order[start:min(start+needChunk, len(order))]
+		err := j.update(ctx, "need", func(tx *bolt.Tx) error {
+			for _, i := range chunk {
+				need[i] = false
 			}
-		}
-		if max > 0 && s.Objects+fresh > max {
-			return &TooManyError{What: "objects in the session", Have: s.Objects, Adds: fresh, Limit: max}
-		}
-		if limit := j.limit().ObjectsPerOwner; limit > 0 && fresh > 0 {
-			have := 0
-			for _, id := range ownerSessions(tx, s.Owner) {
-				o, err := getSession(tx, id)
-				if err != nil {
-					return err
-				}
-				have += o.Objects
-			}
-			if have+fresh > limit {
-				return &TooManyError{What: "objects in the token's open sessions", Have: have, Adds: fresh, Limit: limit}
-			}
-		}
-		sources := holderBuckets(tx, s.Owner, sessionID)
-		need := make([]bool, len(keys))
-		for _, i := range order {
-			key := keys[i]
-			rec, found, err := getObj(objs, key)
+			s, err := getLiveSession(tx, sessionID)
 			if err != nil {
 				return err
 			}
-			if isCommitMetaKey(key) {
-				// Named after its commit, not its content: whatever the
-				// client has now is wanted, to be merged at publish.
+			objs, err := objectsBucket(tx, s.Owner, sessionID, true)
+			if err != nil {
+				return err
+			}
+			ck := make([][]byte, len(chunk))
+			for x, i := range chunk {
+				ck[x] = keys[i]
+			}
+			if err := j.needRoom(tx, s, objs, ck, max); err != nil {
+				return err
+			}
+			sources := holderBuckets(tx, s.Owner, sessionID)
+			for _, i := range chunk {
+				key := keys[i]
+				rec, found, err := getObj(objs, key)
+				if err != nil {
+					return err
+				}
+				if isCommitMetaKey(key) {
+					// Named after its commit, not its content: whatever the
+					// client has now is wanted, to be merged at publish.
+					if !found {
+						if err := objs.Put(key, objRecord{state: ObjWanted}.encode()); err != nil {
+							return err
+						}
+						s.Objects++
+					}
+					need[i] = true
+					continue
+				}
+				if found && rec.state == ObjVerified {
+					continue
+				}
+				size, ok, err := verifiedIn(sources, key)
+				if err != nil {
+					return err
+				}
+				if ok {
+					if err := objs.Put(key, objRecord{state: ObjVerified, size: size}.encode()); err != nil {
+						return err
+					}
+					if !found {
+						s.Objects++
+					}
+					s.Verified++
+					s.Bytes += size
+					continue
+				}
 				if !found {
 					if err := objs.Put(key, objRecord{state: ObjWanted}.encode()); err != nil {
 						return err
@@ -273,46 +302,58 @@ func (j *Journal) Need(ctx context.Context, sessionID string, names []string, ma
 					s.Objects++
 				}
 				need[i] = true
-				continue
 			}
-			if found && rec.state == ObjVerified {
-				continue
-			}
-			size, ok, err := verifiedIn(sources, key)
+			s.Updated = now()
+			return putSession(tx, &s)
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	var needed []string
+	for i, n := range uniq {
+		if need[i] {
+			needed = append(needed, n)
+		}
+	}
+	return needed, nil
+}
+
+// needChunk bounds the names one transaction of Need registers: a
+// transaction rewrites every page it touches, and holds the new copies in
+// memory until it commits, so that a request of random names into a
+// session of a million objects would otherwise copy most of its bucket at
+// once (memory, and the file's high-water mark). In key order, a chunk
+// touches one range of the bucket.
+const needChunk = 1024
+
+// needRoom returns a *TooManyError if registering the keys objs (the
+// session's bucket, nil if it has none yet) lacks would exceed max or the
+// owner's limit.
+func (j *Journal) needRoom(tx *bolt.Tx, s Session, objs *bolt.Bucket, keys [][]byte, max int) error {
+	fresh := 0
+	for _, k := range keys {
+		if objs == nil || objs.Get(k) == nil {
+			fresh++
+		}
+	}
+	if max > 0 && s.Objects+fresh > max {
+		return &TooManyError{What: "objects in the session", Have: s.Objects, Adds: fresh, Limit: max}
+	}
+	if limit := j.limit().ObjectsPerOwner; limit > 0 && fresh > 0 {
+		have := 0
+		for _, id := range ownerSessions(tx, s.Owner) {
+			o, err := getSession(tx, id)
 			if err != nil {
 				return err
 			}
-			if ok {
-				if err := objs.Put(key, objRecord{state: ObjVerified, size: size}.encode()); err != nil {
-					return err
-				}
-				if !found {
-					s.Objects++
-				}
-				s.Verified++
-				s.Bytes += size
-				continue
-			}
-			if !found {
-				if err := objs.Put(key, objRecord{state: ObjWanted}.encode()); err != nil {
-					return err
-				}
-				s.Objects++
-			}
-			need[i] = true
+			have += o.Objects
 		}
-		for i, n := range uniq {
-			if need[i] {
-				needed = append(needed, n)
-			}
+		if have+fresh > limit {
+			return &TooManyError{What: "objects in the token's open sessions", Have: have, Adds: fresh, Limit: limit}
 		}
-		s.Updated = now()
-		return putSession(tx, &s)
-	})
-	if err != nil {
-		return nil, err
 	}
-	return needed, nil
+	return nil
 }
 
 // ObjectState returns the object's state in the session, or ErrNotFound if it
