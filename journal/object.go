@@ -568,11 +568,24 @@ func (j *Journal) SpoolHas(ctx context.Context, owner, name string) (bool, error
 // the session's objects in read transactions of bounded size; if it fails
 // part-way it returns the names found so far together with the error.
 func (j *Journal) ReleaseSession(ctx context.Context, sessionID, owner string) ([]string, error) {
+	var freed []string
+	err := j.ReleaseSessionEach(ctx, sessionID, owner, func(names []string) error {
+		freed = append(freed, names...)
+		return nil
+	})
+	return freed, err
+}
+
+// ReleaseSessionEach is ReleaseSession handing the names to free to each,
+// a batch at a time (at most the journal's batch size, in key order), so
+// that a session of a million objects is released in bounded memory. An
+// error from each stops the walk and is returned.
+func (j *Journal) ReleaseSessionEach(ctx context.Context, sessionID, owner string, each func(names []string) error) error {
 	if err := checkSessionID(sessionID); err != nil {
-		return nil, fmt.Errorf("journal: release session: %w", err)
+		return fmt.Errorf("journal: release session: %w", err)
 	}
 	if err := checkOwner(owner); err != nil {
-		return nil, fmt.Errorf("journal: release session: %w", err)
+		return fmt.Errorf("journal: release session: %w", err)
 	}
 	err := j.update(ctx, "release session", func(tx *bolt.Tx) error {
 		s, err := getSession(tx, sessionID)
@@ -588,12 +601,9 @@ func (j *Journal) ReleaseSession(ctx context.Context, sessionID, owner string) (
 		return tx.Bucket(bucketHolders).Delete(ownerKey(owner, sessionID))
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var (
-		freed []string
-		after []byte
-	)
+	var after []byte
 	for {
 		var (
 			batchFreed []string
@@ -631,11 +641,15 @@ func (j *Journal) ReleaseSession(ctx context.Context, sessionID, owner string) (
 			return nil
 		})
 		if err != nil {
-			return freed, err
+			return err
 		}
-		freed = append(freed, batchFreed...)
+		if len(batchFreed) > 0 {
+			if err := each(batchFreed); err != nil {
+				return err
+			}
+		}
 		if done {
-			return freed, nil
+			return nil
 		}
 		after = last
 	}

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -103,4 +105,56 @@ func TestBytesPerObject(t *testing.T) {
 	if free < 0.9 {
 		t.Errorf("%.1f%% of the pages free after the release, want at least 90%%", 100*free)
 	}
+}
+
+// A release hands over the names to free a batch at a time, so that a
+// session of any size is released in bounded memory, and stops at the
+// caller's error.
+func TestReleaseSessionEachBatch(t *testing.T) {
+	ctx := context.Background()
+	j, _ := mustOpen(t)
+	j.batchSize = 10
+	s := mustSession(t, j, ownerA, "a")
+	var vs []VerifiedObject
+	for i := range 25 {
+		vs = append(vs, VerifiedObject{Name: randomName(i), Size: 1})
+	}
+	if _, err := j.Need(ctx, s.ID, namesOf(vs), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.MarkVerifiedMany(ctx, s.ID, ownerA, vs); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.SetState(ctx, s.ID, StateAborted, "test"); err != nil {
+		t.Fatal(err)
+	}
+	stop := errors.New("stop")
+	calls := 0
+	if err := j.ReleaseSessionEach(ctx, s.ID, ownerA, func([]string) error { calls++; return stop }); !errors.Is(err, stop) || calls != 1 {
+		t.Fatalf("an error from each: %v after %d calls, want it returned after 1", err, calls)
+	}
+	var got []string
+	if err := j.ReleaseSessionEach(ctx, s.ID, ownerA, func(names []string) error {
+		if len(names) > 10 {
+			t.Errorf("a batch of %d names, want at most 10", len(names))
+		}
+		got = append(got, names...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := namesOf(vs)
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("freed %d names, want the session's 25", len(got))
+	}
+}
+
+func namesOf(vs []VerifiedObject) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = v.Name
+	}
+	return out
 }

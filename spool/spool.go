@@ -330,16 +330,18 @@ func (sp *Spool) Reject(n object.Name) {
 func (sp *Spool) Release(ctx context.Context, session string) error {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
-	freed, err := sp.j.ReleaseSession(ctx, session, sp.owner)
-	for _, n := range freed {
-		name, perr := object.ParseName(n)
-		if perr != nil {
-			continue
+	err := sp.j.ReleaseSessionEach(ctx, session, sp.owner, func(freed []string) error {
+		for _, n := range freed {
+			name, perr := object.ParseName(n)
+			if perr != nil {
+				continue
+			}
+			if rerr := sp.repo.Remove(name); rerr != nil {
+				sp.log.Warn("cannot free spool object", "object", n, "err", rerr)
+			}
 		}
-		if rerr := sp.repo.Remove(name); rerr != nil {
-			sp.log.Warn("cannot free spool object", "object", n, "err", rerr)
-		}
-	}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
