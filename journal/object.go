@@ -325,7 +325,7 @@ func (j *Journal) Need(ctx context.Context, sessionID string, names []string, ma
 // session of a million objects would otherwise copy most of its bucket at
 // once (memory, and the file's high-water mark). In key order, a chunk
 // touches one range of the bucket.
-const needChunk = 1024
+const needChunk = 2048
 
 // needRoom returns a *TooManyError if registering the keys objs (the
 // session's bucket, nil if it has none yet) lacks would exceed max or the
