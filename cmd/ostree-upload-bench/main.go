@@ -127,6 +127,7 @@ type bench struct {
 	bin           string
 	config        string // token file of the daemons
 	token         string
+	smallToken    string // another token's, for the small pushes during a big one
 	runDir        string
 	pushStatsJSON bool // the binary's push knows --stats-json
 	pushNoPublish bool // … and --no-publish, with sessions commit
@@ -370,6 +371,14 @@ func (b *bench) prepare(ctx context.Context) error {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	b.token = strings.TrimSpace(lines[len(lines)-1])
 	if b.token == "" {
+		return errors.New("gentoken printed no token")
+	}
+	// Another token's small pushes during the pushes of tiny files.
+	if out, err = runTool(ctx, b.bin, "gentoken", "-c", b.config, "--name", "bench-small"); err != nil {
+		return err
+	}
+	lines = strings.Split(strings.TrimSpace(out), "\n")
+	if b.smallToken = strings.TrimSpace(lines[len(lines)-1]); b.smallToken == "" {
 		return errors.New("gentoken printed no token")
 	}
 	return nil

@@ -49,6 +49,9 @@ type millionResult struct {
 	// ratio of their wall times.
 	Pull         *measurement `json:"pull,omitempty"`
 	PushOverPull float64      `json:"wall_ratio_push_over_pull,omitempty"`
+	// SmallPushes are another token's small pushes to the same daemon,
+	// idle and during the push.
+	SmallPushes *latencyFigures `json:"small_pushes,omitempty"`
 }
 
 // runMillion pushes a commit of opt.MillionFiles distinct tiny files once to
@@ -104,7 +107,7 @@ func (b *bench) runTinyPush(ctx context.Context, name string, n int, pull bool) 
 	if err := os.MkdirAll(pushDir, 0o755); err != nil {
 		return nil, err
 	}
-	probe := &pushProbe{split: b.pushNoPublish}
+	probe := &pushProbe{split: b.pushNoPublish, smallPushes: true}
 	start := time.Now()
 	m, err := b.push(ctx, sc, env, nil, fx, pushDir, probe)
 	if err != nil {
@@ -114,6 +117,7 @@ func (b *bench) runTinyPush(ctx context.Context, name string, n int, pull bool) 
 	res.Push = m
 	res.Split, res.Commit, res.Journal = probe.split, probe.commit, probe.journal
 	res.DaemonMem = &probe.mem
+	res.SmallPushes = probe.latency
 	if v, ok := m.PushStats["negotiate_seconds"].(float64); ok {
 		res.NegotiateSeconds = v
 	}

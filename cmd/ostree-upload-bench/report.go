@@ -323,6 +323,14 @@ func writeMillion(w io.Writer, title string, m *millionResult) {
 		}
 		b.WriteString("\n")
 	}
+	if l := m.SmallPushes; l != nil {
+		fmt.Fprintf(&b, "  another token's push of %d small files: %.2f s to the idle daemon; during this push %d of them, median %.2f s, worst %.2f s",
+			smallPushFiles, l.IdleSeconds, len(l.DuringSeconds), l.median(), l.worst())
+		if l.Failed > 0 {
+			fmt.Fprintf(&b, ", %d failed", l.Failed)
+		}
+		b.WriteString("\n")
+	}
 	if m.Pull != nil {
 		fmt.Fprintf(&b, "  ostree pull %.1f s, wire %s, client peak RSS %s, CPU %.1f s; push/pull %.2f\n",
 			m.Pull.Client.WallSeconds, humanBytes(m.Pull.WireBytes), humanBytes(m.Pull.Client.MaxRSSKiB*1024), m.Pull.Client.CPUSeconds, m.PushOverPull)

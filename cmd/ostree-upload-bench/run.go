@@ -181,10 +181,14 @@ func (b *bench) runPushSSH(ctx context.Context, sc scenario, env *netEnv, sshd *
 // `push --no-publish` followed by `sessions commit`.
 type pushProbe struct {
 	split bool
+	// smallPushes: another token pushes a small commit to the idle daemon,
+	// then every smallPushEvery while the push (and its commit) runs.
+	smallPushes bool
 	// Filled in by push.
 	mem     memPeak
 	journal *journalFigures
-	commit  *usage // the sessions commit client, when split
+	commit  *usage          // the sessions commit client, when split
+	latency *latencyFigures // the small pushes' wall times
 }
 
 // journalFigures are the daemon's journal before the publish (when the push
@@ -266,6 +270,22 @@ func (b *bench) push(ctx context.Context, sc scenario, env *netEnv, sshd *sshSer
 	if probe != nil && probe.split {
 		argv = append(argv, "--no-publish")
 	}
+	var stopSmall func() *latencyFigures
+	if probe != nil && probe.smallPushes {
+		sp, err := b.newSmallPusher(ctx, dir, env.BuildNS, ep.pushURL)
+		if err != nil {
+			return nil, err
+		}
+		if err := sp.idle(ctx); err != nil {
+			return nil, err
+		}
+		stopSmall = sp.during(ctx)
+		defer func() {
+			if stopSmall != nil {
+				stopSmall()
+			}
+		}()
+	}
 	m, err = b.measureClient(ctx, sc, env, env.BuildNS, env2, filepath.Join(dir, "push.log"), argv)
 	if err != nil {
 		return nil, err
@@ -295,6 +315,10 @@ func (b *bench) push(ctx context.Context, sc scenario, env *netEnv, sshd *sshSer
 		if err := b.probeJournal(ctx, env, ep, prod, dir, m, probe); err != nil {
 			return nil, err
 		}
+	}
+	if stopSmall != nil {
+		probe.latency = stopSmall()
+		stopSmall = nil
 	}
 	if stopSampling != nil {
 		probe.mem = stopSampling()
