@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ostree-upload/ostree-upload/api"
@@ -23,9 +24,10 @@ import (
 // batch is negotiated (the first with the session's creation); the objects
 // the daemon needs of it are packed and sent by the -j workers while the
 // walk goes on. At most window batches wait between the walk and the
-// negotiation, and the negotiator hands its work to the workers one unit
-// at a time, so the names in memory are bounded by the window and the
-// workers' units, not by the size of the push.
+// negotiation, one negotiated batch waits for the feeder, which hands the
+// work of the batch before to the workers one unit at a time: the names in
+// memory are bounded by the window and the workers' units, not by the size
+// of the push.
 //
 // Files are deduplicated by a Bloom filter of fixed size (fileFilter), not
 // by a set of every name: a name the filter has not met is new; one it may
@@ -67,6 +69,7 @@ type pipeline struct {
 	cur     []object.Name // the batch being listed
 	listed  int           // names put in batches
 	batches chan batch
+	ready   chan []work // a negotiated batch's work, waiting for the feeder
 	queue   chan work
 
 	// Written by the negotiator, read once the round is over.
@@ -105,6 +108,7 @@ func (p *pusher) newPipeline(updates []api.RefUpdate, full bool, uploads []api.U
 func (pl *pipeline) run(ctx context.Context) error {
 	start := time.Now()
 	defer func() { pl.uploading = time.Since(start) }()
+	defer pl.files.close()
 	if err := pl.stage(ctx, pl.walk, false); err != nil {
 		return err
 	}
@@ -133,6 +137,7 @@ func (pl *pipeline) stage(ctx context.Context, list func(context.Context) error,
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	pl.batches = make(chan batch, pl.window)
+	pl.ready = make(chan []work, 1)
 	pl.queue = make(chan work)
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -142,9 +147,25 @@ func (pl *pipeline) stage(ctx context.Context, list func(context.Context) error,
 		}
 	})
 	wg.Go(func() {
-		defer close(pl.queue)
+		defer close(pl.ready)
 		if err := pl.negotiator(ctx, doubt); err != nil {
 			cancel(err)
+		}
+	})
+	// The feeder hands the work out one unit at a time, so that the
+	// negotiator can ask for the next batch meanwhile: the daemon answers
+	// a negotiation once the packs in progress have landed, and the
+	// workers go on with the work of the batch before.
+	wg.Go(func() {
+		defer close(pl.queue)
+		for items := range pl.ready {
+			for _, w := range items {
+				select {
+				case pl.queue <- w:
+				case <-ctx.Done():
+					return
+				}
+			}
 		}
 	})
 	for i := 0; i < pl.p.opts.Jobs; i++ {
@@ -323,7 +344,7 @@ func (pl *pipeline) hold(n int) {
 func (pl *pipeline) release(n int) { pl.held.Add(-int64(n)) }
 
 // negotiator asks the daemon which names of each batch it needs and hands
-// the work of sending them to the workers, largest first within the batch.
+// the work of sending them to the feeder, largest first within the batch.
 func (pl *pipeline) negotiator(ctx context.Context, doubt bool) error {
 	for b := range pl.batches {
 		t := time.Now()
@@ -356,12 +377,13 @@ func (pl *pipeline) negotiator(ctx context.Context, doubt bool) error {
 			return err
 		}
 		pl.p.prog.plan(len(needed), bytes, skipped)
-		for _, w := range items {
-			select {
-			case pl.queue <- w:
-			case <-ctx.Done():
-				return context.Cause(ctx)
-			}
+		if len(items) == 0 {
+			continue
+		}
+		select {
+		case pl.ready <- items:
+		case <-ctx.Done():
+			return context.Cause(ctx)
 		}
 	}
 	if pl.p.sid == "" { // nothing was listed: the session still carries the refs
@@ -432,9 +454,12 @@ func (p *pusher) works(needed []object.Name, live map[string]string) ([]work, in
 // fileFilter is a Bloom filter of file object names, of fixed size: a
 // name it has not met is new for sure; one it may have met is reported to
 // onDoubt. Its hashes are words of the object's checksum, which is
-// uniformly random already.
+// uniformly random already. Its bits lie outside Go's heap (an anonymous
+// mapping, when the system gives one): they do not raise the heap's
+// collection target, and only the pages a push touches are resident.
 type fileFilter struct {
-	bits    []uint64
+	bits    []byte
+	mapped  bool
 	onDoubt func(object.Name)
 	always  bool // every name is in doubt (tests)
 }
@@ -444,14 +469,20 @@ const (
 	filterHashes = 8       // at a million names, about one false positive in 40 million
 )
 
-func newFileFilter() *fileFilter { return &fileFilter{bits: make([]uint64, filterBits/64)} }
+func newFileFilter() *fileFilter {
+	b, err := syscall.Mmap(-1, 0, filterBits/8, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
+		return &fileFilter{bits: make([]byte, filterBits/8)}
+	}
+	return &fileFilter{bits: b, mapped: true}
+}
 
 // Add implements store.NameSet.
 func (f *fileFilter) Add(n object.Name) bool {
 	seen := true
 	for i := 0; i < filterHashes; i++ {
 		h := binary.LittleEndian.Uint32(n.Sum[4*i:]) % filterBits
-		w, b := h/64, uint64(1)<<(h%64)
+		w, b := h/8, byte(1)<<(h%8)
 		if f.bits[w]&b == 0 {
 			seen = false
 			f.bits[w] |= b
@@ -464,6 +495,14 @@ func (f *fileFilter) Add(n object.Name) bool {
 		return false
 	}
 	return true
+}
+
+// close gives the filter's memory back.
+func (f *fileFilter) close() {
+	if f.mapped {
+		syscall.Munmap(f.bits)
+	}
+	f.bits, f.mapped = nil, false
 }
 
 // errNotOpen turns the daemon's answer that the session is not open any

@@ -113,9 +113,10 @@ func TestEveryFileInDoubtStillPushesTheCommit(t *testing.T) {
 
 // The pipeline holds a window of names, not the push: however many
 // objects a commit has, the names between the walk and the end of their
-// work stay within the batches waiting for their negotiation, the one
-// being negotiated, the one the walk is handing over, and the workers'
-// units.
+// work stay within the batches waiting for their negotiation, the one the
+// walk is handing over, the one being negotiated, the one waiting for the
+// feeder, the one the feeder hands out, and the workers' units of earlier
+// batches.
 func TestPipelineHoldsAWindowOfNames(t *testing.T) {
 	t.Parallel()
 	e := daemontest.New(t)
@@ -124,7 +125,7 @@ func TestPipelineHoldsAWindowOfNames(t *testing.T) {
 	o := opts(e, e.URL, "main")
 	o.Repo, o.Jobs = partialRepo(t, fx.B), jobs
 	res := push(t, uploader.WithPipeline(o, batch, window))
-	bound := int64((window + 2 + jobs) * batch)
+	bound := int64((window + 4 + jobs) * batch)
 	if peak := uploader.PeakNames(res); peak > bound || peak == 0 || int64(res.Objects) < 3*bound {
 		t.Fatalf("%d objects pushed holding at most %d names at once, want at most %d", res.Objects, peak, bound)
 	}
