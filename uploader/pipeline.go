@@ -116,7 +116,7 @@ func (pl *pipeline) run(ctx context.Context) error {
 		return nil
 	}
 	// The doubt holds each name once: duplicates met again add nothing.
-	doubt := slices.SortedFunc(maps.Keys(pl.doubt), func(a, b object.Name) int { return cmp.Compare(a.String(), b.String()) })
+	doubt := slices.Collect(maps.Keys(pl.doubt))
 	pl.doubt = nil
 	pl.p.log.Debug("negotiating the files met more than once or taken for such", "names", len(doubt))
 	return pl.stage(ctx, func(ctx context.Context) error {
