@@ -72,6 +72,8 @@ type progress struct {
 	total     atomic.Int64 // bytes to send
 	objects   atomic.Int64 // objects to send
 	skipped   atomic.Int64 // objects the daemon had
+	listing   atomic.Bool  // the walk is still listing objects: the totals grow
+	listed    atomic.Int64 // names the walk listed so far
 	once      sync.Once
 	quit      chan struct{}
 	finished  chan struct{}
@@ -130,11 +132,11 @@ func (c *meterReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// plan sets (or adds) the work of a round of uploads and starts reporting.
+// plan adds the work of a batch of names negotiated and starts reporting.
 func (p *progress) plan(objects int, bytes int64, skipped int) {
 	p.objects.Add(int64(objects))
 	p.total.Add(bytes)
-	p.skipped.Store(int64(skipped))
+	p.skipped.Add(int64(skipped))
 	p.once.Do(func() {
 		if p.con.out == nil {
 			close(p.finished)
@@ -180,8 +182,11 @@ func (p *progress) line() string {
 	if total > 0 {
 		frac = min(float64(sent)/float64(total), 1)
 	}
-	eta := "?"
-	if total <= sent {
+	eta, listing := "?", p.listing.Load()
+	if listing {
+		// The totals are what the daemon needs of the names listed so
+		// far: no end to foresee yet.
+	} else if total <= sent {
 		eta = "0s"
 	} else if rate > 0 {
 		eta = (time.Duration(float64(total-sent)/rate) * time.Second / time.Second * time.Second).String()
@@ -192,8 +197,12 @@ func (p *progress) line() string {
 		fill := int(frac * float64(w))
 		bar = "[" + strings.Repeat("=", fill) + strings.Repeat(" ", w-fill) + "] "
 	}
-	return fmt.Sprintf("%s%3.0f%% %s/%s  %d/%d objects  %s/s  ETA %s",
+	line := fmt.Sprintf("%s%3.0f%% %s/%s  %d/%d objects  %s/s  ETA %s",
 		bar, frac*100, human(sent), human(total), p.doneObjs.Load(), p.objects.Load(), human(int64(rate)), eta)
+	if listing {
+		line += fmt.Sprintf("  (listing: %d objects so far)", p.listed.Load())
+	}
+	return line
 }
 
 // stop ends reporting, showing where the push ended, and fills in the

@@ -4,7 +4,6 @@
 package uploader
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -44,6 +43,9 @@ type Options struct {
 	Progress      io.Writer // where progress and the summary go; nil = nowhere
 	Terminal      bool      // Progress is a terminal: draw a live bar
 	Log           *slog.Logger
+
+	batch, window int  // names per negotiation, batches waiting for it; 0 = api.MaxNamesPerRequest, pipelineWindow
+	doubtAll      bool // every file is in doubt: sent after the pipeline (tests)
 }
 
 // RefResult is what happened to one ref.
@@ -59,15 +61,18 @@ type RefResult struct {
 
 // Result summarizes a push.
 type Result struct {
-	DryRun         bool // a dry run: asked for, or the host's dry_run
-	Refs           []RefResult
-	GeneratedRefs  []string // refs of the build repository left out without -b (see api.GeneratedRef)
-	Objects        int      // objects offered
-	Sent           int      // objects uploaded (or resumed)
-	Skipped        int      // objects the daemon already had
-	ToSend         int      // objects the daemon needed (Sent of them were sent)
-	BytesSent      int64    // bytes read from objects into requests: sent again after a retry, tar framing included
-	BytesDone      int64    // bytes of the Sent objects
+	DryRun        bool // a dry run: asked for, or the host's dry_run
+	Refs          []RefResult
+	GeneratedRefs []string // refs of the build repository left out without -b (see api.GeneratedRef)
+	// Objects is how many objects were offered. A file that the filter of
+	// names took for one met before, and that the daemon had, is not
+	// counted (see the package's pipeline).
+	Objects        int
+	Sent           int   // objects uploaded (or resumed)
+	Skipped        int   // objects the daemon already had
+	ToSend         int   // objects the daemon needed (Sent of them were sent)
+	BytesSent      int64 // bytes read from objects into requests: sent again after a retry, tar framing included
+	BytesDone      int64 // bytes of the Sent objects
 	BytesSkipped   int64
 	BytesPlanned   int64 // dry run: bytes of the objects that would be offered
 	Retries        int64
@@ -78,13 +83,17 @@ type Result struct {
 	SessionID      string
 	SessionResumed bool
 	CanPublish     bool // the token has the publish scope (daemons that say)
+
+	peakNames int64 // most names held at once between the walk and the end of their work
 }
 
-// Phases is how long each step of a push took.
+// Phases is how long each step of a push took. The walk, the negotiation
+// and the uploads run at once (see the package's pipeline), so Plan,
+// Negotiate and Upload overlap: their sum may exceed the push's duration.
 type Phases struct {
-	Plan      time.Duration // finding the objects of the new commits locally
-	Negotiate time.Duration // asking the daemon which it needs
-	Upload    time.Duration
+	Plan      time.Duration // walking the local repository for the objects of the new commits
+	Negotiate time.Duration // in requests asking the daemon which objects it needs
+	Upload    time.Duration // from the start of the walk until the last upload ended
 	Commit    time.Duration
 }
 
@@ -232,91 +241,15 @@ func (p *pusher) run(ctx context.Context) error {
 		p.res.DryRun = true
 		return p.dryRun(ctx, updates)
 	}
-	t := time.Now()
-	names, topDown, err := p.plan(ctx, updates, false)
-	if err != nil {
-		return err
-	}
-	p.res.Phases.Plan = time.Since(t)
-
-	// The session's creation carries the first batch of names to
-	// negotiate: one round trip less.
-	t = time.Now()
-	first := names[:min(len(names), api.MaxNamesPerRequest)]
-	firstNames := make([]string, len(first))
-	for i, n := range first {
-		firstNames[i] = n.String()
-	}
-	var sess api.Session
-	if err := p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
-		var err error
-		sess, err = p.c.CreateSession(ctx, api.SessionRequest{Refs: updates, Force: p.opts.Force, Objects: firstNames})
-		return err
-	}); err != nil {
-		return err
-	}
-	p.sid, p.res.SessionID, p.res.SessionResumed = sess.ID, sess.ID, sess.Verified > 0
-	p.log.Debug("session", "id", sess.ID, "verified", sess.Verified)
-	var firstNeeded []object.Name
-	if sess.Negotiated == len(first) && len(first) > 0 {
-		if firstNeeded, err = parseNames(sess.Needed); err != nil {
-			return err
-		}
-	} else {
-		first = nil // a daemon that does not negotiate with the creation
-	}
-	rest, err := p.negotiate(ctx, names[len(first):])
-	if err != nil {
-		return err
-	}
-	needed := append(firstNeeded, rest...)
-	p.res.Phases.Negotiate = time.Since(t)
-	if len(topDown) > 0 {
-		// The daemon has answered for the metadata: offer the files of
-		// the directories it lacks.
-		t = time.Now()
-		files, err := p.filesUnder(ctx, topDown, needed)
-		if err != nil {
-			return err
-		}
-		p.res.Phases.Plan += time.Since(t)
-		t = time.Now()
-		names = append(names, files...)
-		if rest, err = p.negotiate(ctx, files); err != nil {
-			return err
-		}
-		needed = append(needed, rest...)
-		p.res.Phases.Negotiate += time.Since(t)
-	}
-	p.res.Objects = len(names)
-	p.res.Skipped = p.res.Objects - len(needed)
-
 	p.packTarget = packTarget
 	if l := info.Limits.MaxPackSize; l > 0 && l/2 < packTarget {
 		p.packTarget = l / 2
 	}
 	p.prog = newProgress(p.con)
+	var sess api.Session
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
-			t = time.Now()
-			if len(topDown) > 0 {
-				// What the daemon holds of a directory may be less than
-				// all of it (objects of an interrupted publish, another
-				// push's spool): offer everything from now on.
-				if names, _, err = p.plan(ctx, updates, true); err != nil {
-					return err
-				}
-				topDown, p.res.Objects = nil, len(names)
-			}
-			if needed, err = p.negotiate(ctx, names); err != nil {
-				return err
-			}
-			p.res.Phases.Negotiate += time.Since(t)
-		}
-		// A session that is not open any more was committed by a
-		// concurrent run of the same push (or aborted): the commit says.
-		t = time.Now()
-		if attempt > 0 { // the uploads of the session's answer are stale
+			// The uploads of the session's last answer are stale.
 			if err := p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
 				var err error
 				sess, err = p.c.Session(ctx, p.sid)
@@ -325,10 +258,26 @@ func (p *pusher) run(ctx context.Context) error {
 				return err
 			}
 		}
-		if err := p.uploadAll(ctx, needed, sess.Uploads); err != nil && !errors.Is(err, client.ErrSessionNotOpen) {
+		// After the first round, what the daemon holds of a directory may
+		// be less than all of it (objects of an interrupted publish,
+		// another push's spool): every ref offers its whole commit.
+		pl := p.newPipeline(updates, attempt > 0, sess.Uploads)
+		pl.files.always = p.opts.doubtAll
+		err := pl.run(ctx)
+		if attempt == 0 {
+			sess = pl.sess
+			p.res.Skipped = pl.offered - pl.needed
+		}
+		p.res.Objects = pl.offered
+		p.res.Phases.Plan += pl.walking
+		p.res.Phases.Negotiate += pl.negotiating
+		p.res.Phases.Upload += pl.uploading
+		p.res.peakNames = max(p.res.peakNames, pl.peak.Load())
+		// A session that is not open any more was committed by a
+		// concurrent run of the same push (or aborted): the commit says.
+		if err != nil && !errors.Is(err, client.ErrSessionNotOpen) {
 			return err
 		}
-		p.res.Phases.Upload += time.Since(t)
 		if p.opts.NoPublish {
 			done, err := p.uploaded(ctx)
 			if err != nil {
@@ -342,7 +291,7 @@ func (p *pusher) run(ctx context.Context) error {
 			}
 			break
 		}
-		t = time.Now()
+		t := time.Now()
 		err = p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
 			var err error
 			sess, err = p.c.Commit(ctx, p.sid, false)
@@ -562,12 +511,9 @@ func refList(m map[string]object.Checksum) string {
 	return fmt.Sprint(names)
 }
 
-// plan lists the objects to offer the daemon. A ref whose daemon commit
-// the build repository holds offers the diff against it. Another (the
-// fresh CI build repository that lacks the daemon's commit, or a new ref)
-// offers its metadata first, top-down: its commit is listed in topDown, for
-// filesUnder once the daemon has said which directories it lacks. With
-// full, every ref without a local base offers its whole commit instead.
+// plan lists the objects a dry run counts: those a push offers (see
+// pipeline.walk), each ref without a local base offering its whole commit
+// (with full; otherwise only its metadata, its commit listed in topDown).
 func (p *pusher) plan(ctx context.Context, updates []api.RefUpdate, full bool) (names []object.Name, topDown []object.Checksum, err error) {
 	seen := map[object.Name]bool{}
 	add := func(n object.Name) error {
@@ -607,33 +553,6 @@ func (p *pusher) plan(ctx context.Context, updates []api.RefUpdate, full bool) (
 	return names, topDown, nil
 }
 
-// filesUnder lists the file objects of commits in the directories whose
-// dirtree is among needed (what the daemon lacks of the metadata plan
-// offered): the daemon holds every other directory whole.
-func (p *pusher) filesUnder(ctx context.Context, commits []object.Checksum, needed []object.Name) ([]object.Name, error) {
-	lacks := map[object.Checksum]bool{}
-	for _, n := range needed {
-		if n.Type == object.DirTree {
-			lacks[n.Sum] = true
-		}
-	}
-	seen := map[object.Name]bool{}
-	var files []object.Name
-	for _, c := range commits {
-		err := p.repo.WalkInto(ctx, c, func(tree object.Checksum) bool { return lacks[tree] }, func(n object.Name) error {
-			if n.Type == object.File && !seen[n] {
-				seen[n] = true
-				files = append(files, n)
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, &PermanentError{Err: fmt.Errorf("read %s from %s: %w", c, p.opts.Repo, err)}
-		}
-	}
-	return files, nil
-}
-
 func (p *pusher) localBase(ctx context.Context, old string) (object.Checksum, bool) {
 	if old == "" {
 		return object.Checksum{}, false
@@ -661,7 +580,7 @@ func (p *pusher) negotiate(ctx context.Context, names []object.Name) ([]object.N
 			res.Needed, err = p.c.Negotiate(ctx, p.sid, req.Objects)
 			return err
 		}); err != nil {
-			return nil, err
+			return nil, errNotOpen(err)
 		}
 		got, err := parseNames(res.Needed)
 		if err != nil {
@@ -694,73 +613,6 @@ func (p *pusher) size(n object.Name) (int64, error) {
 		return 0, &PermanentError{Err: fmt.Errorf("local object %s: %w (run ostree fsck on %s)", n, err, p.opts.Repo)}
 	}
 	return s, nil
-}
-
-// uploadAll sends the needed objects with opts.Jobs streams: objects over
-// Options.PackMax as resumable uploads of their own (resuming the session's
-// partial ones), the rest in packs, the largest work first so that the
-// small packs fill the streams at the end. uploads are the session's
-// unfinished uploads, as the daemon last reported them.
-func (p *pusher) uploadAll(ctx context.Context, needed []object.Name, uploads []api.Upload) error {
-	live := map[string]string{}
-	for _, u := range uploads {
-		live[u.Object] = u.URL
-	}
-	var total int64
-	var items []work
-	var small []object.Name
-	var smallSizes []int64
-	for _, n := range needed {
-		s, err := p.size(n)
-		if err != nil {
-			return err
-		}
-		total += s
-		if s > p.opts.PackMax || (s > smallObject && live[n.String()] != "") {
-			items = append(items, work{obj: n, bytes: s})
-		} else {
-			small, smallSizes = append(small, n), append(smallSizes, s)
-		}
-	}
-	items = append(items, packWork(small, smallSizes, p.packTarget)...)
-	p.prog.plan(len(needed), total, p.res.Objects-len(needed))
-	slices.SortStableFunc(items, func(a, b work) int { return cmp.Compare(b.bytes, a.bytes) })
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	queue := make(chan work)
-	var wg sync.WaitGroup
-	for i := 0; i < p.opts.Jobs; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for w := range queue {
-				var err error
-				if w.pack != nil {
-					err = p.sendPack(ctx, w.pack, w.bytes)
-				} else {
-					err = p.upload(ctx, w.obj, live[w.obj.String()])
-				}
-				if err != nil {
-					cancel(err)
-					return
-				}
-			}
-		}()
-	}
-feed:
-	for _, w := range items {
-		select {
-		case queue <- w:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(queue)
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return ctx.Err()
 }
 
 // smallObject is the size up to which an object goes in the request that
