@@ -184,13 +184,16 @@ func (l *livePacks) remove(sid string, p *packReader) {
 // was still reading. A pack whose bytes are still arriving is left alone:
 // its client is alive and sends it while it negotiates other names (a
 // push's pipeline), and waiting for it would hold every negotiation
-// behind the packs of the one before.
-func (l *livePacks) settle(ctx context.Context, sid string, wait time.Duration) {
+// behind the packs of the one before. With all, it waits for every pack,
+// streaming or not: for the negotiation that opens or resumes a session,
+// which may come from a client rerun while its predecessor's packs still
+// arrive (buffered in the network or a proxy).
+func (l *livePacks) settle(ctx context.Context, sid string, wait time.Duration, all bool) {
 	l.mu.Lock()
 	var packs []*packReader
 	now := time.Now()
 	for p := range l.m[sid] {
-		if !p.streaming(now) {
+		if all || !p.streaming(now) {
 			packs = append(packs, p)
 		}
 	}
