@@ -2,8 +2,10 @@ package journal
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -62,7 +64,8 @@ func (j *Journal) upgrade() error {
 // session's object bucket gets binary keys (upgradeSession), the spool
 // index is dropped (a file its entries knew but no session's Verified
 // record does is judged by the spool's start-up sweep), the holders index
-// is built from the object buckets, and the version is written. Each step
+// is built from the object buckets (but for sessions whose release schema
+// 3 had begun, see releaseBegunV3), and the version is written. Each step
 // can run again after a crash.
 func (j *Journal) upgradeObjects() error {
 	var ids []string
@@ -81,6 +84,27 @@ func (j *Journal) upgradeObjects() error {
 		}
 	}
 	return j.db.Update(func(tx *bolt.Tx) error {
+		top := tx.Bucket(bucketObjects)
+		var orphans, holding [][]byte
+		err := top.ForEachBucket(func(k []byte) error {
+			s, err := getSession(tx, string(k))
+			if errors.Is(err, ErrNotFound) {
+				orphans = append(orphans, k) // no owner to hold its files
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			begun, err := releaseBegunV3(tx, s, top.Bucket(k))
+			if err != nil || begun {
+				return err
+			}
+			holding = append(holding, ownerKey(s.Owner, s.ID))
+			return nil
+		})
+		if err != nil {
+			return err
+		}
 		for _, name := range [][]byte{bucketSpool, bucketUpgrade, bucketHolders} {
 			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
 				return err
@@ -90,21 +114,10 @@ func (j *Journal) upgradeObjects() error {
 		if err != nil {
 			return err
 		}
-		top := tx.Bucket(bucketObjects)
-		var orphans [][]byte
-		err = top.ForEachBucket(func(k []byte) error {
-			s, err := getSession(tx, string(k))
-			if errors.Is(err, ErrNotFound) {
-				orphans = append(orphans, k) // no owner to hold its files
-				return nil
-			}
-			if err != nil {
+		for _, k := range holding {
+			if err := holders.Put(k, nil); err != nil {
 				return err
 			}
-			return holders.Put(ownerKey(s.Owner, s.ID), nil)
-		})
-		if err != nil {
-			return err
 		}
 		for _, k := range orphans {
 			if err := top.DeleteBucket(k); err != nil {
@@ -113,6 +126,49 @@ func (j *Journal) upgradeObjects() error {
 		}
 		return tx.Bucket(bucketMeta).Put(keyVersion, []byte(schemaVersion))
 	})
+}
+
+// releaseBegunV3 reports whether schema 3 had begun to release the session
+// whose (converted) object bucket is objs: one of its Verified objects is
+// missing from the holders of the owner's spool index entry. Schema 3 gave
+// the entries up first and unlinked the files it freed, then deleted the
+// records: a release cut short left Verified records whose files may be
+// gone. Such a session is kept out of the holders index, so that no other
+// session takes those records for files in the spool; its release is
+// finished as any begun in schema 4 (the due queue still has it).
+func releaseBegunV3(tx *bolt.Tx, s Session, objs *bolt.Bucket) (bool, error) {
+	spool := tx.Bucket(bucketSpool)
+	if spool == nil {
+		return false, nil
+	}
+	entries := spool.Bucket([]byte(s.Owner))
+	c := objs.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		rec, err := decodeObj(v)
+		if err != nil {
+			return false, fmt.Errorf("session %s: object %s: %w", s.ID, keyName(k), err)
+		}
+		if rec.state != ObjVerified {
+			continue
+		}
+		if entries == nil {
+			return true, nil
+		}
+		raw := entries.Get([]byte(keyName(k)))
+		if raw == nil {
+			return true, nil
+		}
+		var e struct {
+			Holders []string `json:"holders"`
+		}
+		if err := json.Unmarshal(raw, &e); err != nil {
+			return false, fmt.Errorf("spool entry %s of %s: %w", keyName(k), s.Owner, err)
+		}
+		if !slices.Contains(e.Holders, s.ID) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // upgradeSession rewrites a session's object bucket with binary keys and

@@ -280,3 +280,52 @@ func TestUpgradeInterrupted(t *testing.T) {
 
 	checkUpgraded(t, path, sessions)
 }
+
+// A session whose release schema 3 had begun (its spool entries given up,
+// their files unlinked, its records not yet deleted) is no source of files
+// after the upgrade: a new session of the token is asked for the object
+// again, and the session's own release still names it.
+func TestUpgradeReleaseBegun(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "journal.db")
+	sessions := v3Sessions()
+	const a4 = "a4000000000000000000000000000000"
+	t0 := sessions[0].s.Created
+	sessions = append(sessions, v3Session{Session{ID: a4, Owner: ownerA, OwnerName: "tester", State: StateExpired,
+		Created: t0, Updated: t0, Refs: []RefUpdate{{Ref: "r-a4", New: commit(1)}}, Objects: 2, Verified: 2, Bytes: 70},
+		map[string]objRecord{obj(6): {state: ObjVerified, size: 60}, obj(7): {state: ObjVerified, size: 10}}})
+	writeV3(t, path, sessions)
+	// The release's first batch: obj(6)'s entry freed, obj(7)'s not yet.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSpool).Bucket([]byte(ownerA)).Delete([]byte(obj(6)))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	j, err := Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	for _, i := range []int{6, 7} {
+		if has, err := j.SpoolHas(ctx, ownerA, obj(i)); err != nil || has {
+			t.Errorf("SpoolHas(obj(%d)) = %v, %v after the upgrade; want false", i, has, err)
+		}
+	}
+	s := mustSession(t, j, ownerA, "new")
+	if need, err := j.Need(ctx, s.ID, []string{obj(6), obj(0)}, 0); err != nil || !slices.Equal(need, []string{obj(6)}) {
+		t.Errorf("Need = %v, %v; want [%s]", need, err, obj(6))
+	}
+	if freed, err := j.ReleaseSession(ctx, a4, ownerA); err != nil || !slices.Equal(freed, objs(6, 8)) {
+		t.Errorf("release of the session = %v, %v; want %v", freed, err, objs(6, 8))
+	}
+	// The other sessions hold their files as before.
+	if has, err := j.SpoolHas(ctx, ownerA, obj(5)); err != nil || !has {
+		t.Errorf("SpoolHas(obj(5)) = %v, %v; want true", has, err)
+	}
+}
