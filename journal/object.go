@@ -131,9 +131,11 @@ func verifiedIn(buckets []*bolt.Bucket, key []byte) (size int64, ok bool, err er
 
 // sessionFillPercent is how full bbolt fills the pages it splits in a
 // session's object bucket. Names arrive in random key order, so every
-// page keeps receiving inserts: a page split half full (bbolt's default)
-// fills up again and splits again, leaving pages between half and
-// entirely full.
+// page keeps receiving inserts: a page split half full fills up again and
+// splits again, leaving pages between half and entirely full. Measured
+// with TestBytesPerObject, bbolt's default (0.5) gives the smallest file;
+// 0.7, 0.9 and 1.0 gave 7 %, 53 % and 65 % more. Set here so that the
+// choice is seen.
 const sessionFillPercent = bolt.DefaultFillPercent
 
 // objectsBucket returns the session's object bucket, or nil if it has

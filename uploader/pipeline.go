@@ -233,16 +233,8 @@ func (pl *pipeline) walk(ctx context.Context) error {
 		if err != nil {
 			return fail(u.Name, err)
 		}
-		cur := newc
-		for i := 0; i < 10000 && u.Old != "" && !p.opts.Force; i++ {
-			c, err := p.repo.ReadCommit(ctx, cur)
-			if err != nil || c.Parent == nil || c.Parent.String() == u.Old {
-				break
-			}
-			cur = *c.Parent
-			if err := pl.add(ctx, object.Name{Sum: cur, Type: object.Commit}); err != nil {
-				return err
-			}
+		if err := p.parents(ctx, u, newc, func(n object.Name) error { return pl.add(ctx, n) }); err != nil {
+			return err
 		}
 	}
 	if len(topDown) > 0 {

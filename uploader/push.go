@@ -538,16 +538,8 @@ func (p *pusher) plan(ctx context.Context, updates []api.RefUpdate, full bool) (
 		if err != nil {
 			return nil, nil, &PermanentError{Err: fmt.Errorf("read %s from %s: %w", u.Name, p.opts.Repo, err)}
 		}
-		// The parent chain down to the daemon's commit, so the daemon can
-		// see the fast-forward (pointless when forcing).
-		cur := newc
-		for i := 0; i < 10000 && u.Old != "" && !p.opts.Force; i++ {
-			c, err := p.repo.ReadCommit(ctx, cur)
-			if err != nil || c.Parent == nil || c.Parent.String() == u.Old {
-				break
-			}
-			cur = *c.Parent
-			add(object.Name{Sum: cur, Type: object.Commit})
+		if err := p.parents(ctx, u, newc, add); err != nil {
+			return nil, nil, err
 		}
 	}
 	return names, topDown, nil
@@ -937,6 +929,25 @@ func (p *pusher) planned(ctx context.Context, updates []api.RefUpdate) error {
 			return err
 		}
 		p.res.BytesPlanned += s
+	}
+	return nil
+}
+
+// parents calls add for the commits between newc and the daemon's commit
+// u.Old (both left out), so that the daemon can see the fast-forward: none
+// when forcing, at most 10,000, and as far as the build repository holds
+// them.
+func (p *pusher) parents(ctx context.Context, u api.RefUpdate, newc object.Checksum, add func(object.Name) error) error {
+	cur := newc
+	for i := 0; i < 10000 && u.Old != "" && !p.opts.Force; i++ {
+		c, err := p.repo.ReadCommit(ctx, cur)
+		if err != nil || c.Parent == nil || c.Parent.String() == u.Old {
+			return nil
+		}
+		cur = *c.Parent
+		if err := add(object.Name{Sum: cur, Type: object.Commit}); err != nil {
+			return err
+		}
 	}
 	return nil
 }
