@@ -184,16 +184,13 @@ func (l *livePacks) remove(sid string, p *packReader) {
 // was still reading. A pack whose bytes are still arriving is left alone:
 // its client is alive and sends it while it negotiates other names (a
 // push's pipeline), and waiting for it would hold every negotiation
-// behind the packs of the one before. With all, it waits for every pack,
-// streaming or not: for the negotiation that opens or resumes a session,
-// which may come from a client rerun while its predecessor's packs still
-// arrive (buffered in the network or a proxy).
-func (l *livePacks) settle(ctx context.Context, sid string, wait time.Duration, all bool) {
+// behind the packs of the one before.
+func (l *livePacks) settle(ctx context.Context, sid string, wait time.Duration) {
 	l.mu.Lock()
 	var packs []*packReader
 	now := time.Now()
 	for p := range l.m[sid] {
-		if all || !p.streaming(now) {
+		if !p.streaming(now) {
 			packs = append(packs, p)
 		}
 	}

@@ -44,7 +44,7 @@ func (s *Service) CreateSession(ctx context.Context, id auth.Identity, req api.S
 		return sess, false, err
 	}
 	if len(req.Objects) > 0 {
-		if sess.Needed, err = s.negotiate(ctx, id, sess.ID, req.Objects, true); err != nil {
+		if sess.Needed, err = s.Negotiate(ctx, id, sess.ID, req.Objects); err != nil {
 			return api.Session{}, false, err
 		}
 		sess.Negotiated = len(req.Objects)
@@ -231,12 +231,6 @@ func (s *Service) Session(ctx context.Context, id auth.Identity, sid string) (ap
 // Negotiate registers names in a session and returns those it still needs
 // (see service.Repository).
 func (s *Service) Negotiate(ctx context.Context, id auth.Identity, sid string, names []string) ([]string, error) {
-	return s.negotiate(ctx, id, sid, names, false)
-}
-
-// negotiate is Negotiate; settleAll waits for every pack of the session in
-// progress, not only the silent ones (see livePacks.settle).
-func (s *Service) negotiate(ctx context.Context, id auth.Identity, sid string, names []string, settleAll bool) ([]string, error) {
 	sess, err := s.ownedSession(ctx, id, sid, false)
 	if err != nil {
 		return nil, err
@@ -247,7 +241,7 @@ func (s *Service) negotiate(ctx context.Context, id auth.Identity, sid string, n
 	if len(names) > api.MaxNamesPerRequest {
 		return nil, refuse(service.TooLarge, "%d names in one request, at most %d", len(names), api.MaxNamesPerRequest)
 	}
-	s.packs.settle(ctx, sess.ID, packSettleWait, settleAll)
+	s.packs.settle(ctx, sess.ID, packSettleWait)
 	candidates := make([]string, 0, len(names))
 	for _, n := range names {
 		name, err := object.ParseName(n)
