@@ -8,7 +8,6 @@ import (
 	"path"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ostree-upload/ostree-upload/api"
@@ -53,7 +52,7 @@ func (s *Service) ReceivePack(ctx context.Context, id auth.Identity, sid string,
 	}
 	p := &packReader{s: s, sess: sess, sp: sp, seen: map[string]bool{}, done: make(chan struct{}), work: s.verifying.worker(s.life, sess.Owner)}
 	// Reading the network gives up the verification slot.
-	body := &bodyReader{r: r, wait: p.work.Release, waiting: &p.waiting}
+	body := &bodyReader{r: r, wait: p.work.Release}
 	limited := &limitReader{r: body, n: int64(s.cfg.MaxPackSize)}
 	s.packs.add(sess.ID, p)
 	go p.flushOld(ctx)
@@ -107,16 +106,6 @@ type packReader struct {
 	batchBytes int64
 	batchStart time.Time
 	flushErr   error // of a flush from another goroutine
-
-	waiting atomic.Int64 // UnixNano since when a read waits for the client's bytes, 0 if none does
-}
-
-// streaming reports whether the pack is not waiting for its client's bytes
-// for packActive or longer: its client is sending it (or the daemon is busy
-// with what came).
-func (p *packReader) streaming(now time.Time) bool {
-	since := p.waiting.Load()
-	return since == 0 || now.Sub(time.Unix(0, since)) < packActive
 }
 
 func (p *packReader) stored() int {
@@ -177,22 +166,15 @@ func (l *livePacks) remove(sid string, p *packReader) {
 	}
 }
 
-// settle lets the session's stalled packs in progress finish, for at most
-// wait, and flushes those still running, so that a negotiation counts
-// every object that has arrived: a client that lost a pack's connection
-// (or was killed and rerun) is then not asked again for what the daemon
-// was still reading. A pack whose bytes are still arriving is left alone:
-// its client is alive and sends it while it negotiates other names (a
-// push's pipeline), and waiting for it would hold every negotiation
-// behind the packs of the one before.
+// settle lets the session's packs in progress finish, for at most wait, and
+// flushes those still running, so that a negotiation counts every object
+// that has arrived: a client that lost a pack's connection (or was killed
+// and rerun) is then not asked again for what the daemon was still reading.
 func (l *livePacks) settle(ctx context.Context, sid string, wait time.Duration) {
 	l.mu.Lock()
 	var packs []*packReader
-	now := time.Now()
 	for p := range l.m[sid] {
-		if !p.streaming(now) {
-			packs = append(packs, p)
-		}
+		packs = append(packs, p)
 	}
 	l.mu.Unlock()
 	timeout := time.NewTimer(wait)
@@ -390,16 +372,12 @@ func (e *tarError) Unwrap() error { return e.err }
 type bodyReader struct {
 	r    io.Reader
 	wait func()
-	// waiting holds the time since when a read waits, 0 between reads.
-	waiting *atomic.Int64
-	err     error
+	err  error
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
 	b.wait()
-	b.waiting.Store(time.Now().UnixNano())
 	n, err := b.r.Read(p)
-	b.waiting.Store(0)
 	if err != nil && err != io.EOF && b.err == nil {
 		b.err = err
 	}
@@ -436,7 +414,3 @@ func (l *limitReader) Read(b []byte) (int, error) {
 // packSettleWait bounds how long a negotiation waits for the session's packs
 // in progress.
 const packSettleWait = 2 * time.Second
-
-// packActive is how long a pack may wait for its client's next bytes and
-// still count as sent by a live client (see settle).
-const packActive = 250 * time.Millisecond
