@@ -361,10 +361,7 @@ func TestPackStalled(t *testing.T) {
 	k := len(needed) / 3
 	conn := e.partialPack(s.ID, needed, k)
 	defer conn.Close()
-	// The daemon reads what arrived, then waits for more for longer than
-	// the quarter of a second it gives a live client (a pack whose bytes
-	// still arrive is not waited for).
-	time.Sleep(800 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // the daemon reads what arrived
 	start := time.Now()
 	left := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
 	if !slices.Equal(left, needed[k:]) {
