@@ -31,12 +31,12 @@
 //
 // An object's Verified state is final within a session: the session then
 // holds the object's file in the owner's spool until its release begins
-// (ReleaseSession takes it out of the holders index; DeleteSessionObjects
+// (ReleaseSessionEach takes it out of the holders index; DeleteSessionObjects
 // then drops its records). The holders of a file are the owner's sessions
 // in the holders index whose bucket has it Verified; the index bounds that
 // look-up by the owner's sessions that still hold files. Need copies
 // Verified records from those sessions, live or ended; MarkVerified and
-// Need refuse sessions that left the live states, and ReleaseSession
+// Need refuse sessions that left the live states, and ReleaseSessionEach
 // refuses live ones, so a session whose release began never holds a file
 // again.
 package journal

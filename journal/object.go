@@ -535,7 +535,7 @@ func markVerifiedMany(tx *bolt.Tx, sessionID, owner string, vs []VerifiedObject)
 }
 
 // SpoolHas reports whether a session of the owner whose release has not
-// begun (see ReleaseSession) has the object Verified: its spool file is
+// begun (see ReleaseSessionEach) has the object Verified: its spool file is
 // known and kept.
 func (j *Journal) SpoolHas(ctx context.Context, owner, name string) (bool, error) {
 	if err := checkOwner(owner); err != nil {
@@ -554,34 +554,23 @@ func (j *Journal) SpoolHas(ctx context.Context, owner, name string) (bool, error
 	return has, err
 }
 
-// ReleaseSession begins the release of a session: it leaves the holders
+// ReleaseSessionEach begins the release of a session: it leaves the holders
 // index, so that Need no longer copies its Verified records and SpoolHas
-// and other releases no longer count it, and it returns the objects it
+// and other releases no longer count it, and it hands each the objects it
 // holds Verified that no other session of the owner in the index holds
 // Verified. The caller deletes their spool files, then the session's
 // records (DeleteSessionObjects). Run again after a crash anywhere before
-// DeleteSessionObjects, it returns the same names, or fewer only where
+// DeleteSessionObjects, it hands over the same names, or fewer only where
 // another session has verified the object since (its file is then kept).
 //
 // The session must have left the live states (so that nothing marks its
 // objects Verified any more), and nothing may admit objects into the
-// owner's spool between ReleaseSession and the unlinks (the spool's write
+// owner's spool between ReleaseSessionEach and the unlinks (the spool's write
 // lock keeps admissions out). owner must be the session's Owner. It walks
-// the session's objects in read transactions of bounded size; if it fails
-// part-way it returns the names found so far together with the error.
-func (j *Journal) ReleaseSession(ctx context.Context, sessionID, owner string) ([]string, error) {
-	var freed []string
-	err := j.ReleaseSessionEach(ctx, sessionID, owner, func(names []string) error {
-		freed = append(freed, names...)
-		return nil
-	})
-	return freed, err
-}
-
-// ReleaseSessionEach is ReleaseSession handing the names to free to each,
-// a batch at a time (at most the journal's batch size, in key order), so
-// that a session of a million objects is released in bounded memory. An
-// error from each stops the walk and is returned.
+// the session's objects in read transactions of bounded size; the names
+// come a batch at a time (at most the journal's batch size, in
+// key order), so that a session of a million objects is released in
+// bounded memory. An error from each stops the walk and is returned.
 func (j *Journal) ReleaseSessionEach(ctx context.Context, sessionID, owner string, each func(names []string) error) error {
 	if err := checkSessionID(sessionID); err != nil {
 		return fmt.Errorf("journal: release session: %w", err)
@@ -716,7 +705,7 @@ func (j *Journal) Objects(ctx context.Context, sessionID, after string, limit in
 // DeleteSessionObjects drops a session's per-object records, in one
 // transaction whatever their number (bbolt frees a bucket's pages
 // wholesale), and its entry in the holders index if it still has one: this
-// completes ReleaseSession. The
+// completes ReleaseSessionEach. The
 // session's counters are kept. Deleting a session without objects is not
 // an error.
 func (j *Journal) DeleteSessionObjects(ctx context.Context, sessionID string) error {
