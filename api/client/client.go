@@ -81,9 +81,19 @@ func Retryable(err error) bool {
 		return true
 	}
 	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
-		errors.Is(err, ErrStalled) || strings.Contains(err.Error(), "connection reset") ||
-		strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "broken pipe")
+	if errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, ErrStalled) {
+		return true
+	}
+	// Failures of a connection that reach a request's body or answer
+	// unwrapped: HTTP/2's connection closed, lost or going away (an ssh
+	// connection that died) come as plain errors.
+	msg := err.Error()
+	for _, s := range []string{"connection reset", "connection refused", "broken pipe", "http2: client conn", "GOAWAY"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // Client talks to one daemon with one token.
