@@ -229,12 +229,27 @@ func (j *Journal) Need(ctx context.Context, sessionID string, names []string, ma
 	order := byKey(keys)
 	// The limits first, for the whole request, so that a refusal changes
 	// nothing; each chunk checks them again against concurrent requests.
+	// Counting the names the session lacks costs a lookup each, so it is
+	// done only if the request would not fit were they all new.
 	if err := j.view(ctx, "need", func(tx *bolt.Tx) error {
 		s, err := getLiveSession(tx, sessionID)
 		if err != nil {
 			return err
 		}
-		return j.needRoom(tx, s, tx.Bucket(bucketObjects).Bucket([]byte(sessionID)), keys, max)
+		if j.needRoom(tx, s, len(keys), max) == nil {
+			return nil
+		}
+		fresh := 0
+		if objs := tx.Bucket(bucketObjects).Bucket([]byte(sessionID)); objs != nil {
+			for _, k := range keys {
+				if objs.Get(k) == nil {
+					fresh++
+				}
+			}
+		} else {
+			fresh = len(keys)
+		}
+		return j.needRoom(tx, s, fresh, max)
 	}); err != nil {
 		return nil, err
 	}
@@ -253,20 +268,23 @@ func (j *Journal) Need(ctx context.Context, sessionID string, names []string, ma
 			if err != nil {
 				return err
 			}
-			ck := make([][]byte, len(chunk))
+			recs := make([]objRecord, len(chunk))
+			known := make([]bool, len(chunk))
+			fresh := 0
 			for x, i := range chunk {
-				ck[x] = keys[i]
+				if recs[x], known[x], err = getObj(objs, keys[i]); err != nil {
+					return err
+				}
+				if !known[x] {
+					fresh++
+				}
 			}
-			if err := j.needRoom(tx, s, objs, ck, max); err != nil {
+			if err := j.needRoom(tx, s, fresh, max); err != nil {
 				return err
 			}
 			sources := holderBuckets(tx, s.Owner, sessionID)
-			for _, i := range chunk {
-				key := keys[i]
-				rec, found, err := getObj(objs, key)
-				if err != nil {
-					return err
-				}
+			for x, i := range chunk {
+				key, rec, found := keys[i], recs[x], known[x]
 				if isCommitMetaKey(key) {
 					// Named after its commit, not its content: whatever the
 					// client has now is wanted, to be merged at publish.
@@ -329,16 +347,9 @@ func (j *Journal) Need(ctx context.Context, sessionID string, names []string, ma
 // touches one range of the bucket.
 const needChunk = 2048
 
-// needRoom returns a *TooManyError if registering the keys objs (the
-// session's bucket, nil if it has none yet) lacks would exceed max or the
-// owner's limit.
-func (j *Journal) needRoom(tx *bolt.Tx, s Session, objs *bolt.Bucket, keys [][]byte, max int) error {
-	fresh := 0
-	for _, k := range keys {
-		if objs == nil || objs.Get(k) == nil {
-			fresh++
-		}
-	}
+// needRoom returns a *TooManyError if registering fresh names new to the
+// session s would exceed max or the owner's limit.
+func (j *Journal) needRoom(tx *bolt.Tx, s Session, fresh, max int) error {
 	if max > 0 && s.Objects+fresh > max {
 		return &TooManyError{What: "objects in the session", Have: s.Objects, Adds: fresh, Limit: max}
 	}
