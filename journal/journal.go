@@ -211,7 +211,7 @@ func (j *Journal) update(ctx context.Context, op string, fn func(*bolt.Tx) error
 	if err := j.db.Update(fn); err != nil {
 		return wrap(op, err)
 	}
-	j.trimNow()
+	j.maybeTrim()
 	return nil
 }
 
