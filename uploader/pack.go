@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/ostree-upload/ostree-upload/api"
@@ -102,7 +103,11 @@ func (p *pusher) writeEntry(ctx context.Context, tw *tar.Writer, n object.Name, 
 	if err := tw.WriteHeader(hdr); err != nil {
 		return err
 	}
-	if k, err := io.Copy(tw, src); err != nil || k != size {
+	buf := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(buf)
+	// Through Read only: an *os.File's WriteTo would allocate a buffer of
+	// its own for every object.
+	if k, err := io.CopyBuffer(tw, struct{ io.Reader }{src}, *buf); err != nil || k != size {
 		if err == nil || errors.Is(err, tar.ErrWriteTooLong) {
 			return permanent("local object %s changed size during the push (run ostree fsck on %s)", n, p.opts.Repo)
 		}
@@ -110,6 +115,10 @@ func (p *pusher) writeEntry(ctx context.Context, tw *tar.Writer, n object.Name, 
 	}
 	return nil
 }
+
+// copyBuffers hold the buffers that copy objects into packs: a push of a
+// million small files would otherwise allocate a million of them.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // maxConverted bounds the archive form of a converted object sent in a pack:
 // packs carry objects of at most packEntryMax content bytes, which deflate
