@@ -288,6 +288,13 @@ type CommitRequest struct {
 // ObjectsRequest is the body of POST /api/v1/sessions/{id}/objects.
 type ObjectsRequest struct {
 	Objects []string `json:"objects"`
+	// NoWait answers at once. Without it, the daemon first lets the
+	// session's packs in progress finish (a few seconds at most), so that
+	// a client that lost a pack's connection, or a rerun of a killed one,
+	// is not asked for objects the daemon is still reading. A client sets
+	// it for names that none of its packs in flight holds: the later
+	// batches of a push that negotiates while it uploads.
+	NoWait bool `json:"no_wait,omitempty"`
 }
 
 // ObjectsResponse lists the objects of the request the daemon still needs.

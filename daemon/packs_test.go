@@ -372,6 +372,35 @@ func TestPackStalled(t *testing.T) {
 	}
 }
 
+// A negotiation with no_wait answers at once, while a pack of the session
+// is still being read: it neither waits for the pack nor flushes what the
+// pack staged, so the pack's objects are still needed. The pipelined
+// client asks so for names none of its packs in flight holds.
+func TestNegotiationNoWait(t *testing.T) {
+	e := newEnv(t)
+	e.Start()
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
+	k := len(needed) / 3
+	conn := e.partialPack(s.ID, needed, k)
+	defer conn.Close()
+	time.Sleep(300 * time.Millisecond) // the daemon reads what arrived
+	start := time.Now()
+	r := e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: needed, NoWait: true})
+	took := time.Since(start)
+	want(t, r, 200)
+	var or api.ObjectsResponse
+	r.json(t, &or)
+	if settle := 2 * time.Second; took >= settle { // the daemon's wait for packs in progress
+		t.Fatalf("a negotiation with no_wait took %s, as long as one that waits for the packs in progress (%s)", took, settle)
+	}
+	// The pack's staged entries are flushed a second after they arrived;
+	// only an answer before that shows that nothing was flushed for it.
+	if took < 500*time.Millisecond && !slices.Equal(or.Needed, needed) {
+		t.Errorf("with a pack stalled in entry %d: %d still needed, want all %d (nothing flushed)", k, len(or.Needed), len(needed))
+	}
+}
+
 // sparsePack is a pack of one PAX sparse entry (GNU sparse format 1.0) named
 // name: a few kilobytes that a tar reader expands to realsize bytes, all
 // but one of them a hole.

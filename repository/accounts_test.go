@@ -43,7 +43,7 @@ func TestAccountsAreIsolated(t *testing.T) {
 		call func() error
 	}{
 		{"bob reads", func() error { _, err := s.Session(ctx, bob, sess.ID); return err }},
-		{"bob negotiates", func() error { _, err := s.Negotiate(ctx, bob, sess.ID, names); return err }},
+		{"bob negotiates", func() error { _, err := s.Negotiate(ctx, bob, sess.ID, api.ObjectsRequest{Objects: names}); return err }},
 		{"bob sends a pack", func() error { _, err := s.ReceivePack(ctx, bob, sess.ID, packOf(t, names[:1])); return err }},
 		{"bob commits", func() error { _, err := s.Commit(ctx, bob, sess.ID, false); return err }},
 		{"bob aborts", func() error { return s.Abort(ctx, bob, sess.ID) }},

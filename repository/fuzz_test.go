@@ -70,7 +70,7 @@ func FuzzPackTar(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	if _, err := svc.Negotiate(ctx, id, sess.ID, []string{wanted.String()}); err != nil {
+	if _, err := svc.Negotiate(ctx, id, sess.ID, api.ObjectsRequest{Objects: []string{wanted.String()}}); err != nil {
 		f.Fatal(err)
 	}
 	documented := map[service.Kind]bool{service.Invalid: true, service.TooLarge: true, service.Unprocessable: true, service.NoSpace: true}

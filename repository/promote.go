@@ -111,7 +111,7 @@ func (s *Service) promote(ctx context.Context, id auth.Identity, src *Service, s
 	// memory does not grow with the commit.
 	var names []string
 	flush := func() error {
-		needed, err := s.Negotiate(ctx, id, sid, names)
+		needed, err := s.Negotiate(ctx, id, sid, api.ObjectsRequest{Objects: names, NoWait: true})
 		names = names[:0]
 		if err != nil {
 			return err

@@ -100,7 +100,7 @@ func TestPushThroughTheService(t *testing.T) {
 		t.Fatalf("session: %v %v", created, err)
 	}
 	names := namesOf(t, fx.A)
-	needed, err := s.Negotiate(ctx, ci, sess.ID, names)
+	needed, err := s.Negotiate(ctx, ci, sess.ID, api.ObjectsRequest{Objects: names})
 	if err != nil || len(needed) != len(names) {
 		t.Fatalf("needed %d of %d: %v", len(needed), len(names), err)
 	}
@@ -121,7 +121,7 @@ func TestPushThroughTheService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if needed, err := s.Negotiate(ctx, ci, again.ID, names); err != nil || len(needed) > 1 { // only detached metadata, if any
+	if needed, err := s.Negotiate(ctx, ci, again.ID, api.ObjectsRequest{Objects: names}); err != nil || len(needed) > 1 { // only detached metadata, if any
 		t.Fatalf("a second push needs %d objects: %v", len(needed), err)
 	}
 }
@@ -148,7 +148,7 @@ func TestRefusalsAreKinds(t *testing.T) {
 		}(), service.Forbidden},
 		"another token's session":   {func() error { _, err := s.Session(ctx, narrow, sess.ID); return err }(), service.NotFound},
 		"commit before the objects": {func() error { _, err := s.Commit(ctx, ci, sess.ID, false); return err }(), service.Unprocessable},
-		"a bad object name":         {func() error { _, err := s.Negotiate(ctx, ci, sess.ID, []string{"x.filez"}); return err }(), service.Invalid},
+		"a bad object name":         {func() error { _, err := s.Negotiate(ctx, ci, sess.ID, api.ObjectsRequest{Objects: []string{"x.filez"}}); return err }(), service.Invalid},
 		"a pack that is not a tar": {func() error {
 			_, err := s.ReceivePack(ctx, ci, sess.ID, bytes.NewReader([]byte("not a tar archive, not at all, no")))
 			return err

@@ -44,7 +44,7 @@ func (s *Service) CreateSession(ctx context.Context, id auth.Identity, req api.S
 		return sess, false, err
 	}
 	if len(req.Objects) > 0 {
-		if sess.Needed, err = s.Negotiate(ctx, id, sess.ID, req.Objects); err != nil {
+		if sess.Needed, err = s.Negotiate(ctx, id, sess.ID, api.ObjectsRequest{Objects: req.Objects}); err != nil {
 			return api.Session{}, false, err
 		}
 		sess.Negotiated = len(req.Objects)
@@ -230,7 +230,8 @@ func (s *Service) Session(ctx context.Context, id auth.Identity, sid string) (ap
 
 // Negotiate registers names in a session and returns those it still needs
 // (see service.Repository).
-func (s *Service) Negotiate(ctx context.Context, id auth.Identity, sid string, names []string) ([]string, error) {
+func (s *Service) Negotiate(ctx context.Context, id auth.Identity, sid string, req api.ObjectsRequest) ([]string, error) {
+	names := req.Objects
 	sess, err := s.ownedSession(ctx, id, sid, false)
 	if err != nil {
 		return nil, err
@@ -241,7 +242,9 @@ func (s *Service) Negotiate(ctx context.Context, id auth.Identity, sid string, n
 	if len(names) > api.MaxNamesPerRequest {
 		return nil, refuse(service.TooLarge, "%d names in one request, at most %d", len(names), api.MaxNamesPerRequest)
 	}
-	s.packs.settle(ctx, sess.ID, packSettleWait)
+	if !req.NoWait {
+		s.packs.settle(ctx, sess.ID, packSettleWait)
+	}
 	candidates := make([]string, 0, len(names))
 	for _, n := range names {
 		name, err := object.ParseName(n)

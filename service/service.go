@@ -36,9 +36,9 @@ type Repository interface {
 	// Session shows a session of the token (or one it may publish), with
 	// its unverified uploads.
 	Session(ctx context.Context, id auth.Identity, sid string) (api.Session, error)
-	// Negotiate registers object names in a session and returns those the
-	// session still needs.
-	Negotiate(ctx context.Context, id auth.Identity, sid string, names []string) ([]string, error)
+	// Negotiate registers the request's object names in a session and
+	// returns those the session still needs.
+	Negotiate(ctx context.Context, id auth.Identity, sid string, req api.ObjectsRequest) ([]string, error)
 	// Abort ends an open session of the token.
 	Abort(ctx context.Context, id auth.Identity, sid string) error
 	// Commit publishes a session; force agrees to another token's forced

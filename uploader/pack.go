@@ -134,7 +134,9 @@ func (p *pusher) sendPack(ctx context.Context, objs []object.Name, size int64) e
 	first := true
 	err := p.c.RetryProgress(ctx, p.opts.RetryTimeout, func(progress func()) error {
 		if !first {
-			still, err := p.negotiate(ctx, pending)
+			// Waits for the daemon to finish reading what the last
+			// attempt sent.
+			still, err := p.negotiate(ctx, pending, false)
 			if err != nil {
 				return err
 			}

@@ -73,6 +73,7 @@ type pipeline struct {
 	queue   chan work
 
 	// Written by the negotiator, read once the round is over.
+	negotiated      bool // a negotiation of this round was answered
 	offered, needed int
 	negotiating     time.Duration // in negotiations
 	walking         time.Duration // from the start of the walk to its end
@@ -153,9 +154,8 @@ func (pl *pipeline) stage(ctx context.Context, list func(context.Context) error,
 		}
 	})
 	// The feeder hands the work out one unit at a time, so that the
-	// negotiator can ask for the next batch meanwhile: the daemon answers
-	// a negotiation once the packs in progress have landed, and the
-	// workers go on with the work of the batch before.
+	// negotiator can ask for the next batch while the workers go on with
+	// the work of the batch before.
 	wg.Go(func() {
 		defer close(pl.queue)
 		for items := range pl.ready {
@@ -386,11 +386,16 @@ func (pl *pipeline) negotiator(ctx context.Context, doubt bool) error {
 }
 
 // negotiate asks the daemon which of names it needs: with the session's
-// creation when the push has none yet.
+// creation when the push has none yet. The round's first negotiation lets
+// the session's packs in progress finish (those of an earlier round, or of
+// a run this one resumes); the later ones do not wait for the packs in
+// flight, which hold the names of earlier batches only.
 func (pl *pipeline) negotiate(ctx context.Context, names []object.Name) ([]object.Name, error) {
 	p := pl.p
+	noWait := pl.negotiated
+	pl.negotiated = true
 	if p.sid != "" {
-		return p.negotiate(ctx, names)
+		return p.negotiate(ctx, names, noWait)
 	}
 	req := api.SessionRequest{Refs: pl.updates, Force: p.opts.Force, Objects: make([]string, len(names))}
 	for i, n := range names {
@@ -414,7 +419,7 @@ func (pl *pipeline) negotiate(ctx context.Context, names []object.Name) ([]objec
 		return parseNames(sess.Needed)
 	}
 	// A daemon that does not negotiate with the creation.
-	return p.negotiate(ctx, names)
+	return p.negotiate(ctx, names, false)
 }
 
 // works is the work of sending needed: objects over Options.PackMax (or

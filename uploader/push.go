@@ -557,19 +557,21 @@ func (p *pusher) localBase(ctx context.Context, old string) (object.Checksum, bo
 	return c, err == nil && !info.Partial
 }
 
-// negotiate asks the daemon which objects it still needs, in batches.
-func (p *pusher) negotiate(ctx context.Context, names []object.Name) ([]object.Name, error) {
+// negotiate asks the daemon which objects it still needs, in batches. With
+// noWait, the daemon answers without letting the session's packs in
+// progress finish: none of them holds these names.
+func (p *pusher) negotiate(ctx context.Context, names []object.Name, noWait bool) ([]object.Name, error) {
 	var needed []object.Name
 	for i := 0; i < len(names); i += api.MaxNamesPerRequest {
 		batch := names[i:min(i+api.MaxNamesPerRequest, len(names))]
-		req := api.ObjectsRequest{Objects: make([]string, len(batch))}
+		req := api.ObjectsRequest{Objects: make([]string, len(batch)), NoWait: noWait}
 		for j, n := range batch {
 			req.Objects[j] = n.String()
 		}
 		var res api.ObjectsResponse
 		if err := p.c.Retry(ctx, p.opts.RetryTimeout, func() error {
 			var err error
-			res.Needed, err = p.c.Negotiate(ctx, p.sid, req.Objects)
+			res.Needed, err = p.c.Negotiate(ctx, p.sid, req)
 			return err
 		}); err != nil {
 			return nil, errNotOpen(err)

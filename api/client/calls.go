@@ -39,9 +39,9 @@ func (c *Client) Session(ctx context.Context, id string) (api.Session, error) {
 
 // Negotiate sends object names (at most api.MaxNamesPerRequest) and
 // returns those the daemon still needs.
-func (c *Client) Negotiate(ctx context.Context, id string, names []string) ([]string, error) {
+func (c *Client) Negotiate(ctx context.Context, id string, req api.ObjectsRequest) ([]string, error) {
 	var out api.ObjectsResponse
-	err := c.JSON(ctx, http.MethodPost, api.PathSessions+"/"+url.PathEscape(id)+"/objects", api.ObjectsRequest{Objects: names}, &out)
+	err := c.JSON(ctx, http.MethodPost, api.PathSessions+"/"+url.PathEscape(id)+"/objects", req, &out)
 	return out.Needed, err
 }
 

@@ -469,7 +469,7 @@ func (s *Server) handleObjects(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
-	needed, err := svc.Negotiate(ctxOf(c), identity(c), c.Param("id"), req.Objects)
+	needed, err := svc.Negotiate(ctxOf(c), identity(c), c.Param("id"), req)
 	if err != nil {
 		return err
 	}
