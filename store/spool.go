@@ -123,8 +123,11 @@ func (r *Repo) Stage(ctx context.Context, n object.Name, src io.Reader, size int
 // is synced: call the repository's Sync before recording it as durable.
 func (st *Staged) Commit() error {
 	dst := st.repo.ObjectPath(st.Info.Name)
-	if err := os.Rename(st.tmp, dst); err != nil {
-		return fmt.Errorf("commit %s: %w", st.Info.Name, err)
+	// rename(2) itself: os.Rename first looks the destination up to refuse
+	// a directory, a system call more per object of a pack, where Linux
+	// refuses to rename a file over a directory anyway (EISDIR).
+	if err := unix.Rename(st.tmp, dst); err != nil {
+		return fmt.Errorf("commit %s: %w", st.Info.Name, &os.LinkError{Op: "rename", Old: st.tmp, New: dst, Err: err})
 	}
 	return nil
 }
