@@ -321,3 +321,53 @@ func TestRefConflict(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// HasObject answers as libostree does: every object a commit reaches is
+// there and nothing else is, in an archive repository (looked up directly),
+// in a bare-user one and through an archive repository's parent (both asked
+// of libostree).
+func TestHasObjectAnswersAsOstree(t *testing.T) {
+	t.Parallel()
+	pulled := func(mode string, extra ...string) string {
+		dst := filepath.Join(t.TempDir(), mode)
+		mustOstree(t, append([]string{"init", "--mode=" + mode, "--repo=" + dst}, extra...)...)
+		mustOstree(t, "pull-local", "--repo="+dst, fx.build, fx.a.String())
+		return dst
+	}
+	build := openArchive(t, fx.build)
+	in, other := walkSet(t, build, fx.a), walkSet(t, build, fx.other)
+	child := filepath.Join(t.TempDir(), "child")
+	mustOstree(t, "init", "--mode=archive", "--repo="+child)
+	mustOstree(t, "config", "--repo="+child, "set", "core.parent", pulled("archive"))
+	for _, tc := range []struct {
+		path      string
+		looseOnly bool
+	}{{pulled("archive"), true}, {pulled("bare-user"), false}, {child, false}} {
+		r, err := Open(ctx, tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		if r.looseOnly != tc.looseOnly {
+			t.Errorf("%s: looked up directly: %v, want %v", tc.path, r.looseOnly, tc.looseOnly)
+		}
+		for n := range in {
+			if ok, err := r.HasObject(ctx, n); !ok || err != nil {
+				t.Fatalf("%s: HasObject(%s) = %v, %v; ostree pulled it", tc.path, n, ok, err)
+			}
+		}
+		absent := 0
+		for n := range other {
+			if in[n] {
+				continue
+			}
+			absent++
+			if ok, err := r.HasObject(ctx, n); ok || err != nil {
+				t.Fatalf("%s: HasObject(%s) = %v, %v; not pulled", tc.path, n, ok, err)
+			}
+		}
+		if absent == 0 {
+			t.Fatal("the other commit shares every object with A: nothing absent was asked")
+		}
+	}
+}
