@@ -354,14 +354,7 @@ func BenchmarkPack(b *testing.B) {
 // A pack whose client stalls mid-entry: a negotiation meanwhile counts
 // every entry that arrived, without waiting for the connection to end.
 func TestPackStalled(t *testing.T) {
-	e := newEnv(t)
-	e.Start()
-	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
-	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
-	k := len(needed) / 3
-	conn := e.partialPack(s.ID, needed, k)
-	defer conn.Close()
-	time.Sleep(300 * time.Millisecond) // the daemon reads what arrived
+	e, s, needed, k := stalledPack(t)
 	start := time.Now()
 	left := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
 	if !slices.Equal(left, needed[k:]) {
@@ -372,19 +365,27 @@ func TestPackStalled(t *testing.T) {
 	}
 }
 
+// stalledPack starts a daemon and a session of commit A whose needed
+// objects are all named, and sends a pack of them that stalls in entry k,
+// a third of the way, once the daemon has read what arrived.
+func stalledPack(t *testing.T) (e *env, s api.Session, needed []string, k int) {
+	e = newEnv(t)
+	e.Start()
+	s = e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
+	needed = e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
+	k = len(needed) / 3
+	conn := e.partialPack(s.ID, needed, k)
+	t.Cleanup(func() { conn.Close() })
+	time.Sleep(300 * time.Millisecond) // the daemon reads what arrived
+	return e, s, needed, k
+}
+
 // A negotiation with no_wait answers at once, while a pack of the session
 // is still being read: it neither waits for the pack nor flushes what the
 // pack staged, so the pack's objects are still needed. The pipelined
 // client asks so for names none of its packs in flight holds.
 func TestNegotiationNoWait(t *testing.T) {
-	e := newEnv(t)
-	e.Start()
-	s := e.session(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}}, false)
-	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.a, ""))
-	k := len(needed) / 3
-	conn := e.partialPack(s.ID, needed, k)
-	defer conn.Close()
-	time.Sleep(300 * time.Millisecond) // the daemon reads what arrived
+	e, s, needed, k := stalledPack(t)
 	start := time.Now()
 	r := e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/objects", api.ObjectsRequest{Objects: needed, NoWait: true})
 	took := time.Since(start)
