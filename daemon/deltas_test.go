@@ -426,6 +426,11 @@ func TestStaticDeltaFailureSparesTheOthers(t *testing.T) {
 	}
 	// big sorts first: its generation fails before main's starts.
 	waitDelta(t, e.Repo, head(builds[0], "main")+"-"+head(builds[1], "main"))
+	// The delta's files are there before its generator has exited and
+	// been counted.
+	for deadline := time.Now().Add(30 * time.Second); metricValue(t, e.URL, "ostree_upload_static_delta_generations_total") == 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
 	if got := metricValue(t, e.URL, "ostree_upload_static_delta_generation_failures_total"); got != 1 {
 		t.Errorf("static_delta_generation_failures_total = %v, want 1", got)
 	}
