@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -44,7 +45,7 @@ func pageUse(tb testing.TB, j *Journal) (size, used int64, free float64) {
 func TestBytesPerObject(t *testing.T) {
 	const n = 100_000
 	ctx := context.Background()
-	j, _ := mustOpen(t)
+	j, path := mustOpen(t)
 	s := mustSession(t, j, ownerA, "a")
 	names := make([]string, n)
 	for i := range names {
@@ -75,6 +76,12 @@ func TestBytesPerObject(t *testing.T) {
 
 	size, used, _ := pageUse(t, j)
 	perObject, usedPerObject := float64(size-base)/n, float64(used-base)/n
+	// On disk, the file is at most one allocation step larger.
+	if fi, err := os.Stat(path); err != nil {
+		t.Fatal(err)
+	} else if fi.Size() > size+allocStep {
+		t.Errorf("the file takes %d bytes for %d of pages (%.1f bytes per object)", fi.Size(), size, float64(fi.Size()-base)/n)
+	}
 	t.Logf("%d objects: Need %v, Need+MarkVerifiedMany %v; high-water mark %d bytes (%.1f bytes per object), in use %d (%.1f per object)",
 		n, needTime.Round(time.Millisecond), total.Round(time.Millisecond), size, perObject, used, usedPerObject)
 	// The records take at most 100 bytes per object. bbolt copies the pages
