@@ -73,7 +73,7 @@ type pipeline struct {
 	queue   chan work
 
 	// Written by the negotiator, read once the round is over.
-	negotiated      bool // a negotiation of this round was answered
+	negotiated      bool // a negotiation of this round was asked
 	offered, needed int
 	negotiating     time.Duration // in negotiations
 	walking         time.Duration // from the start of the walk to its end
