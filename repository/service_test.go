@@ -148,7 +148,10 @@ func TestRefusalsAreKinds(t *testing.T) {
 		}(), service.Forbidden},
 		"another token's session":   {func() error { _, err := s.Session(ctx, narrow, sess.ID); return err }(), service.NotFound},
 		"commit before the objects": {func() error { _, err := s.Commit(ctx, ci, sess.ID, false); return err }(), service.Unprocessable},
-		"a bad object name":         {func() error { _, err := s.Negotiate(ctx, ci, sess.ID, api.ObjectsRequest{Objects: []string{"x.filez"}}); return err }(), service.Invalid},
+		"a bad object name": {func() error {
+			_, err := s.Negotiate(ctx, ci, sess.ID, api.ObjectsRequest{Objects: []string{"x.filez"}})
+			return err
+		}(), service.Invalid},
 		"a pack that is not a tar": {func() error {
 			_, err := s.ReceivePack(ctx, ci, sess.ID, bytes.NewReader([]byte("not a tar archive, not at all, no")))
 			return err

@@ -58,7 +58,7 @@ func TestTemporary(t *testing.T) {
 		// net/http's HTTP/2 client, when the connection under a pack dies.
 		fmt.Errorf("pack of 406 objects: %w", errors.New("http2: client connection force closed via ClientConn.Close")): true,
 		fmt.Errorf("pack of 1 objects: %w", errors.New("http2: client connection lost")):                                true,
-		errors.New("http2: Transport received Server's graceful shutdown GOAWAY"):                                         true,
+		errors.New("http2: Transport received Server's graceful shutdown GOAWAY"):                                       true,
 	} {
 		if got := Retryable(err); got != want {
 			t.Errorf("Retryable(%v) = %v, want %v", err, got, want)
