@@ -438,6 +438,11 @@ func (r *Repo) lockShared(ctx context.Context) (func(), error) {
 // importObject hard-links (or copies, across filesystems) object n of
 // from into r, trusting it: from holds only verified objects.
 func (r *Repo) importObject(ctx context.Context, from *Repo, n object.Name) error {
+	from.mu.RLock()
+	defer from.mu.RUnlock()
+	if from.ptr == nil {
+		return ErrClosed
+	}
 	if r.looseOnly && from.looseOnly {
 		// The hard link libostree would make, without a call through cgo.
 		// A missing objects/ directory, another filesystem or an inode at
@@ -453,11 +458,6 @@ func (r *Repo) importObject(ctx context.Context, from *Repo, n object.Name) erro
 	}
 	csum := C.CString(n.Sum.String())
 	defer C.free(unsafe.Pointer(csum))
-	from.mu.RLock()
-	defer from.mu.RUnlock()
-	if from.ptr == nil {
-		return ErrClosed
-	}
 	err := r.do(ctx, func(p *C.OstreeRepo) error {
 		var gerr *C.GError
 		if C.ostree_repo_import_object_from_with_trust(p, from.ptr, C.OstreeObjectType(n.Type), csum, C.TRUE, nil, &gerr) == 0 {
