@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"unsafe"
@@ -117,17 +118,18 @@ func (r *Repo) Check(ctx context.Context, spool *Repo, updates []RefUpdate) erro
 
 // Publish makes r's refs point at the new commits: it imports what r lacks
 // from spool (trusted: the spool holds only verified objects; hard links
-// when both share a filesystem), re-checks each commit's closure in r
-// alone, makes everything it wrote durable, re-checks that every ref still
-// equals its Old and sets the refs, each durably. A commit found
-// incomplete gives a *MissingError and a moved ref a *RefMovedError, with
-// r's refs untouched. detached gives the detached metadata (nil: none)
-// that the commits it names get, written after the commits; a new commit
-// it does not name gets the spool's. The spool's copy never enters r
-// otherwise, so that a crash cannot leave it there as if it were r's. Refs are set one by one (a
-// crash may leave some moved: the caller's journaled intent finishes
-// them). Call Check first to refuse what cannot succeed before anything
-// is written; the caller serializes publishes to r.
+// when both share a filesystem), each object of each commit's closure
+// found in r or checked there once imported, makes everything it wrote
+// durable, re-checks that every ref still equals its Old and sets the refs,
+// each durably. A commit found incomplete gives a *MissingError and a moved
+// ref a *RefMovedError, with r's refs untouched. detached gives the
+// detached metadata (nil: none) that the commits it names get, written
+// after the commits; a new commit it does not name gets the spool's. The
+// spool's copy never enters r otherwise, so that a crash cannot leave it
+// there as if it were r's. Refs are set one by one (a crash may leave some
+// moved: the caller's journaled intent finishes them). Call Check first to
+// refuse what cannot succeed before anything is written; the caller
+// serializes publishes to r.
 func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, detached map[object.Checksum][]byte) error {
 	for _, u := range updates {
 		if err := ValidateRef(u.Ref); err != nil {
@@ -137,7 +139,6 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 	if err := r.checkRefs(ctx, updates); err != nil {
 		return err
 	}
-	both := layers{r, spool}
 	bases := make([]*object.Checksum, len(updates))
 	for i, u := range updates {
 		b, err := r.base(ctx, u)
@@ -167,46 +168,15 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 	}
 	defer unlock()
 	var commits []object.Name
-	err = r.importAll(ctx, spool, func(emit func(object.Name) error) error {
-		for i, u := range updates {
-			importMissing := func(n object.Name) error {
-				if n.Type == object.CommitMeta {
-					// Never the pushed copy: the caller's detached
-					// metadata is written after the commits.
-					return nil
-				}
-				has, err := r.HasObject(ctx, n)
-				if err != nil || has {
-					return err
-				}
-				if n.Type == object.Commit {
-					commits = append(commits, n)
-					return nil
-				}
-				return emit(n)
-			}
-			if err := missing(ctx, both, u.New, bases[i], importMissing); err != nil {
-				return fmt.Errorf("publish %s: import: %w", u.Ref, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	// Every object but the commits must now be in r alone: walk again.
 	for i, u := range updates {
-		inR := func(n object.Name) error {
-			if n.Type == object.Commit || n.Type == object.CommitMeta {
-				return nil
-			}
-			if has, err := r.HasObject(ctx, n); err != nil || !has {
-				return fmt.Errorf("%s not in the repository after its import: %w", n, errors.Join(err, ErrNotFound))
-			}
-			return nil
+		lacking, err := r.importClosure(ctx, spool, u.New, bases[i])
+		if err != nil {
+			return fmt.Errorf("publish %s: import: %w", u.Ref, err)
 		}
-		if err := missing(ctx, both, u.New, bases[i], inR); err != nil {
-			return fmt.Errorf("publish %s: after import: %w", u.Ref, err)
+		for _, n := range lacking {
+			if !slices.Contains(commits, n) {
+				commits = append(commits, n)
+			}
 		}
 	}
 	// One syncfs, whatever this publish linked: it also makes durable what
@@ -296,16 +266,49 @@ func (r *Repo) linkCommit(ctx context.Context, from *Repo, n object.Name) error 
 // importWorkers is how many objects a publish links at once.
 const importWorkers = 4
 
-// importAll imports from spool, with importWorkers goroutines, the objects
-// walk emits.
-func (r *Repo) importAll(ctx context.Context, spool *Repo, walk func(emit func(object.Name) error) error) error {
+// importClosure makes every object of commit's closure (of its diff against
+// base, when set) present in r but the commits and their detached metadata:
+// found there, or imported from spool, importWorkers at once. It returns the
+// commits r lacks, or a *MissingError naming objects neither holds. Each
+// object is known to be in r once placed: no second walk checks it.
+func (r *Repo) importClosure(ctx context.Context, spool *Repo, commit object.Checksum, base *object.Checksum) ([]object.Name, error) {
+	absent := &missingList{e: MissingError{Commit: commit}}
+	t := traversal{src: layers{r, spool}, onMissing: absent.note}
+	var commits []object.Name
+	err := r.importAll(ctx, spool, absent.note, func(emit func(object.Name) error) error {
+		return t.closure(ctx, commit, base, func(n object.Name) error {
+			switch n.Type {
+			case object.CommitMeta:
+				// Never the pushed copy: the caller's detached metadata
+				// is written after the commits.
+				return nil
+			case object.Commit:
+				has, err := r.HasObject(ctx, n)
+				if err == nil && !has {
+					commits = append(commits, n)
+				}
+				return err
+			}
+			return emit(n)
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return commits, absent.err()
+}
+
+// importAll places into r from spool, with importWorkers goroutines, the
+// objects walk emits (see place), and tells absent of each object neither
+// holds but dirtrees (a walk reports those it cannot read itself).
+func (r *Repo) importAll(ctx context.Context, spool *Repo, absent func(object.Name) error, walk func(emit func(object.Name) error) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	work := make(chan object.Name, 64)
 	// The walk emits a file object once per directory holding it: one
-	// already queued or being imported is not queued again (the check after
-	// the import finds it there). At most the queue and the workers' objects
-	// are held.
+	// already queued or being placed is not queued again (its placing
+	// answers for both). At most the queue and the workers' objects are
+	// held.
 	var (
 		mu       sync.Mutex
 		inFlight = map[object.Name]bool{}
@@ -314,7 +317,11 @@ func (r *Repo) importAll(ctx context.Context, spool *Repo, walk func(emit func(o
 	for range importWorkers {
 		wg.Go(func() {
 			for n := range work {
-				if err := r.importObject(ctx, spool, n); err != nil {
+				present, err := r.place(ctx, spool, n)
+				if err == nil && !present && n.Type != object.DirTree {
+					err = absent(n)
+				}
+				if err != nil {
 					cancel(err)
 				}
 				mu.Lock()
@@ -344,6 +351,35 @@ func (r *Repo) importAll(ctx context.Context, spool *Repo, walk func(emit func(o
 		err = context.Cause(ctx)
 	}
 	return err
+}
+
+// place makes object n present in r: found there, or imported from spool
+// and checked there. It reports false when neither holds n.
+func (r *Repo) place(ctx context.Context, spool *Repo, n object.Name) (bool, error) {
+	if r.looseOnly && spool.looseOnly {
+		// One linkat answers for nearly every object: linked, or r had
+		// it. Any other answer (no such object in the spool, no
+		// directory for it in r, another filesystem) takes the way below.
+		switch err := r.linkLoose(ctx, spool, n); {
+		case err == nil, errors.Is(err, unix.EEXIST):
+			return true, nil
+		case !errors.As(err, new(unix.Errno)):
+			return false, err
+		}
+	}
+	if has, err := r.HasObject(ctx, n); err != nil || has {
+		return has, err
+	}
+	if has, err := spool.HasObject(ctx, n); err != nil || !has {
+		return false, err
+	}
+	if err := r.importObject(ctx, spool, n); err != nil {
+		return false, err
+	}
+	if has, err := r.HasObject(ctx, n); err != nil || !has {
+		return false, fmt.Errorf("%s not in the repository after its import: %w", n, errors.Join(err, ErrNotFound))
+	}
+	return true, nil
 }
 
 // syncfsOver is the number of directories over which a barrier syncs the
@@ -451,8 +487,7 @@ func (r *Repo) importObject(ctx context.Context, from *Repo, n object.Name) erro
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		err := unix.Linkat(unix.AT_FDCWD, from.ObjectPath(n), unix.AT_FDCWD, r.ObjectPath(n), 0)
-		if err == nil || errors.Is(err, unix.EEXIST) {
+		if err := r.linkLooseLocked(from, n); err == nil || errors.Is(err, unix.EEXIST) {
 			return nil
 		}
 	}
@@ -469,6 +504,25 @@ func (r *Repo) importObject(ctx context.Context, from *Repo, n object.Name) erro
 		return fmt.Errorf("import %s: %w", n, err)
 	}
 	return nil
+}
+
+// linkLoose hard-links the loose file of object n of from into r (both
+// loose-only). It returns the errno of linkat as is: EEXIST when r has n.
+func (r *Repo) linkLoose(ctx context.Context, from *Repo, n object.Name) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	from.mu.RLock()
+	defer from.mu.RUnlock()
+	if from.ptr == nil {
+		return ErrClosed
+	}
+	return r.linkLooseLocked(from, n)
+}
+
+// linkLooseLocked is linkLoose with from's lock held.
+func (r *Repo) linkLooseLocked(from *Repo, n object.Name) error {
+	return unix.Linkat(unix.AT_FDCWD, from.ObjectPath(n), unix.AT_FDCWD, r.ObjectPath(n), 0)
 }
 
 // writeCommitMeta writes the detached metadata of commit sum (nil: none).

@@ -388,7 +388,12 @@ func (r *Repo) HasObject(ctx context.Context, name object.Name) (bool, error) {
 
 // ObjectPath is where the object's loose file lives in the repository.
 func (r *Repo) ObjectPath(name object.Name) string {
-	return filepath.Join(r.path, filepath.FromSlash(name.RelPath()))
+	// r.path is absolute and clean: no filepath.Join, which would clean
+	// it again (a publish builds millions of these).
+	b := make([]byte, 0, len(r.path)+1+len("objects/xx/")+62+len(".commitmeta"))
+	b = append(append(b, r.path...), '/')
+	b = name.AppendRelPath(b)
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // ObjectSize is the size of the object's loose file (of an archive

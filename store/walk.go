@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/ostree-upload/ostree-upload/store/object"
 )
@@ -498,42 +499,86 @@ func (e *MissingError) Error() string {
 // passed to each and counted as missing once per place. (A diff holds the
 // changed part in memory, deduplicated, as it must to subtract the old side.)
 func missing(ctx context.Context, src source, commit object.Checksum, base *object.Checksum, each func(object.Name) error) error {
-	me := &MissingError{Commit: commit}
-	note := func(n object.Name) error {
-		if len(me.Missing) < maxListedMissing {
-			me.Missing = append(me.Missing, n)
-		}
-		me.Count++
-		return nil
+	if l, ok := src.(layers); ok {
+		src = &lastFirst{layers: l}
 	}
-	t := traversal{src: src, onMissing: note}
+	absent := &missingList{e: MissingError{Commit: commit}}
+	t := traversal{src: src, onMissing: absent.note}
 	check := func(n object.Name) error {
 		if n.Type == object.DirTree || n.Type == object.Commit {
 			// Present iff readable: a missing one reaches note via onMissing.
 		} else if has, err := src.HasObject(ctx, n); err != nil {
 			return err
 		} else if !has {
-			return note(n)
+			return absent.note(n)
 		}
 		if each != nil {
 			return each(n)
 		}
 		return nil
 	}
-	var err error
-	if base != nil {
-		err = t.diff(ctx, commit, *base, check)
-	} else {
-		t.files = everyFile{}
-		err = t.walkCommit(ctx, commit, objectSet{}, check)
-	}
-	if err != nil {
+	if err := t.closure(ctx, commit, base, check); err != nil {
 		return err
 	}
-	if me.Count > 0 {
-		return me
+	return absent.err()
+}
+
+// closure emits every object reachable from commit, or with base set every
+// object of its diff against base, through t.src.
+func (t *traversal) closure(ctx context.Context, commit object.Checksum, base *object.Checksum, emit func(object.Name) error) error {
+	if base != nil {
+		return t.diff(ctx, commit, *base, emit)
 	}
+	t.files = everyFile{}
+	return t.walkCommit(ctx, commit, objectSet{}, emit)
+}
+
+// missingList gathers a *MissingError, from several goroutines.
+type missingList struct {
+	mu sync.Mutex
+	e  MissingError
+}
+
+// note counts n as missing (its error is for a traversal's onMissing).
+func (m *missingList) note(n object.Name) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.e.Missing) < maxListedMissing {
+		m.e.Missing = append(m.e.Missing, n)
+	}
+	m.e.Count++
 	return nil
+}
+
+// err is the *MissingError, nil if nothing was noted.
+func (m *missingList) err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.e.Count == 0 {
+		return nil
+	}
+	e := m.e
+	return &e
+}
+
+// lastFirst is layers that asks first for an object the repo that held
+// the one asked before: a walk meets long runs of objects from one repo
+// (those a push brought in the spool, those production had), and each
+// run then costs one lookup per object, not one per repo tried.
+type lastFirst struct {
+	layers
+	first int
+}
+
+func (l *lastFirst) HasObject(ctx context.Context, name object.Name) (bool, error) {
+	for i := range l.layers {
+		j := (l.first + i) % len(l.layers)
+		if ok, err := l.layers[j].HasObject(ctx, name); ok || err != nil {
+			l.first = j
+			return ok, err
+		}
+	}
+	return false, nil
 }
 
 // everyFile is the NameSet of a walk that emits a file object wherever it

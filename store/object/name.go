@@ -93,8 +93,22 @@ func (n Name) String() string { return n.Sum.String() + "." + n.Type.Ext() }
 
 // RelPath is the object's path inside a repo: "objects/ab/cdef….ext".
 func (n Name) RelPath() string {
-	s := n.Sum.String()
-	return "objects/" + s[:2] + "/" + s[2:] + "." + n.Type.Ext()
+	return string(n.AppendRelPath(make([]byte, 0, relPathLen)))
+}
+
+// relPathLen is the length of the longest RelPath.
+const relPathLen = len("objects/xx/") + 62 + len(".commitmeta")
+
+// AppendRelPath appends n's RelPath to b.
+func (n Name) AppendRelPath(b []byte) []byte {
+	var h [2 * len(Checksum{})]byte
+	hex.Encode(h[:], n.Sum[:])
+	b = append(b, "objects/"...)
+	b = append(b, h[:2]...)
+	b = append(b, '/')
+	b = append(b, h[2:]...)
+	b = append(b, '.')
+	return append(b, n.Type.Ext()...)
 }
 
 // ParseName parses "<64 lower-case hex>.<ext>" with ext one of filez,
