@@ -10,9 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -76,19 +79,19 @@ func (r *Repo) Stage(ctx context.Context, n object.Name, src io.Reader, size int
 	// The temporary file lives beside its final name: the rename stays in
 	// one directory, and the inode is allocated where it will stay.
 	dir := filepath.Dir(r.ObjectPath(n))
-	f, err := os.CreateTemp(dir, TempPrefix+n.String()+"-*")
-	if errors.Is(err, os.ErrNotExist) {
+	fd, tmp, err := createStaged(dir, n)
+	if errors.Is(err, unix.ENOENT) {
 		if err = os.MkdirAll(dir, 0o755); err == nil {
-			f, err = os.CreateTemp(dir, TempPrefix+n.String()+"-*")
+			fd, tmp, err = createStaged(dir, n)
 		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("stage %s: %w", n, err)
 	}
-	st := &Staged{repo: r, tmp: f.Name()}
+	st := &Staged{repo: r, tmp: tmp}
 	var info object.Info
 	if n.Type == object.File {
-		w := &writeErr{w: f}
+		w := &writeErr{w: fdWriter(fd)}
 		info, err = object.VerifyWith(n, io.TeeReader(io.LimitReader(src, size), w), opts)
 		switch {
 		case w.err != nil:
@@ -98,7 +101,7 @@ func (r *Repo) Stage(ctx context.Context, n object.Name, src io.Reader, size int
 		}
 	} else {
 		var copied int64
-		copied, err = io.Copy(f, io.LimitReader(src, size))
+		copied, err = io.Copy(fdWriter(fd), io.LimitReader(src, size))
 		switch {
 		case err != nil:
 			err = fmt.Errorf("stage %s: %w", n, err)
@@ -108,15 +111,88 @@ func (r *Repo) Stage(ctx context.Context, n object.Name, src io.Reader, size int
 			info, err = object.VerifyFile(n, st.tmp, opts)
 		}
 	}
-	if err == nil {
-		err = f.Chmod(0o444)
+	if err == nil && !createdReadOnly() {
+		if err = unix.Fchmod(fd, 0o444); err != nil {
+			err = fmt.Errorf("stage %s: chmod: %w", n, err)
+		}
 	}
-	if err = errors.Join(err, f.Close()); err != nil {
+	if cerr := unix.Close(fd); cerr != nil && err == nil {
+		err = fmt.Errorf("stage %s: close: %w", n, cerr)
+	}
+	if err != nil {
 		os.Remove(st.tmp)
 		return nil, err
 	}
 	st.Info = info
 	return st, nil
+}
+
+// createStaged creates, exclusively, a temporary file for object n in dir,
+// named as TempPrefix says, read-only for everyone when the umask allows
+// it (see createdReadOnly). Raw system calls: an *os.File would cost four
+// more per object (its poller's), and a stage of a million small files
+// makes a million of them.
+func createStaged(dir string, n object.Name) (int, string, error) {
+	prefix := filepath.Join(dir, TempPrefix+n.String()+"-")
+	for range 100 {
+		tmp := prefix + strconv.FormatUint(stageSeq.Add(1), 36)
+		fd, err := unix.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o444)
+		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EEXIST) {
+			continue // EEXIST: left by an earlier run of the daemon
+		}
+		if err != nil {
+			return -1, "", &os.PathError{Op: "create", Path: tmp, Err: err}
+		}
+		return fd, tmp, nil
+	}
+	return -1, "", fmt.Errorf("create a temporary file in %s: %w", dir, os.ErrExist)
+}
+
+// stageSeq numbers temporary files, from a random start so that those a
+// crashed daemon left are rarely met.
+var stageSeq = func() *atomic.Uint64 {
+	var a atomic.Uint64
+	a.Store(rand.Uint64() >> 8)
+	return &a
+}()
+
+// createdReadOnly reports whether files created with mode 0444 get that
+// mode, which the process's umask decides (read once, from
+// /proc/self/status): when it clears a read bit, Stage sets the mode
+// itself.
+var createdReadOnly = sync.OnceValue(func() bool {
+	b, err := os.ReadFile("/proc/self/status")
+	return err == nil && umaskKeepsRead(string(b))
+})
+
+// umaskKeepsRead reports whether the Umask line of a /proc/PID/status
+// text clears none of the read bits (false without one).
+func umaskKeepsRead(status string) bool {
+	for line := range strings.Lines(status) {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			return err == nil && mask&0o444 == 0
+		}
+	}
+	return false
+}
+
+// fdWriter writes to a file descriptor, all of each buffer or an error.
+type fdWriter int
+
+func (w fdWriter) Write(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		k, err := unix.Write(int(w), b[n:])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		n += k
+	}
+	return n, nil
 }
 
 // Commit renames the staged object into its repository's objects/. Nothing
