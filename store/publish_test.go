@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -346,4 +347,80 @@ func TestPublishFileInManyDirectories(t *testing.T) {
 	}
 	mustOstree(t, "fsck", "--repo="+prod.Path())
 	pullOverHTTP(t, prod.Path(), "main")
+}
+
+// Publish itself finds an object that neither production nor the spool
+// holds, of every kind, in production repositories whose objects it links
+// directly (archive) and through libostree (an archive with a parent):
+// a *MissingError naming it, no ref moved, no commit in objects/.
+func TestPublishFindsWhatNeitherRepoHolds(t *testing.T) {
+	t.Parallel()
+	build := openArchive(t, fx.build)
+	objs := walkSet(t, build, fx.a)
+	withParent := func(t *testing.T) *Repo {
+		parent := newArchive(t)
+		dir := filepath.Join(t.TempDir(), "child")
+		mustOstree(t, "init", "--mode=archive", "--repo="+dir)
+		mustOstree(t, "config", "--repo="+dir, "set", "core.parent", parent.Path())
+		return openArchive(t, dir)
+	}
+	for name, newProd := range map[string]func(*testing.T) *Repo{
+		"archive":             func(t *testing.T) *Repo { return newArchive(t) },
+		"archive with parent": withParent,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			for _, drop := range []object.Type{object.File, object.DirMeta, object.DirTree} {
+				var dropped object.Name
+				partial := map[object.Name]bool{}
+				for n := range objs {
+					if n.Type == drop && dropped == (object.Name{}) {
+						dropped = n
+						continue
+					}
+					partial[n] = true
+				}
+				prod := newProd(t)
+				err := prod.Publish(ctx, spoolWith(t, build, partial), []RefUpdate{{Ref: "main", New: fx.a}}, nil)
+				var me *MissingError
+				if !errors.As(err, &me) || !slices.Contains(me.Missing, dropped) {
+					t.Fatalf("without %s: Publish = %v, want a MissingError naming it", dropped, err)
+				}
+				if refs := refsOf(t, prod); len(refs) != 0 {
+					t.Fatalf("without %s: refs %v", dropped, refs)
+				}
+				if has, err := prod.HasObject(ctx, object.Name{Sum: fx.a, Type: object.Commit}); has || err != nil {
+					t.Fatalf("without %s: the commit is in objects/ (%v)", dropped, err)
+				}
+			}
+			prod := newProd(t)
+			if err := prod.Publish(ctx, spoolWith(t, build, objs), []RefUpdate{{Ref: "main", New: fx.a}}, nil); err != nil {
+				t.Fatal(err)
+			}
+			for n := range objs {
+				if has, err := prod.HasObject(ctx, n); !has || err != nil {
+					t.Fatalf("%s not published (%v)", n, err)
+				}
+			}
+			mustOstree(t, "fsck", "--repo="+prod.Path())
+		})
+	}
+}
+
+// Stage creates its files read-only for everyone only under a umask that
+// keeps every read bit; under any other it sets the mode itself.
+func TestUmaskKeepsRead(t *testing.T) {
+	t.Parallel()
+	for status, want := range map[string]bool{
+		"Name:\tx\nUmask:\t0022\nState:\tR\n": true,
+		"Umask:\t0002\n":                      true,
+		"Umask:\t0077\n":                      false,
+		"Umask:\t0004\n":                      false,
+		"Umask:\tzz\n":                        false,
+		"Name:\tx\n":                          false,
+	} {
+		if got := umaskKeepsRead(status); got != want {
+			t.Errorf("%q: %v, want %v", status, got, want)
+		}
+	}
 }
