@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -706,8 +705,15 @@ func (p *pusher) upload(ctx context.Context, n object.Name, url string) error {
 type objectSource struct {
 	p    *pusher
 	n    object.Name
-	file *os.File      // an object read from its file
+	file fileObject    // an object read from its file
 	open io.ReadCloser // the current stream of a converted object
+}
+
+// fileObject is what store.Repo.OpenObject opens for an object it does
+// not convert: its file.
+type fileObject interface {
+	io.ReaderAt
+	io.Closer
 }
 
 func (p *pusher) openObject(ctx context.Context, n object.Name) (*objectSource, error) {
@@ -717,7 +723,7 @@ func (p *pusher) openObject(ctx context.Context, n object.Name) (*objectSource, 
 		if err != nil {
 			return nil, &PermanentError{Err: fmt.Errorf("local object %s: %w", n, err)}
 		}
-		src.file = f.(*os.File)
+		src.file = f.(fileObject)
 	}
 	return src, nil
 }
