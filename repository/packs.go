@@ -99,6 +99,7 @@ type packReader struct {
 	seen map[string]bool // names staged by this pack
 	done chan struct{}   // closed once the pack is read and flushed
 	work *worker         // the pack's share of the verification slots
+	room int64           // bytes of entries it may stage before asking roomFor again
 
 	mu         sync.Mutex // the reader adds to the batch, flushes come from anywhere
 	res        api.PackResult
@@ -265,7 +266,7 @@ func (p *packReader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) er
 		}
 		return err
 	}
-	if err := p.s.roomFor(hdr.Size); err != nil {
+	if err := p.reserve(hdr.Size); err != nil {
 		e := refuse(service.NoSpace, "%v", err)
 		e.Body.Code = api.CodeSpace
 		return e
@@ -292,6 +293,25 @@ func (p *packReader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) er
 	p.mu.Unlock()
 	p.seen[name.String()] = true
 	p.bad = ""
+	return nil
+}
+
+// packRoomStep is the room a pack asks for at a time (or its entry's
+// size, if larger): the free space is looked at once per step, not once
+// per small object.
+const packRoomStep = 1 << 20
+
+// reserve takes room for an entry of size bytes (see roomFor).
+func (p *packReader) reserve(size int64) error {
+	if size >= 0 && size <= p.room {
+		p.room -= size
+		return nil
+	}
+	step := max(size, packRoomStep)
+	if err := p.s.roomFor(step); err != nil {
+		return err
+	}
+	p.room = step - size
 	return nil
 }
 
