@@ -23,11 +23,12 @@ import (
 
 var ctx = context.Background()
 
-// fx: a build repo with main: A -> B (B's parent A), other: C, and a
-// commit D on main whose parent is not A (a non-fast-forward of A).
+// fx: a build repo with main: A -> B (B's parent A), other: C, a commit
+// D on main whose parent is not A (a non-fast-forward of A), and big: E
+// (30 incompressible files of 0.3 to 1.5 MiB).
 var fx struct {
 	dir, build, bin string
-	a, b, c, d      string
+	a, b, c, d, e   string
 }
 
 func TestMain(m *testing.M) {
@@ -37,7 +38,7 @@ func TestMain(m *testing.M) {
 		if err != nil {
 			return err
 		}
-		fx.build, fx.a, fx.b, fx.c, fx.d = f.Build, f.A, f.B, f.C, f.D
+		fx.build, fx.a, fx.b, fx.c, fx.d, fx.e = f.Build, f.A, f.B, f.C, f.D, f.E
 		// The daemon binary, for tests that kill it.
 		fx.bin, err = daemontest.BuildBinary(dir)
 		return err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 	"github.com/ostree-upload/ostree-upload/store"
 	"github.com/ostree-upload/ostree-upload/store/object"
+	"golang.org/x/sys/unix"
 )
 
 // entry is one tar entry of a pack under test.
@@ -446,4 +448,62 @@ func sparsePack(name string, realsize int64) []byte {
 	out = append(out, header("GNUSparseFile.0/x", '0', len(data))...)
 	out = append(out, pad(data)...)
 	return append(out, make([]byte, 1024)...)
+}
+
+// A pack stops at the repository's free-space floor: it asks for room a
+// MiB of entries at a time (or an entry's size), is answered 507 with code
+// space once the next entries would cross the floor, and keeps the entries
+// before; with room again, the same pack stores the rest.
+func TestPackStopsAtTheSpaceFloor(t *testing.T) {
+	t.Parallel()
+	disk := daemontest.SmallDisk(t, "64m")
+	e := newEnv(t)
+	e.Repo, e.State = filepath.Join(disk, "repo"), filepath.Join(disk, "state")
+	e.Start()
+	s := e.session(e.Tok, []api.RefUpdate{{Name: "big", New: fx.e}}, false)
+	needed := e.need(e.Tok, s.ID, objectsOf(t, fx.e, ""))
+	body := pack(t, tar.FormatUSTAR, entriesOf(t, needed)...)
+
+	// Leave the floor (3 % of the filesystem, the default) and 6 MiB.
+	var fs unix.Statfs_t
+	if err := unix.Statfs(disk, &fs); err != nil {
+		t.Fatal(err)
+	}
+	free := int64(fs.Bavail) * int64(fs.Bsize)
+	floor := int64(fs.Blocks) * int64(fs.Bsize) * 3 / 100
+	filler := filepath.Join(disk, "filler")
+	if out, err := exec.Command("fallocate", "-l", fmt.Sprint(free-floor-6<<20), filler).CombinedOutput(); err != nil {
+		t.Fatalf("fallocate: %v %s", err, out)
+	}
+	if int64(len(body)) < 12<<20 {
+		t.Fatalf("a pack of %d bytes does not reach the floor", len(body))
+	}
+	r := e.sendPack(e.Tok, s.ID, body)
+	ae := apiError(t, r)
+	if r.status != 507 || ae.Code != api.CodeSpace {
+		t.Fatalf("pack past the floor: %d %s, want 507 with code %q", r.status, r.body, api.CodeSpace)
+	}
+	if ae.Stored == 0 || ae.Stored >= len(needed) {
+		t.Fatalf("kept %d of %d entries before the floor", ae.Stored, len(needed))
+	}
+	if err := unix.Statfs(disk, &fs); err != nil || int64(fs.Bavail)*int64(fs.Bsize) < floor {
+		t.Fatalf("the pack took the filesystem below its floor: %d bytes free, floor %d (%v)", int64(fs.Bavail)*int64(fs.Bsize), floor, err)
+	}
+	still := e.need(e.Tok, s.ID, objectsOf(t, fx.e, ""))
+	if len(still) != len(needed)-ae.Stored {
+		t.Fatalf("%d objects still needed after %d of %d were kept", len(still), ae.Stored, len(needed))
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	r = e.sendPack(e.Tok, s.ID, body)
+	want(t, r, 200)
+	var res api.PackResult
+	r.json(t, &res)
+	if res.Stored != len(still) || res.Skipped != ae.Stored {
+		t.Fatalf("the same pack with room: stored %d, skipped %d; want %d, %d", res.Stored, res.Skipped, len(still), ae.Stored)
+	}
+	want(t, e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil), 200)
+	e.CheckPublished(map[string]string{"big": fx.e})
 }
