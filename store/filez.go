@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"unsafe"
 
 	"github.com/ostree-upload/ostree-upload/store/object"
@@ -69,13 +70,22 @@ func (r *Repo) OpenObject(ctx context.Context, n object.Name) (io.ReadCloser, er
 
 // looseFile reads an object's file, by raw system calls: an *os.File costs
 // five more per object (its poller's), and a push of a million small files
-// opens a million. It is an io.ReaderAt too.
+// opens a million. It is an io.ReaderAt too. Like an *os.File, it may be
+// closed while another goroutine reads it (net/http may still be reading a
+// request's body when its answer came): Close waits for reads under way,
+// so that the descriptor is never reused under them, and later reads fail.
 type looseFile struct {
+	mu   sync.RWMutex
 	fd   int // -1 once closed
 	path string
 }
 
 func (f *looseFile) Read(b []byte) (int, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.fd < 0 {
+		return 0, os.ErrClosed
+	}
 	if len(b) == 0 {
 		return 0, nil
 	}
@@ -96,6 +106,11 @@ func (f *looseFile) Read(b []byte) (int, error) {
 // ReadAt reads len(b) bytes from off, or fewer with an error (io.EOF at
 // the end of the file).
 func (f *looseFile) ReadAt(b []byte, off int64) (int, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.fd < 0 {
+		return 0, os.ErrClosed
+	}
 	n := 0
 	for n < len(b) {
 		k, err := unix.Pread(f.fd, b[n:], off+int64(n))
@@ -113,6 +128,8 @@ func (f *looseFile) ReadAt(b []byte, off int64) (int, error) {
 }
 
 func (f *looseFile) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.fd < 0 {
 		return os.ErrClosed
 	}

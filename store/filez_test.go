@@ -3,9 +3,13 @@ package store
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
+	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/ostree-upload/ostree-upload/store/object"
 )
@@ -75,4 +79,68 @@ func readObject(t *testing.T, r *Repo, n object.Name) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// An object read from its file reads as its bytes, at any offset, and may
+// be closed while other goroutines read it (as net/http may still read a
+// request's body when its answer came): those reads end, later ones fail
+// with os.ErrClosed, and the descriptor is never read after its close.
+func TestLooseObjectClosedWhileRead(t *testing.T) {
+	t.Parallel()
+	r := openArchive(t, fx.build)
+	var n object.Name
+	for o := range walkSet(t, r, fx.a) {
+		if o.Type == object.File {
+			n = o
+			break
+		}
+	}
+	want, err := os.ReadFile(r.ObjectPath(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readObject(t, r, n); !bytes.Equal(got, want) {
+		t.Fatalf("%s: read %d bytes, the file has %d", n, len(got), len(want))
+	}
+	rc, err := r.OpenObject(ctx, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra, ok := rc.(io.ReaderAt)
+	if !ok {
+		t.Fatalf("%T is not an io.ReaderAt", rc)
+	}
+	tail := make([]byte, len(want)/2)
+	if k, err := ra.ReadAt(tail, int64(len(want)-len(tail))); k != len(tail) || err != nil || !bytes.Equal(tail, want[len(want)-len(tail):]) {
+		t.Fatalf("ReadAt of the last %d bytes: %d, %v", len(tail), k, err)
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			b := make([]byte, 1)
+			for {
+				if _, err := ra.ReadAt(b, 0); err != nil {
+					if !errors.Is(err, os.ErrClosed) {
+						t.Errorf("a read cut by Close: %v, want os.ErrClosed", err)
+					}
+					return
+				}
+				if b[0] != want[0] {
+					t.Errorf("read %q at 0, want %q", b[0], want[0])
+					return
+				}
+			}
+		})
+	}
+	time.Sleep(10 * time.Millisecond)
+	if err := rc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if _, err := rc.Read(make([]byte, 1)); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("Read after Close: %v, want os.ErrClosed", err)
+	}
+	if err := rc.Close(); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("second Close: %v, want os.ErrClosed", err)
+	}
 }
