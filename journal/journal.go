@@ -153,16 +153,16 @@ func Open(path string, lockTimeout time.Duration) (*Journal, error) {
 	return j, nil
 }
 
-// openDB opens the bbolt file at path once it holds its lock. A holder
-// that compacted the file (compactIfSparse) renamed a new file over the
-// one a waiter opened: the waiter then holds the lock of a file that is
-// gone, and opens the path again.
 // allocStep is how much the journal's file grows beyond what its pages
 // need when it must grow. bbolt's default, 16 MiB, added 17 bytes per
 // object to the file of a session of a million; each step costs an
 // ftruncate and an fsync.
 const allocStep = 1 << 20
 
+// openDB opens the bbolt file at path once it holds its lock. A holder
+// that compacted the file (compactIfSparse) renamed a new file over the
+// one a waiter opened: the waiter then holds the lock of a file that is
+// gone, and opens the path again.
 func openDB(path string, lockTimeout time.Duration) (*bolt.DB, error) {
 	if lockTimeout <= 0 {
 		// bbolt treats 0 as "wait forever"; anything below its 50ms retry

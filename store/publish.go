@@ -471,25 +471,15 @@ func (r *Repo) lockShared(ctx context.Context) (func(), error) {
 	}, nil
 }
 
-// importObject hard-links (or copies, across filesystems) object n of
-// from into r, trusting it: from holds only verified objects.
+// importObject imports object n of from into r through libostree (a hard
+// link, or a copy across filesystems; it creates a missing objects/
+// directory), trusting it: from holds only verified objects. place tries
+// the direct link first.
 func (r *Repo) importObject(ctx context.Context, from *Repo, n object.Name) error {
 	from.mu.RLock()
 	defer from.mu.RUnlock()
 	if from.ptr == nil {
 		return ErrClosed
-	}
-	if r.looseOnly && from.looseOnly {
-		// The hard link libostree would make, without a call through cgo.
-		// A missing objects/ directory, another filesystem or an inode at
-		// its link limit go the libostree way below, which creates the
-		// directory or copies.
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := r.linkLooseLocked(from, n); err == nil || errors.Is(err, unix.EEXIST) {
-			return nil
-		}
 	}
 	csum := C.CString(n.Sum.String())
 	defer C.free(unsafe.Pointer(csum))
@@ -517,11 +507,6 @@ func (r *Repo) linkLoose(ctx context.Context, from *Repo, n object.Name) error {
 	if from.ptr == nil {
 		return ErrClosed
 	}
-	return r.linkLooseLocked(from, n)
-}
-
-// linkLooseLocked is linkLoose with from's lock held.
-func (r *Repo) linkLooseLocked(from *Repo, n object.Name) error {
 	return unix.Linkat(unix.AT_FDCWD, from.ObjectPath(n), unix.AT_FDCWD, r.ObjectPath(n), 0)
 }
 

@@ -390,7 +390,7 @@ func (r *Repo) HasObject(ctx context.Context, name object.Name) (bool, error) {
 func (r *Repo) ObjectPath(name object.Name) string {
 	// r.path is absolute and clean: no filepath.Join, which would clean
 	// it again (a publish builds millions of these).
-	b := make([]byte, 0, len(r.path)+1+len("objects/xx/")+62+len(".commitmeta"))
+	b := make([]byte, 0, len(r.path)+1+object.MaxRelPathLen)
 	b = append(append(b, r.path...), '/')
 	b = name.AppendRelPath(b)
 	return unsafe.String(unsafe.SliceData(b), len(b))

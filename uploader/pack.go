@@ -105,9 +105,7 @@ func (p *pusher) writeEntry(ctx context.Context, tw *tar.Writer, n object.Name, 
 	}
 	buf := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(buf)
-	// Through Read only: an *os.File's WriteTo would allocate a buffer of
-	// its own for every object.
-	if k, err := io.CopyBuffer(tw, struct{ io.Reader }{src}, *buf); err != nil || k != size {
+	if k, err := io.CopyBuffer(tw, src, *buf); err != nil || k != size {
 		if err == nil || errors.Is(err, tar.ErrWriteTooLong) {
 			return permanent("local object %s changed size during the push (run ostree fsck on %s)", n, p.opts.Repo)
 		}

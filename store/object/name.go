@@ -93,11 +93,11 @@ func (n Name) String() string { return n.Sum.String() + "." + n.Type.Ext() }
 
 // RelPath is the object's path inside a repo: "objects/ab/cdef….ext".
 func (n Name) RelPath() string {
-	return string(n.AppendRelPath(make([]byte, 0, relPathLen)))
+	return string(n.AppendRelPath(make([]byte, 0, MaxRelPathLen)))
 }
 
-// relPathLen is the length of the longest RelPath.
-const relPathLen = len("objects/xx/") + 62 + len(".commitmeta")
+// MaxRelPathLen is the length of the longest RelPath.
+const MaxRelPathLen = len("objects/xx/") + 62 + len(".commitmeta")
 
 // AppendRelPath appends n's RelPath to b.
 func (n Name) AppendRelPath(b []byte) []byte {
