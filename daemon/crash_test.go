@@ -66,6 +66,35 @@ func waitKilled(t testing.TB, p *daemontest.Proc) {
 	}
 }
 
+// spooled lists the files in the objects of the token's spool.
+func spooled(e *env) []string {
+	var files []string
+	filepath.WalkDir(filepath.Join(e.State, "spools", e.Tok.Hash, "objects"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	return files
+}
+
+// waitSpoolEmpty waits until the token's spool holds no object (a publish
+// frees it after its answer).
+func waitSpoolEmpty(t *testing.T, e *env) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		left := spooled(e)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d files still in the spool, e.g. %s", len(left), left[0])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func TestKill9AtEveryStep(t *testing.T) {
 	t.Parallel()
 	updates := []api.RefUpdate{{Name: "main", New: fx.a}, {Name: "other", New: fx.c}}
@@ -73,7 +102,9 @@ func TestKill9AtEveryStep(t *testing.T) {
 		t.Run(fp, func(t *testing.T) {
 			e := newEnv(t)
 			p := e.StartProcess(fx.bin, fp)
-			if st := e.tryPush(e.Tok, updates); st == 200 {
+			// The spool is released after the answer: a push stopped
+			// there has succeeded.
+			if st := e.tryPush(e.Tok, updates); st == 200 && fp != "before-intent-done" {
 				t.Fatalf("push succeeded through failpoint %s", fp)
 			}
 			waitKilled(t, p)
@@ -106,6 +137,8 @@ func TestKill9AtEveryStep(t *testing.T) {
 				if !strings.Contains(sum, fx.a) || !strings.Contains(sum, fx.c) {
 					t.Fatalf("restart after %s left a summary without the new refs:\n%s", fp, sum)
 				}
+				// Published: the spool is freed.
+				waitSpoolEmpty(t, e)
 			}
 			if st := e.tryPush(e.Tok, updates); st != 200 {
 				log, _ := os.ReadFile(filepath.Join(filepath.Dir(e.Repo), "daemon.log"))

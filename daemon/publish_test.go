@@ -67,6 +67,11 @@ func TestPushPublishesAndIsIdempotent(t *testing.T) {
 	if s.State != api.StatePublished {
 		t.Fatalf("state %s", s.State)
 	}
+	// The spool files are freed after the answer; Settle waits for them.
+	e.Settle()
+	if left := spooled(e); len(left) > 0 {
+		t.Fatalf("%d files left in the spool after the publish settled, e.g. %s", len(left), left[0])
+	}
 	e.CheckPublished(map[string]string{"main": fx.a})
 	// Repeating the commit returns the same result.
 	r2 := e.doJSON(e.Tok, "POST", api.PathSessions+"/"+s.ID+"/commit", nil)

@@ -172,7 +172,8 @@ func (s *Service) deferredRun(ctx context.Context) {
 }
 
 // Settle waits until every run of deferred work asked for so far has been
-// made (successful or not), or until ctx ends.
+// made (successful or not) and the spool releases of published sessions
+// have ended (see releaseLater), or until ctx ends.
 func (s *Service) Settle(ctx context.Context) error {
 	w := s.deferred
 	if w == nil {
@@ -180,7 +181,7 @@ func (s *Service) Settle(ctx context.Context) error {
 	}
 	for {
 		w.mu.Lock()
-		idle := true
+		idle := s.releasing.Load() == 0
 		for name, g := range w.gen {
 			if w.tried[name] != g {
 				idle = false

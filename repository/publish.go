@@ -528,9 +528,10 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 	// intent still keeps its journal record: a run that began before the
 	// refs moved cannot clear it.
 	s.wake(s.deferredOf(sess)...)
-	if err := s.finishPublish(ctx, sess, result); err != nil {
+	if err := s.recordPublished(ctx, sess, result); err != nil {
 		return err
 	}
+	s.releaseLater(sess)
 	steps.done("finish")
 	s.metrics.published.Inc()
 	s.metrics.lastPublish.SetToCurrentTime()
@@ -665,21 +666,54 @@ func (s *Service) refused(ctx context.Context, sess journal.Session, err error) 
 	return err
 }
 
-// finishPublish records success and frees the session's uploads and spool
-// entries (the objects now live in the repo). The intent goes last, so a
-// crash on the way is finished at the next start.
-func (s *Service) finishPublish(ctx context.Context, sess journal.Session, result string) error {
+// recordPublished records a publish's success and deletes the session's
+// uploads. Its spool objects (now in the repo, or not needed) are freed by
+// releasePublished, which ends the intent.
+func (s *Service) recordPublished(ctx context.Context, sess journal.Session, result string) error {
 	if err := s.journal.SetState(ctx, sess.ID, journal.StatePublished, result); err != nil {
 		return err
 	}
-	if err := s.deleteUploads(ctx, sess.ID); err != nil {
-		return err
-	}
+	return s.deleteUploads(ctx, sess.ID)
+}
+
+// releasePublished frees a published session's spool objects, then
+// deletes its intent: until then, a crash leaves the release to the next
+// start (or the janitor), which runs this again.
+func (s *Service) releasePublished(ctx context.Context, sess journal.Session) error {
 	if err := s.releaseSpool(ctx, sess); err != nil {
 		return err
 	}
 	failpoint.Hit("before-intent-done")
 	return s.journal.DeleteIntent(ctx, sess.ID)
+}
+
+// releaseLater runs releasePublished after the answer to the publish of
+// sess, which holds the session's lock until then: freeing a million spool
+// files takes seconds that the client need not wait for. A release that
+// Close (or Stop) cuts short, or that fails, is finished by the janitor or
+// the next start, as the intent is still there. Settle waits for it.
+func (s *Service) releaseLater(sess journal.Session) {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.life.Err() != nil {
+		return // stopping: the next start finishes the intent
+	}
+	s.releasing.Add(1)
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		defer s.releasing.Add(-1)
+		unlock := s.lockSession(sess.ID)
+		defer unlock()
+		start := time.Now()
+		if err := s.releasePublished(s.life, sess); err != nil {
+			if s.life.Err() == nil {
+				s.log.Warn("freeing a published session's spool objects failed; the janitor retries", "session", sess.ID, "err", err)
+			}
+			return
+		}
+		s.log.Debug("published session's spool objects freed", "session", sess.ID, "duration", time.Since(start).Round(time.Millisecond))
+	}()
 }
 
 func commitObject(ctx context.Context, sum object.Checksum, repos ...*store.Repo) ([]byte, error) {

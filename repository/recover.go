@@ -162,7 +162,10 @@ func (s *Service) finishIntent(ctx context.Context, in journal.Intent) error {
 	s.log.Info("finishing interrupted publish", "session", sess.ID, "step", in.Step)
 	switch sess.State {
 	case journal.StatePublished:
-		return s.finishPublish(ctx, sess, sess.Result)
+		if err := s.recordPublished(ctx, sess, sess.Result); err != nil {
+			return err
+		}
+		return s.releasePublished(ctx, sess)
 	case journal.StatePublishing:
 		return s.publish(ctx, sess)
 	}

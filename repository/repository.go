@@ -85,12 +85,16 @@ type Service struct {
 	// drained ends at Drain: upload verdicts stop (the uploads' bytes stay
 	// and are judged at the next start), packs end after their entry in
 	// flight.
-	drained  context.Context
-	drain    context.CancelFunc
-	stop     context.CancelFunc
-	bg       sync.WaitGroup
-	closeMu  sync.Once
-	closeErr error
+	drained context.Context
+	drain   context.CancelFunc
+	stop    context.CancelFunc
+	bg      sync.WaitGroup
+	// bgMu orders the start of background work (releaseLater) before the
+	// end of life, so that nothing joins bg once Close waits for it.
+	bgMu      sync.Mutex
+	releasing atomic.Int64 // releases running after their publish's answer
+	closeMu   sync.Once
+	closeErr  error
 }
 
 var _ service.Repository = (*Service)(nil)
@@ -441,7 +445,14 @@ func (s *Service) TokensChanged() { s.prepareSpools(context.Background()) }
 // Stop ends background work and verifications in progress (their uploads
 // keep their bytes and are judged at the next start), so that a shutdown
 // does not wait for them.
-func (s *Service) Stop() { s.stop() }
+func (s *Service) Stop() { s.endLife() }
+
+// endLife ends background work (see bgMu).
+func (s *Service) endLife() {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	s.stop()
+}
 
 // Drain begins a graceful stop: packs end after the entry in flight, with
 // what they stored journaled, and a refusal to come back (Unavailable,
@@ -456,7 +467,7 @@ func (s *Service) Draining() bool { return s.drained.Err() != nil }
 // Close stops background work and releases the journal, repos and locks.
 func (s *Service) Close() error {
 	s.closeMu.Do(func() {
-		s.stop()
+		s.endLife()
 		s.bg.Wait()
 		var errs []error
 		if s.journal != nil {

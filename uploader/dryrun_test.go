@@ -39,6 +39,7 @@ func run(t *testing.T, token string, args ...string) (code int, stdout, stderr s
 // ones too) and the files of uploads and spooled objects.
 func daemonState(t *testing.T, e *daemontest.Env) (sessions, files int) {
 	t.Helper()
+	e.Settle()
 	ss, err := e.Service().Sessions(ctx, true)
 	if err != nil {
 		t.Fatal(err)

@@ -178,6 +178,17 @@ func (e *Env) Daemon() *daemon.Daemon { return e.d }
 // Service is the running in-process daemon's repository service.
 func (e *Env) Service() *repository.Service { return e.d.Service() }
 
+// Settle waits for the work the in-process daemon's publishes left for
+// after their answers (spool releases, appstream branches, static deltas).
+func (e *Env) Settle() {
+	e.T.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.Service().Settle(ctx); err != nil {
+		e.T.Fatalf("settle: %v", err)
+	}
+}
+
 // Stop shuts the in-process daemon down gracefully.
 func (e *Env) Stop() {
 	if e.d == nil {
