@@ -103,8 +103,11 @@ func TestPacksPublish(t *testing.T) {
 		want(t, r, 200)
 		var res api.PackResult
 		r.json(t, &res)
-		if res.Skipped != 2 || len(res.Skips) != 2 || res.Skips[0].Object != extra.String() ||
-			!strings.Contains(res.Skips[0].Reason, "not requested") || res.Skips[1].Reason != "duplicate entry" {
+		reasons := map[string]string{}
+		for _, sk := range res.Skips {
+			reasons[sk.Reason] = sk.Object
+		}
+		if res.Skipped != 2 || len(res.Skips) != 2 || reasons["not requested in this session"] != extra.String() || reasons["duplicate entry"] == "" {
 			t.Errorf("%v pack: skips %+v, want the extra object and the duplicate", f, res)
 		}
 		stored += res.Stored
@@ -120,6 +123,20 @@ func TestPacksPublish(t *testing.T) {
 	r.json(t, &res)
 	if res.Stored != 0 || res.Skipped != 1 {
 		t.Errorf("a verified object sent again: %+v", res)
+	}
+	// An entry the session does not want is skipped even if corrupt: only
+	// a wanted one refuses the pack.
+	corrupt := func(n object.Name) entry {
+		e := objEntry(t, n)
+		e.data = append(bytes.Clone(e.data[:len(e.data)-1]), e.data[len(e.data)-1]^0xff)
+		return e
+	}
+	r = e.sendPack(e.Tok, s.ID, pack(t, tar.FormatUnknown, corrupt(objectsOf(t, fx.a, "")[0]), corrupt(extra)))
+	want(t, r, 200)
+	res = api.PackResult{}
+	r.json(t, &res)
+	if res.Stored != 0 || res.Skipped != 2 {
+		t.Errorf("corrupt copies of a verified and an unrequested object: %+v, want both skipped", res)
 	}
 	if left := e.need(e.Tok, s.ID, objectsOf(t, fx.a, "")); len(left) != 0 {
 		t.Fatalf("still needed after the packs: %v", left)

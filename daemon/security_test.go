@@ -312,6 +312,10 @@ func hostileInputs() []hostile {
 			en.data[len(en.data)-3] ^= 0xff
 			return c.packOf(en)
 		}},
+		{"pack-unnegotiated-entry", 200, func(c *catalogue) resp {
+			name := strings.Repeat("cd", 32) + ".filez"
+			return c.packOf(entry{tar.Header{Name: "objects/cd/" + name[2:], Size: 100, Mode: 0o644, Typeflag: tar.TypeReg}, bytes.Repeat([]byte{7}, 100)})
+		}},
 		// Session misuse.
 		{"commit-before-upload", 422, func(c *catalogue) resp {
 			return c.doJSON(c.Tok, "POST", api.PathSessions+"/"+c.sid+"/commit", nil)

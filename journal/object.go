@@ -398,6 +398,39 @@ func (j *Journal) ObjectState(ctx context.Context, sessionID, name string) (ObjS
 	return st, err
 }
 
+// ObjectStates returns the states of objects in the session, in one read
+// transaction: 0 for a name the session has not registered.
+func (j *Journal) ObjectStates(ctx context.Context, sessionID string, names []string) ([]ObjState, error) {
+	if err := checkSessionID(sessionID); err != nil {
+		return nil, fmt.Errorf("journal: object states: %w", err)
+	}
+	keys := make([][]byte, len(names))
+	for i, n := range names {
+		var err error
+		if keys[i], err = checkName(n); err != nil {
+			return nil, fmt.Errorf("journal: object states: %w", err)
+		}
+	}
+	states := make([]ObjState, len(names))
+	err := j.view(ctx, "object states", func(tx *bolt.Tx) error {
+		objs := tx.Bucket(bucketObjects).Bucket([]byte(sessionID))
+		if objs == nil {
+			return nil
+		}
+		for _, i := range byKey(keys) {
+			rec, found, err := getObj(objs, keys[i])
+			if err != nil {
+				return err
+			}
+			if found {
+				states[i] = rec.state
+			}
+		}
+		return nil
+	})
+	return states, err
+}
+
 // setObject is the common part of MarkReceived and MarkRejected: it registers
 // the object if needed and sets its state, leaving Verified objects alone.
 func (j *Journal) setObject(ctx context.Context, op, sessionID, name string, st ObjState, reason string) error {

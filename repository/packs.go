@@ -260,11 +260,11 @@ func (p *packReader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) er
 		e.Body.Error = "pack entry " + name.String() + ": " + e.Body.Error
 		return e
 	}
-	if reason, err := p.skip(ctx, name); err != nil || reason != "" {
-		if err == nil {
-			p.skipped(name, reason)
-		}
-		return err
+	// Whether the session wants the entry is asked at the flush, for the
+	// whole batch at once (see flush).
+	if p.seen[name.String()] {
+		p.skipped(name, "duplicate entry")
+		return nil
 	}
 	if err := p.reserve(hdr.Size); err != nil {
 		e := refuse(service.NoSpace, "%v", err)
@@ -277,9 +277,15 @@ func (p *packReader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) er
 	st, err := p.sp.Stage(ctx, name, r, hdr.Size, p.s.verifyOptions(p.work))
 	p.work.Release()
 	if object.IsCorrupt(err) {
+		// Only an entry the session wants refuses the pack.
+		st, serr := p.s.journal.ObjectState(ctx, p.sess.ID, name.String())
+		if errors.Is(serr, journal.ErrNotFound) || serr == nil && settled(name, st) {
+			p.skipped(name, skipReason(name, st))
+			return nil
+		}
 		p.s.metrics.rejected.Inc()
 		p.s.log.Warn("object rejected", "session", p.sess.ID, "object", name, "reason", err)
-		return errors.Join(err, p.s.journal.MarkRejected(ctx, p.sess.ID, name.String(), err.Error()))
+		return errors.Join(err, serr, p.s.journal.MarkRejected(ctx, p.sess.ID, name.String(), err.Error()))
 	}
 	if err != nil {
 		return err
@@ -329,31 +335,31 @@ func packPath(name string) (string, bool) {
 	return n, true
 }
 
-// skip says why an object of a pack is not needed, or "" if it is.
-func (p *packReader) skip(ctx context.Context, name object.Name) (string, error) {
-	if p.seen[name.String()] {
-		return "duplicate entry", nil
-	}
-	st, err := p.s.journal.ObjectState(ctx, p.sess.ID, name.String())
+// skipReason says why a pack's entry is not needed by a session where its
+// state is st (0: not registered), or "" if it is.
+func skipReason(name object.Name, st journal.ObjState) string {
 	switch {
-	case errors.Is(err, journal.ErrNotFound):
-		return "not requested in this session", nil
-	case err != nil:
-		return "", err
+	case st == 0:
+		return "not requested in this session"
 	case settled(name, st):
-		return "already verified", nil
+		return "already verified"
 	}
-	return "", nil
+	return ""
 }
 
+// skipped records that the reader skipped the entry it is on.
 func (p *packReader) skipped(name object.Name, reason string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.skippedLocked(name, reason)
+	p.bad = ""
+}
+
+func (p *packReader) skippedLocked(name object.Name, reason string) {
 	p.res.Skipped++
 	if len(p.res.Skips) < maxPackSkips {
 		p.res.Skips = append(p.res.Skips, api.PackSkip{Object: name.String(), Reason: reason})
 	}
-	p.bad = ""
 }
 
 // flush makes the staged objects durable in the spool and journals them as
@@ -363,6 +369,32 @@ func (p *packReader) flush(ctx context.Context) error {
 	defer p.mu.Unlock()
 	batch := p.batch
 	p.batch, p.batchBytes = nil, 0
+	if len(batch) == 0 {
+		return nil
+	}
+	// One lookup for the batch, not a transaction per entry: entries the
+	// session did not ask for, or has verified since, are dropped here.
+	names := make([]string, len(batch))
+	for i, st := range batch {
+		names[i] = st.Info.Name.String()
+	}
+	states, err := p.s.journal.ObjectStates(ctx, p.sess.ID, names)
+	if err != nil {
+		for _, st := range batch {
+			st.Discard()
+		}
+		return err
+	}
+	wanted := batch[:0]
+	for i, st := range batch {
+		if reason := skipReason(st.Info.Name, states[i]); reason != "" {
+			st.Discard()
+			p.skippedLocked(st.Info.Name, reason)
+			continue
+		}
+		wanted = append(wanted, st)
+	}
+	batch = wanted
 	if len(batch) == 0 {
 		return nil
 	}
