@@ -37,6 +37,9 @@ type Daemon struct {
 	tokens  *auth.Current
 	mint    *minter
 	log     *slog.Logger
+	// drainTimeout bounds, at a graceful stop, the wait for spool releases
+	// of publishes already answered.
+	drainTimeout time.Duration
 }
 
 // Options is what New gets besides the configuration.
@@ -84,7 +87,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, error)
 	if err := insideAnother(list); err != nil {
 		return nil, err
 	}
-	d := &Daemon{repos: map[string]*repository.Service{}, tokens: tokens, log: log}
+	d := &Daemon{repos: map[string]*repository.Service{}, tokens: tokens, log: log, drainTimeout: cfg.DrainTimeout.Duration}
 	d.mint = &minter{d: d, log: log}
 	for _, r := range list {
 		svc, err := repository.Open(ctx, r.Config, repository.Env{Name: r.Name, Log: log, Tokens: tokens, Registry: reg, Version: version})
@@ -243,7 +246,17 @@ func (d *Daemon) drain() {
 	}
 }
 
+// stop ends the repositories' background work, once the spool releases of
+// publishes already answered have ended (within drain_timeout; what is
+// left is finished at the next start).
 func (d *Daemon) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), d.drainTimeout)
+	defer cancel()
+	for _, svc := range d.repos {
+		if err := svc.WaitReleases(ctx); err != nil {
+			d.log.Warn("freeing published sessions' spool files goes on at the next start", "path", svc.Path(), "err", err)
+		}
+	}
 	for _, svc := range d.repos {
 		svc.Stop()
 	}

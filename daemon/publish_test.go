@@ -90,6 +90,19 @@ func TestPushPublishesAndIsIdempotent(t *testing.T) {
 	e.CheckPublished(map[string]string{"main": fx.b})
 }
 
+// A graceful stop right after a publish's answer waits for the release of
+// its spool files (within drain_timeout) rather than cut it short.
+func TestStopAfterPublishFreesTheSpool(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.Start()
+	want(t, e.push(e.Tok, []api.RefUpdate{{Name: "main", New: fx.a}, {Name: "other", New: fx.c}}, false), 200)
+	e.Stop()
+	if left := spooled(e); len(left) > 0 {
+		t.Fatalf("%d files left in the spool by a stop after the publish, e.g. %s", len(left), left[0])
+	}
+}
+
 func TestTwoSessionsOnDifferentRefs(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

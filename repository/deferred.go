@@ -171,6 +171,19 @@ func (s *Service) deferredRun(ctx context.Context) {
 	}
 }
 
+// WaitReleases waits until the spool releases that publishes left for
+// after their answers (see releaseLater) have ended, or until ctx ends.
+func (s *Service) WaitReleases(ctx context.Context) error {
+	for s.releasing.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
 // Settle waits until every run of deferred work asked for so far has been
 // made (successful or not) and the spool releases of published sessions
 // have ended (see releaseLater), or until ctx ends.
