@@ -712,7 +712,7 @@ func (s *Service) releaseLater(sess journal.Session) {
 			}
 			return
 		}
-		s.log.Debug("published session's spool objects freed", "session", sess.ID, "duration", time.Since(start).Round(time.Millisecond))
+		s.log.Info("published session's spool files freed", "session", sess.ID, "duration", time.Since(start).Round(time.Millisecond))
 	}()
 }
 

@@ -12,7 +12,7 @@ import (
 
 const (
 	readyTimeout = 60 * time.Second
-	stopGrace    = 30 * time.Second
+	stopGrace    = 3 * time.Minute // the daemon's drain_timeout (2m) and then some
 )
 
 // startDaemon starts `ostree-upload receive` for repo in ns and waits until
