@@ -278,9 +278,9 @@ func (p *packReader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) er
 	p.work.Release()
 	if object.IsCorrupt(err) {
 		// Only an entry the session wants refuses the pack.
-		st, serr := p.s.journal.ObjectState(ctx, p.sess.ID, name.String())
-		if errors.Is(serr, journal.ErrNotFound) || serr == nil && settled(name, st) {
-			p.skipped(name, skipReason(name, st))
+		state, serr := p.s.journal.ObjectState(ctx, p.sess.ID, name.String())
+		if errors.Is(serr, journal.ErrNotFound) || serr == nil && settled(name, state) {
+			p.skipped(name, skipReason(name, state))
 			return nil
 		}
 		p.s.metrics.rejected.Inc()

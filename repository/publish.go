@@ -708,7 +708,7 @@ func (s *Service) releaseLater(sess journal.Session) {
 		start := time.Now()
 		if err := s.releasePublished(s.life, sess); err != nil {
 			if s.life.Err() == nil {
-				s.log.Warn("freeing a published session's spool objects failed; the janitor retries", "session", sess.ID, "err", err)
+				s.log.Warn("freeing a published session's spool files failed; the janitor retries", "session", sess.ID, "err", err)
 			}
 			return
 		}
