@@ -377,6 +377,14 @@ func TestNeed(t *testing.T) {
 	if _, err := j.ObjectState(ctx, s.ID, obj(99)); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("ObjectState(unregistered) = %v, want ErrNotFound", err)
 	}
+	// ObjectStates answers a batch in its order, 0 for what is unregistered.
+	batch := []string{obj(3), obj(99), obj(0), obj(2), obj(1)}
+	if got, err := j.ObjectStates(ctx, s.ID, batch); err != nil || !slices.Equal(got, []ObjState{ObjWanted, 0, ObjVerified, ObjRejected, ObjReceived}) {
+		t.Fatalf("ObjectStates(%v) = %v, %v", batch, got, err)
+	}
+	if _, err := j.ObjectStates(ctx, s.ID, []string{"not an object"}); err == nil {
+		t.Fatal("ObjectStates of a malformed name: no error")
+	}
 	if _, err := j.Need(ctx, strings.Repeat("0", 32), objs(0, 1), 0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Need on a missing session = %v, want ErrNotFound", err)
 	}

@@ -278,10 +278,12 @@ func (p *packReader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) er
 	p.work.Release()
 	if object.IsCorrupt(err) {
 		// Only an entry the session wants refuses the pack.
-		state, serr := p.s.journal.ObjectState(ctx, p.sess.ID, name.String())
-		if errors.Is(serr, journal.ErrNotFound) || serr == nil && settled(name, state) {
-			p.skipped(name, skipReason(name, state))
-			return nil
+		states, serr := p.s.journal.ObjectStates(ctx, p.sess.ID, []string{name.String()})
+		if serr == nil {
+			if reason := skipReason(name, states[0]); reason != "" {
+				p.skipped(name, reason)
+				return nil
+			}
 		}
 		p.s.metrics.rejected.Inc()
 		p.s.log.Warn("object rejected", "session", p.sess.ID, "object", name, "reason", err)
