@@ -124,14 +124,77 @@ func (h *sshHost) dest(user string) string {
 // options; it returns the combined output.
 func (h *sshHost) push(t *testing.T, b *sshBuild, extra []string, refs ...string) (string, error) {
 	t.Helper()
+	out, err := h.pushCommand(t, b, extra, refs...).CombinedOutput()
+	return string(out), err
+}
+
+// pushCommand is the command of h.push.
+func (h *sshHost) pushCommand(t *testing.T, b *sshBuild, extra []string, refs ...string) *exec.Cmd {
+	t.Helper()
 	args := append([]string{"push", "-r", b.repo, "--ssh-command", h.srv.SSHCommand(), "--command", h.remote, h.dest("root")}, extra...)
 	for _, r := range refs {
 		args = append(args, "-b", r)
 	}
 	cmd := exec.Command(builtBinary(t), args...)
 	cmd.Env = append(os.Environ(), "OSTREE_UPLOAD_TOKEN=ou_for-http-pushes") // stays unused over ssh
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return cmd
+}
+
+// runningPush is a push started in the background; its output can be read
+// while it runs.
+type runningPush struct {
+	mu   sync.Mutex
+	out  strings.Builder
+	done chan error
+}
+
+func (p *runningPush) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+// output is what the push printed so far.
+func (p *runningPush) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// start starts h.push in the background; the test's end kills it if it
+// still runs.
+func (h *sshHost) start(t *testing.T, b *sshBuild, refs ...string) *runningPush {
+	t.Helper()
+	p := &runningPush{done: make(chan error, 1)}
+	cmd := h.pushCommand(t, b, nil, refs...)
+	cmd.Stdout, cmd.Stderr = p, p
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() { // after a failure, the push may still run
+		select {
+		case err := <-p.done:
+			p.done <- err
+		default:
+			cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// wait waits for the push to end.
+func (p *runningPush) wait(t *testing.T) (string, error) {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return p.output(), err
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("the push did not end within 3 minutes:\n%s", p.output())
+		return "", nil
+	}
 }
 
 func (h *sshHost) mustPush(t *testing.T, b *sshBuild, refs ...string) string {
@@ -393,36 +456,72 @@ func slowSSH(t *testing.T, srv *sshtest.Server, upstream string, rate int) strin
 }
 
 // Two pushes over ssh to different refs of one repository at once both
-// publish: with a daemon they share it; without, the second waits for the
-// first's lock (held here by a check of 4 s), saying so.
+// publish. With a daemon, it serves both at once: their checks run side by
+// side. Without, the second waits for the first's lock, saying so, and
+// starts its own work only when the first has ended. The check hook holds
+// each push until the test lets it go.
 func TestSSHConcurrentPushes(t *testing.T) {
 	t.Parallel()
 	b := newSSHBuild(t, 1, 64<<10)
 	for _, withDaemon := range []bool{true, false} {
 		t.Run(map[bool]string{true: "daemon", false: "no daemon"}[withDaemon], func(t *testing.T) {
 			t.Parallel()
-			h := newSSHHost(t, withDaemon, func(e *daemontest.Env) { e.Config.CheckHook = config.Command{"sleep", "4"} })
-			var wg sync.WaitGroup
-			outs := make([]string, 2)
-			errs := make([]error, 2)
-			for i, ref := range []string{"main", "beta/app"} {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					outs[i], errs[i] = h.push(t, b, nil, ref)
-				}()
+			gate := t.TempDir()
+			hook := fmt.Sprintf("touch %[1]s/started.$$; i=0; while [ ! -e %[1]s/release ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done", gate)
+			h := newSSHHost(t, withDaemon, func(e *daemontest.Env) { e.Config.CheckHook = config.Command{"sh", "-c", hook} })
+			checks := func() int {
+				started, _ := filepath.Glob(filepath.Join(gate, "started.*"))
+				return len(started)
 			}
-			wg.Wait()
-			for i := range outs {
-				if errs[i] != nil {
-					t.Errorf("push %d: %v\n%s", i, errs[i], outs[i])
+			t.Cleanup(func() { release(t, gate) })
+			first := h.start(t, b, "main")
+			waitUntil(t, "the first push's check", func() bool { return checks() == 1 }, first)
+			second := h.start(t, b, "beta/app")
+			const waiting = "is running; waiting for it"
+			if withDaemon {
+				waitUntil(t, "both checks at once", func() bool { return checks() == 2 }, first, second)
+			} else {
+				waitUntil(t, "the second push saying it waits", func() bool { return strings.Contains(second.output(), waiting) }, first, second)
+				if n := checks(); n != 1 {
+					t.Errorf("%d checks ran while the first push held the repository, want 1", n)
 				}
 			}
-			if waited := strings.Contains(strings.Join(outs, ""), "is running; waiting for it"); waited == withDaemon {
-				t.Errorf("a push waited for the other's lock: %v, want %v\n%s", waited, !withDaemon, strings.Join(outs, "\n"))
+			release(t, gate)
+			var outs []string
+			for i, p := range []*runningPush{first, second} {
+				out, err := p.wait(t)
+				if err != nil {
+					t.Errorf("push %d: %v\n%s", i, err, out)
+				}
+				outs = append(outs, out)
+			}
+			if withDaemon && strings.Contains(strings.Join(outs, ""), waiting) {
+				t.Errorf("a push waited for a lock beside the daemon:\n%s", strings.Join(outs, "\n"))
 			}
 			h.published(t, map[string]string{"main": b.commits["main"][0], "beta/app": b.commits["beta/app"][0]})
 		})
+	}
+}
+
+// release lets the check hooks waiting in gate end.
+func release(t *testing.T, gate string) {
+	if err := os.WriteFile(filepath.Join(gate, "release"), nil, 0o644); err != nil {
+		t.Error(err)
+	}
+}
+
+// waitUntil waits up to 2 minutes for cond, polling; it fails the test
+// naming what, with the output of pushes, when cond never holds.
+func waitUntil(t *testing.T, what string, cond func() bool, pushes ...*runningPush) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Minute); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			var outs []string
+			for _, p := range pushes {
+				outs = append(outs, p.output())
+			}
+			t.Fatalf("waited 2 minutes for %s:\n%s", what, strings.Join(outs, "\n"))
+		}
 	}
 }
 
