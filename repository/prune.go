@@ -55,13 +55,16 @@ func (s *Service) Prune(ctx context.Context, req api.PruneRequest, by string) (a
 }
 
 // pruneExclusive prunes while none of the daemon's own writers of the
-// repository runs: no static delta pass, no publish moving refs, no
-// summary regeneration, appstream update (which commits branches) or
-// update_hook (they hold the publish lock). It returns the options it pruned
-// with. The locks go in the order the deferred worker takes them.
+// repository runs: no static delta pass, no publish importing objects or
+// moving refs, no summary regeneration, appstream update (which commits
+// branches) or update_hook (they hold the publish lock). It returns the
+// options it pruned with. The locks go in the order the deferred worker
+// and publishes take them.
 func (s *Service) pruneExclusive(ctx context.Context, depth int, dryRun bool) (store.PruneStats, store.PruneOptions, error) {
 	s.deferred.deltaMu.Lock()
 	defer s.deferred.deltaMu.Unlock()
+	s.importMu.Lock()
+	defer s.importMu.Unlock()
 	s.publishMu.Lock()
 	defer s.publishMu.Unlock()
 	opts := store.PruneOptions{Depth: depth, DryRun: dryRun}

@@ -249,15 +249,24 @@ type publishPlan struct {
 // intent is journaled and outside the publish lock, so that a refused
 // publish costs no other push anything and an intent, once written, can
 // always be finished: the refs still as the session saw them, no ref name
-// under another, the update rule and bindings, each new commit complete and
-// within the tree limits, its pushed signatures well-formed and within the
-// limits once merged, and the signatures the repository requires present.
+// under another, the update rule and bindings, each new commit present
+// (complete and within the tree limits when a check hook will see it; the
+// import checks that otherwise), its pushed signatures well-formed and
+// within the limits once merged, and the signatures the repository
+// requires present.
 func (s *Service) preparePublish(ctx context.Context, sess journal.Session, sp *spool.Spool, updates []store.RefUpdate) (publishPlan, error) {
 	plan := publishPlan{sigs: map[object.Checksum]object.Signatures{}}
 	if err := s.checkRefNames(ctx, sess); err != nil {
 		return plan, err
 	}
-	if err := s.repo.Check(ctx, sp.Repo(), updates); err != nil {
+	// A check hook sees the whole commit, before anything of it enters
+	// production. Without one, the import walks the commit once, and
+	// finds what is missing.
+	check := s.repo.CheckCommits
+	if len(s.cfg.CheckHook) > 0 {
+		check = s.repo.Check
+	}
+	if err := check(ctx, sp.Repo(), updates); err != nil {
 		return plan, err
 	}
 	src := s.publishCommits(sp)
@@ -465,9 +474,10 @@ func (s *Service) mergedMeta(ctx context.Context, sum object.Checksum, sigs obje
 }
 
 // publish moves a session's refs. Every check that can refuse it runs
-// first (preparePublish, check_hook, checkLocked); then a journaled intent
-// makes the publish survive a crash at any point: recovery (or the
-// client's retry) runs this again, and every step is idempotent.
+// first (preparePublish, check_hook, the import of its objects,
+// checkLocked); then a journaled intent makes the publish survive a crash
+// at any point: recovery (or the client's retry) runs this again, and
+// every step is idempotent.
 func (s *Service) publish(ctx context.Context, sess journal.Session) (err error) {
 	defer func() {
 		var he *service.Error
@@ -511,7 +521,19 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 		}
 		steps.done("check_hook")
 	}
-	start, err := s.moveRefs(ctx, sess, sp, updates, plan, &steps)
+	var im *store.Import
+	if sess.State == journal.StateOpen {
+		if im, err = s.importObjects(ctx, sp, updates); err != nil {
+			return s.refused(ctx, sess, err)
+		}
+		steps.done("import")
+		failpoint.Hit("after-import")
+		if s.afterImport != nil {
+			s.afterImport()
+		}
+	}
+	start, err := s.moveRefs(ctx, sess, sp, updates, plan, im, &steps)
+	s.endImport(im)
 	if err != nil {
 		return err
 	}
@@ -543,11 +565,41 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 	return nil
 }
 
+// importObjects imports into production the objects of the new commits
+// of updates but the commits themselves (store.Repo.Import), outside the
+// publish lock: a million objects go in while other publishes move their
+// refs. A refusal leaves what went in unreferenced, and a repeated commit
+// finds it there. Until endImport, it holds importMu shared, so that a
+// prune waits rather than delete what went in before a ref names it.
+func (s *Service) importObjects(ctx context.Context, sp *spool.Spool, updates []store.RefUpdate) (*store.Import, error) {
+	s.importMu.RLock()
+	var im *store.Import
+	err := sp.Read(func(r *store.Repo) error {
+		var err error
+		im, err = s.repo.Import(ctx, r, updates)
+		return err
+	})
+	if err != nil {
+		s.importMu.RUnlock()
+		return nil, err
+	}
+	return im, nil
+}
+
+// endImport lets go of what importObjects holds (nothing for nil).
+func (s *Service) endImport(im *store.Import) {
+	if im != nil {
+		im.Close()
+		s.importMu.RUnlock()
+	}
+}
+
 // moveRefs runs the part of a publish that holds the publish lock: the
 // checks that need it, the intent (for an open session), the signatures,
-// and the objects and refs into production. It returns when the refs moved
-// (start: when the intent was written or found).
-func (s *Service) moveRefs(ctx context.Context, sess journal.Session, sp *spool.Spool, updates []store.RefUpdate, plan publishPlan, steps *stepTimer) (time.Time, error) {
+// and the commits and refs into production, after the objects that im
+// imported (nil: a recovery, which imports them itself). It returns when
+// the refs moved (start: when the intent was written or found).
+func (s *Service) moveRefs(ctx context.Context, sess journal.Session, sp *spool.Spool, updates []store.RefUpdate, plan publishPlan, im *store.Import, steps *stepTimer) (time.Time, error) {
 	s.publishMu.Lock()
 	defer s.publishMu.Unlock()
 	if sess.State == journal.StateOpen {
@@ -580,7 +632,12 @@ func (s *Service) moveRefs(ctx context.Context, sess journal.Session, sp *spool.
 	}
 	failpoint.Hit("after-sign")
 	// The session's objects stay in the spool until imported.
-	err := sp.Read(func(r *store.Repo) error { return s.repo.Publish(ctx, r, updates, detached) })
+	err := sp.Read(func(r *store.Repo) error {
+		if im != nil {
+			return im.Publish(ctx, r, detached)
+		}
+		return s.repo.Publish(ctx, r, updates, detached)
+	})
 	var moved *store.RefMovedError
 	var missing *store.MissingError
 	switch {

@@ -72,7 +72,11 @@ type Service struct {
 
 	packs     livePacks
 	metrics   *metrics
-	publishMu sync.Mutex  // one publish at a time moves refs in the repo
+	publishMu sync.Mutex // one publish at a time moves refs in the repo
+	// importMu is held shared by a publish from the import of its objects
+	// until its refs moved, and alone by a prune, which must not delete
+	// objects imported for refs not yet set. Taken before publishMu.
+	importMu  sync.RWMutex
 	summaries groupCommit // summary regenerations, shared by publishes that wait at once
 	sessLocks keyedLocks  // by session ID
 	upLocks   keyedLocks  // by upload ID (taken inside a session lock)
@@ -80,6 +84,9 @@ type Service struct {
 
 	deferred *deferredWork    // work left for after a publish's answer (see deferred.go)
 	now      func() time.Time // the clock of static delta retirements
+	// afterImport, if set (by tests), runs when a publish has imported its
+	// objects, before it takes the publish lock.
+	afterImport func()
 
 	life context.Context // ends with Close (or Stop): background work and verifications stop
 	// drained ends at Drain: upload verdicts stop (the uploads' bytes stay

@@ -95,12 +95,7 @@ func (r *Repo) base(ctx context.Context, u RefUpdate) (*object.Checksum, error) 
 // else a *MissingError; its directories must be within the tree limits,
 // else an error matching ErrTreeLimit.
 func (r *Repo) Check(ctx context.Context, spool *Repo, updates []RefUpdate) error {
-	for _, u := range updates {
-		if err := ValidateRef(u.Ref); err != nil {
-			return err
-		}
-	}
-	if err := r.checkRefs(ctx, updates); err != nil {
+	if err := r.CheckCommits(ctx, spool, updates); err != nil {
 		return err
 	}
 	both := layers{r, spool}
@@ -111,6 +106,33 @@ func (r *Repo) Check(ctx context.Context, spool *Repo, updates []RefUpdate) erro
 		}
 		if err := missing(ctx, both, u.New, b, nil); err != nil {
 			return fmt.Errorf("publish %s: %w", u.Ref, err)
+		}
+	}
+	return nil
+}
+
+// CheckCommits is Check without the walk of the commits' trees: the refs,
+// and each new commit object in r or spool, else a *MissingError naming
+// it. Import finds the rest of what is missing, at the cost of a walk that
+// Check then need not make.
+func (r *Repo) CheckCommits(ctx context.Context, spool *Repo, updates []RefUpdate) error {
+	for _, u := range updates {
+		if err := ValidateRef(u.Ref); err != nil {
+			return err
+		}
+	}
+	if err := r.checkRefs(ctx, updates); err != nil {
+		return err
+	}
+	both := layers{r, spool}
+	for _, u := range updates {
+		n := object.Name{Sum: u.New, Type: object.Commit}
+		has, err := both.HasObject(ctx, n)
+		if err != nil {
+			return fmt.Errorf("publish %s: %w", u.Ref, err)
+		}
+		if !has {
+			return fmt.Errorf("publish %s: %w", u.Ref, &MissingError{Commit: u.New, Missing: []object.Name{n}, Count: 1})
 		}
 	}
 	return nil
@@ -129,53 +151,78 @@ func (r *Repo) Check(ctx context.Context, spool *Repo, updates []RefUpdate) erro
 // there as if it were r's. Refs are set one by one (a crash may leave some
 // moved: the caller's journaled intent finishes them). Call Check first to
 // refuse what cannot succeed before anything is written; the caller
-// serializes publishes to r.
+// serializes publishes to r. Publish is Import, then the Import's Publish.
 func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, detached map[object.Checksum][]byte) error {
-	for _, u := range updates {
-		if err := ValidateRef(u.Ref); err != nil {
-			return err
-		}
-	}
 	if err := r.checkRefs(ctx, updates); err != nil {
 		return err
+	}
+	im, err := r.Import(ctx, spool, updates)
+	if err != nil {
+		return err
+	}
+	defer im.Close()
+	return im.Publish(ctx, spool, detached)
+}
+
+// An Import holds the objects it placed in a repository for the refs that
+// its Publish then sets: the repository's shared lock keeps a concurrent
+// prune from deleting them before a ref names them. Close lets it go.
+type Import struct {
+	r       *Repo
+	updates []RefUpdate
+	commits []object.Name // the new commits r lacks, linked by Publish
+	unlock  func()
+}
+
+// Import places in r, from spool, every object of each update's new commit
+// that r lacks but the commits themselves, and makes them durable: the
+// first half of a publish, which needs no lock of the caller's (it changes
+// nothing a reader of r's refs sees). A commit found incomplete gives a
+// *MissingError, a tree beyond the limits an error matching ErrTreeLimit,
+// and either way what was placed stays, unreferenced (prune removes it; a
+// later Import finds it). Refs are not checked: Publish does.
+func (r *Repo) Import(ctx context.Context, spool *Repo, updates []RefUpdate) (*Import, error) {
+	for _, u := range updates {
+		if err := ValidateRef(u.Ref); err != nil {
+			return nil, err
+		}
 	}
 	bases := make([]*object.Checksum, len(updates))
 	for i, u := range updates {
 		b, err := r.base(ctx, u)
 		if err != nil {
-			return fmt.Errorf("publish %s: %w", u.Ref, err)
+			return nil, fmt.Errorf("publish %s: %w", u.Ref, err)
 		}
 		bases[i] = b
 	}
 
 	// No libostree transaction: objects are hard-linked straight into
 	// objects/ (a transaction would stage them and rename them in
-	// directory order at its commit), under the repository's shared lock,
-	// which keeps a concurrent prune from deleting them before a ref names
-	// them. A commit object is never in objects/ without its tree: every
-	// other object goes in first, is checked and made durable (one syncfs),
-	// then the commits and their detached metadata, made durable, then the
-	// refs. A crash
-	// in between leaves only unreferenced objects (prune removes them; the
-	// publish's recovery links them again at no cost).
+	// directory order at its commit), under the repository's shared lock.
+	// A commit object is never in objects/ without its tree: every other
+	// object goes in first, is checked and made durable (one syncfs), then
+	// Publish adds the commits and their detached metadata, made durable,
+	// then the refs. A crash in between leaves only unreferenced objects
+	// (prune removes them; the publish's recovery links them again at no
+	// cost).
 	//
 	// Durability is the publish's own (see syncWritten), where libostree
 	// would fsync every directory of objects/ at a transaction's commit
 	// and syncfs the whole filesystem, whatever the transaction wrote.
 	unlock, err := r.lockShared(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer unlock()
-	var commits []object.Name
+	im := &Import{r: r, updates: updates, unlock: unlock}
 	for i, u := range updates {
 		lacking, err := r.importClosure(ctx, spool, u.New, bases[i])
 		if err != nil {
-			return fmt.Errorf("publish %s: import: %w", u.Ref, err)
+			im.Close()
+			return nil, fmt.Errorf("publish %s: import: %w", u.Ref, err)
 		}
 		for _, n := range lacking {
-			if !slices.Contains(commits, n) {
-				commits = append(commits, n)
+			if !slices.Contains(im.commits, n) {
+				im.commits = append(im.commits, n)
 			}
 		}
 	}
@@ -183,16 +230,37 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 	// an earlier attempt linked and never synced (this one found those
 	// present), and the bytes of an object copied rather than linked.
 	if err := r.Sync(ctx); err != nil {
-		return err
+		im.Close()
+		return nil, err
 	}
 	failpoint.Hit("publish-between-transactions") // every object but the commits is in
+	return im, nil
+}
+
+// Close releases the repository's shared lock. It may be called more than
+// once.
+func (im *Import) Close() {
+	if im.unlock != nil {
+		im.unlock()
+		im.unlock = nil
+	}
+}
+
+// Publish ends the publish that im began: it checks that every ref still
+// equals its Old (or already its New), else a *RefMovedError with nothing
+// changed; links the new commits from spool, the one im imported from,
+// and writes their detached metadata (detached, as for Repo.Publish), all
+// made durable; checks the refs again and sets them, each durably. The
+// caller serializes publishes to the repository.
+func (im *Import) Publish(ctx context.Context, spool *Repo, detached map[object.Checksum][]byte) error {
+	r, updates := im.r, im.updates
 	// The refs are checked before the commits and their detached metadata
 	// go in: a ref moved meanwhile changes nothing.
 	if err := r.checkRefs(ctx, updates); err != nil {
 		return err
 	}
 	var written []object.Name
-	for _, n := range commits {
+	for _, n := range im.commits {
 		written = append(written, n)
 		if err := r.linkCommit(ctx, spool, n); err != nil {
 			return fmt.Errorf("publish: import: %w", err)
@@ -203,7 +271,7 @@ func (r *Repo) Publish(ctx context.Context, spool *Repo, updates []RefUpdate, de
 	}
 	failpoint.Hit("publish-commits-linked")
 	// Detached metadata goes in last: the given one, else the spool's.
-	for _, n := range commits {
+	for _, n := range im.commits {
 		if _, given := detached[n.Sum]; given {
 			continue
 		}

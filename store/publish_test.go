@@ -149,6 +149,64 @@ func TestPublishWritesGivenDetachedMetadata(t *testing.T) {
 	mustOstree(t, "fsck", "--repo="+prod2.Path())
 }
 
+// An import places everything but the commits and moves no ref; a ref
+// that moves before its Publish refuses it, and the commit stays out of
+// objects/. The import keeps out another process's prune until Close.
+func TestImportThenPublish(t *testing.T) {
+	t.Parallel()
+	build := openArchive(t, fx.build)
+	prod := newArchive(t)
+	objs := walkSet(t, build, fx.a)
+	spool := spoolWith(t, build, objs)
+	im, err := prod.Import(ctx, spool, []RefUpdate{{Ref: "main", New: fx.a}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range objs {
+		has, err := prod.HasObject(ctx, n)
+		if err != nil || has != (n.Type != object.Commit && n.Type != object.CommitMeta) {
+			t.Fatalf("after the import, %s in objects/: %v (%v)", n, has, err)
+		}
+	}
+	if refs := refsOf(t, prod); len(refs) != 0 {
+		t.Fatalf("refs after the import: %v", refs)
+	}
+	// Another publish sets main meanwhile.
+	other := spoolWith(t, build, walkSet(t, build, fx.other))
+	if err := prod.Publish(ctx, other, []RefUpdate{{Ref: "main", New: fx.other}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var rm *RefMovedError
+	if err := im.Publish(ctx, spool, nil); !errors.As(err, &rm) {
+		t.Fatalf("Publish after main moved: %v, want RefMovedError", err)
+	}
+	if has, err := prod.HasObject(ctx, object.Name{Sum: fx.a, Type: object.Commit}); has || err != nil {
+		t.Fatalf("the refused commit is in objects/ (%v)", err)
+	}
+	// Until Close, another process's prune cannot take the repository.
+	mustOstree(t, "config", "--repo="+prod.Path(), "set", "core.lock-timeout-secs", "1")
+	if out, err := storetest.Ostree("prune", "--repo="+prod.Path(), "--refs-only"); err == nil {
+		t.Fatalf("ostree prune ran during the import:\n%s", out)
+	}
+	im.Close()
+	im.Close()
+	mustOstree(t, "prune", "--repo="+prod.Path(), "--refs-only")
+
+	// Unrefused, the import's Publish sets the ref over what it imported.
+	prod = newArchive(t)
+	if im, err = prod.Import(ctx, spool, []RefUpdate{{Ref: "main", New: fx.a}}); err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if err := im.Publish(ctx, spool, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := refsOf(t, prod); !reflect.DeepEqual(got, map[string]object.Checksum{"main": fx.a}) {
+		t.Fatalf("refs: %v", got)
+	}
+	mustOstree(t, "fsck", "--repo="+prod.Path())
+}
+
 // A closure failure or a moved ref leaves refs and objects/ exactly as they were.
 func TestPublishRefusalsTouchNothing(t *testing.T) {
 	t.Parallel()
@@ -175,10 +233,20 @@ func TestPublishRefusalsTouchNothing(t *testing.T) {
 		}
 		// Check refuses; Publish is only ever called after Check passed
 		// (a transaction may find objects that an aborted one staged).
-		err := prod.Check(ctx, spoolWith(t, build, partial), []RefUpdate{{Ref: "main", Old: &fx.a, New: fx.b}})
+		spool := spoolWith(t, build, partial)
+		updates := []RefUpdate{{Ref: "main", Old: &fx.a, New: fx.b}}
+		err := prod.Check(ctx, spool, updates)
 		var me *MissingError
 		if !errors.As(err, &me) || me.Count == 0 {
 			t.Fatalf("without one %s: Check = %v, want MissingError", drop.Ext(), err)
+		}
+		// CheckCommits does not walk the trees: it misses only the commit.
+		err = prod.CheckCommits(ctx, spool, updates)
+		switch {
+		case drop == object.Commit && !(errors.As(err, &me) && slices.Equal(me.Missing, []object.Name{{Sum: fx.b, Type: object.Commit}})):
+			t.Fatalf("without the commit: CheckCommits = %v, want a MissingError naming it", err)
+		case drop != object.Commit && err != nil:
+			t.Fatalf("without one %s: CheckCommits = %v, want nil", drop.Ext(), err)
 		}
 	}
 	full := spoolWith(t, build, diff)
