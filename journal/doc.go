@@ -4,7 +4,8 @@
 // The journal is the source of truth: a write method that returned nil has
 // been committed and fsynced. High-rate object writes (MarkVerified,
 // MarkReceived, MarkRejected, AddUpload, SetUploadState) go through
-// bbolt's Batch so that concurrent writers share one fsync.
+// bbolt's Batch so that concurrent writers share one fsync; a pack's
+// batch of verified objects commits alone (see soloVerified).
 //
 // Layout (all buckets at the top level):
 //
