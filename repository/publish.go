@@ -249,24 +249,15 @@ type publishPlan struct {
 // intent is journaled and outside the publish lock, so that a refused
 // publish costs no other push anything and an intent, once written, can
 // always be finished: the refs still as the session saw them, no ref name
-// under another, the update rule and bindings, each new commit present
-// (complete and within the tree limits when a check hook will see it; the
-// import checks that otherwise), its pushed signatures well-formed and
-// within the limits once merged, and the signatures the repository
-// requires present.
+// under another, the update rule and bindings, each new commit complete and
+// within the tree limits, its pushed signatures well-formed and within the
+// limits once merged, and the signatures the repository requires present.
 func (s *Service) preparePublish(ctx context.Context, sess journal.Session, sp *spool.Spool, updates []store.RefUpdate) (publishPlan, error) {
 	plan := publishPlan{sigs: map[object.Checksum]object.Signatures{}}
 	if err := s.checkRefNames(ctx, sess); err != nil {
 		return plan, err
 	}
-	// A check hook sees the whole commit, before anything of it enters
-	// production. Without one, the import walks the commit once, and
-	// finds what is missing.
-	check := s.repo.CheckCommits
-	if len(s.cfg.CheckHook) > 0 {
-		check = s.repo.Check
-	}
-	if err := check(ctx, sp.Repo(), updates); err != nil {
+	if err := s.repo.Check(ctx, sp.Repo(), updates); err != nil {
 		return plan, err
 	}
 	src := s.publishCommits(sp)
@@ -568,9 +559,12 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 // importObjects imports into production the objects of the new commits
 // of updates but the commits themselves (store.Repo.Import), outside the
 // publish lock: a million objects go in while other publishes move their
-// refs. A refusal leaves what went in unreferenced, and a repeated commit
-// finds it there. Until endImport, it holds importMu shared, so that a
-// prune waits rather than delete what went in before a ref names it.
+// refs. preparePublish found the commits complete: only what changes
+// meanwhile (a ref moved, the repository locked by another process) can
+// still refuse the publish, leaving what went in unreferenced for a
+// repeated commit to find. Until endImport, it holds importMu shared, so
+// that a prune waits rather than delete what went in before a ref names
+// it.
 func (s *Service) importObjects(ctx context.Context, sp *spool.Spool, updates []store.RefUpdate) (*store.Import, error) {
 	s.importMu.RLock()
 	var im *store.Import

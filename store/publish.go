@@ -95,27 +95,6 @@ func (r *Repo) base(ctx context.Context, u RefUpdate) (*object.Checksum, error) 
 // else a *MissingError; its directories must be within the tree limits,
 // else an error matching ErrTreeLimit.
 func (r *Repo) Check(ctx context.Context, spool *Repo, updates []RefUpdate) error {
-	if err := r.CheckCommits(ctx, spool, updates); err != nil {
-		return err
-	}
-	both := layers{r, spool}
-	for _, u := range updates {
-		b, err := r.base(ctx, u)
-		if err != nil {
-			return fmt.Errorf("publish %s: %w", u.Ref, err)
-		}
-		if err := missing(ctx, both, u.New, b, nil); err != nil {
-			return fmt.Errorf("publish %s: %w", u.Ref, err)
-		}
-	}
-	return nil
-}
-
-// CheckCommits is Check without the walk of the commits' trees: the refs,
-// and each new commit object in r or spool, else a *MissingError naming
-// it. Import finds the rest of what is missing, at the cost of a walk that
-// Check then need not make.
-func (r *Repo) CheckCommits(ctx context.Context, spool *Repo, updates []RefUpdate) error {
 	for _, u := range updates {
 		if err := ValidateRef(u.Ref); err != nil {
 			return err
@@ -126,13 +105,12 @@ func (r *Repo) CheckCommits(ctx context.Context, spool *Repo, updates []RefUpdat
 	}
 	both := layers{r, spool}
 	for _, u := range updates {
-		n := object.Name{Sum: u.New, Type: object.Commit}
-		has, err := both.HasObject(ctx, n)
+		b, err := r.base(ctx, u)
 		if err != nil {
 			return fmt.Errorf("publish %s: %w", u.Ref, err)
 		}
-		if !has {
-			return fmt.Errorf("publish %s: %w", u.Ref, &MissingError{Commit: u.New, Missing: []object.Name{n}, Count: 1})
+		if err := missing(ctx, both, u.New, b, nil); err != nil {
+			return fmt.Errorf("publish %s: %w", u.Ref, err)
 		}
 	}
 	return nil
