@@ -500,6 +500,7 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 			return s.refused(ctx, sess, err)
 		}
 		sess.Unchanged = plan.unchanged
+		steps.done("prepare")
 	}
 	// From here on, sess.Refs and updates are what moves.
 	sess.Refs = slices.DeleteFunc(slices.Clone(sess.Refs), func(r journal.RefUpdate) bool { return slices.Contains(sess.Unchanged, r.Ref) })
