@@ -465,10 +465,11 @@ func (s *Service) mergedMeta(ctx context.Context, sum object.Checksum, sigs obje
 }
 
 // publish moves a session's refs. Every check that can refuse it runs
-// first (preparePublish, check_hook, the import of its objects,
-// checkLocked); then a journaled intent makes the publish survive a crash
-// at any point: recovery (or the client's retry) runs this again, and
-// every step is idempotent.
+// first (preparePublish, check_hook, checkLocked; the session's objects
+// are imported between the last two, outside the publish lock); then a
+// journaled intent makes the publish survive a crash at any point:
+// recovery (or the client's retry) runs this again, and every step is
+// idempotent.
 func (s *Service) publish(ctx context.Context, sess journal.Session) (err error) {
 	defer func() {
 		var he *service.Error
