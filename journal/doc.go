@@ -5,7 +5,8 @@
 // been committed and fsynced. High-rate object writes (MarkVerified,
 // MarkReceived, MarkRejected, AddUpload, SetUploadState) go through
 // bbolt's Batch so that concurrent writers share one fsync; a pack's
-// batch of verified objects commits alone (see soloVerified).
+// batch of verified objects commits in transactions of its own (see
+// soloVerified).
 //
 // Layout (all buckets at the top level):
 //

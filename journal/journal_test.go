@@ -550,6 +550,35 @@ func TestMarkVerifiedMany(t *testing.T) {
 	}
 }
 
+// A batch of more than one transaction's objects is recorded whole, in
+// any order and with duplicates across its chunks counted once; a bad
+// name anywhere in it refuses all of it before anything is written.
+func TestMarkVerifiedManyInChunks(t *testing.T) {
+	ctx := context.Background()
+	j, _ := mustOpen(t)
+	s := mustSession(t, j, ownerA, "r")
+	n := 2*verifiedChunk + verifiedChunk/2
+	var vs []VerifiedObject
+	for i := n - 1; i >= 0; i-- {
+		vs = append(vs, VerifiedObject{obj(i), int64(i)})
+	}
+	// The first chunk (in name order) ends with obj(verifiedChunk-1); its
+	// duplicate at the end of the batch lands in the second.
+	vs = append(vs, VerifiedObject{obj(verifiedChunk - 1), int64(verifiedChunk - 1)})
+	bad := append(slices.Clone(vs), VerifiedObject{"bad", 1})
+	if err := j.MarkVerifiedMany(ctx, s.ID, ownerA, bad); err == nil {
+		t.Fatal("MarkVerifiedMany with a bad name succeeded")
+	}
+	checkCounts(t, j, s.ID, 0, 0, 0)
+	if err := j.MarkVerifiedMany(ctx, s.ID, ownerA, vs); err != nil {
+		t.Fatal(err)
+	}
+	checkCounts(t, j, s.ID, n, n, int64(n*(n-1)/2))
+	if need, err := j.Need(ctx, s.ID, objs(0, n+1), 0); err != nil || len(need) != 1 || need[0] != obj(n) {
+		t.Fatalf("Need after MarkVerifiedMany = %d names, %v; want only %s", len(need), err, obj(n))
+	}
+}
+
 func TestMarkVerified_Concurrent(t *testing.T) {
 	ctx := context.Background()
 	j, _ := mustOpen(t)
