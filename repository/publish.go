@@ -562,9 +562,9 @@ func (s *Service) publish(ctx context.Context, sess journal.Session) (err error)
 // of updates but the commits themselves (store.Repo.Import), outside the
 // publish lock: a million objects go in while other publishes move their
 // refs. preparePublish found the commits complete: only what changes
-// meanwhile (a ref moved, the repository locked by another process) can
-// still refuse the publish, leaving what went in unreferenced for a
-// repeated commit to find. Until endImport, it holds importMu shared, so
+// meanwhile can still refuse the publish (checkLocked's refs, ref names
+// and merged signatures; the repository locked by another process),
+// leaving what went in unreferenced for a repeated commit to find. Until endImport, it holds importMu shared, so
 // that a prune waits rather than delete what went in before a ref names
 // it.
 func (s *Service) importObjects(ctx context.Context, sp *spool.Spool, updates []store.RefUpdate) (*store.Import, error) {
