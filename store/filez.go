@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
 	"unsafe"
 
@@ -40,12 +39,17 @@ func (r *Repo) Converts(n object.Name) bool {
 // reader is an io.ReaderAt too.
 func (r *Repo) OpenObject(ctx context.Context, n object.Name) (io.ReadCloser, error) {
 	if !r.Converts(n) {
-		path := r.ObjectPath(n)
+		rel := n.RelPath()
 		for {
-			fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			var fd int
+			err := r.at(func(dfd int) (err error) {
+				fd, err = unix.Openat(dfd, rel, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+				return err
+			})
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
+			path := r.path + "/" + rel
 			if err != nil {
 				return nil, objectErr(n, &os.PathError{Op: "open", Path: path, Err: err})
 			}
@@ -222,11 +226,11 @@ func (r *Repo) SizeEstimate(n object.Name) (int64, error) {
 		return r.ObjectSize(n)
 	}
 	s := n.Sum.String()
-	fi, err := os.Lstat(filepath.Join(r.path, "objects", s[:2], s[2:]+".file"))
+	size, err := r.statRel(n, "objects/"+s[:2]+"/"+s[2:]+".file", unix.AT_SYMLINK_NOFOLLOW)
 	if err != nil {
-		return 0, objectErr(n, err)
+		return 0, err
 	}
-	return fi.Size() + filezAllowance, nil
+	return size + filezAllowance, nil
 }
 
 func objectErr(n object.Name, err error) error {

@@ -548,12 +548,12 @@ func (r *Repo) linkLoose(ctx context.Context, from *Repo, n object.Name) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	from.mu.RLock()
-	defer from.mu.RUnlock()
-	if from.ptr == nil {
-		return ErrClosed
-	}
-	return unix.Linkat(unix.AT_FDCWD, from.ObjectPath(n), unix.AT_FDCWD, r.ObjectPath(n), 0)
+	rel := n.RelPath()
+	return from.at(func(src int) error {
+		return r.at(func(dst int) error {
+			return unix.Linkat(src, rel, dst, rel, 0)
+		})
+	})
 }
 
 // writeCommitMeta writes the detached metadata of commit sum (nil: none).

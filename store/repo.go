@@ -117,6 +117,9 @@ type Repo struct {
 	// looseOnly: an archive repository without a parent, whose objects
 	// are its loose files alone (HasObject looks at them itself).
 	looseOnly bool
+	// dfd is the repository's directory, which libostree holds open
+	// until Close (see at).
+	dfd int
 }
 
 // Open opens an existing repository.
@@ -139,7 +142,7 @@ func Open(ctx context.Context, path string) (*Repo, error) {
 		return nil, fmt.Errorf("open repo %s: %w", path, takeError(gerr))
 	}
 	mode := Mode(C.ostree_repo_get_mode(ptr))
-	return &Repo{ptr: ptr, path: abs, mode: mode, looseOnly: mode == ModeArchive && C.ostree_repo_get_parent(ptr) == nil}, nil
+	return &Repo{ptr: ptr, path: abs, mode: mode, looseOnly: mode == ModeArchive && C.ostree_repo_get_parent(ptr) == nil, dfd: int(C.ostree_repo_get_dfd(ptr))}, nil
 }
 
 // OpenArchive opens an existing repository and refuses any mode but archive:
@@ -354,14 +357,10 @@ func (r *Repo) HasObject(ctx context.Context, name object.Name) (bool, error) {
 		if err := ctx.Err(); err != nil {
 			return false, err
 		}
-		r.mu.RLock()
-		closed := r.ptr == nil
-		r.mu.RUnlock()
-		if closed {
-			return false, ErrClosed
-		}
 		var st unix.Stat_t
-		switch err := unix.Fstatat(unix.AT_FDCWD, r.ObjectPath(name), &st, unix.AT_SYMLINK_NOFOLLOW); {
+		switch err := r.at(func(dfd int) error {
+			return unix.Fstatat(dfd, name.RelPath(), &st, unix.AT_SYMLINK_NOFOLLOW)
+		}); {
 		case err == nil:
 			return true, nil
 		case errors.Is(err, unix.ENOENT):
@@ -396,14 +395,38 @@ func (r *Repo) ObjectPath(name object.Name) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
+// at runs fn with the descriptor of r's directory, which stays open until
+// Close, and ErrClosed after it. The kernel resolves a path relative to it
+// (an object's RelPath, objects/xx/name) in three steps rather than one
+// per component of r's path and three more: the system calls made per
+// object of a push (create, rename, link, unlink, stat, open) each save a
+// walk of r's path.
+func (r *Repo) at(fn func(dfd int) error) error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.ptr == nil {
+		return ErrClosed
+	}
+	return fn(r.dfd)
+}
+
 // ObjectSize is the size of the object's loose file (of an archive
 // repository's, for a file object: see ArchiveSize for the others).
 func (r *Repo) ObjectSize(name object.Name) (int64, error) {
-	fi, err := os.Stat(r.ObjectPath(name))
+	return r.statRel(name, name.RelPath(), 0)
+}
+
+// statRel is the size of the file at rel (in r's directory) that holds
+// object name; flags are fstatat(2)'s.
+func (r *Repo) statRel(name object.Name, rel string, flags int) (int64, error) {
+	var st unix.Stat_t
+	err := r.at(func(dfd int) error {
+		return unix.Fstatat(dfd, rel, &st, flags)
+	})
 	if err != nil {
-		return 0, objectErr(name, err)
+		return 0, objectErr(name, &os.PathError{Op: "stat", Path: r.path + "/" + rel, Err: err})
 	}
-	return fi.Size(), nil
+	return st.Size, nil
 }
 
 // takeBytes copies a g_malloc'd buffer into Go and frees it.

@@ -12,6 +12,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -59,7 +60,7 @@ func (r *Repo) Adopt(ctx context.Context, n object.Name, path string) error {
 type Staged struct {
 	Info object.Info
 	repo *Repo
-	tmp  string
+	tmp  string // relative to the repository's directory
 }
 
 // Stage reads an object of size bytes from src and verifies it strictly
@@ -78,11 +79,11 @@ func (r *Repo) Stage(ctx context.Context, n object.Name, src io.Reader, size int
 	}
 	// The temporary file lives beside its final name: the rename stays in
 	// one directory, and the inode is allocated where it will stay.
-	dir := filepath.Dir(r.ObjectPath(n))
-	fd, tmp, err := createStaged(dir, n)
+	dir := path.Dir(n.RelPath())
+	fd, tmp, err := r.createStaged(dir, n)
 	if errors.Is(err, unix.ENOENT) {
-		if err = os.MkdirAll(dir, 0o755); err == nil {
-			fd, tmp, err = createStaged(dir, n)
+		if err = os.MkdirAll(r.path+"/"+dir, 0o755); err == nil {
+			fd, tmp, err = r.createStaged(dir, n)
 		}
 	}
 	if err != nil {
@@ -108,7 +109,7 @@ func (r *Repo) Stage(ctx context.Context, n object.Name, src io.Reader, size int
 		case copied != size:
 			err = fmt.Errorf("stage %s: %w", n, io.ErrUnexpectedEOF)
 		default:
-			info, err = object.VerifyFile(n, st.tmp, opts)
+			info, err = object.VerifyFile(n, r.path+"/"+st.tmp, opts)
 		}
 	}
 	if err == nil && !createdReadOnly() {
@@ -120,32 +121,37 @@ func (r *Repo) Stage(ctx context.Context, n object.Name, src io.Reader, size int
 		err = fmt.Errorf("stage %s: close: %w", n, cerr)
 	}
 	if err != nil {
-		os.Remove(st.tmp)
+		st.Discard()
 		return nil, err
 	}
 	st.Info = info
 	return st, nil
 }
 
-// createStaged creates, exclusively, a temporary file for object n in dir,
-// named as TempPrefix says, read-only for everyone when the umask allows
-// it (see createdReadOnly). Raw system calls: an *os.File would cost four
-// more per object (its poller's), and a stage of a million small files
-// makes a million of them.
-func createStaged(dir string, n object.Name) (int, string, error) {
-	prefix := filepath.Join(dir, TempPrefix+n.String()+"-")
+// createStaged creates, exclusively, a temporary file for object n in dir
+// (relative to r's directory), named as TempPrefix says, read-only for
+// everyone when the umask allows it (see createdReadOnly), and returns its
+// descriptor and its path relative to r's directory. Raw system calls: an
+// *os.File would cost four more per object (its poller's), and a stage of
+// a million small files makes a million of them.
+func (r *Repo) createStaged(dir string, n object.Name) (int, string, error) {
+	prefix := dir + "/" + TempPrefix + n.String() + "-"
 	for range 100 {
 		tmp := prefix + strconv.FormatUint(stageSeq.Add(1), 36)
-		fd, err := unix.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o444)
+		var fd int
+		err := r.at(func(dfd int) (err error) {
+			fd, err = unix.Openat(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o444)
+			return err
+		})
 		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EEXIST) {
 			continue // EEXIST: left by an earlier run of the daemon
 		}
 		if err != nil {
-			return -1, "", &os.PathError{Op: "create", Path: tmp, Err: err}
+			return -1, "", &os.PathError{Op: "create", Path: r.path + "/" + tmp, Err: err}
 		}
 		return fd, tmp, nil
 	}
-	return -1, "", fmt.Errorf("create a temporary file in %s: %w", dir, os.ErrExist)
+	return -1, "", fmt.Errorf("create a temporary file in %s/%s: %w", r.path, dir, os.ErrExist)
 }
 
 // stageSeq numbers temporary files, from a random start so that those a
@@ -198,18 +204,21 @@ func (w fdWriter) Write(b []byte) (int, error) {
 // Commit renames the staged object into its repository's objects/. Nothing
 // is synced: call the repository's Sync before recording it as durable.
 func (st *Staged) Commit() error {
-	dst := st.repo.ObjectPath(st.Info.Name)
-	// rename(2) itself: os.Rename first looks the destination up to refuse
-	// a directory, a system call more per object of a pack, where Linux
-	// refuses to rename a file over a directory anyway (EISDIR).
-	if err := unix.Rename(st.tmp, dst); err != nil {
-		return fmt.Errorf("commit %s: %w", st.Info.Name, &os.LinkError{Op: "rename", Old: st.tmp, New: dst, Err: err})
+	r, dst := st.repo, st.Info.Name.RelPath()
+	// renameat(2) itself: os.Rename first looks the destination up to
+	// refuse a directory, a system call more per object of a pack, where
+	// Linux refuses to rename a file over a directory anyway (EISDIR).
+	err := r.at(func(dfd int) error { return unix.Renameat(dfd, st.tmp, dfd, dst) })
+	if err != nil {
+		return fmt.Errorf("commit %s: %w", st.Info.Name, &os.LinkError{Op: "rename", Old: r.path + "/" + st.tmp, New: r.path + "/" + dst, Err: err})
 	}
 	return nil
 }
 
 // Discard deletes the staged object's temporary file, if still there.
-func (st *Staged) Discard() { os.Remove(st.tmp) }
+func (st *Staged) Discard() {
+	st.repo.at(func(dfd int) error { return unix.Unlinkat(dfd, st.tmp, 0) })
+}
 
 // TempPrefix starts the names of Stage's temporary files, which live in the
 // objects/xx/ directory of their object and are named TempPrefix, the
@@ -294,8 +303,10 @@ func (r *Repo) MakeObjectDirs() error {
 // Remove deletes object n's loose file from r if present. For spool
 // repositories only.
 func (r *Repo) Remove(n object.Name) error {
-	if err := os.Remove(r.ObjectPath(n)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove %s: %w", n, err)
+	rel := n.RelPath()
+	err := r.at(func(dfd int) error { return unix.Unlinkat(dfd, rel, 0) })
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("remove %s: %w", n, &os.PathError{Op: "remove", Path: r.path + "/" + rel, Err: err})
 	}
 	return nil
 }
@@ -357,11 +368,12 @@ func (r *Repo) StageLink(ctx context.Context, n object.Name, from *Repo, opts ob
 	if _, err := os.Lstat(src); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("stage %s from %s: %w", n, from.Path(), ErrNotFound)
 	}
-	dir := filepath.Dir(r.ObjectPath(n))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir := path.Dir(n.RelPath())
+	if err := os.MkdirAll(r.path+"/"+dir, 0o755); err != nil {
 		return nil, fmt.Errorf("stage %s: %w", n, err)
 	}
-	tmp := filepath.Join(dir, fmt.Sprintf("%s%s-link-%d-%d", TempPrefix, n, os.Getpid(), linkSeq.Add(1)))
+	st := &Staged{repo: r, tmp: fmt.Sprintf("%s/%s%s-link-%d-%d", dir, TempPrefix, n, os.Getpid(), linkSeq.Add(1))}
+	tmp := r.path + "/" + st.tmp
 	err := os.Link(src, tmp)
 	if errors.Is(err, syscall.EXDEV) || errors.Is(err, syscall.EPERM) {
 		err = copyFile(src, tmp)
@@ -371,10 +383,11 @@ func (r *Repo) StageLink(ctx context.Context, n object.Name, from *Repo, opts ob
 	}
 	info, err := object.VerifyFile(n, tmp, opts)
 	if err != nil {
-		os.Remove(tmp)
+		st.Discard()
 		return nil, err
 	}
-	return &Staged{repo: r, tmp: tmp, Info: info}, nil
+	st.Info = info
+	return st, nil
 }
 
 var linkSeq atomic.Int64

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -369,5 +370,84 @@ func TestHasObjectAnswersAsOstree(t *testing.T) {
 		if absent == 0 {
 			t.Fatal("the other commit shares every object with A: nothing absent was asked")
 		}
+	}
+}
+
+// The per-object calls resolve their paths against the repository's
+// directory descriptor, which Close gives back: after Close they answer
+// ErrClosed and touch nothing, even where the descriptor's number now names
+// another directory with the same layout. Not parallel: the number is
+// reused only if no other test opens a file meanwhile.
+func TestObjectCallsAfterClose(t *testing.T) {
+	build := openArchive(t, fx.build)
+	var n object.Name
+	for m := range walkSet(t, build, fx.a) {
+		if m.Type == object.File {
+			n = m
+			break
+		}
+	}
+	b, err := os.ReadFile(build.ObjectPath(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Create(ctx, filepath.Join(t.TempDir(), "repo"), ModeArchive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	staged, err := r.Stage(ctx, n, bytes.NewReader(b), int64(len(b)), object.VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same layout elsewhere: an object and a staged file by the
+	// same relative names, which a stale descriptor would reach.
+	other := t.TempDir()
+	for _, rel := range []string{n.RelPath(), staged.tmp} {
+		if err := os.MkdirAll(filepath.Join(other, filepath.Dir(rel)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(other, rel), b, 0o444); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := r.dfd
+	r.Close()
+	d, err := os.Open(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if int(d.Fd()) != old {
+		t.Logf("descriptor %d not reused (got %d): the calls are checked against a closed repository only", old, d.Fd())
+	}
+	if has, err := r.HasObject(ctx, n); has || !errors.Is(err, ErrClosed) {
+		t.Errorf("HasObject after Close = %v, %v; want ErrClosed", has, err)
+	}
+	if _, err := r.ObjectSize(n); !errors.Is(err, ErrClosed) {
+		t.Errorf("ObjectSize after Close: %v, want ErrClosed", err)
+	}
+	if rc, err := r.OpenObject(ctx, n); !errors.Is(err, ErrClosed) {
+		if rc != nil {
+			rc.Close()
+		}
+		t.Errorf("OpenObject after Close: %v, want ErrClosed", err)
+	}
+	if _, err := r.Stage(ctx, n, bytes.NewReader(b), int64(len(b)), object.VerifyOptions{}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Stage after Close: %v, want ErrClosed", err)
+	}
+	if err := staged.Commit(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Commit after Close: %v, want ErrClosed", err)
+	}
+	staged.Discard()
+	if err := r.Remove(n); !errors.Is(err, ErrClosed) {
+		t.Errorf("Remove after Close: %v, want ErrClosed", err)
+	}
+	for _, rel := range []string{n.RelPath(), staged.tmp} {
+		if _, err := os.Stat(filepath.Join(other, rel)); err != nil {
+			t.Errorf("%s of the other directory: %v", rel, err)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(other, "objects", "*", "*")); len(left) != 2 {
+		t.Errorf("the other directory holds %v, want the object and the staged file", left)
 	}
 }
