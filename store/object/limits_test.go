@@ -164,3 +164,44 @@ func TestZeroFilezIsValid(t *testing.T) {
 		t.Fatalf("a bomb of %d bytes", len(b))
 	}
 }
+
+// Verifying a small object from its file allocates no read buffer of its
+// own per call (64 KiB): the daemon verifies each staged dirtree so, and a
+// Flatpak commit has tens of thousands. The bound leaves room for the
+// pooled buffers, which the race detector makes sync.Pool drop a quarter
+// of the time. Not parallel: the count is of the whole process's
+// allocations.
+func TestVerifyFileAllocatesLittle(t *testing.T) {
+	picked := map[Type]Name{}
+	objs := allObjects(t)
+	for n, b := range objs {
+		if _, ok := picked[n.Type]; !ok && (n.Type == DirTree || n.Type == File) && len(b) < 4<<10 {
+			picked[n.Type] = n
+		}
+	}
+	for _, typ := range []Type{DirTree, File} {
+		n, ok := picked[typ]
+		if !ok {
+			t.Fatalf("the fixture has no %s object under 4 KiB", typ.Ext())
+		}
+		path := filepath.Join(t.TempDir(), "object")
+		if err := os.WriteFile(path, objs[n], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		VerifyFile(n, path, VerifyOptions{}) // the pools filled
+		const calls = 200
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range calls {
+			if _, err := VerifyFile(n, path, VerifyOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runtime.ReadMemStats(&after)
+		per := (after.TotalAlloc - before.TotalAlloc) / calls
+		t.Logf("%s: %d bytes per call", typ.Ext(), per)
+		if per > 48<<10 {
+			t.Errorf("verifying %s (%d bytes) from its file allocated %d bytes per call, want at most 48 KiB", n, len(objs[n]), per)
+		}
+	}
+}
