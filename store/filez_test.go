@@ -88,17 +88,7 @@ func readObject(t *testing.T, r *Repo, n object.Name) []byte {
 func TestLooseObjectClosedWhileRead(t *testing.T) {
 	t.Parallel()
 	r := openArchive(t, fx.build)
-	var n object.Name
-	for o := range walkSet(t, r, fx.a) {
-		if o.Type == object.File {
-			n = o
-			break
-		}
-	}
-	want, err := os.ReadFile(r.ObjectPath(n))
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, want := fileOf(t, r, fx.a)
 	if got := readObject(t, r, n); !bytes.Equal(got, want) {
 		t.Fatalf("%s: read %d bytes, the file has %d", n, len(got), len(want))
 	}

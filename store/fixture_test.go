@@ -140,3 +140,19 @@ func copyObject(t testing.TB, from, to *Repo, n object.Name) {
 		t.Fatal(err)
 	}
 }
+
+// fileOf returns a file object of commit c in r and its bytes.
+func fileOf(t testing.TB, r *Repo, c object.Checksum) (object.Name, []byte) {
+	t.Helper()
+	for n := range walkSet(t, r, c) {
+		if n.Type == object.File {
+			b, err := os.ReadFile(r.ObjectPath(n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n, b
+		}
+	}
+	t.Fatalf("commit %s has no file object", c)
+	return object.Name{}, nil
+}

@@ -379,18 +379,7 @@ func TestHasObjectAnswersAsOstree(t *testing.T) {
 // another directory with the same layout. Not parallel: the number is
 // reused only if no other test opens a file meanwhile.
 func TestObjectCallsAfterClose(t *testing.T) {
-	build := openArchive(t, fx.build)
-	var n object.Name
-	for m := range walkSet(t, build, fx.a) {
-		if m.Type == object.File {
-			n = m
-			break
-		}
-	}
-	b, err := os.ReadFile(build.ObjectPath(n))
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, b := fileOf(t, openArchive(t, fx.build), fx.a)
 	r, err := Create(ctx, filepath.Join(t.TempDir(), "repo"), ModeArchive)
 	if err != nil {
 		t.Fatal(err)
