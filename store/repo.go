@@ -395,12 +395,11 @@ func (r *Repo) ObjectPath(name object.Name) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
-// at runs fn with the descriptor of r's directory, which stays open until
-// Close, and ErrClosed after it. The kernel resolves a path relative to it
-// (an object's RelPath, objects/xx/name) in three steps rather than one
-// per component of r's path and three more: the system calls made per
-// object of a push (create, rename, link, unlink, stat, open) each save a
-// walk of r's path.
+// at runs fn with the descriptor of r's directory, which libostree keeps
+// open until Close; after Close it returns ErrClosed. Relative to it, the
+// kernel resolves an object's RelPath (objects/xx/name) in three steps,
+// without walking r's own path again in each of the system calls made per
+// object of a push (create, rename, link, unlink, stat, open).
 func (r *Repo) at(fn func(dfd int) error) error {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
