@@ -49,7 +49,7 @@ func (r *Repo) OpenObject(ctx context.Context, n object.Name) (io.ReadCloser, er
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			path := r.path + "/" + rel
+			path := r.abs(rel)
 			if err != nil {
 				return nil, objectErr(n, &os.PathError{Op: "open", Path: path, Err: err})
 			}

@@ -409,6 +409,10 @@ func (r *Repo) at(fn func(dfd int) error) error {
 	return fn(r.dfd)
 }
 
+// abs is the absolute path of rel, a path relative to r's directory (for
+// messages, and the few calls that take a path).
+func (r *Repo) abs(rel string) string { return r.path + "/" + rel }
+
 // ObjectSize is the size of the object's loose file (of an archive
 // repository's, for a file object: see ArchiveSize for the others).
 func (r *Repo) ObjectSize(name object.Name) (int64, error) {
@@ -423,7 +427,7 @@ func (r *Repo) statRel(name object.Name, rel string, flags int) (int64, error) {
 		return unix.Fstatat(dfd, rel, &st, flags)
 	})
 	if err != nil {
-		return 0, objectErr(name, &os.PathError{Op: "stat", Path: r.path + "/" + rel, Err: err})
+		return 0, objectErr(name, &os.PathError{Op: "stat", Path: r.abs(rel), Err: err})
 	}
 	return st.Size, nil
 }

@@ -82,7 +82,7 @@ func (r *Repo) Stage(ctx context.Context, n object.Name, src io.Reader, size int
 	dir := path.Dir(n.RelPath())
 	fd, tmp, err := r.createStaged(dir, n)
 	if errors.Is(err, unix.ENOENT) {
-		if err = os.MkdirAll(r.path+"/"+dir, 0o755); err == nil {
+		if err = os.MkdirAll(r.abs(dir), 0o755); err == nil {
 			fd, tmp, err = r.createStaged(dir, n)
 		}
 	}
@@ -109,7 +109,7 @@ func (r *Repo) Stage(ctx context.Context, n object.Name, src io.Reader, size int
 		case copied != size:
 			err = fmt.Errorf("stage %s: %w", n, io.ErrUnexpectedEOF)
 		default:
-			info, err = object.VerifyFile(n, r.path+"/"+st.tmp, opts)
+			info, err = object.VerifyFile(n, r.abs(st.tmp), opts)
 		}
 	}
 	if err == nil && !createdReadOnly() {
@@ -147,11 +147,11 @@ func (r *Repo) createStaged(dir string, n object.Name) (int, string, error) {
 			continue // EEXIST: left by an earlier run of the daemon
 		}
 		if err != nil {
-			return -1, "", &os.PathError{Op: "create", Path: r.path + "/" + tmp, Err: err}
+			return -1, "", &os.PathError{Op: "create", Path: r.abs(tmp), Err: err}
 		}
 		return fd, tmp, nil
 	}
-	return -1, "", fmt.Errorf("create a temporary file in %s/%s: %w", r.path, dir, os.ErrExist)
+	return -1, "", fmt.Errorf("create a temporary file in %s: %w", r.abs(dir), os.ErrExist)
 }
 
 // stageSeq numbers temporary files, from a random start so that those a
@@ -210,7 +210,7 @@ func (st *Staged) Commit() error {
 	// Linux refuses to rename a file over a directory anyway (EISDIR).
 	err := r.at(func(dfd int) error { return unix.Renameat(dfd, st.tmp, dfd, dst) })
 	if err != nil {
-		return fmt.Errorf("commit %s: %w", st.Info.Name, &os.LinkError{Op: "rename", Old: r.path + "/" + st.tmp, New: r.path + "/" + dst, Err: err})
+		return fmt.Errorf("commit %s: %w", st.Info.Name, &os.LinkError{Op: "rename", Old: r.abs(st.tmp), New: r.abs(dst), Err: err})
 	}
 	return nil
 }
@@ -306,7 +306,7 @@ func (r *Repo) Remove(n object.Name) error {
 	rel := n.RelPath()
 	err := r.at(func(dfd int) error { return unix.Unlinkat(dfd, rel, 0) })
 	if err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("remove %s: %w", n, &os.PathError{Op: "remove", Path: r.path + "/" + rel, Err: err})
+		return fmt.Errorf("remove %s: %w", n, &os.PathError{Op: "remove", Path: r.abs(rel), Err: err})
 	}
 	return nil
 }
@@ -369,11 +369,11 @@ func (r *Repo) StageLink(ctx context.Context, n object.Name, from *Repo, opts ob
 		return nil, fmt.Errorf("stage %s from %s: %w", n, from.Path(), ErrNotFound)
 	}
 	dir := path.Dir(n.RelPath())
-	if err := os.MkdirAll(r.path+"/"+dir, 0o755); err != nil {
+	if err := os.MkdirAll(r.abs(dir), 0o755); err != nil {
 		return nil, fmt.Errorf("stage %s: %w", n, err)
 	}
 	st := &Staged{repo: r, tmp: fmt.Sprintf("%s/%s%s-link-%d-%d", dir, TempPrefix, n, os.Getpid(), linkSeq.Add(1))}
-	tmp := r.path + "/" + st.tmp
+	tmp := r.abs(st.tmp)
 	err := os.Link(src, tmp)
 	if errors.Is(err, syscall.EXDEV) || errors.Is(err, syscall.EPERM) {
 		err = copyFile(src, tmp)
