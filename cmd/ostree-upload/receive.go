@@ -112,12 +112,7 @@ func receiveLogger(cfg *config.Config, verbose bool, w io.Writer) *slog.Logger {
 
 func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile string) error {
 	log := receiveLogger(cfg, verbose, os.Stderr)
-	if os.Getenv("GOGC") == "" {
-		// A long-running daemon whose garbage comes in bursts (a pack's
-		// journal batch, a publish's walks): collect at half the heap
-		// growth Go would allow. GOGC in the environment overrides it.
-		debug.SetGCPercent(50)
-	}
+	tuneGC(os.Getenv)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	// The address and the certificate first: a mistake in either is
@@ -183,6 +178,30 @@ func receive(cfgPath string, cfg *config.Config, verbose bool, certFile, keyFile
 	}
 	defer sdNotify("STOPPING=1")
 	return srv.Serve(ctx, ln)
+}
+
+// The daemon's garbage collection, unless GOGC or GOMEMLIMIT in its
+// environment set it: the heap may grow to four times what is live
+// (GOGC=300), and the runtime collects as often as it must to keep its
+// memory under a soft limit (GOMEMLIMIT=48MiB). A push of many small
+// objects makes garbage fast and keeps little of it (tar headers, names,
+// the journal's pages): it then collects rarely, and a small daemon stays
+// small. A daemon whose live heap nears the limit collects more often; a
+// larger GOMEMLIMIT suits it.
+const (
+	daemonGCPercent   = 300
+	daemonMemoryLimit = 48 << 20
+)
+
+// tuneGC applies the daemon's garbage collection settings that getenv
+// leaves unset.
+func tuneGC(getenv func(string) string) {
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(daemonGCPercent)
+	}
+	if getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(daemonMemoryLimit)
+	}
 }
 
 // servePprof serves net/http/pprof's handlers on their own listener, apart

@@ -3,11 +3,13 @@ package main
 import (
 	"bufio"
 	"context"
+	"math"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -159,5 +161,31 @@ func TestReceiveWarnsWhenCreatingTheRepository(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(repo, "config")); err != nil {
 		t.Errorf("no repository created: %v", err)
+	}
+}
+
+// Unless its environment sets them, the daemon lets the heap grow to four
+// times what is live, under a soft limit of 48 MiB; GOGC and GOMEMLIMIT
+// each keep their own setting (the runtime applied it at start-up).
+func TestTuneGC(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
+	for _, tc := range []struct {
+		env     map[string]string
+		percent int
+		limit   int64
+	}{
+		{env: nil, percent: 300, limit: 48 << 20},
+		{env: map[string]string{"GOGC": "80"}, percent: 100, limit: 48 << 20},
+		{env: map[string]string{"GOMEMLIMIT": "1GiB"}, percent: 300, limit: math.MaxInt64},
+		{env: map[string]string{"GOGC": "off", "GOMEMLIMIT": "1GiB"}, percent: 100, limit: math.MaxInt64},
+	} {
+		debug.SetGCPercent(100) // what the runtime would have set from the environment
+		debug.SetMemoryLimit(math.MaxInt64)
+		tuneGC(func(k string) string { return tc.env[k] })
+		percent, limit := debug.SetGCPercent(100), debug.SetMemoryLimit(-1)
+		if percent != tc.percent || limit != tc.limit {
+			t.Errorf("environment %v: GOGC %d, memory limit %d; want %d, %d", tc.env, percent, limit, tc.percent, tc.limit)
+		}
 	}
 }
