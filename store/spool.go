@@ -278,12 +278,10 @@ func (r *Repo) Sync(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	d, err := os.Open(r.path)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", r.path, err)
-	}
-	defer d.Close()
-	if err := unix.Syncfs(int(d.Fd())); err != nil {
+	// The descriptor libostree keeps open, not one opened per call:
+	// syncfs(2) reports the write-back errors seen since that descriptor's
+	// last syncfs, and a fresh one would miss those from before its open.
+	if err := r.at(unix.Syncfs); err != nil {
 		return fmt.Errorf("sync %s: %w", r.path, err)
 	}
 	return nil

@@ -428,6 +428,9 @@ func TestObjectCallsAfterClose(t *testing.T) {
 		t.Errorf("Commit after Close: %v, want ErrClosed", err)
 	}
 	staged.Discard()
+	if err := r.Sync(ctx); !errors.Is(err, ErrClosed) {
+		t.Errorf("Sync after Close: %v, want ErrClosed", err)
+	}
 	if err := r.Remove(n); !errors.Is(err, ErrClosed) {
 		t.Errorf("Remove after Close: %v, want ErrClosed", err)
 	}
