@@ -135,6 +135,7 @@ type bench struct {
 	flags         map[string]string // for the report
 	ostreePush    *ostreePushInfo   // what the ssh scenarios compare with
 	ostreePushSrc map[string]string // fixture name → the build repository ostree-push serves
+	lastDeletion  time.Time         // see settle
 }
 
 func benchMain(sub string, args []string) error {
@@ -206,7 +207,7 @@ func (b *bench) makeFixtures(ctx context.Context, scenarios []scenario) error {
 		if t.name == "million" && !b.opt.Million || t.n == 0 {
 			continue
 		}
-		fx, err := loadOrMakeMillion(ctx, b.opt.Work, t.n, b.opt.Seed, b.opt.Ref)
+		fx, err := loadOrMakeMillion(ctx, b.opt.Work, t.n, b.opt.Seed, b.opt.Ref, b.deleted)
 		if err != nil {
 			return err
 		}
@@ -346,6 +347,9 @@ func (b *bench) prepare(ctx context.Context) error {
 		return err
 	}
 	b.runDir = dir
+	// Whatever ran before the bench may have deleted files (an earlier run
+	// of it, say): settle counts from the start.
+	b.deleted()
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return err
 	}

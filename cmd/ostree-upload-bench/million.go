@@ -17,8 +17,9 @@ const (
 	millionFilesPerDir = 1000
 	millionFileSize    = 40
 	// millionDiskPerFile is the free space a push of tiny files needs per
-	// file: the build repo, the prod repo and the daemon's state, then the
-	// floor's copy of the objects, then the pull's repo.
+	// file: the build repo, the prod repo and the daemon's state, the
+	// floor's copy of the objects and the pull's repo, all kept until the
+	// scenario ends.
 	millionDiskPerFile = 20_000
 )
 
@@ -81,7 +82,7 @@ func (b *bench) runTinyPush(ctx context.Context, name string, n int, pull bool) 
 		slog.Warn("skipping the push of tiny files", "name", name, "reason", res.Skipped)
 		return res, nil
 	}
-	fx, err := loadOrMakeMillion(ctx, b.opt.Work, n, b.opt.Seed, b.opt.Ref)
+	fx, err := loadOrMakeMillion(ctx, b.opt.Work, n, b.opt.Seed, b.opt.Ref, b.deleted)
 	if err != nil {
 		return nil, err
 	}
@@ -95,6 +96,7 @@ func (b *bench) runTinyPush(ctx context.Context, name string, n int, pull bool) 
 	defer func() {
 		if !b.opt.Keep {
 			_ = os.RemoveAll(dir)
+			b.deleted()
 		}
 	}()
 	slog.Info("push of tiny files", "name", name, "files", n, "objects", fx.BuildRepo.Objects, "pull", pull)
@@ -108,6 +110,9 @@ func (b *bench) runTinyPush(ctx context.Context, name string, n int, pull bool) 
 		return nil, err
 	}
 	probe := &pushProbe{split: b.pushNoPublish, smallPushes: true}
+	if err := b.settle(ctx, fx.build()); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	m, err := b.push(ctx, sc, env, nil, fx, pushDir, probe)
 	if err != nil {
@@ -123,25 +128,23 @@ func (b *bench) runTinyPush(ctx context.Context, name string, n int, pull bool) 
 	}
 	res.VerifySeconds = time.Since(start).Seconds() - m.Client.WallSeconds
 	logMeasurement(sc, m)
-	if !b.opt.Keep {
-		// Free the disk (and the page cache) the push filled before the copy.
-		if err := os.RemoveAll(pushDir); err != nil {
-			return nil, err
-		}
-	}
+	// The daemon deleted its spool's files once it published.
+	b.deleted()
 
+	// Each measurement's files stay until the scenario ends (see settle).
+	if err := b.settle(ctx, fx.build()); err != nil {
+		return nil, err
+	}
 	slog.Info("floor: cp -a of the build repository's objects, then syncfs", "name", name)
 	if res.Floor, err = measureFloor(ctx, filepath.Join(fx.build(), "objects"), filepath.Join(dir, "floor", "objects")); err != nil {
 		return nil, err
 	}
 	slog.Info("floor", "name", name, "seconds", fmt.Sprintf("%.2f", res.Floor.WallSeconds))
-	if !b.opt.Keep {
-		if err := os.RemoveAll(filepath.Join(dir, "floor")); err != nil {
-			return nil, err
-		}
-	}
 
 	if pull {
+		if err := b.settle(ctx, fx.build()); err != nil {
+			return nil, err
+		}
 		pullDir := filepath.Join(dir, "pull")
 		if err := os.MkdirAll(pullDir, 0o755); err != nil {
 			return nil, err
@@ -161,8 +164,9 @@ func (b *bench) runTinyPush(ctx context.Context, name string, n int, pull bool) 
 }
 
 // loadOrMakeMillion returns the cached million-file fixture (a build repo
-// whose only commit is B), generating it first when needed.
-func loadOrMakeMillion(ctx context.Context, work string, n int, seed uint64, ref string) (*fixture, error) {
+// whose only commit is B), generating it first when needed; it calls
+// deleted once it has deleted the tree the commit was made of.
+func loadOrMakeMillion(ctx context.Context, work string, n int, seed uint64, ref string, deleted func()) (*fixture, error) {
 	dir := filepath.Join(work, "fixtures", fmt.Sprintf("million-%d-seed%d-v%d", n, seed, fixtureVersion))
 	if f, err := readFixture(dir); err == nil && f.Ref == ref {
 		slog.Info("fixture cached", "name", "million", "dir", dir)
@@ -192,6 +196,7 @@ func loadOrMakeMillion(ctx context.Context, work string, n int, seed uint64, ref
 	if err := os.RemoveAll(tree); err != nil {
 		return nil, err
 	}
+	deleted()
 	if f.BuildRepo, err = countObjects(f.build()); err != nil {
 		return nil, err
 	}

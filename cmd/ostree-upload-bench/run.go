@@ -140,6 +140,7 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (*scenarioResult, 
 				if err := os.RemoveAll(dir); err != nil {
 					return nil, err
 				}
+				b.deleted()
 			}
 		}
 	}

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// deletionAge is how long settle lets the bench's deletions age before a
+// measurement. ext4 without a journal (the file system of some build and
+// CI machines) avoids reusing an inode freed less than a minute ago, once
+// its inode table is written back, and each new inode checks every such
+// inode it passes: creating 100,000 small files right after 400,000 were
+// deleted took about four times the CPU it took on a quiet file system. A
+// measurement that followed a large deletion would pay for it, and the
+// next one not.
+const deletionAge = 65 * time.Second
+
+// deleted records that the bench (or a daemon it ran) has just deleted
+// many files.
+func (b *bench) deleted() { b.lastDeletion = time.Now() }
+
+// settle puts each measurement of the tiny-file scenarios (the push, the
+// floor, the pull) on the same footing: the build repository they all
+// read is in the page cache, as on the machine that just built it, and
+// the file system carries no recent deletion (see deletionAge). Without
+// it, the first measurement read the repository from disk for the others,
+// and the later ones created their files after the deletion of the one
+// before.
+func (b *bench) settle(ctx context.Context, repo string) error {
+	start := time.Now()
+	files, err := readAll(ctx, repo)
+	if err != nil {
+		return err
+	}
+	read := time.Since(start)
+	syscall.Sync()
+	wait := time.Until(b.lastDeletion.Add(deletionAge))
+	slog.Info("settling before the measurement", "read_files", files, "read_seconds", read.Round(time.Millisecond).Seconds(),
+		"wait_seconds", max(wait, 0).Round(time.Second).Seconds())
+	if wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// readAll reads every regular file under root, with a few readers at once,
+// and returns how many it read.
+func readAll(ctx context.Context, root string) (int, error) {
+	paths := make(chan string, 1024)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range 2 * runtime.NumCPU() {
+		wg.Go(func() {
+			for p := range paths {
+				if err := readFile(p); err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		})
+	}
+	n := 0
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		select {
+		case paths <- p:
+			n++
+			return nil
+		case err := <-errs:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	close(paths)
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-errs:
+		default:
+		}
+	}
+	return n, err
+}
+
+func readFile(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(io.Discard, f)
+	return err
+}
