@@ -2,6 +2,7 @@ package uploader
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -43,6 +44,7 @@ func packSize(sizes []int64) int64 {
 type work struct {
 	obj   object.Name // when pack is nil
 	pack  []object.Name
+	sizes []int64 // of pack's objects, as planned
 	bytes int64
 }
 
@@ -58,6 +60,7 @@ func packWork(objs []object.Name, sizes []int64, target int64) []work {
 			cur = work{}
 		}
 		cur.pack = append(cur.pack, n)
+		cur.sizes = append(cur.sizes, s)
 		cur.bytes += s
 	}
 	if len(cur.pack) > 0 {
@@ -69,16 +72,28 @@ func packWork(objs []object.Name, sizes []int64, target int64) []work {
 // writePack writes objs of the local repository, of the given sizes, to w
 // as a ustar archive named as in an archive repository. Objects the local
 // repository converts (see store.Repo.Converts) are made in memory one at a
-// time, their sizes being known only then.
+// time, their sizes being known only then. The archive reaches w in writes
+// of packWriteSize bytes, not one per header, content and padding of each
+// entry.
 func (p *pusher) writePack(ctx context.Context, w io.Writer, objs []object.Name, sizes []int64) error {
-	tw := tar.NewWriter(w)
+	bw := bufio.NewWriterSize(w, packWriteSize)
+	tw := tar.NewWriter(bw)
 	for i, n := range objs {
 		if err := p.writeEntry(ctx, tw, n, sizes[i]); err != nil {
 			return err
 		}
 	}
-	return tw.Close()
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return bw.Flush()
 }
+
+// packWriteSize is the size of the writes a pack's archive is made in, and
+// of the client's buffer for a request's body (see client.New): a pack of
+// tiny objects would otherwise cross the pipe to the request, and reach
+// the socket, a few hundred bytes at a time.
+const packWriteSize = client.WriteBufferSize
 
 var packTime = time.Unix(0, 0)
 
@@ -123,10 +138,10 @@ var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return 
 // and the header grow by far less than this.
 const maxConverted = 2*packEntryMax + 1<<20
 
-// sendPack sends objs, of size bytes, in packs until the daemon holds
-// every one of them. After a failure it asks the daemon which objects it
-// still needs and sends only those.
-func (p *pusher) sendPack(ctx context.Context, objs []object.Name, size int64) error {
+// sendPack sends objs, of the given sizes (size bytes together), in packs
+// until the daemon holds every one of them. After a failure it asks the
+// daemon which objects it still needs and sends only those.
+func (p *pusher) sendPack(ctx context.Context, objs []object.Name, sizes []int64, size int64) error {
 	pending, left := objs, size // left: the bytes of pending
 	m := p.prog.meter(size)
 	first := true
@@ -138,6 +153,7 @@ func (p *pusher) sendPack(ctx context.Context, objs []object.Name, size int64) e
 			if err != nil {
 				return err
 			}
+			sizes = nil // those of still are looked up
 			if len(still) < len(pending) {
 				progress()
 				stillBytes, err := p.bytesOf(still)
@@ -154,7 +170,7 @@ func (p *pusher) sendPack(ctx context.Context, objs []object.Name, size int64) e
 		if len(pending) == 0 {
 			return nil
 		}
-		res, err := p.postPack(ctx, pending, m.count, size-left)
+		res, err := p.postPack(ctx, pending, sizes, m.count, size-left)
 		if err != nil {
 			var he *client.HTTPError
 			if errors.As(err, &he) && he.Body.Stored > 0 {
@@ -204,18 +220,22 @@ func (p *pusher) bytesOf(objs []object.Name) (int64, error) {
 	return total, nil
 }
 
-// postPack streams one pack of objs to the daemon; count wraps the pack's
-// bytes to show them as the progress of its unit of work from the point
-// from on (see meter.count).
-func (p *pusher) postPack(ctx context.Context, objs []object.Name, count func(r io.Reader, from, num, den int64) io.Reader, from int64) (api.PackResult, error) {
-	sizes := make([]int64, len(objs))
-	converts := false
-	for i, n := range objs {
-		s, err := p.size(n)
-		if err != nil {
-			return api.PackResult{}, err
+// postPack streams one pack of objs to the daemon, of the given sizes (nil:
+// looked up); count wraps the pack's bytes to show them as the progress of
+// its unit of work from the point from on (see meter.count).
+func (p *pusher) postPack(ctx context.Context, objs []object.Name, sizes []int64, count func(r io.Reader, from, num, den int64) io.Reader, from int64) (api.PackResult, error) {
+	if sizes == nil {
+		sizes = make([]int64, len(objs))
+		for i, n := range objs {
+			s, err := p.size(n)
+			if err != nil {
+				return api.PackResult{}, err
+			}
+			sizes[i] = s
 		}
-		sizes[i] = s
+	}
+	converts := false
+	for _, n := range objs {
 		converts = converts || p.repo.Converts(n)
 	}
 	length := packSize(sizes)

@@ -5,7 +5,14 @@ import (
 	"bytes"
 	"testing"
 
+	"context"
+	"math/rand"
+	"path/filepath"
+
+	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
+	"github.com/ostree-upload/ostree-upload/store"
 	"github.com/ostree-upload/ostree-upload/store/object"
+	"github.com/ostree-upload/ostree-upload/store/storetest"
 )
 
 func TestPackSizeMatchesTar(t *testing.T) {
@@ -43,6 +50,16 @@ func TestPackWork(t *testing.T) {
 		if w.bytes > 1<<20 || len(w.pack) > packMaxObjs || len(w.pack) == 0 {
 			t.Fatalf("pack of %d objects, %d bytes", len(w.pack), w.bytes)
 		}
+		var sum int64
+		for i, n := range w.pack {
+			if w.sizes[i] != size[n] {
+				t.Fatalf("pack gives %s %d bytes, want %d", n, w.sizes[i], size[n])
+			}
+			sum += w.sizes[i]
+		}
+		if len(w.sizes) != len(w.pack) || sum != w.bytes {
+			t.Fatalf("pack of %d objects and %d sizes, %d bytes, sizes sum to %d", len(w.pack), len(w.sizes), w.bytes, sum)
+		}
 		seen += len(w.pack)
 	}
 	if seen != len(objs) {
@@ -53,5 +70,75 @@ func TestPackWork(t *testing.T) {
 	size[big] = 2 << 20
 	if ws := packWork([]object.Name{objs[1], big, objs[2]}, []int64{size[objs[1]], size[big], size[objs[2]]}, 1<<20); len(ws) != 3 {
 		t.Fatalf("%d packs, want 3", len(ws))
+	}
+}
+
+// writeSizes records the size of each write.
+type writeSizes struct {
+	bytes.Buffer
+	sizes []int
+}
+
+func (w *writeSizes) Write(b []byte) (int, error) {
+	w.sizes = append(w.sizes, len(b))
+	return w.Buffer.Write(b)
+}
+
+// A pack of small objects reaches the request in writes of packWriteSize
+// (the last one shorter), not one per header, content and padding: and it
+// is still a tar of exactly those objects, as packSize says.
+func TestPackIsWrittenInLargeWrites(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	repo, tree := filepath.Join(dir, "repo"), filepath.Join(dir, "tree")
+	if err := storetest.InitArchive(repo); err != nil {
+		t.Fatal(err)
+	}
+	if err := storetest.WriteTree(tree, 400, rand.New(rand.NewSource(1))); err != nil {
+		t.Fatal(err)
+	}
+	commit, err := storetest.CommitTree(repo, "main", tree, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := store.Open(ctx, repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p := &pusher{repo: r}
+	var objs []object.Name
+	var sizes []int64
+	for _, n := range daemontest.Objects(t, repo, commit, "") {
+		s, err := r.SizeEstimate(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s < 4096 && len(objs) < 2000 {
+			objs, sizes = append(objs, n), append(sizes, s)
+		}
+	}
+	if packSize(sizes) < 4*packWriteSize {
+		t.Fatalf("the fixture's small objects make a pack of %d bytes only", packSize(sizes))
+	}
+	var w writeSizes
+	if err := p.writePack(ctx, &w, objs, sizes); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range w.sizes[:len(w.sizes)-1] {
+		if s != packWriteSize {
+			t.Fatalf("write %d of %d is of %d bytes, want %d", i, len(w.sizes), s, packWriteSize)
+		}
+	}
+	if int64(w.Len()) != packSize(sizes) {
+		t.Fatalf("pack of %d bytes, packSize says %d", w.Len(), packSize(sizes))
+	}
+	tr := tar.NewReader(&w.Buffer)
+	for i, n := range objs {
+		hdr, err := tr.Next()
+		if err != nil || hdr.Name != n.RelPath() || hdr.Size != sizes[i] {
+			t.Fatalf("entry %d: %+v, %v; want %s of %d bytes", i, hdr, err, n.RelPath(), sizes[i])
+		}
 	}
 }

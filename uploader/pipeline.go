@@ -173,7 +173,7 @@ func (pl *pipeline) stage(ctx context.Context, list func(context.Context) error,
 			for w := range pl.queue {
 				var err error
 				if w.pack != nil {
-					err = pl.p.sendPack(ctx, w.pack, w.bytes)
+					err = pl.p.sendPack(ctx, w.pack, w.sizes, w.bytes)
 				} else {
 					err = pl.p.upload(ctx, w.obj, pl.live[w.obj.String()])
 				}
