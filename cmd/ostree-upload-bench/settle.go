@@ -8,7 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -58,51 +58,37 @@ func (b *bench) settle(ctx context.Context, repo string) error {
 	}
 }
 
-// readAll reads every regular file under root, with a few readers at once,
+// readAll reads every regular file under root, a few directories at once,
 // and returns how many it read.
 func readAll(ctx context.Context, root string) (int, error) {
-	paths := make(chan string, 1024)
-	errs := make(chan error, 1)
-	var wg sync.WaitGroup
-	for range 2 * runtime.NumCPU() {
-		wg.Go(func() {
-			for p := range paths {
-				if err := readFile(p); err != nil {
-					select {
-					case errs <- err:
-					default:
-					}
-				}
-			}
-		})
-	}
-	n := 0
+	var dirs []string
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	var files atomic.Int64
+	err = parallel(ctx, 2*runtime.NumCPU(), len(dirs), func(i int) error {
+		entries, err := os.ReadDir(dirs[i])
 		if err != nil {
 			return err
 		}
-		if !d.Type().IsRegular() {
-			return nil
+		for _, e := range entries {
+			if !e.Type().IsRegular() {
+				continue
+			}
+			if err := readFile(filepath.Join(dirs[i], e.Name())); err != nil {
+				return err
+			}
+			files.Add(1)
 		}
-		select {
-		case paths <- p:
-			n++
-			return nil
-		case err := <-errs:
-			return err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		return nil
 	})
-	close(paths)
-	wg.Wait()
-	if err == nil {
-		select {
-		case err = <-errs:
-		default:
-		}
-	}
-	return n, err
+	return int(files.Load()), err
 }
 
 func readFile(p string) error {
