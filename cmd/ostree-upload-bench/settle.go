@@ -14,13 +14,13 @@ import (
 )
 
 // deletionAge is how long settle lets the bench's deletions age before a
-// measurement. ext4 without a journal (the file system of some build and
-// CI machines) avoids reusing an inode freed less than a minute ago, once
-// its inode table is written back, and each new inode checks every such
-// inode it passes: creating 100,000 small files right after 400,000 were
-// deleted took about four times the CPU it took on a quiet file system. A
-// measurement that followed a large deletion would pay for it, and the
-// next one not.
+// measurement. On ext4 without a journal, a new inode skips those freed in
+// about the last minute (longer while their inode table block is not yet
+// written back, hence the sync first), and each allocation checks every
+// freed one it passes: creating 100,000 small files right after 400,000
+// were deleted took about four times the CPU it took with no recent
+// deletion. A measurement that followed a large deletion would pay for it,
+// and the next one not.
 const deletionAge = 65 * time.Second
 
 // deleted records that the bench (or a daemon it ran) has just deleted
