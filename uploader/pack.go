@@ -153,18 +153,17 @@ func (p *pusher) sendPack(ctx context.Context, objs []object.Name, sizes []int64
 			if err != nil {
 				return err
 			}
-			sizes = nil // those of still are looked up
+			stillSizes, stillBytes, err := p.sizesOf(still, pending, sizes)
+			if err != nil {
+				return err
+			}
 			if len(still) < len(pending) {
 				progress()
-				stillBytes, err := p.bytesOf(still)
-				if err != nil {
-					return err
-				}
 				p.countSent(len(pending)-len(still), left-stillBytes)
 				left = stillBytes
 				m.reach(size - left)
 			}
-			pending = still
+			pending, sizes = still, stillSizes
 		}
 		first = false
 		if len(pending) == 0 {
@@ -207,38 +206,40 @@ func (p *pusher) countSent(n int, bytes int64) {
 	p.prog.done(n, bytes)
 }
 
-// bytesOf is the size of objs together.
-func (p *pusher) bytesOf(objs []object.Name) (int64, error) {
+// sizesOf returns the sizes of still, names of objs (of the given sizes)
+// that the daemon still needs, and their total; a name not in objs has its
+// size looked up.
+func (p *pusher) sizesOf(still, objs []object.Name, sizes []int64) ([]int64, int64, error) {
+	of := make(map[object.Name]int64, len(objs))
+	for i, n := range objs {
+		of[n] = sizes[i]
+	}
+	out := make([]int64, len(still))
 	var total int64
-	for _, n := range objs {
-		s, err := p.size(n)
-		if err != nil {
-			return 0, err
+	for i, n := range still {
+		s, ok := of[n]
+		if !ok {
+			var err error
+			if s, err = p.size(n); err != nil {
+				return nil, 0, err
+			}
 		}
+		out[i] = s
 		total += s
 	}
-	return total, nil
+	return out, total, nil
 }
 
-// postPack streams one pack of objs to the daemon, of the given sizes (nil:
-// looked up); count wraps the pack's bytes to show them as the progress of
-// its unit of work from the point from on (see meter.count).
+// postPack streams one pack of objs, of the given sizes, to the daemon;
+// count wraps the pack's bytes to show them as the progress of its unit of
+// work from the point from on (see meter.count).
 func (p *pusher) postPack(ctx context.Context, objs []object.Name, sizes []int64, count func(r io.Reader, from, num, den int64) io.Reader, from int64) (api.PackResult, error) {
-	if sizes == nil {
-		sizes = make([]int64, len(objs))
-		for i, n := range objs {
-			s, err := p.size(n)
-			if err != nil {
-				return api.PackResult{}, err
-			}
-			sizes[i] = s
-		}
-	}
 	converts := false
 	for _, n := range objs {
 		converts = converts || p.repo.Converts(n)
 	}
-	length := packSize(sizes)
+	tarBytes := packSize(sizes)
+	length := tarBytes
 	if converts {
 		length = -1 // known only once sent: chunked
 	}
@@ -253,7 +254,7 @@ func (p *pusher) postPack(ctx context.Context, objs []object.Name, sizes []int64
 	for _, s := range sizes {
 		objBytes += s
 	}
-	res, err := p.c.SendPack(ctx, p.sid, count(pr, from, objBytes, packSize(sizes)), length)
+	res, err := p.c.SendPack(ctx, p.sid, count(pr, from, objBytes, tarBytes), length)
 	pr.CloseWithError(errors.New("request ended"))
 	if wErr := <-werr; wErr != nil {
 		var pe *PermanentError
