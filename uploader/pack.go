@@ -120,13 +120,33 @@ func (p *pusher) writeEntry(ctx context.Context, tw *tar.Writer, n object.Name, 
 	}
 	buf := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(buf)
-	if k, err := io.CopyBuffer(tw, src, *buf); err != nil || k != size {
+	if k, err := copyObject(tw, src, size, *buf); err != nil || k != size {
 		if err == nil || errors.Is(err, tar.ErrWriteTooLong) {
 			return permanent("local object %s changed size during the push (run ostree fsck on %s)", n, p.opts.Repo)
 		}
 		return err
 	}
 	return nil
+}
+
+// copyObject copies src, which should hold size bytes, to w through buf,
+// and returns how many it copied: more than size if src holds more. An
+// object smaller than buf is read in one read of up to size+1 bytes, as a
+// file read returns all it has: a million small files are not read a
+// second time each to find their end.
+func copyObject(w io.Writer, src io.Reader, size int64, buf []byte) (int64, error) {
+	if size >= int64(len(buf)) {
+		return io.CopyBuffer(w, src, buf)
+	}
+	n, err := io.ReadAtLeast(src, buf[:size+1], int(size))
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return int64(n), err
+	}
+	if int64(n) != size {
+		return int64(n), nil
+	}
+	k, err := w.Write(buf[:n])
+	return int64(k), err
 }
 
 // copyBuffers hold the buffers that copy objects into packs: a push of a

@@ -6,7 +6,9 @@ import (
 	"testing"
 
 	"context"
+	"io"
 	"math/rand"
+	"os"
 	"path/filepath"
 
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
@@ -139,6 +141,65 @@ func TestPackIsWrittenInLargeWrites(t *testing.T) {
 		hdr, err := tr.Next()
 		if err != nil || hdr.Name != n.RelPath() || hdr.Size != sizes[i] {
 			t.Fatalf("entry %d: %+v, %v; want %s of %d bytes", i, hdr, err, n.RelPath(), sizes[i])
+		}
+	}
+}
+
+// countingFile counts the reads of a file.
+type countingFile struct {
+	f     *os.File
+	reads int
+}
+
+func (c *countingFile) Read(p []byte) (int, error) {
+	c.reads++
+	return c.f.Read(p)
+}
+
+// An object smaller than the copy buffer is read from its file in one
+// read when it has the size planned, and a file that grew or shrank since
+// is copied as it is now, for the caller to refuse.
+func TestSmallObjectsAreReadOnce(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	buf := make([]byte, 4096)
+	for _, c := range []struct {
+		name        string
+		size, wrote int
+		reads       int // at most
+	}{
+		{"as planned", 1000, 1000, 1},
+		{"one byte under the buffer", 4095, 4095, 1},
+		{"grown", 1000, 1500, 1},
+		{"shrunk", 1000, 600, 2},
+		{"as large as the buffer", 4096, 4096, 2},
+		{"larger than the buffer", 10000, 10000, 4},
+	} {
+		path := filepath.Join(dir, c.name)
+		content := bytes.Repeat([]byte{'x'}, c.wrote)
+		if err := os.WriteFile(path, content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := &countingFile{f: f}
+		var w bytes.Buffer
+		k, err := copyObject(struct{ io.Writer }{&w}, src, int64(c.size), buf)
+		f.Close()
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		if c.wrote == c.size && (k != int64(c.size) || !bytes.Equal(w.Bytes(), content)) {
+			t.Errorf("%s: copied %d bytes (%d written), want the file's %d", c.name, k, w.Len(), c.size)
+		}
+		if c.wrote != c.size && k == int64(c.size) {
+			t.Errorf("%s: copied %d bytes, the planned size, of a file of %d", c.name, k, c.wrote)
+		}
+		if src.reads > c.reads {
+			t.Errorf("%s: %d reads, want at most %d", c.name, src.reads, c.reads)
 		}
 	}
 }
