@@ -3,13 +3,12 @@ package uploader
 import (
 	"archive/tar"
 	"bytes"
-	"testing"
-
 	"context"
 	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
+	"testing"
 
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
 	"github.com/ostree-upload/ostree-upload/store"
