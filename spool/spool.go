@@ -6,16 +6,18 @@
 // The protocol that keeps the two in step, whatever instant a crash
 // strikes:
 //   - admitting: the bytes are made durable in the spool's objects/ first,
-//     then journaled as verified, both under the spool's read lock;
+//     then journaled as verified, both under the spool's read lock (a pack's
+//     file object is written at its own name as it arrives, and no reader
+//     takes it until it is verified: see store.Repo.Stage);
 //   - releasing: the journal names the files no other unreleased session
 //     of the token holds, they are unlinked, then the session's records are
 //     deleted, all under the write lock, so that no admission of the same
 //     object and no other release of the token interleaves;
 //   - sweeping, at start-up: a file the journal does not know is a crash's
-//     leftover (renamed in but not journaled, or staged by a pack); when an
-//     open session of its token still wants the object and the file
-//     verifies against its name, it is kept and journaled, as on arrival;
-//     otherwise it goes.
+//     leftover (renamed in but not journaled, or staged by a pack, whole
+//     or not); when an open session of its token still wants the object
+//     and the file verifies against its name, it is kept and journaled, as
+//     on arrival; otherwise it goes.
 package spool
 
 import (
@@ -107,7 +109,7 @@ type Wanted func(ctx context.Context, owner string, n object.Name) (sessions []s
 
 // Sweep judges the spool files the journal does not know, left by a crash
 // between a rename into the spool and its journal entry, or staged by a
-// pack: a content-addressed object that open sessions of the spool's
+// pack (whole or not): a content-addressed object that open sessions of the spool's
 // token still want (want) and that verify accepts is renamed into place,
 // made durable and journaled as verified in those sessions, so that its
 // bytes need not cross the network again; every other such file is

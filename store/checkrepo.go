@@ -57,7 +57,9 @@ func (r *Repo) MakeCheckRepo(ctx context.Context, dir string, spool *Repo, updat
 			if has, err := r.HasObject(ctx, n); err != nil || has {
 				return err
 			}
-			return linkObject(spool.ObjectPath(n), objectPathIn(dir, n), n)
+			err := fmt.Errorf("link %s: %w", n, ErrNotFound) // still being received
+			spool.settled(n, func() { err = linkObject(spool.ObjectPath(n), objectPathIn(dir, n), n) })
+			return err
 		}
 		if err := missing(ctx, both, u.New, b, link); err != nil {
 			return fmt.Errorf("check repo: %s: %w", u.Ref, err)

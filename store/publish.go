@@ -400,13 +400,16 @@ func (r *Repo) importAll(ctx context.Context, spool *Repo, absent func(object.Na
 }
 
 // place makes object n present in r: found there, or imported from spool
-// and checked there. It reports false when neither holds n.
+// and checked there. It reports false when neither holds n; an object the
+// spool is still receiving (see Repo.Stage) is not the spool's yet.
 func (r *Repo) place(ctx context.Context, spool *Repo, n object.Name) (bool, error) {
 	if r.looseOnly && spool.looseOnly {
 		// One linkat answers for nearly every object: linked, or r had
 		// it. Any other answer (no such object in the spool, no
 		// directory for it in r, another filesystem) takes the way below.
-		switch err := r.linkLoose(ctx, spool, n); {
+		err := error(unix.ENOENT)
+		spool.settled(n, func() { err = r.linkLoose(ctx, spool, n) })
+		switch {
 		case err == nil, errors.Is(err, unix.EEXIST):
 			return true, nil
 		case !errors.As(err, new(unix.Errno)):
@@ -416,10 +419,14 @@ func (r *Repo) place(ctx context.Context, spool *Repo, n object.Name) (bool, err
 	if has, err := r.HasObject(ctx, n); err != nil || has {
 		return has, err
 	}
-	if has, err := spool.HasObject(ctx, n); err != nil || !has {
-		return false, err
-	}
-	if err := r.importObject(ctx, spool, n); err != nil {
+	var has bool
+	var err error
+	spool.settled(n, func() {
+		if has, err = spool.hasObject(ctx, n); err == nil && has {
+			err = r.importObject(ctx, spool, n)
+		}
+	})
+	if err != nil || !has {
 		return false, err
 	}
 	if has, err := r.HasObject(ctx, n); err != nil || !has {

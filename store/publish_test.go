@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -322,8 +323,10 @@ func TestStage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := os.Stat(spool.ObjectPath(n)); !errors.Is(err, os.ErrNotExist) {
-			t.Fatalf("%s: staged object is in objects/ before Commit: %v", n, err)
+		// A file object is written at its name, held back until Commit
+		// (TestObjectBeingReceivedIsHeldBack); any other is not there.
+		if _, err := os.Stat(spool.ObjectPath(n)); (err == nil) != (n.Type == object.File) {
+			t.Fatalf("%s: staged object in objects/ before Commit: %v", n, err)
 		}
 		if err := st.Commit(); err != nil {
 			t.Fatal(err)
@@ -344,6 +347,91 @@ func TestStage(t *testing.T) {
 	if len(left) != 0 {
 		t.Errorf("temporary files left: %v", left)
 	}
+}
+
+// A file object being received at its own name is no object of the spool
+// until its stage is committed: the spool does not have it, a publish finds
+// it missing, a check repository does not get it, a removal leaves it. A verified copy staged
+// meanwhile takes its name, and the first stage's failure leaves that copy.
+func TestObjectBeingReceivedIsHeldBack(t *testing.T) {
+	t.Parallel()
+	build := openArchive(t, fx.build)
+	objs := walkSet(t, build, fx.other)
+	var file object.Name
+	for n := range objs {
+		if n.Type == object.File {
+			file = n
+			break
+		}
+	}
+	delete(objs, file)
+	spool := spoolWith(t, build, objs)
+	b, err := os.ReadFile(build.ObjectPath(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	update := []RefUpdate{{Ref: "other", New: fx.other}}
+
+	// The first stage gets half the object, then waits.
+	pr, pw := io.Pipe()
+	first := make(chan error, 1)
+	go func() {
+		_, err := spool.Stage(ctx, file, pr, int64(len(b)), object.VerifyOptions{})
+		first <- err
+	}()
+	if _, err := pw.Write(b[:len(b)/2]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(spool.ObjectPath(file)); err != nil {
+		t.Fatalf("not written at its name: %v", err)
+	}
+	if has, err := spool.HasObject(ctx, file); has || err != nil {
+		t.Fatalf("the spool has %s while it is received (%v)", file, err)
+	}
+	prod := newArchive(t)
+	var missing *MissingError
+	if err := prod.Check(ctx, spool, update); !errors.As(err, &missing) || !slices.Contains(missing.Missing, file) {
+		t.Fatalf("check while %s is received: %v, want it missing", file, err)
+	}
+	if _, err := prod.Import(ctx, spool, update); !errors.As(err, &missing) || !slices.Contains(missing.Missing, file) {
+		t.Fatalf("import while %s is received: %v, want it missing", file, err)
+	}
+	if has, err := prod.HasObject(ctx, file); has || err != nil {
+		t.Fatalf("%s linked into production while received (%v)", file, err)
+	}
+	check := filepath.Join(t.TempDir(), "check")
+	if err := prod.MakeCheckRepo(ctx, check, spool, update, nil); !errors.As(err, &missing) || !slices.Contains(missing.Missing, file) {
+		t.Fatalf("check repository while %s is received: %v, want it missing", file, err)
+	}
+	if err := spool.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(spool.ObjectPath(file)); err != nil {
+		t.Fatalf("Remove took a file being received: %v", err)
+	}
+
+	// A second stage of the same object, verified and committed.
+	second, err := spool.Stage(ctx, file, bytes.NewReader(b), int64(len(b)), object.VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	// The first one's end is corrupt: it fails, and takes nothing.
+	bad := append([]byte(nil), b[len(b)/2:]...)
+	bad[len(bad)-1] ^= 1
+	pw.Write(bad)
+	if err := <-first; !object.IsCorrupt(err) {
+		t.Fatalf("first stage: %v, want corrupt", err)
+	}
+	if got, err := os.ReadFile(spool.ObjectPath(file)); err != nil || !bytes.Equal(got, b) {
+		t.Fatalf("after the failed stage, the spool's copy: %d bytes, %v; want the %d verified", len(got), err, len(b))
+	}
+	if err := prod.Publish(ctx, spool, update, nil); err != nil {
+		t.Fatal(err)
+	}
+	mustOstree(t, "fsck", "--repo="+prod.Path())
 }
 
 // A file object found in many directories is imported once and checked in

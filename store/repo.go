@@ -120,6 +120,8 @@ type Repo struct {
 	// dfd is the repository's directory, which libostree holds open
 	// until Close (see at).
 	dfd int
+	// recv: a spool repository's objects being written at their names.
+	recv receiving
 }
 
 // Open opens an existing repository.
@@ -348,8 +350,20 @@ func (r *Repo) ResolveRef(ctx context.Context, ref string) (sum object.Checksum,
 }
 
 // HasObject reports whether the repository (or its parent, if it has one)
-// holds the object.
+// holds the object. A spool repository's object still being received (see
+// Stage) is not held yet.
 func (r *Repo) HasObject(ctx context.Context, name object.Name) (bool, error) {
+	if r.recv.has(name) {
+		if err := r.usable(); err != nil {
+			return false, fmt.Errorf("has object %s: %w", name, err)
+		}
+		return false, nil
+	}
+	return r.hasObject(ctx, name)
+}
+
+// hasObject is HasObject without the look at the objects being received.
+func (r *Repo) hasObject(ctx context.Context, name object.Name) (bool, error) {
 	if r.looseOnly {
 		// What libostree would do, without a call through cgo and GLib's
 		// allocations: a publish of a million objects asks several
@@ -408,6 +422,9 @@ func (r *Repo) at(fn func(dfd int) error) error {
 	}
 	return fn(r.dfd)
 }
+
+// usable is ErrClosed once r is closed, else nil.
+func (r *Repo) usable() error { return r.at(func(int) error { return nil }) }
 
 // abs is the absolute path of rel, a path relative to r's directory (for
 // messages, and the few calls that take a path).

@@ -46,7 +46,7 @@ func (r *Repo) Adopt(ctx context.Context, n object.Name, path string) error {
 	if err != nil {
 		return fmt.Errorf("adopt %s: %w", n, err)
 	}
-	if err := os.Rename(path, dst); err != nil {
+	if err := r.replace(n, path); err != nil {
 		return fmt.Errorf("adopt %s: %w", n, err)
 	}
 	if err := syncDir(dir); err != nil {
@@ -55,12 +55,64 @@ func (r *Repo) Adopt(ctx context.Context, n object.Name, path string) error {
 	return nil
 }
 
-// Staged is a verified object in a temporary file of a spool repository,
-// not yet in its objects/.
+// Staged is a verified object of a spool repository not yet committed:
+// in a temporary file, or, for a file object the repository lacked, at its
+// own name but held back from every reader (see Repo.settled).
 type Staged struct {
-	Info object.Info
-	repo *Repo
-	tmp  string // relative to the repository's directory
+	Info    object.Info
+	repo    *Repo
+	name    object.Name
+	tmp     string // relative to the repository's directory
+	inPlace bool   // tmp is the object's own name
+}
+
+// receiving is the file objects a spool repository is writing at their
+// own names (see Stage), by the Staged that writes each: such a file is
+// unverified until its Commit, and nothing links, imports or removes it
+// meanwhile. A stripe's lock also orders every change to the names it
+// covers, so that a check of the map and the change it allows are one
+// step.
+type receiving struct {
+	used    atomic.Bool // an object was ever written at its name
+	stripes [64]struct {
+		mu sync.Mutex
+		m  map[object.Name]*Staged
+	}
+}
+
+// has reports whether n is being received (a look, not a hold: see
+// Repo.settled).
+func (rc *receiving) has(n object.Name) bool {
+	if !rc.used.Load() {
+		return false
+	}
+	m, unlock := rc.lock(n)
+	defer unlock()
+	return m[n] != nil
+}
+
+// lock locks the stripe of n and returns its map (created on first use)
+// and the unlock.
+func (rc *receiving) lock(n object.Name) (map[object.Name]*Staged, func()) {
+	s := &rc.stripes[n.Sum[0]%byte(len(rc.stripes))]
+	s.mu.Lock()
+	if s.m == nil {
+		s.m = map[object.Name]*Staged{}
+	}
+	return s.m, s.mu.Unlock
+}
+
+// settled runs fn while object n's name in r cannot change, unless r is
+// receiving n (an unverified file at its name), and reports whether fn
+// ran. Every reader that takes a spool's file elsewhere goes through it.
+func (r *Repo) settled(n object.Name, fn func()) bool {
+	m, unlock := r.recv.lock(n)
+	defer unlock()
+	if m[n] != nil {
+		return false
+	}
+	fn()
+	return true
 }
 
 // Stage reads an object of size bytes from src and verifies it strictly
@@ -77,19 +129,17 @@ func (r *Repo) Stage(ctx context.Context, n object.Name, src io.Reader, size int
 	if limit := object.MaxSize(n.Type); limit > 0 && size > limit {
 		return nil, &object.CorruptError{Name: n, Reason: fmt.Sprintf("%d bytes, more than %d", size, limit)}
 	}
-	// The temporary file lives beside its final name: the rename stays in
-	// one directory, and the inode is allocated where it will stay.
 	dir := path.Dir(n.RelPath())
-	fd, tmp, err := r.createStaged(dir, n)
+	st := &Staged{repo: r, name: n}
+	fd, err := r.createStaged(dir, st)
 	if errors.Is(err, unix.ENOENT) {
 		if err = os.MkdirAll(r.abs(dir), 0o755); err == nil {
-			fd, tmp, err = r.createStaged(dir, n)
+			fd, err = r.createStaged(dir, st)
 		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("stage %s: %w", n, err)
 	}
-	st := &Staged{repo: r, tmp: tmp}
 	var info object.Info
 	if n.Type == object.File {
 		w := &writeErr{w: fdWriter(fd)}
@@ -128,30 +178,71 @@ func (r *Repo) Stage(ctx context.Context, n object.Name, src io.Reader, size int
 	return st, nil
 }
 
-// createStaged creates, exclusively, a temporary file for object n in dir
-// (relative to r's directory), named as TempPrefix says, read-only for
-// everyone when the umask allows it (see createdReadOnly), and returns its
-// descriptor and its path relative to r's directory. Raw system calls: an
-// *os.File would cost four more per object (its poller's), and a stage of
-// a million small files makes a million of them.
-func (r *Repo) createStaged(dir string, n object.Name) (int, string, error) {
-	prefix := dir + "/" + TempPrefix + n.String() + "-"
+// createStaged creates, exclusively, the file that st's object is written
+// to, in dir (relative to r's directory), read-only for everyone when the
+// umask allows it (see createdReadOnly), sets st.tmp and returns its
+// descriptor. A file object r lacks is written at its own name (one
+// change to the directory, where a temporary name and a rename make
+// three), held back from readers until Commit (see receiving); any other
+// object, or one r has or is receiving, goes to a temporary file named as
+// TempPrefix says, beside its own name. Raw system calls: an *os.File
+// would cost four more per object (its poller's), and a stage of a
+// million small files makes a million of them.
+func (r *Repo) createStaged(dir string, st *Staged) (int, error) {
+	if st.name.Type == object.File {
+		fd, err := r.createInPlace(st)
+		if !errors.Is(err, unix.EEXIST) {
+			return fd, err
+		}
+	}
+	prefix := dir + "/" + TempPrefix + st.name.String() + "-"
 	for range 100 {
 		tmp := prefix + strconv.FormatUint(stageSeq.Add(1), 36)
-		var fd int
-		err := r.at(func(dfd int) (err error) {
-			fd, err = unix.Openat(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o444)
-			return err
-		})
-		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EEXIST) {
-			continue // EEXIST: left by an earlier run of the daemon
+		fd, err := r.create(tmp)
+		if errors.Is(err, unix.EEXIST) {
+			continue // left by an earlier run of the daemon
 		}
 		if err != nil {
-			return -1, "", &os.PathError{Op: "create", Path: r.abs(tmp), Err: err}
+			return -1, err
 		}
-		return fd, tmp, nil
+		st.tmp = tmp
+		return fd, nil
 	}
-	return -1, "", fmt.Errorf("create a temporary file in %s: %w", r.abs(dir), os.ErrExist)
+	return -1, fmt.Errorf("create a temporary file in %s: %w", r.abs(dir), os.ErrExist)
+}
+
+// createInPlace creates st's object at its own name and records it as
+// being received, both under its stripe's lock.
+func (r *Repo) createInPlace(st *Staged) (int, error) {
+	rel := st.name.RelPath()
+	m, unlock := r.recv.lock(st.name)
+	defer unlock()
+	r.recv.used.Store(true) // before the file exists: see receiving.has
+	fd, err := r.create(rel)
+	if err != nil {
+		return -1, err
+	}
+	m[st.name] = st
+	st.tmp, st.inPlace = rel, true
+	return fd, nil
+}
+
+// create creates the file rel (relative to r's directory) exclusively,
+// with mode 0444, for writing.
+func (r *Repo) create(rel string) (int, error) {
+	var fd int
+	err := r.at(func(dfd int) (err error) {
+		for {
+			fd, err = unix.Openat(dfd, rel, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o444)
+			if err != unix.EINTR {
+				return err
+			}
+		}
+	})
+	if err != nil {
+		return -1, &os.PathError{Op: "create", Path: r.abs(rel), Err: err}
+	}
+	return fd, nil
 }
 
 // stageSeq numbers temporary files, from a random start so that those a
@@ -201,23 +292,53 @@ func (w fdWriter) Write(b []byte) (int, error) {
 	return n, nil
 }
 
-// Commit renames the staged object into its repository's objects/. Nothing
-// is synced: call the repository's Sync before recording it as durable.
+// Commit puts the staged object in its repository's objects/: renamed
+// there from its temporary file, or, written at its own name, no longer
+// held back from readers. Nothing is synced: call the repository's Sync
+// before recording it as durable.
 func (st *Staged) Commit() error {
-	r, dst := st.repo, st.Info.Name.RelPath()
+	r, n := st.repo, st.name
+	m, unlock := r.recv.lock(n)
+	defer unlock()
+	if st.inPlace {
+		// Verified where it is (or replaced by a verified copy meanwhile).
+		if err := r.usable(); err != nil {
+			return fmt.Errorf("commit %s: %w", n, err)
+		}
+		if m[n] == st {
+			delete(m, n)
+		}
+		return nil
+	}
 	// renameat(2) itself: os.Rename first looks the destination up to
 	// refuse a directory, a system call more per object of a pack, where
 	// Linux refuses to rename a file over a directory anyway (EISDIR).
+	dst := n.RelPath()
 	err := r.at(func(dfd int) error { return unix.Renameat(dfd, st.tmp, dfd, dst) })
 	if err != nil {
-		return fmt.Errorf("commit %s: %w", st.Info.Name, &os.LinkError{Op: "rename", Old: r.abs(st.tmp), New: r.abs(dst), Err: err})
+		return fmt.Errorf("commit %s: %w", n, &os.LinkError{Op: "rename", Old: r.abs(st.tmp), New: r.abs(dst), Err: err})
 	}
+	// A verified copy now stands where another stage may still write: that
+	// one's file has left the name, and its Discard leaves this one.
+	delete(m, n)
 	return nil
 }
 
-// Discard deletes the staged object's temporary file, if still there.
+// Discard deletes the staged object's file, if still there: its temporary
+// file, or the file at its own name, unless another verified copy has
+// replaced it.
 func (st *Staged) Discard() {
-	st.repo.at(func(dfd int) error { return unix.Unlinkat(dfd, st.tmp, 0) })
+	r := st.repo
+	if !st.inPlace {
+		r.at(func(dfd int) error { return unix.Unlinkat(dfd, st.tmp, 0) })
+		return
+	}
+	m, unlock := r.recv.lock(st.name)
+	defer unlock()
+	if m[st.name] == st {
+		r.at(func(dfd int) error { return unix.Unlinkat(dfd, st.tmp, 0) })
+		delete(m, st.name)
+	}
 }
 
 // TempPrefix starts the names of Stage's temporary files, which live in the
@@ -248,9 +369,22 @@ func (r *Repo) AdoptStaged(path string, n object.Name) error {
 	if err := os.Chmod(path, 0o444); err != nil {
 		return fmt.Errorf("adopt %s: %w", n, err)
 	}
-	if err := os.Rename(path, r.ObjectPath(n)); err != nil {
+	if err := r.replace(n, path); err != nil {
 		return fmt.Errorf("adopt %s: %w", n, err)
 	}
+	return nil
+}
+
+// replace renames the verified file at path to object n's name in r, over
+// any file there: one still being received leaves the name (see
+// Staged.Commit).
+func (r *Repo) replace(n object.Name, path string) error {
+	m, unlock := r.recv.lock(n)
+	defer unlock()
+	if err := os.Rename(path, r.ObjectPath(n)); err != nil {
+		return err
+	}
+	delete(m, n)
 	return nil
 }
 
@@ -298,9 +432,15 @@ func (r *Repo) MakeObjectDirs() error {
 	return nil
 }
 
-// Remove deletes object n's loose file from r if present. For spool
+// Remove deletes object n's loose file from r if present, but not one
+// still being received (see Stage): that one is its stage's. For spool
 // repositories only.
 func (r *Repo) Remove(n object.Name) error {
+	m, unlock := r.recv.lock(n)
+	defer unlock()
+	if m[n] != nil {
+		return nil
+	}
 	rel := n.RelPath()
 	err := r.at(func(dfd int) error { return unix.Unlinkat(dfd, rel, 0) })
 	if err != nil && !errors.Is(err, unix.ENOENT) {
@@ -370,7 +510,7 @@ func (r *Repo) StageLink(ctx context.Context, n object.Name, from *Repo, opts ob
 	if err := os.MkdirAll(r.abs(dir), 0o755); err != nil {
 		return nil, fmt.Errorf("stage %s: %w", n, err)
 	}
-	st := &Staged{repo: r, tmp: fmt.Sprintf("%s/%s%s-link-%d-%d", dir, TempPrefix, n, os.Getpid(), linkSeq.Add(1))}
+	st := &Staged{repo: r, name: n, tmp: fmt.Sprintf("%s/%s%s-link-%d-%d", dir, TempPrefix, n, os.Getpid(), linkSeq.Add(1))}
 	tmp := r.abs(st.tmp)
 	err := os.Link(src, tmp)
 	if errors.Is(err, syscall.EXDEV) || errors.Is(err, syscall.EPERM) {
