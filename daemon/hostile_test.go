@@ -375,8 +375,16 @@ func deepBuild(t *testing.T, levels int) (string, string) {
 // one pack.
 func (e *env) packAll(build string, tok token, sid string) {
 	e.t.Helper()
+	all := objectsIn(e.t, build)
+	e.need(tok, sid, all)
+	want(e.t, e.sendPack(tok, sid, pack(e.t, tar.FormatPAX, entriesIn(e.t, build, all)...)), 200)
+}
+
+// objectsIn lists the objects in build's objects/.
+func objectsIn(t testing.TB, build string) []object.Name {
+	t.Helper()
 	var all []object.Name
-	filepath.Walk(filepath.Join(build, "objects"), func(p string, fi os.FileInfo, err error) error {
+	err := filepath.Walk(filepath.Join(build, "objects"), func(p string, fi os.FileInfo, err error) error {
 		if err != nil || fi.IsDir() {
 			return err
 		}
@@ -386,13 +394,24 @@ func (e *env) packAll(build string, tok token, sid string) {
 		}
 		return nil
 	})
-	e.need(tok, sid, all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return all
+}
+
+// entriesIn makes pack entries of objects of build.
+func entriesIn(t testing.TB, build string, objs []object.Name) []entry {
+	t.Helper()
 	var entries []entry
-	for _, n := range all {
-		b, _ := os.ReadFile(filepath.Join(build, filepath.FromSlash(n.RelPath())))
+	for _, n := range objs {
+		b, err := os.ReadFile(filepath.Join(build, filepath.FromSlash(n.RelPath())))
+		if err != nil {
+			t.Fatal(err)
+		}
 		entries = append(entries, entry{tar.Header{Name: n.RelPath(), Size: int64(len(b)), Mode: 0o644, Typeflag: tar.TypeReg}, b})
 	}
-	want(e.t, e.sendPack(tok, sid, pack(e.t, tar.FormatPAX, entries...)), 200)
+	return entries
 }
 
 // A commit whose directories nest deeper than libostree's tools can follow

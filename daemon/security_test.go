@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -139,6 +141,60 @@ func (c *catalogue) packHeader(name string, typ byte, size int64) resp {
 
 func (c *catalogue) open(refs string) resp {
 	return c.raw(c.Tok, "POST", api.PathSessions, `{"refs":[`+refs+`]}`)
+}
+
+// stalledPack sends session sid a pack whose only entry, object n of
+// build, stops half-way, and returns the connection, left open.
+func (c *catalogue) stalledPack(tok token, sid, build string, n object.Name) net.Conn {
+	b, err := os.ReadFile(filepath.Join(build, filepath.FromSlash(n.RelPath())))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var body bytes.Buffer
+	tw := tar.NewWriter(&body)
+	if err := tw.WriteHeader(&tar.Header{Name: n.RelPath(), Size: int64(len(b)), Mode: 0o644, Typeflag: tar.TypeReg}); err != nil {
+		c.t.Fatal(err)
+	}
+	tw.Write(b[:len(b)/2])
+	tw.Flush()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(c.URL, "http://"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/x-tar\r\nContent-Length: %d\r\n\r\n",
+		api.PacksPath(sid), tok.Secret, 1<<20)
+	conn.Write(body.Bytes())
+	return conn
+}
+
+// waitForSpoolFile waits until a spool holds a file named after n.
+func (c *catalogue) waitForSpoolFile(n object.Name) {
+	pattern := filepath.Join(c.State, "spools", "*", filepath.FromSlash(n.RelPath()))
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if found, _ := filepath.Glob(pattern); len(found) > 0 {
+			return
+		}
+	}
+	c.t.Fatalf("no spool file for %s", n)
+}
+
+// oneFileBuild commits a tree of one file to a new archive repository and
+// returns the repository, the commit and the file's object.
+func oneFileBuild(t *testing.T) (string, string, object.Name) {
+	t.Helper()
+	dir := t.TempDir()
+	build := filepath.Join(dir, "build")
+	storetest.MustOstree(t, "init", "--mode=archive", "--repo="+build)
+	os.MkdirAll(filepath.Join(dir, "tree"), 0o755)
+	os.WriteFile(filepath.Join(dir, "tree", "f"), bytes.Repeat([]byte("received "), 1000), 0o644)
+	commit := storetest.MustOstree(t, "commit", "--repo="+build, "--orphan", "--tree=dir="+filepath.Join(dir, "tree"), "-s", "one file")
+	for _, n := range objectsIn(t, build) {
+		if n.Type == object.File {
+			return build, commit, n
+		}
+	}
+	t.Fatal("no file object")
+	return "", "", object.Name{}
 }
 
 // trapRow uploads one of the .filez traps of TestCorruptUploadsAreRefused.
@@ -371,6 +427,23 @@ func hostileInputs() []hostile {
 			name := strings.Repeat("6", 64) + ".filez" // refused before its content is hashed
 			c.names(name)
 			return c.upload(c.Tok, c.sid, name, data)
+		}},
+		{"commit-naming-object-being-received", 422, func(c *catalogue) resp {
+			// One session of the token sends the commit's file in a pack
+			// and stops half-way through it; another, which never sent
+			// it, sends the rest and commits.
+			build, commit, file := oneFileBuild(c.t)
+			rest := objectsIn(c.t, build)
+			rest = slices.DeleteFunc(rest, func(n object.Name) bool { return n == file })
+			s1 := c.session(c.beta, []api.RefUpdate{{Name: "beta/received", New: commit}}, false)
+			c.need(c.beta, s1.ID, []object.Name{file})
+			conn := c.stalledPack(c.beta, s1.ID, build, file)
+			defer conn.Close()
+			c.waitForSpoolFile(file)
+			s2 := c.session(c.beta, []api.RefUpdate{{Name: "beta/committed", New: commit}}, false)
+			c.need(c.beta, s2.ID, rest)
+			want(c.t, c.sendPack(c.beta, s2.ID, pack(c.t, tar.FormatPAX, entriesIn(c.t, build, rest)...)), 200)
+			return c.doJSON(c.beta, "POST", api.PathSessions+"/"+s2.ID+"/commit", nil)
 		}},
 		{"deep-tree", 422, func(c *catalogue) resp {
 			build, commit := deepBuild(c.t, object.MaxTreeDepth+1)
