@@ -358,16 +358,20 @@ func TestRefNamesAndTypesRefusedEarly(t *testing.T) {
 // deepBuild makes a build repository whose commit nests levels directories.
 func deepBuild(t *testing.T, levels int) (string, string) {
 	t.Helper()
+	return fileBuild(t, strings.Repeat("d/", levels)+"f", []byte("deep"))
+}
+
+// fileBuild commits a tree of one file, at rel, to a new archive
+// repository and returns the repository and the commit.
+func fileBuild(t *testing.T, rel string, content []byte) (string, string) {
+	t.Helper()
 	dir := t.TempDir()
 	build := filepath.Join(dir, "build")
 	storetest.MustOstree(t, "init", "--mode=archive", "--repo="+build)
-	p := filepath.Join(dir, "tree")
-	for i := 0; i < levels; i++ {
-		p = filepath.Join(p, "d")
-	}
-	os.MkdirAll(p, 0o755)
-	os.WriteFile(filepath.Join(p, "f"), []byte("deep"), 0o644)
-	c := storetest.MustOstree(t, "commit", "--repo="+build, "--orphan", "--tree=dir="+filepath.Join(dir, "tree"), "-s", "deep")
+	p := filepath.Join(dir, "tree", filepath.FromSlash(rel))
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	os.WriteFile(p, content, 0o644)
+	c := storetest.MustOstree(t, "commit", "--repo="+build, "--orphan", "--tree=dir="+filepath.Join(dir, "tree"), "-s", "one file")
 	return build, c
 }
 

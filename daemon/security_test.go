@@ -146,16 +146,13 @@ func (c *catalogue) open(refs string) resp {
 // stalledPack sends session sid a pack whose only entry, object n of
 // build, stops half-way, and returns the connection, left open.
 func (c *catalogue) stalledPack(tok token, sid, build string, n object.Name) net.Conn {
-	b, err := os.ReadFile(filepath.Join(build, filepath.FromSlash(n.RelPath())))
-	if err != nil {
-		c.t.Fatal(err)
-	}
+	en := entriesIn(c.t, build, []object.Name{n})[0]
 	var body bytes.Buffer
 	tw := tar.NewWriter(&body)
-	if err := tw.WriteHeader(&tar.Header{Name: n.RelPath(), Size: int64(len(b)), Mode: 0o644, Typeflag: tar.TypeReg}); err != nil {
+	if err := tw.WriteHeader(&en.hdr); err != nil {
 		c.t.Fatal(err)
 	}
-	tw.Write(b[:len(b)/2])
+	tw.Write(en.data[:len(en.data)/2])
 	tw.Flush()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(c.URL, "http://"))
 	if err != nil {
@@ -182,12 +179,7 @@ func (c *catalogue) waitForSpoolFile(n object.Name) {
 // returns the repository, the commit and the file's object.
 func oneFileBuild(t *testing.T) (string, string, object.Name) {
 	t.Helper()
-	dir := t.TempDir()
-	build := filepath.Join(dir, "build")
-	storetest.MustOstree(t, "init", "--mode=archive", "--repo="+build)
-	os.MkdirAll(filepath.Join(dir, "tree"), 0o755)
-	os.WriteFile(filepath.Join(dir, "tree", "f"), bytes.Repeat([]byte("received "), 1000), 0o644)
-	commit := storetest.MustOstree(t, "commit", "--repo="+build, "--orphan", "--tree=dir="+filepath.Join(dir, "tree"), "-s", "one file")
+	build, commit := fileBuild(t, "f", bytes.Repeat([]byte("received "), 1000))
 	for _, n := range objectsIn(t, build) {
 		if n.Type == object.File {
 			return build, commit, n
