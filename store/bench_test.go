@@ -184,3 +184,16 @@ func benchTraverse(b *testing.B, diff bool) {
 // 1 % change; BenchmarkWalkFull is the full traversal of the same commit.
 func BenchmarkDiff1Percent(b *testing.B) { benchTraverse(b, true) }
 func BenchmarkWalkFull(b *testing.B)     { benchTraverse(b, false) }
+
+// BenchmarkMissingFull is the closure check of the 20,000-file commit (a
+// look-up per object, as a publish's check makes).
+func BenchmarkMissingFull(b *testing.B) {
+	benchFixtures(b)
+	r := openArchive(b, bfx.repo)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := Missing(ctx, bfx.treeB, nil, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -494,33 +494,72 @@ func (e *MissingError) Error() string {
 // missing checks the closure of commit in src: every reachable object, or
 // with base set every object of its diff against base (which must be
 // complete in src), must be present. It returns a *MissingError otherwise.
-// A walk of a whole commit keeps no set of its files (memory would grow
-// with the commit): a file object found in several directories is checked,
-// passed to each and counted as missing once per place. (A diff holds the
-// changed part in memory, deduplicated, as it must to subtract the old side.)
+// each, if set, is called (from checkWorkers goroutines at once) for every
+// object found present. A walk of a whole commit keeps no set of its files
+// (memory would grow with the commit): a file object found in several
+// directories is checked, passed to each and counted as missing once per
+// place. (A diff holds the changed part in memory, deduplicated, as it
+// must to subtract the old side.)
 func missing(ctx context.Context, src source, commit object.Checksum, base *object.Checksum, each func(object.Name) error) error {
-	if l, ok := src.(layers); ok {
-		src = &lastFirst{layers: l}
-	}
 	absent := &missingList{e: MissingError{Commit: commit}}
 	t := traversal{src: src, onMissing: absent.note}
-	check := func(n object.Name) error {
-		if n.Type == object.DirTree || n.Type == object.Commit {
-			// Present iff readable: a missing one reaches note via onMissing.
-		} else if has, err := src.HasObject(ctx, n); err != nil {
-			return err
-		} else if !has {
-			return absent.note(n)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// The walk reads the metadata; workers look the objects up, each
+	// asking first the repo that held its last one (see lastFirst).
+	work := make(chan object.Name, 256)
+	var wg sync.WaitGroup
+	for range checkWorkers {
+		look := src
+		if l, ok := src.(layers); ok {
+			look = &lastFirst{layers: l}
 		}
-		if each != nil {
-			return each(n)
-		}
-		return nil
+		wg.Go(func() {
+			for n := range work {
+				if err := checkPresent(ctx, look, n, absent, each); err != nil {
+					cancel(err)
+				}
+			}
+		})
 	}
-	if err := t.closure(ctx, commit, base, check); err != nil {
+	err := t.closure(ctx, commit, base, func(n object.Name) error {
+		select {
+		case work <- n:
+			return nil
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	})
+	close(work)
+	wg.Wait()
+	if err == nil {
+		err = context.Cause(ctx)
+	}
+	if err != nil {
 		return err
 	}
 	return absent.err()
+}
+
+// checkWorkers is how many objects a closure check looks up at once.
+const checkWorkers = 4
+
+// checkPresent notes n in absent if src lacks it, and passes it to each
+// (if set) otherwise. Dirtrees and commits are present iff readable: the
+// walk notes a missing one itself.
+func checkPresent(ctx context.Context, src source, n object.Name, absent *missingList, each func(object.Name) error) error {
+	if n.Type != object.DirTree && n.Type != object.Commit {
+		if has, err := src.HasObject(ctx, n); err != nil || !has {
+			if err != nil {
+				return err
+			}
+			return absent.note(n)
+		}
+	}
+	if each != nil {
+		return each(n)
+	}
+	return nil
 }
 
 // closure emits every object reachable from commit, or with base set every
