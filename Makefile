@@ -88,7 +88,7 @@ $(BENCH_BIN): FORCE
 
 # Needs root (network namespaces). See docs/benchmarks.md.
 bench: deps bench-deps build bench-go $(BENCH_BIN)
-	$(BENCH_BIN) --fixture full --million --tiny-files 200000 --bin $(BINDIR)/$(BINNAME) --work $(BENCH_WORK) --json $(BENCH_WORK)/results.json $(BENCH_OSTREE_PUSH_FLAG) $(BENCH_FLAGS)
+	$(BENCH_BIN) --fixture full --million --tiny-files 200000 --tiny-runs 3 --bin $(BINDIR)/$(BINNAME) --work $(BENCH_WORK) --json $(BENCH_WORK)/results.json $(BENCH_OSTREE_PUSH_FLAG) $(BENCH_FLAGS)
 
 bench-smoke: deps bench-deps build $(BENCH_BIN)
 	$(BENCH_BIN) --fixture small --runs 1 --bin $(BINDIR)/$(BINNAME) --work $(BENCH_WORK) --json $(BENCH_WORK)/smoke.json $(BENCH_OSTREE_PUSH_FLAG) $(BENCH_FLAGS)

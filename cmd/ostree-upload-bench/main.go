@@ -50,6 +50,7 @@ type options struct {
 	Million       bool
 	MillionFiles  int
 	TinyFiles     int
+	TinyRuns      int
 	OstreePush    string
 	Python        string
 	Verbose       bool
@@ -75,7 +76,8 @@ func flagSet(name string, o *options) *pflag.FlagSet {
 	fs.DurationVar(&o.ClientTimeout, "client-timeout", 30*time.Minute, "give up on a client run after this long")
 	fs.BoolVar(&o.Million, "million", false, "also push a commit of --million-files tiny files once")
 	fs.IntVar(&o.MillionFiles, "million-files", 1_000_000, "files of the --million commit")
-	fs.IntVar(&o.TinyFiles, "tiny-files", 0, "also push a commit of N tiny files once, and ostree pull it once (0: not)")
+	fs.IntVar(&o.TinyFiles, "tiny-files", 0, "also push a commit of N tiny files, and ostree pull it (0: not)")
+	fs.IntVar(&o.TinyRuns, "tiny-runs", 1, "times the --tiny-files push, floor and pull run, one after the other (medians reported)")
 	fs.StringVar(&o.OstreePush, "ostree-push", "", "a checkout of ostree-push (v1.2.0) for the ssh scenarios to compare with; without it they skip it")
 	fs.StringVar(&o.Python, "python", "/usr/bin/python3", "the Python that runs ostree-push (with python3-gi, gir1.2-ostree-1.0, python3-yaml)")
 	fs.BoolVarP(&o.Verbose, "verbose", "v", false, "debug messages")
@@ -163,8 +165,8 @@ func benchMain(sub string, args []string) error {
 	if o.Runs < 1 {
 		return fmt.Errorf("--runs must be at least 1")
 	}
-	if o.MillionFiles < 1 || o.TinyFiles < 0 {
-		return fmt.Errorf("--million-files must be at least 1 and --tiny-files at least 0 (0: no tiny-files push)")
+	if o.MillionFiles < 1 || o.TinyFiles < 0 || o.TinyRuns < 1 {
+		return fmt.Errorf("--million-files and --tiny-runs must be at least 1, --tiny-files at least 0 (0: no tiny-files push)")
 	}
 	scenarios, err := selectScenarios(o.Scenarios, o.Fixture, o.WANFixture)
 	if err != nil {

@@ -335,9 +335,26 @@ func writeMillion(w io.Writer, title string, m *millionResult) {
 		fmt.Fprintf(&b, "  ostree pull %.1f s, wire %s, client peak RSS %s, CPU %.1f s; push/pull %.2f\n",
 			m.Pull.Client.WallSeconds, humanBytes(m.Pull.WireBytes), humanBytes(m.Pull.Client.MaxRSSKiB*1024), m.Pull.Client.CPUSeconds, m.PushOverPull)
 	}
+	if len(m.Runs) > 1 {
+		var push, floor, pull []float64
+		for _, r := range m.Runs {
+			push, floor, pull = append(push, r.PushSeconds), append(floor, r.FloorSeconds), append(pull, r.PullSeconds)
+		}
+		fmt.Fprintf(&b, "  %d runs (the figures above are the first's): push %s s (median %.1f), floor %s s (median %.1f), ostree pull %s s (median %.1f); push/pull of the medians %.2f\n",
+			len(m.Runs), secondsList(push), median(push), secondsList(floor), median(floor), secondsList(pull), median(pull), m.MedianPushOverPull)
+	}
 	io.WriteString(w, b.String())
 }
 
 func journalLine(j *journalSize) string {
 	return fmt.Sprintf("%s (high-water %s)", humanBytes(j.FileBytes), humanBytes(j.HighWaterBytes))
+}
+
+// secondsList prints durations in seconds, in run order.
+func secondsList(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.1f", x)
+	}
+	return strings.Join(parts, ", ")
 }

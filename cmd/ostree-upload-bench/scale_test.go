@@ -161,3 +161,33 @@ func TestWriteMillionShowsFloorMemoryJournalAndPull(t *testing.T) {
 		}
 	}
 }
+
+// A tiny-files scenario run several times lists each run's push, floor and
+// pull, their medians, and the ratio of the medians.
+func TestWriteMillionListsTheRunsAndTheirMedians(t *testing.T) {
+	m := &millionResult{Files: 2000, Objects: objectStats{Objects: 2005},
+		Push: &measurement{Client: usage{WallSeconds: 10}},
+		Pull: &measurement{Client: usage{WallSeconds: 20}}, PushOverPull: 0.5,
+		Runs: []tinyRun{
+			{PushSeconds: 10, FloorSeconds: 4, PullSeconds: 20},
+			{PushSeconds: 12, FloorSeconds: 5, PullSeconds: 60},
+			{PushSeconds: 11, FloorSeconds: 3, PullSeconds: 44},
+		},
+	}
+	m.MedianPushOverPull = medianRatio(m.Runs)
+	if m.MedianPushOverPull != 0.25 {
+		t.Errorf("median ratio %v, want 11/44 = 0.25", m.MedianPushOverPull)
+	}
+	var out strings.Builder
+	writeMillion(&out, "tiny-files push", m)
+	want := "3 runs (the figures above are the first's): push 10.0, 12.0, 11.0 s (median 11.0), floor 4.0, 5.0, 3.0 s (median 4.0), ostree pull 20.0, 60.0, 44.0 s (median 44.0); push/pull of the medians 0.25"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("missing %q in:\n%s", want, out.String())
+	}
+	m.Runs = m.Runs[:1]
+	out.Reset()
+	writeMillion(&out, "tiny-files push", m)
+	if strings.Contains(out.String(), "runs (") {
+		t.Errorf("one run listed as several:\n%s", out.String())
+	}
+}
