@@ -108,6 +108,7 @@ type Journal struct {
 	db        *bolt.DB
 	batchSize int          // keys per transaction in ReleaseSession and the upgrade
 	lastTrim  atomic.Int64 // UnixNano of the last trim of the memory map
+	trimHeld  func()       // tests: called by trim before it lets go of the journal
 
 	compaction Compaction // what Open did to shrink the file
 

@@ -3,7 +3,6 @@ package journal
 import (
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,17 +29,26 @@ func (j *Journal) maybeTrim() {
 	j.trim()
 }
 
-// trim drops the mapping's resident pages. It runs inside a read
-// transaction: bbolt remaps only once every read transaction has ended, so
-// the address range is bbolt's mapping throughout.
+// trim drops the mapping's resident pages. It holds the journal's write
+// lock meanwhile (a write transaction that changes nothing and is rolled
+// back): bbolt remaps only in a write transaction, so the address range is
+// bbolt's mapping throughout. A read transaction would keep the mapping as
+// well, but while one lasts no page that a write frees can be used again:
+// on a loaded machine, a trim held up for a moment grew the file by the
+// pages of every write meanwhile.
 func (j *Journal) trim() {
-	j.db.View(func(tx *bolt.Tx) error {
-		info := j.db.Info()
-		size := uintptr(tx.Size())
-		if info.Data == 0 || size == 0 {
-			return nil
-		}
-		unix.Syscall(unix.SYS_MADVISE, info.Data, size, unix.MADV_DONTNEED)
-		return nil
-	})
+	tx, err := j.db.Begin(true)
+	if err != nil {
+		return // read-only, or closed
+	}
+	defer tx.Rollback()
+	info := j.db.Info()
+	size := uintptr(tx.Size())
+	if info.Data == 0 || size == 0 {
+		return
+	}
+	unix.Syscall(unix.SYS_MADVISE, info.Data, size, unix.MADV_DONTNEED)
+	if j.trimHeld != nil {
+		j.trimHeld()
+	}
 }
