@@ -22,6 +22,15 @@ func randomName(i int) string {
 	return hex.EncodeToString(sum[:]) + ".filez"
 }
 
+// randomNames is the first n names of randomName's sequence.
+func randomNames(n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = randomName(i)
+	}
+	return names
+}
+
 // pageUse is the database's high-water mark in bytes, the bytes of its
 // pages in use (neither on the free list nor pending), and the share of its
 // pages that are free.
@@ -86,10 +95,7 @@ func TestSlowTrimsDoNotGrowTheJournal(t *testing.T) {
 	const n = 100_000
 	j, _ := mustOpen(t)
 	s := mustSession(t, j, ownerA, "a")
-	names := make([]string, n)
-	for i := range names {
-		names[i] = randomName(i)
-	}
+	names := randomNames(n)
 	base, _, _ := pageUse(t, j)
 	j.trimHeld = func() { time.Sleep(20 * time.Millisecond) }
 	stop := make(chan struct{})
@@ -123,10 +129,7 @@ func TestBytesPerObject(t *testing.T) {
 	ctx := context.Background()
 	j, path := mustOpen(t)
 	s := mustSession(t, j, ownerA, "a")
-	names := make([]string, n)
-	for i := range names {
-		names[i] = randomName(i)
-	}
+	names := randomNames(n)
 	base, _, _ := pageUse(t, j)
 
 	start := time.Now()

@@ -348,9 +348,6 @@ func (r *Repo) importClosure(ctx context.Context, spool *Repo, commit object.Che
 // objects walk emits (see place), and tells absent of each object neither
 // holds but dirtrees (a walk reports those it cannot read itself).
 func (r *Repo) importAll(ctx context.Context, spool *Repo, absent func(object.Name) error, walk func(emit func(object.Name) error) error) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	work := make(chan object.Name, 64)
 	// The walk emits a file object once per directory holding it: one
 	// already queued or being placed is not queued again (its placing
 	// answers for both). At most the queue and the workers' objects are
@@ -359,31 +356,51 @@ func (r *Repo) importAll(ctx context.Context, spool *Repo, absent func(object.Na
 		mu       sync.Mutex
 		inFlight = map[object.Name]bool{}
 	)
+	place := func(ctx context.Context, n object.Name) error {
+		present, err := r.place(ctx, spool, n)
+		if err == nil && !present && n.Type != object.DirTree {
+			err = absent(n)
+		}
+		mu.Lock()
+		delete(inFlight, n)
+		mu.Unlock()
+		return err
+	}
+	return fanOut(ctx, importWorkers, func() func(context.Context, object.Name) error { return place },
+		func(emit func(object.Name) error) error {
+			return walk(func(n object.Name) error {
+				mu.Lock()
+				dup := inFlight[n]
+				inFlight[n] = true
+				mu.Unlock()
+				if dup {
+					return nil
+				}
+				return emit(n)
+			})
+		})
+}
+
+// fanOut runs walk, handing the names it emits to workers goroutines, each
+// with a handle of its own (from newHandle). It returns the first error of
+// the walk or of a handle; after one, emit fails (the walk stops) and the
+// names already queued are still handed over, with ctx cancelled.
+func fanOut(ctx context.Context, workers int, newHandle func() func(context.Context, object.Name) error, walk func(emit func(object.Name) error) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	work := make(chan object.Name, 64)
 	var wg sync.WaitGroup
-	for range importWorkers {
+	for range workers {
+		handle := newHandle()
 		wg.Go(func() {
 			for n := range work {
-				present, err := r.place(ctx, spool, n)
-				if err == nil && !present && n.Type != object.DirTree {
-					err = absent(n)
-				}
-				if err != nil {
+				if err := handle(ctx, n); err != nil {
 					cancel(err)
 				}
-				mu.Lock()
-				delete(inFlight, n)
-				mu.Unlock()
 			}
 		})
 	}
 	err := walk(func(n object.Name) error {
-		mu.Lock()
-		dup := inFlight[n]
-		inFlight[n] = true
-		mu.Unlock()
-		if dup {
-			return nil
-		}
 		select {
 		case work <- n:
 			return nil

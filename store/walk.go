@@ -503,39 +503,18 @@ func (e *MissingError) Error() string {
 func missing(ctx context.Context, src source, commit object.Checksum, base *object.Checksum, each func(object.Name) error) error {
 	absent := &missingList{e: MissingError{Commit: commit}}
 	t := traversal{src: src, onMissing: absent.note}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	// The walk reads the metadata; workers look the objects up, each
 	// asking first the repo that held its last one (see lastFirst).
-	work := make(chan object.Name, 256)
-	var wg sync.WaitGroup
-	for range checkWorkers {
+	check := func() func(context.Context, object.Name) error {
 		look := src
 		if l, ok := src.(layers); ok {
 			look = &lastFirst{layers: l}
 		}
-		wg.Go(func() {
-			for n := range work {
-				if err := checkPresent(ctx, look, n, absent, each); err != nil {
-					cancel(err)
-				}
-			}
-		})
+		return func(ctx context.Context, n object.Name) error { return checkPresent(ctx, look, n, absent, each) }
 	}
-	err := t.closure(ctx, commit, base, func(n object.Name) error {
-		select {
-		case work <- n:
-			return nil
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		}
-	})
-	close(work)
-	wg.Wait()
-	if err == nil {
-		err = context.Cause(ctx)
-	}
-	if err != nil {
+	if err := fanOut(ctx, checkWorkers, check, func(emit func(object.Name) error) error {
+		return t.closure(ctx, commit, base, emit)
+	}); err != nil {
 		return err
 	}
 	return absent.err()
