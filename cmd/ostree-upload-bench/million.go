@@ -63,7 +63,7 @@ type millionResult struct {
 // runMillion pushes a commit of opt.MillionFiles distinct tiny files once to
 // a fresh daemon over loopback.
 func (b *bench) runMillion(ctx context.Context) (*millionResult, error) {
-	return b.runTinyPush(ctx, "million", b.opt.MillionFiles, false)
+	return b.runTinyPush(ctx, "million", b.opt.MillionFiles, false, 1)
 }
 
 // tinyRun is one run of the tiny-files scenario: its push, floor and pull.
@@ -80,7 +80,7 @@ type tinyRun struct {
 func (b *bench) runTiny(ctx context.Context) (*millionResult, error) {
 	var first *millionResult
 	for i := 0; i < b.opt.TinyRuns; i++ {
-		r, err := b.runTinyPush(ctx, "tiny", b.opt.TinyFiles, true)
+		r, err := b.runTinyPush(ctx, "tiny", b.opt.TinyFiles, true, i+1)
 		if err != nil {
 			return first, err
 		}
@@ -114,8 +114,9 @@ func medianRatio(runs []tinyRun) float64 {
 // fresh daemon over loopback, sampling the daemon's memory and measuring
 // its journal (see pushProbe); then copies the build repository's objects
 // durably (the floor); then, with pull, runs ostree pull of the commit into
-// an empty repository.
-func (b *bench) runTinyPush(ctx context.Context, name string, n int, pull bool) (*millionResult, error) {
+// an empty repository. run numbers the measurements in the log and the
+// results.
+func (b *bench) runTinyPush(ctx context.Context, name string, n int, pull bool, run int) (*millionResult, error) {
 	res := &millionResult{Files: n}
 	need := max(int64(n)*millionDiskPerFile, 1<<30)
 	if free, err := freeBytes(b.opt.Work); err != nil {
@@ -161,7 +162,7 @@ func (b *bench) runTinyPush(ctx context.Context, name string, n int, pull bool) 
 	if err != nil {
 		return nil, fmt.Errorf("%s push: %w", name, err)
 	}
-	m.Run = 1
+	m.Run = run
 	res.Push = m
 	res.Split, res.Commit, res.Journal = probe.split, probe.commit, probe.journal
 	res.DaemonMem = &probe.mem
@@ -196,7 +197,7 @@ func (b *bench) runTinyPush(ctx context.Context, name string, n int, pull bool) 
 		if err != nil {
 			return nil, fmt.Errorf("%s pull: %w", name, err)
 		}
-		p.Run = 1
+		p.Run = run
 		res.Pull = p
 		if p.Client.WallSeconds > 0 {
 			res.PushOverPull = m.Client.WallSeconds / p.Client.WallSeconds
