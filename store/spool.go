@@ -104,7 +104,8 @@ func (rc *receiving) lock(n object.Name) (map[object.Name]*Staged, func()) {
 
 // settled runs fn while object n's name in r cannot change, unless r is
 // receiving n (an unverified file at its name), and reports whether fn
-// ran. Every reader that takes a spool's file elsewhere goes through it.
+// ran. Every call that takes a spool's file elsewhere, or deletes it, goes
+// through it.
 func (r *Repo) settled(n object.Name, fn func()) bool {
 	m, unlock := r.recv.lock(n)
 	defer unlock()
@@ -436,13 +437,9 @@ func (r *Repo) MakeObjectDirs() error {
 // still being received (see Stage): that one is its stage's. For spool
 // repositories only.
 func (r *Repo) Remove(n object.Name) error {
-	m, unlock := r.recv.lock(n)
-	defer unlock()
-	if m[n] != nil {
-		return nil
-	}
 	rel := n.RelPath()
-	err := r.at(func(dfd int) error { return unix.Unlinkat(dfd, rel, 0) })
+	var err error
+	r.settled(n, func() { err = r.at(func(dfd int) error { return unix.Unlinkat(dfd, rel, 0) }) })
 	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("remove %s: %w", n, &os.PathError{Op: "remove", Path: r.abs(rel), Err: err})
 	}
