@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -361,6 +362,9 @@ func decodeJSON(c echo.Context, v any) error {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return service.Refuse(service.TooLarge, "request body over %d bytes", maxJSONBody)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return service.Refuse(service.Invalid, "the request body stopped arriving: nothing came for the daemon's body_timeout; send the request again")
 		}
 		return service.Refuse(service.Invalid, "bad JSON body: %v", err)
 	}
