@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/ostree-upload/ostree-upload/daemon/daemontest"
@@ -199,6 +200,62 @@ func TestSmallObjectsAreReadOnce(t *testing.T) {
 		}
 		if src.reads > c.reads {
 			t.Errorf("%s: %d reads, want at most %d", c.name, src.reads, c.reads)
+		}
+	}
+}
+
+// The needed names of a negotiation are packed in name order, so that each
+// pack holds neighbours in the daemon's journal (keyed by checksum) rather
+// than names spread over all of it: within a pack the names ascend, and
+// the packs cover ranges of names that do not overlap.
+func TestPacksHoldNeighboursInNameOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	repo, tree := filepath.Join(dir, "repo"), filepath.Join(dir, "tree")
+	if err := storetest.InitArchive(repo); err != nil {
+		t.Fatal(err)
+	}
+	if err := storetest.WriteTree(tree, 400, rand.New(rand.NewSource(2))); err != nil {
+		t.Fatal(err)
+	}
+	commit, err := storetest.CommitTree(repo, "main", tree, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := store.Open(ctx, repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	needed := daemontest.Objects(t, repo, commit, "") // in the walk's order
+	if slices.IsSortedFunc(needed, object.Name.Compare) {
+		t.Fatal("the walk's order is already the names' order: the test shows nothing")
+	}
+	p := &pusher{repo: r, opts: Options{PackMax: 1 << 20}, packTarget: 16 << 10}
+	ws, _, err := p.works(slices.Clone(needed), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var packs [][]object.Name
+	held := 0
+	for _, w := range ws {
+		held += max(len(w.pack), 1)
+		if len(w.pack) == 0 {
+			continue
+		}
+		if !slices.IsSortedFunc(w.pack, object.Name.Compare) {
+			t.Fatalf("a pack of %d names not in name order", len(w.pack))
+		}
+		packs = append(packs, w.pack)
+	}
+	if held != len(needed) || len(packs) < 3 {
+		t.Fatalf("%d packs holding %d of %d names", len(packs), held, len(needed))
+	}
+	slices.SortFunc(packs, func(a, b []object.Name) int { return a[0].Compare(b[0]) })
+	for i := 1; i < len(packs); i++ {
+		if prev := packs[i-1]; prev[len(prev)-1].Compare(packs[i][0]) >= 0 {
+			t.Fatalf("packs %d and %d overlap: %s after %s", i-1, i, prev[len(prev)-1], packs[i][0])
 		}
 	}
 }

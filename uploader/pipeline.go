@@ -425,8 +425,12 @@ func (pl *pipeline) negotiate(ctx context.Context, names []object.Name) ([]objec
 // works is the work of sending needed: objects over Options.PackMax (or
 // over smallObject with a partial upload to resume, live) as uploads of
 // their own, the rest in packs, the largest first so that small packs
-// fill the streams at the end; and their bytes.
+// fill the streams at the end; and their bytes. It sorts needed by name:
+// a pack's objects then lie close together in the daemon's journal, which
+// records the pack's verdicts in fewer page writes than for names spread
+// over its whole key space.
 func (p *pusher) works(needed []object.Name, live map[string]string) ([]work, int64, error) {
+	slices.SortFunc(needed, object.Name.Compare)
 	var total int64
 	var items []work
 	var small []object.Name

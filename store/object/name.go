@@ -1,6 +1,8 @@
 package object
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/hex"
 	"fmt"
 	"strings"
@@ -86,6 +88,14 @@ func truncate(s string) string {
 type Name struct {
 	Sum  Checksum
 	Type Type
+}
+
+// Compare orders names by checksum, then type: -1, 0 or +1.
+func (n Name) Compare(m Name) int {
+	if c := bytes.Compare(n.Sum[:], m.Sum[:]); c != 0 {
+		return c
+	}
+	return cmp.Compare(n.Type, m.Type)
 }
 
 // String returns the name as "<checksum>.<ext>".
