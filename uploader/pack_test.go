@@ -86,29 +86,37 @@ func (w *writeSizes) Write(b []byte) (int, error) {
 	return w.Buffer.Write(b)
 }
 
-// A pack of small objects reaches the request in writes of packWriteSize
-// (the last one shorter), not one per header, content and padding: and it
-// is still a tar of exactly those objects, as packSize says.
-func TestPackIsWrittenInLargeWrites(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
+// smallTreeRepo is an archive repository with one commit, of a tree of
+// 400 files made from seed, opened for the test's duration; and its path.
+func smallTreeRepo(t *testing.T, seed int64) (r *store.Repo, repo, commit string) {
+	t.Helper()
 	dir := t.TempDir()
 	repo, tree := filepath.Join(dir, "repo"), filepath.Join(dir, "tree")
 	if err := storetest.InitArchive(repo); err != nil {
 		t.Fatal(err)
 	}
-	if err := storetest.WriteTree(tree, 400, rand.New(rand.NewSource(1))); err != nil {
+	if err := storetest.WriteTree(tree, 400, rand.New(rand.NewSource(seed))); err != nil {
 		t.Fatal(err)
 	}
 	commit, err := storetest.CommitTree(repo, "main", tree, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := store.Open(ctx, repo)
+	r, err = store.Open(context.Background(), repo)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	t.Cleanup(func() { r.Close() })
+	return r, repo, commit
+}
+
+// A pack of small objects reaches the request in writes of packWriteSize
+// (the last one shorter), not one per header, content and padding: and it
+// is still a tar of exactly those objects, as packSize says.
+func TestPackIsWrittenInLargeWrites(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r, repo, commit := smallTreeRepo(t, 1)
 	p := &pusher{repo: r}
 	var objs []object.Name
 	var sizes []int64
@@ -210,24 +218,7 @@ func TestSmallObjectsAreReadOnce(t *testing.T) {
 // the packs cover ranges of names that do not overlap.
 func TestPacksHoldNeighboursInNameOrder(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	dir := t.TempDir()
-	repo, tree := filepath.Join(dir, "repo"), filepath.Join(dir, "tree")
-	if err := storetest.InitArchive(repo); err != nil {
-		t.Fatal(err)
-	}
-	if err := storetest.WriteTree(tree, 400, rand.New(rand.NewSource(2))); err != nil {
-		t.Fatal(err)
-	}
-	commit, err := storetest.CommitTree(repo, "main", tree, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := store.Open(ctx, repo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r, repo, commit := smallTreeRepo(t, 2)
 	needed := daemontest.Objects(t, repo, commit, "") // in the walk's order
 	if slices.IsSortedFunc(needed, object.Name.Compare) {
 		t.Fatal("the walk's order is already the names' order: the test shows nothing")
