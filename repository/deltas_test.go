@@ -1,7 +1,9 @@
 package repository
 
 import (
+	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -104,12 +106,20 @@ func TestGenerationLimits(t *testing.T) {
 		t.Fatalf("generation within 256 MiB of address space: %v", err)
 	}
 	cfg.StaticDeltaMemoryLimit = config.DefaultStaticDeltaMemoryLimit
-	cfg.StaticDeltaTimeLimit = config.Duration{Duration: time.Second}
-	start := time.Now()
-	errc := make(chan error, 1)
-	go func() { errc <- s.generateDelta(ctx, store.Delta{From: x, To: y}) }()
-	// While it runs: the ostree process is niced and limited.
-	pid := findProcess(t, "--to="+y.String())
+
+	// While it runs, the ostree process is niced and limited. The time
+	// limit is the default here, so that a loaded machine cannot end the
+	// process before it is seen; the test cancels the generation then.
+	gctx, cancel := context.WithCancel(ctx)
+	errc, ended := make(chan error, 1), make(chan struct{})
+	go func() {
+		errc <- s.generateDelta(gctx, store.Delta{From: x, To: y})
+		close(ended)
+	}()
+	pid, found := findProcess(t, "--to="+y.String(), ended)
+	if !found {
+		t.Fatalf("the generation ended before its process was seen: %v", <-errc)
+	}
 	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	limits, _ := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
 	_, fields, _ := strings.Cut(string(stat), ") ")
@@ -119,14 +129,25 @@ func TestGenerationLimits(t *testing.T) {
 	if want := fmt.Sprintf("Max address space         %d", 4<<30); !strings.Contains(string(limits), want) {
 		t.Errorf("generation's limits lack %q:\n%s", want, limits)
 	}
-	err = <-errc
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("a generation cancelled: %v", err)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+		t.Errorf("process %d outlived its generation's cancellation", pid)
+	}
+
+	// At the time limit, the process is killed.
+	cfg.StaticDeltaTimeLimit = config.Duration{Duration: time.Second}
+	start := time.Now()
+	err = s.generateDelta(ctx, store.Delta{From: x, To: y})
 	if err == nil || !strings.Contains(err.Error(), "killed at static_delta_time_limit (1s)") {
 		t.Fatalf("bsdiff of 8 MiB within a second: %v", err)
 	}
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("killed after %s, the limit is 1s", took)
 	}
-	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+	if pid, found := findProcess(t, "--to="+y.String(), closed); found {
 		t.Errorf("process %d outlived its time limit", pid)
 	}
 	if got := deltaNames(t, s); len(got) != 0 {
@@ -322,24 +343,29 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 	}
 }
 
-// findProcess returns the pid of the process whose command line holds arg,
-// waiting for it to start.
-func findProcess(t *testing.T, arg string) int {
+// findProcess returns the pid of the ostree process whose command line holds
+// arg, looking until it appears or done is closed (then found is false).
+func findProcess(t *testing.T, arg string, done <-chan struct{}) (pid int, found bool) {
 	t.Helper()
-	for i := 0; i < 200; i++ {
+	for {
 		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 		for _, p := range procs {
 			b, _ := os.ReadFile(p)
 			if slices.Contains(strings.Split(string(b), "\x00"), arg) && strings.HasPrefix(string(b), "ostree\x00") {
 				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-				return pid
+				return pid, true
 			}
 		}
-		time.Sleep(5 * time.Millisecond)
+		select {
+		case <-done:
+			return 0, false
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
-	t.Fatalf("no process with argument %s", arg)
-	return 0
 }
+
+// closed is a closed channel: findProcess given it looks once.
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // wanted is s.wantedDeltas given the deltas s's repository holds.
 func wanted(t *testing.T, s *Service) ([]store.Delta, error) {
