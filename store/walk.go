@@ -528,10 +528,11 @@ const checkWorkers = 4
 // walk notes a missing one itself.
 func checkPresent(ctx context.Context, src source, n object.Name, absent *missingList, each func(object.Name) error) error {
 	if n.Type != object.DirTree && n.Type != object.Commit {
-		if has, err := src.HasObject(ctx, n); err != nil || !has {
-			if err != nil {
-				return err
-			}
+		has, err := src.HasObject(ctx, n)
+		if err != nil {
+			return err
+		}
+		if !has {
 			return absent.note(n)
 		}
 	}

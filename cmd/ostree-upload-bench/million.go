@@ -100,14 +100,19 @@ func (b *bench) runTiny(ctx context.Context) (*millionResult, error) {
 // medianRatio is the median push time of runs over their median pull time
 // (0 without a pull).
 func medianRatio(runs []tinyRun) float64 {
-	var push, pull []float64
-	for _, r := range runs {
-		push, pull = append(push, r.PushSeconds), append(pull, r.PullSeconds)
-	}
+	push, _, pull := runColumns(runs)
 	if p := median(pull); p > 0 {
 		return median(push) / p
 	}
 	return 0
+}
+
+// runColumns is the push, floor and pull times of runs, in run order.
+func runColumns(runs []tinyRun) (push, floor, pull []float64) {
+	for _, r := range runs {
+		push, floor, pull = append(push, r.PushSeconds), append(floor, r.FloorSeconds), append(pull, r.PullSeconds)
+	}
+	return push, floor, pull
 }
 
 // runTinyPush pushes a commit of n distinct tiny files once, cold, to a

@@ -336,10 +336,7 @@ func writeMillion(w io.Writer, title string, m *millionResult) {
 			m.Pull.Client.WallSeconds, humanBytes(m.Pull.WireBytes), humanBytes(m.Pull.Client.MaxRSSKiB*1024), m.Pull.Client.CPUSeconds, m.PushOverPull)
 	}
 	if len(m.Runs) > 1 {
-		var push, floor, pull []float64
-		for _, r := range m.Runs {
-			push, floor, pull = append(push, r.PushSeconds), append(floor, r.FloorSeconds), append(pull, r.PullSeconds)
-		}
+		push, floor, pull := runColumns(m.Runs)
 		fmt.Fprintf(&b, "  %d runs (the figures above are the first's): push %s s (median %.1f), floor %s s (median %.1f), ostree pull %s s (median %.1f); push/pull of the medians %.2f\n",
 			len(m.Runs), secondsList(push), median(push), secondsList(floor), median(floor), secondsList(pull), median(pull), m.MedianPushOverPull)
 	}
